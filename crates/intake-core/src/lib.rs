@@ -1,0 +1,17 @@
+//! Intake's domain types and the storage trait, with no backend code.
+//!
+//! - [`message`]: what a session hands to a store ([`Incoming`]) and what a store gives back
+//!   ([`Summary`], [`StoredMessage`]), with the time-ordered [`MessageId`].
+//! - [`mime`]: every call into mail-parser lives here, so that its upgrade stays local.
+//! - [`store`]: the [`MailStore`] trait every backend implements, and [`StoreError`].
+#![warn(missing_docs)]
+
+pub mod message;
+pub mod mime;
+pub mod store;
+
+pub use message::{
+    Attachment, Envelope, Incoming, MessageId, ParsedMeta, SessionInfo, StoredMessage, Summary,
+    TlsInfo, mailbox_key,
+};
+pub use store::{MailStore, Page, StoreError};

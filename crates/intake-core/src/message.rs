@@ -1,0 +1,241 @@
+//! Messages on their way in and on their way out of a store.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::mime;
+
+/// A message id: a UUIDv7, so ids sort by time of receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(pub Uuid);
+
+impl MessageId {
+    /// A new id for a message received now.
+    pub fn new() -> Self {
+        MessageId(Uuid::now_v7())
+    }
+
+    /// The 16 raw bytes (how stores keep it).
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+
+    /// From 16 raw bytes.
+    pub fn from_slice(b: &[u8]) -> Option<Self> {
+        Uuid::from_slice(b).ok().map(MessageId)
+    }
+}
+
+impl Default for MessageId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+impl FromStr for MessageId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(MessageId)
+    }
+}
+
+/// The mailbox a recipient's mail is filed under: the address, lower-cased.
+pub fn mailbox_key(address: &str) -> String {
+    address.to_lowercase()
+}
+
+/// The SMTP envelope of one message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Reverse-path; empty for the null sender.
+    pub mail_from: String,
+    /// Forward-paths, in the order they were accepted.
+    pub rcpt_to: Vec<String>,
+}
+
+/// TLS parameters of the session a message arrived on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsInfo {
+    /// e.g. `TLSv1.3`.
+    pub version: String,
+    /// e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher: String,
+}
+
+/// Who sent a message, as seen by the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The EHLO/HELO name (empty when the client gave none).
+    pub helo: String,
+    /// The client's address (from the PROXY header when there is one).
+    pub client: SocketAddr,
+    /// TLS, when the session was encrypted.
+    pub tls: Option<TlsInfo>,
+}
+
+/// An attachment, as listed with a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// File name, if the part has one.
+    pub name: Option<String>,
+    /// MIME type, e.g. `application/pdf`.
+    pub content_type: String,
+    /// Decoded size in octets.
+    pub size: u64,
+}
+
+/// Header fields parsed from a message, for listing and search.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParsedMeta {
+    /// `Message-ID:` without angle brackets.
+    pub message_id: Option<String>,
+    /// `From:` addresses, as `Name <addr>` or `addr`, comma-separated.
+    pub from: Option<String>,
+    /// `To:` addresses.
+    pub to: Option<String>,
+    /// `Cc:` addresses.
+    pub cc: Option<String>,
+    /// Decoded `Subject:`.
+    pub subject: Option<String>,
+    /// `Date:` as RFC 3339, when it parses.
+    pub date: Option<String>,
+    /// Top-level MIME type, e.g. `multipart/mixed`.
+    pub content_type: Option<String>,
+    /// `charset` parameter of the top-level Content-Type.
+    pub charset: Option<String>,
+    /// Attachments.
+    pub attachments: Vec<Attachment>,
+}
+
+/// A message ready to be stored: everything a store writes, computed before the write so
+/// that the store's single writer does no parsing.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// Time-ordered id.
+    pub id: MessageId,
+    /// When the end of data was received, Unix milliseconds.
+    pub received_at: i64,
+    /// The SMTP envelope.
+    pub envelope: Envelope,
+    /// HELO name, client address, TLS.
+    pub session: SessionInfo,
+    /// Size of the message content as received (without our `Received:` header).
+    pub size: u64,
+    /// SHA-256 of the content as received, lower-case hex.
+    pub sha256: String,
+    /// Parsed header fields.
+    pub meta: ParsedMeta,
+    /// The stored bytes: our `Received:` header, then the content exactly as received.
+    pub raw: Bytes,
+}
+
+impl Incoming {
+    /// Assembles a message: hashes and parses `content`, prepends `received_header`.
+    pub fn new(
+        id: MessageId,
+        received_at: i64,
+        envelope: Envelope,
+        session: SessionInfo,
+        received_header: &str,
+        content: &[u8],
+    ) -> Incoming {
+        let sha256 = hex(&Sha256::digest(content));
+        let meta = mime::parse_meta(content);
+        let mut raw = Vec::with_capacity(received_header.len() + content.len());
+        raw.extend_from_slice(received_header.as_bytes());
+        raw.extend_from_slice(content);
+        Incoming {
+            id,
+            received_at,
+            envelope,
+            session,
+            size: content.len() as u64,
+            sha256,
+            meta,
+            raw: raw.into(),
+        }
+    }
+
+    /// The distinct mailboxes this message is filed under.
+    pub fn mailboxes(&self) -> Vec<String> {
+        let mut boxes: Vec<String> = self.envelope.rcpt_to.iter().map(|a| mailbox_key(a)).collect();
+        boxes.sort();
+        boxes.dedup();
+        boxes
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// One line of a mailbox listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Message id.
+    pub id: MessageId,
+    /// Unix milliseconds.
+    pub received_at: i64,
+    /// Envelope sender.
+    pub mail_from: String,
+    /// Decoded subject.
+    pub subject: Option<String>,
+    /// Content size in octets.
+    pub size: u64,
+}
+
+/// A stored message with everything kept about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Message id.
+    pub id: MessageId,
+    /// Unix milliseconds.
+    pub received_at: i64,
+    /// The SMTP envelope.
+    pub envelope: Envelope,
+    /// EHLO/HELO name.
+    pub helo: String,
+    /// Client IP and port.
+    pub client: SocketAddr,
+    /// TLS, if any.
+    pub tls: Option<TlsInfo>,
+    /// Content size in octets.
+    pub size: u64,
+    /// SHA-256 of the content, hex.
+    pub sha256: String,
+    /// Parsed header fields.
+    pub meta: ParsedMeta,
+    /// The raw message with our `Received:` header first.
+    pub raw: Bytes,
+}
+
+impl Serialize for MessageId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MessageId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,114 @@
+//! Everything Intake asks of mail-parser, in one module (see docs/ARCHITECTURE.md: the
+//! mail-parser 0.11 to 1.0 upgrade should touch nothing else).
+
+use mail_parser::{Address, MessageParser, MimeHeaders};
+
+use crate::message::{Attachment, ParsedMeta};
+
+/// Parses the header fields Intake indexes. Never fails: unparsable mail gives empty fields.
+pub fn parse_meta(content: &[u8]) -> ParsedMeta {
+    let Some(msg) = MessageParser::default().parse_headers(content) else {
+        return ParsedMeta::default();
+    };
+    let content_type = msg.content_type();
+    let attachments = if content_type.is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("multipart")) {
+        // Attachments need the body structure: parse the whole message only then.
+        MessageParser::default()
+            .parse(content)
+            .map(|full| {
+                full.attachments()
+                    .map(|part| Attachment {
+                        name: part.attachment_name().map(str::to_string),
+                        content_type: part
+                            .content_type()
+                            .map(|ct| match ct.subtype() {
+                                Some(st) => format!("{}/{}", ct.ctype(), st),
+                                None => ct.ctype().to_string(),
+                            })
+                            .unwrap_or_else(|| "application/octet-stream".into()),
+                        size: part.contents().len() as u64,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    ParsedMeta {
+        message_id: msg.message_id().map(str::to_string),
+        from: msg.from().map(format_addresses),
+        to: msg.to().map(format_addresses),
+        cc: msg.cc().map(format_addresses),
+        subject: msg.subject().map(str::to_string),
+        date: msg.date().map(|d| d.to_rfc3339()),
+        content_type: content_type.map(|ct| match ct.subtype() {
+            Some(st) => format!("{}/{}", ct.ctype(), st).to_ascii_lowercase(),
+            None => ct.ctype().to_ascii_lowercase(),
+        }),
+        charset: content_type.and_then(|ct| ct.attribute("charset")).map(str::to_string),
+        attachments,
+    }
+}
+
+fn format_addresses(addr: &Address<'_>) -> String {
+    let mut out = Vec::new();
+    for a in addr.iter() {
+        match (a.name(), a.address()) {
+            (Some(n), Some(e)) => out.push(format!("{n} <{e}>")),
+            (None, Some(e)) => out.push(e.to_string()),
+            (Some(n), None) => out.push(n.to_string()),
+            (None, None) => {}
+        }
+    }
+    out.join(", ")
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_message() {
+        let m = parse_meta(
+            b"From: Alice <alice@example.org>\r\nTo: bob@example.com, Carol <c@example.com>\r\n\
+              Subject: =?utf-8?q?caf=C3=A9?=\r\nMessage-ID: <abc@example.org>\r\n\
+              Date: Sat, 21 Nov 2026 10:00:00 +0000\r\n\
+              Content-Type: text/plain; charset=utf-8\r\n\r\nhello\r\n",
+        );
+        assert_eq!(m.from.as_deref(), Some("Alice <alice@example.org>"));
+        assert_eq!(m.to.as_deref(), Some("bob@example.com, Carol <c@example.com>"));
+        assert_eq!(m.subject.as_deref(), Some("café"));
+        assert_eq!(m.message_id.as_deref(), Some("abc@example.org"));
+        assert_eq!(m.date.as_deref(), Some("2026-11-21T10:00:00Z"));
+        assert_eq!(m.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(m.charset.as_deref(), Some("utf-8"));
+        assert!(m.attachments.is_empty());
+    }
+
+    #[test]
+    fn attachments_are_listed() {
+        let m = parse_meta(
+            b"Subject: files\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n\
+              --XX\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n\
+              --XX\r\nContent-Type: application/pdf; name=a.pdf\r\nContent-Disposition: attachment; filename=a.pdf\r\n\
+              Content-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n--XX--\r\n",
+        );
+        assert_eq!(m.content_type.as_deref(), Some("multipart/mixed"));
+        assert_eq!(
+            m.attachments,
+            vec![Attachment {
+                name: Some("a.pdf".into()),
+                content_type: "application/pdf".into(),
+                size: 5
+            }]
+        );
+    }
+
+    #[test]
+    fn garbage_gives_empty_fields() {
+        let m = parse_meta(b"\x00\xff\xfe not a message");
+        assert_eq!(m.subject, None);
+        assert!(m.attachments.is_empty());
+    }
+}

@@ -1,0 +1,117 @@
+//! The catalogue of every fixed reply Intake sends, in one place to review.
+//!
+//! Codes follow RFC 5321 §4.2.2/§4.2.3, enhanced codes RFC 3463 and the IANA registry
+//! ("Enumerated Status Codes"). Our own failures are always 4xx: a 5xx would make the
+//! sending server bounce a message we merely failed to store.
+
+use crate::reply::{EnhancedStatus as S, Reply};
+
+// 2xx
+/// Generic success (RSET, NOOP).
+pub const OK: Reply = Reply::new(250, S(2, 0, 0), "OK");
+/// MAIL FROM accepted.
+pub const SENDER_OK: Reply = Reply::new(250, S(2, 1, 0), "Sender OK");
+/// RCPT TO accepted.
+pub const RECIPIENT_OK: Reply = Reply::new(250, S(2, 1, 5), "Recipient OK");
+/// QUIT.
+pub const BYE: Reply = Reply::new(221, S(2, 0, 0), "Bye");
+/// VRFY: we never confirm or deny an address (RFC 5321 §3.5.3, §7.3).
+pub const VRFY: Reply = Reply::new(
+    252,
+    S(2, 5, 0),
+    "Cannot VRFY user, but will accept message and attempt delivery",
+);
+/// HELP.
+pub const HELP: Reply = Reply::new(
+    214,
+    S(2, 0, 0),
+    "Intake receives mail. Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT",
+);
+/// A BDAT chunk that was not the last one was received.
+pub const CHUNK_OK: Reply = Reply::new(250, S(2, 0, 0), "Chunk received");
+
+// 3xx
+/// DATA accepted: send the message.
+pub const START_DATA: Reply = Reply::new(354, S(2, 0, 0), "Send message, end with <CRLF>.<CRLF>");
+
+// 4xx
+/// Too many recipients in one transaction (RFC 5321 §4.5.3.1.10).
+pub const TOO_MANY_RECIPIENTS: Reply = Reply::new(452, S(4, 5, 3), "Too many recipients");
+/// The store failed; the client should retry later.
+pub const STORE_FAILED: Reply = Reply::new(
+    451,
+    S(4, 3, 0),
+    "Message not stored: temporary local problem, try again later",
+);
+/// Too many errors in one session.
+pub const TOO_MANY_ERRORS: Reply = Reply::new(421, S(4, 7, 0), "Too many errors, closing connection");
+/// No command within the idle timeout.
+pub const TIMEOUT: Reply = Reply::new(421, S(4, 4, 2), "Timeout, closing connection");
+/// The server is shutting down.
+pub const SHUTTING_DOWN: Reply = Reply::new(421, S(4, 3, 2), "Server shutting down, try again later");
+/// Over the connection limit.
+pub const TOO_MANY_CONNECTIONS: Reply =
+    Reply::new(421, S(4, 7, 0), "Too many connections, try again later");
+
+// 5xx: the client's mistakes
+/// Unknown verb.
+pub const UNKNOWN_COMMAND: Reply = Reply::new(500, S(5, 5, 1), "Command unrecognized");
+/// Command line longer than the limit.
+pub const LINE_TOO_LONG: Reply = Reply::new(500, S(5, 5, 2), "Line too long");
+/// A command line with a bare CR or LF.
+pub const BARE_LINE_ENDING_COMMAND: Reply = Reply::new(
+    500,
+    S(5, 5, 2),
+    "Bare CR or LF in command: lines must end with CRLF",
+);
+/// A command with a NUL byte or other control characters.
+pub const INVALID_CHARACTERS: Reply = Reply::new(500, S(5, 5, 2), "Invalid characters in command");
+/// Known verb that Intake does not implement.
+pub const NOT_IMPLEMENTED: Reply = Reply::new(502, S(5, 5, 1), "Command not implemented");
+/// Command out of sequence.
+pub const BAD_SEQUENCE: Reply = Reply::new(503, S(5, 5, 1), "Bad sequence of commands");
+/// MAIL before EHLO/HELO.
+pub const HELO_FIRST: Reply = Reply::new(503, S(5, 5, 1), "Say EHLO or HELO first");
+/// MAIL while a transaction is open.
+pub const NESTED_MAIL: Reply = Reply::new(503, S(5, 5, 1), "Sender already specified");
+/// RCPT before MAIL.
+pub const MAIL_FIRST: Reply = Reply::new(503, S(5, 5, 1), "Need MAIL before RCPT");
+/// DATA/BDAT without any accepted recipient.
+pub const RCPT_FIRST: Reply = Reply::new(503, S(5, 5, 1), "Need RCPT before DATA");
+/// DATA after BDAT in the same transaction, or the reverse (RFC 3030 §2).
+pub const DATA_BDAT_MIX: Reply = Reply::new(503, S(5, 5, 1), "DATA and BDAT cannot be mixed");
+/// EHLO/HELO without a name when lenient HELO is off.
+pub const HELO_NEEDS_NAME: Reply = Reply::new(501, S(5, 5, 4), "EHLO/HELO requires a domain name");
+/// Bad argument syntax; the text names the expected grammar.
+pub const SYNTAX: Reply = Reply::new(501, S(5, 5, 4), "Syntax error");
+/// Malformed sender address.
+pub const BAD_SENDER: Reply = Reply::new(501, S(5, 1, 7), "Bad sender address syntax");
+/// Malformed recipient address.
+pub const BAD_RECIPIENT: Reply = Reply::new(501, S(5, 1, 3), "Bad recipient address syntax");
+/// A parameter we do not support.
+pub const UNSUPPORTED_PARAMETER: Reply =
+    Reply::new(555, S(5, 5, 4), "Unsupported MAIL/RCPT parameter");
+/// A parameter with a bad value.
+pub const INVALID_PARAMETER: Reply = Reply::new(501, S(5, 5, 4), "Invalid parameter value");
+/// Non-ASCII address without SMTPUTF8 (RFC 6531 §3.4).
+pub const NEEDS_SMTPUTF8: Reply = Reply::new(
+    553,
+    S(5, 6, 7),
+    "Non-ASCII address requires the SMTPUTF8 parameter on MAIL",
+);
+/// Declared SIZE over the limit (RFC 1870).
+pub const SIZE_EXCEEDED_DECLARED: Reply =
+    Reply::new(552, S(5, 3, 4), "Message size exceeds fixed maximum message size");
+/// Message over the size limit, answered after the end of data.
+pub const MESSAGE_TOO_BIG: Reply =
+    Reply::new(552, S(5, 3, 4), "Message too big: exceeds fixed maximum message size");
+/// Recipient domain is not one of ours.
+pub const RELAY_DENIED: Reply = Reply::new(550, S(5, 7, 1), "Relay access denied");
+/// A message that contained bare CR or LF characters (SMTP smuggling defence).
+pub const BARE_LINE_ENDING_DATA: Reply = Reply::new(
+    550,
+    S(5, 6, 0),
+    "Message rejected: bare CR or LF found, lines must end with CRLF",
+);
+/// Null recipient or otherwise unacceptable destination.
+pub const BAD_DESTINATION: Reply = Reply::new(550, S(5, 1, 1), "Bad destination mailbox address");
