@@ -170,7 +170,12 @@ impl Incoming {
 
     /// The distinct mailboxes this message is filed under.
     pub fn mailboxes(&self) -> Vec<String> {
-        let mut boxes: Vec<String> = self.envelope.rcpt_to.iter().map(|a| mailbox_key(a)).collect();
+        let mut boxes: Vec<String> = self
+            .envelope
+            .rcpt_to
+            .iter()
+            .map(|a| mailbox_key(a))
+            .collect();
         boxes.sort();
         boxes.dedup();
         boxes

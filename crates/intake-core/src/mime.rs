@@ -11,7 +11,8 @@ pub fn parse_meta(content: &[u8]) -> ParsedMeta {
         return ParsedMeta::default();
     };
     let content_type = msg.content_type();
-    let attachments = if content_type.is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("multipart")) {
+    let attachments = if content_type.is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("multipart"))
+    {
         // Attachments need the body structure: parse the whole message only then.
         MessageParser::default()
             .parse(content)
@@ -45,9 +46,17 @@ pub fn parse_meta(content: &[u8]) -> ParsedMeta {
             Some(st) => format!("{}/{}", ct.ctype(), st).to_ascii_lowercase(),
             None => ct.ctype().to_ascii_lowercase(),
         }),
-        charset: content_type.and_then(|ct| ct.attribute("charset")).map(str::to_string),
+        charset: content_type
+            .and_then(|ct| ct.attribute("charset"))
+            .map(str::to_string),
         attachments,
     }
+}
+
+/// The message's first text body (HTML converted to text when there is no plain part).
+pub fn text_body(raw: &[u8]) -> Option<String> {
+    let msg = MessageParser::default().parse(raw)?;
+    msg.body_text(0).map(|t| t.into_owned())
 }
 
 fn format_addresses(addr: &Address<'_>) -> String {
@@ -63,7 +72,6 @@ fn format_addresses(addr: &Address<'_>) -> String {
     out.join(", ")
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,7 +85,10 @@ mod tests {
               Content-Type: text/plain; charset=utf-8\r\n\r\nhello\r\n",
         );
         assert_eq!(m.from.as_deref(), Some("Alice <alice@example.org>"));
-        assert_eq!(m.to.as_deref(), Some("bob@example.com, Carol <c@example.com>"));
+        assert_eq!(
+            m.to.as_deref(),
+            Some("bob@example.com, Carol <c@example.com>")
+        );
         assert_eq!(m.subject.as_deref(), Some("café"));
         assert_eq!(m.message_id.as_deref(), Some("abc@example.org"));
         assert_eq!(m.date.as_deref(), Some("2026-11-21T10:00:00Z"));

@@ -142,7 +142,9 @@ impl From<&ProtoError> for Reply {
             ProtoError::BareLineEnding => replies::BARE_LINE_ENDING_COMMAND,
             ProtoError::InvalidCharacters => replies::INVALID_CHARACTERS,
             ProtoError::UnknownCommand => replies::UNKNOWN_COMMAND,
-            ProtoError::Syntax(s) => replies::SYNTAX.with_text(format!("Syntax error, expected: {s}")),
+            ProtoError::Syntax(s) => {
+                replies::SYNTAX.with_text(format!("Syntax error, expected: {s}"))
+            }
             ProtoError::InvalidSender => replies::BAD_SENDER,
             ProtoError::InvalidRecipient => replies::BAD_RECIPIENT,
             ProtoError::InvalidParameter(p) => {
@@ -396,7 +398,10 @@ mod tests {
                     size: 0,
                     last: true
                 }),
-                Ok(Command::Bdat { size: 5, last: true }),
+                Ok(Command::Bdat {
+                    size: 5,
+                    last: true
+                }),
                 Err(ProtoError::Syntax("BDAT chunk-size [LAST]")),
             ]
         );
@@ -415,7 +420,12 @@ mod tests {
                 address: "postmaster".into()
             }))
         );
-        assert_eq!(cmds[2], Ok(Command::Rcpt(RcptTo { address: String::new() })));
+        assert_eq!(
+            cmds[2],
+            Ok(Command::Rcpt(RcptTo {
+                address: String::new()
+            }))
+        );
         assert_eq!(
             cmds[3],
             Ok(Command::Rcpt(RcptTo {
@@ -461,7 +471,8 @@ mod tests {
         assert_eq!(d.decode(&mut buf), Err(ProtoError::LineTooLong));
         assert_eq!(d.decode(&mut buf), Ok(Some(Command::Noop)));
         // Too long but complete in one read.
-        let mut buf = BytesMut::from(&[b"NOOP ".as_slice(), &[b'y'; 120], b"\r\nQUIT\r\n"].concat()[..]);
+        let mut buf =
+            BytesMut::from(&[b"NOOP ".as_slice(), &[b'y'; 120], b"\r\nQUIT\r\n"].concat()[..]);
         assert_eq!(d.decode(&mut buf), Err(ProtoError::LineTooLong));
         assert_eq!(d.decode(&mut buf), Ok(Some(Command::Quit)));
     }

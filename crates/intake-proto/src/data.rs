@@ -214,7 +214,11 @@ mod tests {
     }
 
     /// Same result whatever the split points (each byte fed alone, and every cut in two).
-    fn run_split(input: &[u8], max: u64, le: LineEndings) -> (Option<DataOutcome>, Vec<u8>, Vec<u8>) {
+    fn run_split(
+        input: &[u8],
+        max: u64,
+        le: LineEndings,
+    ) -> (Option<DataOutcome>, Vec<u8>, Vec<u8>) {
         let whole = run(input, max, le);
         let mut d = DataDecoder::new(max, le);
         let mut out = BytesMut::new();
@@ -225,7 +229,11 @@ mod tests {
             r = d.decode(&mut b, &mut out);
             pos += 1;
         }
-        assert_eq!((r, out.to_vec(), input[pos..].to_vec()), whole, "byte by byte");
+        assert_eq!(
+            (r, out.to_vec(), input[pos..].to_vec()),
+            whole,
+            "byte by byte"
+        );
         for cut in 0..input.len() {
             let mut d = DataDecoder::new(max, le);
             let mut out = BytesMut::new();
@@ -244,7 +252,11 @@ mod tests {
 
     #[test]
     fn terminator_and_rest() {
-        let (r, out, rest) = run_split(b"Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n", 1000, LineEndings::Reject);
+        let (r, out, rest) = run_split(
+            b"Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n",
+            1000,
+            LineEndings::Reject,
+        );
         assert_eq!(r, Some(DataOutcome::Complete));
         assert_eq!(out, b"Subject: x\r\n\r\nbody\r\n");
         assert_eq!(rest, b"QUIT\r\n");
@@ -252,7 +264,10 @@ mod tests {
 
     #[test]
     fn empty_message_and_first_line_dots() {
-        assert_eq!(run_split(b".\r\n", 10, LineEndings::Reject), (Some(DataOutcome::Complete), vec![], vec![]));
+        assert_eq!(
+            run_split(b".\r\n", 10, LineEndings::Reject),
+            (Some(DataOutcome::Complete), vec![], vec![])
+        );
         let (r, out, _) = run_split(b"..x\r\n..\r\n.\r\n", 100, LineEndings::Reject);
         assert_eq!(r, Some(DataOutcome::Complete));
         assert_eq!(out, b".x\r\n.\r\n");
@@ -282,10 +297,15 @@ mod tests {
         ] {
             let mut msg = b"Subject: a\r\n\r\nhello".to_vec();
             msg.extend_from_slice(seq);
-            msg.extend_from_slice(b"MAIL FROM:<evil@x>\r\nRCPT TO:<v@y>\r\nDATA\r\nsmuggled\r\n.\r\nNEXT");
+            msg.extend_from_slice(
+                b"MAIL FROM:<evil@x>\r\nRCPT TO:<v@y>\r\nDATA\r\nsmuggled\r\n.\r\nNEXT",
+            );
             for le in [LineEndings::Reject, LineEndings::Normalize] {
                 let (r, out, rest) = run_split(&msg, 10_000, le);
-                assert_eq!(rest, b"NEXT", "{seq:?} {le:?}: only the real terminator ends data");
+                assert_eq!(
+                    rest, b"NEXT",
+                    "{seq:?} {le:?}: only the real terminator ends data"
+                );
                 let want = if le == LineEndings::Reject {
                     DataOutcome::BareLineEnding
                 } else {
@@ -293,7 +313,10 @@ mod tests {
                 };
                 assert_eq!(r, Some(want), "{seq:?} {le:?}");
                 if le == LineEndings::Normalize {
-                    assert!(!out.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'), "no bare LF stored");
+                    assert!(
+                        !out.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'),
+                        "no bare LF stored"
+                    );
                     assert!(out.ends_with(b"smuggled\r\n"));
                 }
             }

@@ -44,11 +44,13 @@ pub const STORE_FAILED: Reply = Reply::new(
     "Message not stored: temporary local problem, try again later",
 );
 /// Too many errors in one session.
-pub const TOO_MANY_ERRORS: Reply = Reply::new(421, S(4, 7, 0), "Too many errors, closing connection");
+pub const TOO_MANY_ERRORS: Reply =
+    Reply::new(421, S(4, 7, 0), "Too many errors, closing connection");
 /// No command within the idle timeout.
 pub const TIMEOUT: Reply = Reply::new(421, S(4, 4, 2), "Timeout, closing connection");
 /// The server is shutting down.
-pub const SHUTTING_DOWN: Reply = Reply::new(421, S(4, 3, 2), "Server shutting down, try again later");
+pub const SHUTTING_DOWN: Reply =
+    Reply::new(421, S(4, 3, 2), "Server shutting down, try again later");
 /// Over the connection limit.
 pub const TOO_MANY_CONNECTIONS: Reply =
     Reply::new(421, S(4, 7, 0), "Too many connections, try again later");
@@ -100,11 +102,17 @@ pub const NEEDS_SMTPUTF8: Reply = Reply::new(
     "Non-ASCII address requires the SMTPUTF8 parameter on MAIL",
 );
 /// Declared SIZE over the limit (RFC 1870).
-pub const SIZE_EXCEEDED_DECLARED: Reply =
-    Reply::new(552, S(5, 3, 4), "Message size exceeds fixed maximum message size");
+pub const SIZE_EXCEEDED_DECLARED: Reply = Reply::new(
+    552,
+    S(5, 3, 4),
+    "Message size exceeds fixed maximum message size",
+);
 /// Message over the size limit, answered after the end of data.
-pub const MESSAGE_TOO_BIG: Reply =
-    Reply::new(552, S(5, 3, 4), "Message too big: exceeds fixed maximum message size");
+pub const MESSAGE_TOO_BIG: Reply = Reply::new(
+    552,
+    S(5, 3, 4),
+    "Message too big: exceeds fixed maximum message size",
+);
 /// Recipient domain is not one of ours.
 pub const RELAY_DENIED: Reply = Reply::new(550, S(5, 7, 1), "Relay access denied");
 /// A message that contained bare CR or LF characters (SMTP smuggling defence).

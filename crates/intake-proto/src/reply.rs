@@ -117,7 +117,10 @@ mod tests {
         let r = Reply::new(250, EnhancedStatus(2, 0, 0), "OK");
         assert_eq!(r.to_wire(), "250 2.0.0 OK\r\n");
         let r = Reply::plain(250, "mx.example\nPIPELINING\nSIZE 10");
-        assert_eq!(r.to_wire(), "250-mx.example\r\n250-PIPELINING\r\n250 SIZE 10\r\n");
+        assert_eq!(
+            r.to_wire(),
+            "250-mx.example\r\n250-PIPELINING\r\n250 SIZE 10\r\n"
+        );
         let r = Reply::new(214, EnhancedStatus(2, 0, 0), "a\nb");
         assert_eq!(r.to_wire(), "214-2.0.0 a\r\n214 2.0.0 b\r\n");
     }

@@ -112,7 +112,9 @@ fn open(cfg: &SqliteConfig, read_only: bool) -> rusqlite::Result<Connection> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(cfg.db_file(), flags)?;
     conn.busy_timeout(cfg.busy_timeout)?;
@@ -197,7 +199,11 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<WriteRequest>, cfg: 
         let result = write_batch(&mut conn, &batch);
         let n = batch.len();
         match &result {
-            Ok(()) => tracing::trace!(messages = n, micros = started.elapsed().as_micros() as u64, "committed"),
+            Ok(()) => tracing::trace!(
+                messages = n,
+                micros = started.elapsed().as_micros() as u64,
+                "committed"
+            ),
             Err(e) => tracing::error!(messages = n, error = %e, "commit failed; answering 451"),
         }
         for req in batch.drain(..) {
@@ -222,11 +228,14 @@ fn write_batch(conn: &mut Connection, batch: &[WriteRequest]) -> rusqlite::Resul
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
         )?;
         let mut ins_body = tx.prepare_cached("INSERT INTO bodies (seq, raw) VALUES (?1, ?2)")?;
-        let mut ins_box = tx.prepare_cached("INSERT OR IGNORE INTO mailbox_messages (mailbox, seq) VALUES (?1, ?2)")?;
+        let mut ins_box = tx.prepare_cached(
+            "INSERT OR IGNORE INTO mailbox_messages (mailbox, seq) VALUES (?1, ?2)",
+        )?;
         for req in batch {
             let m = &req.msg;
             let rcpt = serde_json::to_string(&m.envelope.rcpt_to).expect("strings serialize");
-            let attachments = serde_json::to_string(&m.meta.attachments).expect("attachments serialize");
+            let attachments =
+                serde_json::to_string(&m.meta.attachments).expect("attachments serialize");
             ins_msg.execute(params![
                 &m.id.as_bytes()[..],
                 m.received_at,
@@ -273,9 +282,16 @@ fn summary_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Summary> {
 #[async_trait]
 impl MailStore for SqliteStore {
     async fn deliver(&self, msg: Incoming) -> Result<(), StoreError> {
-        let tx = self.tx.lock().expect("sender").clone().ok_or(StoreError::Closed)?;
+        let tx = self
+            .tx
+            .lock()
+            .expect("sender")
+            .clone()
+            .ok_or(StoreError::Closed)?;
         let (done, wait) = oneshot::channel();
-        tx.send(WriteRequest { msg, done }).await.map_err(|_| StoreError::Closed)?;
+        tx.send(WriteRequest { msg, done })
+            .await
+            .map_err(|_| StoreError::Closed)?;
         wait.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -290,7 +306,10 @@ impl MailStore for SqliteStore {
                 )
                 .map_err(unavailable)?;
             let rows = stmt
-                .query_map(params![mailbox, page.limit as i64, page.offset as i64], summary_from_row)
+                .query_map(
+                    params![mailbox, page.limit as i64, page.offset as i64],
+                    summary_from_row,
+                )
                 .map_err(unavailable)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
         })
@@ -350,7 +369,9 @@ fn fetch_sync(conn: &Connection, id: MessageId) -> Result<Option<StoredMessage>,
         })
         .optional()
         .map_err(unavailable)?;
-    let Some((received_at, mail_from, rcpt, helo, ip, port, tls_v, tls_c, size, sha256, meta, raw)) = row else {
+    let Some((received_at, mail_from, rcpt, helo, ip, port, tls_v, tls_c, size, sha256, meta, raw)) =
+        row
+    else {
         return Ok(None);
     };
     let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("message {id}: {e}"));
@@ -420,7 +441,10 @@ mod tests {
         for i in 0..50 {
             let store = store.clone();
             handles.push(tokio::spawn(async move {
-                let m = incoming(&["A@Example.com", "a@example.com", "b@example.com"], &format!("n{i}"));
+                let m = incoming(
+                    &["A@Example.com", "a@example.com", "b@example.com"],
+                    &format!("n{i}"),
+                );
                 let id = m.id;
                 store.deliver(m).await.map(|_| id)
             }));
@@ -429,20 +453,54 @@ mod tests {
         for h in handles {
             ids.push(h.await.unwrap().unwrap());
         }
-        let list = store.list_mailbox("a@EXAMPLE.com", Page { offset: 0, limit: 100 }).await.unwrap();
-        assert_eq!(list.len(), 50, "stored once per mailbox even with two spellings");
+        let list = store
+            .list_mailbox(
+                "a@EXAMPLE.com",
+                Page {
+                    offset: 0,
+                    limit: 100,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            list.len(),
+            50,
+            "stored once per mailbox even with two spellings"
+        );
         let mut listed: Vec<_> = list.iter().map(|s| s.id).collect();
         listed.sort();
         ids.sort();
         assert_eq!(listed, ids);
         // Sequential deliveries come back newest first.
-        let (m1, m2) = (incoming(&["a@example.com"], "first"), incoming(&["a@example.com"], "second"));
+        let (m1, m2) = (
+            incoming(&["a@example.com"], "first"),
+            incoming(&["a@example.com"], "second"),
+        );
         store.deliver(m1).await.unwrap();
         store.deliver(m2).await.unwrap();
-        let top = store.list_mailbox("a@example.com", Page { offset: 0, limit: 2 }).await.unwrap();
+        let top = store
+            .list_mailbox(
+                "a@example.com",
+                Page {
+                    offset: 0,
+                    limit: 2,
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!(top[0].subject.as_deref(), Some("second"));
         assert_eq!(top[1].subject.as_deref(), Some("first"));
-        let b = store.list_mailbox("b@example.com", Page { offset: 10, limit: 5 }).await.unwrap();
+        let b = store
+            .list_mailbox(
+                "b@example.com",
+                Page {
+                    offset: 10,
+                    limit: 5,
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!(b.len(), 5);
         let one = store.fetch(ids[7]).await.unwrap().unwrap();
         assert_eq!(one.meta.subject.as_deref(), Some("n7"));
@@ -450,10 +508,22 @@ mod tests {
         assert_eq!(one.envelope.rcpt_to.len(), 3);
         assert_eq!(one.client.to_string(), "192.0.2.1:4567");
         store.close().await;
-        assert!(matches!(store.deliver(incoming(&["x@y"], "late")).await, Err(StoreError::Closed)));
+        assert!(matches!(
+            store.deliver(incoming(&["x@y"], "late")).await,
+            Err(StoreError::Closed)
+        ));
         drop(store);
         let store = SqliteStore::open(SqliteConfig::new(dir.path())).unwrap();
-        let list = store.list_mailbox("a@example.com", Page { offset: 0, limit: 100 }).await.unwrap();
+        let list = store
+            .list_mailbox(
+                "a@example.com",
+                Page {
+                    offset: 0,
+                    limit: 100,
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!(list.len(), 52);
         assert!(store.fetch(MessageId::new()).await.unwrap().is_none());
     }
@@ -470,6 +540,13 @@ mod tests {
         assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
         other.execute_batch("ROLLBACK").unwrap();
         store.deliver(incoming(&["a@b"], "y")).await.unwrap();
-        assert_eq!(store.list_mailbox("a@b", Page::default()).await.unwrap().len(), 1);
+        assert_eq!(
+            store
+                .list_mailbox("a@b", Page::default())
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

@@ -1,0 +1,454 @@
+#!/usr/bin/env bash
+# bench/core.sh: core throughput benchmark, Intake vs Postfix's smtp-sink.
+#
+# Both servers get the same load from Postfix's smtp-source, in the same run,
+# on loopback only. For each configuration (parallel sessions x messages per
+# session) and each server it reports messages/second, the server's CPU
+# seconds per 1,000 messages and the Intake/smtp-sink ratios. At the end it
+# reports the peak RSS of both servers. Run it from the repo root:
+#
+#     bench/core.sh
+#
+# Settings (environment variables) are listed in bench/README.md and in the
+# defaults below.
+set -Eeuo pipefail
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+BENCH_MESSAGES=${BENCH_MESSAGES:-20000}        # messages per configuration
+BENCH_SIZE=${BENCH_SIZE:-4096}                 # message payload in bytes (smtp-source -l)
+BENCH_SESSIONS=${BENCH_SESSIONS:-"1 10 100"}   # parallel sessions
+BENCH_PER_SESSION=${BENCH_PER_SESSION:-"1 100"} # messages per session (SMTP connection)
+BENCH_RCPT=${BENCH_RCPT:-bench@example.test}
+BENCH_FROM=${BENCH_FROM:-sender@example.test}
+BENCH_HELO=${BENCH_HELO:-client.example.test}
+BENCH_MAX_SECS=${BENCH_MAX_SECS:-60}           # reduce the count where one run would take longer (0: never)
+BENCH_PROBE=${BENCH_PROBE:-1000}               # messages in the probe/warm-up run that estimates the time
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-300}            # hard limit, seconds, for any single smtp-source run
+BENCH_START_SECS=${BENCH_START_SECS:-30}       # how long to wait for a server's 220 greeting
+BENCH_SETTLE=${BENCH_SETTLE:-0.2}              # pause after a run before the CPU counters are read
+BENCH_ONLY=${BENCH_ONLY:-}                     # "sink" or "intake": run one server only (debugging)
+BENCH_OUT=${BENCH_OUT:-$REPO_ROOT/bench/out}
+BENCH_KEEP=${BENCH_KEEP:-0}                    # 1: keep the temporary directory (store, logs)
+BENCH_INTAKE_PORT=${BENCH_INTAKE_PORT:-}       # default: a free port in 20000-29999
+BENCH_SINK_PORT=${BENCH_SINK_PORT:-}
+
+log() { printf '%s\n' "bench: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
+for v in BENCH_MESSAGES BENCH_SIZE BENCH_MAX_SECS BENCH_PROBE BENCH_TIMEOUT BENCH_START_SECS; do
+    is_uint "${!v}" || die "$v must be a non-negative integer (got '${!v}')"
+done
+((BENCH_MESSAGES > 0 && BENCH_SIZE > 0 && BENCH_TIMEOUT > 0)) || die "BENCH_MESSAGES, BENCH_SIZE and BENCH_TIMEOUT must be > 0"
+for s in $BENCH_SESSIONS $BENCH_PER_SESSION; do
+    is_uint "$s" && ((s > 0)) || die "BENCH_SESSIONS / BENCH_PER_SESSION must list positive integers"
+done
+case "$BENCH_ONLY" in
+    "") SERVERS=(sink intake) ;;
+    sink) SERVERS=(sink) ;;
+    intake) SERVERS=(intake) ;;
+    *) die "BENCH_ONLY must be empty, 'sink' or 'intake'" ;;
+esac
+want() { [[ " ${SERVERS[*]} " == *" $1 "* ]]; }
+
+# ---------------------------------------------------------------- cleanup --
+
+WORK=""
+SINK_PID=""
+INTAKE_PID=""
+RUN_PID=""            # the `timeout` wrapping the current smtp-source run
+POLICY_RC_CREATED=0
+
+stop_pid() { # pid: TERM, wait up to 5 s, then KILL. Only for processes this script started.
+    local pid=$1 i
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [[ -n $RUN_PID ]]; then
+        # `timeout` leads its own process group: that group holds only the
+        # smtp-source (and xargs) processes of the current run.
+        kill -TERM -- "-$RUN_PID" 2>/dev/null || true
+        wait "$RUN_PID" 2>/dev/null || true
+    fi
+    stop_pid "$INTAKE_PID"
+    stop_pid "$SINK_PID"
+    if ((POLICY_RC_CREATED)); then rm -f /usr/sbin/policy-rc.d; fi
+    if [[ -n $WORK && -d $WORK ]]; then
+        if [[ $BENCH_KEEP == 1 ]]; then
+            log "kept $WORK"
+        else
+            rm -rf -- "$WORK"
+        fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ------------------------------------------------------ Postfix test tools --
+
+SUDO=()
+if ((EUID != 0)); then SUDO=(sudo); fi
+
+find_tool() { # name -> path or empty (smtp-source lives in /usr/sbin, often not in a user's PATH)
+    command -v "$1" 2>/dev/null || { [[ -x /usr/sbin/$1 ]] && echo "/usr/sbin/$1"; } || true
+}
+
+postfix_master_running() {
+    local pidfile=/var/spool/postfix/pid/master.pid pid
+    [[ -r $pidfile ]] || return 1
+    pid=$(tr -dc '0-9' <"$pidfile")
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null
+}
+
+install_postfix_tools() {
+    command -v apt-get >/dev/null || die "smtp-source/smtp-sink not found and apt-get is unavailable: install Postfix's test programs by hand"
+    if ((EUID != 0)); then
+        command -v sudo >/dev/null || die "smtp-source/smtp-sink not found; run as root (or with sudo available) to install postfix"
+    fi
+    local master_before=0
+    postfix_master_running && master_before=1
+    log "installing postfix for its test programs smtp-source and smtp-sink (mail system left unconfigured)"
+    # "No configuration": the package writes no main.cf and sets up no mail system.
+    echo "postfix postfix/main_mailer_type select No configuration" | "${SUDO[@]}" debconf-set-selections
+    # Also forbid maintainer scripts to start any daemon (the Docker convention),
+    # unless the machine already has a policy in place.
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+        "${SUDO[@]}" chmod 755 /usr/sbin/policy-rc.d
+        POLICY_RC_CREATED=1
+    fi
+    local apt=("${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q postfix)
+    if ! "${apt[@]}"; then
+        log "apt-get install failed; running apt-get update and retrying"
+        "${SUDO[@]}" timeout 600 apt-get update -q
+        "${apt[@]}"
+    fi
+    if ((POLICY_RC_CREATED)); then
+        "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d
+        POLICY_RC_CREATED=0
+    fi
+    # Belt and braces: if the install started a Postfix master, stop it again.
+    if ((!master_before)) && postfix_master_running; then
+        log "stopping the Postfix master that the install started"
+        if command -v systemctl >/dev/null && systemctl is-active --quiet postfix 2>/dev/null; then
+            "${SUDO[@]}" systemctl stop postfix || true
+        fi
+        postfix_master_running && { "${SUDO[@]}" postfix stop || true; }
+    fi
+}
+
+SMTP_SOURCE=$(find_tool smtp-source)
+SMTP_SINK=$(find_tool smtp-sink)
+if [[ -z $SMTP_SOURCE || -z $SMTP_SINK ]]; then
+    install_postfix_tools
+    SMTP_SOURCE=$(find_tool smtp-source)
+    SMTP_SINK=$(find_tool smtp-sink)
+    [[ -n $SMTP_SOURCE && -n $SMTP_SINK ]] || die "postfix installed but smtp-source/smtp-sink still not found"
+fi
+for t in timeout xargs getconf awk; do command -v "$t" >/dev/null || die "$t is required"; done
+
+# ------------------------------------------------------------ Intake binary --
+
+BIN=""
+if want intake; then
+    if [[ -n ${INTAKE_BIN:-} ]]; then
+        BIN=$INTAKE_BIN
+    else
+        log "building: cargo build --release -p intake-server (set INTAKE_BIN=/path to skip)"
+        (cd "$REPO_ROOT" && cargo build --release -p intake-server)
+        BIN=$REPO_ROOT/target/release/intake
+    fi
+    [[ -x $BIN ]] || die "Intake binary '$BIN' is missing or not executable"
+    BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+fi
+
+# ------------------------------------------------------------------ helpers --
+
+CLK_TCK=$(getconf CLK_TCK)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/intake-bench.XXXXXX")
+chmod 755 "$WORK"
+
+now_ns() { date +%s%N; }
+
+cpu_ticks() { # pid -> utime+stime of the whole process (all threads), in clock ticks
+    # Fields after the parenthesised command name: state is $1, utime $12, stime $13.
+    local stat
+    stat=$(<"/proc/$1/stat") || { echo 0; return; }
+    stat=${stat##*) }
+    awk '{ print $12 + $13 }' <<<"$stat"
+}
+
+peak_rss_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+pick_port() {
+    local p i
+    for ((i = 0; i < 200; i++)); do
+        p=$((20000 + RANDOM % 10000))
+        port_in_use "$p" || { echo "$p"; return 0; }
+    done
+    die "no free loopback port found"
+}
+
+wait_greeting() { # name pid port: wait for "220" on 127.0.0.1:port while pid lives
+    local name=$1 pid=$2 port=$3 deadline=$((SECONDS + BENCH_START_SECS))
+    while ((SECONDS < deadline)); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && IFS= read -r -t 2 line <&3 && [[ $line == 220* ]]' _ "$port" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    log "$name did not greet on 127.0.0.1:$port within ${BENCH_START_SECS}s"
+    return 1
+}
+
+# ------------------------------------------------------------ start servers --
+
+declare -A PORT PID
+if want sink; then
+    PORT[sink]=${BENCH_SINK_PORT:-$(pick_port)}
+    sink_args=(-a -C -F -m 256)
+    # smtp-sink refuses to run as root without -u.
+    if ((EUID == 0)); then sink_args+=(-u nobody); fi
+    SINK_CMD=("$SMTP_SINK" "${sink_args[@]}" "inet:127.0.0.1:${PORT[sink]}" 1024)
+    log "starting: ${SINK_CMD[*]}"
+    "${SINK_CMD[@]}" >"$WORK/sink.log" 2>&1 &
+    SINK_PID=$!
+    PID[sink]=$SINK_PID
+    wait_greeting smtp-sink "$SINK_PID" "${PORT[sink]}" || { cat "$WORK/sink.log" >&2; die "smtp-sink did not start"; }
+fi
+if want intake; then
+    PORT[intake]=${BENCH_INTAKE_PORT:-$(pick_port)}
+    [[ ${PORT[intake]} != "${PORT[sink]:-}" ]] || PORT[intake]=$(pick_port)
+    mkdir -p "$WORK/intake-data"
+    log "starting: INTAKE_SMTP__LISTEN=127.0.0.1:${PORT[intake]} INTAKE_STORE__PATH=$WORK/intake-data $BIN serve"
+    INTAKE_SMTP__LISTEN="127.0.0.1:${PORT[intake]}" INTAKE_STORE__PATH="$WORK/intake-data" \
+        "$BIN" serve >"$WORK/intake.log" 2>&1 &
+    INTAKE_PID=$!
+    PID[intake]=$INTAKE_PID
+    if ! wait_greeting Intake "$INTAKE_PID" "${PORT[intake]}"; then
+        log "Intake log (last 30 lines):"
+        tail -n 30 "$WORK/intake.log" >&2 || true
+        die "Intake did not start"
+    fi
+fi
+
+# ---------------------------------------------------------------- workload --
+
+SOURCE_COMMON=(-l "$BENCH_SIZE" -M "$BENCH_HELO" -f "$BENCH_FROM" -t "$BENCH_RCPT" -S "intake core bench")
+RUN_N=0
+
+# run_source server sessions per_session count
+# Sets R_STATUS (ok / FAIL (...) / TIMEOUT / DIED), R_NS (wall time), R_TICKS (server CPU), R_LOG.
+run_source() {
+    local server=$1 sessions=$2 per=$3 count=$4 rc=0 t0 t1 c0 c1
+    local addr="inet:127.0.0.1:${PORT[$server]}" pid=${PID[$server]}
+    local cmd
+    RUN_N=$((RUN_N + 1))
+    R_LOG="$WORK/run-$RUN_N-$server.log"
+    if ((per == 1)); then
+        # One message per connection: smtp-source disconnects after each message
+        # (no -d) and keeps `sessions` connections going in parallel.
+        cmd=("$SMTP_SOURCE" -s "$sessions" -m "$count" "${SOURCE_COMMON[@]}" "$addr")
+    else
+        # `per` messages per connection: each smtp-source process opens one
+        # connection and sends `per` messages over it (-d -s 1 -m per); xargs
+        # keeps `sessions` such processes running until count/per are done.
+        seq 1 $((count / per)) >"$WORK/jobs"
+        cmd=(xargs -a "$WORK/jobs" -P "$sessions" -I{} "$SMTP_SOURCE" -d -s 1 -m "$per" "${SOURCE_COMMON[@]}" "$addr")
+    fi
+    echo "${cmd[*]}" >"$WORK/run-$RUN_N-$server.cmd"
+    c0=$(cpu_ticks "$pid")
+    t0=$(now_ns)
+    timeout -k 5 "$BENCH_TIMEOUT" "${cmd[@]}" </dev/null >"$R_LOG" 2>&1 &
+    RUN_PID=$!
+    wait "$RUN_PID" || rc=$?
+    RUN_PID=""
+    t1=$(now_ns)
+    sleep "$BENCH_SETTLE"
+    if ! kill -0 "$pid" 2>/dev/null; then
+        R_STATUS="DIED"
+        R_TICKS=0
+    else
+        c1=$(cpu_ticks "$pid")
+        R_TICKS=$((c1 - c0))
+        if ((rc == 124 || rc == 137)); then
+            R_STATUS="TIMEOUT"
+        elif ((rc != 0)); then
+            R_STATUS="FAIL (exit $rc)"
+        elif [[ -s $R_LOG ]]; then
+            R_STATUS="FAIL (errors logged)"
+        else
+            R_STATUS="ok"
+        fi
+    fi
+    R_NS=$((t1 - t0))
+}
+
+rate_of() { awk -v n="$1" -v ns="$2" 'BEGIN { printf "%.0f", (ns > 0 ? n / (ns / 1e9) : 0) }'; }
+
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+ERRORS="$WORK/errors.txt"
+: >"$ERRORS"
+START_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+
+nconf=0
+for per in $BENCH_PER_SESSION; do for s in $BENCH_SESSIONS; do nconf=$((nconf + 1)); done; done
+iconf=0
+for per in $BENCH_PER_SESSION; do
+    for sessions in $BENCH_SESSIONS; do
+        iconf=$((iconf + 1))
+        unit=$((sessions * per))      # messages in one "wave" of all sessions
+        ((unit >= 1000)) || unit=1000 # counts are multiples of 1000 (or of one wave)
+        count=$BENCH_MESSAGES
+        reduced=0
+        label="$sessions session(s) x $per msg/session"
+
+        # Probe (also the warm-up): estimate how long the full count would take
+        # on the slower server and scale the count down to about BENCH_MAX_SECS.
+        probe=$(((BENCH_PROBE + unit - 1) / unit * unit))
+        if ((BENCH_MAX_SECS > 0 && probe < count && sessions * per <= BENCH_PROBE)); then
+            slowest=""
+            for srv in "${SERVERS[@]}"; do
+                run_source "$srv" "$sessions" "$per" "$probe"
+                r=$(rate_of "$probe" "$R_NS")
+                log "[$iconf/$nconf] $label: probe $srv $probe msgs: $r msg/s ($R_STATUS)"
+                if [[ $R_STATUS == ok ]] && [[ -z $slowest ]] || ((r < slowest)); then slowest=$r; fi
+            done
+            if [[ -n $slowest ]]; then
+                fit=$((slowest * BENCH_MAX_SECS / unit * unit))
+                ((fit >= unit)) || fit=$unit
+                if ((fit < count)); then count=$fit; reduced=1; fi
+            fi
+        fi
+        count=$((count / (sessions * per) * (sessions * per)))
+        ((count > 0)) || count=$((sessions * per))
+
+        row="$sessions	$per	$count	$reduced"
+        for srv in "${SERVERS[@]}"; do
+            log "[$iconf/$nconf] $label: $srv, $count msgs ..."
+            run_source "$srv" "$sessions" "$per" "$count"
+            log "[$iconf/$nconf] $label: $srv: $(rate_of "$count" "$R_NS") msg/s, $R_TICKS CPU ticks, $R_STATUS"
+            row+="	$R_STATUS	$R_NS	$R_TICKS"
+            if [[ $R_STATUS != ok ]]; then
+                {
+                    echo "- $srv, $label, $count msgs: $R_STATUS; command: \`$(<"$WORK/run-$RUN_N-$srv.cmd")\`"
+                    if [[ -s $R_LOG ]]; then
+                        echo "  smtp-source output ($(wc -l <"$R_LOG") lines, first 5):"
+                        head -n 5 "$R_LOG" | sed 's/^/      /'
+                    fi
+                } >>"$ERRORS"
+            fi
+        done
+        echo "$row" >>"$RESULTS"
+
+        for srv in "${SERVERS[@]}"; do
+            kill -0 "${PID[$srv]}" 2>/dev/null || { log "$srv is no longer running; stopping the benchmark"; break 3; }
+        done
+    done
+done
+
+# ------------------------------------------------------------------ report --
+
+declare -A RSS
+for srv in "${SERVERS[@]}"; do RSS[$srv]=$(peak_rss_kb "${PID[$srv]}"); done
+STORE_BYTES=""
+if want intake; then STORE_BYTES=$(du -sb "$WORK/intake-data" 2>/dev/null | cut -f1 || true); fi
+
+git_rev=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git -C "$REPO_ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then git_rev+="-dirty"; fi
+cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
+pf_version=$(dpkg-query -W -f '${Version}' postfix 2>/dev/null || echo unknown)
+
+render_table() {
+    awk -F'\t' -v servers="${SERVERS[*]}" -v tck="$CLK_TCK" '
+    function rate(n, ns) { return ns > 0 ? n / (ns / 1e9) : 0 }
+    function cpu(t, n) { return t / tck / n * 1000 }
+    function ok(s) { return s == "ok" }
+    BEGIN {
+        ns = split(servers, srv, " ")
+        for (i = 1; i <= ns; i++) name[i] = (srv[i] == "sink" ? "smtp-sink" : "Intake")
+        h = "| sessions | msgs/session | messages |"; sep = "|---:|---:|---:|"
+        for (i = 1; i <= ns; i++) { h = h " " name[i] " msg/s |"; sep = sep "---:|" }
+        if (ns == 2) { h = h " Intake/sink msg/s |"; sep = sep "---:|" }
+        for (i = 1; i <= ns; i++) { h = h " " name[i] " CPU s/1k msgs |"; sep = sep "---:|" }
+        if (ns == 2) { h = h " Intake/sink CPU |"; sep = sep "---:|" }
+        print h; print sep
+    }
+    {
+        n = $3; line = "| " $1 " | " $2 " | " n ($4 == 1 ? "*" : "") " |"
+        for (i = 1; i <= ns; i++) {
+            st[i] = $(5 + 3 * (i - 1)); w[i] = $(6 + 3 * (i - 1)); t[i] = $(7 + 3 * (i - 1))
+            r[i] = rate(n, w[i]); c[i] = cpu(t[i], n)
+        }
+        for (i = 1; i <= ns; i++) line = line " " (ok(st[i]) ? sprintf("%.0f", r[i]) : "**" st[i] "**") " |"
+        if (ns == 2) line = line " " (ok(st[1]) && ok(st[2]) && r[1] > 0 ? sprintf("%.2f", r[2] / r[1]) : "n/a") " |"
+        for (i = 1; i <= ns; i++) line = line " " (ok(st[i]) ? sprintf("%.3f", c[i]) : "**" st[i] "**") " |"
+        if (ns == 2) line = line " " (ok(st[1]) && ok(st[2]) && c[1] > 0 ? sprintf("%.2f", c[2] / c[1]) : "n/a") " |"
+        print line
+    }' "$RESULTS"
+}
+
+mkdir -p "$BENCH_OUT"
+OUT_FILE="$BENCH_OUT/core-$(date -u +%Y%m%d-%H%M%S).md"
+{
+    echo "### Core benchmark, $START_DATE"
+    echo
+    echo "- Machine: $(nproc) CPUs${cpu_model:+ ($cpu_model)}, Linux $(uname -r)"
+    if want intake; then echo "- Intake: \`$BIN\` at commit $git_rev, SQLite store (durable) in a fresh temporary directory"; fi
+    echo "- Client: Postfix $pf_version \`smtp-source\`, over loopback; reference server: \`smtp-sink\` (discards mail)"
+    echo "- Each message: ${BENCH_SIZE}-byte body (\`smtp-source -l $BENCH_SIZE\`) plus ~150 bytes of headers, one recipient <$BENCH_RCPT>"
+    echo
+    render_table
+    echo
+    if awk -F'\t' '$4 == 1 { f = 1 } END { exit !f }' "$RESULTS"; then
+        echo "\\* fewer than $BENCH_MESSAGES messages: a probe run estimated more than ${BENCH_MAX_SECS}s for the full count."
+        echo
+    fi
+    echo "msg/s: messages divided by smtp-source's wall time. CPU s/1k msgs: the server process's user+system CPU"
+    echo "(/proc/<pid>/stat) per 1,000 messages. Ratios are Intake divided by smtp-sink (msg/s: higher is better"
+    echo "for Intake; CPU: lower is better)."
+    echo
+    for srv in "${SERVERS[@]}"; do
+        [[ $srv == sink ]] && n="smtp-sink" || n="Intake"
+        echo "- $n peak RSS (VmHWM): $(awk -v k="${RSS[$srv]:-0}" 'BEGIN { printf "%.1f MiB", k / 1024 }')"
+    done
+    if [[ -n $STORE_BYTES ]]; then
+        echo "- Intake store size at the end: $(awk -v b="$STORE_BYTES" 'BEGIN { printf "%.1f MiB", b / 1048576 }') (all runs, probes included)"
+    fi
+    if [[ -s $ERRORS ]]; then
+        echo
+        echo "**Failures:**"
+        echo
+        cat "$ERRORS"
+    fi
+} >"$OUT_FILE"
+
+echo
+cat "$OUT_FILE"
+echo
+log "saved to $OUT_FILE"
+
+if [[ -s $ERRORS ]]; then
+    if want intake && [[ -s $WORK/intake.log ]]; then
+        log "Intake log (last 20 lines):"
+        tail -n 20 "$WORK/intake.log" >&2 || true
+    fi
+    exit 1
+fi

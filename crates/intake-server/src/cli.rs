@@ -1,0 +1,245 @@
+//! The command line: `serve`, `check-config`, `mailbox list`, `message show`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use intake_core::{MessageId, Page};
+
+use crate::config::{ConfigError, Settings, StoreSettings, load_table};
+use crate::server;
+
+/// Intake: a receive-only mail server.
+#[derive(Debug, Parser)]
+#[command(name = "intake", version, about)]
+pub struct Cli {
+    /// Configuration file (TOML). Every key can also be set as INTAKE_<SECTION>__<KEY>.
+    #[arg(long, short, global = true, env = "INTAKE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (SMTP; by default on 127.0.0.1:2525, data in ./intake-data).
+    Serve,
+    /// Check the configuration and report every error with its key.
+    CheckConfig,
+    /// Mailboxes.
+    Mailbox {
+        /// What to do with mailboxes.
+        #[command(subcommand)]
+        command: MailboxCommand,
+    },
+    /// Messages.
+    Message {
+        /// What to do with messages.
+        #[command(subcommand)]
+        command: MessageCommand,
+    },
+}
+
+/// `intake mailbox ...`
+#[derive(Debug, Subcommand)]
+pub enum MailboxCommand {
+    /// List a mailbox, newest first: id, received time, sender, subject, size.
+    List {
+        /// The mailbox: a recipient address (case does not matter).
+        address: String,
+        /// Show at most this many messages.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+}
+
+/// `intake message ...`
+#[derive(Debug, Subcommand)]
+pub enum MessageCommand {
+    /// Show one message: envelope, parsed fields and text; or the raw source.
+    Show {
+        /// The message id (as printed by `mailbox list`).
+        id: String,
+        /// Print the raw message exactly as stored (with Intake's Received: header).
+        #[arg(long)]
+        raw: bool,
+    },
+}
+
+/// Loads settings from the file and the process environment.
+pub fn load_settings(file: Option<&std::path::Path>) -> Result<Settings, Vec<ConfigError>> {
+    let (table, sources) = load_table(file, std::env::vars())?;
+    Settings::from_table(&table, &sources)
+}
+
+/// Prints configuration errors, one per line.
+pub fn report_errors(errors: &[ConfigError]) {
+    for e in errors {
+        eprintln!("intake: config error: {e}");
+    }
+}
+
+/// `intake check-config`.
+pub fn check_config(file: Option<&std::path::Path>) -> i32 {
+    match load_settings(file) {
+        Ok(s) => {
+            for w in &s.warnings {
+                eprintln!("intake: config warning: {w}");
+            }
+            println!(
+                "configuration OK: SMTP on {}, store {}",
+                s.smtp_listen,
+                match &s.store {
+                    StoreSettings::Sqlite(c) => format!("sqlite in {}", c.path.display()),
+                }
+            );
+            0
+        }
+        Err(errors) => {
+            report_errors(&errors);
+            eprintln!("intake: {} error(s) in the configuration", errors.len());
+            1
+        }
+    }
+}
+
+fn format_time(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+fn open_existing(
+    settings: &Settings,
+) -> anyhow::Result<std::sync::Arc<dyn intake_core::MailStore>> {
+    let StoreSettings::Sqlite(c) = &settings.store;
+    if !intake_store::database_exists(&c.path) {
+        bail!(
+            "no Intake data in {} (store.path); has `intake serve` run with the same settings?",
+            c.path.display()
+        );
+    }
+    server::open_store(settings)
+}
+
+/// `intake mailbox list`.
+pub async fn mailbox_list(
+    settings: &Settings,
+    address: &str,
+    limit: Option<u64>,
+) -> anyhow::Result<()> {
+    let store = open_existing(settings)?;
+    let mut out = std::io::stdout().lock();
+    let mut offset = 0;
+    let want = limit.unwrap_or(u64::MAX);
+    while offset < want {
+        let page = Page {
+            offset,
+            limit: (want - offset).min(1000),
+        };
+        let items = store.list_mailbox(address, page).await?;
+        for m in &items {
+            let sender = if m.mail_from.is_empty() {
+                "<>"
+            } else {
+                &m.mail_from
+            };
+            let subject = m
+                .subject
+                .as_deref()
+                .unwrap_or("")
+                .replace(['\t', '\r', '\n'], " ");
+            writeln!(
+                out,
+                "{}\t{}\t{}\t{}\t{}",
+                m.id,
+                format_time(m.received_at),
+                sender,
+                subject,
+                m.size
+            )?;
+        }
+        if (items.len() as u64) < page.limit {
+            break;
+        }
+        offset += items.len() as u64;
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// `intake message show`.
+pub async fn message_show(settings: &Settings, id: &str, raw: bool) -> anyhow::Result<()> {
+    let id: MessageId = id
+        .parse()
+        .with_context(|| format!("{id:?} is not a message id"))?;
+    let store = open_existing(settings)?;
+    let Some(m) = store.fetch(id).await? else {
+        bail!("no message {id}");
+    };
+    store.close().await;
+    let mut out = std::io::stdout().lock();
+    if raw {
+        out.write_all(&m.raw)?;
+        return Ok(());
+    }
+    let sender = if m.envelope.mail_from.is_empty() {
+        "<>"
+    } else {
+        &m.envelope.mail_from
+    };
+    writeln!(out, "Id:          {}", m.id)?;
+    writeln!(out, "Received:    {}", format_time(m.received_at))?;
+    writeln!(
+        out,
+        "Envelope:    from {} to {}",
+        sender,
+        m.envelope.rcpt_to.join(", ")
+    )?;
+    writeln!(
+        out,
+        "Client:      {} (HELO {})",
+        m.client,
+        if m.helo.is_empty() { "-" } else { &m.helo }
+    )?;
+    if let Some(t) = &m.tls {
+        writeln!(out, "TLS:         {} {}", t.version, t.cipher)?;
+    }
+    writeln!(out, "Size:        {} octets, sha256 {}", m.size, m.sha256)?;
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    writeln!(out, "Message-ID:  {}", opt(&m.meta.message_id))?;
+    writeln!(out, "From:        {}", opt(&m.meta.from))?;
+    writeln!(out, "To:          {}", opt(&m.meta.to))?;
+    if m.meta.cc.is_some() {
+        writeln!(out, "Cc:          {}", opt(&m.meta.cc))?;
+    }
+    writeln!(out, "Subject:     {}", opt(&m.meta.subject))?;
+    writeln!(out, "Date:        {}", opt(&m.meta.date))?;
+    writeln!(
+        out,
+        "Type:        {}{}",
+        opt(&m.meta.content_type),
+        m.meta
+            .charset
+            .as_ref()
+            .map(|c| format!("; charset={c}"))
+            .unwrap_or_default()
+    )?;
+    for a in &m.meta.attachments {
+        writeln!(
+            out,
+            "Attachment:  {} ({}, {} octets)",
+            a.name.as_deref().unwrap_or("(unnamed)"),
+            a.content_type,
+            a.size
+        )?;
+    }
+    writeln!(out)?;
+    if let Some(text) = intake_core::mime::text_body(&m.raw) {
+        writeln!(out, "{}", text.trim_end())?;
+    }
+    Ok(())
+}

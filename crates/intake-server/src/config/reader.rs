@@ -1,0 +1,262 @@
+//! Reading typed values out of the merged table, collecting errors with key paths.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+/// Where a setting came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The config file (or the built-in default).
+    File,
+    /// An environment variable.
+    Env(String),
+}
+
+/// Which keys were set from the environment (key path -> variable name).
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// `smtp.listen` -> `INTAKE_SMTP__LISTEN`.
+    pub env: BTreeMap<String, String>,
+}
+
+/// One configuration problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The key path, e.g. `smtp.max_recipients`.
+    pub key: String,
+    /// Where the bad value came from.
+    pub origin: Origin,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// A new error.
+    pub fn new(key: String, origin: Origin, message: String) -> Self {
+        ConfigError {
+            key,
+            origin,
+            message,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.origin, self.key.is_empty()) {
+            (_, true) => write!(f, "{}", self.message),
+            (Origin::File, false) => write!(f, "{}: {}", self.key, self.message),
+            (Origin::Env(v), false) => write!(f, "{} (from {v}): {}", self.key, self.message),
+        }
+    }
+}
+
+/// Reads keys by path; remembers which keys exist and every error.
+pub struct Reader<'a> {
+    table: &'a toml::Table,
+    sources: &'a Sources,
+    /// Every key path read (known settings).
+    pub known: BTreeSet<String>,
+    /// Errors so far.
+    pub errors: Vec<ConfigError>,
+    /// Problems that do not stop Intake (unknown variables in the environment).
+    pub warnings: Vec<ConfigError>,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader over a merged table.
+    pub fn new(table: &'a toml::Table, sources: &'a Sources) -> Self {
+        Reader {
+            table,
+            sources,
+            known: BTreeSet::new(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn origin(&self, key: &str) -> Origin {
+        match self.sources.env.get(key) {
+            Some(v) => Origin::Env(v.clone()),
+            None => Origin::File,
+        }
+    }
+
+    /// Records an error for `key`.
+    pub fn error(&mut self, key: &str, message: impl Into<String>) {
+        let origin = self.origin(key);
+        self.errors
+            .push(ConfigError::new(key.to_string(), origin, message.into()));
+    }
+
+    fn lookup(&self, key: &str) -> Option<&'a toml::Value> {
+        let mut parts = key.split('.').peekable();
+        let mut t = self.table;
+        while let Some(p) = parts.next() {
+            let v = t.get(p)?;
+            if parts.peek().is_none() {
+                return Some(v);
+            }
+            t = v.as_table()?;
+        }
+        None
+    }
+
+    /// Reads `key` as `T`, or returns `default` (recording an error if present but bad).
+    pub fn get<T: DeserializeOwned>(&mut self, key: &str, default: T) -> T {
+        self.known.insert(key.to_string());
+        match self.lookup(key) {
+            None => default,
+            Some(v) => match v.clone().try_into::<T>() {
+                Ok(x) => x,
+                Err(e) => {
+                    self.error(key, format!("{}", e.to_string().trim()));
+                    default
+                }
+            },
+        }
+    }
+
+    /// A size in octets: an integer, or a string such as `"10MB"`, `"25MiB"`, `"512k"`.
+    pub fn size(&mut self, key: &str, default: u64) -> u64 {
+        self.known.insert(key.to_string());
+        match self.lookup(key) {
+            None => default,
+            Some(toml::Value::Integer(i)) if *i >= 0 => *i as u64,
+            Some(toml::Value::String(s)) => match parse_size(s) {
+                Some(n) => n,
+                None => {
+                    self.error(
+                        key,
+                        format!("{s:?} is not a size (examples: 10485760, \"10MB\", \"25MiB\")"),
+                    );
+                    default
+                }
+            },
+            Some(other) => {
+                self.error(key, format!("expected a size, found {}", other.type_str()));
+                default
+            }
+        }
+    }
+
+    /// A duration: integer seconds, or a string such as `"30s"`, `"5m"`, `"250ms"`, `"1h"`.
+    pub fn duration(&mut self, key: &str, default: Duration) -> Duration {
+        self.known.insert(key.to_string());
+        match self.lookup(key) {
+            None => default,
+            Some(toml::Value::Integer(i)) if *i >= 0 => Duration::from_secs(*i as u64),
+            Some(toml::Value::String(s)) => match parse_duration(s) {
+                Some(d) => d,
+                None => {
+                    self.error(
+                        key,
+                        format!(
+                            "{s:?} is not a duration (examples: 30, \"30s\", \"5m\", \"250ms\")"
+                        ),
+                    );
+                    default
+                }
+            },
+            Some(other) => {
+                self.error(
+                    key,
+                    format!("expected a duration, found {}", other.type_str()),
+                );
+                default
+            }
+        }
+    }
+
+    /// Reports keys in the table that no setting reads (typos, mostly).
+    pub fn unknown_keys(&mut self) {
+        let mut found = Vec::new();
+        walk(self.table, "", &mut found);
+        for key in found {
+            let is_prefix_of_known = self.known.iter().any(|k| k.starts_with(&format!("{key}.")));
+            if self.known.contains(&key) || is_prefix_of_known {
+                continue;
+            }
+            match self.origin(&key) {
+                // The environment may hold unrelated INTAKE_* variables: warn only.
+                Origin::Env(var) => self.warnings.push(ConfigError::new(
+                    key,
+                    Origin::Env(var),
+                    "not a setting; ignored".into(),
+                )),
+                Origin::File => self.error(&key, "unknown setting"),
+            }
+        }
+    }
+}
+
+fn walk(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+    for (k, v) in t {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(inner) => walk(inner, &key, out),
+            _ => out.push(key),
+        }
+    }
+}
+
+/// `"10MB"` (10^6), `"10MiB"` (2^20), `"512k"`, `"1G"`, plain digits.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// `"250ms"`, `"30s"`, `"5m"`, `"1h"`, plain digits (seconds).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" | "min" => Duration::from_secs(n.checked_mul(60)?),
+        "h" => Duration::from_secs(n.checked_mul(3600)?),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("10MB"), Some(10_000_000));
+        assert_eq!(parse_size("25MiB"), Some(25 << 20));
+        assert_eq!(parse_size("512 k"), Some(512_000));
+        assert_eq!(parse_size("12"), Some(12));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_size("10XB"), None);
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_duration("soon"), None);
+    }
+}

@@ -1,0 +1,291 @@
+//! The resolved settings, with every default in one place.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use intake_proto::LineEndings;
+use intake_smtp::{DomainPolicy, SessionConfig};
+use intake_store::SqliteConfig;
+
+use super::reader::{ConfigError, Reader, Sources};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Which store to use and its settings.
+#[derive(Debug, Clone)]
+pub enum StoreSettings {
+    /// The embedded SQLite store.
+    Sqlite(SqliteConfig),
+}
+
+/// Everything `intake` needs to run, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// SMTP listen address.
+    pub smtp_listen: SocketAddr,
+    /// Session settings.
+    pub smtp: SessionConfig,
+    /// The store.
+    pub store: StoreSettings,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `intake=debug`.
+    pub log_level: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Problems that did not stop loading.
+    pub warnings: Vec<ConfigError>,
+}
+
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+impl Settings {
+    /// Resolves a merged table; returns every error found.
+    pub fn from_table(
+        table: &toml::Table,
+        sources: &Sources,
+    ) -> Result<Settings, Vec<ConfigError>> {
+        let mut r = Reader::new(table, sources);
+        let s = read(&mut r);
+        r.unknown_keys();
+        if r.errors.is_empty() {
+            Ok(Settings {
+                warnings: r.warnings,
+                ..s
+            })
+        } else {
+            Err(r.errors)
+        }
+    }
+
+    /// The built-in defaults (no file, no environment).
+    pub fn defaults() -> Settings {
+        Settings::from_table(&toml::Table::new(), &Sources::default()).expect("defaults are valid")
+    }
+}
+
+/// Every setting's key path.
+pub fn known_keys() -> Vec<String> {
+    let table = toml::Table::new();
+    let sources = Sources::default();
+    let mut r = Reader::new(&table, &sources);
+    read(&mut r);
+    r.known.into_iter().collect()
+}
+
+fn read(r: &mut Reader<'_>) -> Settings {
+    let d = SessionConfig::default();
+
+    let listen: String = r.get("smtp.listen", "127.0.0.1:2525".to_string());
+    let smtp_listen = listen.parse().unwrap_or_else(|_| {
+        r.error(
+            "smtp.listen",
+            format!("{listen:?} is not an address:port such as 127.0.0.1:2525"),
+        );
+        "127.0.0.1:2525".parse().expect("valid")
+    });
+    let hostname: String = r.get("smtp.hostname", String::new());
+    let hostname = if hostname.is_empty() {
+        system_hostname()
+    } else {
+        hostname
+    };
+    let patterns: Vec<String> = r.get("smtp.domains", Vec::new());
+    let domains = DomainPolicy::new(&patterns).unwrap_or_else(|e| {
+        r.error("smtp.domains", e);
+        DomainPolicy::default()
+    });
+    let max_message_size = r.size("smtp.max_message_size", d.max_message_size);
+    if max_message_size == 0 {
+        r.error("smtp.max_message_size", "must be more than 0");
+    }
+    let max_recipients: usize = r.get("smtp.max_recipients", d.max_recipients);
+    if max_recipients == 0 {
+        r.error(
+            "smtp.max_recipients",
+            "must be at least 1 (RFC 5321 asks for 100)",
+        );
+    }
+    let max_line_length = r.size("smtp.max_line_length", d.max_line_length as u64) as usize;
+    if max_line_length < 512 {
+        r.error(
+            "smtp.max_line_length",
+            "must be at least 512 (RFC 5321 §4.5.3.1.4)",
+        );
+    }
+    let max_errors: u32 = r.get("smtp.max_errors", d.max_errors);
+    let lenient_helo: bool = r.get("smtp.lenient_helo", d.lenient_helo);
+    let le: String = r.get("smtp.bare_line_endings", "reject".to_string());
+    let line_endings = match le.as_str() {
+        "reject" => LineEndings::Reject,
+        "normalize" => LineEndings::Normalize,
+        other => {
+            r.error(
+                "smtp.bare_line_endings",
+                format!("{other:?}: expected \"reject\" or \"normalize\""),
+            );
+            LineEndings::Reject
+        }
+    };
+    let command_timeout = r.duration("smtp.command_timeout", d.command_timeout);
+    let data_timeout = r.duration("smtp.data_timeout", d.data_timeout);
+    let max_connections: usize = r.get("smtp.max_connections", d.max_connections);
+    if max_connections == 0 {
+        r.error("smtp.max_connections", "must be at least 1");
+    }
+    let shutdown_timeout = r.duration("smtp.shutdown_timeout", d.shutdown_timeout);
+
+    let kind: String = r.get("store.type", "sqlite".to_string());
+    let path: String = r.get("store.path", "./intake-data".to_string());
+    let mut sqlite = SqliteConfig::new(PathBuf::from(path));
+    sqlite.max_batch = r.get("store.max_batch", sqlite.max_batch);
+    if sqlite.max_batch == 0 {
+        r.error("store.max_batch", "must be at least 1");
+    }
+    sqlite.commit_delay = r.duration("store.commit_delay", sqlite.commit_delay);
+    sqlite.busy_timeout = r.duration("store.busy_timeout", sqlite.busy_timeout);
+    let store = match kind.as_str() {
+        "sqlite" => StoreSettings::Sqlite(sqlite),
+        other => {
+            r.error(
+                "store.type",
+                format!("{other:?}: this build supports \"sqlite\""),
+            );
+            StoreSettings::Sqlite(sqlite)
+        }
+    };
+
+    let log_level: String = r.get("log.level", "info".to_string());
+    if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+        r.error(
+            "log.level",
+            format!("{log_level:?} is not a log filter (examples: info, debug, intake=debug)"),
+        );
+    }
+    let format: String = r.get("log.format", "text".to_string());
+    let log_format = match format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            r.error(
+                "log.format",
+                format!("{other:?}: expected \"text\" or \"json\""),
+            );
+            LogFormat::Text
+        }
+    };
+
+    Settings {
+        smtp_listen,
+        smtp: SessionConfig {
+            hostname,
+            domains,
+            max_message_size,
+            max_recipients,
+            max_line_length,
+            max_errors,
+            lenient_helo,
+            line_endings,
+            command_timeout,
+            data_timeout,
+            max_connections,
+            shutdown_timeout,
+        },
+        store,
+        log_level,
+        log_format,
+        warnings: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_table;
+
+    fn load(file: &str, env: &[(&str, &str)]) -> Result<Settings, Vec<ConfigError>> {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("intake.toml");
+        std::fs::write(&f, file).unwrap();
+        let vars = env.iter().map(|(a, b)| (a.to_string(), b.to_string()));
+        let (t, s) = load_table(Some(&f), vars)?;
+        Settings::from_table(&t, &s)
+    }
+
+    #[test]
+    fn defaults() {
+        let s = Settings::defaults();
+        assert_eq!(s.smtp_listen.to_string(), "127.0.0.1:2525");
+        let StoreSettings::Sqlite(c) = &s.store;
+        assert_eq!(c.path, PathBuf::from("./intake-data"));
+        assert!(s.smtp.domains.is_catch_all());
+        assert!(s.smtp.lenient_helo);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_key() {
+        let errs = load(
+            "[smtp]\nlisten = \"nowhere\"\nmax_recipients = \"many\"\nmax_message_size = \"10XB\"\n\
+             domains = [\"a@b\"]\ntypo_key = 1\n[store]\ntype = \"oracle\"\n",
+            &[("INTAKE_SMTP__COMMAND_TIMEOUT", "soon")],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        for k in [
+            "smtp.listen",
+            "smtp.max_recipients",
+            "smtp.max_message_size",
+            "smtp.domains",
+            "smtp.typo_key",
+            "store.type",
+            "smtp.command_timeout",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
+        let env_err = errs
+            .iter()
+            .find(|e| e.key == "smtp.command_timeout")
+            .unwrap();
+        assert!(
+            env_err.to_string().contains("INTAKE_SMTP__COMMAND_TIMEOUT"),
+            "{env_err}"
+        );
+    }
+
+    #[test]
+    fn env_overrides_and_unknown_env_is_a_warning() {
+        let s = load(
+            "[smtp]\nmax_message_size = \"1MB\"\n",
+            &[
+                ("INTAKE_SMTP__MAX_MESSAGE_SIZE", "\"10MiB\""),
+                ("INTAKE_SMTP__DOMAINS", r#"["example.com"]"#),
+                ("INTAKE_HTTP__LISTEN", "127.0.0.1:8025"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.smtp.max_message_size, 10 << 20);
+        assert!(s.smtp.domains.accepts("example.com") && !s.smtp.domains.accepts("other.test"));
+        assert_eq!(s.warnings.len(), 1);
+        assert!(s.warnings[0].to_string().contains("INTAKE_HTTP__LISTEN"));
+    }
+
+    #[test]
+    fn known_keys_cover_every_section() {
+        let keys = known_keys();
+        for k in ["smtp.listen", "smtp.domains", "store.path", "log.level"] {
+            assert!(keys.iter().any(|x| x == k), "{k}");
+        }
+    }
+}

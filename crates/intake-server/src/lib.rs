@@ -1,0 +1,6 @@
+//! The `intake` binary's library half: configuration, wiring and the CLI commands, so that
+//! integration tests can start a server in-process.
+
+pub mod cli;
+pub mod config;
+pub mod server;

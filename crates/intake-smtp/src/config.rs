@@ -1,0 +1,129 @@
+//! Per-listener settings, resolved once at start-up and shared by every session.
+
+use std::time::Duration;
+
+use intake_proto::LineEndings;
+
+/// Which recipient domains Intake accepts mail for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainPolicy {
+    exact: Vec<String>,
+    /// `*.example.org` patterns, kept as `.example.org`.
+    suffixes: Vec<String>,
+}
+
+impl DomainPolicy {
+    /// From patterns: `example.com` (exactly that domain) or `*.example.org` (any
+    /// subdomain of it, not the domain itself). No patterns: every domain (catch-all).
+    pub fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(patterns: I) -> Result<Self, String> {
+        let mut p = DomainPolicy::default();
+        for pat in patterns {
+            let pat = pat.as_ref().trim().trim_end_matches('.').to_lowercase();
+            if let Some(rest) = pat.strip_prefix("*.") {
+                if rest.is_empty() || rest.contains('*') {
+                    return Err(format!("bad domain pattern {pat:?}"));
+                }
+                p.suffixes.push(format!(".{rest}"));
+            } else if pat.is_empty() || pat.contains('*') || pat.contains('@') || pat.contains(' ')
+            {
+                return Err(format!(
+                    "bad domain pattern {pat:?}: use example.com or *.example.com"
+                ));
+            } else {
+                p.exact.push(pat);
+            }
+        }
+        Ok(p)
+    }
+
+    /// True when no domains are configured: every domain is accepted.
+    pub fn is_catch_all(&self) -> bool {
+        self.exact.is_empty() && self.suffixes.is_empty()
+    }
+
+    /// Whether mail for `domain` is accepted.
+    pub fn accepts(&self, domain: &str) -> bool {
+        if self.is_catch_all() {
+            return true;
+        }
+        let d = domain.trim_end_matches('.').to_lowercase();
+        self.exact.iter().any(|e| *e == d) || self.suffixes.iter().any(|s| d.ends_with(s.as_str()))
+    }
+
+    /// The first exact domain, if any (used to complete `<Postmaster>`).
+    pub fn first_domain(&self) -> Option<&str> {
+        self.exact.first().map(String::as_str)
+    }
+}
+
+/// Settings every session of a listener shares.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Our name in the greeting, EHLO reply and `Received:` header.
+    pub hostname: String,
+    /// Recipient domains we accept.
+    pub domains: DomainPolicy,
+    /// Largest message, octets (advertised in SIZE, enforced while reading).
+    pub max_message_size: u64,
+    /// Recipients per message.
+    pub max_recipients: usize,
+    /// Longest command line, octets including CRLF.
+    pub max_line_length: usize,
+    /// Client errors before the session is closed with 421.
+    pub max_errors: u32,
+    /// Accept EHLO/HELO without a name.
+    pub lenient_helo: bool,
+    /// Bare CR/LF policy for commands and DATA.
+    pub line_endings: LineEndings,
+    /// Idle time allowed while waiting for a command.
+    pub command_timeout: Duration,
+    /// Idle time allowed while receiving message content.
+    pub data_timeout: Duration,
+    /// Open connections at most; more are answered 421 and closed.
+    pub max_connections: usize,
+    /// How long in-flight sessions get to finish on shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            hostname: "localhost".into(),
+            domains: DomainPolicy::default(),
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: 100,
+            max_line_length: 4096,
+            max_errors: 20,
+            lenient_helo: true,
+            line_endings: LineEndings::Reject,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+            max_connections: 1000,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_patterns() {
+        let p = DomainPolicy::new(["Example.com", "*.example.org"]).unwrap();
+        assert!(p.accepts("example.com"));
+        assert!(p.accepts("EXAMPLE.COM."));
+        assert!(!p.accepts("sub.example.com"));
+        assert!(p.accepts("a.example.org"));
+        assert!(p.accepts("a.b.example.org"));
+        assert!(!p.accepts("example.org"));
+        assert!(!p.accepts("badexample.org"));
+        assert!(
+            DomainPolicy::new(Vec::<String>::new())
+                .unwrap()
+                .accepts("anything.test")
+        );
+        assert!(DomainPolicy::new(["a@b"]).is_err());
+        assert!(DomainPolicy::new(["*."]).is_err());
+    }
+}

@@ -1,0 +1,30 @@
+//! EHLO and HELO (RFC 5321 §4.1.1.1).
+
+use intake_proto::{Extensions, ehlo::ehlo_reply, replies};
+
+use super::{Session, Step};
+
+impl Session {
+    pub(super) fn handle_helo(&mut self, name: String, esmtp: bool) -> Step {
+        if name.is_empty() && !self.cfg.lenient_helo {
+            return self.client_error(replies::HELO_NEEDS_NAME);
+        }
+        // A new EHLO/HELO resets any transaction (RFC 5321 §4.1.4).
+        self.tx = None;
+        self.esmtp = esmtp;
+        let reply = if esmtp {
+            ehlo_reply(
+                &self.cfg.hostname,
+                &name,
+                self.cfg.max_message_size,
+                Extensions::default(),
+            )
+        } else if name.is_empty() {
+            intake_proto::Reply::plain(250, format!("{} Hello", self.cfg.hostname))
+        } else {
+            intake_proto::Reply::plain(250, format!("{} Hello {}", self.cfg.hostname, name))
+        };
+        self.helo = Some(name);
+        Step::Reply(reply)
+    }
+}

@@ -1,0 +1,37 @@
+//! MAIL FROM (RFC 5321 §4.1.1.2; SIZE RFC 1870, BODY RFC 6152, SMTPUTF8 RFC 6531).
+
+use intake_proto::{Body, MailFrom, replies};
+
+use super::{ContentMode, Session, Step, Transaction};
+
+impl Session {
+    pub(super) fn handle_mail_from(&mut self, from: MailFrom) -> Step {
+        if self.helo.is_none() {
+            return self.client_error(replies::HELO_FIRST);
+        }
+        if self.tx.is_some() {
+            return self.client_error(replies::NESTED_MAIL);
+        }
+        if from.body == Body::BinaryMime {
+            return self.client_error(
+                replies::UNSUPPORTED_PARAMETER.with_text("BODY=BINARYMIME is not supported"),
+            );
+        }
+        if !from.address.is_ascii() && !from.smtputf8 {
+            return self.client_error(replies::NEEDS_SMTPUTF8);
+        }
+        if from.size.is_some_and(|s| s > self.cfg.max_message_size) {
+            return self.client_error(replies::SIZE_EXCEEDED_DECLARED);
+        }
+        self.tx = Some(Transaction {
+            mail_from: from.address,
+            rcpt_to: Vec::new(),
+            smtputf8: from.smtputf8,
+            body: from.body,
+            mode: ContentMode::None,
+            bdat_size: 0,
+            bdat_error: None,
+        });
+        Step::Reply(replies::SENDER_OK)
+    }
+}

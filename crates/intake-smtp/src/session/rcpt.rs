@@ -1,0 +1,47 @@
+//! RCPT TO (RFC 5321 §4.1.1.3): recipient domains and the recipient limit.
+
+use intake_proto::{RcptTo, replies};
+
+use super::{Session, Step};
+
+impl Session {
+    pub(super) fn handle_rcpt_to(&mut self, to: RcptTo) -> Step {
+        let Some(tx) = &self.tx else {
+            return self.client_error(replies::MAIL_FIRST);
+        };
+        let smtputf8 = tx.smtputf8;
+        let count = tx.rcpt_to.len();
+        if to.address.is_empty() {
+            return self.client_error(replies::BAD_DESTINATION);
+        }
+        let address = if to.address.eq_ignore_ascii_case("postmaster") {
+            // RFC 5321 §4.5.1: <Postmaster> without a domain is always accepted.
+            let domain = self
+                .cfg
+                .domains
+                .first_domain()
+                .unwrap_or(&self.cfg.hostname);
+            format!("postmaster@{domain}")
+        } else {
+            if !to.address.is_ascii() && !smtputf8 {
+                return self.client_error(replies::NEEDS_SMTPUTF8);
+            }
+            let Some((_, domain)) = to.address.rsplit_once('@') else {
+                return self.client_error(replies::BAD_RECIPIENT);
+            };
+            if !self.cfg.domains.accepts(domain) {
+                tracing::debug!(recipient = %to.address, "relay denied");
+                return self.client_error(replies::RELAY_DENIED);
+            }
+            to.address
+        };
+        if count >= self.cfg.max_recipients {
+            return Step::Reply(replies::TOO_MANY_RECIPIENTS);
+        }
+        let tx = self.tx.as_mut().expect("checked above");
+        if !tx.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(&address)) {
+            tx.rcpt_to.push(address);
+        }
+        Step::Reply(replies::RECIPIENT_OK)
+    }
+}
