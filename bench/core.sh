@@ -329,7 +329,7 @@ for per in $BENCH_PER_SESSION; do
                 run_source "$srv" "$sessions" "$per" "$probe"
                 r=$(rate_of "$probe" "$R_NS")
                 log "[$iconf/$nconf] $label: probe $srv $probe msgs: $r msg/s ($R_STATUS)"
-                if [[ $R_STATUS == ok ]] && [[ -z $slowest ]] || ((r < slowest)); then slowest=$r; fi
+                if [[ $R_STATUS == ok ]] && { [[ -z $slowest ]] || ((r < slowest)); }; then slowest=$r; fi
             done
             if [[ -n $slowest ]]; then
                 fit=$((slowest * BENCH_MAX_SECS / unit * unit))

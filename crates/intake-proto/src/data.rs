@@ -72,6 +72,11 @@ impl DataDecoder {
         self.size
     }
 
+    /// Whether more content than the limit has arrived (the rest is being dropped).
+    pub fn is_over_limit(&self) -> bool {
+        self.size > self.max_size
+    }
+
     fn emit(&mut self, out: &mut BytesMut, bytes: &[u8]) {
         self.size += bytes.len() as u64;
         if self.size <= self.max_size {

@@ -47,7 +47,7 @@ impl DomainPolicy {
             return true;
         }
         let d = domain.trim_end_matches('.').to_lowercase();
-        self.exact.iter().any(|e| *e == d) || self.suffixes.iter().any(|s| d.ends_with(s.as_str()))
+        self.exact.contains(&d) || self.suffixes.iter().any(|s| d.ends_with(s.as_str()))
     }
 
     /// The first exact domain, if any (used to complete `<Postmaster>`).

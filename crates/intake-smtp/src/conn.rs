@@ -140,7 +140,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     }
                 },
                 Mode::Data(dec) => match dec.decode(&mut self.inbuf, &mut self.content) {
-                    None => return Flow::Continue,
+                    None => {
+                        if dec.is_over_limit() && !self.content.is_empty() {
+                            // Refused already: free what was kept while the rest streams by.
+                            self.discard_content();
+                        }
+                        return Flow::Continue;
+                    }
                     Some(outcome) => {
                         let size = dec.size();
                         self.mode = Mode::Command;

@@ -113,7 +113,7 @@ impl<'a> Reader<'a> {
             Some(v) => match v.clone().try_into::<T>() {
                 Ok(x) => x,
                 Err(e) => {
-                    self.error(key, format!("{}", e.to_string().trim()));
+                    self.error(key, e.to_string().trim());
                     default
                 }
             },

@@ -1,0 +1,14 @@
+//! End-to-end tests: a real server on a loopback socket, real clients, the real store.
+//!
+//! One test binary (ripgrep's layout), one module per area. `support` starts servers
+//! in-process on port 0 (mini-redis) or as the real `intake` binary when a test needs to
+//! kill or measure the process.
+
+mod support;
+
+mod cli;
+mod crash;
+mod lettre_client;
+mod limits;
+mod restart;
+mod transcripts;

@@ -1,0 +1,45 @@
+//! Messages survive a restart.
+
+use crate::support::{TestServer, send_message, settings};
+
+#[tokio::test]
+async fn restart_and_read_back() {
+    let srv = TestServer::start("").await;
+    for i in 0..20 {
+        let r = send_message(
+            srv.addr,
+            "a@b",
+            &["keep@q.test"],
+            &format!("Subject: m{i}\r\n\r\nbody {i}\r\n"),
+        )
+        .await;
+        assert_eq!(r.code, 250);
+    }
+    let dir = srv.stop().await;
+    let s = settings("", &dir.path().join("data"));
+    let again = intake_server::server::start(&s).await.unwrap();
+    let list = again
+        .store
+        .list_mailbox(
+            "keep@q.test",
+            intake_core::Page {
+                offset: 0,
+                limit: 100,
+            },
+        )
+        .await
+        .unwrap();
+    let subjects: Vec<_> = list.iter().map(|m| m.subject.clone().unwrap()).collect();
+    let want: Vec<_> = (0..20).rev().map(|i| format!("m{i}")).collect();
+    assert_eq!(subjects, want);
+    // And it keeps accepting.
+    let r = send_message(
+        again.smtp_addr,
+        "a@b",
+        &["keep@q.test"],
+        "Subject: after\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.code, 250);
+    again.stop().await.unwrap();
+}

@@ -1,0 +1,328 @@
+//! Test servers and a raw SMTP client that sends exact bytes.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use intake_server::config::{Settings, Sources};
+use intake_server::server::{self, Running};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// An in-process server with its own data directory.
+pub struct TestServer {
+    pub running: Running,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+/// Settings from TOML text; `smtp.listen` defaults to port 0 and `store.path` to `data`.
+pub fn settings(toml_text: &str, data: &Path) -> Settings {
+    let mut table: toml::Table = toml_text.parse().expect("test config is TOML");
+    let smtp = table
+        .entry("smtp")
+        .or_insert_with(|| toml::Value::Table(Default::default()))
+        .as_table_mut()
+        .unwrap();
+    smtp.entry("listen").or_insert_with(|| "127.0.0.1:0".into());
+    smtp.entry("hostname").or_insert_with(|| "mx.test".into());
+    let store = table
+        .entry("store")
+        .or_insert_with(|| toml::Value::Table(Default::default()))
+        .as_table_mut()
+        .unwrap();
+    store
+        .entry("path")
+        .or_insert_with(|| data.to_string_lossy().into_owned().into());
+    Settings::from_table(&table, &Sources::default()).expect("test config is valid")
+}
+
+impl TestServer {
+    pub async fn start(toml_text: &str) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(toml_text, &dir.path().join("data"));
+        let running = server::start(&s).await.expect("server starts");
+        TestServer {
+            addr: running.smtp_addr,
+            running,
+            dir,
+        }
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(self.addr).await
+    }
+
+    /// The subjects stored in a mailbox, newest first.
+    pub async fn subjects(&self, mailbox: &str) -> Vec<String> {
+        let page = intake_core::Page {
+            offset: 0,
+            limit: 100_000,
+        };
+        self.running
+            .store
+            .list_mailbox(mailbox, page)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.subject.unwrap_or_default())
+            .collect()
+    }
+
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.running.stop().await.unwrap();
+        self.dir
+    }
+}
+
+/// A raw SMTP client: exact bytes out, whole replies in.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// One reply: the code and all its lines.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    /// `code` plus the enhanced status of the last line, e.g. "250 2.1.0".
+    pub fn head(&self) -> String {
+        let last = self.lines.last().map(String::as_str).unwrap_or("");
+        last.split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+            .replacen('-', " ", 1)
+    }
+
+    pub fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        Client::from_stream(stream)
+    }
+
+    pub fn from_stream(stream: TcpStream) -> Client {
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Connects and checks the 220 greeting.
+    pub async fn greeted(addr: SocketAddr) -> Client {
+        let mut c = Client::connect(addr).await;
+        let g = c.reply().await;
+        assert_eq!(g.code, 220, "{g:?}");
+        c
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// Reads one whole reply (all continuation lines). Code 0: connection closed.
+    pub async fn reply(&mut self) -> Reply {
+        let mut lines = Vec::new();
+        loop {
+            while let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..pos]).into_owned();
+                self.buf.drain(..pos + 2);
+                let done = line.as_bytes().get(3) != Some(&b'-');
+                lines.push(line);
+                if done {
+                    let code = lines
+                        .last()
+                        .unwrap()
+                        .get(..3)
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(0);
+                    return Reply { code, lines };
+                }
+            }
+            self.buf.reserve(65536);
+            let read =
+                tokio::time::timeout(Duration::from_secs(20), self.stream.read_buf(&mut self.buf))
+                    .await;
+            let n = match read {
+                Ok(r) => r.unwrap_or(0),
+                Err(_) => panic!("no reply within 20 s; so far {lines:?}"),
+            };
+            if n == 0 {
+                return Reply { code: 0, lines };
+            }
+        }
+    }
+
+    /// Sends one command line (CRLF added) and reads its reply.
+    pub async fn cmd(&mut self, line: &str) -> Reply {
+        self.send(format!("{line}\r\n").as_bytes()).await;
+        self.reply().await
+    }
+
+    /// Runs a transcript: `C: ` lines are sent (consecutive ones in one write, as a
+    /// pipelining client does), each `S: ` line reads one reply whose start must match.
+    pub async fn transcript(&mut self, script: &str) -> Vec<Reply> {
+        let mut pending = Vec::new();
+        let mut replies = Vec::new();
+        for line in script.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if let Some(c) = line.strip_prefix("C: ") {
+                pending.extend_from_slice(c.as_bytes());
+                pending.extend_from_slice(b"\r\n");
+            } else if let Some(expect) = line.strip_prefix("S:") {
+                if !pending.is_empty() {
+                    self.send(&pending).await;
+                    pending.clear();
+                }
+                let r = self.reply().await;
+                let expect = expect.trim();
+                assert!(
+                    r.lines.last().is_some_and(|l| l.starts_with(expect))
+                        || (expect == "closed" && r.code == 0),
+                    "expected {expect:?}, got {:?}\nin transcript:\n{script}",
+                    r.lines
+                );
+                replies.push(r);
+            } else {
+                panic!("bad transcript line {line:?}");
+            }
+        }
+        if !pending.is_empty() {
+            self.send(&pending).await;
+        }
+        replies
+    }
+
+    /// Whether the server has closed the connection (reads to EOF within 5 s).
+    pub async fn is_closed(&mut self) -> bool {
+        let mut b = [0u8; 1024];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut b)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// Sends one message over a fresh connection; returns the final reply.
+pub async fn send_message(addr: SocketAddr, from: &str, to: &[&str], content: &str) -> Reply {
+    let mut c = Client::greeted(addr).await;
+    assert_eq!(c.cmd("EHLO client.test").await.code, 250);
+    assert_eq!(c.cmd(&format!("MAIL FROM:<{from}>")).await.code, 250);
+    for r in to {
+        assert_eq!(c.cmd(&format!("RCPT TO:<{r}>")).await.code, 250);
+    }
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    c.send(content.as_bytes()).await;
+    c.send(b".\r\n").await;
+    let r = c.reply().await;
+    c.cmd("QUIT").await;
+    r
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `intake` binary running as a child process.
+pub struct Process {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub data: PathBuf,
+}
+
+impl Process {
+    /// Starts `intake serve` on a free port with `data` as the store and extra env vars.
+    pub fn start(data: &Path, env: &[(&str, &str)]) -> Process {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_intake"));
+        cmd.arg("serve")
+            .env("INTAKE_SMTP__LISTEN", addr.to_string())
+            .env("INTAKE_STORE__PATH", data)
+            .env("INTAKE_LOG__LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn intake");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "intake did not listen within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Process {
+            child,
+            addr,
+            data: data.to_path_buf(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A field of /proc/<pid>/status in kB (VmRSS, VmHWM).
+    pub fn status_kb(&self, field: &str) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        s.lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+/// Runs the `intake` CLI with the given store and arguments; returns stdout.
+pub fn cli(data: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_intake"))
+        .args(args)
+        .env("INTAKE_STORE__PATH", data)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
