@@ -186,12 +186,15 @@ now_ns() { date +%s%N; }
 cpu_ticks() { # pid -> utime+stime of the whole process (all threads), in clock ticks
     # Fields after the parenthesised command name: state is $1, utime $12, stime $13.
     local stat
-    stat=$(<"/proc/$1/stat") || { echo 0; return; }
+    { stat=$(<"/proc/$1/stat"); } 2>/dev/null || { echo 0; return; }
     stat=${stat##*) }
     awk '{ print $12 + $13 }' <<<"$stat"
 }
 
-peak_rss_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+peak_rss_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || true; }
+
+declare -A RSS # last VmHWM seen per server, kB (kept if the process exits)
+note_rss() { local kb; kb=$(peak_rss_kb "$2"); [[ -z $kb ]] || RSS[$1]=$kb; }
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -252,6 +255,8 @@ fi
 
 SOURCE_COMMON=(-l "$BENCH_SIZE" -M "$BENCH_HELO" -f "$BENCH_FROM" -t "$BENCH_RCPT" -S "intake core bench")
 RUN_N=0
+INTAKE_SENT=0        # messages of the successful runs against Intake (probes included)
+INTAKE_ALL_OK=1      # 0 once a run against Intake failed: then the expected total is unknown
 
 # run_source server sessions per_session count
 # Sets R_STATUS (ok / FAIL (...) / TIMEOUT / DIED), R_NS (wall time), R_TICKS (server CPU), R_LOG.
@@ -261,6 +266,15 @@ run_source() {
     local cmd
     RUN_N=$((RUN_N + 1))
     R_LOG="$WORK/run-$RUN_N-$server.log"
+    R_NS=0
+    R_TICKS=0
+    : >"$R_LOG"
+    if ! kill -0 "$pid" 2>/dev/null; then
+        echo "(not run: the server had already exited)" >"$WORK/run-$RUN_N-$server.cmd"
+        R_STATUS="DIED"
+        INTAKE_ALL_OK=0
+        return
+    fi
     if ((per == 1)); then
         # One message per connection: smtp-source disconnects after each message
         # (no -d) and keeps `sessions` connections going in parallel.
@@ -272,7 +286,7 @@ run_source() {
         seq 1 $((count / per)) >"$WORK/jobs"
         cmd=(xargs -a "$WORK/jobs" -P "$sessions" -I{} "$SMTP_SOURCE" -d -s 1 -m "$per" "${SOURCE_COMMON[@]}" "$addr")
     fi
-    echo "${cmd[*]}" >"$WORK/run-$RUN_N-$server.cmd"
+    printf '%q ' "${cmd[@]}" >"$WORK/run-$RUN_N-$server.cmd"
     c0=$(cpu_ticks "$pid")
     t0=$(now_ns)
     timeout -k 5 "$BENCH_TIMEOUT" "${cmd[@]}" </dev/null >"$R_LOG" 2>&1 &
@@ -281,6 +295,7 @@ run_source() {
     RUN_PID=""
     t1=$(now_ns)
     sleep "$BENCH_SETTLE"
+    note_rss "$server" "$pid"
     if ! kill -0 "$pid" 2>/dev/null; then
         R_STATUS="DIED"
         R_TICKS=0
@@ -298,6 +313,19 @@ run_source() {
         fi
     fi
     R_NS=$((t1 - t0))
+    if [[ $server == intake ]]; then
+        if [[ $R_STATUS == ok ]]; then INTAKE_SENT=$((INTAKE_SENT + count)); else INTAKE_ALL_OK=0; fi
+    fi
+}
+
+record_failure() { # server what: describe the last run (R_*) in the failure list
+    {
+        echo "- $1, $2: $R_STATUS; command: \`$(<"$WORK/run-$RUN_N-$1.cmd")\`"
+        if [[ -s $R_LOG ]]; then
+            echo "  smtp-source output ($(wc -l <"$R_LOG") lines, first 5):"
+            head -n 5 "$R_LOG" | sed 's/^/      /'
+        fi
+    } >>"$ERRORS"
 }
 
 rate_of() { awk -v n="$1" -v ns="$2" 'BEGIN { printf "%.0f", (ns > 0 ? n / (ns / 1e9) : 0) }'; }
@@ -328,7 +356,12 @@ for per in $BENCH_PER_SESSION; do
             for srv in "${SERVERS[@]}"; do
                 run_source "$srv" "$sessions" "$per" "$probe"
                 r=$(rate_of "$probe" "$R_NS")
-                log "[$iconf/$nconf] $label: probe $srv $probe msgs: $r msg/s ($R_STATUS)"
+                if [[ $R_STATUS == ok ]]; then
+                    log "[$iconf/$nconf] $label: probe $srv $probe msgs: $r msg/s"
+                else
+                    log "[$iconf/$nconf] $label: probe $srv $probe msgs: $R_STATUS"
+                    record_failure "$srv" "$label, probe of $probe msgs"
+                fi
                 if [[ $R_STATUS == ok ]] && { [[ -z $slowest ]] || ((r < slowest)); }; then slowest=$r; fi
             done
             if [[ -n $slowest ]]; then
@@ -344,17 +377,13 @@ for per in $BENCH_PER_SESSION; do
         for srv in "${SERVERS[@]}"; do
             log "[$iconf/$nconf] $label: $srv, $count msgs ..."
             run_source "$srv" "$sessions" "$per" "$count"
-            log "[$iconf/$nconf] $label: $srv: $(rate_of "$count" "$R_NS") msg/s, $R_TICKS CPU ticks, $R_STATUS"
-            row+="	$R_STATUS	$R_NS	$R_TICKS"
-            if [[ $R_STATUS != ok ]]; then
-                {
-                    echo "- $srv, $label, $count msgs: $R_STATUS; command: \`$(<"$WORK/run-$RUN_N-$srv.cmd")\`"
-                    if [[ -s $R_LOG ]]; then
-                        echo "  smtp-source output ($(wc -l <"$R_LOG") lines, first 5):"
-                        head -n 5 "$R_LOG" | sed 's/^/      /'
-                    fi
-                } >>"$ERRORS"
+            if [[ $R_STATUS == ok ]]; then
+                log "[$iconf/$nconf] $label: $srv: $(rate_of "$count" "$R_NS") msg/s, $R_TICKS CPU ticks"
+            else
+                log "[$iconf/$nconf] $label: $srv: $R_STATUS"
             fi
+            row+="	$R_STATUS	$R_NS	$R_TICKS"
+            [[ $R_STATUS == ok ]] || record_failure "$srv" "$label, $count msgs"
         done
         echo "$row" >>"$RESULTS"
 
@@ -366,10 +395,22 @@ done
 
 # ------------------------------------------------------------------ report --
 
-declare -A RSS
-for srv in "${SERVERS[@]}"; do RSS[$srv]=$(peak_rss_kb "${PID[$srv]}"); done
+for srv in "${SERVERS[@]}"; do note_rss "$srv" "${PID[$srv]}"; done
 STORE_BYTES=""
-if want intake; then STORE_BYTES=$(du -sb "$WORK/intake-data" 2>/dev/null | cut -f1 || true); fi
+STORED=""
+if want intake; then
+    STORE_BYTES=$(du -sb "$WORK/intake-data" 2>/dev/null | cut -f1 || true)
+    # Every message smtp-source saw accepted must be in the store: count the
+    # recipient's mailbox with Intake's own CLI (one line per message).
+    if STORED=$(INTAKE_STORE__PATH="$WORK/intake-data" timeout 300 "$BIN" mailbox list "$BENCH_RCPT" 2>"$WORK/list.err" | wc -l); then
+        if ((INTAKE_ALL_OK && STORED != INTAKE_SENT)); then
+            echo "- Intake's store holds $STORED messages for <$BENCH_RCPT>, but smtp-source had $INTAKE_SENT accepted" >>"$ERRORS"
+        fi
+    else
+        echo "- could not count the stored messages (\`intake mailbox list\`): $(head -c 300 "$WORK/list.err")" >>"$ERRORS"
+        STORED=""
+    fi
+fi
 
 git_rev=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git -C "$REPO_ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then git_rev+="-dirty"; fi
@@ -427,10 +468,17 @@ OUT_FILE="$BENCH_OUT/core-$(date -u +%Y%m%d-%H%M%S).md"
     echo
     for srv in "${SERVERS[@]}"; do
         [[ $srv == sink ]] && n="smtp-sink" || n="Intake"
-        echo "- $n peak RSS (VmHWM): $(awk -v k="${RSS[$srv]:-0}" 'BEGIN { printf "%.1f MiB", k / 1024 }')"
+        if [[ -n ${RSS[$srv]:-} ]]; then
+            echo "- $n peak RSS (VmHWM): $(awk -v k="${RSS[$srv]}" 'BEGIN { printf "%.1f MiB", k / 1024 }')$(kill -0 "${PID[$srv]}" 2>/dev/null || echo ' (last seen; the process exited)')"
+        else
+            echo "- $n peak RSS (VmHWM): n/a (the process exited)"
+        fi
     done
     if [[ -n $STORE_BYTES ]]; then
         echo "- Intake store size at the end: $(awk -v b="$STORE_BYTES" 'BEGIN { printf "%.1f MiB", b / 1048576 }') (all runs, probes included)"
+    fi
+    if [[ -n $STORED ]]; then
+        echo "- Messages in Intake's store at the end: $STORED (accepted in successful runs: $INTAKE_SENT$( ((INTAKE_ALL_OK)) || echo ', plus failed runs'))"
     fi
     if [[ -s $ERRORS ]]; then
         echo

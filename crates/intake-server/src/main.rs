@@ -4,23 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use intake_server::cli::{self, Cli, Command, MailboxCommand, MessageCommand};
-use intake_server::config::{LogFormat, Settings};
-use intake_server::server;
-use tracing_subscriber::EnvFilter;
-
-fn init_logging(settings: &Settings) {
-    let filter =
-        EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(&settings.log_level));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    match settings.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
+use intake_server::config::Settings;
+use intake_server::{logging, server};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -66,7 +51,7 @@ where
 }
 
 fn serve(settings: Settings) -> anyhow::Result<()> {
-    init_logging(&settings);
+    let _log_flusher = logging::init(&settings);
     for w in &settings.warnings {
         tracing::warn!("config: {w}");
     }

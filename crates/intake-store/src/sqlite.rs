@@ -66,9 +66,9 @@ pub struct SqliteConfig {
     pub path: PathBuf,
     /// Most messages in one commit.
     pub max_batch: usize,
-    /// How long the writer waits for more messages when a batch is smaller than
-    /// `max_batch`. Zero: commit what is queued at once (batches still form while the
-    /// previous commit runs).
+    /// How long the writer lingers for more messages before a commit, when the previous
+    /// commit held more than one message (concurrent senders). Zero: commit what is queued
+    /// at once (batches still form while the previous commit runs).
     pub commit_delay: Duration,
     /// How long a write waits for a lock held by another process before failing.
     pub busy_timeout: Duration,
@@ -80,7 +80,7 @@ impl SqliteConfig {
         SqliteConfig {
             path: path.into(),
             max_batch: 256,
-            commit_delay: Duration::ZERO,
+            commit_delay: Duration::from_millis(1),
             busy_timeout: Duration::from_secs(5),
         }
     }
@@ -119,6 +119,10 @@ fn open(cfg: &SqliteConfig, read_only: bool) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(cfg.db_file(), flags)?;
     conn.busy_timeout(cfg.busy_timeout)?;
     if !read_only {
+        // Large pages: a 4 KB message no longer spills into overflow pages, and a batch
+        // commit writes far fewer WAL frames (one pwrite each). Only takes effect when the
+        // database is created.
+        conn.pragma_update(None, "page_size", 16384)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
     }
@@ -178,33 +182,48 @@ impl SqliteStore {
     }
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<WriteRequest>, cfg: SqliteConfig) {
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteRequest>, cfg: SqliteConfig) {
+    // The writer owns its thread; a small runtime only for waiting on the channel with a
+    // deadline. All SQLite work blocks this thread, which is what it is for.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("writer runtime");
+    rt.block_on(write_loop(conn, rx, cfg));
+}
+
+async fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<WriteRequest>, cfg: SqliteConfig) {
     let mut batch: Vec<WriteRequest> = Vec::with_capacity(cfg.max_batch);
-    while let Some(first) = rx.blocking_recv() {
+    let mut last_batch = 0usize;
+    while let Some(first) = rx.recv().await {
         batch.push(first);
-        let deadline = Instant::now() + cfg.commit_delay;
-        loop {
+        drain(&mut rx, &mut batch, cfg.max_batch);
+        // Linger for more only when sessions are arriving concurrently (the last commit
+        // carried several messages): a lone sequential client never waits.
+        if last_batch > 1 && !cfg.commit_delay.is_zero() {
+            let deadline = tokio::time::Instant::now() + cfg.commit_delay;
             while batch.len() < cfg.max_batch {
-                match rx.try_recv() {
-                    Ok(r) => batch.push(r),
-                    Err(_) => break,
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(r)) => {
+                        batch.push(r);
+                        drain(&mut rx, &mut batch, cfg.max_batch);
+                    }
+                    Ok(None) | Err(_) => break,
                 }
             }
-            if batch.len() >= cfg.max_batch || Instant::now() >= deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_micros(200).min(deadline - Instant::now()));
         }
         let started = Instant::now();
         let result = write_batch(&mut conn, &batch);
-        let n = batch.len();
+        last_batch = batch.len();
         match &result {
             Ok(()) => tracing::trace!(
-                messages = n,
+                messages = last_batch,
                 micros = started.elapsed().as_micros() as u64,
                 "committed"
             ),
-            Err(e) => tracing::error!(messages = n, error = %e, "commit failed; answering 451"),
+            Err(e) => {
+                tracing::error!(messages = last_batch, error = %e, "commit failed; answering 451")
+            }
         }
         for req in batch.drain(..) {
             let r = match &result {
@@ -216,6 +235,15 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<WriteRequest>, cfg: 
     }
     // Channel closed: flush the WAL into the database for a tidy shutdown.
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+}
+
+fn drain(rx: &mut mpsc::Receiver<WriteRequest>, batch: &mut Vec<WriteRequest>, max: usize) {
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(r) => batch.push(r),
+            Err(_) => break,
+        }
+    }
 }
 
 fn write_batch(conn: &mut Connection, batch: &[WriteRequest]) -> rusqlite::Result<()> {
