@@ -150,9 +150,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     Some(outcome) => {
                         let size = dec.size();
                         self.mode = Mode::Command;
+                        let (sender, rcpts) = self
+                            .session
+                            .transaction_summary()
+                            .map(|(s, n)| (s.to_string(), n))
+                            .unwrap_or_default();
                         let step = self.session.data_done(outcome);
-                        if let Step::Reply(r) = &step {
-                            tracing::info!(client = %self.client, size, outcome = %r, "message rejected");
+                        if let Step::Reply(r) | Step::Close(r) = &step {
+                            tracing::info!(
+                                id = "-", client = %self.client, sender = %sender, rcpts, size,
+                                outcome = %r, "message rejected"
+                            );
                             self.discard_content();
                         }
                         step
@@ -163,10 +171,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         return Flow::Continue;
                     }
                     self.mode = Mode::Command;
+                    let summary = self
+                        .session
+                        .transaction_summary()
+                        .map(|(s, n)| (s.to_string(), n));
                     let step = self.session.bdat_done();
                     if let Step::Reply(r) = &step
                         && r.is_error()
                     {
+                        if let (Some((sender, rcpts)), false) =
+                            (summary, self.session.in_transaction())
+                        {
+                            tracing::info!(
+                                id = "-", client = %self.client, sender = %sender, rcpts,
+                                outcome = %r, "message rejected"
+                            );
+                        }
                         self.discard_content();
                     }
                     step

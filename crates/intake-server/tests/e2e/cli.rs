@@ -73,3 +73,60 @@ fn check_config_reports_every_error() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
 }
+
+#[tokio::test]
+async fn one_log_line_per_accepted_or_rejected_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("intake.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let p = crate::support::Process::start_logging(
+        &dir.path().join("data"),
+        &[
+            ("INTAKE_LOG__LEVEL", "info"),
+            ("INTAKE_SMTP__MAX_MESSAGE_SIZE", "100"),
+        ],
+        log.into(),
+    );
+    let ok = send_message(
+        p.addr,
+        "good@example.net",
+        &["a@q.test", "b@q.test"],
+        "Subject: fits\r\n\r\n",
+    )
+    .await;
+    assert_eq!(ok.code, 250);
+    let big = format!("Subject: too big\r\n\r\n{}\r\n", "z".repeat(200));
+    let refused = send_message(p.addr, "big@example.net", &["a@q.test"], &big).await;
+    assert_eq!(refused.code, 552);
+    assert!(p.terminate().success());
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let accepted: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("good@example.net"))
+        .collect();
+    assert_eq!(accepted.len(), 1, "{text}");
+    let id = ok.text().split_whitespace().last().unwrap().to_string();
+    for field in [
+        format!("id={id}"),
+        "client=127.0.0.1:".into(),
+        "rcpts=2".into(),
+        "size=".into(),
+        "outcome=\"accepted\"".into(),
+    ] {
+        assert!(
+            accepted[0].contains(&field),
+            "{field} missing in {}",
+            accepted[0]
+        );
+    }
+    let rejected: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("big@example.net"))
+        .collect();
+    assert_eq!(rejected.len(), 1, "{text}");
+    assert!(
+        rejected[0].contains("552 5.3.4") && rejected[0].contains("rcpts=1"),
+        "{}",
+        rejected[0]
+    );
+}

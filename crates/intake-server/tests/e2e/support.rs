@@ -256,6 +256,11 @@ pub struct Process {
 impl Process {
     /// Starts `intake serve` on a free port with `data` as the store and extra env vars.
     pub fn start(data: &Path, env: &[(&str, &str)]) -> Process {
+        Process::start_logging(data, env, Stdio::inherit())
+    }
+
+    /// As `start`, with the server's stderr (its log) sent to `stderr`.
+    pub fn start_logging(data: &Path, env: &[(&str, &str)], stderr: Stdio) -> Process {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_intake"));
@@ -264,7 +269,7 @@ impl Process {
             .env("INTAKE_STORE__PATH", data)
             .env("INTAKE_LOG__LEVEL", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }

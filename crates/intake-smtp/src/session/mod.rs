@@ -133,6 +133,13 @@ impl Session {
         self.tx.is_some()
     }
 
+    /// The open transaction's sender and recipient count (for log lines).
+    pub fn transaction_summary(&self) -> Option<(&str, usize)> {
+        self.tx
+            .as_ref()
+            .map(|t| (t.mail_from.as_str(), t.rcpt_to.len()))
+    }
+
     /// Records TLS parameters (after a handshake).
     pub fn set_tls(&mut self, tls: TlsInfo) {
         self.tls = Some(tls);
