@@ -14,4 +14,4 @@ pub use message::{
     Attachment, Envelope, Incoming, MessageId, ParsedMeta, SessionInfo, StoredMessage, Summary,
     TlsInfo, mailbox_key,
 };
-pub use store::{MailStore, Page, StoreError};
+pub use store::{ArrivalGuard, Arrivals, MailStore, Page, StoreError};

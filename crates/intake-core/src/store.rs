@@ -1,5 +1,8 @@
 //! The storage trait every backend implements.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use async_trait::async_trait;
 
 use crate::message::{Incoming, MessageId, StoredMessage, Summary};
@@ -43,6 +46,35 @@ impl Default for Page {
     }
 }
 
+/// Counts sessions that are receiving message content right now: deliveries that will reach
+/// the store within moments. A store doing group commit lingers for them before a commit
+/// and commits at once when none are on their way.
+#[derive(Debug, Clone, Default)]
+pub struct Arrivals(Arc<AtomicUsize>);
+
+impl Arrivals {
+    /// Marks one session as receiving content until the guard is dropped.
+    pub fn start(&self) -> ArrivalGuard {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        ArrivalGuard(self.0.clone())
+    }
+
+    /// Sessions receiving content now.
+    pub fn pending(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// See [`Arrivals::start`].
+#[derive(Debug)]
+pub struct ArrivalGuard(Arc<AtomicUsize>);
+
+impl Drop for ArrivalGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Durable mail.
 #[async_trait]
 pub trait MailStore: Send + Sync + 'static {
@@ -57,6 +89,11 @@ pub trait MailStore: Send + Sync + 'static {
 
     /// One message with its raw bytes.
     async fn fetch(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError>;
+
+    /// The counter of sessions receiving content, for stores that batch commits.
+    fn arrivals(&self) -> Option<Arrivals> {
+        None
+    }
 
     /// Waits until queued writes are done and stops taking new ones.
     async fn close(&self);

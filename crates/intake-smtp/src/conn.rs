@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use intake_core::{Incoming, MailStore};
+use intake_core::{ArrivalGuard, Incoming, MailStore};
 use intake_proto::{BdatDecoder, CommandDecoder, DataDecoder, Reply, replies};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
@@ -47,6 +47,8 @@ pub struct Connection<S> {
     out: Vec<u8>,
     store: Arc<dyn MailStore>,
     client: SocketAddr,
+    /// Held while message content is being received, so a batching store can wait for it.
+    arrival: Option<ArrivalGuard>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
@@ -68,6 +70,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             out: Vec::with_capacity(1024),
             store,
             client,
+            arrival: None,
         }
     }
 
@@ -150,6 +153,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     Some(outcome) => {
                         let size = dec.size();
                         self.mode = Mode::Command;
+                        self.arrival = None;
                         let (sender, rcpts) = self
                             .session
                             .transaction_summary()
@@ -171,6 +175,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         return Flow::Continue;
                     }
                     self.mode = Mode::Command;
+                    self.arrival = None;
                     let summary = self
                         .session
                         .transaction_summary()
@@ -198,12 +203,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     r.write_to(&mut self.out);
                     self.content.clear();
                     self.mode = Mode::Data(dec);
+                    self.arrival = self.store.arrivals().map(|a| a.start());
                 }
                 Step::ReadChunk { decoder, keep } => {
                     if !keep {
                         self.discard_content();
                     }
                     self.mode = Mode::Bdat(decoder);
+                    if keep {
+                        self.arrival = self.store.arrivals().map(|a| a.start());
+                    }
                 }
                 Step::Deliver(d) => {
                     let reply = self.deliver(d).await;

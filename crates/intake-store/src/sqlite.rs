@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use intake_core::{
-    Envelope, Incoming, MailStore, MessageId, Page, ParsedMeta, StoreError, StoredMessage, Summary,
-    TlsInfo,
+    Arrivals, Envelope, Incoming, MailStore, MessageId, Page, ParsedMeta, StoreError,
+    StoredMessage, Summary, TlsInfo,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
@@ -102,6 +102,7 @@ pub struct SqliteStore {
     tx: Mutex<Option<mpsc::Sender<WriteRequest>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    arrivals: Arrivals,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -139,15 +140,18 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
         let (tx, rx) = mpsc::channel::<WriteRequest>(cfg.max_batch.max(1) * 4);
         let wcfg = cfg.clone();
+        let arrivals = Arrivals::default();
+        let warr = arrivals.clone();
         let writer = std::thread::Builder::new()
             .name("intake-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, wcfg))
+            .spawn(move || writer_loop(conn, rx, wcfg, warr))
             .map_err(unavailable)?;
         Ok(SqliteStore {
             cfg,
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             readers: Arc::new(Mutex::new(Vec::new())),
+            arrivals,
         })
     }
 
@@ -182,47 +186,62 @@ impl SqliteStore {
     }
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteRequest>, cfg: SqliteConfig) {
+fn writer_loop(
+    conn: Connection,
+    rx: mpsc::Receiver<WriteRequest>,
+    cfg: SqliteConfig,
+    arrivals: Arrivals,
+) {
     // The writer owns its thread; a small runtime only for waiting on the channel with a
     // deadline. All SQLite work blocks this thread, which is what it is for.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("writer runtime");
-    rt.block_on(write_loop(conn, rx, cfg));
+    rt.block_on(write_loop(conn, rx, cfg, arrivals));
 }
 
-async fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<WriteRequest>, cfg: SqliteConfig) {
+async fn write_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<WriteRequest>,
+    cfg: SqliteConfig,
+    arrivals: Arrivals,
+) {
     let mut batch: Vec<WriteRequest> = Vec::with_capacity(cfg.max_batch);
-    let mut last_batch = 0usize;
     while let Some(first) = rx.recv().await {
         batch.push(first);
         drain(&mut rx, &mut batch, cfg.max_batch);
-        // Linger for more only when sessions are arriving concurrently (the last commit
-        // carried several messages): a lone sequential client never waits.
-        if last_batch > 1 && !cfg.commit_delay.is_zero() {
+        // Linger for more only while other sessions are receiving content (their messages
+        // are moments away): a lone client, or clients all waiting on this commit, never wait.
+        if arrivals.pending() > 0 && !cfg.commit_delay.is_zero() {
             let deadline = tokio::time::Instant::now() + cfg.commit_delay;
-            while batch.len() < cfg.max_batch {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
+            while batch.len() < cfg.max_batch && arrivals.pending() > 0 {
+                // Short waits, so that the batch closes soon after the last arrival.
+                let step = (tokio::time::Instant::now() + Duration::from_micros(250)).min(deadline);
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                match tokio::time::timeout_at(step, rx.recv()).await {
                     Ok(Some(r)) => {
                         batch.push(r);
                         drain(&mut rx, &mut batch, cfg.max_batch);
                     }
-                    Ok(None) | Err(_) => break,
+                    Ok(None) => break,
+                    Err(_) => {}
                 }
             }
         }
         let started = Instant::now();
         let result = write_batch(&mut conn, &batch);
-        last_batch = batch.len();
+        let n = batch.len();
         match &result {
             Ok(()) => tracing::trace!(
-                messages = last_batch,
+                messages = n,
                 micros = started.elapsed().as_micros() as u64,
                 "committed"
             ),
             Err(e) => {
-                tracing::error!(messages = last_batch, error = %e, "commit failed; answering 451")
+                tracing::error!(messages = n, error = %e, "commit failed; answering 451")
             }
         }
         for req in batch.drain(..) {
@@ -346,6 +365,10 @@ impl MailStore for SqliteStore {
 
     async fn fetch(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
         self.read(move |conn| fetch_sync(conn, id)).await
+    }
+
+    fn arrivals(&self) -> Option<Arrivals> {
+        Some(self.arrivals.clone())
     }
 
     async fn close(&self) {
