@@ -6,12 +6,17 @@
 //! - [`store`]: the [`MailStore`] trait every backend implements, and [`StoreError`].
 #![warn(missing_docs)]
 
+pub mod alias;
+pub mod events;
 pub mod message;
 pub mod mime;
+pub mod search;
 pub mod store;
 
+pub use events::{Event, EventBus};
 pub use message::{
     Attachment, Envelope, Incoming, MessageId, ParsedMeta, SessionInfo, StoredMessage, Summary,
     TlsInfo, mailbox_key,
 };
-pub use store::{ArrivalGuard, Arrivals, MailStore, Page, StoreError};
+pub use search::{Query, QueryError};
+pub use store::{ArrivalGuard, Arrivals, Evicted, Listing, MailStore, Page, Retention, StoreError};

@@ -201,10 +201,38 @@ pub struct Summary {
     pub received_at: i64,
     /// Envelope sender.
     pub mail_from: String,
+    /// Envelope recipients.
+    pub rcpt_to: Vec<String>,
+    /// `From:` header.
+    pub from: Option<String>,
+    /// `To:` header.
+    pub to: Option<String>,
     /// Decoded subject.
     pub subject: Option<String>,
     /// Content size in octets.
     pub size: u64,
+    /// Marked read.
+    pub seen: bool,
+    /// Number of attachments.
+    pub attachments: u32,
+}
+
+impl Summary {
+    /// The summary of a message about to be stored (for events published on commit).
+    pub fn of(m: &Incoming) -> Summary {
+        Summary {
+            id: m.id,
+            received_at: m.received_at,
+            mail_from: m.envelope.mail_from.clone(),
+            rcpt_to: m.envelope.rcpt_to.clone(),
+            from: m.meta.from.clone(),
+            to: m.meta.to.clone(),
+            subject: m.meta.subject.clone(),
+            size: m.size,
+            seen: false,
+            attachments: m.meta.attachments.len() as u32,
+        }
+    }
 }
 
 /// A stored message with everything kept about it.
@@ -230,6 +258,10 @@ pub struct StoredMessage {
     pub meta: ParsedMeta,
     /// The raw message with our `Received:` header first.
     pub raw: Bytes,
+    /// Marked read.
+    pub seen: bool,
+    /// The mailboxes it is filed under.
+    pub mailboxes: Vec<String>,
 }
 
 impl Serialize for MessageId {

@@ -59,6 +59,90 @@ pub fn text_body(raw: &[u8]) -> Option<String> {
     msg.body_text(0).map(|t| t.into_owned())
 }
 
+/// The message's first HTML body, if it has one.
+pub fn html_body(raw: &[u8]) -> Option<String> {
+    let msg = MessageParser::default().parse(raw)?;
+    if msg.html_body_count() == 0 {
+        return None;
+    }
+    // mail-parser converts text to HTML when there is no HTML part; only a real one counts.
+    let part = msg.html_part(0)?;
+    if !part.is_text_html() {
+        return None;
+    }
+    msg.body_html(0).map(|t| t.into_owned())
+}
+
+/// The message's plain-text body (HTML converted when there is no plain part).
+pub fn plain_text(raw: &[u8]) -> Option<String> {
+    text_body(raw)
+}
+
+/// The header fields in order, values decoded where they are encoded words, else raw.
+pub fn headers(raw: &[u8]) -> Vec<(String, String)> {
+    let Some(msg) = MessageParser::default().parse_headers(raw) else {
+        return Vec::new();
+    };
+    msg.headers()
+        .iter()
+        .map(|h| {
+            let name = h.name().to_string();
+            let value = raw
+                .get(h.offset_start() as usize..h.offset_end() as usize)
+                .map(|v| {
+                    String::from_utf8_lossy(v)
+                        .trim()
+                        .replace("\r\n", "")
+                        .replace(['\r', '\n'], "")
+                })
+                .unwrap_or_default();
+            let decoded = match h.value() {
+                mail_parser::HeaderValue::Text(t) => t.to_string(),
+                _ => value,
+            };
+            (name, decoded)
+        })
+        .collect()
+}
+
+/// One attachment by its index in [`ParsedMeta::attachments`] order: (content type, file
+/// name, decoded bytes).
+pub fn attachment(raw: &[u8], index: usize) -> Option<(String, Option<String>, Vec<u8>)> {
+    let msg = MessageParser::default().parse(raw)?;
+    let part = msg.attachment(index as u32)?;
+    let ct = part
+        .content_type()
+        .map(|ct| match ct.subtype() {
+            Some(st) => format!("{}/{}", ct.ctype(), st),
+            None => ct.ctype().to_string(),
+        })
+        .unwrap_or_else(|| "application/octet-stream".into());
+    Some((
+        ct,
+        part.attachment_name().map(str::to_string),
+        part.contents().to_vec(),
+    ))
+}
+
+/// Text for the search index: body text and all header values.
+pub fn index_text(raw: &[u8]) -> (String, String) {
+    let Some(msg) = MessageParser::default().parse(raw) else {
+        return (String::from_utf8_lossy(raw).into_owned(), String::new());
+    };
+    let body = msg.body_text(0).map(|t| t.into_owned()).unwrap_or_default();
+    let headers = msg
+        .headers()
+        .iter()
+        .filter_map(|h| match h.value() {
+            mail_parser::HeaderValue::Text(t) => Some(t.to_string()),
+            mail_parser::HeaderValue::Address(a) => Some(format_addresses(a)),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    (body, headers)
+}
+
 fn format_addresses(addr: &Address<'_>) -> String {
     let mut out = Vec::new();
     for a in addr.iter() {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 
 use crate::message::{Incoming, MessageId, StoredMessage, Summary};
+use crate::search::Query;
 
 /// Why a store operation failed. The SMTP side answers every one of them with a 4xx.
 #[derive(Debug, thiserror::Error)]
@@ -19,12 +20,15 @@ pub enum StoreError {
     /// Stored data could not be read back (schema mismatch, corrupt row).
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// A search query the backend cannot run (the caller's mistake).
+    #[error("invalid query: {0}")]
+    BadQuery(String),
 }
 
 impl StoreError {
     /// Whether retrying later may succeed.
     pub fn is_transient(&self) -> bool {
-        !matches!(self, StoreError::Corrupt(_))
+        !matches!(self, StoreError::Corrupt(_) | StoreError::BadQuery(_))
     }
 }
 
@@ -44,6 +48,42 @@ impl Default for Page {
             limit: 50,
         }
     }
+}
+
+/// One page of messages with the totals a client needs to paginate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Messages matching, over all pages.
+    pub total: u64,
+    /// Of those, not marked read.
+    pub unread: u64,
+    /// This page, newest first.
+    pub messages: Vec<Summary>,
+}
+
+/// How much mail to keep. `None` means no limit of that kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep at most this many messages per mailbox (the newest).
+    pub per_mailbox: Option<u64>,
+    /// Delete messages older than this.
+    pub max_age: Option<std::time::Duration>,
+    /// Keep the stored messages' total size under this many octets (oldest go first).
+    pub max_bytes: Option<u64>,
+}
+
+/// What one eviction pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evicted {
+    /// Messages deleted from the store.
+    pub messages: u64,
+    /// Of which for exceeding a mailbox's cap (a message in several mailboxes is deleted
+    /// once no mailbox keeps it).
+    pub by_mailbox_cap: u64,
+    /// Of which for age.
+    pub by_age: u64,
+    /// Of which for the store's size cap.
+    pub by_size: u64,
 }
 
 /// Counts sessions that are receiving message content right now: deliveries that will reach
@@ -84,11 +124,33 @@ pub trait MailStore: Send + Sync + 'static {
     /// `250` after DATA depends on it.
     async fn deliver(&self, msg: Incoming) -> Result<(), StoreError>;
 
-    /// A mailbox's messages, newest first.
-    async fn list_mailbox(&self, mailbox: &str, page: Page) -> Result<Vec<Summary>, StoreError>;
+    /// A mailbox's messages, newest first, with its totals.
+    async fn list_mailbox(&self, mailbox: &str, page: Page) -> Result<Listing, StoreError>;
+
+    /// All messages, newest first.
+    async fn list_all(&self, page: Page) -> Result<Listing, StoreError>;
+
+    /// Messages matching a query, newest first.
+    async fn search(&self, query: &Query, page: Page) -> Result<Listing, StoreError>;
 
     /// One message with its raw bytes.
     async fn fetch(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError>;
+
+    /// Deletes a message from every mailbox. False if there was none.
+    async fn delete(&self, id: MessageId) -> Result<bool, StoreError>;
+
+    /// Deletes a mailbox's messages (a message also filed elsewhere stays there). Returns
+    /// how many messages the mailbox held.
+    async fn delete_mailbox(&self, mailbox: &str) -> Result<u64, StoreError>;
+
+    /// Marks a message read or unread. False if there was none.
+    async fn set_seen(&self, id: MessageId, seen: bool) -> Result<bool, StoreError>;
+
+    /// Records that mail to `alias` belongs in `mailbox`.
+    async fn register_alias(&self, alias: &str, mailbox: &str) -> Result<(), StoreError>;
+
+    /// Applies a retention policy once.
+    async fn evict(&self, policy: &Retention) -> Result<Evicted, StoreError>;
 
     /// The counter of sessions receiving content, for stores that batch commits.
     fn arrivals(&self) -> Option<Arrivals> {

@@ -140,7 +140,7 @@ pub async fn mailbox_list(
             offset,
             limit: (want - offset).min(1000),
         };
-        let items = store.list_mailbox(address, page).await?;
+        let items = store.list_mailbox(address, page).await?.messages;
         for m in &items {
             let sender = if m.mail_from.is_empty() {
                 "<>"

@@ -37,7 +37,8 @@ async fn lettre_sends_and_we_read_back() {
         .store
         .list_mailbox("bob@example.com", intake_core::Page::default())
         .await
-        .unwrap();
+        .unwrap()
+        .messages;
     assert_eq!(list.len(), 1);
     assert!(
         id_text.contains(&list[0].id.to_string()),

@@ -28,7 +28,8 @@ async fn restart_and_read_back() {
             },
         )
         .await
-        .unwrap();
+        .unwrap()
+        .messages;
     let subjects: Vec<_> = list.iter().map(|m| m.subject.clone().unwrap()).collect();
     let want: Vec<_> = (0..20).rev().map(|i| format!("m{i}")).collect();
     assert_eq!(subjects, want);

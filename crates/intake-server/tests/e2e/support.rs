@@ -71,6 +71,7 @@ impl TestServer {
             .list_mailbox(mailbox, page)
             .await
             .unwrap()
+            .messages
             .into_iter()
             .map(|m| m.subject.unwrap_or_default())
             .collect()

@@ -155,7 +155,8 @@ async fn dot_stuffing_and_empty_messages() {
         .store
         .list_mailbox("dots@q.test", intake_core::Page::default())
         .await
-        .unwrap();
+        .unwrap()
+        .messages;
     assert_eq!(list.len(), 3);
     let bodies: Vec<Vec<u8>> = {
         let mut v = Vec::new();
@@ -215,7 +216,8 @@ async fn bdat_chunks_including_zero_last() {
         .store
         .list_mailbox("chunks@q.test", intake_core::Page::default())
         .await
-        .unwrap();
+        .unwrap()
+        .messages;
     assert_eq!(list.len(), 2);
     let first = srv.running.store.fetch(list[1].id).await.unwrap().unwrap();
     assert!(
@@ -254,7 +256,8 @@ async fn utf8_and_8bit() {
         .store
         .list_mailbox("ünïcode@пример.test", intake_core::Page::default())
         .await
-        .unwrap();
+        .unwrap()
+        .messages;
     assert_eq!(
         list.len(),
         1,
@@ -383,7 +386,8 @@ async fn lenient_and_strict_helo() {
         .store
         .list_mailbox("helo@q.test", intake_core::Page::default())
         .await
-        .unwrap();
+        .unwrap()
+        .messages;
     let m = srv.running.store.fetch(list[0].id).await.unwrap().unwrap();
     assert_eq!(m.helo, "", "an empty HELO name is recorded as empty");
 

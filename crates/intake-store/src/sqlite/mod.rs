@@ -1,0 +1,278 @@
+//! The embedded SQLite store with group commit.
+//!
+//! Layout ([`schema`]): `messages` holds one row of metadata per message, `bodies` the raw
+//! bytes (kept apart so that listings scan small rows), `mailbox_messages` files a message
+//! under each distinct recipient mailbox (a message is stored once however many recipients
+//! it has), `aliases` maps alias addresses to mailboxes, `search_index` is a contentless
+//! FTS5 index filled after the commit, off the SMTP path.
+//!
+//! Writes: every write goes to one writer thread ([`writer`]). Sessions send an
+//! [`Incoming`] with a oneshot over a bounded channel; the writer takes everything queued
+//! (up to `max_batch`), lingers up to `commit_delay` while other sessions are still
+//! receiving content, writes the batch in one `BEGIN IMMEDIATE ... COMMIT`, and only after
+//! the commit has returned (WAL, `synchronous=FULL`: the WAL is fsync'd) completes the
+//! oneshots. While one batch commits, the next one queues.
+//!
+//! Reads ([`read`]) use a small pool of read-only connections on `spawn_blocking`; WAL lets
+//! them run while the writer commits.
+
+mod read;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use intake_core::{
+    Arrivals, EventBus, Evicted, Incoming, Listing, MailStore, MessageId, Page, Query, Retention,
+    StoreError, StoredMessage,
+};
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+use writer::Job;
+
+/// Settings of the SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    /// The data directory; the database is `intake.db` inside it.
+    pub path: PathBuf,
+    /// Most messages in one commit.
+    pub max_batch: usize,
+    /// How long the writer lingers for more messages before a commit while other sessions
+    /// are receiving content. Zero: commit what is queued at once (batches still form while
+    /// the previous commit runs).
+    pub commit_delay: Duration,
+    /// How long a write waits for a lock held by another process before failing.
+    pub busy_timeout: Duration,
+    /// Under sustained load, index new mail for search at least this often (otherwise the
+    /// index is updated whenever the writer is idle).
+    pub index_max_lag: Duration,
+    /// Where committed changes are announced.
+    pub events: EventBus,
+}
+
+impl SqliteConfig {
+    /// Defaults for a data directory.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SqliteConfig {
+            path: path.into(),
+            max_batch: 256,
+            commit_delay: Duration::from_millis(1),
+            busy_timeout: Duration::from_secs(5),
+            index_max_lag: Duration::from_secs(2),
+            events: EventBus::default(),
+        }
+    }
+
+    /// The database file.
+    pub fn db_file(&self) -> PathBuf {
+        self.path.join("intake.db")
+    }
+}
+
+/// The embedded store. Cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    cfg: SqliteConfig,
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    arrivals: Arrivals,
+}
+
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn open(cfg: &SqliteConfig, read_only: bool) -> rusqlite::Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(cfg.db_file(), flags)?;
+    conn.busy_timeout(cfg.busy_timeout)?;
+    if !read_only {
+        // Large pages: a 4 KB message does not spill into overflow pages, and a batch
+        // commit writes fewer WAL frames. Only takes effect when the database is created.
+        conn.pragma_update(None, "page_size", 16384)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+    }
+    conn.pragma_update(None, "cache_size", -16_000)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating or upgrading if needed) the store in `cfg.path` and starts its
+    /// writer thread.
+    pub fn open(cfg: SqliteConfig) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(&cfg.path)
+            .map_err(|e| unavailable(format!("cannot create {}: {e}", cfg.path.display())))?;
+        let conn = open(&cfg, false).map_err(unavailable)?;
+        schema::migrate(&conn).map_err(unavailable)?;
+        let (tx, rx) = mpsc::channel::<Job>(cfg.max_batch.max(1) * 4);
+        let wcfg = cfg.clone();
+        let arrivals = Arrivals::default();
+        let warr = arrivals.clone();
+        let writer = std::thread::Builder::new()
+            .name("intake-sqlite-writer".into())
+            .spawn(move || writer::run(conn, rx, wcfg, warr))
+            .map_err(unavailable)?;
+        Ok(SqliteStore {
+            cfg,
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            readers: Arc::new(Mutex::new(Vec::new())),
+            arrivals,
+        })
+    }
+
+    /// The database file.
+    pub fn db_file(&self) -> PathBuf {
+        self.cfg.db_file()
+    }
+
+    /// Sends a job to the writer and waits for its answer.
+    async fn write<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> Result<T, StoreError> {
+        let tx = self
+            .tx
+            .lock()
+            .expect("sender")
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        let (done, wait) = oneshot::channel();
+        tx.send(job(done)).await.map_err(|_| StoreError::Closed)?;
+        wait.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on a read connection from the pool, off the async runtime.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        let cfg = self.cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.lock().expect("reader pool").pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => open(&cfg, true).map_err(unavailable)?,
+            };
+            let out = f(&conn);
+            let mut pool = pool.lock().expect("reader pool");
+            if pool.len() < 8 {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(unavailable)?
+    }
+}
+
+/// Eviction deletes in chunks so that deliveries are never held up for long.
+const EVICT_CHUNK: usize = 500;
+
+#[async_trait]
+impl MailStore for SqliteStore {
+    async fn deliver(&self, msg: Incoming) -> Result<(), StoreError> {
+        self.write(|done| Job::Deliver(Box::new(msg), done)).await
+    }
+
+    async fn list_mailbox(&self, mailbox: &str, page: Page) -> Result<Listing, StoreError> {
+        let mailbox = mailbox.to_string();
+        self.read(move |c| read::list_mailbox(c, &mailbox, page))
+            .await
+    }
+
+    async fn list_all(&self, page: Page) -> Result<Listing, StoreError> {
+        self.read(move |c| read::list_all(c, page)).await
+    }
+
+    async fn search(&self, query: &Query, page: Page) -> Result<Listing, StoreError> {
+        let q = query.clone();
+        self.read(move |c| read::search(c, &q, page)).await
+    }
+
+    async fn fetch(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
+        self.read(move |c| read::fetch(c, id)).await
+    }
+
+    async fn delete(&self, id: MessageId) -> Result<bool, StoreError> {
+        self.write(|done| Job::Delete(id, done)).await
+    }
+
+    async fn delete_mailbox(&self, mailbox: &str) -> Result<u64, StoreError> {
+        let mailbox = mailbox.to_string();
+        self.write(|done| Job::DeleteMailbox(mailbox, done)).await
+    }
+
+    async fn set_seen(&self, id: MessageId, seen: bool) -> Result<bool, StoreError> {
+        self.write(|done| Job::SetSeen(id, seen, done)).await
+    }
+
+    async fn register_alias(&self, alias: &str, mailbox: &str) -> Result<(), StoreError> {
+        let (alias, mailbox) = (alias.to_string(), mailbox.to_string());
+        self.write(|done| Job::RegisterAlias(alias, mailbox, done))
+            .await
+    }
+
+    async fn evict(&self, policy: &Retention) -> Result<Evicted, StoreError> {
+        let mut out = Evicted::default();
+        if let Some(keep) = policy.per_mailbox {
+            let links = self.read(move |c| read::over_mailbox_cap(c, keep)).await?;
+            for chunk in links.chunks(EVICT_CHUNK) {
+                let chunk = chunk.to_vec();
+                out.by_mailbox_cap += self.write(|done| Job::Unlink(chunk, done)).await?;
+            }
+        }
+        if let Some(age) = policy.max_age {
+            let before = jiff::Timestamp::now().as_millisecond() - age.as_millis() as i64;
+            let seqs = self.read(move |c| read::older_than(c, before)).await?;
+            for chunk in seqs.chunks(EVICT_CHUNK) {
+                let chunk = chunk.to_vec();
+                out.by_age += self.write(|done| Job::DeleteSeqs(chunk, done)).await?;
+            }
+        }
+        if let Some(max) = policy.max_bytes {
+            let seqs = self.read(move |c| read::over_size_cap(c, max)).await?;
+            for chunk in seqs.chunks(EVICT_CHUNK) {
+                let chunk = chunk.to_vec();
+                out.by_size += self.write(|done| Job::DeleteSeqs(chunk, done)).await?;
+            }
+        }
+        out.messages = out.by_mailbox_cap + out.by_age + out.by_size;
+        Ok(out)
+    }
+
+    fn arrivals(&self) -> Option<Arrivals> {
+        Some(self.arrivals.clone())
+    }
+
+    async fn close(&self) {
+        let tx = self.tx.lock().expect("sender").take();
+        drop(tx);
+        let writer = self.writer.lock().expect("writer").take();
+        if let Some(w) = writer {
+            let _ = tokio::task::spawn_blocking(move || w.join()).await;
+        }
+    }
+}
+
+/// Whether a data directory holds an Intake database (for the CLI's messages).
+pub fn database_exists(path: &Path) -> bool {
+    path.join("intake.db").exists()
+}
+
+#[cfg(test)]
+mod tests;

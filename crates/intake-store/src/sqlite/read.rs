@@ -1,0 +1,355 @@
+//! Queries on read connections: listings, search, one message.
+
+use intake_core::{
+    Envelope, Listing, MessageId, Page, ParsedMeta, Query, StoreError, StoredMessage, Summary,
+    TlsInfo, mailbox_key,
+};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+
+use super::unavailable;
+
+const SUMMARY_COLS: &str = "m.id, m.received_at, m.mail_from, m.rcpt_to, m.from_addr, m.to_addr, m.subject, \
+                            m.size, m.seen, json_array_length(m.attachments)";
+
+fn summary_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Summary> {
+    let id: Vec<u8> = row.get(0)?;
+    let rcpt: String = row.get(3)?;
+    Ok(Summary {
+        id: MessageId::from_slice(&id).unwrap_or(MessageId(uuid::Uuid::nil())),
+        received_at: row.get(1)?,
+        mail_from: row.get(2)?,
+        rcpt_to: serde_json::from_str(&rcpt).unwrap_or_default(),
+        from: row.get(4)?,
+        to: row.get(5)?,
+        subject: row.get(6)?,
+        size: row.get::<_, i64>(7)? as u64,
+        seen: row.get(8)?,
+        attachments: row.get::<_, i64>(9)? as u32,
+    })
+}
+
+fn collect(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    params: &[Value],
+) -> Result<Vec<Summary>, StoreError> {
+    let rows = stmt
+        .query_map(params_from_iter(params.iter()), summary_from_row)
+        .map_err(unavailable)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+}
+
+pub(super) fn list_mailbox(
+    conn: &Connection,
+    mailbox: &str,
+    page: Page,
+) -> Result<Listing, StoreError> {
+    let mailbox = mailbox_key(mailbox);
+    let (total, unread): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT count(*), coalesce(sum(m.seen = 0), 0) FROM mailbox_messages b
+             JOIN messages m ON m.seq = b.seq WHERE b.mailbox = ?1",
+        )
+        .and_then(|mut s| s.query_row([&mailbox], |r| Ok((r.get(0)?, r.get(1)?))))
+        .map_err(unavailable)?;
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {SUMMARY_COLS} FROM mailbox_messages b JOIN messages m ON m.seq = b.seq
+             WHERE b.mailbox = ?1 ORDER BY b.seq DESC LIMIT ?2 OFFSET ?3"
+        ))
+        .map_err(unavailable)?;
+    let messages = collect(
+        &mut stmt,
+        &[
+            Value::Text(mailbox),
+            Value::Integer(page.limit as i64),
+            Value::Integer(page.offset as i64),
+        ],
+    )?;
+    Ok(Listing {
+        total: total as u64,
+        unread: unread as u64,
+        messages,
+    })
+}
+
+pub(super) fn list_all(conn: &Connection, page: Page) -> Result<Listing, StoreError> {
+    search(conn, &Query::default(), page)
+}
+
+/// Turns free words into an FTS5 query: each word a quoted string (AND), `word*` a prefix.
+fn fts_match(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| {
+            let (w, prefix) = match w.strip_suffix('*') {
+                Some(stem) if !stem.is_empty() => (stem, true),
+                _ => (w.as_str(), false),
+            };
+            let quoted = format!("\"{}\"", w.replace('"', "\"\""));
+            if prefix { format!("{quoted}*") } else { quoted }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn like(v: &str) -> Value {
+    let escaped = v
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    Value::Text(format!("%{escaped}%"))
+}
+
+pub(super) fn search(conn: &Connection, q: &Query, page: Page) -> Result<Listing, StoreError> {
+    let mut clauses: Vec<String> = Vec::new();
+    let mut args: Vec<Value> = Vec::new();
+    if !q.words.is_empty() {
+        clauses.push("m.seq IN (SELECT rowid FROM search_index WHERE search_index MATCH ?)".into());
+        args.push(Value::Text(fts_match(&q.words)));
+    }
+    for v in &q.from {
+        clauses.push(r"(lower(m.mail_from) LIKE ? ESCAPE '\' OR lower(coalesce(m.from_addr, '')) LIKE ? ESCAPE '\')".into());
+        args.push(like(v));
+        args.push(like(v));
+    }
+    for v in &q.to {
+        clauses.push(
+            r"(lower(m.rcpt_to) LIKE ? ESCAPE '\' OR lower(coalesce(m.to_addr, '')) LIKE ? ESCAPE '\'
+               OR lower(coalesce(m.cc_addr, '')) LIKE ? ESCAPE '\')"
+                .into(),
+        );
+        args.extend([like(v), like(v), like(v)]);
+    }
+    for v in &q.subject {
+        clauses.push(r"lower(coalesce(m.subject, '')) LIKE ? ESCAPE '\'".into());
+        args.push(like(v));
+    }
+    if let Some(mb) = &q.mailbox {
+        clauses.push(
+            "EXISTS (SELECT 1 FROM mailbox_messages b WHERE b.seq = m.seq AND b.mailbox = ?)"
+                .into(),
+        );
+        args.push(Value::Text(mb.clone()));
+    }
+    if q.has_attachment {
+        clauses.push("json_array_length(m.attachments) > 0".into());
+    }
+    if let Some(seen) = q.seen {
+        clauses.push("m.seen = ?".into());
+        args.push(Value::Integer(seen as i64));
+    }
+    if let Some(t) = q.after {
+        clauses.push("m.received_at > ?".into());
+        args.push(Value::Integer(t));
+    }
+    if let Some(t) = q.before {
+        clauses.push("m.received_at < ?".into());
+        args.push(Value::Integer(t));
+    }
+    let filter = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    let (total, unread): (i64, i64) = conn
+        .prepare_cached(&format!(
+            "SELECT count(*), coalesce(sum(m.seen = 0), 0) FROM messages m {filter}"
+        ))
+        .and_then(|mut s| {
+            s.query_row(params_from_iter(args.iter()), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+        })
+        .map_err(bad_query)?;
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {SUMMARY_COLS} FROM messages m {filter} ORDER BY m.seq DESC LIMIT ? OFFSET ?"
+        ))
+        .map_err(unavailable)?;
+    args.push(Value::Integer(page.limit as i64));
+    args.push(Value::Integer(page.offset as i64));
+    let messages = collect(&mut stmt, &args)?;
+    Ok(Listing {
+        total: total as u64,
+        unread: unread as u64,
+        messages,
+    })
+}
+
+/// An FTS syntax problem is the client's; anything else is ours.
+fn bad_query(e: rusqlite::Error) -> StoreError {
+    let text = e.to_string();
+    if text.contains("fts5") {
+        StoreError::BadQuery(text)
+    } else {
+        unavailable(e)
+    }
+}
+
+pub(super) fn fetch(conn: &Connection, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT m.seq, m.received_at, m.mail_from, m.rcpt_to, m.helo, m.client_ip, m.client_port,
+                    m.tls_version, m.tls_cipher, m.size, m.sha256, m.message_id, m.from_addr,
+                    m.to_addr, m.cc_addr, m.subject, m.date, m.content_type, m.charset,
+                    m.attachments, m.seen, b.raw
+             FROM messages m JOIN bodies b ON b.seq = m.seq WHERE m.id = ?1",
+        )
+        .map_err(unavailable)?;
+    let row = stmt
+        .query_row(params![&id.as_bytes()[..]], |r| {
+            let s = |i: usize| r.get::<_, Option<String>>(i);
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                (
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ),
+                (r.get::<_, String>(5)?, r.get::<_, u16>(6)?),
+                (s(7)?, s(8)?),
+                (r.get::<_, i64>(9)?, r.get::<_, String>(10)?),
+                [
+                    s(11)?,
+                    s(12)?,
+                    s(13)?,
+                    s(14)?,
+                    s(15)?,
+                    s(16)?,
+                    s(17)?,
+                    s(18)?,
+                ],
+                r.get::<_, String>(19)?,
+                r.get::<_, bool>(20)?,
+                r.get::<_, Vec<u8>>(21)?,
+            ))
+        })
+        .optional()
+        .map_err(unavailable)?;
+    let Some((
+        seq,
+        received_at,
+        (mail_from, rcpt, helo),
+        (ip, port),
+        tls,
+        (size, sha256),
+        meta,
+        attachments,
+        seen,
+        raw,
+    )) = row
+    else {
+        return Ok(None);
+    };
+    let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("message {id}: {e}"));
+    let rcpt_to: Vec<String> = serde_json::from_str(&rcpt).map_err(|e| corrupt(&e))?;
+    let attachments = serde_json::from_str(&attachments).map_err(|e| corrupt(&e))?;
+    let ip: std::net::IpAddr = ip.parse().map_err(|e| corrupt(&e))?;
+    let mailboxes: Vec<String> = {
+        let mut st = conn
+            .prepare_cached("SELECT mailbox FROM mailbox_messages WHERE seq = ?1 ORDER BY mailbox")
+            .map_err(unavailable)?;
+        let rows = st.query_map([seq], |r| r.get(0)).map_err(unavailable)?;
+        rows.collect::<Result<_, _>>().map_err(unavailable)?
+    };
+    let [
+        message_id,
+        from,
+        to,
+        cc,
+        subject,
+        date,
+        content_type,
+        charset,
+    ] = meta;
+    Ok(Some(StoredMessage {
+        id,
+        received_at,
+        envelope: Envelope { mail_from, rcpt_to },
+        helo,
+        client: std::net::SocketAddr::new(ip, port),
+        tls: match tls {
+            (Some(version), Some(cipher)) => Some(TlsInfo { version, cipher }),
+            _ => None,
+        },
+        size: size as u64,
+        sha256,
+        meta: ParsedMeta {
+            message_id,
+            from,
+            to,
+            cc,
+            subject,
+            date,
+            content_type,
+            charset,
+            attachments,
+        },
+        raw: raw.into(),
+        seen,
+        mailboxes,
+    }))
+}
+
+/// Mailbox links to drop so that each mailbox keeps its newest `keep` messages.
+pub(super) fn over_mailbox_cap(
+    conn: &Connection,
+    keep: u64,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT mailbox, seq FROM (
+                SELECT mailbox, seq, row_number() OVER (PARTITION BY mailbox ORDER BY seq DESC) AS n
+                FROM mailbox_messages WHERE mailbox IN (
+                    SELECT mailbox FROM mailbox_messages GROUP BY mailbox HAVING count(*) > ?1))
+             WHERE n > ?1",
+        )
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map([keep as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(unavailable)?;
+    rows.collect::<Result<_, _>>().map_err(unavailable)
+}
+
+/// Messages received before `before_ms`.
+pub(super) fn older_than(conn: &Connection, before_ms: i64) -> Result<Vec<i64>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT seq FROM messages WHERE received_at < ?1 ORDER BY seq")
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map([before_ms], |r| r.get(0))
+        .map_err(unavailable)?;
+    rows.collect::<Result<_, _>>().map_err(unavailable)
+}
+
+/// The oldest messages to delete so that the rest add up to at most `max_bytes`.
+pub(super) fn over_size_cap(conn: &Connection, max_bytes: u64) -> Result<Vec<i64>, StoreError> {
+    let total: i64 = conn
+        .query_row("SELECT coalesce(sum(size), 0) FROM messages", [], |r| {
+            r.get(0)
+        })
+        .map_err(unavailable)?;
+    let mut excess = total - max_bytes as i64;
+    if excess <= 0 {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn
+        .prepare_cached("SELECT seq, size FROM messages ORDER BY seq")
+        .map_err(unavailable)?;
+    let mut rows = stmt.query([]).map_err(unavailable)?;
+    let mut out = Vec::new();
+    while excess > 0 {
+        let Some(row) = rows.next().map_err(unavailable)? else {
+            break;
+        };
+        let (seq, size): (i64, i64) = (
+            row.get(0).map_err(unavailable)?,
+            row.get(1).map_err(unavailable)?,
+        );
+        out.push(seq);
+        excess -= size;
+    }
+    Ok(out)
+}

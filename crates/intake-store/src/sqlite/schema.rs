@@ -1,0 +1,80 @@
+//! The database schema and its upgrades.
+
+use rusqlite::Connection;
+
+/// Current schema version (`PRAGMA user_version`).
+const VERSION: i64 = 2;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS messages (
+    seq          INTEGER PRIMARY KEY,
+    id           BLOB NOT NULL UNIQUE,
+    received_at  INTEGER NOT NULL,
+    mail_from    TEXT NOT NULL,
+    rcpt_to      TEXT NOT NULL,
+    helo         TEXT NOT NULL,
+    client_ip    TEXT NOT NULL,
+    client_port  INTEGER NOT NULL,
+    tls_version  TEXT,
+    tls_cipher   TEXT,
+    size         INTEGER NOT NULL,
+    sha256       TEXT NOT NULL,
+    message_id   TEXT,
+    from_addr    TEXT,
+    to_addr      TEXT,
+    cc_addr      TEXT,
+    subject      TEXT,
+    date         TEXT,
+    content_type TEXT,
+    charset      TEXT,
+    attachments  TEXT NOT NULL,
+    seen         INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS bodies (
+    seq INTEGER PRIMARY KEY,
+    raw BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mailbox_messages (
+    mailbox TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    PRIMARY KEY (mailbox, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS mailbox_messages_seq ON mailbox_messages (seq);
+CREATE TABLE IF NOT EXISTS aliases (
+    alias   TEXT PRIMARY KEY,
+    mailbox TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE VIRTUAL TABLE IF NOT EXISTS search_index USING fts5(
+    subject, addresses, body, headers,
+    content = '', contentless_delete = 1,
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+"#;
+
+/// Creates or upgrades the schema.
+pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let has_messages: bool = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'messages'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if has_messages && version < 2 {
+        // Version 1 (the first release) had no read flag.
+        let has_seen: bool = conn.query_row(
+            "SELECT count(*) FROM pragma_table_info('messages') WHERE name = 'seen'",
+            [],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if !has_seen {
+            conn.execute_batch("ALTER TABLE messages ADD COLUMN seen INTEGER NOT NULL DEFAULT 0")?;
+        }
+    }
+    conn.execute_batch(SCHEMA)?;
+    conn.pragma_update(None, "user_version", VERSION)?;
+    Ok(())
+}

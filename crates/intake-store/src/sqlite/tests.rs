@@ -1,0 +1,346 @@
+//! Store tests on a real SQLite file in a temporary directory.
+
+use super::*;
+use intake_core::{Envelope, Event, SessionInfo};
+
+fn incoming(rcpts: &[&str], subject: &str) -> Incoming {
+    incoming_with(rcpts, &format!("Subject: {subject}\r\n\r\nbody\r\n"))
+}
+
+fn incoming_with(rcpts: &[&str], content: &str) -> Incoming {
+    Incoming::new(
+        MessageId::new(),
+        jiff::Timestamp::now().as_millisecond(),
+        Envelope {
+            mail_from: "s@example.net".into(),
+            rcpt_to: rcpts.iter().map(|s| s.to_string()).collect(),
+        },
+        SessionInfo {
+            helo: "client.example".into(),
+            client: "192.0.2.1:4567".parse().unwrap(),
+            tls: None,
+        },
+        "Received: test\r\n",
+        content.as_bytes(),
+    )
+}
+
+fn all() -> Page {
+    Page {
+        offset: 0,
+        limit: 1000,
+    }
+}
+
+fn open_in(dir: &Path) -> SqliteStore {
+    SqliteStore::open(SqliteConfig::new(dir)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_list_fetch_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open_in(dir.path()));
+    let mut handles = Vec::new();
+    for i in 0..50 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let m = incoming(
+                &["A@Example.com", "a@example.com", "b@example.com"],
+                &format!("n{i}"),
+            );
+            let id = m.id;
+            store.deliver(m).await.map(|_| id)
+        }));
+    }
+    let mut ids = Vec::new();
+    for h in handles {
+        ids.push(h.await.unwrap().unwrap());
+    }
+    let list = store.list_mailbox("a@EXAMPLE.com", all()).await.unwrap();
+    assert_eq!(
+        (list.total, list.unread),
+        (50, 50),
+        "stored once per mailbox even with two spellings"
+    );
+    let mut listed: Vec<_> = list.messages.iter().map(|s| s.id).collect();
+    listed.sort();
+    ids.sort();
+    assert_eq!(listed, ids);
+    // Sequential deliveries come back newest first.
+    store
+        .deliver(incoming(&["a@example.com"], "first"))
+        .await
+        .unwrap();
+    store
+        .deliver(incoming(&["a@example.com"], "second"))
+        .await
+        .unwrap();
+    let top = store
+        .list_mailbox(
+            "a@example.com",
+            Page {
+                offset: 0,
+                limit: 2,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(top.messages[0].subject.as_deref(), Some("second"));
+    assert_eq!(top.messages[1].subject.as_deref(), Some("first"));
+    assert_eq!(top.total, 52);
+    let b = store
+        .list_mailbox(
+            "b@example.com",
+            Page {
+                offset: 10,
+                limit: 5,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(b.messages.len(), 5);
+    let one = store.fetch(ids[7]).await.unwrap().unwrap();
+    assert!(one.raw.starts_with(b"Received: test\r\nSubject: n"));
+    assert_eq!(one.envelope.rcpt_to.len(), 3);
+    assert_eq!(one.mailboxes, ["a@example.com", "b@example.com"]);
+    assert_eq!(one.client.to_string(), "192.0.2.1:4567");
+    assert_eq!(store.list_all(all()).await.unwrap().total, 52);
+    store.close().await;
+    assert!(matches!(
+        store.deliver(incoming(&["x@y"], "late")).await,
+        Err(StoreError::Closed)
+    ));
+    drop(store);
+    let store = open_in(dir.path());
+    assert_eq!(
+        store
+            .list_mailbox("a@example.com", all())
+            .await
+            .unwrap()
+            .total,
+        52
+    );
+    assert!(store.fetch(MessageId::new()).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_database_fails_the_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = SqliteConfig::new(dir.path());
+    cfg.busy_timeout = Duration::from_millis(50);
+    let store = SqliteStore::open(cfg.clone()).unwrap();
+    let other = Connection::open(cfg.db_file()).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let r = store.deliver(incoming(&["a@b"], "x")).await;
+    assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+    other.execute_batch("ROLLBACK").unwrap();
+    store.deliver(incoming(&["a@b"], "y")).await.unwrap();
+    assert_eq!(
+        store
+            .list_mailbox("a@b", Page::default())
+            .await
+            .unwrap()
+            .total,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_seen_mailbox_delete_and_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SqliteConfig::new(dir.path());
+    let mut events = cfg.events.subscribe();
+    let store = SqliteStore::open(cfg).unwrap();
+    let shared = incoming(&["a@x.test", "b@x.test"], "shared");
+    let only_a = incoming(&["a@x.test"], "only a");
+    let (shared_id, only_a_id) = (shared.id, only_a.id);
+    store.deliver(shared).await.unwrap();
+    store.deliver(only_a).await.unwrap();
+    match events.recv().await.unwrap() {
+        Event::New { mailboxes, message } => {
+            assert_eq!(mailboxes, ["a@x.test", "b@x.test"]);
+            assert_eq!(message.id, shared_id);
+        }
+        e => panic!("{e:?}"),
+    }
+    let _ = events.recv().await.unwrap();
+
+    assert!(store.set_seen(only_a_id, true).await.unwrap());
+    let a = store.list_mailbox("a@x.test", all()).await.unwrap();
+    assert_eq!((a.total, a.unread), (2, 1));
+    assert!(!store.set_seen(MessageId::new(), true).await.unwrap());
+
+    // Deleting mailbox a keeps the shared message for b.
+    assert_eq!(store.delete_mailbox("A@x.test").await.unwrap(), 2);
+    assert_eq!(
+        store.list_mailbox("a@x.test", all()).await.unwrap().total,
+        0
+    );
+    assert_eq!(
+        store.list_mailbox("b@x.test", all()).await.unwrap().total,
+        1
+    );
+    assert!(store.fetch(only_a_id).await.unwrap().is_none());
+    assert!(store.fetch(shared_id).await.unwrap().is_some());
+    let mut deleted = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let Event::Deleted { id, mailboxes } = e {
+            deleted.push((id, mailboxes));
+        }
+    }
+    assert_eq!(deleted.len(), 2);
+    assert!(deleted.iter().all(|(_, m)| m == &["a@x.test"]));
+
+    assert!(store.delete(shared_id).await.unwrap());
+    assert!(!store.delete(shared_id).await.unwrap());
+    assert_eq!(store.list_all(all()).await.unwrap().total, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_to_a_registered_alias_is_filed_in_the_mailbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(dir.path());
+    let alias = intake_core::alias::derive(b"k", "bob@x.test");
+    store.register_alias(&alias, "Bob@x.test").await.unwrap();
+    store
+        .deliver(incoming(&[&alias.to_uppercase()], "via alias"))
+        .await
+        .unwrap();
+    let bob = store.list_mailbox("bob@x.test", all()).await.unwrap();
+    assert_eq!(bob.messages[0].subject.as_deref(), Some("via alias"));
+    assert_eq!(store.list_mailbox(&alias, all()).await.unwrap().total, 0);
+    // An alias-shaped address nobody registered is an ordinary mailbox.
+    let stranger = intake_core::alias::derive(b"k", "nobody@x.test");
+    store
+        .deliver(incoming(&[&stranger], "unknown alias"))
+        .await
+        .unwrap();
+    assert_eq!(store.list_mailbox(&stranger, all()).await.unwrap().total, 1);
+}
+
+async fn search(store: &SqliteStore, q: &str) -> Vec<String> {
+    // The index is filled after the commit: wait for it.
+    for _ in 0..200 {
+        let l = store
+            .search(&Query::parse(q).unwrap(), all())
+            .await
+            .unwrap();
+        if l.total > 0 || !q.contains(' ') && !q.is_empty() && q.contains(':') {
+            return l
+                .messages
+                .into_iter()
+                .map(|m| m.subject.unwrap_or_default())
+                .collect();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Vec::new()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_words_and_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(dir.path());
+    store
+        .deliver(incoming_with(
+            &["ann@x.test"],
+            "From: Alice <alice@example.org>\r\nTo: ann@x.test\r\nSubject: Invoice 42\r\n\r\nPlease pay the café bill.\r\n",
+        ))
+        .await
+        .unwrap();
+    store
+        .deliver(incoming_with(
+            &["bob@x.test"],
+            "From: carol@example.org\r\nSubject: Weekly report\r\nX-Tag: zebra\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nnumbers inside\r\n\
+             --B\r\nContent-Type: application/pdf; name=r.pdf\r\nContent-Disposition: attachment; filename=r.pdf\r\n\r\nPDF\r\n--B--\r\n",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        search(&store, "cafe").await,
+        ["Invoice 42"],
+        "body, diacritics folded"
+    );
+    assert_eq!(search(&store, "numb*").await, ["Weekly report"], "prefix");
+    assert_eq!(
+        search(&store, "zebra").await,
+        ["Weekly report"],
+        "header values"
+    );
+    assert_eq!(search(&store, "alice").await, ["Invoice 42"], "addresses");
+    assert_eq!(search(&store, "from:carol").await, ["Weekly report"]);
+    assert_eq!(search(&store, "to:ann@").await, ["Invoice 42"]);
+    assert_eq!(search(&store, "subject:weekly").await, ["Weekly report"]);
+    assert_eq!(search(&store, "has:attachment").await, ["Weekly report"]);
+    assert_eq!(search(&store, "mailbox:ANN@x.test").await, ["Invoice 42"]);
+    assert_eq!(search(&store, "is:unread").await.len(), 2);
+    assert_eq!(search(&store, "after:2000-01-01").await.len(), 2);
+    assert!(search(&store, "before:2000-01-01").await.is_empty());
+    assert!(search(&store, "invoice from:carol").await.is_empty(), "AND");
+    let l = store
+        .search(
+            &Query::parse("\"unbalanced \"\"").unwrap_or_default(),
+            all(),
+        )
+        .await;
+    assert!(l.is_ok(), "quotes inside words are escaped for FTS: {l:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_caps_mailboxes_age_and_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(dir.path());
+    for i in 0..10 {
+        store
+            .deliver(incoming(&["cap@x.test"], &format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    store
+        .deliver(incoming(&["cap@x.test", "keep@x.test"], "shared"))
+        .await
+        .unwrap();
+    let e = store
+        .evict(&Retention {
+            per_mailbox: Some(3),
+            ..Retention::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(e.by_mailbox_cap, 8);
+    let cap = store.list_mailbox("cap@x.test", all()).await.unwrap();
+    let subjects: Vec<_> = cap
+        .messages
+        .iter()
+        .map(|m| m.subject.clone().unwrap())
+        .collect();
+    assert_eq!(subjects, ["shared", "m9", "m8"], "the newest are kept");
+
+    let mut old = incoming(&["old@x.test"], "ancient");
+    old.received_at -= 10 * 86_400_000;
+    store.deliver(old).await.unwrap();
+    let e = store
+        .evict(&Retention {
+            max_age: Some(Duration::from_secs(86_400)),
+            ..Retention::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(e.by_age, 1);
+    assert_eq!(
+        store.list_mailbox("old@x.test", all()).await.unwrap().total,
+        0
+    );
+
+    let size = store.list_all(all()).await.unwrap().messages[0].size;
+    let e = store
+        .evict(&Retention {
+            max_bytes: Some(size * 2),
+            ..Retention::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(e.by_size, 1, "three messages of equal size, room for two");
+    assert_eq!(store.list_all(all()).await.unwrap().total, 2);
+}

@@ -1,0 +1,504 @@
+//! The writer thread: the only connection that writes.
+//!
+//! Deliveries are batched into one transaction per commit (group commit, see the module
+//! docs of `super`); every other write (delete, mark read, alias, eviction chunk) is a short
+//! transaction of its own between batches. Events are published after the commit. When no
+//! delivery is waiting, the writer indexes new messages for search, so that indexing never
+//! delays a 250; under sustained load it still indexes a chunk at least every
+//! `SqliteConfig::index_max_lag`.
+
+use std::time::{Duration, Instant};
+
+use intake_core::{
+    Arrivals, Event, EventBus, Incoming, MessageId, StoreError, Summary, mailbox_key, mime,
+};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{SqliteConfig, unavailable};
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// One write for the writer thread.
+pub(super) enum Job {
+    Deliver(Box<Incoming>, Reply<()>),
+    Delete(MessageId, Reply<bool>),
+    DeleteMailbox(String, Reply<u64>),
+    SetSeen(MessageId, bool, Reply<bool>),
+    RegisterAlias(String, String, Reply<()>),
+    /// Remove these mailbox links, then delete the messages no mailbox keeps any more.
+    Unlink(Vec<(String, i64)>, Reply<u64>),
+    /// Delete these messages entirely.
+    DeleteSeqs(Vec<i64>, Reply<u64>),
+}
+
+/// How many messages one indexing step takes.
+const INDEX_CHUNK: i64 = 200;
+/// How long the queue must be quiet before the writer indexes.
+const INDEX_WHEN_IDLE_FOR: Duration = Duration::from_millis(20);
+
+pub(super) fn run(
+    conn: Connection,
+    rx: mpsc::Receiver<Job>,
+    cfg: SqliteConfig,
+    arrivals: Arrivals,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("writer runtime");
+    let mut w = Writer {
+        indexed_upto: read_state(&conn, "indexed_upto").unwrap_or(0),
+        conn,
+        cfg,
+        arrivals,
+        last_index: Instant::now(),
+    };
+    rt.block_on(w.run(rx));
+}
+
+struct Writer {
+    conn: Connection,
+    cfg: SqliteConfig,
+    arrivals: Arrivals,
+    /// Highest `seq` already in the search index.
+    indexed_upto: i64,
+    last_index: Instant,
+}
+
+fn read_state(conn: &Connection, key: &str) -> Option<i64> {
+    conn.query_row("SELECT value FROM state WHERE key = ?1", [key], |r| {
+        r.get(0)
+    })
+    .optional()
+    .ok()
+    .flatten()
+}
+
+impl Writer {
+    fn events(&self) -> &EventBus {
+        &self.cfg.events
+    }
+
+    fn max_seq(&self) -> i64 {
+        self.conn
+            .query_row("SELECT coalesce(max(seq), 0) FROM messages", [], |r| {
+                r.get(0)
+            })
+            .unwrap_or(0)
+    }
+
+    async fn run(&mut self, mut rx: mpsc::Receiver<Job>) {
+        let mut backlog = self.max_seq() > self.indexed_upto;
+        loop {
+            let first = if backlog {
+                match tokio::time::timeout(INDEX_WHEN_IDLE_FOR, rx.recv()).await {
+                    Ok(Some(j)) => j,
+                    Ok(None) => break,
+                    Err(_) => {
+                        backlog = self.index_step();
+                        continue;
+                    }
+                }
+            } else {
+                match rx.recv().await {
+                    Some(j) => j,
+                    None => break,
+                }
+            };
+            let mut batch = Vec::new();
+            let mut others = Vec::new();
+            sort(first, &mut batch, &mut others);
+            self.gather(&mut rx, &mut batch, &mut others).await;
+            if !batch.is_empty() {
+                self.commit_deliveries(batch);
+                backlog = true;
+            }
+            for job in others {
+                self.run_job(job);
+            }
+            if backlog && self.last_index.elapsed() >= self.cfg.index_max_lag {
+                backlog = self.index_step();
+            }
+        }
+        // Index what is left and fold the WAL into the database for a tidy shutdown.
+        while self.index_step() {}
+        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+    }
+
+    /// Takes everything queued; lingers for deliveries that are on their way.
+    async fn gather(
+        &mut self,
+        rx: &mut mpsc::Receiver<Job>,
+        batch: &mut Vec<(Box<Incoming>, Reply<()>)>,
+        others: &mut Vec<Job>,
+    ) {
+        let max = self.cfg.max_batch;
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(j) => sort(j, batch, others),
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() || self.cfg.commit_delay.is_zero() {
+            return;
+        }
+        // Linger only while other sessions are receiving content: a lone client, or
+        // clients all waiting on this commit, never wait.
+        let deadline = tokio::time::Instant::now() + self.cfg.commit_delay;
+        while batch.len() < max && self.arrivals.pending() > 0 {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let step = (now + Duration::from_micros(250)).min(deadline);
+            match tokio::time::timeout_at(step, rx.recv()).await {
+                Ok(Some(j)) => {
+                    sort(j, batch, others);
+                    while batch.len() < max {
+                        match rx.try_recv() {
+                            Ok(j) => sort(j, batch, others),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn commit_deliveries(&mut self, batch: Vec<(Box<Incoming>, Reply<()>)>) {
+        let started = Instant::now();
+        let result = write_batch(&mut self.conn, &batch);
+        let n = batch.len();
+        match &result {
+            Ok(_) => tracing::trace!(
+                messages = n,
+                micros = started.elapsed().as_micros() as u64,
+                "committed"
+            ),
+            Err(e) => tracing::error!(messages = n, error = %e, "commit failed; answering 451"),
+        }
+        let publish = self.events().has_listeners();
+        match result {
+            Ok(filed) => {
+                for ((msg, done), mailboxes) in batch.into_iter().zip(filed) {
+                    if publish {
+                        self.events().publish(Event::New {
+                            mailboxes,
+                            message: Summary::of(&msg),
+                        });
+                    }
+                    let _ = done.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                for (_, done) in batch {
+                    let _ = done.send(Err(unavailable(&e)));
+                }
+            }
+        }
+    }
+
+    fn run_job(&mut self, job: Job) {
+        match job {
+            Job::Deliver(..) => unreachable!("batched"),
+            Job::Delete(id, done) => {
+                let r = self.delete_ids(&[id]).map(|n| n > 0);
+                let _ = done.send(r);
+            }
+            Job::DeleteMailbox(mailbox, done) => {
+                let r = self.delete_mailbox(&mailbox);
+                let _ = done.send(r);
+            }
+            Job::SetSeen(id, seen, done) => {
+                let r = self
+                    .conn
+                    .execute(
+                        "UPDATE messages SET seen = ?1 WHERE id = ?2",
+                        params![seen, &id.as_bytes()[..]],
+                    )
+                    .map(|n| n > 0)
+                    .map_err(unavailable);
+                let _ = done.send(r);
+            }
+            Job::RegisterAlias(alias, mailbox, done) => {
+                let r = self
+                    .conn
+                    .execute(
+                        "INSERT INTO aliases (alias, mailbox) VALUES (?1, ?2)
+                         ON CONFLICT (alias) DO UPDATE SET mailbox = excluded.mailbox",
+                        params![mailbox_key(&alias), mailbox_key(&mailbox)],
+                    )
+                    .map(|_| ())
+                    .map_err(unavailable);
+                let _ = done.send(r);
+            }
+            Job::Unlink(links, done) => {
+                let r = self.unlink(&links);
+                let _ = done.send(r);
+            }
+            Job::DeleteSeqs(seqs, done) => {
+                let r = self.delete_seqs(&seqs);
+                let _ = done.send(r);
+            }
+        }
+    }
+
+    /// Deletes messages by id; publishes one event per message.
+    fn delete_ids(&mut self, ids: &[MessageId]) -> Result<u64, StoreError> {
+        let mut seqs = Vec::new();
+        for id in ids {
+            let seq: Option<i64> = self
+                .conn
+                .query_row(
+                    "SELECT seq FROM messages WHERE id = ?1",
+                    [&id.as_bytes()[..]],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            seqs.extend(seq);
+        }
+        self.delete_seqs(&seqs)
+    }
+
+    fn delete_seqs(&mut self, seqs: &[i64]) -> Result<u64, StoreError> {
+        let tx = self.conn.transaction().map_err(unavailable)?;
+        let mut gone = Vec::new();
+        for &seq in seqs {
+            if let Some(ev) = delete_message(&tx, seq).map_err(unavailable)? {
+                gone.push(ev);
+            }
+        }
+        tx.commit().map_err(unavailable)?;
+        let n = gone.len() as u64;
+        for (id, mailboxes) in gone {
+            self.events().publish(Event::Deleted { mailboxes, id });
+        }
+        Ok(n)
+    }
+
+    fn delete_mailbox(&mut self, mailbox: &str) -> Result<u64, StoreError> {
+        let mailbox = mailbox_key(mailbox);
+        let seqs: Vec<i64> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT seq FROM mailbox_messages WHERE mailbox = ?1")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([&mailbox], |r| r.get(0))
+                .map_err(unavailable)?;
+            rows.collect::<Result<_, _>>().map_err(unavailable)?
+        };
+        let links: Vec<(String, i64)> = seqs.iter().map(|&s| (mailbox.clone(), s)).collect();
+        self.unlink(&links)?;
+        Ok(seqs.len() as u64)
+    }
+
+    /// Removes mailbox links; deletes messages left in no mailbox. Publishes a `Deleted`
+    /// event per link removed (for the mailbox that lost it).
+    fn unlink(&mut self, links: &[(String, i64)]) -> Result<u64, StoreError> {
+        let tx = self.conn.transaction().map_err(unavailable)?;
+        let mut events = Vec::new();
+        let mut deleted = 0;
+        {
+            let mut del_link = tx
+                .prepare_cached("DELETE FROM mailbox_messages WHERE mailbox = ?1 AND seq = ?2")
+                .map_err(unavailable)?;
+            let mut left = tx
+                .prepare_cached("SELECT count(*) FROM mailbox_messages WHERE seq = ?1")
+                .map_err(unavailable)?;
+            let mut id_of = tx
+                .prepare_cached("SELECT id FROM messages WHERE seq = ?1")
+                .map_err(unavailable)?;
+            for (mailbox, seq) in links {
+                if del_link
+                    .execute(params![mailbox, seq])
+                    .map_err(unavailable)?
+                    == 0
+                {
+                    continue;
+                }
+                let id: Option<Vec<u8>> = id_of
+                    .query_row([seq], |r| r.get(0))
+                    .optional()
+                    .map_err(unavailable)?;
+                let Some(id) = id.as_deref().and_then(MessageId::from_slice) else {
+                    continue;
+                };
+                events.push(Event::Deleted {
+                    mailboxes: vec![mailbox.clone()],
+                    id,
+                });
+                let remaining: i64 = left.query_row([seq], |r| r.get(0)).map_err(unavailable)?;
+                if remaining == 0 {
+                    delete_message(&tx, *seq).map_err(unavailable)?;
+                    deleted += 1;
+                }
+            }
+        }
+        tx.commit().map_err(unavailable)?;
+        for e in events {
+            self.events().publish(e);
+        }
+        Ok(deleted)
+    }
+
+    /// Indexes the next chunk of messages for search. Returns whether more remain.
+    fn index_step(&mut self) -> bool {
+        self.last_index = Instant::now();
+        match index_chunk(&mut self.conn, self.indexed_upto) {
+            Ok(Some(upto)) => {
+                self.indexed_upto = upto;
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "search indexing failed; will retry");
+                false
+            }
+        }
+    }
+}
+
+fn sort(job: Job, batch: &mut Vec<(Box<Incoming>, Reply<()>)>, others: &mut Vec<Job>) {
+    match job {
+        Job::Deliver(m, done) => batch.push((m, done)),
+        other => others.push(other),
+    }
+}
+
+/// Deletes one message and everything about it. Returns its id and former mailboxes.
+fn delete_message(
+    tx: &Transaction<'_>,
+    seq: i64,
+) -> rusqlite::Result<Option<(MessageId, Vec<String>)>> {
+    let id: Option<Vec<u8>> = tx
+        .query_row("SELECT id FROM messages WHERE seq = ?1", [seq], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let Some(id) = id.as_deref().and_then(MessageId::from_slice) else {
+        return Ok(None);
+    };
+    let mailboxes: Vec<String> = {
+        let mut stmt = tx.prepare_cached("SELECT mailbox FROM mailbox_messages WHERE seq = ?1")?;
+        let rows = stmt.query_map([seq], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    tx.execute("DELETE FROM mailbox_messages WHERE seq = ?1", [seq])?;
+    tx.execute("DELETE FROM bodies WHERE seq = ?1", [seq])?;
+    tx.execute("DELETE FROM search_index WHERE rowid = ?1", [seq])?;
+    tx.execute("DELETE FROM messages WHERE seq = ?1", [seq])?;
+    Ok(Some((id, mailboxes)))
+}
+
+/// Writes a batch of deliveries in one transaction. Returns each message's mailboxes.
+fn write_batch(
+    conn: &mut Connection,
+    batch: &[(Box<Incoming>, Reply<()>)],
+) -> rusqlite::Result<Vec<Vec<String>>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut filed_all = Vec::with_capacity(batch.len());
+    {
+        let mut ins_msg = tx.prepare_cached(
+            "INSERT INTO messages (id, received_at, mail_from, rcpt_to, helo, client_ip, client_port,
+                tls_version, tls_cipher, size, sha256, message_id, from_addr, to_addr, cc_addr,
+                subject, date, content_type, charset, attachments)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+        )?;
+        let mut ins_body = tx.prepare_cached("INSERT INTO bodies (seq, raw) VALUES (?1, ?2)")?;
+        let mut ins_box = tx.prepare_cached(
+            "INSERT OR IGNORE INTO mailbox_messages (mailbox, seq) VALUES (?1, ?2)",
+        )?;
+        let mut alias = tx.prepare_cached("SELECT mailbox FROM aliases WHERE alias = ?1")?;
+        for (m, _) in batch {
+            let rcpt = serde_json::to_string(&m.envelope.rcpt_to).expect("strings serialize");
+            let attachments =
+                serde_json::to_string(&m.meta.attachments).expect("attachments serialize");
+            ins_msg.execute(params![
+                &m.id.as_bytes()[..],
+                m.received_at,
+                m.envelope.mail_from,
+                rcpt,
+                m.session.helo,
+                m.session.client.ip().to_string(),
+                m.session.client.port(),
+                m.session.tls.as_ref().map(|t| t.version.as_str()),
+                m.session.tls.as_ref().map(|t| t.cipher.as_str()),
+                m.size as i64,
+                m.sha256,
+                m.meta.message_id,
+                m.meta.from,
+                m.meta.to,
+                m.meta.cc,
+                m.meta.subject,
+                m.meta.date,
+                m.meta.content_type,
+                m.meta.charset,
+                attachments,
+            ])?;
+            let seq = tx.last_insert_rowid();
+            ins_body.execute(params![seq, &m.raw[..]])?;
+            let mut filed = Vec::new();
+            for mailbox in m.mailboxes() {
+                // Mail to a mailbox's alias is filed in the mailbox itself.
+                let target = if intake_core::alias::looks_like_alias(&mailbox) {
+                    alias
+                        .query_row([&mailbox], |r| r.get::<_, String>(0))
+                        .optional()?
+                        .unwrap_or(mailbox)
+                } else {
+                    mailbox
+                };
+                ins_box.execute(params![target, seq])?;
+                if !filed.contains(&target) {
+                    filed.push(target);
+                }
+            }
+            filed_all.push(filed);
+        }
+    }
+    tx.commit()?;
+    Ok(filed_all)
+}
+
+/// Indexes up to [`INDEX_CHUNK`] messages after `after`. `Ok(None)`: nothing to index.
+fn index_chunk(conn: &mut Connection, after: i64) -> rusqlite::Result<Option<i64>> {
+    let rows: Vec<(i64, String, String)> = {
+        let mut stmt = conn.prepare_cached(
+            "SELECT m.seq, coalesce(m.subject, ''),
+                    m.mail_from || ' ' || m.rcpt_to || ' ' || coalesce(m.from_addr, '') || ' ' ||
+                    coalesce(m.to_addr, '') || ' ' || coalesce(m.cc_addr, '')
+             FROM messages m WHERE m.seq > ?1 ORDER BY m.seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after, INDEX_CHUNK], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let Some(last) = rows.last().map(|r| r.0) else {
+        return Ok(None);
+    };
+    let tx = conn.transaction()?;
+    {
+        let mut body = tx.prepare_cached("SELECT raw FROM bodies WHERE seq = ?1")?;
+        let mut ins = tx.prepare_cached(
+            "INSERT INTO search_index (rowid, subject, addresses, body, headers) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for (seq, subject, addresses) in &rows {
+            let raw: Option<Vec<u8>> = body.query_row([seq], |r| r.get(0)).optional()?;
+            let (text, headers) = raw.as_deref().map(mime::index_text).unwrap_or_default();
+            ins.execute(params![seq, subject, addresses, text, headers])?;
+        }
+        tx.execute(
+            "INSERT INTO state (key, value) VALUES ('indexed_upto', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [last],
+        )?;
+    }
+    tx.commit()?;
+    Ok(Some(last))
+}
