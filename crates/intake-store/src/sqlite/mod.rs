@@ -63,7 +63,7 @@ impl SqliteConfig {
             max_batch: 256,
             commit_delay: Duration::from_millis(1),
             busy_timeout: Duration::from_secs(5),
-            index_max_lag: Duration::from_secs(2),
+            index_max_lag: Duration::from_secs(5),
             events: EventBus::default(),
         }
     }

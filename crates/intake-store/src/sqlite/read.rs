@@ -193,7 +193,7 @@ pub(super) fn fetch(conn: &Connection, id: MessageId) -> Result<Option<StoredMes
             "SELECT m.seq, m.received_at, m.mail_from, m.rcpt_to, m.helo, m.client_ip, m.client_port,
                     m.tls_version, m.tls_cipher, m.size, m.sha256, m.message_id, m.from_addr,
                     m.to_addr, m.cc_addr, m.subject, m.date, m.content_type, m.charset,
-                    m.attachments, m.seen, b.raw
+                    m.attachments, m.seen, b.raw, m.mailboxes
              FROM messages m JOIN bodies b ON b.seq = m.seq WHERE m.id = ?1",
         )
         .map_err(unavailable)?;
@@ -224,12 +224,13 @@ pub(super) fn fetch(conn: &Connection, id: MessageId) -> Result<Option<StoredMes
                 r.get::<_, String>(19)?,
                 r.get::<_, bool>(20)?,
                 r.get::<_, Vec<u8>>(21)?,
+                r.get::<_, String>(22)?,
             ))
         })
         .optional()
         .map_err(unavailable)?;
     let Some((
-        seq,
+        _seq,
         received_at,
         (mail_from, rcpt, helo),
         (ip, port),
@@ -239,6 +240,7 @@ pub(super) fn fetch(conn: &Connection, id: MessageId) -> Result<Option<StoredMes
         attachments,
         seen,
         raw,
+        boxes,
     )) = row
     else {
         return Ok(None);
@@ -247,13 +249,8 @@ pub(super) fn fetch(conn: &Connection, id: MessageId) -> Result<Option<StoredMes
     let rcpt_to: Vec<String> = serde_json::from_str(&rcpt).map_err(|e| corrupt(&e))?;
     let attachments = serde_json::from_str(&attachments).map_err(|e| corrupt(&e))?;
     let ip: std::net::IpAddr = ip.parse().map_err(|e| corrupt(&e))?;
-    let mailboxes: Vec<String> = {
-        let mut st = conn
-            .prepare_cached("SELECT mailbox FROM mailbox_messages WHERE seq = ?1 ORDER BY mailbox")
-            .map_err(unavailable)?;
-        let rows = st.query_map([seq], |r| r.get(0)).map_err(unavailable)?;
-        rows.collect::<Result<_, _>>().map_err(unavailable)?
-    };
+    let mut mailboxes: Vec<String> = serde_json::from_str(&boxes).map_err(|e| corrupt(&e))?;
+    mailboxes.sort();
     let [
         message_id,
         from,

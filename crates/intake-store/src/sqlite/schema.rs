@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS messages (
     content_type TEXT,
     charset      TEXT,
     attachments  TEXT NOT NULL,
-    seen         INTEGER NOT NULL DEFAULT 0
+    seen         INTEGER NOT NULL DEFAULT 0,
+    mailboxes    TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS bodies (
     seq INTEGER PRIMARY KEY,
@@ -39,7 +40,7 @@ CREATE TABLE IF NOT EXISTS mailbox_messages (
     seq     INTEGER NOT NULL,
     PRIMARY KEY (mailbox, seq)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS mailbox_messages_seq ON mailbox_messages (seq);
+
 CREATE TABLE IF NOT EXISTS aliases (
     alias   TEXT PRIMARY KEY,
     mailbox TEXT NOT NULL
@@ -71,7 +72,13 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             |r| r.get::<_, i64>(0).map(|n| n > 0),
         )?;
         if !has_seen {
-            conn.execute_batch("ALTER TABLE messages ADD COLUMN seen INTEGER NOT NULL DEFAULT 0")?;
+            // Version 1 also lacked the list of mailboxes on each message.
+            conn.execute_batch(
+                "ALTER TABLE messages ADD COLUMN seen INTEGER NOT NULL DEFAULT 0;
+                 ALTER TABLE messages ADD COLUMN mailboxes TEXT NOT NULL DEFAULT '[]';
+                 UPDATE messages SET mailboxes = (SELECT json_group_array(mailbox) FROM mailbox_messages b
+                                                  WHERE b.seq = messages.seq);",
+            )?;
         }
     }
     conn.execute_batch(SCHEMA)?;

@@ -32,10 +32,13 @@ pub(super) enum Job {
     DeleteSeqs(Vec<i64>, Reply<u64>),
 }
 
-/// How many messages one indexing step takes.
-const INDEX_CHUNK: i64 = 200;
-/// How long the queue must be quiet before the writer indexes.
-const INDEX_WHEN_IDLE_FOR: Duration = Duration::from_millis(20);
+/// Messages one indexing step takes (a few milliseconds of work, so that a delivery
+/// arriving meanwhile waits little).
+const IDLE_INDEX_CHUNK: i64 = 64;
+/// How long the writer must have had nothing to do before it indexes.
+const INDEX_WHEN_IDLE_FOR: Duration = Duration::from_millis(10);
+/// Indexing time taken at once when mail has waited `index_max_lag` to be indexed.
+const FORCED_INDEX_SLICE: Duration = Duration::from_millis(100);
 
 pub(super) fn run(
     conn: Connection,
@@ -89,14 +92,19 @@ impl Writer {
     }
 
     async fn run(&mut self, mut rx: mpsc::Receiver<Job>) {
-        let mut backlog = self.max_seq() > self.indexed_upto;
+        // Since when messages have been waiting to be indexed (None: index up to date).
+        let mut unindexed_since = (self.max_seq() > self.indexed_upto).then(Instant::now);
         loop {
-            let first = if backlog {
+            let first = if unindexed_since.is_some() {
+                // Index only once the writer has been idle a while: a burst of mail is
+                // committed first and indexed after.
                 match tokio::time::timeout(INDEX_WHEN_IDLE_FOR, rx.recv()).await {
                     Ok(Some(j)) => j,
                     Ok(None) => break,
                     Err(_) => {
-                        backlog = self.index_step();
+                        if !self.index_step(IDLE_INDEX_CHUNK) {
+                            unindexed_since = None;
+                        }
                         continue;
                     }
                 }
@@ -112,17 +120,24 @@ impl Writer {
             self.gather(&mut rx, &mut batch, &mut others).await;
             if !batch.is_empty() {
                 self.commit_deliveries(batch);
-                backlog = true;
+                unindexed_since.get_or_insert_with(Instant::now);
             }
             for job in others {
                 self.run_job(job);
             }
-            if backlog && self.last_index.elapsed() >= self.cfg.index_max_lag {
-                backlog = self.index_step();
+            if unindexed_since.is_some_and(|t| t.elapsed() >= self.cfg.index_max_lag) {
+                // Never idle for long: index a bounded slice now so that search lags by
+                // about `index_max_lag` at most.
+                let until = Instant::now() + FORCED_INDEX_SLICE;
+                let mut more = true;
+                while more && Instant::now() < until {
+                    more = self.index_step(IDLE_INDEX_CHUNK);
+                }
+                unindexed_since = more.then(Instant::now);
             }
         }
         // Index what is left and fold the WAL into the database for a tidy shutdown.
-        while self.index_step() {}
+        while self.index_step(500) {}
         let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
     }
 
@@ -303,40 +318,33 @@ impl Writer {
         let tx = self.conn.transaction().map_err(unavailable)?;
         let mut events = Vec::new();
         let mut deleted = 0;
-        {
-            let mut del_link = tx
-                .prepare_cached("DELETE FROM mailbox_messages WHERE mailbox = ?1 AND seq = ?2")
+        for (mailbox, seq) in links {
+            let Some((id, mut boxes)) = mailboxes_of(&tx, *seq).map_err(unavailable)? else {
+                continue;
+            };
+            if !boxes.contains(mailbox) {
+                continue;
+            }
+            boxes.retain(|b| b != mailbox);
+            tx.prepare_cached("DELETE FROM mailbox_messages WHERE mailbox = ?1 AND seq = ?2")
+                .and_then(|mut st| st.execute(params![mailbox, seq]))
                 .map_err(unavailable)?;
-            let mut left = tx
-                .prepare_cached("SELECT count(*) FROM mailbox_messages WHERE seq = ?1")
-                .map_err(unavailable)?;
-            let mut id_of = tx
-                .prepare_cached("SELECT id FROM messages WHERE seq = ?1")
-                .map_err(unavailable)?;
-            for (mailbox, seq) in links {
-                if del_link
-                    .execute(params![mailbox, seq])
-                    .map_err(unavailable)?
-                    == 0
-                {
-                    continue;
-                }
-                let id: Option<Vec<u8>> = id_of
-                    .query_row([seq], |r| r.get(0))
-                    .optional()
+            events.push(Event::Deleted {
+                mailboxes: vec![mailbox.clone()],
+                id,
+            });
+            if boxes.is_empty() {
+                delete_message(&tx, *seq).map_err(unavailable)?;
+                deleted += 1;
+            } else {
+                tx.prepare_cached("UPDATE messages SET mailboxes = ?1 WHERE seq = ?2")
+                    .and_then(|mut st| {
+                        st.execute(params![
+                            serde_json::to_string(&boxes).expect("strings"),
+                            seq
+                        ])
+                    })
                     .map_err(unavailable)?;
-                let Some(id) = id.as_deref().and_then(MessageId::from_slice) else {
-                    continue;
-                };
-                events.push(Event::Deleted {
-                    mailboxes: vec![mailbox.clone()],
-                    id,
-                });
-                let remaining: i64 = left.query_row([seq], |r| r.get(0)).map_err(unavailable)?;
-                if remaining == 0 {
-                    delete_message(&tx, *seq).map_err(unavailable)?;
-                    deleted += 1;
-                }
             }
         }
         tx.commit().map_err(unavailable)?;
@@ -346,10 +354,10 @@ impl Writer {
         Ok(deleted)
     }
 
-    /// Indexes the next chunk of messages for search. Returns whether more remain.
-    fn index_step(&mut self) -> bool {
+    /// Indexes the next `limit` messages for search. Returns whether more remain.
+    fn index_step(&mut self, limit: i64) -> bool {
         self.last_index = Instant::now();
-        match index_chunk(&mut self.conn, self.indexed_upto) {
+        match index_chunk(&mut self.conn, self.indexed_upto, limit) {
             Ok(Some(upto)) => {
                 self.indexed_upto = upto;
                 true
@@ -370,28 +378,41 @@ fn sort(job: Job, batch: &mut Vec<(Box<Incoming>, Reply<()>)>, others: &mut Vec<
     }
 }
 
+/// The mailboxes a message is filed under (from its row, so no index on `seq` is needed).
+fn mailboxes_of(
+    tx: &Transaction<'_>,
+    seq: i64,
+) -> rusqlite::Result<Option<(MessageId, Vec<String>)>> {
+    let row: Option<(Vec<u8>, String)> = tx
+        .prepare_cached("SELECT id, mailboxes FROM messages WHERE seq = ?1")?
+        .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(row.and_then(|(id, boxes)| {
+        Some((
+            MessageId::from_slice(&id)?,
+            serde_json::from_str(&boxes).unwrap_or_default(),
+        ))
+    }))
+}
+
 /// Deletes one message and everything about it. Returns its id and former mailboxes.
 fn delete_message(
     tx: &Transaction<'_>,
     seq: i64,
 ) -> rusqlite::Result<Option<(MessageId, Vec<String>)>> {
-    let id: Option<Vec<u8>> = tx
-        .query_row("SELECT id FROM messages WHERE seq = ?1", [seq], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    let Some(id) = id.as_deref().and_then(MessageId::from_slice) else {
+    let Some((id, mailboxes)) = mailboxes_of(tx, seq)? else {
         return Ok(None);
     };
-    let mailboxes: Vec<String> = {
-        let mut stmt = tx.prepare_cached("SELECT mailbox FROM mailbox_messages WHERE seq = ?1")?;
-        let rows = stmt.query_map([seq], |r| r.get(0))?;
-        rows.collect::<Result<_, _>>()?
-    };
-    tx.execute("DELETE FROM mailbox_messages WHERE seq = ?1", [seq])?;
-    tx.execute("DELETE FROM bodies WHERE seq = ?1", [seq])?;
-    tx.execute("DELETE FROM search_index WHERE rowid = ?1", [seq])?;
-    tx.execute("DELETE FROM messages WHERE seq = ?1", [seq])?;
+    for mailbox in &mailboxes {
+        tx.prepare_cached("DELETE FROM mailbox_messages WHERE mailbox = ?1 AND seq = ?2")?
+            .execute(params![mailbox, seq])?;
+    }
+    tx.prepare_cached("DELETE FROM bodies WHERE seq = ?1")?
+        .execute([seq])?;
+    tx.prepare_cached("DELETE FROM search_index WHERE rowid = ?1")?
+        .execute([seq])?;
+    tx.prepare_cached("DELETE FROM messages WHERE seq = ?1")?
+        .execute([seq])?;
     Ok(Some((id, mailboxes)))
 }
 
@@ -406,8 +427,8 @@ fn write_batch(
         let mut ins_msg = tx.prepare_cached(
             "INSERT INTO messages (id, received_at, mail_from, rcpt_to, helo, client_ip, client_port,
                 tls_version, tls_cipher, size, sha256, message_id, from_addr, to_addr, cc_addr,
-                subject, date, content_type, charset, attachments)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                subject, date, content_type, charset, attachments, mailboxes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
         )?;
         let mut ins_body = tx.prepare_cached("INSERT INTO bodies (seq, raw) VALUES (?1, ?2)")?;
         let mut ins_box = tx.prepare_cached(
@@ -415,9 +436,25 @@ fn write_batch(
         )?;
         let mut alias = tx.prepare_cached("SELECT mailbox FROM aliases WHERE alias = ?1")?;
         for (m, _) in batch {
+            let mut filed: Vec<String> = Vec::new();
+            for mailbox in m.mailboxes() {
+                // Mail to a mailbox's alias is filed in the mailbox itself.
+                let target = if intake_core::alias::looks_like_alias(&mailbox) {
+                    alias
+                        .query_row([&mailbox], |r| r.get::<_, String>(0))
+                        .optional()?
+                        .unwrap_or(mailbox)
+                } else {
+                    mailbox
+                };
+                if !filed.contains(&target) {
+                    filed.push(target);
+                }
+            }
             let rcpt = serde_json::to_string(&m.envelope.rcpt_to).expect("strings serialize");
             let attachments =
                 serde_json::to_string(&m.meta.attachments).expect("attachments serialize");
+            let mailboxes = serde_json::to_string(&filed).expect("strings serialize");
             ins_msg.execute(params![
                 &m.id.as_bytes()[..],
                 m.received_at,
@@ -439,24 +476,12 @@ fn write_batch(
                 m.meta.content_type,
                 m.meta.charset,
                 attachments,
+                mailboxes,
             ])?;
             let seq = tx.last_insert_rowid();
             ins_body.execute(params![seq, &m.raw[..]])?;
-            let mut filed = Vec::new();
-            for mailbox in m.mailboxes() {
-                // Mail to a mailbox's alias is filed in the mailbox itself.
-                let target = if intake_core::alias::looks_like_alias(&mailbox) {
-                    alias
-                        .query_row([&mailbox], |r| r.get::<_, String>(0))
-                        .optional()?
-                        .unwrap_or(mailbox)
-                } else {
-                    mailbox
-                };
+            for target in &filed {
                 ins_box.execute(params![target, seq])?;
-                if !filed.contains(&target) {
-                    filed.push(target);
-                }
             }
             filed_all.push(filed);
         }
@@ -465,8 +490,8 @@ fn write_batch(
     Ok(filed_all)
 }
 
-/// Indexes up to [`INDEX_CHUNK`] messages after `after`. `Ok(None)`: nothing to index.
-fn index_chunk(conn: &mut Connection, after: i64) -> rusqlite::Result<Option<i64>> {
+/// Indexes up to `limit` messages after `after`. `Ok(None)`: nothing to index.
+fn index_chunk(conn: &mut Connection, after: i64, limit: i64) -> rusqlite::Result<Option<i64>> {
     let rows: Vec<(i64, String, String)> = {
         let mut stmt = conn.prepare_cached(
             "SELECT m.seq, coalesce(m.subject, ''),
@@ -474,7 +499,7 @@ fn index_chunk(conn: &mut Connection, after: i64) -> rusqlite::Result<Option<i64
                     coalesce(m.to_addr, '') || ' ' || coalesce(m.cc_addr, '')
              FROM messages m WHERE m.seq > ?1 ORDER BY m.seq LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![after, INDEX_CHUNK], |r| {
+        let rows = stmt.query_map(params![after, limit], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
         rows.collect::<Result<_, _>>()?
