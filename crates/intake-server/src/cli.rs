@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand};
 use intake_core::{MessageId, Page};
 
 use crate::config::{ConfigError, Settings, StoreSettings, load_table};
-use crate::server;
 
 /// Intake: a receive-only mail server.
 #[derive(Debug, Parser)]
@@ -122,7 +121,9 @@ fn open_existing(
             c.path.display()
         );
     }
-    server::open_store(settings)
+    let store = intake_store::SqliteStore::open_read_only(c.clone())
+        .with_context(|| format!("opening {}", c.db_file().display()))?;
+    Ok(std::sync::Arc::new(store))
 }
 
 /// `intake mailbox list`.

@@ -1,10 +1,11 @@
 //! Wiring: open the store, bind the listeners, run until shut down.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use intake_core::MailStore;
+use intake_core::{EventBus, MailStore, Retention};
 use intake_store::SqliteStore;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -12,10 +13,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, StoreSettings};
 
-/// Opens the configured store.
-pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn MailStore>> {
+/// Opens the configured store; committed changes are announced on `events`.
+pub fn open_store(settings: &Settings, events: &EventBus) -> anyhow::Result<Arc<dyn MailStore>> {
     match &settings.store {
         StoreSettings::Sqlite(cfg) => {
+            let mut cfg = cfg.clone();
+            cfg.events = events.clone();
             let store = SqliteStore::open(cfg.clone())
                 .with_context(|| format!("opening the SQLite store in {}", cfg.path.display()))?;
             Ok(Arc::new(store))
@@ -23,14 +26,45 @@ pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn MailStore>> {
     }
 }
 
+/// The alias secret: configured, or random and kept in the data directory.
+fn alias_secret(settings: &Settings) -> anyhow::Result<Vec<u8>> {
+    if !settings.alias_secret.is_empty() {
+        return Ok(settings.alias_secret.as_bytes().to_vec());
+    }
+    let StoreSettings::Sqlite(c) = &settings.store;
+    let file = c.path.join("alias.key");
+    if let Ok(existing) = std::fs::read_to_string(&file) {
+        let key = existing.trim();
+        if key.len() >= 32 {
+            return Ok(key.as_bytes().to_vec());
+        }
+    }
+    let key = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    write_private(&file, &key).with_context(|| format!("writing {}", file.display()))?;
+    Ok(key.into_bytes())
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
+}
+
 /// A running server.
 pub struct Running {
     /// Where SMTP listens (the real port when the configured one was 0).
     pub smtp_addr: SocketAddr,
+    /// Where HTTP listens, if it does.
+    pub http_addr: Option<SocketAddr>,
     /// The store the server writes.
     pub store: Arc<dyn MailStore>,
+    /// Committed changes.
+    pub events: EventBus,
     shutdown: CancellationToken,
     smtp: JoinHandle<std::io::Result<()>>,
+    http: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl Running {
@@ -44,6 +78,10 @@ impl Running {
     /// Waits until the server has stopped (after [`Running::shutdown_token`] is cancelled).
     pub async fn wait(self) -> anyhow::Result<()> {
         let r = self.smtp.await.context("SMTP task")?;
+        if let Some(h) = self.http {
+            // Open SSE streams never end by themselves: give HTTP a moment, then drop it.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), h).await;
+        }
         self.store.close().await;
         r.context("SMTP listener")
     }
@@ -54,25 +92,77 @@ impl Running {
     }
 }
 
-/// Opens the store, binds SMTP and starts serving in the background.
+/// Runs the retention policy every `interval` until shutdown.
+fn spawn_retention(store: Arc<dyn MailStore>, policy: Retention, interval: std::time::Duration, shutdown: CancellationToken) {
+    if policy == Retention::default() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => break,
+            }
+            match store.evict(&policy).await {
+                Ok(e) if e.messages > 0 => tracing::info!(
+                    deleted = e.messages, by_mailbox_cap = e.by_mailbox_cap, by_age = e.by_age,
+                    by_size = e.by_size, "retention: evicted old mail"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retention pass failed; will retry"),
+            }
+        }
+    });
+}
+
+/// Opens the store, binds SMTP and HTTP and starts serving in the background.
 pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
-    let store = open_store(settings)?;
+    let events = EventBus::default();
+    let store = open_store(settings, &events)?;
     let listener = TcpListener::bind(settings.smtp_listen)
         .await
         .with_context(|| format!("binding SMTP to {} (smtp.listen)", settings.smtp_listen))?;
     let smtp_addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
+    let (http, http_addr) = match settings.http.listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding HTTP to {addr} (http.listen)"))?;
+            let bound = l.local_addr()?;
+            let state = intake_http::AppState::new(
+                store.clone(),
+                events.clone(),
+                alias_secret(settings)?,
+                settings.http.config.clone(),
+            );
+            let app = intake_http::router(state);
+            (Some(tokio::spawn(intake_http::serve(l, app, shutdown.clone()))), Some(bound))
+        }
+        None => (None, None),
+    };
     let smtp = tokio::spawn(intake_smtp::serve(
         listener,
         Arc::new(settings.smtp.clone()),
         store.clone(),
         shutdown.clone(),
     ));
-    tracing::info!(smtp = %smtp_addr, hostname = %settings.smtp.hostname, "Intake is listening");
+    spawn_retention(store.clone(), settings.retention.policy, settings.retention.interval, shutdown.clone());
+    tracing::info!(
+        smtp = %smtp_addr,
+        http = %http_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        hostname = %settings.smtp.hostname,
+        "Intake is listening"
+    );
     Ok(Running {
         smtp_addr,
+        http_addr,
         store,
+        events,
         shutdown,
         smtp,
+        http,
     })
 }

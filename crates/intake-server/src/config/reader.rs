@@ -226,7 +226,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(mult)
 }
 
-/// `"250ms"`, `"30s"`, `"5m"`, `"1h"`, plain digits (seconds).
+/// `"250ms"`, `"30s"`, `"5m"`, `"1h"`, `"7d"`, plain digits (seconds).
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -237,6 +237,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "" | "s" => Duration::from_secs(n),
         "m" | "min" => Duration::from_secs(n.checked_mul(60)?),
         "h" => Duration::from_secs(n.checked_mul(3600)?),
+        "d" => Duration::from_secs(n.checked_mul(86_400)?),
         _ => return None,
     })
 }

@@ -3,6 +3,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::time::Duration;
+
+use intake_core::Retention;
+use intake_http::{HttpConfig, RateLimit};
 use intake_proto::LineEndings;
 use intake_smtp::{DomainPolicy, SessionConfig};
 use intake_store::SqliteConfig;
@@ -16,6 +20,24 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// HTTP settings.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Where to listen; None: no HTTP server.
+    pub listen: Option<SocketAddr>,
+    /// API behaviour.
+    pub config: HttpConfig,
+}
+
+/// Retention settings.
+#[derive(Debug, Clone)]
+pub struct RetentionSettings {
+    /// What to keep (0 / empty in the config: no limit of that kind).
+    pub policy: Retention,
+    /// How often eviction runs.
+    pub interval: Duration,
 }
 
 /// Which store to use and its settings.
@@ -34,6 +56,12 @@ pub struct Settings {
     pub smtp: SessionConfig,
     /// The store.
     pub store: StoreSettings,
+    /// HTTP API and web inbox.
+    pub http: HttpSettings,
+    /// How much mail to keep.
+    pub retention: RetentionSettings,
+    /// Secret for mailbox aliases; empty: a random one kept in the data directory.
+    pub alias_secret: String,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `intake=debug`.
     pub log_level: String,
     /// Log format.
@@ -156,6 +184,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
     }
     sqlite.commit_delay = r.duration("store.commit_delay", sqlite.commit_delay);
     sqlite.busy_timeout = r.duration("store.busy_timeout", sqlite.busy_timeout);
+    sqlite.index_max_lag = r.duration("store.index_max_lag", sqlite.index_max_lag);
     let store = match kind.as_str() {
         "sqlite" => StoreSettings::Sqlite(sqlite),
         other => {
@@ -166,6 +195,10 @@ fn read(r: &mut Reader<'_>) -> Settings {
             StoreSettings::Sqlite(sqlite)
         }
     };
+
+    let http = read_http(r);
+    let retention = read_retention(r);
+    let alias_secret: String = r.get("aliases.secret", String::new());
 
     let log_level: String = r.get("log.level", "info".to_string());
     if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
@@ -204,9 +237,66 @@ fn read(r: &mut Reader<'_>) -> Settings {
             shutdown_timeout,
         },
         store,
+        http,
+        retention,
+        alias_secret,
         log_level,
         log_format,
         warnings: Vec::new(),
+    }
+}
+
+fn read_http(r: &mut Reader<'_>) -> HttpSettings {
+    let d = HttpConfig::default();
+    let listen: String = r.get("http.listen", "127.0.0.1:8025".to_string());
+    let listen = if listen.is_empty() {
+        None
+    } else {
+        match listen.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                r.error("http.listen", format!("{listen:?} is not an address:port such as 127.0.0.1:8025 (empty: no HTTP)"));
+                None
+            }
+        }
+    };
+    let default_rl = d.rate_limit.expect("default has a rate limit");
+    let per_second: u32 = r.get("http.rate_limit", default_rl.per_second);
+    let burst: u32 = r.get("http.rate_limit_burst", default_rl.burst);
+    let cors_origins: Vec<String> = r.get("http.cors_origins", Vec::new());
+    let max_wait = r.duration("http.max_wait", d.max_wait);
+    if max_wait.is_zero() {
+        r.error("http.max_wait", "must be at least 1s");
+    }
+    HttpSettings {
+        listen,
+        config: HttpConfig {
+            rate_limit: (per_second > 0).then_some(RateLimit {
+                per_second,
+                burst: burst.max(1),
+            }),
+            cors_origins,
+            max_wait,
+            ..d
+        },
+    }
+}
+
+fn read_retention(r: &mut Reader<'_>) -> RetentionSettings {
+    let per_mailbox: u64 = r.get("retention.per_mailbox", 1000);
+    let max_age = r.duration("retention.max_age", Duration::from_secs(7 * 86_400));
+    let max_size = r.size("retention.max_store_size", 2 << 30);
+    let interval = r.duration("retention.interval", Duration::from_secs(60));
+    if interval.is_zero() {
+        r.error("retention.interval", "must be at least 1s");
+    }
+    RetentionSettings {
+        policy: Retention {
+            per_mailbox: (per_mailbox > 0).then_some(per_mailbox),
+            max_age: (!max_age.is_zero()).then_some(max_age),
+            max_bytes: (max_size > 0).then_some(max_size),
+        },
+        interval,
     }
 }
 
@@ -271,14 +361,14 @@ mod tests {
             &[
                 ("INTAKE_SMTP__MAX_MESSAGE_SIZE", "\"10MiB\""),
                 ("INTAKE_SMTP__DOMAINS", r#"["example.com"]"#),
-                ("INTAKE_HTTP__LISTEN", "127.0.0.1:8025"),
+                ("INTAKE_DATA_DIR", "/somewhere"),
             ],
         )
         .unwrap();
         assert_eq!(s.smtp.max_message_size, 10 << 20);
         assert!(s.smtp.domains.accepts("example.com") && !s.smtp.domains.accepts("other.test"));
         assert_eq!(s.warnings.len(), 1);
-        assert!(s.warnings[0].to_string().contains("INTAKE_HTTP__LISTEN"));
+        assert!(s.warnings[0].to_string().contains("INTAKE_DATA_DIR"));
     }
 
     #[test]

@@ -29,6 +29,12 @@ pub fn settings(toml_text: &str, data: &Path) -> Settings {
         .unwrap();
     smtp.entry("listen").or_insert_with(|| "127.0.0.1:0".into());
     smtp.entry("hostname").or_insert_with(|| "mx.test".into());
+    let http = table
+        .entry("http")
+        .or_insert_with(|| toml::Value::Table(Default::default()))
+        .as_table_mut()
+        .unwrap();
+    http.entry("listen").or_insert_with(|| "127.0.0.1:0".into());
     let store = table
         .entry("store")
         .or_insert_with(|| toml::Value::Table(Default::default()))
@@ -267,6 +273,7 @@ impl Process {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_intake"));
         cmd.arg("serve")
             .env("INTAKE_SMTP__LISTEN", addr.to_string())
+            .env("INTAKE_HTTP__LISTEN", format!("127.0.0.1:{}", free_port()))
             .env("INTAKE_STORE__PATH", data)
             .env("INTAKE_LOG__LEVEL", "warn")
             .stdout(Stdio::null())

@@ -133,6 +133,20 @@ impl SqliteStore {
         })
     }
 
+    /// Opens an existing store for reading only (the CLI, while a server may be writing):
+    /// no writer thread, no schema change; every write answers [`StoreError::Closed`].
+    pub fn open_read_only(cfg: SqliteConfig) -> Result<SqliteStore, StoreError> {
+        // Fail early and clearly if the file cannot be read.
+        open(&cfg, true).map_err(unavailable)?;
+        Ok(SqliteStore {
+            cfg,
+            tx: Mutex::new(None),
+            writer: Mutex::new(None),
+            readers: Arc::new(Mutex::new(Vec::new())),
+            arrivals: Arrivals::default(),
+        })
+    }
+
     /// The database file.
     pub fn db_file(&self) -> PathBuf {
         self.cfg.db_file()

@@ -1,0 +1,618 @@
+//! The JSON API (`/api/v1`). Each handler is documented for the OpenAPI document.
+
+use axum::Json;
+use axum::extract::{Path, Query as QueryParams, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use intake_core::{MessageId, Page, Query, StoredMessage, Summary, alias, mime};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::events;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Intake API", description = "Read the mail Intake received: mailboxes, messages, search, live updates."),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+/// The API routes (with state applied) and their OpenAPI document.
+pub(crate) fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(list_mailbox))
+        .routes(routes!(delete_mailbox))
+        .routes(routes!(mailbox_alias))
+        .routes(routes!(list_messages))
+        .routes(routes!(get_message, delete_message))
+        .routes(routes!(mark_read, mark_unread))
+        .routes(routes!(raw_message))
+        .routes(routes!(message_headers))
+        .routes(routes!(message_html))
+        .routes(routes!(attachment))
+        .routes(routes!(search))
+        .routes(routes!(events::wait))
+        .routes(routes!(events::events))
+        .split_for_parts();
+    (router.with_state(state), api)
+}
+
+/// A message in a listing.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MessageSummary {
+    /// Message id (time-ordered).
+    pub id: String,
+    /// When Intake received it (RFC 3339, UTC).
+    pub received_at: String,
+    /// Envelope sender (empty for the null sender).
+    pub mail_from: String,
+    /// Envelope recipients.
+    pub rcpt_to: Vec<String>,
+    /// `From:` header.
+    pub from: Option<String>,
+    /// `To:` header.
+    pub to: Option<String>,
+    /// Decoded subject.
+    pub subject: Option<String>,
+    /// Size in octets, as received.
+    pub size: u64,
+    /// Marked read.
+    pub seen: bool,
+    /// Number of attachments.
+    pub attachments: u32,
+}
+
+pub(crate) fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default()
+}
+
+impl From<&Summary> for MessageSummary {
+    fn from(s: &Summary) -> Self {
+        MessageSummary {
+            id: s.id.to_string(),
+            received_at: rfc3339(s.received_at),
+            mail_from: s.mail_from.clone(),
+            rcpt_to: s.rcpt_to.clone(),
+            from: s.from.clone(),
+            to: s.to.clone(),
+            subject: s.subject.clone(),
+            size: s.size,
+            seen: s.seen,
+            attachments: s.attachments,
+        }
+    }
+}
+
+/// A page of a mailbox.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MailboxPage {
+    /// The mailbox (lower-cased address).
+    pub mailbox: String,
+    /// Its alias: mail to it lands here.
+    pub alias: String,
+    /// Messages in the mailbox.
+    pub total: u64,
+    /// Of which unread.
+    pub unread: u64,
+    /// This page (from 1).
+    pub page: u64,
+    /// Page size.
+    pub per_page: u64,
+    /// Newest first.
+    pub messages: Vec<MessageSummary>,
+}
+
+/// A page of all mail, or of search results.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessagePage {
+    /// The query, for search results.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// Messages in all pages.
+    pub total: u64,
+    /// Of which unread.
+    pub unread: u64,
+    /// This page (from 1).
+    pub page: u64,
+    /// Page size.
+    pub per_page: u64,
+    /// Newest first.
+    pub messages: Vec<MessageSummary>,
+}
+
+/// Pagination.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Paging {
+    /// Page number, from 1 (default 1).
+    pub page: Option<u64>,
+    /// Messages per page (default 50, at most 500).
+    pub per_page: Option<u64>,
+}
+
+impl Paging {
+    fn resolve(&self, max: u64) -> Result<(Page, u64, u64), ApiError> {
+        let page = self.page.unwrap_or(1);
+        let per_page = self.per_page.unwrap_or(50);
+        if page == 0 {
+            return Err(ApiError::BadRequest("page starts at 1".into()));
+        }
+        if per_page == 0 || per_page > max {
+            return Err(ApiError::BadRequest(format!("per_page must be between 1 and {max}")));
+        }
+        let offset = (page - 1)
+            .checked_mul(per_page)
+            .ok_or_else(|| ApiError::BadRequest("page out of range".into()))?;
+        Ok((Page { offset, limit: per_page }, page, per_page))
+    }
+}
+
+fn mailbox_param(address: &str) -> Result<String, ApiError> {
+    let a = address.trim();
+    if a.is_empty() || a.len() > 320 || a.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest("a mailbox is an address such as bob@example.com".into()));
+    }
+    Ok(intake_core::mailbox_key(a))
+}
+
+fn parse_id(id: &str) -> Result<MessageId, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::BadRequest(format!("{id:?} is not a message id")))
+}
+
+async fn load(state: &AppState, id: &str) -> Result<StoredMessage, ApiError> {
+    let id = parse_id(id)?;
+    state
+        .store
+        .fetch(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no message {id}")))
+}
+
+/// The alias of a mailbox, registered with the store so that mail to it is filed here.
+pub(crate) async fn alias_of(state: &AppState, mailbox: &str) -> Result<String, ApiError> {
+    let alias = alias::derive(&state.alias_secret, mailbox);
+    let known = state.registered_aliases.lock().expect("alias set").contains(&alias);
+    if !known {
+        state.store.register_alias(&alias, mailbox).await?;
+        let mut set = state.registered_aliases.lock().expect("alias set");
+        if set.len() > 100_000 {
+            set.clear();
+        }
+        set.insert(alias.clone());
+    }
+    Ok(alias)
+}
+
+/// List a mailbox, newest first.
+#[utoipa::path(get, path = "/api/v1/mailboxes/{address}/messages", tag = "mailboxes",
+    params(("address" = String, Path, description = "The mailbox: a recipient address, any case"), Paging),
+    responses((status = 200, body = MailboxPage), (status = 400, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn list_mailbox(
+    State(state): State<AppState>,
+    Path(address): Path<String>,
+    QueryParams(paging): QueryParams<Paging>,
+) -> Result<Json<MailboxPage>, ApiError> {
+    let mailbox = mailbox_param(&address)?;
+    let (page, n, per_page) = paging.resolve(state.config.max_per_page)?;
+    let listing = state.store.list_mailbox(&mailbox, page).await?;
+    let alias = alias_of(&state, &mailbox).await?;
+    Ok(Json(MailboxPage {
+        mailbox,
+        alias,
+        total: listing.total,
+        unread: listing.unread,
+        page: n,
+        per_page,
+        messages: listing.messages.iter().map(MessageSummary::from).collect(),
+    }))
+}
+
+/// How many messages a delete removed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deleted {
+    /// Messages removed from the mailbox.
+    pub deleted: u64,
+}
+
+/// Delete every message of a mailbox (messages also filed elsewhere stay there).
+#[utoipa::path(delete, path = "/api/v1/mailboxes/{address}", tag = "mailboxes",
+    params(("address" = String, Path, description = "The mailbox")),
+    responses((status = 200, body = Deleted), (status = 400, body = ErrorBody)))]
+async fn delete_mailbox(State(state): State<AppState>, Path(address): Path<String>) -> Result<Json<Deleted>, ApiError> {
+    let mailbox = mailbox_param(&address)?;
+    let deleted = state.store.delete_mailbox(&mailbox).await?;
+    Ok(Json(Deleted { deleted }))
+}
+
+/// A mailbox's alias.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AliasInfo {
+    /// The mailbox.
+    pub mailbox: String,
+    /// Give this address out: mail to it lands in the mailbox, and it does not reveal it.
+    pub alias: String,
+}
+
+/// The stable alias of a mailbox.
+#[utoipa::path(get, path = "/api/v1/mailboxes/{address}/alias", tag = "mailboxes",
+    params(("address" = String, Path, description = "The mailbox")),
+    responses((status = 200, body = AliasInfo), (status = 400, body = ErrorBody)))]
+async fn mailbox_alias(State(state): State<AppState>, Path(address): Path<String>) -> Result<Json<AliasInfo>, ApiError> {
+    let mailbox = mailbox_param(&address)?;
+    let alias = alias_of(&state, &mailbox).await?;
+    Ok(Json(AliasInfo { mailbox, alias }))
+}
+
+/// All mail, newest first.
+#[utoipa::path(get, path = "/api/v1/messages", tag = "messages", params(Paging),
+    responses((status = 200, body = MessagePage), (status = 400, body = ErrorBody)))]
+async fn list_messages(
+    State(state): State<AppState>,
+    QueryParams(paging): QueryParams<Paging>,
+) -> Result<Json<MessagePage>, ApiError> {
+    let (page, n, per_page) = paging.resolve(state.config.max_per_page)?;
+    let l = state.store.list_all(page).await?;
+    Ok(Json(MessagePage {
+        query: None,
+        total: l.total,
+        unread: l.unread,
+        page: n,
+        per_page,
+        messages: l.messages.iter().map(MessageSummary::from).collect(),
+    }))
+}
+
+/// A header field.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HeaderField {
+    /// Field name as sent.
+    pub name: String,
+    /// Value, decoded where it was an encoded word.
+    pub value: String,
+}
+
+/// TLS of the session the message came in on.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TlsJson {
+    /// e.g. TLSv1.3.
+    pub version: String,
+    /// e.g. TLS13_AES_256_GCM_SHA384.
+    pub cipher: String,
+}
+
+/// The SMTP client.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClientJson {
+    /// IP address.
+    pub ip: String,
+    /// Source port.
+    pub port: u16,
+}
+
+/// An attachment of a message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttachmentJson {
+    /// Part id for `/attachments/{part}`.
+    pub part: String,
+    /// File name, if any.
+    pub name: Option<String>,
+    /// MIME type.
+    pub content_type: String,
+    /// Decoded size in octets.
+    pub size: u64,
+}
+
+/// One message with everything known about it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageDetail {
+    /// Message id.
+    pub id: String,
+    /// When Intake received it (RFC 3339, UTC).
+    pub received_at: String,
+    /// Envelope sender.
+    pub mail_from: String,
+    /// Envelope recipients.
+    pub rcpt_to: Vec<String>,
+    /// Mailboxes it is filed under.
+    pub mailboxes: Vec<String>,
+    /// `From:`.
+    pub from: Option<String>,
+    /// `To:`.
+    pub to: Option<String>,
+    /// `Cc:`.
+    pub cc: Option<String>,
+    /// Decoded subject.
+    pub subject: Option<String>,
+    /// Size in octets, as received.
+    pub size: u64,
+    /// Marked read.
+    pub seen: bool,
+    /// Number of attachments.
+    pub attachments: u32,
+    /// EHLO/HELO name.
+    pub helo: String,
+    /// SMTP client.
+    pub client: ClientJson,
+    /// TLS, if the session was encrypted.
+    pub tls: Option<TlsJson>,
+    /// SHA-256 of the content as received.
+    pub sha256: String,
+    /// `Message-ID:`.
+    pub message_id: Option<String>,
+    /// `Date:` (RFC 3339).
+    pub date: Option<String>,
+    /// Top-level MIME type.
+    pub content_type: Option<String>,
+    /// Its charset.
+    pub charset: Option<String>,
+    /// All header fields in order.
+    pub headers: Vec<HeaderField>,
+    /// Plain-text body (HTML converted when there is no plain part).
+    pub text: Option<String>,
+    /// HTML body, if the message has one. Render it only in a sandboxed frame
+    /// (`/api/v1/messages/{id}/html` does that safely).
+    pub html: Option<String>,
+    /// Attachments.
+    pub attachment_list: Vec<AttachmentJson>,
+}
+
+fn headers_of(raw: &[u8]) -> Vec<HeaderField> {
+    mime::headers(raw)
+        .into_iter()
+        .map(|(name, value)| HeaderField { name, value })
+        .collect()
+}
+
+/// One message: envelope, headers, parsed fields, bodies, attachments.
+#[utoipa::path(get, path = "/api/v1/messages/{id}", tag = "messages",
+    params(("id" = String, Path, description = "Message id")),
+    responses((status = 200, body = MessageDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_message(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<MessageDetail>, ApiError> {
+    let m = load(&state, &id).await?;
+    let raw = m.raw.clone();
+    let (text, html, headers) = tokio::task::spawn_blocking(move || {
+        (mime::plain_text(&raw), mime::html_body(&raw), headers_of(&raw))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(MessageDetail {
+        id: m.id.to_string(),
+        received_at: rfc3339(m.received_at),
+        mail_from: m.envelope.mail_from.clone(),
+        rcpt_to: m.envelope.rcpt_to.clone(),
+        mailboxes: m.mailboxes.clone(),
+        from: m.meta.from.clone(),
+        to: m.meta.to.clone(),
+        cc: m.meta.cc.clone(),
+        subject: m.meta.subject.clone(),
+        size: m.size,
+        seen: m.seen,
+        attachments: m.meta.attachments.len() as u32,
+        helo: m.helo.clone(),
+        client: ClientJson {
+            ip: m.client.ip().to_string(),
+            port: m.client.port(),
+        },
+        tls: m.tls.as_ref().map(|t| TlsJson {
+            version: t.version.clone(),
+            cipher: t.cipher.clone(),
+        }),
+        sha256: m.sha256.clone(),
+        message_id: m.meta.message_id.clone(),
+        date: m.meta.date.clone(),
+        content_type: m.meta.content_type.clone(),
+        charset: m.meta.charset.clone(),
+        headers,
+        text,
+        html,
+        attachment_list: m
+            .meta
+            .attachments
+            .iter()
+            .enumerate()
+            .map(|(i, a)| AttachmentJson {
+                part: i.to_string(),
+                name: a.name.clone(),
+                content_type: a.content_type.clone(),
+                size: a.size,
+            })
+            .collect(),
+    }))
+}
+
+/// Delete a message (from every mailbox).
+#[utoipa::path(delete, path = "/api/v1/messages/{id}", tag = "messages",
+    params(("id" = String, Path, description = "Message id")),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn delete_message(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let id = parse_id(&id)?;
+    if state.store.delete(id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("no message {id}")))
+    }
+}
+
+async fn set_seen(state: &AppState, id: &str, seen: bool) -> Result<StatusCode, ApiError> {
+    let id = parse_id(id)?;
+    if state.store.set_seen(id, seen).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("no message {id}")))
+    }
+}
+
+/// Mark a message read.
+#[utoipa::path(post, path = "/api/v1/messages/{id}/read", tag = "messages",
+    params(("id" = String, Path, description = "Message id")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn mark_read(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    set_seen(&state, &id, true).await
+}
+
+/// Mark a message unread.
+#[utoipa::path(delete, path = "/api/v1/messages/{id}/read", tag = "messages",
+    params(("id" = String, Path, description = "Message id")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn mark_unread(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    set_seen(&state, &id, false).await
+}
+
+/// The raw source, exactly as stored (Intake's `Received:` header first), as a `.eml` file.
+#[utoipa::path(get, path = "/api/v1/messages/{id}/raw", tag = "messages",
+    params(("id" = String, Path, description = "Message id")),
+    responses((status = 200, content_type = "message/rfc822", body = Vec<u8>), (status = 404, body = ErrorBody)))]
+async fn raw_message(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let m = load(&state, &id).await?;
+    let mut h = HeaderMap::new();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("message/rfc822"));
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&format!("attachment; filename=\"{}.eml\"", m.id)).expect("ascii"),
+    );
+    Ok((h, m.raw).into_response())
+}
+
+/// The header fields alone.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HeaderList {
+    /// In order.
+    pub headers: Vec<HeaderField>,
+}
+
+/// The header fields, in order.
+#[utoipa::path(get, path = "/api/v1/messages/{id}/headers", tag = "messages",
+    params(("id" = String, Path, description = "Message id")),
+    responses((status = 200, body = HeaderList), (status = 404, body = ErrorBody)))]
+async fn message_headers(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<HeaderList>, ApiError> {
+    let m = load(&state, &id).await?;
+    Ok(Json(HeaderList {
+        headers: headers_of(&m.raw),
+    }))
+}
+
+/// Options of the HTML view.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HtmlOptions {
+    /// `1`: allow remote images (blocked by default).
+    pub images: Option<u8>,
+}
+
+/// The HTML body as a page for a sandboxed iframe, with a CSP that forbids scripts and
+/// (unless `images=1`) every remote load.
+#[utoipa::path(get, path = "/api/v1/messages/{id}/html", tag = "messages",
+    params(("id" = String, Path, description = "Message id"), HtmlOptions),
+    responses((status = 200, content_type = "text/html"), (status = 404, body = ErrorBody)))]
+async fn message_html(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    QueryParams(opts): QueryParams<HtmlOptions>,
+) -> Result<Response, ApiError> {
+    let m = load(&state, &id).await?;
+    let raw = m.raw.clone();
+    let html = tokio::task::spawn_blocking(move || {
+        mime::html_body(&raw).unwrap_or_else(|| {
+            let text = mime::plain_text(&raw).unwrap_or_default();
+            format!("<pre>{}</pre>", escape_html(&text))
+        })
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let images = if opts.images == Some(1) { "data: cid: http: https:" } else { "data: cid:" };
+    let csp = format!(
+        "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src {images}; font-src data:; \
+         form-action 'none'; frame-ancestors 'self'; base-uri 'none'"
+    );
+    let mut h = HeaderMap::new();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_str(&csp).expect("ascii"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    Ok((h, html).into_response())
+}
+
+pub(crate) fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// One attachment, as a download.
+#[utoipa::path(get, path = "/api/v1/messages/{id}/attachments/{part}", tag = "messages",
+    params(("id" = String, Path, description = "Message id"), ("part" = String, Path, description = "Part id from attachment_list")),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn attachment(State(state): State<AppState>, Path((id, part)): Path<(String, String)>) -> Result<Response, ApiError> {
+    let index: usize = part
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("{part:?} is not a part id")))?;
+    let m = load(&state, &id).await?;
+    let raw = m.raw.clone();
+    let found = tokio::task::spawn_blocking(move || mime::attachment(&raw, index))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let Some((content_type, name, bytes)) = found else {
+        return Err(ApiError::NotFound(format!("message {id} has no attachment {part}")));
+    };
+    let filename: String = name
+        .unwrap_or_else(|| format!("attachment-{index}"))
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || ".-_ ".contains(c) { c } else { '_' })
+        .collect();
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")).expect("sanitized"),
+    );
+    // Served from our origin: never let a browser run it.
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox; default-src 'none'"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    Ok((h, bytes).into_response())
+}
+
+/// A search.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SearchParams {
+    /// Words and filters: `invoice from:alice to:bob subject:"weekly report" has:attachment
+    /// is:unread after:2026-11-01 before:2026-11-22 mailbox:bob@example.com`.
+    pub query: String,
+    /// Page number, from 1.
+    pub page: Option<u64>,
+    /// Messages per page (default 50).
+    pub per_page: Option<u64>,
+}
+
+pub(crate) fn parse_query(text: &str) -> Result<Query, ApiError> {
+    Query::parse(text).map_err(|e| ApiError::BadRequest(format!("query: {e}")))
+}
+
+/// Search all mail: full text over subject, addresses, body and header values, plus filters.
+#[utoipa::path(get, path = "/api/v1/search", tag = "messages", params(SearchParams),
+    responses((status = 200, body = MessagePage), (status = 400, body = ErrorBody)))]
+async fn search(State(state): State<AppState>, QueryParams(p): QueryParams<SearchParams>) -> Result<Json<MessagePage>, ApiError> {
+    let q = parse_query(&p.query)?;
+    let (page, n, per_page) = Paging {
+        page: p.page,
+        per_page: p.per_page,
+    }
+    .resolve(state.config.max_per_page)?;
+    let l = state.store.search(&q, page).await?;
+    Ok(Json(MessagePage {
+        query: Some(p.query),
+        total: l.total,
+        unread: l.unread,
+        page: n,
+        per_page,
+        messages: l.messages.iter().map(MessageSummary::from).collect(),
+    }))
+}

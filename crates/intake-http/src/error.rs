@@ -1,0 +1,103 @@
+//! API errors: the one place that picks the status and what the client sees.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use intake_core::StoreError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Everything a handler can fail with.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400: the request is malformed (bad id, query, page, timeout).
+    BadRequest(String),
+    /// 404: no such message, part or route.
+    NotFound(String),
+    /// 408: `/wait` found nothing in time.
+    Timeout(String),
+    /// 429: over the client's rate; seconds until it may retry.
+    RateLimited(u64),
+    /// 500: our failure; the detail goes to the log only.
+    Internal(String),
+}
+
+/// The error document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// The HTTP status, repeated.
+    pub status: u16,
+    /// Stable machine-readable code: bad_request, not_found, timeout, too_large,
+    /// rate_limited, internal.
+    pub code: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::BadQuery(q) => ApiError::BadRequest(format!("query: {q}")),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
+            ApiError::Timeout(m) => (StatusCode::REQUEST_TIMEOUT, "timeout", m),
+            ApiError::RateLimited(secs) => {
+                let body = ErrorBody {
+                    error: ErrorDetail {
+                        status: 429,
+                        code: "rate_limited",
+                        message: format!("too many requests; retry in {secs} s"),
+                    },
+                };
+                let mut r = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                return r;
+            }
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "API request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log".into())
+            }
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                status: status.as_u16(),
+                code,
+                message,
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// Maps axum's own rejections (body too large, bad JSON) to our shape.
+pub fn from_status(status: StatusCode, message: String) -> Response {
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::NOT_FOUND => "not_found",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let body = ErrorBody {
+        error: ErrorDetail {
+            status: status.as_u16(),
+            code,
+            message,
+        },
+    };
+    (status, Json(body)).into_response()
+}

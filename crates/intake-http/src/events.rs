@@ -1,0 +1,146 @@
+//! Live updates (Server-Sent Events) and wait-for-mail.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Query as QueryParams, State};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::Stream;
+use intake_core::{Event, Page, mailbox_key, mime};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::IntoParams;
+
+use crate::AppState;
+use crate::api::{MessageSummary, parse_query};
+use crate::error::{ApiError, ErrorBody};
+
+/// Which events to stream.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventParams {
+    /// Only events of this mailbox.
+    pub mailbox: Option<String>,
+}
+
+#[derive(Serialize)]
+struct NewJson<'a> {
+    mailboxes: &'a [String],
+    message: MessageSummary,
+}
+
+#[derive(Serialize)]
+struct DeletedJson<'a> {
+    mailboxes: &'a [String],
+    id: String,
+}
+
+fn to_sse(e: &Event) -> SseEvent {
+    match e {
+        Event::New { mailboxes, message } => SseEvent::default().event("new").data(
+            serde_json::to_string(&NewJson {
+                mailboxes,
+                message: MessageSummary::from(message),
+            })
+            .expect("serializable"),
+        ),
+        Event::Deleted { mailboxes, id } => SseEvent::default().event("deleted").data(
+            serde_json::to_string(&DeletedJson {
+                mailboxes,
+                id: id.to_string(),
+            })
+            .expect("serializable"),
+        ),
+    }
+}
+
+/// Server-Sent Events: `new` and `deleted`, for one mailbox or all. A `: keep-alive`
+/// comment every 15 s.
+#[utoipa::path(get, path = "/api/v1/events", tag = "live", params(EventParams),
+    responses((status = 200, content_type = "text/event-stream", description = "event: new / event: deleted, data: JSON")))]
+pub(crate) async fn events(
+    State(state): State<AppState>,
+    QueryParams(p): QueryParams<EventParams>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let rx = state.events.subscribe();
+    let filter = p.mailbox.map(|m| mailbox_key(m.trim()));
+    let stream = futures_util::stream::unfold((rx, filter), |(mut rx, filter)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) => {
+                    if filter.as_deref().is_none_or(|m| e.touches(m)) {
+                        let ev = to_sse(&e);
+                        return Some((Ok(ev), (rx, filter)));
+                    }
+                }
+                Err(RecvError::Lagged(n)) => {
+                    // Tell the page it missed events; it reloads the list.
+                    let ev = SseEvent::default().event("lagged").data(n.to_string());
+                    return Some((Ok(ev), (rx, filter)));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("keep-alive"))
+}
+
+/// What to wait for.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WaitParams {
+    /// A search query (see `/api/v1/search`); empty matches any message.
+    pub query: Option<String>,
+    /// Seconds to wait (default 30, at most the server's limit, 300 by default).
+    pub timeout: Option<u64>,
+}
+
+/// Waits for a message matching `query` that arrives after the request started.
+#[utoipa::path(get, path = "/api/v1/wait", tag = "live", params(WaitParams),
+    responses((status = 200, body = MessageSummary), (status = 400, body = ErrorBody), (status = 408, body = ErrorBody)))]
+pub(crate) async fn wait(
+    State(state): State<AppState>,
+    QueryParams(p): QueryParams<WaitParams>,
+) -> Result<Json<MessageSummary>, ApiError> {
+    let text = p.query.unwrap_or_default();
+    let query = parse_query(&text)?;
+    let secs = p.timeout.unwrap_or(30);
+    let max = state.config.max_wait.as_secs();
+    if secs == 0 || secs > max {
+        return Err(ApiError::BadRequest(format!("timeout must be between 1 and {max} seconds")));
+    }
+    // Subscribe before anything else, so nothing arriving from now on is missed.
+    let mut rx = state.events.subscribe();
+    let started = jiff::Timestamp::now().as_millisecond();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let next = match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Err(_) => return Err(ApiError::Timeout(format!("no message matching {text:?} within {secs} s"))),
+            Ok(r) => r,
+        };
+        match next {
+            Ok(Event::New { mailboxes, message }) => {
+                let Some(m) = state.store.fetch(message.id).await? else { continue };
+                let raw = m.raw.clone();
+                let body = tokio::task::spawn_blocking(move || mime::plain_text(&raw).unwrap_or_default())
+                    .await
+                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                if query.matches(&m, &mailboxes, &body) {
+                    return Ok(Json(MessageSummary::from(&message)));
+                }
+            }
+            Ok(Event::Deleted { .. }) => {}
+            Err(RecvError::Lagged(_)) => {
+                // Missed events under load: look in the store for what arrived since.
+                let mut q = query.clone();
+                q.after = Some(q.after.map_or(started - 1, |a| a.max(started - 1)));
+                let found = state.store.search(&q, Page { offset: 0, limit: 1 }).await?;
+                if let Some(s) = found.messages.last() {
+                    return Ok(Json(MessageSummary::from(s)));
+                }
+            }
+            Err(RecvError::Closed) => return Err(ApiError::Internal("event bus closed".into())),
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Per-client rate limits on the API (GCRA, keyed by client IP): a script that hammers a
+//! mailbox gets 429 with `Retry-After`, everyone else is served.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::HttpConfig;
+use crate::error::ApiError;
+
+/// A per-client rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_second: u32,
+    /// Requests allowed in a burst.
+    pub burst: u32,
+}
+
+type Limiter = Arc<DefaultKeyedRateLimiter<IpAddr>>;
+
+async fn check(State(limiter): State<Limiter>, req: Request, next: Next) -> Response {
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    match limiter.check_key(&ip) {
+        Ok(()) => next.run(req).await,
+        Err(not_until) => {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::RateLimited(wait.as_secs().max(1)).into_response()
+        }
+    }
+}
+
+/// Wraps the API routes with the limiter (when one is configured).
+pub(crate) fn layer(api: axum::Router, cfg: &HttpConfig) -> axum::Router {
+    let Some(rl) = cfg.rate_limit else { return api };
+    let per_second = std::num::NonZeroU32::new(rl.per_second.max(1)).expect("non-zero");
+    let burst = std::num::NonZeroU32::new(rl.burst.max(1)).expect("non-zero");
+    let limiter: Limiter = Arc::new(RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)));
+    // Forget idle clients now and then so that the key map stays small.
+    let weak = Arc::downgrade(&limiter);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let Some(l) = weak.upgrade() else { break };
+            l.retain_recent();
+        }
+    });
+    api.layer(middleware::from_fn_with_state(limiter, check))
+}
