@@ -16,7 +16,10 @@ use crate::events;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Intake API", description = "Read the mail Intake received: mailboxes, messages, search, live updates."),
+    info(
+        title = "Intake API",
+        description = "Read the mail Intake received: mailboxes, messages, search, live updates."
+    ),
     components(schemas(ErrorBody))
 )]
 struct ApiDoc;
@@ -144,19 +147,30 @@ impl Paging {
             return Err(ApiError::BadRequest("page starts at 1".into()));
         }
         if per_page == 0 || per_page > max {
-            return Err(ApiError::BadRequest(format!("per_page must be between 1 and {max}")));
+            return Err(ApiError::BadRequest(format!(
+                "per_page must be between 1 and {max}"
+            )));
         }
         let offset = (page - 1)
             .checked_mul(per_page)
             .ok_or_else(|| ApiError::BadRequest("page out of range".into()))?;
-        Ok((Page { offset, limit: per_page }, page, per_page))
+        Ok((
+            Page {
+                offset,
+                limit: per_page,
+            },
+            page,
+            per_page,
+        ))
     }
 }
 
 fn mailbox_param(address: &str) -> Result<String, ApiError> {
     let a = address.trim();
     if a.is_empty() || a.len() > 320 || a.chars().any(char::is_control) {
-        return Err(ApiError::BadRequest("a mailbox is an address such as bob@example.com".into()));
+        return Err(ApiError::BadRequest(
+            "a mailbox is an address such as bob@example.com".into(),
+        ));
     }
     Ok(intake_core::mailbox_key(a))
 }
@@ -178,7 +192,11 @@ async fn load(state: &AppState, id: &str) -> Result<StoredMessage, ApiError> {
 /// The alias of a mailbox, registered with the store so that mail to it is filed here.
 pub(crate) async fn alias_of(state: &AppState, mailbox: &str) -> Result<String, ApiError> {
     let alias = alias::derive(&state.alias_secret, mailbox);
-    let known = state.registered_aliases.lock().expect("alias set").contains(&alias);
+    let known = state
+        .registered_aliases
+        .lock()
+        .expect("alias set")
+        .contains(&alias);
     if !known {
         state.store.register_alias(&alias, mailbox).await?;
         let mut set = state.registered_aliases.lock().expect("alias set");
@@ -225,7 +243,10 @@ pub struct Deleted {
 #[utoipa::path(delete, path = "/api/v1/mailboxes/{address}", tag = "mailboxes",
     params(("address" = String, Path, description = "The mailbox")),
     responses((status = 200, body = Deleted), (status = 400, body = ErrorBody)))]
-async fn delete_mailbox(State(state): State<AppState>, Path(address): Path<String>) -> Result<Json<Deleted>, ApiError> {
+async fn delete_mailbox(
+    State(state): State<AppState>,
+    Path(address): Path<String>,
+) -> Result<Json<Deleted>, ApiError> {
     let mailbox = mailbox_param(&address)?;
     let deleted = state.store.delete_mailbox(&mailbox).await?;
     Ok(Json(Deleted { deleted }))
@@ -244,7 +265,10 @@ pub struct AliasInfo {
 #[utoipa::path(get, path = "/api/v1/mailboxes/{address}/alias", tag = "mailboxes",
     params(("address" = String, Path, description = "The mailbox")),
     responses((status = 200, body = AliasInfo), (status = 400, body = ErrorBody)))]
-async fn mailbox_alias(State(state): State<AppState>, Path(address): Path<String>) -> Result<Json<AliasInfo>, ApiError> {
+async fn mailbox_alias(
+    State(state): State<AppState>,
+    Path(address): Path<String>,
+) -> Result<Json<AliasInfo>, ApiError> {
     let mailbox = mailbox_param(&address)?;
     let alias = alias_of(&state, &mailbox).await?;
     Ok(Json(AliasInfo { mailbox, alias }))
@@ -374,11 +398,18 @@ fn headers_of(raw: &[u8]) -> Vec<HeaderField> {
 #[utoipa::path(get, path = "/api/v1/messages/{id}", tag = "messages",
     params(("id" = String, Path, description = "Message id")),
     responses((status = 200, body = MessageDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn get_message(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<MessageDetail>, ApiError> {
+async fn get_message(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<MessageDetail>, ApiError> {
     let m = load(&state, &id).await?;
     let raw = m.raw.clone();
     let (text, html, headers) = tokio::task::spawn_blocking(move || {
-        (mime::plain_text(&raw), mime::html_body(&raw), headers_of(&raw))
+        (
+            mime::plain_text(&raw),
+            mime::html_body(&raw),
+            headers_of(&raw),
+        )
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -431,7 +462,10 @@ async fn get_message(State(state): State<AppState>, Path(id): Path<String>) -> R
 #[utoipa::path(delete, path = "/api/v1/messages/{id}", tag = "messages",
     params(("id" = String, Path, description = "Message id")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn delete_message(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_message(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
     if state.store.delete(id).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -453,7 +487,10 @@ async fn set_seen(state: &AppState, id: &str, seen: bool) -> Result<StatusCode, 
 #[utoipa::path(post, path = "/api/v1/messages/{id}/read", tag = "messages",
     params(("id" = String, Path, description = "Message id")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
-async fn mark_read(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn mark_read(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     set_seen(&state, &id, true).await
 }
 
@@ -461,7 +498,10 @@ async fn mark_read(State(state): State<AppState>, Path(id): Path<String>) -> Res
 #[utoipa::path(delete, path = "/api/v1/messages/{id}/read", tag = "messages",
     params(("id" = String, Path, description = "Message id")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
-async fn mark_unread(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn mark_unread(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     set_seen(&state, &id, false).await
 }
 
@@ -469,10 +509,16 @@ async fn mark_unread(State(state): State<AppState>, Path(id): Path<String>) -> R
 #[utoipa::path(get, path = "/api/v1/messages/{id}/raw", tag = "messages",
     params(("id" = String, Path, description = "Message id")),
     responses((status = 200, content_type = "message/rfc822", body = Vec<u8>), (status = 404, body = ErrorBody)))]
-async fn raw_message(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn raw_message(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let m = load(&state, &id).await?;
     let mut h = HeaderMap::new();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("message/rfc822"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("message/rfc822"),
+    );
     h.insert(
         header::CONTENT_DISPOSITION,
         HeaderValue::from_str(&format!("attachment; filename=\"{}.eml\"", m.id)).expect("ascii"),
@@ -491,7 +537,10 @@ pub struct HeaderList {
 #[utoipa::path(get, path = "/api/v1/messages/{id}/headers", tag = "messages",
     params(("id" = String, Path, description = "Message id")),
     responses((status = 200, body = HeaderList), (status = 404, body = ErrorBody)))]
-async fn message_headers(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<HeaderList>, ApiError> {
+async fn message_headers(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<HeaderList>, ApiError> {
     let m = load(&state, &id).await?;
     Ok(Json(HeaderList {
         headers: headers_of(&m.raw),
@@ -526,28 +575,50 @@ async fn message_html(
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let images = if opts.images == Some(1) { "data: cid: http: https:" } else { "data: cid:" };
+    let images = if opts.images == Some(1) {
+        "data: cid: http: https:"
+    } else {
+        "data: cid:"
+    };
     let csp = format!(
         "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src {images}; font-src data:; \
          form-action 'none'; frame-ancestors 'self'; base-uri 'none'"
     );
     let mut h = HeaderMap::new();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_str(&csp).expect("ascii"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_str(&csp).expect("ascii"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     Ok((h, html).into_response())
 }
 
 pub(crate) fn escape_html(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// One attachment, as a download.
 #[utoipa::path(get, path = "/api/v1/messages/{id}/attachments/{part}", tag = "messages",
     params(("id" = String, Path, description = "Message id"), ("part" = String, Path, description = "Part id from attachment_list")),
     responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn attachment(State(state): State<AppState>, Path((id, part)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn attachment(
+    State(state): State<AppState>,
+    Path((id, part)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     let index: usize = part
         .parse()
         .map_err(|_| ApiError::BadRequest(format!("{part:?} is not a part id")))?;
@@ -557,25 +628,40 @@ async fn attachment(State(state): State<AppState>, Path((id, part)): Path<(Strin
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let Some((content_type, name, bytes)) = found else {
-        return Err(ApiError::NotFound(format!("message {id} has no attachment {part}")));
+        return Err(ApiError::NotFound(format!(
+            "message {id} has no attachment {part}"
+        )));
     };
     let filename: String = name
         .unwrap_or_else(|| format!("attachment-{index}"))
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || ".-_ ".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".-_ ".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let mut h = HeaderMap::new();
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+        HeaderValue::from_str(&content_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
     );
     h.insert(
         header::CONTENT_DISPOSITION,
         HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")).expect("sanitized"),
     );
     // Served from our origin: never let a browser run it.
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox; default-src 'none'"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     Ok((h, bytes).into_response())
 }
 
@@ -599,7 +685,10 @@ pub(crate) fn parse_query(text: &str) -> Result<Query, ApiError> {
 /// Search all mail: full text over subject, addresses, body and header values, plus filters.
 #[utoipa::path(get, path = "/api/v1/search", tag = "messages", params(SearchParams),
     responses((status = 200, body = MessagePage), (status = 400, body = ErrorBody)))]
-async fn search(State(state): State<AppState>, QueryParams(p): QueryParams<SearchParams>) -> Result<Json<MessagePage>, ApiError> {
+async fn search(
+    State(state): State<AppState>,
+    QueryParams(p): QueryParams<SearchParams>,
+) -> Result<Json<MessagePage>, ApiError> {
     let q = parse_query(&p.query)?;
     let (page, n, per_page) = Paging {
         page: p.page,

@@ -65,12 +65,17 @@ impl IntoResponse for ApiError {
                     },
                 };
                 let mut r = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
-                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
                 return r;
             }
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "API request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log".into())
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the server log".into(),
+                )
             }
         };
         let body = ErrorBody {

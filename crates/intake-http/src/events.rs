@@ -83,7 +83,11 @@ pub(crate) async fn events(
             }
         }
     });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("keep-alive"))
+    Sse::new(stream).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(15))
+            .text("keep-alive"),
+    )
 }
 
 /// What to wait for.
@@ -108,7 +112,9 @@ pub(crate) async fn wait(
     let secs = p.timeout.unwrap_or(30);
     let max = state.config.max_wait.as_secs();
     if secs == 0 || secs > max {
-        return Err(ApiError::BadRequest(format!("timeout must be between 1 and {max} seconds")));
+        return Err(ApiError::BadRequest(format!(
+            "timeout must be between 1 and {max} seconds"
+        )));
     }
     // Subscribe before anything else, so nothing arriving from now on is missed.
     let mut rx = state.events.subscribe();
@@ -116,16 +122,23 @@ pub(crate) async fn wait(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
         let next = match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Err(_) => return Err(ApiError::Timeout(format!("no message matching {text:?} within {secs} s"))),
+            Err(_) => {
+                return Err(ApiError::Timeout(format!(
+                    "no message matching {text:?} within {secs} s"
+                )));
+            }
             Ok(r) => r,
         };
         match next {
             Ok(Event::New { mailboxes, message }) => {
-                let Some(m) = state.store.fetch(message.id).await? else { continue };
+                let Some(m) = state.store.fetch(message.id).await? else {
+                    continue;
+                };
                 let raw = m.raw.clone();
-                let body = tokio::task::spawn_blocking(move || mime::plain_text(&raw).unwrap_or_default())
-                    .await
-                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                let body =
+                    tokio::task::spawn_blocking(move || mime::plain_text(&raw).unwrap_or_default())
+                        .await
+                        .map_err(|e| ApiError::Internal(e.to_string()))?;
                 if query.matches(&m, &mailboxes, &body) {
                     return Ok(Json(MessageSummary::from(&message)));
                 }
@@ -135,7 +148,16 @@ pub(crate) async fn wait(
                 // Missed events under load: look in the store for what arrived since.
                 let mut q = query.clone();
                 q.after = Some(q.after.map_or(started - 1, |a| a.max(started - 1)));
-                let found = state.store.search(&q, Page { offset: 0, limit: 1 }).await?;
+                let found = state
+                    .store
+                    .search(
+                        &q,
+                        Page {
+                            offset: 0,
+                            limit: 1,
+                        },
+                    )
+                    .await?;
                 if let Some(s) = found.messages.last() {
                     return Ok(Json(MessageSummary::from(s)));
                 }

@@ -68,7 +68,12 @@ pub struct AppState {
 
 impl AppState {
     /// A state for a store and its event bus.
-    pub fn new(store: Arc<dyn MailStore>, events: EventBus, alias_secret: Vec<u8>, config: HttpConfig) -> Self {
+    pub fn new(
+        store: Arc<dyn MailStore>,
+        events: EventBus,
+        alias_secret: Vec<u8>,
+        config: HttpConfig,
+    ) -> Self {
         AppState {
             store,
             events,
@@ -93,8 +98,15 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
 }

@@ -45,7 +45,9 @@ pub(crate) fn layer(api: axum::Router, cfg: &HttpConfig) -> axum::Router {
     let Some(rl) = cfg.rate_limit else { return api };
     let per_second = std::num::NonZeroU32::new(rl.per_second.max(1)).expect("non-zero");
     let burst = std::num::NonZeroU32::new(rl.burst.max(1)).expect("non-zero");
-    let limiter: Limiter = Arc::new(RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)));
+    let limiter: Limiter = Arc::new(RateLimiter::keyed(
+        Quota::per_second(per_second).allow_burst(burst),
+    ));
     // Forget idle clients now and then so that the key map stays small.
     let weak = Arc::downgrade(&limiter);
     tokio::spawn(async move {

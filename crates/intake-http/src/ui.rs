@@ -28,11 +28,21 @@ fn asset(path: &str) -> Response {
     let mut h = HeaderMap::new();
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_str(file.metadata.mimetype()).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+        HeaderValue::from_str(file.metadata.mimetype())
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
     );
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     (h, file.data.into_owned()).into_response()
 }
@@ -40,7 +50,10 @@ fn asset(path: &str) -> Response {
 pub(crate) fn routes() -> Router {
     Router::new()
         .route("/", get(|| async { asset("index.html") }))
-        .route("/assets/{*path}", get(|Path(p): Path<String>| async move { asset(&p) }))
+        .route(
+            "/assets/{*path}",
+            get(|Path(p): Path<String>| async move { asset(&p) }),
+        )
 }
 
 /// CORS for the API, when origins are configured.

@@ -39,7 +39,11 @@ fn alias_secret(settings: &Settings) -> anyhow::Result<Vec<u8>> {
             return Ok(key.as_bytes().to_vec());
         }
     }
-    let key = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let key = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
     write_private(&file, &key).with_context(|| format!("writing {}", file.display()))?;
     Ok(key.into_bytes())
 }
@@ -47,7 +51,12 @@ fn alias_secret(settings: &Settings) -> anyhow::Result<Vec<u8>> {
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(text.as_bytes())?;
     f.sync_all()
 }
@@ -93,7 +102,12 @@ impl Running {
 }
 
 /// Runs the retention policy every `interval` until shutdown.
-fn spawn_retention(store: Arc<dyn MailStore>, policy: Retention, interval: std::time::Duration, shutdown: CancellationToken) {
+fn spawn_retention(
+    store: Arc<dyn MailStore>,
+    policy: Retention,
+    interval: std::time::Duration,
+    shutdown: CancellationToken,
+) {
     if policy == Retention::default() {
         return;
     }
@@ -107,8 +121,11 @@ fn spawn_retention(store: Arc<dyn MailStore>, policy: Retention, interval: std::
             }
             match store.evict(&policy).await {
                 Ok(e) if e.messages > 0 => tracing::info!(
-                    deleted = e.messages, by_mailbox_cap = e.by_mailbox_cap, by_age = e.by_age,
-                    by_size = e.by_size, "retention: evicted old mail"
+                    deleted = e.messages,
+                    by_mailbox_cap = e.by_mailbox_cap,
+                    by_age = e.by_age,
+                    by_size = e.by_size,
+                    "retention: evicted old mail"
                 ),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "retention pass failed; will retry"),
@@ -139,7 +156,10 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
                 settings.http.config.clone(),
             );
             let app = intake_http::router(state);
-            (Some(tokio::spawn(intake_http::serve(l, app, shutdown.clone()))), Some(bound))
+            (
+                Some(tokio::spawn(intake_http::serve(l, app, shutdown.clone()))),
+                Some(bound),
+            )
         }
         None => (None, None),
     };
@@ -149,7 +169,12 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         store.clone(),
         shutdown.clone(),
     ));
-    spawn_retention(store.clone(), settings.retention.policy, settings.retention.interval, shutdown.clone());
+    spawn_retention(
+        store.clone(),
+        settings.retention.policy,
+        settings.retention.interval,
+        shutdown.clone(),
+    );
     tracing::info!(
         smtp = %smtp_addr,
         http = %http_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),

@@ -12,4 +12,6 @@ mod settings;
 
 pub use env::{ENV_PREFIX, load_table};
 pub use reader::{ConfigError, Origin, Sources};
-pub use settings::{HttpSettings, LogFormat, RetentionSettings, Settings, StoreSettings, known_keys};
+pub use settings::{
+    HttpSettings, LogFormat, RetentionSettings, Settings, StoreSettings, known_keys,
+};

@@ -255,7 +255,12 @@ fn read_http(r: &mut Reader<'_>) -> HttpSettings {
         match listen.parse() {
             Ok(a) => Some(a),
             Err(_) => {
-                r.error("http.listen", format!("{listen:?} is not an address:port such as 127.0.0.1:8025 (empty: no HTTP)"));
+                r.error(
+                    "http.listen",
+                    format!(
+                        "{listen:?} is not an address:port such as 127.0.0.1:8025 (empty: no HTTP)"
+                    ),
+                );
                 None
             }
         }

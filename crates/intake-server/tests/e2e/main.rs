@@ -4,8 +4,10 @@
 //! in-process on port 0 (mini-redis) or as the real `intake` binary when a test needs to
 //! kill or measure the process.
 
+mod http;
 mod support;
 
+mod api;
 mod cli;
 mod crash;
 mod lettre_client;
