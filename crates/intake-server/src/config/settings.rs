@@ -384,3 +384,30 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    /// Every setting is documented, and the example file is valid and complete.
+    #[test]
+    fn docs_and_example_cover_every_key() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let doc = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
+        let example = std::fs::read_to_string(root.join("intake.example.toml")).unwrap();
+        let table: toml::Table = example.parse().unwrap();
+        Settings::from_table(&table, &crate::config::Sources::default()).expect("example is valid");
+        for key in known_keys() {
+            let (section, name) = key.split_once('.').unwrap();
+            let var = format!("INTAKE_{}__{}", section.to_uppercase(), name.to_uppercase());
+            assert!(
+                doc.contains(&format!("`{name}`")) && doc.contains(&var),
+                "{key} ({var}) not in docs/configuration.md"
+            );
+            assert!(
+                table.get(section).and_then(|s| s.get(name)).is_some(),
+                "{key} not in intake.example.toml"
+            );
+        }
+    }
+}
