@@ -16,6 +16,8 @@ pub enum ApiError {
     NotFound(String),
     /// 408: `/wait` found nothing in time.
     Timeout(String),
+    /// 413: the request body is over the limit.
+    TooLarge(String),
     /// 429: over the client's rate; seconds until it may retry.
     RateLimited(u64),
     /// 500: our failure; the detail goes to the log only.
@@ -56,6 +58,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
             ApiError::Timeout(m) => (StatusCode::REQUEST_TIMEOUT, "timeout", m),
+            ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", m),
             ApiError::RateLimited(secs) => {
                 let body = ErrorBody {
                     error: ErrorDetail {
@@ -87,22 +90,4 @@ impl IntoResponse for ApiError {
         };
         (status, Json(body)).into_response()
     }
-}
-
-/// Maps axum's own rejections (body too large, bad JSON) to our shape.
-pub fn from_status(status: StatusCode, message: String) -> Response {
-    let code = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
-        StatusCode::NOT_FOUND => "not_found",
-        s if s.is_server_error() => "internal",
-        _ => "bad_request",
-    };
-    let body = ErrorBody {
-        error: ErrorDetail {
-            status: status.as_u16(),
-            code,
-            message,
-        },
-    };
-    (status, Json(body)).into_response()
 }

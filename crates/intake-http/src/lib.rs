@@ -95,6 +95,32 @@ pub fn router(state: AppState) -> Router {
         None => app,
     };
     app.fallback(|| async { error::ApiError::NotFound("no such route".into()) })
+        .layer(axum::middleware::from_fn(limit_body))
+}
+
+/// No route takes more than a small body: refuse larger ones before reading them.
+const MAX_BODY: u64 = 64 * 1024;
+
+async fn limit_body(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return error::ApiError::TooLarge(format!(
+            "request bodies are limited to {MAX_BODY} octets"
+        ))
+        .into_response();
+    }
+    let (parts, body) = req.into_parts();
+    let body = axum::body::Body::new(http_body_util::Limited::new(body, MAX_BODY as usize));
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled.
