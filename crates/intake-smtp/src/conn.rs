@@ -263,3 +263,180 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         reply
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The driver over an in-memory stream: what the client sees, and how it is written.
+
+    use std::pin::Pin;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll};
+
+    use async_trait::async_trait;
+    use intake_core::{
+        Evicted, Listing, MessageId, Page, Query, Retention, StoreError, StoredMessage,
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadBuf};
+
+    use super::*;
+
+    /// Keeps delivered messages in memory; nothing else is needed by the driver.
+    #[derive(Default)]
+    struct MemoryStore(Mutex<Vec<Incoming>>);
+
+    #[async_trait]
+    impl MailStore for MemoryStore {
+        async fn deliver(&self, msg: Incoming) -> Result<(), StoreError> {
+            self.0.lock().unwrap().push(msg);
+            Ok(())
+        }
+        async fn list_mailbox(&self, _: &str, _: Page) -> Result<Listing, StoreError> {
+            Ok(Listing::default())
+        }
+        async fn list_all(&self, _: Page) -> Result<Listing, StoreError> {
+            Ok(Listing::default())
+        }
+        async fn search(&self, _: &Query, _: Page) -> Result<Listing, StoreError> {
+            Ok(Listing::default())
+        }
+        async fn fetch(&self, _: MessageId) -> Result<Option<StoredMessage>, StoreError> {
+            Ok(None)
+        }
+        async fn delete(&self, _: MessageId) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn delete_mailbox(&self, _: &str) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        async fn set_seen(&self, _: MessageId, _: bool) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn register_alias(&self, _: &str, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn evict(&self, _: &Retention) -> Result<Evicted, StoreError> {
+            Ok(Evicted::default())
+        }
+        async fn close(&self) {}
+    }
+
+    /// The server's end of the connection, counting the writes it makes.
+    struct Counting {
+        inner: DuplexStream,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl AsyncRead for Counting {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counting {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    async fn read_replies(c: &mut DuplexStream, n: usize) -> String {
+        let mut text = String::new();
+        while !ends_complete(&text, n) {
+            let mut b = [0u8; 4096];
+            let k = c.read(&mut b).await.unwrap();
+            assert!(k > 0, "closed early: {text}");
+            text.push_str(&String::from_utf8_lossy(&b[..k]));
+        }
+        text
+    }
+
+    /// Whether `text` holds `n` complete replies (last lines have a space after the code).
+    fn ends_complete(text: &str, n: usize) -> bool {
+        text.lines()
+            .filter(|l| l.len() >= 4 && l.as_bytes()[3] == b' ')
+            .count()
+            >= n
+    }
+
+    #[tokio::test]
+    async fn a_pipelined_batch_is_answered_in_one_write() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let writes = Arc::new(AtomicUsize::new(0));
+        let store = Arc::new(MemoryStore::default());
+        let conn = Connection::new(
+            Counting {
+                inner: server,
+                writes: writes.clone(),
+            },
+            "192.0.2.9:1234".parse().unwrap(),
+            Arc::new(SessionConfig::default()),
+            store.clone(),
+        );
+        let task = tokio::spawn(conn.run(CancellationToken::new()));
+        read_replies(&mut client, 1).await; // greeting
+        let before = writes.load(Ordering::SeqCst);
+        client
+            .write_all(b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@y.test>\r\nRCPT TO:<z@y.test>\r\nNOOP\r\nDATA\r\n")
+            .await
+            .unwrap();
+        let text = read_replies(&mut client, 6).await;
+        assert!(
+            text.ends_with("354 2.0.0 Send message, end with <CRLF>.<CRLF>\r\n"),
+            "{text}"
+        );
+        assert_eq!(
+            writes.load(Ordering::SeqCst) - before,
+            1,
+            "six replies, one write"
+        );
+        client
+            .write_all(b"Subject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+            .await
+            .unwrap();
+        let text = read_replies(&mut client, 2).await;
+        assert!(text.starts_with("250 2.0.0 Message stored as "), "{text}");
+        task.await.unwrap().unwrap();
+        let stored = store.0.lock().unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].envelope.rcpt_to, ["x@y.test", "z@y.test"]);
+        assert!(stored[0].raw.ends_with(b"Subject: x\r\n\r\nhi\r\n"));
+    }
+
+    #[tokio::test]
+    async fn shutdown_answers_421_between_transactions() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let token = CancellationToken::new();
+        let conn = Connection::new(
+            server,
+            "192.0.2.9:1234".parse().unwrap(),
+            Arc::new(SessionConfig::default()),
+            Arc::new(MemoryStore::default()),
+        );
+        let task = tokio::spawn(conn.run(token.clone()));
+        read_replies(&mut client, 1).await;
+        client.write_all(b"EHLO c\r\n").await.unwrap();
+        read_replies(&mut client, 1).await;
+        token.cancel();
+        let text = read_replies(&mut client, 1).await;
+        assert!(text.starts_with("421 4.3.2"), "{text}");
+        task.await.unwrap().unwrap();
+    }
+}
