@@ -4,7 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const api = (path) => "/api/v1" + path;
-const state = { mailbox: null, messages: [], page: 1, total: 0, current: -1, openId: null, source: null };
+const state = { mailbox: null, messages: [], page: 1, total: 0, unread: 0, current: -1, openId: null, source: null };
 
 function el(tag, cls, text) {
   const e = document.createElement(tag);
@@ -66,8 +66,8 @@ function render() {
     if (i === state.current) li.classList.add("current");
     list.append(li);
   });
-  const unread = state.messages.filter((m) => !m.seen).length;
-  $("counts").textContent = state.mailbox === null ? "" : state.total + " message(s), " + unread + " unread shown";
+  const plural = state.total === 1 ? " message" : " messages";
+  $("counts").textContent = state.mailbox === null ? "" : state.total + plural + " \u00b7 " + state.unread + " unread";
   $("more").hidden = state.messages.length >= state.total;
 }
 
@@ -81,6 +81,7 @@ async function load(page) {
     const data = await getJSON(listPath(page));
     state.page = page;
     state.total = data.total;
+    state.unread = data.unread;
     state.messages = page === 1 ? data.messages : state.messages.concat(data.messages);
     if (data.alias) {
       $("alias").textContent = data.alias;
@@ -107,14 +108,15 @@ function subscribe() {
     if (state.messages.some((m) => m.id === data.message.id)) return;
     state.messages.unshift(data.message);
     state.total += 1;
+    if (!data.message.seen) state.unread += 1;
     if (state.current >= 0) state.current += 1;
     render();
   });
   es.addEventListener("deleted", (ev) => {
     const data = JSON.parse(ev.data);
-    const before = state.messages.length;
+    const gone = state.messages.find((m) => m.id === data.id);
     state.messages = state.messages.filter((m) => m.id !== data.id);
-    if (state.messages.length !== before) state.total -= 1;
+    if (gone) { state.total -= 1; if (!gone.seen) state.unread -= 1; }
     render();
     if (state.openId === data.id) closeMessage();
   });
@@ -195,7 +197,7 @@ async function openMessage(id) {
   if (!m.seen) {
     fetch(api("/messages/" + id + "/read"), { method: "POST" }).then(() => {
       const s = state.messages.find((x) => x.id === id);
-      if (s) { s.seen = true; render(); }
+      if (s && !s.seen) { s.seen = true; state.unread = Math.max(0, state.unread - 1); render(); }
     });
   }
 }
@@ -216,9 +218,9 @@ async function deleteMessage() {
     $("counts").textContent = "Could not delete: " + e.message;
     return;
   }
-  const before = state.messages.length;
+  const gone = state.messages.find((m) => m.id === id);
   state.messages = state.messages.filter((m) => m.id !== id);
-  if (state.messages.length !== before) state.total -= 1;
+  if (gone) { state.total -= 1; if (!gone.seen) state.unread -= 1; }
   closeMessage();
   state.current = Math.min(state.current, state.messages.length - 1);
   render();
