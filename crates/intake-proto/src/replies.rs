@@ -30,6 +30,9 @@ pub const HELP: Reply = Reply::new(
 /// A BDAT chunk that was not the last one was received.
 pub const CHUNK_OK: Reply = Reply::new(250, S(2, 0, 0), "Chunk received");
 
+/// STARTTLS accepted: the handshake follows.
+pub const READY_FOR_TLS: Reply = Reply::new(220, S(2, 0, 0), "Ready to start TLS");
+
 // 3xx
 /// DATA accepted: send the message.
 pub const START_DATA: Reply = Reply::new(354, S(2, 0, 0), "Send message, end with <CRLF>.<CRLF>");
@@ -68,6 +71,13 @@ pub const BARE_LINE_ENDING_COMMAND: Reply = Reply::new(
 );
 /// A command with a NUL byte or other control characters.
 pub const INVALID_CHARACTERS: Reply = Reply::new(500, S(5, 5, 2), "Invalid characters in command");
+/// MAIL before STARTTLS on a listener that requires TLS (RFC 3207 §4).
+pub const TLS_REQUIRED: Reply = Reply::new(530, S(5, 7, 0), "Must issue a STARTTLS command first");
+/// STARTTLS inside TLS.
+pub const TLS_ALREADY_ACTIVE: Reply = Reply::new(503, S(5, 5, 1), "TLS already active");
+/// The TLS handshake failed (sent in plaintext is impossible; logged only).
+pub const TLS_UNAVAILABLE: Reply =
+    Reply::new(454, S(4, 7, 0), "TLS not available due to temporary reason");
 /// Known verb that Intake does not implement.
 pub const NOT_IMPLEMENTED: Reply = Reply::new(502, S(5, 5, 1), "Command not implemented");
 /// Command out of sequence.

@@ -61,6 +61,18 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
     rt.block_on(async {
         let running = server::start(&settings).await?;
         let token = running.shutdown_token();
+        if let Some(certs) = running.tls.clone() {
+            tokio::spawn(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+                while hup.recv().await.is_some() {
+                    match certs.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; the old one stays in use"),
+                    }
+                }
+            });
+        }
         tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: no new connections, finishing open transactions");

@@ -65,14 +65,19 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 pub struct Running {
     /// Where SMTP listens (the real port when the configured one was 0).
     pub smtp_addr: SocketAddr,
+    /// Where implicit-TLS SMTP listens, if it does.
+    pub smtps_addr: Option<SocketAddr>,
     /// Where HTTP listens, if it does.
     pub http_addr: Option<SocketAddr>,
+    /// The TLS certificates in use (reloaded on SIGHUP).
+    pub tls: Option<Arc<intake_smtp::tls::TlsCerts>>,
     /// The store the server writes.
     pub store: Arc<dyn MailStore>,
     /// Committed changes.
     pub events: EventBus,
     shutdown: CancellationToken,
     smtp: JoinHandle<std::io::Result<()>>,
+    smtps: Option<JoinHandle<std::io::Result<()>>>,
     http: Option<JoinHandle<std::io::Result<()>>>,
 }
 
@@ -87,6 +92,9 @@ impl Running {
     /// Waits until the server has stopped (after [`Running::shutdown_token`] is cancelled).
     pub async fn wait(self) -> anyhow::Result<()> {
         let r = self.smtp.await.context("SMTP task")?;
+        if let Some(h) = self.smtps {
+            h.await.context("SMTPS task")?.context("SMTPS listener")?;
+        }
         if let Some(h) = self.http {
             // Open SSE streams never end by themselves: give HTTP a moment, then drop it.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), h).await;
@@ -163,12 +171,41 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         }
         None => (None, None),
     };
-    let smtp = tokio::spawn(intake_smtp::serve(
-        listener,
-        Arc::new(settings.smtp.clone()),
-        store.clone(),
-        shutdown.clone(),
-    ));
+    let tls = match &settings.tls_files {
+        Some((cert, key)) => Some(Arc::new(
+            intake_smtp::tls::TlsCerts::load(cert, key)
+                .context("loading the TLS certificate (tls.certificate, tls.key)")?,
+        )),
+        None => None,
+    };
+    let svc = intake_smtp::Service {
+        cfg: Arc::new(settings.smtp.clone()),
+        store: store.clone(),
+        tls: tls.clone(),
+        implicit_tls: false,
+    };
+    let (smtps, smtps_addr) = match settings.smtps_listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr).await.with_context(|| {
+                format!("binding implicit-TLS SMTP to {addr} (smtp.tls_listen)")
+            })?;
+            let bound = l.local_addr()?;
+            let svc = intake_smtp::Service {
+                implicit_tls: true,
+                ..svc.clone()
+            };
+            (
+                Some(tokio::spawn(intake_smtp::serve_with(
+                    l,
+                    svc,
+                    shutdown.clone(),
+                ))),
+                Some(bound),
+            )
+        }
+        None => (None, None),
+    };
+    let smtp = tokio::spawn(intake_smtp::serve_with(listener, svc, shutdown.clone()));
     spawn_retention(
         store.clone(),
         settings.retention.policy,
@@ -177,17 +214,22 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     );
     tracing::info!(
         smtp = %smtp_addr,
+        smtps = %smtps_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        tls = ?settings.smtp.tls,
         http = %http_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         hostname = %settings.smtp.hostname,
         "Intake is listening"
     );
     Ok(Running {
         smtp_addr,
+        smtps_addr,
         http_addr,
+        tls,
         store,
         events,
         shutdown,
         smtp,
+        smtps,
         http,
     })
 }

@@ -56,6 +56,18 @@ impl DomainPolicy {
     }
 }
 
+/// Whether and how a listener offers TLS (RFC 3207).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsMode {
+    /// No STARTTLS.
+    #[default]
+    Off,
+    /// STARTTLS offered; plaintext mail accepted too.
+    Optional,
+    /// STARTTLS offered; MAIL before it gets `530 5.7.0`.
+    Required,
+}
+
 /// Settings every session of a listener shares.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -83,6 +95,10 @@ pub struct SessionConfig {
     pub max_connections: usize,
     /// How long in-flight sessions get to finish on shutdown.
     pub shutdown_timeout: Duration,
+    /// STARTTLS policy (needs a certificate).
+    pub tls: TlsMode,
+    /// How long a TLS handshake may take.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for SessionConfig {
@@ -100,6 +116,8 @@ impl Default for SessionConfig {
             data_timeout: Duration::from_secs(600),
             max_connections: 1000,
             shutdown_timeout: Duration::from_secs(30),
+            tls: TlsMode::Off,
+            tls_handshake_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -31,6 +31,17 @@ enum Mode {
 enum Flow {
     Continue,
     Close,
+    /// STARTTLS was accepted: hand the socket over for the handshake.
+    UpgradeTls,
+}
+
+/// How a connection's plaintext part ended.
+pub enum Ended<S> {
+    /// The session is over.
+    Closed,
+    /// The client asked for TLS: run the handshake on `io`, call
+    /// [`Session::tls_started`], then [`Connection::resume`].
+    StartTls(S, Box<Session>),
 }
 
 /// Keep at most this much spare capacity in the content buffer between messages.
@@ -49,6 +60,8 @@ pub struct Connection<S> {
     client: SocketAddr,
     /// Held while message content is being received, so a batching store can wait for it.
     arrival: Option<ArrivalGuard>,
+    /// Send the 220 greeting first (not when resuming after STARTTLS).
+    greet: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
@@ -59,10 +72,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         cfg: Arc<SessionConfig>,
         store: Arc<dyn MailStore>,
     ) -> Self {
+        Connection::resume(io, Session::new(cfg, client), store, true)
+    }
+
+    /// Continues `session` over a new stream (after a TLS handshake); `greet` sends the 220
+    /// first (implicit TLS) or not (STARTTLS, where the client says EHLO next).
+    pub fn resume(io: S, session: Session, store: Arc<dyn MailStore>, greet: bool) -> Self {
+        let cfg = session.config();
         let decoder = CommandDecoder::new(cfg.max_line_length, cfg.line_endings);
+        let client = session.client();
         Connection {
             io,
-            session: Session::new(cfg, client),
+            session,
             decoder,
             mode: Mode::Command,
             inbuf: BytesMut::with_capacity(8192),
@@ -71,17 +92,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             store,
             client,
             arrival: None,
+            greet,
         }
     }
 
-    /// Runs the session to its end. I/O errors end it silently (the peer went away).
-    pub async fn run(mut self, shutdown: CancellationToken) -> std::io::Result<()> {
-        self.session.greeting().write_to(&mut self.out);
+    /// Runs the session until it ends or asks for TLS. I/O errors end it (the peer went
+    /// away).
+    pub async fn run(mut self, shutdown: CancellationToken) -> std::io::Result<Ended<S>> {
+        if self.greet {
+            self.session.greeting().write_to(&mut self.out);
+        }
         loop {
-            if self.process().await == Flow::Close {
-                self.flush().await?;
-                let _ = self.io.shutdown().await;
-                return Ok(());
+            match self.process().await {
+                Flow::Close => {
+                    self.flush().await?;
+                    let _ = self.io.shutdown().await;
+                    return Ok(Ended::Closed);
+                }
+                Flow::UpgradeTls => {
+                    self.flush().await?;
+                    // Whatever the client pipelined after STARTTLS is dropped unread.
+                    self.inbuf.clear();
+                    return Ok(Ended::StartTls(self.io, Box::new(self.session)));
+                }
+                Flow::Continue => {}
             }
             self.flush().await?;
             let in_content = !matches!(self.mode, Mode::Command);
@@ -97,17 +131,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             let read = tokio::select! {
                 r = timeout(idle, self.io.read_buf(&mut self.inbuf)) => r,
                 _ = shutdown.cancelled(), if interruptible => {
-                    return self.close_with(replies::SHUTTING_DOWN).await;
+                    self.close_with(replies::SHUTTING_DOWN).await?;
+                    return Ok(Ended::Closed);
                 }
             };
             match read {
-                Err(_elapsed) => return self.close_with(replies::TIMEOUT).await,
+                Err(_elapsed) => {
+                    self.close_with(replies::TIMEOUT).await?;
+                    return Ok(Ended::Closed);
+                }
                 Ok(Err(e)) => return Err(e),
                 Ok(Ok(0)) => {
                     if in_content {
                         tracing::info!(client = %self.client, outcome = "aborted", "connection closed during message content");
                     }
-                    return Ok(());
+                    return Ok(Ended::Closed);
                 }
                 Ok(Ok(_)) => {}
             }
@@ -221,6 +259,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Step::Close(r) => {
                     r.write_to(&mut self.out);
                     return Flow::Close;
+                }
+                Step::StartTls(r) => {
+                    r.write_to(&mut self.out);
+                    return Flow::UpgradeTls;
                 }
             }
         }
@@ -413,7 +455,7 @@ mod tests {
             .unwrap();
         let text = read_replies(&mut client, 2).await;
         assert!(text.starts_with("250 2.0.0 Message stored as "), "{text}");
-        task.await.unwrap().unwrap();
+        assert!(matches!(task.await.unwrap().unwrap(), Ended::Closed));
         let stored = store.0.lock().unwrap();
         assert_eq!(stored.len(), 1);
         assert_eq!(stored[0].envelope.rcpt_to, ["x@y.test", "z@y.test"]);
@@ -437,6 +479,6 @@ mod tests {
         token.cancel();
         let text = read_replies(&mut client, 1).await;
         assert!(text.starts_with("421 4.3.2"), "{text}");
-        task.await.unwrap().unwrap();
+        assert!(matches!(task.await.unwrap().unwrap(), Ended::Closed));
     }
 }

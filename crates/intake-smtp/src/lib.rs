@@ -17,6 +17,7 @@ pub mod conn;
 pub mod failure;
 pub mod listener;
 pub mod session;
+pub mod tls;
 
-pub use config::{DomainPolicy, SessionConfig};
-pub use listener::serve;
+pub use config::{DomainPolicy, SessionConfig, TlsMode};
+pub use listener::{Service, serve, serve_with};

@@ -1,29 +1,64 @@
-//! The accept loop: connection limit, one task per connection, graceful shutdown.
+//! The accept loop: connection limit, one task per connection, TLS, graceful shutdown.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use intake_core::MailStore;
 use intake_proto::replies;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::SessionConfig;
-use crate::conn::Connection;
+use crate::conn::{Connection, Ended};
+use crate::session::Session;
+use crate::tls::{TlsCerts, tls_info};
 
-/// Serves SMTP on `listener` until `shutdown` is cancelled, then waits (up to
-/// `cfg.shutdown_timeout`) for sessions in a transaction to finish.
-///
-/// The caller binds the listener (port 0 in tests) and picks the shutdown signal.
+/// What a listener serves.
+#[derive(Clone)]
+pub struct Service {
+    /// Session settings.
+    pub cfg: Arc<SessionConfig>,
+    /// Where mail goes.
+    pub store: Arc<dyn MailStore>,
+    /// Certificates, for STARTTLS and implicit TLS.
+    pub tls: Option<Arc<TlsCerts>>,
+    /// Implicit TLS (port 465 style): the handshake comes before the greeting.
+    pub implicit_tls: bool,
+}
+
+/// Serves plaintext SMTP (no TLS) on `listener` until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     cfg: Arc<SessionConfig>,
     store: Arc<dyn MailStore>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let limit = Arc::new(Semaphore::new(cfg.max_connections));
+    serve_with(
+        listener,
+        Service {
+            cfg,
+            store,
+            tls: None,
+            implicit_tls: false,
+        },
+        shutdown,
+    )
+    .await
+}
+
+/// Serves SMTP on `listener` until `shutdown` is cancelled, then waits (up to
+/// `cfg.shutdown_timeout`) for sessions in a transaction to finish.
+///
+/// The caller binds the listener (port 0 in tests) and picks the shutdown signal.
+pub async fn serve_with(
+    listener: TcpListener,
+    svc: Service,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let limit = Arc::new(Semaphore::new(svc.cfg.max_connections));
     let tracker = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -50,11 +85,11 @@ pub async fn serve(
             });
             continue;
         };
-        let conn = Connection::new(sock, peer, cfg.clone(), store.clone());
+        let svc = svc.clone();
         let token = shutdown.clone();
         tracker.spawn(async move {
             tracing::debug!(client = %peer, "connected");
-            if let Err(e) = conn.run(token).await {
+            if let Err(e) = handle(sock, peer, svc, token).await {
                 tracing::debug!(client = %peer, error = %e, "connection ended with an error");
             }
             drop(permit);
@@ -62,7 +97,7 @@ pub async fn serve(
     }
     drop(listener);
     tracker.close();
-    if tokio::time::timeout(cfg.shutdown_timeout, tracker.wait())
+    if tokio::time::timeout(svc.cfg.shutdown_timeout, tracker.wait())
         .await
         .is_err()
     {
@@ -71,5 +106,65 @@ pub async fn serve(
             "shutdown deadline passed with sessions still open"
         );
     }
+    Ok(())
+}
+
+/// Runs one connection: plaintext, then TLS if the client asks (or from the start).
+async fn handle(
+    sock: TcpStream,
+    peer: SocketAddr,
+    svc: Service,
+    token: CancellationToken,
+) -> std::io::Result<()> {
+    let session = Session::new(svc.cfg.clone(), peer);
+    if svc.implicit_tls {
+        let certs = svc
+            .tls
+            .as_ref()
+            .expect("implicit TLS listeners have certificates");
+        return encrypted(sock, session, &svc, certs, true, token).await;
+    }
+    match Connection::resume(sock, session, svc.store.clone(), true)
+        .run(token.clone())
+        .await?
+    {
+        Ended::Closed => Ok(()),
+        Ended::StartTls(sock, session) => {
+            let certs = svc
+                .tls
+                .as_ref()
+                .expect("STARTTLS is only offered with certificates");
+            encrypted(sock, *session, &svc, certs, false, token).await
+        }
+    }
+}
+
+async fn encrypted(
+    sock: TcpStream,
+    mut session: Session,
+    svc: &Service,
+    certs: &TlsCerts,
+    greet: bool,
+    token: CancellationToken,
+) -> std::io::Result<()> {
+    let peer = session.client();
+    let handshake =
+        tokio::time::timeout(svc.cfg.tls_handshake_timeout, certs.acceptor().accept(sock)).await;
+    let stream = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::info!(client = %peer, error = %e, "TLS handshake failed");
+            return Ok(());
+        }
+        Err(_) => {
+            tracing::info!(client = %peer, "TLS handshake timed out");
+            return Ok(());
+        }
+    };
+    session.tls_started(tls_info(stream.get_ref().1));
+    // Inside TLS a second STARTTLS is refused by the session, so this ends the connection.
+    Connection::resume(stream, session, svc.store.clone(), greet)
+        .run(token)
+        .await?;
     Ok(())
 }

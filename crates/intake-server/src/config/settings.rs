@@ -8,7 +8,7 @@ use std::time::Duration;
 use intake_core::Retention;
 use intake_http::{HttpConfig, RateLimit};
 use intake_proto::LineEndings;
-use intake_smtp::{DomainPolicy, SessionConfig};
+use intake_smtp::{DomainPolicy, SessionConfig, TlsMode};
 use intake_store::SqliteConfig;
 
 use super::reader::{ConfigError, Reader, Sources};
@@ -54,6 +54,10 @@ pub struct Settings {
     pub smtp_listen: SocketAddr,
     /// Session settings.
     pub smtp: SessionConfig,
+    /// Implicit-TLS (port 465 style) listen address, if any.
+    pub smtps_listen: Option<SocketAddr>,
+    /// Certificate chain and private key (PEM), if TLS is configured.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
     /// The store.
     pub store: StoreSettings,
     /// HTTP API and web inbox.
@@ -174,6 +178,73 @@ fn read(r: &mut Reader<'_>) -> Settings {
         r.error("smtp.max_connections", "must be at least 1");
     }
     let shutdown_timeout = r.duration("smtp.shutdown_timeout", d.shutdown_timeout);
+    let tls_handshake_timeout = r.duration("smtp.tls_handshake_timeout", d.tls_handshake_timeout);
+    let certificate: String = r.get("tls.certificate", String::new());
+    let key: String = r.get("tls.key", String::new());
+    let tls_files = match (certificate.is_empty(), key.is_empty()) {
+        (true, true) => None,
+        (false, false) => Some((PathBuf::from(certificate), PathBuf::from(key))),
+        (false, true) => {
+            r.error(
+                "tls.key",
+                "tls.certificate is set: the private key is needed too",
+            );
+            None
+        }
+        (true, false) => {
+            r.error(
+                "tls.certificate",
+                "tls.key is set: the certificate is needed too",
+            );
+            None
+        }
+    };
+    let default_mode = if tls_files.is_some() {
+        "optional"
+    } else {
+        "off"
+    };
+    let mode: String = r.get("smtp.tls", default_mode.to_string());
+    let tls_mode = match mode.as_str() {
+        "off" => TlsMode::Off,
+        "optional" => TlsMode::Optional,
+        "required" => TlsMode::Required,
+        other => {
+            r.error(
+                "smtp.tls",
+                format!("{other:?}: expected \"off\", \"optional\" or \"required\""),
+            );
+            TlsMode::Off
+        }
+    };
+    if tls_mode != TlsMode::Off && tls_files.is_none() {
+        r.error(
+            "smtp.tls",
+            format!("{mode:?} needs tls.certificate and tls.key"),
+        );
+    }
+    let tls_listen: String = r.get("smtp.tls_listen", String::new());
+    let smtps_listen = if tls_listen.is_empty() {
+        None
+    } else {
+        match tls_listen.parse::<SocketAddr>() {
+            Ok(a) if tls_files.is_some() => Some(a),
+            Ok(_) => {
+                r.error(
+                    "smtp.tls_listen",
+                    "an implicit-TLS listener needs tls.certificate and tls.key",
+                );
+                None
+            }
+            Err(_) => {
+                r.error(
+                    "smtp.tls_listen",
+                    format!("{tls_listen:?} is not an address:port such as 0.0.0.0:465"),
+                );
+                None
+            }
+        }
+    };
 
     let kind: String = r.get("store.type", "sqlite".to_string());
     let path: String = r.get("store.path", "./intake-data".to_string());
@@ -235,7 +306,11 @@ fn read(r: &mut Reader<'_>) -> Settings {
             data_timeout,
             max_connections,
             shutdown_timeout,
+            tls: tls_mode,
+            tls_handshake_timeout,
         },
+        smtps_listen,
+        tls_files,
         store,
         http,
         retention,

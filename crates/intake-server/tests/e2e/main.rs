@@ -13,4 +13,5 @@ mod crash;
 mod lettre_client;
 mod limits;
 mod restart;
+mod tls;
 mod transcripts;

@@ -17,7 +17,9 @@ impl Session {
                 &self.cfg.hostname,
                 &name,
                 self.cfg.max_message_size,
-                Extensions::default(),
+                Extensions {
+                    starttls: self.offers_starttls(),
+                },
             )
         } else if name.is_empty() {
             intake_proto::Reply::plain(250, format!("{} Hello", self.cfg.hostname))

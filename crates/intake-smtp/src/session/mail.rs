@@ -12,6 +12,9 @@ impl Session {
         if self.tx.is_some() {
             return self.client_error(replies::NESTED_MAIL);
         }
+        if self.cfg.tls == crate::config::TlsMode::Required && self.tls.is_none() {
+            return self.client_error(replies::TLS_REQUIRED);
+        }
         if from.body == Body::BinaryMime {
             return self.client_error(
                 replies::UNSUPPORTED_PARAMETER.with_text("BODY=BINARYMIME is not supported"),

@@ -11,6 +11,7 @@ mod helo;
 mod mail;
 mod rcpt;
 mod received;
+mod starttls;
 #[cfg(test)]
 mod tests;
 
@@ -38,6 +39,10 @@ pub enum Step {
         /// Keep the octets as message content, or drop them.
         keep: bool,
     },
+    /// Send this reply, discard any input already buffered (RFC 3207 §4.2: pipelined
+    /// commands after STARTTLS are never executed), then run the TLS handshake and call
+    /// [`Session::tls_started`].
+    StartTls(Reply),
     /// The message is complete: store it (with [`Delivery::received_header`] prepended to
     /// the content), then call [`Session::delivered`].
     Deliver(Delivery),
@@ -128,6 +133,11 @@ impl Session {
         &self.cfg
     }
 
+    /// The client's address.
+    pub fn client(&self) -> SocketAddr {
+        self.client
+    }
+
     /// Whether a mail transaction is open (MAIL accepted, not yet finished or reset).
     pub fn in_transaction(&self) -> bool {
         self.tx.is_some()
@@ -171,9 +181,8 @@ impl Session {
             Command::Vrfy => Step::Reply(replies::VRFY),
             Command::Help => Step::Reply(replies::HELP),
             Command::Quit => Step::Close(replies::BYE),
-            Command::StartTls | Command::NotImplemented(_) => {
-                self.client_error(replies::NOT_IMPLEMENTED)
-            }
+            Command::StartTls => self.handle_starttls(),
+            Command::NotImplemented(_) => self.client_error(replies::NOT_IMPLEMENTED),
         }
     }
 

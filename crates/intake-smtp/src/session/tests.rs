@@ -38,10 +38,12 @@ fn rcpt(addr: &str) -> Command {
 
 fn code(step: Step) -> String {
     match step {
-        Step::Reply(r) | Step::Close(r) | Step::ReadData(r, _) => match r.status {
-            Some(s) => format!("{} {}", r.code, s),
-            None => r.code.to_string(),
-        },
+        Step::Reply(r) | Step::Close(r) | Step::ReadData(r, _) | Step::StartTls(r) => {
+            match r.status {
+                Some(s) => format!("{} {}", r.code, s),
+                None => r.code.to_string(),
+            }
+        }
         Step::ReadChunk { keep, .. } => format!("chunk keep={keep}"),
         Step::Deliver(_) => "deliver".into(),
     }
@@ -307,4 +309,64 @@ fn rset_noop_vrfy_help_quit() {
         "502 5.5.1"
     );
     assert!(matches!(s.on_command(Command::Quit), Step::Close(r) if r.code == 221));
+}
+
+#[test]
+fn starttls_sequencing() {
+    use crate::config::TlsMode;
+    let mut s = session(|_| {});
+    s.on_command(Command::Ehlo("c".into()));
+    assert_eq!(
+        code(s.on_command(Command::StartTls)),
+        "502 5.5.1",
+        "not offered without TLS"
+    );
+
+    let mut s = session(|c| c.tls = TlsMode::Required);
+    let Step::Reply(ehlo) = s.on_command(Command::Ehlo("c".into())) else {
+        panic!()
+    };
+    assert!(ehlo.text.contains("STARTTLS"));
+    assert_eq!(
+        code(s.on_command(mail("a@b"))),
+        "530 5.7.0",
+        "required: no mail in plaintext"
+    );
+    assert!(matches!(s.on_command(Command::StartTls), Step::StartTls(r) if r.code == 220));
+    s.tls_started(intake_core::TlsInfo {
+        version: "TLSv1.3".into(),
+        cipher: "TLS13_AES_128_GCM_SHA256".into(),
+    });
+    // Everything learnt before TLS is forgotten: EHLO again.
+    assert_eq!(code(s.on_command(mail("a@b"))), "503 5.5.1");
+    let Step::Reply(ehlo) = s.on_command(Command::Ehlo("c".into())) else {
+        panic!()
+    };
+    assert!(!ehlo.text.contains("STARTTLS"), "not offered twice");
+    assert_eq!(code(s.on_command(Command::StartTls)), "503 5.5.1");
+    assert_eq!(code(s.on_command(mail("a@b"))), "250 2.1.0");
+    s.on_command(rcpt("x@example.com"));
+    s.on_command(Command::Data);
+    let Step::Deliver(d) = s.data_done(DataOutcome::Complete) else {
+        panic!()
+    };
+    assert!(d.received_header.contains("with ESMTPS"));
+    assert!(
+        d.received_header
+            .contains("(using TLSv1.3 with cipher TLS13_AES_128_GCM_SHA256)")
+    );
+    assert_eq!(d.session.tls.unwrap().version, "TLSv1.3");
+
+    let mut s = session(|c| c.tls = TlsMode::Optional);
+    s.on_command(Command::Ehlo("c".into()));
+    assert_eq!(
+        code(s.on_command(mail("a@b"))),
+        "250 2.1.0",
+        "optional: plaintext mail is fine"
+    );
+    assert_eq!(
+        code(s.on_command(Command::StartTls)),
+        "503 5.5.1",
+        "not inside a transaction"
+    );
 }
