@@ -13,5 +13,7 @@ mod crash;
 mod lettre_client;
 mod limits;
 mod restart;
+mod shutdown;
+mod smuggling;
 mod tls;
 mod transcripts;
