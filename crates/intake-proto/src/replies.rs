@@ -58,7 +58,49 @@ pub const SHUTTING_DOWN: Reply =
 pub const TOO_MANY_CONNECTIONS: Reply =
     Reply::new(421, S(4, 7, 0), "Too many connections, try again later");
 
+/// Over the per-client connection count.
+pub const TOO_MANY_CONNECTIONS_FROM_CLIENT: Reply = Reply::new(
+    421,
+    S(4, 7, 0),
+    "Too many connections from your address, try again later",
+);
+/// Over the per-client connection rate.
+pub const CONNECTION_RATE: Reply = Reply::new(
+    421,
+    S(4, 7, 0),
+    "Too many connections from your address, slow down",
+);
+/// Over the per-client message rate.
+pub const MESSAGE_RATE: Reply = Reply::new(
+    450,
+    S(4, 7, 1),
+    "Too many messages from your address, try again later",
+);
+/// Over the per-client recipient rate.
+pub const RECIPIENT_RATE: Reply = Reply::new(
+    450,
+    S(4, 7, 1),
+    "Too many recipients from your address, try again later",
+);
+/// Over the messages allowed in one connection.
+pub const TOO_MANY_MESSAGES_PER_CONNECTION: Reply = Reply::new(
+    421,
+    S(4, 7, 0),
+    "Too many messages in one connection, reconnect",
+);
+/// The whole-session deadline passed.
+pub const SESSION_TOO_LONG: Reply = Reply::new(421, S(4, 4, 2), "Session open too long, closing");
+
 // 5xx: the client's mistakes
+/// The client sent data before the greeting.
+pub const EARLY_TALKER: Reply = Reply::new(
+    554,
+    S(5, 5, 1),
+    "Protocol error: talked before the greeting",
+);
+/// Pipelined commands before PIPELINING was offered (RFC 2920 §3.1).
+pub const UNAUTHORIZED_PIPELINING: Reply =
+    Reply::new(503, S(5, 5, 0), "Improper use of SMTP command pipelining");
 /// Unknown verb.
 pub const UNKNOWN_COMMAND: Reply = Reply::new(500, S(5, 5, 1), "Command unrecognized");
 /// Command line longer than the limit.

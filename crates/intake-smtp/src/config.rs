@@ -68,6 +68,17 @@ pub enum TlsMode {
     Required,
 }
 
+/// What to do about a protocol violation that is a mark of spamware rather than harm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ViolationPolicy {
+    /// Log it and carry on.
+    #[default]
+    Note,
+    /// Refuse: for an early talker, answer 554 and close; for improper pipelining, refuse
+    /// each pipelined command with 503 5.5.0.
+    Reject,
+}
+
 /// Settings every session of a listener shares.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -99,6 +110,18 @@ pub struct SessionConfig {
     pub tls: TlsMode,
     /// How long a TLS handshake may take.
     pub tls_handshake_timeout: Duration,
+    /// Per-client limits shared by the listener's connections.
+    pub limits: Option<std::sync::Arc<crate::limits::ClientLimits>>,
+    /// Messages one connection may send (0: no limit).
+    pub max_messages_per_connection: usize,
+    /// How long a whole session may last.
+    pub session_timeout: Duration,
+    /// Wait this long before the greeting, to catch clients that talk first.
+    pub greeting_delay: Duration,
+    /// Clients that talk before the greeting.
+    pub early_talkers: ViolationPolicy,
+    /// Clients that pipeline before PIPELINING was offered.
+    pub unauthorized_pipelining: ViolationPolicy,
 }
 
 impl Default for SessionConfig {
@@ -118,6 +141,12 @@ impl Default for SessionConfig {
             shutdown_timeout: Duration::from_secs(30),
             tls: TlsMode::Off,
             tls_handshake_timeout: Duration::from_secs(30),
+            limits: None,
+            max_messages_per_connection: 0,
+            session_timeout: Duration::from_secs(1800),
+            greeting_delay: Duration::ZERO,
+            early_talkers: ViolationPolicy::Note,
+            unauthorized_pipelining: ViolationPolicy::Note,
         }
     }
 }

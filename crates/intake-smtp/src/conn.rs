@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::FutureExt;
+
 use bytes::BytesMut;
 use intake_core::{ArrivalGuard, Incoming, MailStore};
 use intake_proto::{BdatDecoder, CommandDecoder, DataDecoder, Reply, replies};
@@ -16,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::SessionConfig;
+use crate::config::{SessionConfig, ViolationPolicy};
 use crate::session::{Delivery, Session, Step};
 
 /// How input is being read.
@@ -99,7 +101,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Runs the session until it ends or asks for TLS. I/O errors end it (the peer went
     /// away).
     pub async fn run(mut self, shutdown: CancellationToken) -> std::io::Result<Ended<S>> {
+        let deadline = Instant::now() + self.session.config().session_timeout;
         if self.greet {
+            if self.talks_first().await? {
+                tracing::info!(client = %self.client, "early talker: data before the greeting");
+                if self.session.config().early_talkers == ViolationPolicy::Reject {
+                    self.close_with(replies::EARLY_TALKER).await?;
+                    return Ok(Ended::Closed);
+                }
+            }
             self.session.greeting().write_to(&mut self.out);
         }
         loop {
@@ -124,6 +134,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             } else {
                 self.session.config().command_timeout
             };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.close_with(replies::SESSION_TOO_LONG).await?;
+                return Ok(Ended::Closed);
+            }
+            let idle = idle.min(left);
             // Between transactions a shutdown ends the session at once; inside one we let
             // the client finish (the listener bounds how long).
             let interruptible = !in_content && !self.session.in_transaction();
@@ -137,7 +153,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             };
             match read {
                 Err(_elapsed) => {
-                    self.close_with(replies::TIMEOUT).await?;
+                    let reply = if Instant::now() >= deadline {
+                        replies::SESSION_TOO_LONG
+                    } else {
+                        replies::TIMEOUT
+                    };
+                    self.close_with(reply).await?;
                     return Ok(Ended::Closed);
                 }
                 Ok(Err(e)) => return Err(e),
@@ -150,6 +171,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Ok(Ok(_)) => {}
             }
         }
+    }
+
+    /// Whether the client sent something before our greeting (waiting `greeting_delay`
+    /// for it; with no delay, only what has already arrived counts).
+    async fn talks_first(&mut self) -> std::io::Result<bool> {
+        let delay = self.session.config().greeting_delay;
+        let n = if delay.is_zero() {
+            match self.io.read_buf(&mut self.inbuf).now_or_never() {
+                Some(r) => Some(r?),
+                None => None,
+            }
+        } else {
+            match tokio::time::timeout(delay, self.io.read_buf(&mut self.inbuf)).await {
+                Ok(r) => Some(r?),
+                Err(_) => None,
+            }
+        };
+        // Some(0): the client connected and closed at once; that is not talking.
+        Ok(matches!(n, Some(k) if k > 0))
     }
 
     async fn close_with(&mut self, reply: Reply) -> std::io::Result<()> {
@@ -170,11 +210,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     /// Handles everything complete in the input buffer.
     async fn process(&mut self) -> Flow {
+        // Commands decoded from this batch of input, and whether the client had been
+        // offered PIPELINING before it (RFC 2920: otherwise it must wait for each reply).
+        let mut batch_commands = 0usize;
+        let may_pipeline = self.session.pipelining_offered();
         loop {
             let step = match &mut self.mode {
                 Mode::Command => match self.decoder.decode(&mut self.inbuf) {
                     Ok(None) => return Flow::Continue,
-                    Ok(Some(cmd)) => self.session.on_command(cmd),
+                    Ok(Some(cmd)) => {
+                        batch_commands += 1;
+                        if batch_commands > 1 && !may_pipeline {
+                            tracing::debug!(client = %self.client, verb = cmd.verb(), "pipelining before PIPELINING was offered");
+                            if self.session.config().unauthorized_pipelining
+                                == ViolationPolicy::Reject
+                            {
+                                self.session.on_violation(replies::UNAUTHORIZED_PIPELINING)
+                            } else {
+                                self.session.on_command(cmd)
+                            }
+                        } else {
+                            self.session.on_command(cmd)
+                        }
+                    }
                     Err(e) => {
                         tracing::debug!(client = %self.client, error = %e, "bad command line");
                         self.session.on_proto_error(&e)

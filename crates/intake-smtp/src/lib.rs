@@ -15,6 +15,7 @@
 pub mod config;
 pub mod conn;
 pub mod failure;
+pub mod limits;
 pub mod listener;
 pub mod session;
 pub mod tls;

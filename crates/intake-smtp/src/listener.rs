@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::SessionConfig;
 use crate::conn::{Connection, Ended};
+use crate::limits::Refusal;
 use crate::session::Session;
 use crate::tls::{TlsCerts, tls_info};
 
@@ -60,6 +61,19 @@ pub async fn serve_with(
 ) -> std::io::Result<()> {
     let limit = Arc::new(Semaphore::new(svc.cfg.max_connections));
     let tracker = TaskTracker::new();
+    if let Some(limits) = svc.cfg.limits.clone() {
+        // Forget the rate state of clients not seen lately, so memory stays bounded.
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => limits.forget_idle(),
+                    _ = token.cancelled() => break,
+                }
+            }
+        });
+    }
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -85,6 +99,28 @@ pub async fn serve_with(
             });
             continue;
         };
+        let admitted = match svc.cfg.limits.as_ref().map(|l| l.admit(peer.ip())) {
+            None => Ok(None),
+            Some(r) => r,
+        };
+        let guard = match admitted {
+            Ok(g) => g,
+            Err(refusal) => {
+                tracker.spawn(async move {
+                    tracing::info!(client = %peer, ?refusal, "client over its connection limit");
+                    let reply = match refusal {
+                        Refusal::Rate => replies::CONNECTION_RATE,
+                        Refusal::PerIp | Refusal::PerNetwork => {
+                            replies::TOO_MANY_CONNECTIONS_FROM_CLIENT
+                        }
+                    };
+                    let _ = sock.write_all(reply.to_wire().as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                    drop(permit);
+                });
+                continue;
+            }
+        };
         let svc = svc.clone();
         let token = shutdown.clone();
         tracker.spawn(async move {
@@ -92,6 +128,7 @@ pub async fn serve_with(
             if let Err(e) = handle(sock, peer, svc, token).await {
                 tracing::debug!(client = %peer, error = %e, "connection ended with an error");
             }
+            drop(guard);
             drop(permit);
         });
     }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use intake_core::Retention;
 use intake_http::{HttpConfig, RateLimit};
 use intake_proto::LineEndings;
+use intake_smtp::config::ViolationPolicy;
+use intake_smtp::limits::{ClientLimits, LimitSettings};
 use intake_smtp::{DomainPolicy, SessionConfig, TlsMode};
 use intake_store::SqliteConfig;
 
@@ -223,6 +225,54 @@ fn read(r: &mut Reader<'_>) -> Settings {
             format!("{mode:?} needs tls.certificate and tls.key"),
         );
     }
+    let limit_settings = LimitSettings {
+        connections_per_ip: r.get("smtp.max_connections_per_ip", 50),
+        connections_per_network: r.get("smtp.max_connections_per_network", 200),
+        connection_rate: r.get("smtp.connection_rate", 0),
+        message_rate: r.get("smtp.message_rate", 0),
+        recipient_rate: r.get("smtp.recipient_rate", 0),
+    };
+    let exempt_text: Vec<String> = r.get(
+        "smtp.limits_exempt",
+        vec!["127.0.0.0/8".to_string(), "::1/128".to_string()],
+    );
+    let mut exempt = Vec::new();
+    for n in &exempt_text {
+        match n
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        {
+            Ok(net) => exempt.push(net),
+            Err(_) => r.error(
+                "smtp.limits_exempt",
+                format!("{n:?} is not a network such as 10.0.0.0/8 or an address"),
+            ),
+        }
+    }
+    let limits = (limit_settings != LimitSettings::default())
+        .then(|| ClientLimits::new(limit_settings, exempt));
+    let max_messages_per_connection: usize = r.get(
+        "smtp.max_messages_per_connection",
+        d.max_messages_per_connection,
+    );
+    let session_timeout = r.duration("smtp.session_timeout", d.session_timeout);
+    if session_timeout.is_zero() {
+        r.error("smtp.session_timeout", "must be more than 0");
+    }
+    let greeting_delay = r.duration("smtp.greeting_delay", d.greeting_delay);
+    let policy = |r: &mut Reader<'_>, key: &str| {
+        let v: String = r.get(key, "note".to_string());
+        match v.as_str() {
+            "note" => ViolationPolicy::Note,
+            "reject" => ViolationPolicy::Reject,
+            other => {
+                r.error(key, format!("{other:?}: expected \"note\" or \"reject\""));
+                ViolationPolicy::Note
+            }
+        }
+    };
+    let early_talkers = policy(r, "smtp.early_talkers");
+    let unauthorized_pipelining = policy(r, "smtp.unauthorized_pipelining");
     let tls_listen: String = r.get("smtp.tls_listen", String::new());
     let smtps_listen = if tls_listen.is_empty() {
         None
@@ -308,6 +358,12 @@ fn read(r: &mut Reader<'_>) -> Settings {
             shutdown_timeout,
             tls: tls_mode,
             tls_handshake_timeout,
+            limits,
+            max_messages_per_connection,
+            session_timeout,
+            greeting_delay,
+            early_talkers,
+            unauthorized_pipelining,
         },
         smtps_listen,
         tls_files,

@@ -10,6 +10,7 @@ mod support;
 mod api;
 mod cli;
 mod crash;
+mod hostile;
 mod lettre_client;
 mod limits;
 mod restart;

@@ -26,6 +26,18 @@ impl Session {
         if from.size.is_some_and(|s| s > self.cfg.max_message_size) {
             return self.client_error(replies::SIZE_EXCEEDED_DECLARED);
         }
+        if self.cfg.max_messages_per_connection > 0
+            && self.messages >= self.cfg.max_messages_per_connection
+        {
+            return Step::Close(replies::TOO_MANY_MESSAGES_PER_CONNECTION);
+        }
+        if let Some(limits) = &self.cfg.limits
+            && !limits.allow_message(self.client.ip())
+        {
+            tracing::info!(client = %self.client, "message rate limit reached");
+            return Step::Reply(replies::MESSAGE_RATE);
+        }
+        self.messages += 1;
         self.tx = Some(Transaction {
             mail_from: from.address,
             rcpt_to: Vec::new(),

@@ -105,6 +105,8 @@ pub struct Session {
     pending_chunk_error: Option<Reply>,
     /// The BDAT being read carried LAST.
     pending_last: bool,
+    /// Transactions started (MAIL accepted) in this connection.
+    messages: usize,
 }
 
 impl Session {
@@ -120,6 +122,7 @@ impl Session {
             errors: 0,
             pending_chunk_error: None,
             pending_last: false,
+            messages: 0,
         }
     }
 
@@ -136,6 +139,11 @@ impl Session {
     /// The client's address.
     pub fn client(&self) -> SocketAddr {
         self.client
+    }
+
+    /// Whether the client may pipeline: PIPELINING was offered (after EHLO).
+    pub fn pipelining_offered(&self) -> bool {
+        self.esmtp
     }
 
     /// Whether a mail transaction is open (MAIL accepted, not yet finished or reset).
@@ -184,6 +192,11 @@ impl Session {
             Command::StartTls => self.handle_starttls(),
             Command::NotImplemented(_) => self.client_error(replies::NOT_IMPLEMENTED),
         }
+    }
+
+    /// Refuses a command the driver found to break the protocol (the reply says how).
+    pub fn on_violation(&mut self, reply: Reply) -> Step {
+        self.client_error(reply)
     }
 
     /// Answers a line the decoder refused.

@@ -38,6 +38,12 @@ impl Session {
         if count >= self.cfg.max_recipients {
             return Step::Reply(replies::TOO_MANY_RECIPIENTS);
         }
+        if let Some(limits) = &self.cfg.limits
+            && !limits.allow_recipient(self.client.ip())
+        {
+            tracing::info!(client = %self.client, "recipient rate limit reached");
+            return Step::Reply(replies::RECIPIENT_RATE);
+        }
         let tx = self.tx.as_mut().expect("checked above");
         if !tx.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(&address)) {
             tx.rcpt_to.push(address);
