@@ -183,6 +183,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         store: store.clone(),
         tls: tls.clone(),
         implicit_tls: false,
+        proxy: settings.proxy.clone(),
     };
     let (smtps, smtps_addr) = match settings.smtps_listen {
         Some(addr) => {

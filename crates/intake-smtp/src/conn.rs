@@ -176,6 +176,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Whether the client sent something before our greeting (waiting `greeting_delay`
     /// for it; with no delay, only what has already arrived counts).
     async fn talks_first(&mut self) -> std::io::Result<bool> {
+        if !self.inbuf.is_empty() {
+            return Ok(true);
+        }
         let delay = self.session.config().greeting_delay;
         let n = if delay.is_zero() {
             match self.io.read_buf(&mut self.inbuf).now_or_never() {

@@ -17,6 +17,7 @@ pub mod conn;
 pub mod failure;
 pub mod limits;
 pub mod listener;
+pub mod proxy;
 pub mod session;
 pub mod tls;
 

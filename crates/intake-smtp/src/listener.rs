@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::SessionConfig;
 use crate::conn::{Connection, Ended};
 use crate::limits::Refusal;
+use crate::proxy::Prefixed;
 use crate::session::Session;
 use crate::tls::{TlsCerts, tls_info};
 
@@ -28,6 +29,8 @@ pub struct Service {
     pub tls: Option<Arc<TlsCerts>>,
     /// Implicit TLS (port 465 style): the handshake comes before the greeting.
     pub implicit_tls: bool,
+    /// Expect a PROXY protocol header from a trusted load balancer first.
+    pub proxy: Option<crate::proxy::ProxySettings>,
 }
 
 /// Serves plaintext SMTP (no TLS) on `listener` until `shutdown` is cancelled.
@@ -44,6 +47,7 @@ pub async fn serve(
             store,
             tls: None,
             implicit_tls: false,
+            proxy: None,
         },
         shutdown,
     )
@@ -99,28 +103,6 @@ pub async fn serve_with(
             });
             continue;
         };
-        let admitted = match svc.cfg.limits.as_ref().map(|l| l.admit(peer.ip())) {
-            None => Ok(None),
-            Some(r) => r,
-        };
-        let guard = match admitted {
-            Ok(g) => g,
-            Err(refusal) => {
-                tracker.spawn(async move {
-                    tracing::info!(client = %peer, ?refusal, "client over its connection limit");
-                    let reply = match refusal {
-                        Refusal::Rate => replies::CONNECTION_RATE,
-                        Refusal::PerIp | Refusal::PerNetwork => {
-                            replies::TOO_MANY_CONNECTIONS_FROM_CLIENT
-                        }
-                    };
-                    let _ = sock.write_all(reply.to_wire().as_bytes()).await;
-                    let _ = sock.shutdown().await;
-                    drop(permit);
-                });
-                continue;
-            }
-        };
         let svc = svc.clone();
         let token = shutdown.clone();
         tracker.spawn(async move {
@@ -128,7 +110,6 @@ pub async fn serve_with(
             if let Err(e) = handle(sock, peer, svc, token).await {
                 tracing::debug!(client = %peer, error = %e, "connection ended with an error");
             }
-            drop(guard);
             drop(permit);
         });
     }
@@ -146,14 +127,46 @@ pub async fn serve_with(
     Ok(())
 }
 
-/// Runs one connection: plaintext, then TLS if the client asks (or from the start).
+/// Runs one connection: the PROXY header if expected, the per-client limits, then SMTP in
+/// plaintext and TLS if the client asks (or TLS from the start).
 async fn handle(
-    sock: TcpStream,
+    mut sock: TcpStream,
     peer: SocketAddr,
     svc: Service,
     token: CancellationToken,
 ) -> std::io::Result<()> {
-    let session = Session::new(svc.cfg.clone(), peer);
+    let (client, early) = match &svc.proxy {
+        None => (peer, bytes::BytesMut::new()),
+        Some(p) => {
+            if !p.trusts(peer.ip()) {
+                tracing::info!(peer = %peer, "PROXY header expected from an untrusted address: closed");
+                return Ok(());
+            }
+            match crate::proxy::read_header(&mut sock, peer, p.timeout).await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::info!(peer = %peer, error = %e, "no valid PROXY header: closed");
+                    return Ok(());
+                }
+            }
+        }
+    };
+    let mut sock = Prefixed::new(early, sock);
+    let _guard = match svc.cfg.limits.as_ref().map(|l| l.admit(client.ip())) {
+        None => None,
+        Some(Ok(g)) => g,
+        Some(Err(refusal)) => {
+            tracing::info!(client = %client, ?refusal, "client over its connection limit");
+            let reply = match refusal {
+                Refusal::Rate => replies::CONNECTION_RATE,
+                Refusal::PerIp | Refusal::PerNetwork => replies::TOO_MANY_CONNECTIONS_FROM_CLIENT,
+            };
+            let _ = sock.write_all(reply.to_wire().as_bytes()).await;
+            let _ = sock.shutdown().await;
+            return Ok(());
+        }
+    };
+    let session = Session::new(svc.cfg.clone(), client);
     if svc.implicit_tls {
         let certs = svc
             .tls
@@ -177,7 +190,7 @@ async fn handle(
 }
 
 async fn encrypted(
-    sock: TcpStream,
+    sock: Prefixed<TcpStream>,
     mut session: Session,
     svc: &Service,
     certs: &TlsCerts,

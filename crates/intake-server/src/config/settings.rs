@@ -10,6 +10,7 @@ use intake_http::{HttpConfig, RateLimit};
 use intake_proto::LineEndings;
 use intake_smtp::config::ViolationPolicy;
 use intake_smtp::limits::{ClientLimits, LimitSettings};
+use intake_smtp::proxy::ProxySettings;
 use intake_smtp::{DomainPolicy, SessionConfig, TlsMode};
 use intake_store::SqliteConfig;
 
@@ -60,6 +61,8 @@ pub struct Settings {
     pub smtps_listen: Option<SocketAddr>,
     /// Certificate chain and private key (PEM), if TLS is configured.
     pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// PROXY protocol on the SMTP listeners, if enabled.
+    pub proxy: Option<ProxySettings>,
     /// The store.
     pub store: StoreSettings,
     /// HTTP API and web inbox.
@@ -273,6 +276,29 @@ fn read(r: &mut Reader<'_>) -> Settings {
     };
     let early_talkers = policy(r, "smtp.early_talkers");
     let unauthorized_pipelining = policy(r, "smtp.unauthorized_pipelining");
+    let proxy_on: bool = r.get("smtp.proxy_protocol", false);
+    let trusted_text: Vec<String> = r.get(
+        "smtp.proxy_trusted",
+        vec!["127.0.0.1/32".to_string(), "::1/128".to_string()],
+    );
+    let mut trusted = Vec::new();
+    for n in &trusted_text {
+        match n
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        {
+            Ok(net) => trusted.push(net),
+            Err(_) => r.error(
+                "smtp.proxy_trusted",
+                format!("{n:?} is not a network such as 10.0.0.0/8 or an address"),
+            ),
+        }
+    }
+    let proxy_timeout = r.duration("smtp.proxy_timeout", Duration::from_secs(5));
+    let proxy = proxy_on.then_some(ProxySettings {
+        trusted,
+        timeout: proxy_timeout,
+    });
     let tls_listen: String = r.get("smtp.tls_listen", String::new());
     let smtps_listen = if tls_listen.is_empty() {
         None
@@ -367,6 +393,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
         },
         smtps_listen,
         tls_files,
+        proxy,
         store,
         http,
         retention,
