@@ -64,6 +64,8 @@ pub struct Connection<S> {
     arrival: Option<ArrivalGuard>,
     /// Send the 220 greeting first (not when resuming after STARTTLS).
     greet: bool,
+    /// When the first byte of the command line now in the buffer arrived.
+    line_started: Option<Instant>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
@@ -95,6 +97,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             client,
             arrival: None,
             greet,
+            line_started: None,
         }
     }
 
@@ -139,7 +142,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 self.close_with(replies::SESSION_TOO_LONG).await?;
                 return Ok(Ended::Closed);
             }
-            let idle = idle.min(left);
+            let mut idle = idle.min(left);
+            // A command line must be complete within the command timeout however slowly it
+            // trickles in (slowloris): the clock starts at its first byte.
+            if in_content || self.inbuf.is_empty() {
+                self.line_started = None;
+            } else {
+                let started = *self.line_started.get_or_insert_with(Instant::now);
+                let line_left = (started + self.session.config().command_timeout)
+                    .saturating_duration_since(Instant::now());
+                if line_left.is_zero() {
+                    self.close_with(replies::TIMEOUT).await?;
+                    return Ok(Ended::Closed);
+                }
+                idle = idle.min(line_left);
+            }
             // Between transactions a shutdown ends the session at once; inside one we let
             // the client finish (the listener bounds how long).
             let interruptible = !in_content && !self.session.in_transaction();
@@ -202,10 +219,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         Ok(())
     }
 
+    /// Writes the buffered replies. A client that does not read them within the command
+    /// timeout is cut off: its socket buffer is full and it would hold the session for ever.
     async fn flush(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
-            self.io.write_all(&self.out).await?;
-            self.io.flush().await?;
+            let limit = self.session.config().command_timeout;
+            let write = async {
+                self.io.write_all(&self.out).await?;
+                self.io.flush().await
+            };
+            match tokio::time::timeout(limit, write).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    tracing::info!(client = %self.client, "client does not read its replies: closed");
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "reply not read in time",
+                    ));
+                }
+            }
             self.out.clear();
         }
         Ok(())
@@ -222,6 +254,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Mode::Command => match self.decoder.decode(&mut self.inbuf) {
                     Ok(None) => return Flow::Continue,
                     Ok(Some(cmd)) => {
+                        self.line_started = None;
                         batch_commands += 1;
                         if batch_commands > 1 && !may_pipeline {
                             tracing::debug!(client = %self.client, verb = cmd.verb(), "pipelining before PIPELINING was offered");

@@ -166,3 +166,128 @@ async fn ten_thousand_recipients_and_a_command_flood_cost_nothing() {
     .await;
     assert_eq!(r.code, 250);
 }
+
+#[tokio::test]
+async fn slowloris_is_cut_off_and_others_are_served() {
+    let srv = TestServer::start("[smtp]\ncommand_timeout = 1\n").await;
+    let mut slow = Client::greeted(srv.addr).await;
+    let started = std::time::Instant::now();
+    // One byte every 200 ms: never idle for a second, but the line never completes in time.
+    let mut closed = false;
+    for b in b"EHLO slow.loris.example.with.a.long.name\r\n" {
+        if slow.stream.write_all(&[*b]).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if started.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    let r = slow.reply().await;
+    assert!(closed || r.head() == "421 4.4.2", "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    let ok = send_message(
+        srv.addr,
+        "a@b.test",
+        &["fast@q.test"],
+        "Subject: fast\r\n\r\n",
+    )
+    .await;
+    assert_eq!(ok.code, 250);
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_dropped() {
+    let srv = TestServer::start("[smtp]\ncommand_timeout = 1\nmax_errors = 1000000\n").await;
+    let mut c = Client::connect(srv.addr).await;
+    // Thousands of commands and never a read: the replies fill the socket buffers.
+    let flood = b"NOOP\r\n".repeat(200_000);
+    let started = std::time::Instant::now();
+    let _ = tokio::time::timeout(Duration::from_secs(10), c.stream.write_all(&flood)).await;
+    // The server gives up on us within about the command timeout; others are served.
+    let ok = send_message(
+        srv.addr,
+        "a@b.test",
+        &["other@q.test"],
+        "Subject: served\r\n\r\n",
+    )
+    .await;
+    assert_eq!(ok.code, 250);
+    assert!(started.elapsed() < Duration::from_secs(12));
+}
+
+#[tokio::test]
+async fn connection_flood_past_the_global_limit() {
+    let srv = TestServer::start("[smtp]\nmax_connections = 20\n").await;
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(Client::greeted(srv.addr).await);
+    }
+    let started = std::time::Instant::now();
+    for _ in 0..50 {
+        let mut c = Client::connect(srv.addr).await;
+        assert_eq!(c.reply().await.head(), "421 4.7.0");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the accept loop never waited"
+    );
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ok = send_message(
+        srv.addr,
+        "a@b.test",
+        &["after@q.test"],
+        "Subject: after\r\n\r\n",
+    )
+    .await;
+    assert_eq!(ok.code, 250);
+}
+
+#[tokio::test]
+async fn bdat_with_lying_sizes() {
+    let srv = TestServer::start(
+        "[smtp]\nmax_message_size = \"1MB\"\ncommand_timeout = 1\ndata_timeout = 1\n",
+    )
+    .await;
+    let mut c = Client::greeted(srv.addr).await;
+    c.cmd("EHLO c.test").await;
+    c.cmd("MAIL FROM:<a@b.test>").await;
+    c.cmd("RCPT TO:<lie@q.test>").await;
+    // Announces a petabyte, sends 2 MB, then stops: nothing is kept, the session times out.
+    c.send(b"BDAT 1000000000000000 LAST\r\n").await;
+    let chunk = vec![b'z'; 1 << 20];
+    c.send(&chunk).await;
+    c.send(&chunk).await;
+    let r = c.reply().await;
+    assert_eq!(r.head(), "421 4.4.2", "{r:?}");
+    // Announces 10 octets, sends 5 and a command: the command is content, the client waits.
+    let mut c = Client::greeted(srv.addr).await;
+    c.cmd("EHLO c.test").await;
+    c.cmd("MAIL FROM:<a@b.test>").await;
+    c.cmd("RCPT TO:<lie@q.test>").await;
+    c.send(b"BDAT 10 LAST\r\nhi\r\nQUIT\r\n").await;
+    let r = c.reply().await;
+    assert_eq!(
+        r.head(),
+        "250 2.0.0",
+        "10 octets were announced and 10 arrived: {r:?}"
+    );
+    assert_eq!(srv.subjects("lie@q.test").await.len(), 1);
+}
+
+#[tokio::test]
+async fn eight_bit_bytes_and_nul_in_commands() {
+    let srv = TestServer::start("").await;
+    let mut c = Client::greeted(srv.addr).await;
+    c.cmd("EHLO c.test").await;
+    c.send(b"MAIL FROM:<\xff\xfe@b.test>\r\n").await;
+    let r = c.reply().await;
+    assert!(r.code == 553 || r.code == 501, "{r:?}");
+    c.send(b"NO\x00OP\r\n").await;
+    assert_eq!(c.reply().await.head(), "500 5.5.2");
+    c.send(b"\x80\x81\x82\r\n").await;
+    assert_eq!(c.reply().await.code, 500);
+    assert_eq!(c.cmd("NOOP").await.head(), "250 2.0.0");
+}

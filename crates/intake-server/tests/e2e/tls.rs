@@ -304,3 +304,38 @@ async fn certificates_reload_for_new_handshakes() {
         "new handshakes see the new certificate"
     );
 }
+
+#[tokio::test]
+async fn stalled_handshakes_are_dropped() {
+    let certs = tempfile::tempdir().unwrap();
+    let cfg = tls_config(certs.path(), "optional")
+        .replace("[smtp]\n", "[smtp]\ntls_handshake_timeout = 1\n");
+    let srv = TestServer::start(&cfg).await;
+    let started = std::time::Instant::now();
+    // Implicit TLS: connect and say nothing.
+    let mut silent = TcpStream::connect(srv.running.smtps_addr.unwrap())
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        silent.read_to_end(&mut sink),
+    )
+    .await;
+    assert!(r.is_ok(), "closed by the server");
+    // STARTTLS, then nothing.
+    let mut c = crate::support::Client::greeted(srv.addr).await;
+    c.cmd("EHLO c.test").await;
+    assert_eq!(c.cmd("STARTTLS").await.code, 220);
+    assert!(c.is_closed().await);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // Others are served meanwhile.
+    let ok = crate::support::send_message(
+        srv.addr,
+        "a@b.test",
+        &["fine@q.test"],
+        "Subject: fine\r\n\r\n",
+    )
+    .await;
+    assert_eq!(ok.code, 250);
+}
