@@ -142,12 +142,24 @@ fn spawn_retention(
     });
 }
 
+/// Binds an SMTP listener with a deep accept queue: a burst of connections (a restart of a
+/// busy peer, a reconnecting load balancer) waits in the kernel rather than being dropped.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
 /// Opens the store, binds SMTP and HTTP and starts serving in the background.
 pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     let events = EventBus::default();
     let store = open_store(settings, &events)?;
-    let listener = TcpListener::bind(settings.smtp_listen)
-        .await
+    let listener = bind(settings.smtp_listen)
         .with_context(|| format!("binding SMTP to {} (smtp.listen)", settings.smtp_listen))?;
     let smtp_addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();

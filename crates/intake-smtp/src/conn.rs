@@ -90,9 +90,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             session,
             decoder,
             mode: Mode::Command,
-            inbuf: BytesMut::with_capacity(8192),
+            inbuf: BytesMut::new(),
             content: BytesMut::new(),
-            out: Vec::with_capacity(1024),
+            out: Vec::with_capacity(256),
             store,
             client,
             arrival: None,
@@ -160,7 +160,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             // Between transactions a shutdown ends the session at once; inside one we let
             // the client finish (the listener bounds how long).
             let interruptible = !in_content && !self.session.in_transaction();
-            self.inbuf.reserve(8192);
+            // Idle sessions hold little: a small buffer for commands, a larger one for content.
+            self.inbuf.reserve(if in_content { 16 * 1024 } else { 512 });
             let read = tokio::select! {
                 r = timeout(idle, self.io.read_buf(&mut self.inbuf)) => r,
                 _ = shutdown.cancelled(), if interruptible => {

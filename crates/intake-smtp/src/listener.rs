@@ -172,7 +172,7 @@ async fn handle(
             .tls
             .as_ref()
             .expect("implicit TLS listeners have certificates");
-        return encrypted(sock, session, &svc, certs, true, token).await;
+        return Box::pin(encrypted(sock, session, &svc, certs, true, token)).await;
     }
     match Connection::resume(sock, session, svc.store.clone(), true)
         .run(token.clone())
@@ -184,7 +184,8 @@ async fn handle(
                 .tls
                 .as_ref()
                 .expect("STARTTLS is only offered with certificates");
-            encrypted(sock, *session, &svc, certs, false, token).await
+            // Boxed: the TLS state only costs memory in sessions that use it.
+            Box::pin(encrypted(sock, *session, &svc, certs, false, token)).await
         }
     }
 }

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Listener benchmark: 10,000 idle connections (Intake's RSS, and how long a fresh client
+# waits for its greeting meanwhile), and the cost of STARTTLS against plain SMTP with the
+# same client. Loopback only, bounded. Prints markdown; saves bench/out/listener-<date>.md.
+#
+#   INTAKE_BIN=target/release/intake bench/listener.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+IDLE=${BENCH_IDLE:-10000}
+OUT=${BENCH_OUT:-bench/out}
+if [ -z "${INTAKE_BIN:-}" ]; then
+  cargo build --release -q -p intake-server
+  INTAKE_BIN=target/release/intake
+fi
+# Raise the open-file limit as far as allowed: the client and Intake each hold IDLE sockets.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((IDLE + 200)) ]; then
+  echo "the open-file limit ($(ulimit -n)) is below $((IDLE + 200)): raise the hard limit"; exit 1
+fi
+WORK=$(mktemp -d /tmp/intake-listener-bench.XXXXXX)
+PID=""
+cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT INT TERM
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1]);s.close()'; }
+
+# A throw-away certificate for STARTTLS.
+python3 - "$WORK" <<'PY'
+import subprocess, sys
+d = sys.argv[1]
+subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=bench.test",
+                "-keyout", f"{d}/key.pem", "-out", f"{d}/cert.pem", "-days", "2"], check=True, capture_output=True)
+PY
+
+SMTP=$(free_port)
+env INTAKE_SMTP__LISTEN=127.0.0.1:$SMTP INTAKE_HTTP__LISTEN= INTAKE_STORE__PATH="$WORK/data" \
+    INTAKE_SMTP__MAX_CONNECTIONS=$((IDLE + 1000)) INTAKE_TLS__CERTIFICATE="$WORK/cert.pem" INTAKE_TLS__KEY="$WORK/key.pem" \
+    INTAKE_LOG__LEVEL=warn "$INTAKE_BIN" serve 2>"$WORK/intake.log" &
+PID=$!
+for _ in $(seq 100); do python3 -c "import socket;socket.create_connection(('127.0.0.1',$SMTP),1).close()" 2>/dev/null && break; sleep 0.1; done
+rss() { awk '/VmRSS/ {print $2}' "/proc/$PID/status"; }
+base_rss=$(rss)
+
+python3 - "$SMTP" "$IDLE" "$PID" "$WORK/idle.txt" <<'PY'
+import socket, sys, time, statistics, selectors
+port, n, pid, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+def rss():
+    for l in open(f"/proc/{pid}/status"):
+        if l.startswith("VmRSS"): return int(l.split()[1])
+def greet_ms():
+    t = time.perf_counter()
+    s = socket.create_connection(("127.0.0.1", port), 10)
+    s.recv(512)
+    ms = (time.perf_counter() - t) * 1000
+    s.close()
+    return ms
+before = [greet_ms() for _ in range(20)]
+socks = []
+sel = selectors.DefaultSelector()
+greeted = 0
+deadline = time.time() + 180
+# Open in waves of 500, each greeted before the next: connections held, not a SYN flood.
+while len(socks) < n and time.time() < deadline:
+    wave = []
+    for _ in range(min(500, n - len(socks))):
+        s = socket.socket()
+        s.setblocking(False)
+        try: s.connect(("127.0.0.1", port))
+        except BlockingIOError: pass
+        socks.append(s); wave.append(s)
+        sel.register(s, selectors.EVENT_READ)
+    pending = len(wave)
+    while pending and time.time() < deadline:
+        for key, _ in sel.select(timeout=1):
+            try:
+                if key.fileobj.recv(512).startswith(b"220"): greeted += 1
+            except OSError: pass
+            sel.unregister(key.fileobj)
+            pending -= 1
+held_rss = rss()
+during = [greet_ms() for _ in range(20)]
+with open(out, "w") as f:
+    f.write(f"{len(socks)} {greeted} {held_rss} {statistics.median(before):.2f} {max(before):.2f} {statistics.median(during):.2f} {max(during):.2f}\n")
+for s in socks: s.close()
+PY
+read -r opened greeted held_rss g_before g_before_max g_during g_during_max < "$WORK/idle.txt"
+
+# STARTTLS against plain with the same client: 8 processes x 250 messages of 4 KB.
+python3 - "$SMTP" "$WORK/tls.txt" <<'PY'
+import smtplib, ssl, sys, time
+from multiprocessing import Pool
+port, out = int(sys.argv[1]), sys.argv[2]
+body = "Subject: bench\r\n\r\n" + ("x" * 76 + "\r\n") * 53
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+def worker(tls):
+    s = smtplib.SMTP("127.0.0.1", port, timeout=30)
+    s.ehlo("bench.test")
+    if tls:
+        s.starttls(context=ctx); s.ehlo("bench.test")
+    for _ in range(250):
+        s.sendmail("a@bench.test", ["tls@bench.test"], body)
+    s.quit()
+    return 250
+res = {}
+for tls in (False, True):
+    t = time.perf_counter()
+    with Pool(8) as p:
+        n = sum(p.map(worker, [tls] * 8))
+    res[tls] = n / (time.perf_counter() - t)
+with open(out, "w") as f:
+    f.write(f"{res[False]:.0f} {res[True]:.0f}\n")
+PY
+read -r plain_rate tls_rate < "$WORK/tls.txt"
+
+results="$WORK/results.md"
+{
+  echo "### Listener benchmark, $(date -u '+%Y-%m-%d %H:%M') UTC"
+  echo
+  echo "- Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(uname -sr)"
+  echo
+  echo "#### $IDLE idle connections"
+  echo
+  echo "| | value |"
+  echo "|---|---:|"
+  echo "| connections opened / greeted | $opened / $greeted |"
+  echo "| Intake RSS before | $((base_rss / 1024)) MiB |"
+  echo "| Intake RSS holding them | $((held_rss / 1024)) MiB |"
+  echo "| a fresh client's wait for the greeting, before (median / max of 20) | $g_before / $g_before_max ms |"
+  echo "| the same while they are held (median / max of 20) | $g_during / $g_during_max ms |"
+  echo
+  echo "#### STARTTLS against plain (same Python client, 8 sessions x 250 messages of 4 KB)"
+  echo
+  echo "| | msg/s |"
+  echo "|---|---:|"
+  echo "| plain | $plain_rate |"
+  echo "| STARTTLS (TLS 1.3) | $tls_rate |"
+  echo
+  echo "The client (Python smtplib) is the bottleneck in both rows; the ratio is what TLS costs end to end."
+} > "$results"
+cat "$results"
+mkdir -p "$OUT"
+cp "$results" "$OUT/listener-$(date -u +%Y%m%d-%H%M%S).md"
