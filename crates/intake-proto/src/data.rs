@@ -77,11 +77,13 @@ impl DataDecoder {
         self.size > self.max_size
     }
 
+    /// Appends content, keeping at most the first `max_size` octets whatever the split of
+    /// the input (found by the `data` fuzz target).
     fn emit(&mut self, out: &mut BytesMut, bytes: &[u8]) {
+        let room = self.max_size.saturating_sub(self.size);
+        let keep = (bytes.len() as u64).min(room) as usize;
+        out.extend_from_slice(&bytes[..keep]);
         self.size += bytes.len() as u64;
-        if self.size <= self.max_size {
-            out.extend_from_slice(bytes);
-        }
     }
 
     fn bare_line_ending(&mut self, out: &mut BytesMut) {
@@ -339,9 +341,26 @@ mod tests {
         let mut out = BytesMut::new();
         let mut inb = BytesMut::from(&msg[..]);
         assert_eq!(d.decode(&mut inb, &mut out), Some(DataOutcome::TooLarge));
-        assert!(out.len() <= 1000);
+        assert_eq!(
+            out.len(),
+            1000,
+            "the first 1000 octets, however the input was split"
+        );
         assert_eq!(d.size(), 42_000);
         assert_eq!(&inb[..], b"QUIT\r\n");
+    }
+
+    #[test]
+    fn over_the_limit_keeps_the_same_prefix_however_split() {
+        // Regression (fuzz target `data`): a run crossing the limit used to be dropped whole
+        // or kept in part depending on where the input was split.
+        let (r, out, _) = run_split(
+            b"0123456789\r\nabcdefghij\r\n.\r\n",
+            15,
+            LineEndings::Reject,
+        );
+        assert_eq!(r, Some(DataOutcome::TooLarge));
+        assert_eq!(out, b"0123456789\r\nabc");
     }
 
     #[test]
