@@ -339,3 +339,55 @@ async fn stalled_handshakes_are_dropped() {
     .await;
     assert_eq!(ok.code, 250);
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_certificate_of_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert(dir.path(), "before.test");
+    let tls_port = crate::support::free_port();
+    let p = crate::support::Process::start(
+        &dir.path().join("data"),
+        &[
+            ("INTAKE_TLS__CERTIFICATE", cert.to_str().unwrap()),
+            ("INTAKE_TLS__KEY", key.to_str().unwrap()),
+            ("INTAKE_SMTP__TLS_LISTEN", &format!("127.0.0.1:{tls_port}")),
+        ],
+    );
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+    async fn served_cert(addr: std::net::SocketAddr) -> Vec<u8> {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut tls = connector(seen.clone())
+            .connect(ServerName::try_from("x.test").unwrap(), tcp)
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        assert!(reply(&mut tls, &mut buf).await.starts_with("220"));
+        seen.lock().unwrap().clone()
+    }
+    let before = served_cert(addr).await;
+    // A session opened before the reload keeps working after it.
+    let mut plain = crate::support::Client::greeted(p.addr).await;
+    let (c2, k2) = make_cert(dir.path(), "after.test");
+    std::fs::copy(c2, &cert).unwrap();
+    std::fs::copy(k2, &key).unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", &p.pid().to_string()])
+        .status()
+        .unwrap();
+    let mut after = before.clone();
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        after = served_cert(addr).await;
+        if after != before {
+            break;
+        }
+    }
+    assert_ne!(after, before, "the new certificate is served after SIGHUP");
+    assert_eq!(
+        plain.cmd("NOOP").await.code,
+        250,
+        "open sessions were not dropped"
+    );
+    assert!(p.terminate().success());
+}
