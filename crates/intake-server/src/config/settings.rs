@@ -235,23 +235,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
         message_rate: r.get("smtp.message_rate", 0),
         recipient_rate: r.get("smtp.recipient_rate", 0),
     };
-    let exempt_text: Vec<String> = r.get(
-        "smtp.limits_exempt",
-        vec!["127.0.0.0/8".to_string(), "::1/128".to_string()],
-    );
-    let mut exempt = Vec::new();
-    for n in &exempt_text {
-        match n
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        {
-            Ok(net) => exempt.push(net),
-            Err(_) => r.error(
-                "smtp.limits_exempt",
-                format!("{n:?} is not a network such as 10.0.0.0/8 or an address"),
-            ),
-        }
-    }
+    let exempt = read_networks(r, "smtp.limits_exempt", &["127.0.0.0/8", "::1/128"]);
     let limits = (limit_settings != LimitSettings::default())
         .then(|| ClientLimits::new(limit_settings, exempt));
     let max_messages_per_connection: usize = r.get(
@@ -277,23 +261,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
     let early_talkers = policy(r, "smtp.early_talkers");
     let unauthorized_pipelining = policy(r, "smtp.unauthorized_pipelining");
     let proxy_on: bool = r.get("smtp.proxy_protocol", false);
-    let trusted_text: Vec<String> = r.get(
-        "smtp.proxy_trusted",
-        vec!["127.0.0.1/32".to_string(), "::1/128".to_string()],
-    );
-    let mut trusted = Vec::new();
-    for n in &trusted_text {
-        match n
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        {
-            Ok(net) => trusted.push(net),
-            Err(_) => r.error(
-                "smtp.proxy_trusted",
-                format!("{n:?} is not a network such as 10.0.0.0/8 or an address"),
-            ),
-        }
-    }
+    let trusted = read_networks(r, "smtp.proxy_trusted", &["127.0.0.1/32", "::1/128"]);
     let proxy_timeout = r.duration("smtp.proxy_timeout", Duration::from_secs(5));
     let proxy = proxy_on.then_some(ProxySettings {
         trusted,
@@ -402,6 +370,25 @@ fn read(r: &mut Reader<'_>) -> Settings {
         log_format,
         warnings: Vec::new(),
     }
+}
+
+/// A list of networks (`10.0.0.0/8`) or single addresses.
+fn read_networks(r: &mut Reader<'_>, key: &str, default: &[&str]) -> Vec<ipnet::IpNet> {
+    let text: Vec<String> = r.get(key, default.iter().map(|s| s.to_string()).collect());
+    let mut nets = Vec::new();
+    for n in &text {
+        match n
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        {
+            Ok(net) => nets.push(net),
+            Err(_) => r.error(
+                key,
+                format!("{n:?} is not a network such as 10.0.0.0/8 or an address"),
+            ),
+        }
+    }
+    nets
 }
 
 fn read_http(r: &mut Reader<'_>) -> HttpSettings {
