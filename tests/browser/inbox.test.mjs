@@ -1,7 +1,9 @@
 // Browser test of Intake's web inbox, in Debian's headless Chromium driven by playwright-core.
-// Starts its own Intake (INTAKE_BIN), sends mail over real SMTP, and checks what a person sees:
-// new mail appears without reloading, a message opens and can be deleted, and a hostile HTML
-// message neither runs script nor loads a remote image until the reader asks for images.
+// Starts its own Intake (INTAKE_BIN) on free loopback ports, sends mail over real SMTP, and
+// checks what a person sees: new mail appears without reloading, a message opens (text,
+// headers, source) and can be deleted, the URL can be bookmarked, the keyboard works, and a
+// hostile HTML message neither runs script nor loads a remote image until the reader asks.
+// Everything is bounded: each wait has a timeout and a watchdog ends the run after 55 s.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -15,147 +17,341 @@ import { chromium } from "playwright-core";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "../..");
-const bin = process.env.INTAKE_BIN ? path.resolve(process.env.INTAKE_BIN) : path.join(root, "target/debug/intake");
+const bin = path.resolve(root, process.env.INTAKE_BIN || "target/debug/intake");
 const shots = path.resolve(process.env.SCREENSHOT_DIR || path.join(here, "out"));
+const WAIT = 10_000; // any single wait
+
+let intake, intakeExit, browser, page, smtpPort, httpPort, base, tracker, dataDir;
+const trackerHits = [];
+const consoleLines = [];
+
+// The whole run is bounded, whatever hangs.
+const watchdog = setTimeout(() => {
+  console.error("browser test: watchdog fired after 55 s");
+  if (intake) intake.kill("SIGKILL");
+  process.exit(1);
+}, 55_000);
+watchdog.unref();
 
 function freePort() {
   return new Promise((resolve, reject) => {
     const s = net.createServer();
-    s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => resolve(p)); });
     s.on("error", reject);
+    s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => resolve(p)); });
   });
 }
 
 async function waitPort(port, ms) {
   const end = Date.now() + ms;
   while (Date.now() < end) {
+    if (intakeExit) throw new Error(`intake exited early (${intakeExit}); is INTAKE_BIN=${bin} right?`);
     const ok = await new Promise((res) => {
       const c = net.connect(port, "127.0.0.1", () => { c.end(); res(true); });
       c.on("error", () => res(false));
+      c.setTimeout(1000, () => { c.destroy(); res(false); });
     });
     if (ok) return;
     await new Promise((r) => setTimeout(r, 50));
   }
-  throw new Error(`nothing listens on ${port} after ${ms} ms`);
+  throw new Error(`nothing listens on 127.0.0.1:${port} after ${ms} ms`);
 }
 
-// A tiny SMTP client: exact CRLF, one command at a time, checks every reply code.
-function sendMail(port, to, content) {
+async function until(what, fn, ms = WAIT) {
+  const end = Date.now() + ms;
+  for (;;) {
+    if (await fn()) return;
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+// A tiny SMTP client: one command at a time, exact CRLF, dot-stuffing, every reply code
+// checked. Resolves with the id from "250 ... stored as <id>".
+function sendMail(to, lines) {
+  const body = lines.map((l) => (l.startsWith(".") ? "." + l : l)).join("\r\n");
+  const steps = [
+    [null, 220], ["EHLO browser.test", 250], ["MAIL FROM:<sender@example.net>", 250],
+    [`RCPT TO:<${to}>`, 250], ["DATA", 354], [body + "\r\n.", 250], ["QUIT", 221],
+  ];
   return new Promise((resolve, reject) => {
-    const sock = net.connect(port, "127.0.0.1");
-    const steps = [
-      [null, 220], ["EHLO browser.test", 250], ["MAIL FROM:<sender@example.net>", 250],
-      [`RCPT TO:<${to}>`, 250], ["DATA", 354], [content.replace(/\r?\n/g, "\r\n") + "\r\n.", 250], ["QUIT", 221],
-    ];
+    const sock = net.connect(smtpPort, "127.0.0.1");
     let buf = "";
     let i = 0;
-    const timer = setTimeout(() => { sock.destroy(); reject(new Error("SMTP timeout")); }, 10000);
-    const next = () => {
-      if (i >= steps.length) { clearTimeout(timer); sock.end(); resolve(); return; }
-      if (steps[i][0] !== null) sock.write(steps[i][0] + "\r\n");
-    };
+    let id = null;
+    const fail = (e) => { clearTimeout(timer); sock.destroy(); reject(e); };
+    const timer = setTimeout(() => fail(new Error(`SMTP timeout at step ${i}`)), WAIT);
     sock.on("data", (d) => {
-      buf += d.toString();
-      // A complete reply: its last line has a space after the code.
+      buf += d.toString("latin1");
+      // A reply is complete when a line has a space after the code.
       const lines = buf.split("\r\n");
-      const done = lines.slice(0, -1).find((l) => /^\d{3} /.test(l));
-      if (!done) return;
+      const last = lines.slice(0, -1).find((l) => /^\d{3} /.test(l));
+      if (!last) return;
       buf = "";
-      const code = Number(done.slice(0, 3));
-      if (code !== steps[i][1]) { clearTimeout(timer); sock.destroy(); reject(new Error(`SMTP: expected ${steps[i][1]}, got ${done}`)); return; }
+      const code = Number(last.slice(0, 3));
+      if (code !== steps[i][1]) { fail(new Error(`SMTP: after ${steps[i][0] || "connect"} expected ${steps[i][1]}, got ${last}`)); return; }
+      if (steps[i][0] && steps[i][0].endsWith("\r\n.")) id = (/([0-9a-f]{8}-[0-9a-f-]{27})/i.exec(last) || [])[1] || null;
       i += 1;
-      next();
+      if (i === steps.length) { clearTimeout(timer); sock.end(); resolve(id); return; }
+      sock.write(steps[i][0] + "\r\n");
     });
-    sock.on("error", (e) => { clearTimeout(timer); reject(e); });
+    sock.on("error", fail);
   });
 }
 
-let intake, browser, page, smtpPort, httpPort, tracker, trackerHits = 0, dataDir;
+async function apiJSON(p, opts) {
+  const r = await fetch(base + p, { ...opts, signal: AbortSignal.timeout(WAIT) });
+  assert.ok(r.ok, `${p}: ${r.status}`);
+  return r.status === 204 ? null : r.json();
+}
+
+const items = () => page.locator("#message-list li[data-id]");
+const item = (subject) => page.locator("#message-list li[data-id]", { hasText: subject });
+
+async function openMailbox(p, name) {
+  await p.fill("#mailbox-input", name);
+  await p.press("#mailbox-input", "Enter");
+  await p.locator("#status.live").waitFor();
+}
+
+// The page obeys its own CSP: violations in the top document are recorded by an init script
+// (which runs outside the page's CSP) and must stay empty.
+async function cspViolations(p) {
+  return p.evaluate(() => window.__csp || []);
+}
 
 before(async () => {
   smtpPort = await freePort();
   httpPort = await freePort();
+  base = `http://127.0.0.1:${httpPort}`;
   dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "intake-browser-"));
+  assert.ok(fs.existsSync(bin), `no intake binary at ${bin} (set INTAKE_BIN)`);
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("INTAKE_") && k !== "RUST_LOG"));
   intake = spawn(bin, ["serve"], {
-    env: { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("INTAKE_"))), INTAKE_SMTP__LISTEN: `127.0.0.1:${smtpPort}`, INTAKE_HTTP__LISTEN: `127.0.0.1:${httpPort}`,
-           INTAKE_STORE__PATH: dataDir, INTAKE_LOG__LEVEL: "warn" },
+    cwd: dataDir,
+    env: {
+      ...env,
+      INTAKE_SMTP__LISTEN: `127.0.0.1:${smtpPort}`,
+      INTAKE_HTTP__LISTEN: `127.0.0.1:${httpPort}`,
+      INTAKE_STORE__PATH: dataDir,
+      INTAKE_LOG__LEVEL: "warn",
+    },
     stdio: ["ignore", "ignore", "inherit"],
   });
-  await waitPort(smtpPort, 15000);
-  await waitPort(httpPort, 15000);
-  // A "remote" image server on loopback: it counts every request.
-  tracker = http.createServer((req, res) => { trackerHits += 1; res.writeHead(200, { "Content-Type": "image/png" }); res.end(); });
+  intake.on("exit", (code, sig) => { intakeExit = sig || `code ${code}`; });
+  await waitPort(smtpPort, 15_000);
+  await waitPort(httpPort, 15_000);
+
+  // A "remote" image server on loopback: it records every request.
+  tracker = http.createServer((req, res) => {
+    trackerHits.push(req.url);
+    res.writeHead(200, { "Content-Type": "image/gif", "Cache-Control": "no-store" });
+    res.end(Buffer.from("R0lGODlhAQABAAAAACwAAAAAAQABAAACAkQBADs=", "base64"));
+  });
   await new Promise((r) => tracker.listen(0, "127.0.0.1", r));
+
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    timeout: 20_000,
   });
-  page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
-  page.setDefaultTimeout(10000);
-});
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  await context.addInitScript(() => {
+    if (window !== window.top) return;
+    window.__csp = [];
+    document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));
+  });
+  page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  page.setDefaultNavigationTimeout(WAIT);
+  page.on("console", (m) => consoleLines.push(m.text()));
+  page.on("pageerror", (e) => consoleLines.push("pageerror: " + e.message));
+}, { timeout: 40_000 });
 
 after(async () => {
-  if (browser) await browser.close();
+  try { if (browser) await browser.close(); } catch (_) { /* already gone */ }
   if (tracker) tracker.close();
-  if (intake) intake.kill("SIGTERM");
+  if (intake && !intakeExit) {
+    const exited = new Promise((r) => intake.once("exit", r));
+    intake.kill("SIGTERM");
+    const t = setTimeout(() => intake.kill("SIGKILL"), 5_000);
+    await exited;
+    clearTimeout(t);
+  }
   if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
-});
+  clearTimeout(watchdog);
+}, { timeout: 15_000 });
 
-test("new mail appears live, opens, and is deleted", async () => {
-  await page.goto(`http://127.0.0.1:${httpPort}/`);
-  await page.fill("#mailbox-input", "alice@example.test");
-  await page.press("#mailbox-input", "Enter");
-  await page.waitForSelector("#status.live");
-  await sendMail(smtpPort, "alice@example.test", "From: Bob <bob@example.net>\nSubject: Live hello\n\nHello from the browser test.");
-  const item = page.locator("#message-list li[data-id]", { hasText: "Live hello" });
-  await item.waitFor();
-  await item.click();
-  await page.waitForSelector("#message-view:not([hidden])");
+test("new mail appears live, opens, is marked read and is deleted", { timeout: 20_000 }, async () => {
+  await page.goto(base + "/");
+  await openMailbox(page, "alice@example.test");
+  assert.equal(new URL(page.url()).hash, "#/alice@example.test", "the URL names the mailbox");
+  assert.match(await page.textContent("#alias"), /^d-[a-z2-7]{12}@example\.test$/);
+  // Marks this document: if the page reloaded, the marker would be gone.
+  await page.evaluate(() => { window.__sameDocument = true; });
+
+  const id = await sendMail("alice@example.test", [
+    "From: Bob <bob@example.net>", "To: alice@example.test", "Subject: Live hello", "",
+    "Hello from the browser test.", ".a line that starts with a dot",
+  ]);
+  await item("Live hello").waitFor();
+  assert.equal(await page.evaluate(() => window.__sameDocument), true, "shown without reloading");
+  if (id) assert.equal(await item("Live hello").getAttribute("data-id"), id);
+  assert.match(await item("Live hello").getAttribute("class"), /\bunread\b/);
+  assert.match(await page.textContent("#counts"), /1 message · 1 unread/);
+
+  await item("Live hello").click();
+  await page.locator("#message-view").waitFor({ state: "visible" });
   assert.equal(await page.textContent("#view-subject"), "Live hello");
-  await page.click(".tabs [data-tab=text]");
-  assert.match(await page.textContent("#view-text"), /Hello from the browser test\./);
+  assert.equal(await page.getAttribute("#html-frame", "sandbox"), "", "an empty sandbox attribute");
+  await page.click("#tab-text");
+  assert.match(await page.textContent("#view-text"), /Hello from the browser test\.\s+\.a line that starts with a dot/);
+  await page.click("#tab-headers");
+  await page.locator("#view-headers th", { hasText: /^Subject$/ }).waitFor();
+  await page.click("#tab-raw");
+  await until("the raw source", async () => /Subject: Live hello/.test(await page.textContent("#view-raw")));
+  assert.match(await page.getAttribute("#download-raw", "href"), /\/api\/v1\/messages\/[^/]+\/raw$/);
+
+  // Opening marked it read, in the list and on the server.
+  await until("the unread marker to go", async () => !/\bunread\b/.test(await item("Live hello").getAttribute("class")));
+  const listing = await apiJSON("/api/v1/mailboxes/alice@example.test/messages");
+  assert.equal(listing.messages[0].seen, true);
+  assert.match(new URL(page.url()).hash, /^#\/alice@example\.test\/.+/, "the URL names the open message");
+
+  await page.click("#tab-text");
   fs.mkdirSync(shots, { recursive: true });
   const shot = path.join(shots, "inbox.png");
-  await page.screenshot({ path: shot, fullPage: true });
+  await page.screenshot({ path: shot });
   console.log(`screenshot: ${shot}`);
+
   await page.click("#delete-message");
-  await page.locator("#message-list li[data-id]", { hasText: "Live hello" }).waitFor({ state: "detached" });
-  const r = await fetch(`http://127.0.0.1:${httpPort}/api/v1/mailboxes/alice@example.test/messages`);
-  assert.equal((await r.json()).total, 0, "deleted in the store too");
+  await item("Live hello").waitFor({ state: "detached" });
+  await page.locator("#message-view").waitFor({ state: "hidden" });
+  assert.equal(new URL(page.url()).hash, "#/alice@example.test");
+  assert.equal((await apiJSON("/api/v1/mailboxes/alice@example.test/messages")).total, 0, "deleted in the store too");
+  assert.deepEqual(await cspViolations(page), []);
 });
 
-test("hostile HTML neither runs script nor loads remote images", async () => {
+test("a bookmarked mailbox reloads, and the keyboard works", { timeout: 20_000 }, async () => {
+  await sendMail("carol@example.test", ["From: a@example.net", "Subject: First", "", "one"]);
+  await sendMail("carol@example.test", ["From: b@example.net", "Subject: Second", "", "two"]);
+  await page.goto(base + "/#/carol@example.test");
+  await page.reload();
+  await page.locator("#status.live").waitFor();
+  await until("two messages", async () => (await items().count()) === 2);
+  assert.deepEqual((await items().allTextContents()).map((t) => /First|Second/.exec(t)[0]), ["Second", "First"], "newest first");
+  assert.equal(await page.inputValue("#mailbox-input"), "carol@example.test");
+
+  await page.keyboard.press("/");
+  assert.equal(await page.evaluate(() => document.activeElement.id), "mailbox-input");
+  await page.keyboard.press("Escape");
+  await page.keyboard.press("j");
+  await page.keyboard.press("j");
+  await page.keyboard.press("k");
+  assert.match(await item("Second").getAttribute("class"), /\bcurrent\b/);
+  await page.keyboard.press("o");
+  await page.locator("#message-view").waitFor({ state: "visible" });
+  assert.equal(await page.textContent("#view-subject"), "Second");
+  await page.keyboard.press("Escape");
+  await page.locator("#message-view").waitFor({ state: "hidden" });
+  await page.keyboard.press("#");
+  await item("Second").waitFor({ state: "detached" });
+  assert.equal(await items().count(), 1);
+
+  // ?mailbox= works too, and becomes the #/ form.
+  await page.goto(base + "/?mailbox=carol@example.test");
+  await item("First").waitFor();
+  assert.equal(new URL(page.url()).hash, "#/carol@example.test");
+
+  // All mail shows every mailbox's mail, and follows it live.
+  await page.click("#all-mail");
+  await page.locator("#status.live").waitFor();
+  assert.equal(new URL(page.url()).hash, "#all");
+  await item("First").waitFor();
+  await sendMail("dave@example.test", ["From: c@example.net", "Subject: To Dave", "", "three"]);
+  await item("To Dave").waitFor();
+  assert.deepEqual(await cspViolations(page), []);
+});
+
+test("hostile HTML neither runs script nor loads remote images", { timeout: 20_000 }, async () => {
   const trackerUrl = `http://127.0.0.1:${tracker.address().port}/tracker.png`;
-  const html = [
-    "From: attacker@example.net", "Subject: Hostile", "Content-Type: text/html; charset=utf-8", "",
+  const mark = "try{parent.document.title='pwned'}catch(e){} try{window.top.pwned=1}catch(e){} console.log('pwned')";
+  const hostile = [
     "<p>Innocent text</p>",
-    "<script>try{parent.document.title='pwned'}catch(e){} window.top.pwned=1; document.body.dataset.ran=1;</script>",
-    "<img src=x onerror=\"try{parent.document.title='pwned'}catch(e){} window.top.pwned=1\">",
+    `<script>${mark}; document.body.dataset.ran = 1;</script>`,
+    `<img src=x onerror="${mark}">`,
+  ];
+  await page.goto(base + "/");
+  await openMailbox(page, "victim@example.test");
+  const id = await sendMail("victim@example.test", [
+    "From: attacker@example.net", "Subject: Hostile", "MIME-Version: 1.0",
+    "Content-Type: text/html; charset=utf-8", "",
+    ...hostile,
     `<img src="${trackerUrl}" alt="tracker">`,
-  ].join("\n");
-  const consoleLines = [];
-  page.on("console", (m) => consoleLines.push(m.text()));
-  await page.fill("#mailbox-input", "victim@example.test");
-  await page.press("#mailbox-input", "Enter");
-  await page.waitForSelector("#status.live");
-  await sendMail(smtpPort, "victim@example.test", html);
-  const item = page.locator("#message-list li[data-id]", { hasText: "Hostile" });
-  await item.waitFor();
-  await item.click();
+  ]);
+  await item("Hostile").click();
   const frame = page.frameLocator("#html-frame");
   await frame.locator("text=Innocent text").waitFor();
-  await page.waitForTimeout(1000);
+  await page.waitForTimeout(500); // let anything that could run, run
+  // Two layers: the frame's empty sandbox attribute, and the route's own `sandbox` CSP.
+  assert.equal(await page.getAttribute("#html-frame", "sandbox"), "");
+  assert.match(await page.getAttribute("#html-frame", "src"), /\/api\/v1\/messages\/[^/]+\/html$/);
+  if (id) {
+    const r = await fetch(`${base}/api/v1/messages/${id}/html`, { signal: AbortSignal.timeout(WAIT) });
+    assert.match(r.headers.get("content-security-policy") || "", /(^|;)\s*sandbox\s*(;|$)/);
+  }
+
   assert.notEqual(await page.title(), "pwned", "no script reached the page");
   assert.equal(await page.evaluate(() => window.pwned), undefined);
-  const ran = await frame.locator("body").getAttribute("data-ran");
-  assert.equal(ran, null, "no script ran inside the frame");
-  assert.equal(trackerHits, 0, "the remote image was not fetched");
-  // Asking for images loads them: the test can see a fetch when there is one.
+  assert.equal(await frame.locator("body").getAttribute("data-ran"), null, "no script ran in the frame");
+  assert.ok(!consoleLines.some((l) => l.includes("pwned")), "no script logged anything");
+  assert.deepEqual(trackerHits, [], "the remote image was not fetched");
+
+  // Asking for images loads them: the test does see a fetch when there is one.
   await page.click("#show-images");
-  const end = Date.now() + 5000;
-  while (trackerHits === 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
-  assert.ok(trackerHits > 0, "after 'Show remote images' the image is fetched");
+  await until("the tracker to be fetched", () => trackerHits.length > 0);
+  assert.deepEqual(trackerHits, ["/tracker.png"]);
+  assert.match(await page.getAttribute("#html-frame", "src"), /\/html\?images=1$/);
+  assert.equal(await page.getAttribute("#html-frame", "sandbox"), "", "still sandboxed with images");
+  await frame.locator("text=Innocent text").waitFor();
+  await page.waitForTimeout(300);
   assert.notEqual(await page.title(), "pwned");
+  assert.equal(await page.evaluate(() => window.pwned), undefined);
+  assert.equal(await frame.locator("body").getAttribute("data-ran"), null);
   assert.ok(!consoleLines.some((l) => l.includes("pwned")));
+  assert.deepEqual(await cspViolations(page), []);
+
+  // Control: the same markup in an ordinary frame does set every marker, so the checks
+  // above would have seen it run.
+  const control = await browser.newPage();
+  try {
+    const logged = [];
+    control.on("console", (m) => logged.push(m.text()));
+    const srcdoc = hostile.join("\n").replace(/&/g, "&amp;").replace(/"/g, "&quot;");
+    await control.setContent(`<title>control</title><iframe srcdoc="${srcdoc}"></iframe>`);
+    await until("the control's script to run", async () => (await control.title()) === "pwned");
+    assert.equal(await control.evaluate(() => window.pwned), 1);
+    assert.ok(logged.includes("pwned"));
+  } finally {
+    await control.close();
+  }
+});
+
+test("on a phone the list and the message take turns", { timeout: 15_000 }, async () => {
+  const phone = await browser.newPage({ viewport: { width: 390, height: 844 }, colorScheme: "dark" });
+  phone.setDefaultTimeout(WAIT);
+  try {
+    await phone.goto(base + "/#/carol@example.test");
+    await phone.locator("#message-list li[data-id]", { hasText: "First" }).click();
+    await phone.locator("#message-view").waitFor({ state: "visible" });
+    assert.equal(await phone.locator(".list-pane").isVisible(), false);
+    const width = await phone.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(width <= 390, `no horizontal scrolling (${width}px)`);
+    fs.mkdirSync(shots, { recursive: true });
+    await phone.screenshot({ path: path.join(shots, "inbox-phone.png") });
+    await phone.click("#back");
+    await phone.locator(".list-pane").waitFor({ state: "visible" });
+  } finally {
+    await phone.close();
+  }
 });

@@ -1,285 +1,674 @@
-// Intake web inbox. Plain JS, no dependencies. Message content is only ever set with
-// textContent; HTML mail is shown in a sandboxed iframe served with its own strict CSP.
+// Intake web inbox. Plain JS (ES2020), no dependencies, no inline script or style (the page's
+// CSP forbids both). Message content only ever reaches the page through textContent and
+// attributes set from JS; HTML mail is shown in an iframe with an empty `sandbox` attribute,
+// served by /api/v1/messages/{id}/html with its own strict CSP.
+//
+// URL: #/<mailbox> opens a mailbox, #all opens all mail, and /<id> after either opens a
+// message (#/bob@example.com/0190…). ?mailbox=<address> is accepted too.
 "use strict";
 
+const PER_PAGE = 50;
 const $ = (id) => document.getElementById(id);
 const api = (path) => "/api/v1" + path;
-const state = { mailbox: null, messages: [], page: 1, total: 0, unread: 0, current: -1, openId: null, source: null };
+const mailboxPath = (name) => api("/mailboxes/" + encodeURIComponent(name));
+const messagePath = (id) => api("/messages/" + encodeURIComponent(id));
+
+const state = {
+  mailbox: null,    // null: none open; "": all mail; else the address as typed
+  messages: [],     // MessageSummary, newest first
+  total: 0,
+  unread: 0,
+  currentId: null,  // the list's selection
+  openId: null,     // the message shown
+  gen: 0,           // bumped when the mailbox changes; stale responses are dropped
+  loading: 0,       // page-1 loads in flight: events are queued meanwhile
+  queue: [],
+  source: null,
+  retries: 0,
+  retryTimer: 0,
+  reloadTimer: 0,
+  imagesShown: false,
+};
+
+// ---- small helpers --------------------------------------------------------------------
 
 function el(tag, cls, text) {
   const e = document.createElement(tag);
   if (cls) e.className = cls;
-  if (text !== undefined && text !== null) e.textContent = text;
+  if (text !== undefined && text !== null) e.textContent = String(text);
   return e;
 }
 
-async function getJSON(path, opts) {
-  const r = await fetch(path, opts);
+async function request(path, opts) {
+  const r = await fetch(path, Object.assign({ headers: { Accept: "application/json" } }, opts));
   if (!r.ok) {
     let msg = r.status + " " + r.statusText;
-    try { msg = (await r.json()).error.message; } catch (_) { /* not JSON */ }
-    throw new Error(msg);
+    try {
+      const body = await r.json();
+      if (body && body.error && body.error.message) msg = body.error.message;
+    } catch (_) { /* not JSON */ }
+    if (r.status === 429) msg = "Too many requests, try again in " + (r.headers.get("Retry-After") || "a few") + " s";
+    const err = new Error(msg);
+    err.status = r.status;
+    throw err;
   }
-  return r.status === 204 ? null : r.json();
+  if (r.status === 204) return null;
+  const type = r.headers.get("Content-Type") || "";
+  return type.includes("json") ? r.json() : r.text();
+}
+
+function showError(msg) {
+  const e = $("error");
+  e.textContent = msg || "";
+  e.hidden = !msg;
+}
+
+const fmtClock = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+const fmtDay = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short" });
+const fmtDate = new Intl.DateTimeFormat(undefined, { dateStyle: "medium" });
+const fmtFull = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "long" });
+
+function relative(d) {
+  const secs = Math.round((Date.now() - d.getTime()) / 1000);
+  if (secs < 45) return "just now";
+  if (secs < 3600) return Math.round(secs / 60) + " min ago";
+  if (secs < 86400) return Math.floor(secs / 3600) + " h ago";
+  if (secs < 86400 * 30) return Math.floor(secs / 86400) + " d ago";
+  return "";
+}
+
+function absolute(d) {
+  const now = new Date();
+  if (d.toDateString() === now.toDateString()) return fmtClock.format(d);
+  if (d.getFullYear() === now.getFullYear()) return fmtDay.format(d) + ", " + fmtClock.format(d);
+  return fmtDate.format(d);
 }
 
 function when(iso) {
   const d = new Date(iso);
-  const secs = Math.round((Date.now() - d.getTime()) / 1000);
-  if (secs < 60) return "just now";
-  if (secs < 3600) return Math.floor(secs / 60) + " min ago";
-  if (secs < 86400) return Math.floor(secs / 3600) + " h ago";
-  return d.toLocaleDateString();
+  if (Number.isNaN(d.getTime())) return String(iso || "");
+  const rel = relative(d);
+  return rel ? rel + " \u00b7 " + absolute(d) : absolute(d);
 }
 
 function size(n) {
+  if (typeof n !== "number") return "";
   return n < 1024 ? n + " B" : n < 1048576 ? (n / 1024).toFixed(1) + " KB" : (n / 1048576).toFixed(1) + " MB";
 }
 
-function setStatus(text, live) {
+function setStatus(kind) {
   const s = $("status");
+  const text = { live: "live", connecting: "connecting\u2026", reconnecting: "reconnecting\u2026", offline: "offline" }[kind];
   s.textContent = text;
-  s.classList.toggle("live", !!live);
+  s.title = "Live updates: " + text;
+  s.className = "status " + kind;
 }
 
+// ---- URL ------------------------------------------------------------------------------
+
+function encodeName(name) {
+  return encodeURIComponent(name).replace(/%40/g, "@");
+}
+
+function hashFor(mailbox, id) {
+  if (mailbox === null) return "";
+  const base = mailbox === "" ? "#all" : "#/" + encodeName(mailbox);
+  return id ? base + "/" + encodeURIComponent(id) : base;
+}
+
+function parseHash() {
+  const h = location.hash;
+  let m = /^#all(?:\/([^/]+))?$/.exec(h);
+  if (m) return { mailbox: "", id: m[1] ? decodeURIComponent(m[1]) : null };
+  m = /^#\/([^/]+)(?:\/([^/]+))?$/.exec(h);
+  if (m) {
+    try {
+      return { mailbox: decodeURIComponent(m[1]), id: m[2] ? decodeURIComponent(m[2]) : null };
+    } catch (_) { return { mailbox: null, id: null }; }
+  }
+  return { mailbox: null, id: null };
+}
+
+// Opening/closing a message replaces the history entry; changing mailbox adds one.
+function syncHash() {
+  const h = hashFor(state.mailbox, state.openId);
+  if (location.hash !== h) history.replaceState(null, "", h || location.pathname);
+}
+
+// ---- the list -------------------------------------------------------------------------
+
+function rowId(id) { return "msg-" + id; }
+
 function row(m) {
-  const li = el("li", m.seen ? "" : "unread");
+  const li = el("li", "msg" + (m.seen ? "" : " unread"));
+  li.id = rowId(m.id);
   li.dataset.id = m.id;
   li.setAttribute("role", "option");
-  li.append(el("span", "from", m.from || m.mail_from || "<>"), el("span", "when", when(m.received_at)));
-  const subj = el("span", "subject", m.subject || "(no subject)");
-  const info = el("span", "when", size(m.size) + (m.attachments ? " \u00b7 \u{1F4CE}" + m.attachments : ""));
-  li.append(subj, info);
-  li.title = new Date(m.received_at).toString();
-  li.addEventListener("click", () => openMessage(m.id));
+  li.setAttribute("aria-selected", String(m.id === state.currentId));
+  if (m.id === state.currentId) li.classList.add("current");
+  if (m.id === state.openId) li.classList.add("open");
+  const from = el("span", "from");
+  if (!m.seen) from.append(el("span", "visually-hidden", "Unread. "));
+  from.append(document.createTextNode(m.from || m.mail_from || "<>"));
+  const t = el("time", "when", when(m.received_at));
+  t.dateTime = m.received_at;
+  t.title = fmtFull.format(new Date(m.received_at));
+  const subject = el("span", "subject", m.subject || "(no subject)");
+  const files = m.attachments ? m.attachments + (m.attachments === 1 ? " attachment" : " attachments") : "";
+  const info = el("span", "info", size(m.size) + (files ? " \u00b7 " + files : ""));
+  li.append(from, t, subject, info);
   return li;
 }
 
 function render() {
   const list = $("message-list");
-  list.replaceChildren();
-  if (state.messages.length === 0) {
-    list.append(el("li", "empty", state.mailbox === null ? "Open a mailbox to see its mail." : "No mail yet. New mail appears here by itself."));
+  list.replaceChildren(...state.messages.map(row));
+  if (state.currentId && state.messages.some((m) => m.id === state.currentId)) {
+    list.setAttribute("aria-activedescendant", rowId(state.currentId));
+  } else {
+    list.removeAttribute("aria-activedescendant");
   }
-  state.messages.forEach((m, i) => {
-    const li = row(m);
-    if (i === state.current) li.classList.add("current");
-    list.append(li);
-  });
-  const plural = state.total === 1 ? " message" : " messages";
-  $("counts").textContent = state.mailbox === null ? "" : state.total + plural + " \u00b7 " + state.unread + " unread";
-  $("more").hidden = state.messages.length >= state.total;
+  const empty = $("empty");
+  empty.hidden = state.messages.length > 0;
+  empty.textContent = state.mailbox === null
+    ? "Type a mailbox address above and press Enter, or open All mail."
+    : "No mail yet. New mail appears here by itself.";
+  if (state.mailbox === null) {
+    $("counts").textContent = "";
+  } else {
+    $("counts").textContent = state.total + (state.total === 1 ? " message" : " messages") + " \u00b7 " + state.unread + " unread";
+  }
+  $("more").hidden = state.mailbox === null || state.messages.length >= state.total;
+  const name = state.mailbox === null ? "" : state.mailbox === "" ? "All mail" : state.mailbox;
+  document.title = (state.unread > 0 ? "(" + state.unread + ") " : "") + (name ? name + " \u00b7 " : "") + "Intake";
 }
 
-function listPath(page) {
-  const q = "?per_page=50&page=" + page;
-  return state.mailbox === "" ? api("/messages" + q) : api("/mailboxes/" + encodeURIComponent(state.mailbox) + "/messages" + q);
+function refreshTimes() {
+  document.querySelectorAll("#message-list time").forEach((t) => { t.textContent = when(t.dateTime); });
 }
 
-async function load(page) {
+function listPath(page, perPage) {
+  const q = "?page=" + page + "&per_page=" + perPage;
+  return state.mailbox === "" ? api("/messages" + q) : mailboxPath(state.mailbox) + "/messages" + q;
+}
+
+// Loads the first page (or, with `keep`, as many messages as are shown, up to 500) and
+// replays the events that arrived meanwhile, so nothing is lost between the two.
+async function load(keep) {
+  const gen = state.gen;
+  const perPage = keep ? Math.min(500, Math.max(PER_PAGE, Math.ceil(state.messages.length / PER_PAGE) * PER_PAGE)) : PER_PAGE;
+  state.loading += 1;
   try {
-    const data = await getJSON(listPath(page));
-    state.page = page;
+    const data = await request(listPath(1, perPage));
+    if (gen !== state.gen) return;
+    state.messages = data.messages;
     state.total = data.total;
     state.unread = data.unread;
-    state.messages = page === 1 ? data.messages : state.messages.concat(data.messages);
-    if (data.alias) {
-      $("alias").textContent = data.alias;
-      $("alias-box").hidden = false;
-    } else {
-      $("alias-box").hidden = true;
+    if (state.mailbox !== "") {
+      $("list-title").textContent = data.mailbox || state.mailbox;
+      showAlias(data.alias);
     }
+    showError("");
+  } catch (e) {
+    if (gen === state.gen) showError("Could not load the list: " + e.message);
+  } finally {
+    if (gen === state.gen) {
+      state.loading -= 1;
+      if (state.loading === 0) {
+        const queued = state.queue;
+        state.queue = [];
+        queued.forEach(([type, data]) => apply(type, data));
+      }
+      render();
+    }
+  }
+}
+
+async function loadMore() {
+  const gen = state.gen;
+  // New mail shifts pages down; duplicates are dropped, so asking by count is safe.
+  const page = Math.floor(state.messages.length / PER_PAGE) + 1;
+  try {
+    const data = await request(listPath(page, PER_PAGE));
+    if (gen !== state.gen) return;
+    const have = new Set(state.messages.map((m) => m.id));
+    state.messages = state.messages.concat(data.messages.filter((m) => !have.has(m.id)));
+    state.total = data.total;
+    state.unread = data.unread;
     render();
   } catch (e) {
-    $("counts").textContent = "Could not load: " + e.message;
+    showError("Could not load more: " + e.message);
   }
+}
+
+async function showAlias(alias) {
+  const box = $("alias-box");
+  if (state.mailbox === null || state.mailbox === "") { box.hidden = true; return; }
+  if (!alias) {
+    const gen = state.gen;
+    try {
+      alias = (await request(mailboxPath(state.mailbox) + "/alias")).alias;
+    } catch (_) { alias = null; }
+    if (gen !== state.gen) return;
+  }
+  $("alias").textContent = alias || "";
+  box.hidden = !alias;
+}
+
+function removeLocal(id) {
+  const gone = state.messages.find((m) => m.id === id);
+  if (!gone) return false;
+  const i = state.messages.indexOf(gone);
+  state.messages.splice(i, 1);
+  state.total = Math.max(0, state.total - 1);
+  if (!gone.seen) state.unread = Math.max(0, state.unread - 1);
+  if (state.currentId === id) {
+    const next = state.messages[Math.min(i, state.messages.length - 1)];
+    state.currentId = next ? next.id : null;
+  }
+  return true;
+}
+
+// ---- live updates ---------------------------------------------------------------------
+
+function apply(type, data) {
+  if (type === "new") {
+    const m = data.message;
+    if (!m || state.messages.some((x) => x.id === m.id)) return;
+    state.messages.unshift(m);
+    state.total += 1;
+    if (!m.seen) state.unread += 1;
+  } else if (type === "deleted") {
+    if (state.mailbox === "") {
+      // In all mail, `deleted` may only mean "no longer in that mailbox" (the message can
+      // still be filed elsewhere): ask the server instead of guessing.
+      scheduleReload();
+      return;
+    }
+    removeLocal(data.id);
+    if (state.openId === data.id) closeMessage(false);
+  }
+}
+
+function scheduleReload() {
+  clearTimeout(state.reloadTimer);
+  state.reloadTimer = setTimeout(() => load(true), 300);
+}
+
+function onEvent(type, ev) {
+  let data;
+  try { data = JSON.parse(ev.data); } catch (_) { return; }
+  if (state.loading > 0) { state.queue.push([type, data]); return; }
+  apply(type, data);
+  render();
+}
+
+function closeSource() {
+  clearTimeout(state.retryTimer);
+  if (state.source) state.source.close();
+  state.source = null;
 }
 
 function subscribe() {
-  if (state.source) state.source.close();
+  closeSource();
+  if (state.mailbox === null) { setStatus("offline"); return; }
+  const gen = state.gen;
   const url = api("/events") + (state.mailbox ? "?mailbox=" + encodeURIComponent(state.mailbox) : "");
   const es = new EventSource(url);
   state.source = es;
-  setStatus("connecting", false);
-  es.onopen = () => setStatus("live", true);
-  es.onerror = () => setStatus("reconnecting", false);
-  es.addEventListener("new", (ev) => {
-    const data = JSON.parse(ev.data);
-    if (state.messages.some((m) => m.id === data.message.id)) return;
-    state.messages.unshift(data.message);
-    state.total += 1;
-    if (!data.message.seen) state.unread += 1;
-    if (state.current >= 0) state.current += 1;
-    render();
+  let opened = false;
+  setStatus(state.retries ? "reconnecting" : "connecting");
+  es.addEventListener("open", () => {
+    setStatus("live");
+    // After a reconnection events may have been missed: re-read the list.
+    if (opened || state.retries > 0) load(true);
+    opened = true;
+    state.retries = 0;
   });
-  es.addEventListener("deleted", (ev) => {
-    const data = JSON.parse(ev.data);
-    const gone = state.messages.find((m) => m.id === data.id);
-    state.messages = state.messages.filter((m) => m.id !== data.id);
-    if (gone) { state.total -= 1; if (!gone.seen) state.unread -= 1; }
-    render();
-    if (state.openId === data.id) closeMessage();
+  es.addEventListener("error", () => {
+    if (gen !== state.gen || state.source !== es) return;
+    if (es.readyState === EventSource.CLOSED) {
+      // The browser gave up (e.g. a 429): retry ourselves, backing off up to 30 s.
+      setStatus("offline");
+      es.close();
+      state.retries += 1;
+      state.retryTimer = setTimeout(() => { if (gen === state.gen) subscribe(); }, Math.min(30000, 1000 * 2 ** state.retries));
+    } else {
+      setStatus("reconnecting");
+      state.retries = Math.max(state.retries, 1);
+    }
   });
-  es.addEventListener("lagged", () => load(1));
+  es.addEventListener("new", (ev) => onEvent("new", ev));
+  es.addEventListener("deleted", (ev) => onEvent("deleted", ev));
+  es.addEventListener("lagged", () => load(true));
 }
 
-function openMailbox(name) {
-  state.mailbox = name;
-  state.messages = [];
-  state.current = -1;
-  $("list-title").textContent = name === "" ? "All mail" : name;
-  $("mailbox-input").value = name;
-  const hash = name === "" ? "#/all" : "#/" + encodeURIComponent(name);
-  if (location.hash !== hash) history.replaceState(null, "", hash);
-  closeMessage();
-  load(1);
-  subscribe();
-}
+// ---- mailbox --------------------------------------------------------------------------
 
-function selectTab(name) {
-  document.querySelectorAll(".tabs [role=tab]").forEach((b) => b.setAttribute("aria-selected", String(b.dataset.tab === name)));
-  document.querySelectorAll("[data-panel]").forEach((p) => { p.hidden = p.dataset.panel !== name; });
-  if (name === "raw" && state.openId && !$("view-raw").dataset.loaded) {
-    fetch(api("/messages/" + state.openId + "/raw")).then((r) => r.text()).then((t) => {
-      $("view-raw").textContent = t;
-      $("view-raw").dataset.loaded = "1";
-    });
+function openMailbox(name, id) {
+  const same = name === state.mailbox;
+  if (!same) {
+    state.gen += 1;
+    state.mailbox = name;
+    state.messages = [];
+    state.total = 0;
+    state.unread = 0;
+    state.currentId = null;
+    state.loading = 0;
+    state.queue = [];
+    state.retries = 0;
+    $("alias-box").hidden = true;
+    $("list-title").textContent = name === null ? "No mailbox open" : name === "" ? "All mail" : name;
+    $("mailbox-input").value = name || "";
+    showError("");
+    if (state.openId) closeMessage(false);
+    render();
+    if (name !== null) {
+      subscribe();
+      load(false);
+    } else {
+      closeSource();
+    }
   }
+  if (id && id !== state.openId) openMessage(id);
+  else if (!id && state.openId) closeMessage(false);
+}
+
+// A new mailbox gets its own history entry (back returns to the previous one).
+function goMailbox(name) {
+  const h = hashFor(name, null);
+  if (location.hash !== h) location.hash = h;
+  else if (state.openId) closeMessage(true);
+  else load(true);
+}
+
+async function deleteMailbox() {
+  if (!state.mailbox) return;
+  const n = state.total;
+  const what = n === 1 ? "the 1 message" : n > 1 ? "all " + n + " messages" : "every message";
+  if (!confirm("Delete " + what + " of " + state.mailbox + "? This cannot be undone.")) return;
+  const gen = state.gen;
+  try {
+    await request(mailboxPath(state.mailbox), { method: "DELETE" });
+  } catch (e) {
+    showError("Could not delete the mailbox: " + e.message);
+    return;
+  }
+  if (gen !== state.gen) return;
+  if (state.openId) closeMessage(true);
+  load(false);
+}
+
+async function copyAlias() {
+  const text = $("alias").textContent;
+  const button = $("copy-alias");
+  let ok = false;
+  try {
+    if (navigator.clipboard && window.isSecureContext) {
+      // A browser may leave the promise pending (permission prompt): give it a second.
+      const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error("timeout")), 1000));
+      await Promise.race([navigator.clipboard.writeText(text), timeout]);
+      ok = true;
+    }
+  } catch (_) { /* fall back below */ }
+  if (!ok) {
+    // Not a secure context (plain http on a LAN address): select it and copy.
+    const range = document.createRange();
+    range.selectNodeContents($("alias"));
+    const sel = window.getSelection();
+    sel.removeAllRanges();
+    sel.addRange(range);
+    try { ok = document.execCommand("copy"); } catch (_) { ok = false; }
+  }
+  button.textContent = ok ? "Copied" : "Press Ctrl+C";
+  setTimeout(() => { button.textContent = "Copy"; }, 1500);
+}
+
+// ---- one message ----------------------------------------------------------------------
+
+function selectTab(name, focus) {
+  document.querySelectorAll(".tabs [role=tab]").forEach((b) => {
+    const on = b.dataset.tab === name;
+    b.setAttribute("aria-selected", String(on));
+    b.tabIndex = on ? 0 : -1;
+    if (on && focus) b.focus();
+  });
+  document.querySelectorAll("[data-panel]").forEach((p) => { p.hidden = p.dataset.panel !== name; });
+  if (name === "raw") loadRaw();
+}
+
+async function loadRaw() {
+  const pre = $("view-raw");
+  const id = state.openId;
+  if (!id || pre.dataset.id === id) return;
+  pre.dataset.id = id;
+  pre.textContent = "Loading\u2026";
+  try {
+    const r = await fetch(messagePath(id) + "/raw");
+    if (!r.ok) throw new Error(r.status + " " + r.statusText);
+    const text = await r.text();
+    if (state.openId === id) pre.textContent = text;
+  } catch (e) {
+    if (state.openId === id) { pre.textContent = "Could not load the source: " + e.message; delete pre.dataset.id; }
+  }
+}
+
+function setFrame(id, images) {
+  const frame = $("html-frame");
+  // Defence in depth: whatever happened to the markup, the frame stays fully sandboxed.
+  frame.setAttribute("sandbox", "");
+  frame.src = id ? messagePath(id) + "/html" + (images ? "?images=1" : "") : "about:blank";
 }
 
 async function openMessage(id) {
+  const gen = state.gen;
   let m;
   try {
-    m = await getJSON(api("/messages/" + id));
+    m = await request(messagePath(id));
   } catch (e) {
-    $("counts").textContent = "Could not open: " + e.message;
+    if (gen !== state.gen) return;
+    showError(e.status === 404 ? "That message no longer exists." : "Could not open the message: " + e.message);
+    if (state.openId === id || parseHash().id === id) { state.openId = null; syncHash(); }
     return;
   }
+  if (gen !== state.gen) return;
+  showError("");
+  const wasOpen = !!state.openId;
   state.openId = id;
-  state.current = state.messages.findIndex((x) => x.id === id);
+  state.currentId = id;
+  state.imagesShown = false;
+  syncHash();
   document.body.classList.add("viewing");
   $("message-view").hidden = false;
   $("view-subject").textContent = m.subject || "(no subject)";
+
   const meta = $("view-meta");
   meta.replaceChildren();
-  const add = (k, v) => { if (v) meta.append(el("dt", null, k), el("dd", null, v)); };
-  add("From", m.from || m.mail_from);
-  add("To", m.to || m.rcpt_to.join(", "));
+  const add = (k, v, title) => {
+    if (!v) return;
+    const dd = el("dd", null, v);
+    if (title) dd.title = title;
+    meta.append(el("dt", null, k), dd);
+  };
+  const rcpts = (m.rcpt_to || []).join(", ");
+  add("From", m.from || m.mail_from || "<>");
+  add("To", m.to || rcpts);
   add("Cc", m.cc);
-  add("Envelope", (m.mail_from || "<>") + " \u2192 " + m.rcpt_to.join(", "));
-  add("Received", new Date(m.received_at).toString());
+  add("Envelope", (m.mail_from || "<>") + " \u2192 " + rcpts);
+  const received = new Date(m.received_at);
+  add("Received", fmtFull.format(received) + (relative(received) ? " (" + relative(received) + ")" : ""), m.received_at);
+  if (m.client) add("Client", (m.helo ? m.helo + " " : "") + "[" + m.client.ip + "]" + (m.tls ? " with TLS" : ""));
   add("Size", size(m.size));
-  $("download-raw").href = api("/messages/" + id + "/raw");
-  $("html-frame").src = api("/messages/" + id + "/html");
-  $("view-text").textContent = m.text || "(no text body)";
-  const headers = $("view-headers");
-  headers.replaceChildren();
-  m.headers.forEach((h) => {
+
+  const raw = messagePath(id) + "/raw";
+  $("download-raw").href = raw;
+  $("download-raw-2").href = raw;
+  $("download-raw").setAttribute("download", id + ".eml");
+  $("download-raw-2").setAttribute("download", id + ".eml");
+
+  setFrame(id, false);
+  $("show-images").disabled = false;
+  $("images-note").textContent = "Remote images are blocked.";
+  $("view-text").textContent = m.text || "(no text part)";
+
+  const tbody = $("view-headers").tBodies[0];
+  tbody.replaceChildren();
+  (m.headers || []).forEach((h) => {
     const tr = el("tr");
-    tr.append(el("td", null, h.name), el("td", null, h.value));
-    headers.append(tr);
+    tr.append(el("th", null, h.name), el("td", null, h.value));
+    tr.firstChild.scope = "row";
+    tbody.append(tr);
   });
+
   $("view-raw").textContent = "";
-  delete $("view-raw").dataset.loaded;
+  delete $("view-raw").dataset.id;
+
   const atts = $("view-attachments");
   atts.replaceChildren();
-  if (m.attachment_list.length === 0) atts.append(el("li", null, "No attachments."));
-  m.attachment_list.forEach((a) => {
+  const list = m.attachment_list || [];
+  if (list.length === 0) atts.append(el("li", "muted", "No attachments."));
+  list.forEach((a) => {
     const li = el("li");
-    const link = el("a", null, (a.name || "attachment " + a.part) + " (" + a.content_type + ", " + size(a.size) + ")");
-    link.href = api("/messages/" + id + "/attachments/" + a.part);
+    const link = el("a", null, a.name || "attachment " + a.part);
+    link.href = messagePath(id) + "/attachments/" + encodeURIComponent(a.part);
     link.setAttribute("download", a.name || "");
-    li.append(link);
+    li.append(link, el("span", "muted", " " + (a.content_type || "") + ", " + size(a.size)));
     atts.append(li);
   });
-  selectTab(m.html ? "html" : "text");
+  $("tab-attachments").textContent = list.length ? "Attachments (" + list.length + ")" : "Attachments";
+
+  selectTab(m.html ? "html" : "text", false);
   render();
+  if (!wasOpen || document.activeElement === document.body) $("view-subject").focus({ preventScroll: true });
+  const li = $(rowId(id));
+  if (li) li.scrollIntoView({ block: "nearest" });
+
   if (!m.seen) {
-    fetch(api("/messages/" + id + "/read"), { method: "POST" }).then(() => {
+    try {
+      await request(messagePath(id) + "/read", { method: "POST" });
       const s = state.messages.find((x) => x.id === id);
-      if (s && !s.seen) { s.seen = true; state.unread = Math.max(0, state.unread - 1); render(); }
-    });
+      if (s && !s.seen) {
+        s.seen = true;
+        state.unread = Math.max(0, state.unread - 1);
+        render();
+      }
+    } catch (_) { /* the flag stays; not worth an error */ }
   }
 }
 
-function closeMessage() {
+// Back to the list; focus goes to the list when asked or when it was in the message.
+function closeMessage(focusList) {
+  const wasFocusedInside = $("message-view").contains(document.activeElement);
   state.openId = null;
   document.body.classList.remove("viewing");
   $("message-view").hidden = true;
-  $("html-frame").src = "about:blank";
+  setFrame(null);
+  syncHash();
+  render();
+  if (wasFocusedInside || focusList) $("message-list").focus({ preventScroll: true });
 }
 
 async function deleteMessage() {
-  const id = state.openId || (state.messages[state.current] || {}).id;
+  const id = state.openId || state.currentId;
   if (!id) return;
   try {
-    await getJSON(api("/messages/" + id), { method: "DELETE" });
+    await request(messagePath(id), { method: "DELETE" });
   } catch (e) {
-    $("counts").textContent = "Could not delete: " + e.message;
-    return;
+    if (e.status !== 404) { showError("Could not delete: " + e.message); return; }
   }
-  const gone = state.messages.find((m) => m.id === id);
-  state.messages = state.messages.filter((m) => m.id !== id);
-  if (gone) { state.total -= 1; if (!gone.seen) state.unread -= 1; }
-  closeMessage();
-  state.current = Math.min(state.current, state.messages.length - 1);
-  render();
+  removeLocal(id);
+  if (state.openId === id) closeMessage(true);
+  else render();
 }
 
 function move(delta) {
   if (state.messages.length === 0) return;
-  state.current = Math.max(0, Math.min(state.messages.length - 1, state.current + delta));
+  const i = state.messages.findIndex((m) => m.id === state.currentId);
+  const next = i < 0 ? (delta > 0 ? 0 : state.messages.length - 1) : Math.max(0, Math.min(state.messages.length - 1, i + delta));
+  state.currentId = state.messages[next].id;
+  if (state.openId) { openMessage(state.currentId); return; }
   render();
-  const li = $("message-list").children[state.current];
+  const li = $(rowId(state.currentId));
   if (li) li.scrollIntoView({ block: "nearest" });
 }
 
-function fromHash() {
-  const h = location.hash.replace(/^#\/?/, "");
-  if (h === "all") openMailbox("");
-  else if (h) openMailbox(decodeURIComponent(h));
+// ---- wiring ---------------------------------------------------------------------------
+
+function onKey(e) {
+  const t = e.target;
+  if (t instanceof HTMLInputElement || t instanceof HTMLTextAreaElement || t instanceof HTMLSelectElement) {
+    if (e.key === "Escape") t.blur();
+    return;
+  }
+  if (e.ctrlKey || e.metaKey || e.altKey || e.isComposing) return;
+  const onControl = t instanceof HTMLButtonElement || t instanceof HTMLAnchorElement;
+  if (onControl && (e.key === "Enter" || e.key === " ")) return;
+  if (t.getAttribute && t.getAttribute("role") === "tab" && (e.key === "ArrowLeft" || e.key === "ArrowRight")) {
+    const tabs = Array.from(document.querySelectorAll(".tabs [role=tab]"));
+    const i = tabs.indexOf(t) + (e.key === "ArrowRight" ? 1 : -1);
+    selectTab(tabs[(i + tabs.length) % tabs.length].dataset.tab, true);
+    e.preventDefault();
+    return;
+  }
+  switch (e.key) {
+    case "/": $("mailbox-input").focus(); $("mailbox-input").select(); break;
+    case "j": move(1); break;
+    case "k": move(-1); break;
+    case "ArrowDown": case "ArrowUp":
+      if (t !== $("message-list")) return; // elsewhere the arrows scroll
+      move(e.key === "ArrowDown" ? 1 : -1);
+      break;
+    case "o": case "Enter": if (state.currentId) openMessage(state.currentId); break;
+    case "#": case "Delete": deleteMessage(); break;
+    case "r": if (state.mailbox !== null) load(true); break;
+    case "Escape": if (state.openId) closeMessage(true); break;
+    default: return;
+  }
+  e.preventDefault();
+}
+
+function onHash() {
+  let { mailbox, id } = parseHash();
+  if (mailbox === null && !location.hash) {
+    const q = new URLSearchParams(location.search).get("mailbox");
+    if (q !== null) {
+      mailbox = q.trim() === "*" ? "" : q.trim();
+      history.replaceState(null, "", location.pathname + hashFor(mailbox, null));
+    }
+  }
+  openMailbox(mailbox, id);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
   $("mailbox-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const name = $("mailbox-input").value.trim();
-    if (name) openMailbox(name);
+    if (name) goMailbox(name);
   });
-  $("all-mail").addEventListener("click", () => openMailbox(""));
-  $("more").addEventListener("click", () => load(state.page + 1));
-  $("back").addEventListener("click", closeMessage);
+  $("all-mail").addEventListener("click", () => goMailbox(""));
+  $("home").addEventListener("click", (e) => { e.preventDefault(); history.pushState(null, "", location.pathname); openMailbox(null, null); });
+  $("more").addEventListener("click", loadMore);
+  $("back").addEventListener("click", () => closeMessage(true));
   $("delete-message").addEventListener("click", deleteMessage);
   $("show-images").addEventListener("click", () => {
-    if (state.openId) $("html-frame").src = api("/messages/" + state.openId + "/html?images=1");
+    if (!state.openId) return;
+    state.imagesShown = true;
+    setFrame(state.openId, true);
+    $("show-images").disabled = true;
+    $("images-note").textContent = "Remote images are shown (the sender can see you opened this).";
   });
-  $("copy-alias").addEventListener("click", () => navigator.clipboard && navigator.clipboard.writeText($("alias").textContent));
-  $("delete-mailbox").addEventListener("click", async () => {
-    if (!state.mailbox || !confirm("Delete every message of " + state.mailbox + "?")) return;
-    await getJSON(api("/mailboxes/" + encodeURIComponent(state.mailbox)), { method: "DELETE" });
-    load(1);
+  $("copy-alias").addEventListener("click", copyAlias);
+  $("delete-mailbox").addEventListener("click", deleteMailbox);
+  document.querySelectorAll(".tabs [role=tab]").forEach((b) => b.addEventListener("click", () => selectTab(b.dataset.tab, false)));
+  $("message-list").addEventListener("click", (e) => {
+    const li = e.target.closest("li[data-id]");
+    if (!li) return;
+    state.currentId = li.dataset.id;
+    openMessage(li.dataset.id);
   });
-  document.querySelectorAll(".tabs [role=tab]").forEach((b) => b.addEventListener("click", () => selectTab(b.dataset.tab)));
-  document.addEventListener("keydown", (e) => {
-    if (e.target instanceof HTMLInputElement) {
-      if (e.key === "Escape") e.target.blur();
-      return;
-    }
-    if (e.ctrlKey || e.metaKey || e.altKey) return;
-    if (e.target instanceof HTMLButtonElement && (e.key === "Enter" || e.key === " ")) return;
-    switch (e.key) {
-      case "/": e.preventDefault(); $("mailbox-input").focus(); $("mailbox-input").select(); break;
-      case "j": move(1); break;
-      case "k": move(-1); break;
-      case "o": case "Enter": if (state.messages[state.current]) openMessage(state.messages[state.current].id); break;
-      case "#": case "Delete": deleteMessage(); break;
-      case "r": if (state.mailbox !== null) load(1); break;
-      case "Escape": closeMessage(); break;
-      default: return;
-    }
-  });
-  window.addEventListener("hashchange", fromHash);
-  setInterval(() => { if (state.messages.length) render(); }, 60000);
-  fromHash();
-  if (state.mailbox === null) render();
+  document.addEventListener("keydown", onKey);
+  window.addEventListener("hashchange", onHash);
+  setInterval(refreshTimes, 30000);
+  onHash();
+  render();
 });
