@@ -10,6 +10,7 @@ pub mod alias;
 pub mod events;
 pub mod message;
 pub mod mime;
+pub mod net;
 pub mod search;
 pub mod store;
 

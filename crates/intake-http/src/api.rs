@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use intake_core::{MessageId, Page, Query, StoredMessage, Summary, alias, mime};
+use intake_core::{MessageId, Page, StoredMessage, alias, mime};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::events;
+use crate::model::{MessageSummary, parse_query, rfc3339};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -42,54 +43,6 @@ pub(crate) fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi
         .routes(routes!(events::events))
         .split_for_parts();
     (router.with_state(state), api)
-}
-
-/// A message in a listing.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct MessageSummary {
-    /// Message id (time-ordered).
-    pub id: String,
-    /// When Intake received it (RFC 3339, UTC).
-    pub received_at: String,
-    /// Envelope sender (empty for the null sender).
-    pub mail_from: String,
-    /// Envelope recipients.
-    pub rcpt_to: Vec<String>,
-    /// `From:` header.
-    pub from: Option<String>,
-    /// `To:` header.
-    pub to: Option<String>,
-    /// Decoded subject.
-    pub subject: Option<String>,
-    /// Size in octets, as received.
-    pub size: u64,
-    /// Marked read.
-    pub seen: bool,
-    /// Number of attachments.
-    pub attachments: u32,
-}
-
-pub(crate) fn rfc3339(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms)
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-        .unwrap_or_default()
-}
-
-impl From<&Summary> for MessageSummary {
-    fn from(s: &Summary) -> Self {
-        MessageSummary {
-            id: s.id.to_string(),
-            received_at: rfc3339(s.received_at),
-            mail_from: s.mail_from.clone(),
-            rcpt_to: s.rcpt_to.clone(),
-            from: s.from.clone(),
-            to: s.to.clone(),
-            subject: s.subject.clone(),
-            size: s.size,
-            seen: s.seen,
-            attachments: s.attachments,
-        }
-    }
 }
 
 /// A page of a mailbox.
@@ -676,10 +629,6 @@ pub struct SearchParams {
     pub page: Option<u64>,
     /// Messages per page (default 50).
     pub per_page: Option<u64>,
-}
-
-pub(crate) fn parse_query(text: &str) -> Result<Query, ApiError> {
-    Query::parse(text).map_err(|e| ApiError::BadRequest(format!("query: {e}")))
 }
 
 /// Search all mail: full text over subject, addresses, body and header values, plus filters.

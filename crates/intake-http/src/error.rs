@@ -20,6 +20,8 @@ pub enum ApiError {
     TooLarge(String),
     /// 429: over the client's rate; seconds until it may retry.
     RateLimited(u64),
+    /// 429: the client holds as many event streams and waits as it may.
+    TooManyStreams(usize),
     /// 500: our failure; the detail goes to the log only.
     Internal(String),
 }
@@ -37,7 +39,7 @@ pub struct ErrorDetail {
     /// The HTTP status, repeated.
     pub status: u16,
     /// Stable machine-readable code: bad_request, not_found, timeout, too_large,
-    /// rate_limited, internal.
+    /// rate_limited, too_many_streams, internal.
     pub code: &'static str,
     /// Human-readable explanation.
     pub message: String,
@@ -70,6 +72,21 @@ impl IntoResponse for ApiError {
                 let mut r = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                return r;
+            }
+            ApiError::TooManyStreams(max) => {
+                let body = ErrorBody {
+                    error: ErrorDetail {
+                        status: 429,
+                        code: "too_many_streams",
+                        message: format!(
+                            "at most {max} event streams and waits per client address; close one first"
+                        ),
+                    },
+                };
+                let mut r = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(5));
                 return r;
             }
             ApiError::Internal(detail) => {

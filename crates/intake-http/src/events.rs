@@ -13,8 +13,9 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
 
 use crate::AppState;
-use crate::api::{MessageSummary, parse_query};
 use crate::error::{ApiError, ErrorBody};
+use crate::model::{MessageSummary, parse_query};
+use crate::slots::{Slot, client_ip};
 
 /// Which events to stream.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -34,6 +35,25 @@ struct NewJson<'a> {
 struct DeletedJson<'a> {
     mailboxes: &'a [String],
     id: String,
+}
+
+/// A place among the client's open streams (`http.max_streams_per_ip`), held while an
+/// event stream or a wait is open.
+pub(crate) struct StreamSlot(#[allow(dead_code)] Slot);
+
+impl axum::extract::FromRequestParts<AppState> for StreamSlot {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        state
+            .streams
+            .try_acquire(client_ip(&parts.extensions))
+            .map(StreamSlot)
+            .ok_or(ApiError::TooManyStreams(state.config.max_streams_per_ip))
+    }
 }
 
 fn to_sse(e: &Event) -> SseEvent {
@@ -58,26 +78,30 @@ fn to_sse(e: &Event) -> SseEvent {
 /// Server-Sent Events: `new` and `deleted`, for one mailbox or all. A `: keep-alive`
 /// comment every 15 s.
 #[utoipa::path(get, path = "/api/v1/events", tag = "live", params(EventParams),
-    responses((status = 200, content_type = "text/event-stream", description = "event: new / event: deleted, data: JSON")))]
+    responses((status = 200, content_type = "text/event-stream", description = "event: new / event: deleted, data: JSON"),
+        (status = 429, body = ErrorBody, description = "too many streams from this client")))]
 pub(crate) async fn events(
     State(state): State<AppState>,
+    slot: StreamSlot,
     QueryParams(p): QueryParams<EventParams>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let rx = state.events.subscribe();
     let filter = p.mailbox.map(|m| mailbox_key(m.trim()));
-    let stream = futures_util::stream::unfold((rx, filter), |(mut rx, filter)| async move {
+    // The slot lives in the stream: it is given back when the client goes away.
+    let init = (rx, filter, slot);
+    let stream = futures_util::stream::unfold(init, |(mut rx, filter, slot)| async move {
         loop {
             match rx.recv().await {
                 Ok(e) => {
                     if filter.as_deref().is_none_or(|m| e.touches(m)) {
                         let ev = to_sse(&e);
-                        return Some((Ok(ev), (rx, filter)));
+                        return Some((Ok(ev), (rx, filter, slot)));
                     }
                 }
                 Err(RecvError::Lagged(n)) => {
                     // Tell the page it missed events; it reloads the list.
                     let ev = SseEvent::default().event("lagged").data(n.to_string());
-                    return Some((Ok(ev), (rx, filter)));
+                    return Some((Ok(ev), (rx, filter, slot)));
                 }
                 Err(RecvError::Closed) => return None,
             }
@@ -102,9 +126,11 @@ pub struct WaitParams {
 
 /// Waits for a message matching `query` that arrives after the request started.
 #[utoipa::path(get, path = "/api/v1/wait", tag = "live", params(WaitParams),
-    responses((status = 200, body = MessageSummary), (status = 400, body = ErrorBody), (status = 408, body = ErrorBody)))]
+    responses((status = 200, body = MessageSummary), (status = 400, body = ErrorBody), (status = 408, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "too many streams from this client")))]
 pub(crate) async fn wait(
     State(state): State<AppState>,
+    _slot: StreamSlot,
     QueryParams(p): QueryParams<WaitParams>,
 ) -> Result<Json<MessageSummary>, ApiError> {
     let text = p.query.unwrap_or_default();

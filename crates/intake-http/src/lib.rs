@@ -7,13 +7,16 @@
 #![warn(missing_docs)]
 
 mod api;
+mod conn;
 pub mod error;
 mod events;
+mod listen;
+mod model;
 mod ratelimit;
+mod slots;
 mod ui;
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +38,19 @@ pub struct HttpConfig {
     pub max_wait: Duration,
     /// Largest page size a listing may ask for.
     pub max_per_page: u64,
+    /// Open HTTP connections, all clients together; past it new ones get `503` and are closed.
+    pub max_connections: usize,
+    /// Open HTTP connections per client IP (`0`: no limit).
+    pub max_connections_per_ip: usize,
+    /// Open event streams and `/wait` requests per client IP (`0`: no limit).
+    pub max_streams_per_ip: usize,
+    /// A request header must be complete this long after its first byte (or after connect).
+    pub header_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request, and how long a
+    /// response may make no progress because the client stopped reading.
+    pub idle_timeout: Duration,
+    /// A request body must be complete this long after its header.
+    pub body_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -47,6 +63,12 @@ impl Default for HttpConfig {
             cors_origins: Vec::new(),
             max_wait: Duration::from_secs(300),
             max_per_page: 500,
+            max_connections: 512,
+            max_connections_per_ip: 64,
+            max_streams_per_ip: 8,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -64,6 +86,8 @@ pub struct AppState {
     pub config: Arc<HttpConfig>,
     /// Aliases already registered with the store (saves a write per listing).
     registered_aliases: Arc<Mutex<HashSet<String>>>,
+    /// Open event streams and `/wait` requests per client IP.
+    streams: slots::PerIp,
 }
 
 impl AppState {
@@ -78,6 +102,7 @@ impl AppState {
             store,
             events,
             alias_secret: alias_secret.into(),
+            streams: slots::PerIp::new(config.max_streams_per_ip),
             config: Arc::new(config),
             registered_aliases: Arc::default(),
         }
@@ -94,14 +119,19 @@ pub fn router(state: AppState) -> Router {
         Some(cors) => app.layer(cors),
         None => app,
     };
+    let body_timeout = state.config.body_timeout;
     app.fallback(|| async { error::ApiError::NotFound("no such route".into()) })
-        .layer(axum::middleware::from_fn(limit_body))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            limit_body(body_timeout, req, next)
+        }))
 }
 
 /// No route takes more than a small body: refuse larger ones before reading them.
 const MAX_BODY: u64 = 64 * 1024;
 
+/// Request bodies: at most [`MAX_BODY`] octets, complete within `timeout` of the header.
 async fn limit_body(
+    timeout: Duration,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -118,21 +148,21 @@ async fn limit_body(
         .into_response();
     }
     let (parts, body) = req.into_parts();
-    let body = axum::body::Body::new(http_body_util::Limited::new(body, MAX_BODY as usize));
+    let body = axum::body::Body::new(tower_http::timeout::DeadlineBody::new(
+        timeout,
+        http_body_util::Limited::new(body, MAX_BODY as usize),
+    ));
     next.run(axum::extract::Request::from_parts(parts, body))
         .await
 }
 
-/// Serves `app` on `listener` until `shutdown` is cancelled.
+/// Serves `app` on `listener` until `shutdown` is cancelled, with the connection caps and
+/// timeouts of `config` (see `listen.rs` and `conn.rs`).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    config: &HttpConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await
+    listen::serve(listener, app, config, shutdown).await
 }

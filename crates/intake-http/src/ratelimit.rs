@@ -1,11 +1,11 @@
 //! Per-client rate limits on the API (GCRA, keyed by client IP): a script that hammers a
 //! mailbox gets 429 with `Retry-After`, everyone else is served.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
@@ -26,11 +26,7 @@ pub struct RateLimit {
 type Limiter = Arc<DefaultKeyedRateLimiter<IpAddr>>;
 
 async fn check(State(limiter): State<Limiter>, req: Request, next: Next) -> Response {
-    let ip = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let ip = crate::slots::client_ip(req.extensions());
     match limiter.check_key(&ip) {
         Ok(()) => next.run(req).await,
         Err(not_until) => {

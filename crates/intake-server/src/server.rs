@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, StoreSettings};
+use crate::fdlimit;
 
 /// Opens the configured store; committed changes are announced on `events`.
 pub fn open_store(settings: &Settings, events: &EventBus) -> anyhow::Result<Arc<dyn MailStore>> {
@@ -96,8 +97,8 @@ impl Running {
             h.await.context("SMTPS task")?.context("SMTPS listener")?;
         }
         if let Some(h) = self.http {
-            // Open SSE streams never end by themselves: give HTTP a moment, then drop it.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), h).await;
+            // HTTP gives open requests a short grace, then ends what is left (event streams).
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), h).await;
         }
         self.store.close().await;
         r.context("SMTP listener")
@@ -155,8 +156,33 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
+/// Raises the open-file limit and refuses to start when the connection caps do not fit.
+fn check_descriptors(settings: &Settings) -> anyhow::Result<()> {
+    let limit = fdlimit::raise().context("reading the open-file limit")?;
+    let smtp_listeners = 1 + u64::from(settings.smtps_listen.is_some());
+    let budget = fdlimit::Budget {
+        smtp: settings.smtp.max_connections as u64 * smtp_listeners,
+        http: if settings.http.listen.is_some() {
+            settings.http.config.max_connections as u64
+        } else {
+            0
+        },
+        limit,
+    };
+    budget.check().map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        open_file_limit = budget.limit,
+        smtp_connections = budget.smtp,
+        http_connections = budget.http,
+        reserved = fdlimit::RESERVED,
+        "descriptor budget"
+    );
+    Ok(())
+}
+
 /// Opens the store, binds SMTP and HTTP and starts serving in the background.
 pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
+    check_descriptors(settings)?;
     let events = EventBus::default();
     let store = open_store(settings, &events)?;
     let listener = bind(settings.smtp_listen)
@@ -176,8 +202,12 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
                 settings.http.config.clone(),
             );
             let app = intake_http::router(state);
+            let cfg = settings.http.config.clone();
+            let token = shutdown.clone();
             (
-                Some(tokio::spawn(intake_http::serve(l, app, shutdown.clone()))),
+                Some(tokio::spawn(async move {
+                    intake_http::serve(l, app, &cfg, token).await
+                })),
                 Some(bound),
             )
         }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use intake_core::MailStore;
+use intake_core::net::{AcceptBackoff, LogEvery};
 use intake_proto::replies;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -78,24 +79,31 @@ pub async fn serve_with(
             }
         });
     }
+    let mut backoff = AcceptBackoff::new("SMTP");
+    let mut at_limit = LogEvery::new(std::time::Duration::from_secs(10));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.cancelled() => break,
         };
         let (mut sock, peer) = match accepted {
-            Ok(x) => x,
+            Ok(x) => {
+                backoff.succeeded();
+                x
+            }
             Err(e) => {
-                // Out of file descriptors and similar: back off briefly, keep serving.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                // Out of file descriptors and similar: back off, log now and then, keep serving.
+                backoff.failed(&e).await;
                 continue;
             }
         };
         let _ = sock.set_nodelay(true);
         let Ok(permit) = limit.clone().try_acquire_owned() else {
+            if let Some(refused) = at_limit.hit() {
+                tracing::warn!(client = %peer, refused, limit = svc.cfg.max_connections,
+                    "SMTP connection limit reached (smtp.max_connections)");
+            }
             tracker.spawn(async move {
-                tracing::info!(client = %peer, "connection limit reached");
                 let _ = sock
                     .write_all(replies::TOO_MANY_CONNECTIONS.to_wire().as_bytes())
                     .await;

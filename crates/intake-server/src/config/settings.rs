@@ -418,6 +418,23 @@ fn read_http(r: &mut Reader<'_>) -> HttpSettings {
     if max_wait.is_zero() {
         r.error("http.max_wait", "must be at least 1s");
     }
+    let max_connections: usize = r.get("http.max_connections", d.max_connections);
+    if max_connections == 0 {
+        r.error("http.max_connections", "must be at least 1");
+    }
+    let max_connections_per_ip: usize =
+        r.get("http.max_connections_per_ip", d.max_connections_per_ip);
+    let max_streams_per_ip: usize = r.get("http.max_streams_per_ip", d.max_streams_per_ip);
+    let mut timeout = |key: &str, default: Duration| {
+        let t = r.duration(key, default);
+        if t.is_zero() {
+            r.error(key, "must be at least 1s");
+        }
+        t
+    };
+    let header_timeout = timeout("http.header_timeout", d.header_timeout);
+    let idle_timeout = timeout("http.idle_timeout", d.idle_timeout);
+    let body_timeout = timeout("http.body_timeout", d.body_timeout);
     HttpSettings {
         listen,
         config: HttpConfig {
@@ -427,6 +444,12 @@ fn read_http(r: &mut Reader<'_>) -> HttpSettings {
             }),
             cors_origins,
             max_wait,
+            max_connections,
+            max_connections_per_ip,
+            max_streams_per_ip,
+            header_timeout,
+            idle_timeout,
+            body_timeout,
             ..d
         },
     }

@@ -11,6 +11,7 @@ mod api;
 mod cli;
 mod crash;
 mod hostile;
+mod http_flood;
 mod lettre_client;
 mod limits;
 mod proxy;

@@ -268,9 +268,14 @@ impl Process {
 
     /// As `start`, with the server's stderr (its log) sent to `stderr`.
     pub fn start_logging(data: &Path, env: &[(&str, &str)], stderr: Stdio) -> Process {
+        Process::start_with(Path::new(env!("CARGO_BIN_EXE_intake")), data, env, stderr)
+    }
+
+    /// As `start_logging`, running `program` (a wrapper script that execs intake).
+    pub fn start_with(program: &Path, data: &Path, env: &[(&str, &str)], stderr: Stdio) -> Process {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_intake"));
+        let mut cmd = Command::new(program);
         cmd.arg("serve")
             .env("INTAKE_SMTP__LISTEN", addr.to_string())
             .env("INTAKE_HTTP__LISTEN", format!("127.0.0.1:{}", free_port()))
