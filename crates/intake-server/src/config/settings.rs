@@ -247,6 +247,10 @@ fn read(r: &mut Reader<'_>) -> Settings {
         r.error("smtp.session_timeout", "must be more than 0");
     }
     let greeting_delay = r.duration("smtp.greeting_delay", d.greeting_delay);
+    let deliver_timeout = r.duration("smtp.deliver_timeout", d.deliver_timeout);
+    if deliver_timeout.is_zero() {
+        r.error("smtp.deliver_timeout", "must be more than 0");
+    }
     let policy = |r: &mut Reader<'_>, key: &str| {
         let v: String = r.get(key, "note".to_string());
         match v.as_str() {
@@ -358,6 +362,8 @@ fn read(r: &mut Reader<'_>) -> Settings {
             greeting_delay,
             early_talkers,
             unauthorized_pipelining,
+            deliver_timeout,
+            ..d
         },
         smtps_listen,
         tls_files,
