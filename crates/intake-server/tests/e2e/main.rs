@@ -13,6 +13,7 @@ mod crash;
 mod hostile;
 mod lettre_client;
 mod limits;
+mod policy;
 mod proxy;
 mod restart;
 mod shutdown;
