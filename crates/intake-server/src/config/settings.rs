@@ -664,4 +664,23 @@ mod doc_tests {
             );
         }
     }
+
+    /// The example configurations in docs/policy.md load without errors.
+    #[test]
+    fn policy_examples_are_valid() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let doc = std::fs::read_to_string(root.join("docs/policy.md")).unwrap();
+        let blocks: Vec<&str> = doc
+            .split("```toml\n")
+            .skip(1)
+            .map(|b| b.split("```").next().unwrap())
+            .collect();
+        assert_eq!(blocks.len(), 2, "the MX and the gateway");
+        for b in blocks {
+            let table: toml::Table = b.parse().unwrap_or_else(|e| panic!("{e}\n{b}"));
+            let s = Settings::from_table(&table, &crate::config::Sources::default())
+                .unwrap_or_else(|e| panic!("{e:?}\n{b}"));
+            assert!(s.policy.greylist.enabled);
+        }
+    }
 }
