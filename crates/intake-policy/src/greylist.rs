@@ -58,7 +58,9 @@ impl Default for GreylistConfig {
 
 /// Expired records are deleted at most this often (milliseconds).
 const EXPIRE_EVERY_MS: i64 = 3_600_000;
-/// A client's record is refreshed at most this often while it is auto-allowed (ms).
+/// A passed triplet's or an auto-allowed client's record is refreshed (its last-seen time
+/// written) at most this often (ms): the lifetime is weeks, and a write per RCPT would cost
+/// more than the rest of the check.
 const REFRESH_EVERY_MS: i64 = 3_600_000;
 
 /// The greylisting check (at RCPT).
@@ -197,14 +199,20 @@ impl Check for Greylist {
         };
         let record = self.store.greylist_get(&key).await.map_err(backend)?;
         let (record, verdict) = match record {
-            Some(r) if now - r.last_seen <= millis(self.cfg.lifetime) && r.passes > 0 => (
-                GreyRecord {
-                    last_seen: now,
-                    passes: r.passes.saturating_add(1),
-                    ..r
-                },
-                Verdict::Pass,
-            ),
+            Some(r) if now - r.last_seen <= millis(self.cfg.lifetime) && r.passes > 0 => {
+                if now - r.last_seen <= REFRESH_EVERY_MS {
+                    // Known and seen lately: no write on the busy path.
+                    return Ok(Verdict::Pass);
+                }
+                (
+                    GreyRecord {
+                        last_seen: now,
+                        passes: r.passes.saturating_add(1),
+                        ..r
+                    },
+                    Verdict::Pass,
+                )
+            }
             Some(r) if r.passes == 0 && now - r.first_seen < millis(self.cfg.delay) => {
                 // Too early: keep the first attempt's time.
                 (
@@ -448,7 +456,16 @@ mod tests {
         store.close().await;
         let ro = Arc::new(SqliteStore::open_read_only(SqliteConfig::new(&path)).unwrap());
         let check = Greylist::new(cfg, ro, f.clock.clone());
-        assert_eq!(attempt(&check, "192.0.2.10", "", "b@y.test").await, "error");
+        assert_eq!(
+            attempt(&check, "192.0.2.10", "", "b@y.test").await,
+            "pass",
+            "a known triplet needs no write"
+        );
+        assert_eq!(
+            attempt(&check, "192.0.2.10", "", "new@y.test").await,
+            "error",
+            "a new one cannot be recorded"
+        );
     }
 
     #[test]

@@ -356,7 +356,8 @@ impl MailStore for SqliteStore {
 
     async fn greylist_get(&self, key: &str) -> Result<Option<GreyRecord>, StoreError> {
         let key = key.to_string();
-        self.policy(move |c| policy::greylist_get(c, &key)).await
+        self.read(move |c| policy::greylist_get(c, &key).map_err(unavailable))
+            .await
     }
 
     async fn greylist_put(&self, key: &str, record: GreyRecord) -> Result<(), StoreError> {
