@@ -4,9 +4,12 @@
 //!   ([`Summary`], [`StoredMessage`]), with the time-ordered [`MessageId`].
 //! - [`mime`]: every call into mail-parser lives here, so that its upgrade stays local.
 //! - [`store`]: the [`MailStore`] trait every backend implements, and [`StoreError`].
+//! - [`check`]: the policy seam: [`Check`], [`Verdict`], [`Pipeline`] (deadlines, fail
+//!   open or defer), and the injected [`Clock`] and [`IdSource`].
 #![warn(missing_docs)]
 
 pub mod alias;
+pub mod check;
 pub mod events;
 pub mod message;
 pub mod mime;
@@ -14,10 +17,16 @@ pub mod net;
 pub mod search;
 pub mod store;
 
+pub use check::{
+    Check, CheckCtx, CheckError, Clock, IdSource, OnError, Pipeline, RandomIds, Reason, Stage,
+    SystemClock, Verdict,
+};
 pub use events::{Event, EventBus};
 pub use message::{
     Attachment, Envelope, Incoming, MessageId, ParsedMeta, SessionInfo, StoredMessage, Summary,
     TlsInfo, mailbox_key,
 };
 pub use search::{Query, QueryError};
-pub use store::{ArrivalGuard, Arrivals, Evicted, Listing, MailStore, Page, Retention, StoreError};
+pub use store::{
+    ArrivalGuard, Arrivals, Evicted, GreyRecord, Listing, MailStore, Page, Retention, StoreError,
+};

@@ -159,4 +159,61 @@ pub trait MailStore: Send + Sync + 'static {
 
     /// Waits until queued writes are done and stops taking new ones.
     async fn close(&self);
+
+    // Policy state. Stores that keep none answer `Unavailable`, which a check treats as
+    // "could not decide" (fail open or defer, as configured).
+
+    /// Adds an address (or `@domain`, every address of that domain) to the valid
+    /// recipients. False if it was there already.
+    async fn recipient_add(&self, _address: &str) -> Result<bool, StoreError> {
+        Err(not_kept("recipients"))
+    }
+
+    /// Removes an address or `@domain` from the valid recipients. False if it was absent.
+    async fn recipient_remove(&self, _address: &str) -> Result<bool, StoreError> {
+        Err(not_kept("recipients"))
+    }
+
+    /// Every valid recipient entry, sorted.
+    async fn recipient_list(&self) -> Result<Vec<String>, StoreError> {
+        Err(not_kept("recipients"))
+    }
+
+    /// Whether `address` (lower-cased) or its `@domain` is listed; `None` when the table is
+    /// empty (no recipients kept in the store).
+    async fn recipient_lookup(&self, _address: &str) -> Result<Option<bool>, StoreError> {
+        Err(not_kept("recipients"))
+    }
+
+    /// A greylisting record by key (a triplet or a client network).
+    async fn greylist_get(&self, _key: &str) -> Result<Option<GreyRecord>, StoreError> {
+        Err(not_kept("greylisting state"))
+    }
+
+    /// Writes a greylisting record.
+    async fn greylist_put(&self, _key: &str, _record: GreyRecord) -> Result<(), StoreError> {
+        Err(not_kept("greylisting state"))
+    }
+
+    /// Deletes greylisting records last seen before `before_ms` (Unix milliseconds);
+    /// returns how many.
+    async fn greylist_expire(&self, _before_ms: i64) -> Result<u64, StoreError> {
+        Err(not_kept("greylisting state"))
+    }
+}
+
+fn not_kept(what: &str) -> StoreError {
+    StoreError::Unavailable(format!("this store keeps no {what}"))
+}
+
+/// One greylisting record: a triplet (client network, sender, recipient) or a client
+/// network's count of passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GreyRecord {
+    /// When it was first seen (or seen again after its retry window ran out), Unix ms.
+    pub first_seen: i64,
+    /// When it was last seen, Unix ms (records expire by this).
+    pub last_seen: i64,
+    /// For a triplet: times it passed; for a client network: triplets that passed.
+    pub passes: u32,
 }

@@ -88,6 +88,23 @@ pub const TOO_MANY_MESSAGES_PER_CONNECTION: Reply = Reply::new(
     S(4, 7, 0),
     "Too many messages in one connection, reconnect",
 );
+/// A policy check could not decide and is configured to defer (our failure: never 5xx).
+pub const CHECK_UNAVAILABLE: Reply = Reply::new(
+    451,
+    S(4, 4, 3),
+    "Unable to verify at this time, try again later",
+);
+/// Greylisting: first time this client, sender and recipient are seen (RFC 6647).
+pub const GREYLISTED: Reply = Reply::new(451, S(4, 7, 1), "Greylisted, please try again later");
+/// A check deferred; its own text usually replaces this one.
+pub const POLICY_DEFERRED: Reply =
+    Reply::new(451, S(4, 7, 1), "Deferred by policy, try again later");
+/// A connect-stage check deferred: the session ends.
+pub const CONNECTION_DEFERRED: Reply = Reply::new(
+    421,
+    S(4, 7, 0),
+    "Service temporarily unavailable, try again later",
+);
 /// The whole-session deadline passed.
 pub const SESSION_TOO_LONG: Reply = Reply::new(421, S(4, 4, 2), "Session open too long, closing");
 
@@ -173,5 +190,12 @@ pub const BARE_LINE_ENDING_DATA: Reply = Reply::new(
     S(5, 6, 0),
     "Message rejected: bare CR or LF found, lines must end with CRLF",
 );
+/// A recipient the recipient check does not know (RFC 3463 X.1.1).
+pub const UNKNOWN_RECIPIENT: Reply =
+    Reply::new(550, S(5, 1, 1), "Recipient address rejected: user unknown");
+/// A check rejected; its own text usually replaces this one.
+pub const POLICY_REJECTED: Reply = Reply::new(550, S(5, 7, 1), "Refused by policy");
+/// A connect-stage check rejected the client: the session ends.
+pub const CONNECTION_REJECTED: Reply = Reply::new(554, S(5, 7, 1), "Connection refused by policy");
 /// Null recipient or otherwise unacceptable destination.
 pub const BAD_DESTINATION: Reply = Reply::new(550, S(5, 1, 1), "Bad destination mailbox address");

@@ -1,11 +1,12 @@
-//! The command line: `serve`, `check-config`, `mailbox list`, `message show`.
+//! The command line: `serve`, `check-config`, `mailbox list`, `message show`,
+//! `recipient add|remove|list`.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use intake_core::{MessageId, Page};
+use intake_core::{MailStore, MessageId, Page};
 
 use crate::config::{ConfigError, Settings, StoreSettings, load_table};
 
@@ -40,6 +41,29 @@ pub enum Command {
         #[command(subcommand)]
         command: MessageCommand,
     },
+    /// Valid recipients kept in the store (a running server sees changes within a second).
+    Recipient {
+        /// What to do with the recipient table.
+        #[command(subcommand)]
+        command: RecipientCommand,
+    },
+}
+
+/// `intake recipient ...`
+#[derive(Debug, Subcommand)]
+pub enum RecipientCommand {
+    /// Accept mail for an address, or for every address of a domain (`@example.com`).
+    Add {
+        /// `user@example.com` or `@example.com`.
+        address: String,
+    },
+    /// Stop accepting mail for an address or `@domain`.
+    Remove {
+        /// As it was added.
+        address: String,
+    },
+    /// Print the addresses and `@domain` entries, one per line.
+    List,
 }
 
 /// `intake mailbox ...`
@@ -241,6 +265,46 @@ pub async fn message_show(settings: &Settings, id: &str, raw: bool) -> anyhow::R
     writeln!(out)?;
     if let Some(text) = intake_core::mime::text_body(&m.raw) {
         writeln!(out, "{}", text.trim_end())?;
+    }
+    Ok(())
+}
+
+/// `intake recipient add|remove|list`.
+pub async fn recipient(settings: &Settings, command: &RecipientCommand) -> anyhow::Result<()> {
+    let StoreSettings::Sqlite(c) = &settings.store;
+    if let RecipientCommand::List = command {
+        let store = open_existing(settings)?;
+        let list = store.recipient_list().await?;
+        store.close().await;
+        let mut out = std::io::stdout().lock();
+        for a in list {
+            writeln!(out, "{a}")?;
+        }
+        return Ok(());
+    }
+    let store = intake_store::SqliteStore::open_admin(c.clone())
+        .with_context(|| format!("opening {}", c.db_file().display()))?;
+    match command {
+        RecipientCommand::Add { address } => {
+            let (_, bad) = intake_policy::recipients::RecipientList::parse([address]);
+            if !bad.is_empty() {
+                bail!(
+                    "{address:?} is not an address (user@example.com) or a domain (@example.com)"
+                );
+            }
+            if store.recipient_add(address).await? {
+                println!("added {}", address.trim().to_lowercase());
+            } else {
+                println!("{} was already listed", address.trim().to_lowercase());
+            }
+        }
+        RecipientCommand::Remove { address } => {
+            if !store.recipient_remove(address).await? {
+                bail!("{} is not listed", address.trim().to_lowercase());
+            }
+            println!("removed {}", address.trim().to_lowercase());
+        }
+        RecipientCommand::List => unreachable!("handled above"),
     }
     Ok(())
 }

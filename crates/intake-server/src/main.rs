@@ -27,6 +27,9 @@ fn main() -> ExitCode {
         Command::Message {
             command: MessageCommand::Show { id, raw },
         } => run_small(|| async { cli::message_show(&settings, &id, raw).await }),
+        Command::Recipient { command } => {
+            run_small(|| async { cli::recipient(&settings, &command).await })
+        }
         Command::CheckConfig => unreachable!("handled above"),
     };
     match result {

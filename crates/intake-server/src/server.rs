@@ -220,8 +220,14 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         )),
         None => None,
     };
+    // The policy checks, wired here so that the session never depends on their backends.
+    let checks =
+        intake_policy::pipeline(&settings.policy, store.clone(), settings.smtp.clock.clone());
     let svc = intake_smtp::Service {
-        cfg: Arc::new(settings.smtp.clone()),
+        cfg: Arc::new(intake_smtp::SessionConfig {
+            checks: Arc::new(checks),
+            ..settings.smtp.clone()
+        }),
         store: store.clone(),
         tls: tls.clone(),
         implicit_tls: false,

@@ -1,7 +1,9 @@
 //! Per-listener settings, resolved once at start-up and shared by every session.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use intake_core::{Clock, IdSource, Pipeline, RandomIds, SystemClock};
 use intake_proto::LineEndings;
 
 /// Which recipient domains Intake accepts mail for.
@@ -122,6 +124,15 @@ pub struct SessionConfig {
     pub early_talkers: ViolationPolicy,
     /// Clients that pipeline before PIPELINING was offered.
     pub unauthorized_pipelining: ViolationPolicy,
+    /// The policy checks, by stage (none: accept whatever the protocol allows).
+    pub checks: Arc<Pipeline>,
+    /// How long the store may take to make a message durable before the client gets a
+    /// 451 (the message may still be committed: the client's retry is then a duplicate).
+    pub deliver_timeout: Duration,
+    /// Where sessions read the time (`Received:` dates, arrival times).
+    pub clock: Arc<dyn Clock>,
+    /// Where message ids come from.
+    pub ids: Arc<dyn IdSource>,
 }
 
 impl Default for SessionConfig {
@@ -147,6 +158,10 @@ impl Default for SessionConfig {
             greeting_delay: Duration::ZERO,
             early_talkers: ViolationPolicy::Note,
             unauthorized_pipelining: ViolationPolicy::Note,
+            checks: Arc::new(Pipeline::new()),
+            deliver_timeout: Duration::from_secs(60),
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(RandomIds),
         }
     }
 }

@@ -12,14 +12,14 @@ use std::time::Instant;
 use futures_util::FutureExt;
 
 use bytes::BytesMut;
-use intake_core::{ArrivalGuard, Incoming, MailStore};
+use intake_core::{ArrivalGuard, Incoming, MailStore, Stage, StoreError};
 use intake_proto::{BdatDecoder, CommandDecoder, DataDecoder, Reply, replies};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{SessionConfig, ViolationPolicy};
-use crate::session::{Delivery, Session, Step};
+use crate::config::SessionConfig;
+use crate::session::{Delivery, Effect, Outcome, Session, Step};
 
 /// How input is being read.
 enum Mode {
@@ -106,14 +106,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     pub async fn run(mut self, shutdown: CancellationToken) -> std::io::Result<Ended<S>> {
         let deadline = Instant::now() + self.session.config().session_timeout;
         if self.greet {
-            if self.talks_first().await? {
+            let early = self.talks_first().await?;
+            if early {
                 tracing::info!(client = %self.client, "early talker: data before the greeting");
-                if self.session.config().early_talkers == ViolationPolicy::Reject {
-                    self.close_with(replies::EARLY_TALKER).await?;
+            }
+            let step = self.session.on_connect(early);
+            match self.settle(step).await.0 {
+                Step::Reply(r) => r.write_to(&mut self.out),
+                Step::Close(r) => {
+                    tracing::info!(client = %self.client, reply = %r, "refused at connect");
+                    self.close_with(r).await?;
+                    return Ok(Ended::Closed);
+                }
+                other => {
+                    tracing::error!(step = ?other, "unexpected step at connect");
+                    self.close_with(replies::SHUTTING_DOWN).await?;
                     return Ok(Ended::Closed);
                 }
             }
-            self.session.greeting().write_to(&mut self.out);
         }
         loop {
             match self.process().await {
@@ -259,13 +269,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         batch_commands += 1;
                         if batch_commands > 1 && !may_pipeline {
                             tracing::debug!(client = %self.client, verb = cmd.verb(), "pipelining before PIPELINING was offered");
-                            if self.session.config().unauthorized_pipelining
-                                == ViolationPolicy::Reject
-                            {
-                                self.session.on_violation(replies::UNAUTHORIZED_PIPELINING)
-                            } else {
-                                self.session.on_command(cmd)
-                            }
+                            self.session.on_unoffered_pipelining(cmd)
                         } else {
                             self.session.on_command(cmd)
                         }
@@ -293,7 +297,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                             .map(|(s, n)| (s.to_string(), n))
                             .unwrap_or_default();
                         let step = self.session.data_done(outcome);
-                        if let Step::Reply(r) | Step::Close(r) = &step {
+                        let (step, delivered) = self.settle(step).await;
+                        if let (Step::Reply(r) | Step::Close(r), false) = (&step, delivered) {
                             tracing::info!(
                                 id = "-", client = %self.client, sender = %sender, rcpts, size,
                                 outcome = %r, "message rejected"
@@ -314,8 +319,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         .transaction_summary()
                         .map(|(s, n)| (s.to_string(), n));
                     let step = self.session.bdat_done();
+                    let (step, delivered) = self.settle(step).await;
                     if let Step::Reply(r) = &step
                         && r.is_error()
+                        && !delivered
                     {
                         if let (Some((sender, rcpts)), false) =
                             (summary, self.session.in_transaction())
@@ -330,8 +337,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     step
                 }
             };
+            let step = match step {
+                Step::Await(_) => self.settle(step).await.0,
+                other => other,
+            };
             match step {
-                Step::Reply(r) => r.write_to(&mut self.out),
+                Step::Reply(r) => {
+                    r.write_to(&mut self.out);
+                    if !self.session.in_transaction() && !self.content.is_empty() {
+                        // A content check refused the message.
+                        self.discard_content();
+                    }
+                }
                 Step::ReadData(r, dec) => {
                     r.write_to(&mut self.out);
                     self.content.clear();
@@ -347,9 +364,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         self.arrival = self.store.arrivals().map(|a| a.start());
                     }
                 }
-                Step::Deliver(d) => {
-                    let reply = self.deliver(d).await;
-                    reply.write_to(&mut self.out);
+                Step::Await(effect) => {
+                    tracing::error!(?effect, "effect left unsettled");
+                    replies::CHECK_UNAVAILABLE.write_to(&mut self.out);
                 }
                 Step::Close(r) => {
                     r.write_to(&mut self.out);
@@ -370,23 +387,51 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
     }
 
-    async fn deliver(&mut self, d: Delivery) -> Reply {
+    /// Carries out the session's effects until it gives a step that needs no waiting.
+    /// The flag says whether a delivery was attempted (it logs its own outcome).
+    async fn settle(&mut self, mut step: Step) -> (Step, bool) {
+        let mut delivered = false;
+        while let Step::Await(effect) = step {
+            let outcome = match effect {
+                Effect::Check(mut cx) => {
+                    if cx.stage == Stage::Data {
+                        cx.content = bytes::Bytes::copy_from_slice(&self.content);
+                    }
+                    let checks = self.session.config().checks.clone();
+                    Outcome::Checked(checks.run(&cx).await)
+                }
+                Effect::Deliver(d) => {
+                    delivered = true;
+                    Outcome::Delivered(self.deliver(d).await)
+                }
+            };
+            step = self.session.resume(outcome);
+        }
+        (step, delivered)
+    }
+
+    /// Stores a message under the delivery deadline and logs the outcome.
+    async fn deliver(&mut self, d: Delivery) -> Result<(), StoreError> {
         let started = Instant::now();
-        let now = jiff::Timestamp::now();
         let rcpts = d.envelope.rcpt_to.len();
         let sender = d.envelope.mail_from.clone();
         let msg = Incoming::new(
             d.id,
-            now.as_millisecond(),
+            d.received_at.as_millisecond(),
             d.envelope,
             d.session,
-            &d.received_header,
+            &d.headers.concat(),
             &self.content,
         );
         let size = msg.size;
         self.discard_content();
-        let result = self.store.deliver(msg).await;
-        let reply = self.session.delivered(d.id, &result);
+        let limit = self.session.config().deliver_timeout;
+        let result = match timeout(limit, self.store.deliver(msg)).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "not durable within {limit:?} (smtp.deliver_timeout)"
+            ))),
+        };
         match &result {
             Ok(()) => tracing::info!(
                 id = %d.id, client = %self.client, sender = %sender, rcpts, size,
@@ -394,10 +439,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             ),
             Err(e) => tracing::error!(
                 id = %d.id, client = %self.client, sender = %sender, rcpts, size,
-                error = %e, outcome = %reply, "message not stored"
+                error = %e, outcome = %crate::failure::store_error(e), "message not stored"
             ),
         }
-        reply
+        result
     }
 }
 
@@ -575,5 +620,192 @@ mod tests {
         let text = read_replies(&mut client, 1).await;
         assert!(text.starts_with("421 4.3.2"), "{text}");
         assert!(matches!(task.await.unwrap().unwrap(), Ended::Closed));
+    }
+
+    /// A check that answers after `delay`: rejects content containing "SPAM", tags the rest.
+    struct ContentCheck {
+        stage: intake_core::Stage,
+        delay: std::time::Duration,
+    }
+
+    #[async_trait]
+    impl intake_core::Check for ContentCheck {
+        fn name(&self) -> &'static str {
+            "content"
+        }
+        fn stage(&self) -> intake_core::Stage {
+            self.stage
+        }
+        async fn check(
+            &self,
+            cx: &intake_core::CheckCtx,
+        ) -> Result<intake_core::Verdict, intake_core::CheckError> {
+            tokio::time::sleep(self.delay).await;
+            if cx.content.windows(4).any(|w| w == b"SPAM") {
+                return Ok(intake_core::Verdict::Reject {
+                    reason: intake_core::Reason::Policy("Looks like spam".into()),
+                });
+            }
+            Ok(intake_core::Verdict::Tag {
+                score: 0.5,
+                header: format!("X-Content-Checked: {} octets\r\n", cx.content.len()),
+            })
+        }
+    }
+
+    fn with_checks(checks: Vec<(intake_core::Stage, u64)>) -> Arc<SessionConfig> {
+        let mut p = intake_core::Pipeline::new();
+        for (stage, delay_ms) in checks {
+            p.add(
+                Arc::new(ContentCheck {
+                    stage,
+                    delay: std::time::Duration::from_millis(delay_ms),
+                }),
+                std::time::Duration::from_millis(200),
+                intake_core::OnError::Defer,
+            );
+        }
+        Arc::new(SessionConfig {
+            checks: Arc::new(p),
+            ..SessionConfig::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn checks_see_the_content_and_their_deadline_is_kept() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let store = Arc::new(MemoryStore::default());
+        let cfg = with_checks(vec![
+            (intake_core::Stage::Data, 0),
+            (intake_core::Stage::MailFrom, 10_000),
+        ]);
+        let conn = Connection::new(
+            server,
+            "192.0.2.9:1234".parse().unwrap(),
+            cfg,
+            store.clone(),
+        );
+        let task = tokio::spawn(conn.run(CancellationToken::new()));
+        read_replies(&mut client, 1).await;
+        client
+            .write_all(b"EHLO c\r\nMAIL FROM:<a@b>\r\n")
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let text = read_replies(&mut client, 2).await;
+        assert!(
+            text.ends_with("451 4.4.3 Unable to verify at this time, try again later\r\n"),
+            "{text}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        client.write_all(b"QUIT\r\n").await.unwrap();
+        read_replies(&mut client, 1).await;
+        task.await.unwrap().unwrap();
+
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let cfg = with_checks(vec![(intake_core::Stage::Data, 0)]);
+        let conn = Connection::new(
+            server,
+            "192.0.2.9:1234".parse().unwrap(),
+            cfg,
+            store.clone(),
+        );
+        let task = tokio::spawn(conn.run(CancellationToken::new()));
+        read_replies(&mut client, 1).await;
+        client
+            .write_all(b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n")
+            .await
+            .unwrap();
+        read_replies(&mut client, 4).await;
+        client
+            .write_all(b"Subject: SPAM\r\n\r\nbuy\r\n.\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n")
+            .await
+            .unwrap();
+        let text = read_replies(&mut client, 4).await;
+        assert!(text.starts_with("550 5.7.1 Looks like spam\r\n"), "{text}");
+        client
+            .write_all(b"Subject: fine\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+            .await
+            .unwrap();
+        let text = read_replies(&mut client, 2).await;
+        assert!(text.starts_with("250 2.0.0 Message stored as "), "{text}");
+        task.await.unwrap().unwrap();
+        let stored = store.0.lock().unwrap();
+        assert_eq!(stored.len(), 1, "the refused message was not stored");
+        let raw = String::from_utf8_lossy(&stored[0].raw);
+        assert!(raw.starts_with("Received: from c "), "{raw}");
+        assert!(
+            raw.contains("\r\nX-Content-Checked: 21 octets\r\nSubject: fine\r\n"),
+            "{raw}"
+        );
+        assert_eq!(stored[0].size, 21, "our headers are not counted as content");
+    }
+
+    /// A store that never answers in time.
+    struct StuckStore;
+
+    #[async_trait]
+    impl MailStore for StuckStore {
+        async fn deliver(&self, _: Incoming) -> Result<(), StoreError> {
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            Ok(())
+        }
+        async fn list_mailbox(&self, _: &str, _: Page) -> Result<Listing, StoreError> {
+            Ok(Listing::default())
+        }
+        async fn list_all(&self, _: Page) -> Result<Listing, StoreError> {
+            Ok(Listing::default())
+        }
+        async fn search(&self, _: &Query, _: Page) -> Result<Listing, StoreError> {
+            Ok(Listing::default())
+        }
+        async fn fetch(&self, _: MessageId) -> Result<Option<StoredMessage>, StoreError> {
+            Ok(None)
+        }
+        async fn delete(&self, _: MessageId) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn delete_mailbox(&self, _: &str) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        async fn set_seen(&self, _: MessageId, _: bool) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn register_alias(&self, _: &str, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn evict(&self, _: &Retention) -> Result<Evicted, StoreError> {
+            Ok(Evicted::default())
+        }
+        async fn close(&self) {}
+    }
+
+    #[tokio::test]
+    async fn a_delivery_past_its_deadline_is_451() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let cfg = Arc::new(SessionConfig {
+            deliver_timeout: std::time::Duration::from_millis(100),
+            ..SessionConfig::default()
+        });
+        let conn = Connection::new(
+            server,
+            "192.0.2.9:1234".parse().unwrap(),
+            cfg,
+            Arc::new(StuckStore),
+        );
+        let task = tokio::spawn(conn.run(CancellationToken::new()));
+        read_replies(&mut client, 1).await;
+        client
+            .write_all(b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n")
+            .await
+            .unwrap();
+        read_replies(&mut client, 4).await;
+        client
+            .write_all(b"Subject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+            .await
+            .unwrap();
+        let text = read_replies(&mut client, 2).await;
+        assert!(text.starts_with("451 4.3.0 "), "{text}");
+        task.await.unwrap().unwrap();
     }
 }

@@ -2,11 +2,12 @@
 //!
 //! Three layers, each testable without the one above it:
 //! - [`session`]: the synchronous state machine. It decides every reply from the commands
-//!   it is given and never touches a socket or awaits anything; when a message is complete
-//!   it asks the driver to deliver it ([`session::Step::Deliver`]).
+//!   it is given and never touches a socket or awaits anything; when it must wait (policy
+//!   checks, the store) it asks the driver with [`session::Step::Await`] and is resumed
+//!   with the [`session::Outcome`].
 //! - [`conn`]: the driver. The only code that reads or writes the socket: it frames input
-//!   with `intake-proto`, runs timeouts and shutdown, hands messages to the store and
-//!   flushes replies once per pipelined batch.
+//!   with `intake-proto`, runs timeouts and shutdown, runs checks and hands messages to the
+//!   store (each under a deadline) and flushes replies once per pipelined batch.
 //! - [`listener`]: the accept loop, the connection limit and graceful shutdown.
 //!
 //! [`failure`] maps store failures to replies (the one place that does).

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use std::time::Duration;
 
-use intake_core::Retention;
+use intake_core::{OnError, Retention};
 use intake_http::{HttpConfig, RateLimit};
+use intake_policy::{GreylistConfig, PolicyConfig, RecipientsConfig};
 use intake_proto::LineEndings;
 use intake_smtp::config::ViolationPolicy;
 use intake_smtp::limits::{ClientLimits, LimitSettings};
@@ -71,6 +72,8 @@ pub struct Settings {
     pub retention: RetentionSettings,
     /// Secret for mailbox aliases; empty: a random one kept in the data directory.
     pub alias_secret: String,
+    /// Policy checks: valid recipients, greylisting.
+    pub policy: PolicyConfig,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `intake=debug`.
     pub log_level: String,
     /// Log format.
@@ -247,6 +250,10 @@ fn read(r: &mut Reader<'_>) -> Settings {
         r.error("smtp.session_timeout", "must be more than 0");
     }
     let greeting_delay = r.duration("smtp.greeting_delay", d.greeting_delay);
+    let deliver_timeout = r.duration("smtp.deliver_timeout", d.deliver_timeout);
+    if deliver_timeout.is_zero() {
+        r.error("smtp.deliver_timeout", "must be more than 0");
+    }
     let policy = |r: &mut Reader<'_>, key: &str| {
         let v: String = r.get(key, "note".to_string());
         match v.as_str() {
@@ -314,6 +321,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
     let http = read_http(r);
     let retention = read_retention(r);
     let alias_secret: String = r.get("aliases.secret", String::new());
+    let policy = read_policy(r);
 
     let log_level: String = r.get("log.level", "info".to_string());
     if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
@@ -358,6 +366,8 @@ fn read(r: &mut Reader<'_>) -> Settings {
             greeting_delay,
             early_talkers,
             unauthorized_pipelining,
+            deliver_timeout,
+            ..d
         },
         smtps_listen,
         tls_files,
@@ -366,6 +376,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
         http,
         retention,
         alias_secret,
+        policy,
         log_level,
         log_format,
         warnings: Vec::new(),
@@ -389,6 +400,67 @@ fn read_networks(r: &mut Reader<'_>, key: &str, default: &[&str]) -> Vec<ipnet::
         }
     }
     nets
+}
+
+/// `"defer"` or `"pass"`: what a check does when it cannot decide.
+fn read_on_error(r: &mut Reader<'_>, key: &str, default: OnError) -> OnError {
+    let d = match default {
+        OnError::Defer => "defer",
+        OnError::FailOpen => "pass",
+    };
+    let v: String = r.get(key, d.to_string());
+    match v.as_str() {
+        "defer" => OnError::Defer,
+        "pass" => OnError::FailOpen,
+        other => {
+            r.error(key, format!("{other:?}: expected \"defer\" or \"pass\""));
+            default
+        }
+    }
+}
+
+/// A check's deadline: more than zero.
+fn read_timeout(r: &mut Reader<'_>, key: &str, default: Duration) -> Duration {
+    let d = r.duration(key, default);
+    if d.is_zero() {
+        r.error(key, "must be more than 0");
+        return default;
+    }
+    d
+}
+
+fn read_policy(r: &mut Reader<'_>) -> PolicyConfig {
+    let rd = RecipientsConfig::default();
+    let addresses: Vec<String> = r.get("recipients.addresses", Vec::new());
+    let (_, bad) = intake_policy::recipients::RecipientList::parse(&addresses);
+    for b in bad {
+        r.error(
+            "recipients.addresses",
+            format!("{b:?} is not an address (user@example.com) or a domain (@example.com)"),
+        );
+    }
+    let file: String = r.get("recipients.file", String::new());
+    let recipients = RecipientsConfig {
+        addresses,
+        file: (!file.is_empty()).then(|| PathBuf::from(file)),
+        timeout: read_timeout(r, "recipients.timeout", rd.timeout),
+        on_error: read_on_error(r, "recipients.on_error", rd.on_error),
+    };
+    let gd = GreylistConfig::default();
+    let greylist = GreylistConfig {
+        enabled: r.get("greylist.enabled", gd.enabled),
+        delay: r.duration("greylist.delay", gd.delay),
+        retry_window: r.duration("greylist.retry_window", gd.retry_window),
+        lifetime: read_timeout(r, "greylist.lifetime", gd.lifetime),
+        auto_allow_after: r.get("greylist.auto_allow_after", gd.auto_allow_after),
+        allow_networks: read_networks(r, "greylist.allow_networks", &[]),
+        timeout: read_timeout(r, "greylist.timeout", gd.timeout),
+        on_error: read_on_error(r, "greylist.on_error", gd.on_error),
+    };
+    PolicyConfig {
+        recipients,
+        greylist,
+    }
 }
 
 fn read_http(r: &mut Reader<'_>) -> HttpSettings {
@@ -545,6 +617,43 @@ mod tests {
     }
 
     #[test]
+    fn policy_settings() {
+        let s = load(
+            "[greylist]\nenabled = true\nallow_networks = [\"10.0.0.0/8\"]\n",
+            &[
+                (
+                    "INTAKE_RECIPIENTS__ADDRESSES",
+                    r#"["alice@example.test", "@team.test"]"#,
+                ),
+                ("INTAKE_GREYLIST__DELAY", "2s"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.policy.recipients.addresses.len(), 2);
+        assert_eq!(s.policy.recipients.on_error, OnError::Defer);
+        assert!(s.policy.greylist.enabled);
+        assert_eq!(s.policy.greylist.delay, Duration::from_secs(2));
+        assert_eq!(s.policy.greylist.lifetime, Duration::from_secs(35 * 86_400));
+        assert_eq!(s.policy.greylist.on_error, OnError::FailOpen);
+        assert_eq!(s.policy.greylist.allow_networks.len(), 1);
+        assert!(!Settings::defaults().policy.greylist.enabled);
+        let errs = load(
+            "[recipients]\naddresses = [\"bob\"]\non_error = \"maybe\"\n[greylist]\ntimeout = 0\n",
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "recipients.addresses",
+                "recipients.on_error",
+                "greylist.timeout"
+            ]
+        );
+    }
+
+    #[test]
     fn known_keys_cover_every_section() {
         let keys = known_keys();
         for k in ["smtp.listen", "smtp.domains", "store.path", "log.level"] {
@@ -576,6 +685,25 @@ mod doc_tests {
                 table.get(section).and_then(|s| s.get(name)).is_some(),
                 "{key} not in intake.example.toml"
             );
+        }
+    }
+
+    /// The example configurations in docs/policy.md load without errors.
+    #[test]
+    fn policy_examples_are_valid() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let doc = std::fs::read_to_string(root.join("docs/policy.md")).unwrap();
+        let blocks: Vec<&str> = doc
+            .split("```toml\n")
+            .skip(1)
+            .map(|b| b.split("```").next().unwrap())
+            .collect();
+        assert_eq!(blocks.len(), 2, "the MX and the gateway");
+        for b in blocks {
+            let table: toml::Table = b.parse().unwrap_or_else(|e| panic!("{e}\n{b}"));
+            let s = Settings::from_table(&table, &crate::config::Sources::default())
+                .unwrap_or_else(|e| panic!("{e:?}\n{b}"));
+            assert!(s.policy.greylist.enabled);
         }
     }
 }

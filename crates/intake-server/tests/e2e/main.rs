@@ -14,6 +14,7 @@ mod hostile;
 mod http_flood;
 mod lettre_client;
 mod limits;
+mod policy;
 mod proxy;
 mod restart;
 mod shutdown;

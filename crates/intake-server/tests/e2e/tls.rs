@@ -365,6 +365,12 @@ async fn sighup_reloads_the_certificate_of_a_running_server() {
         assert!(reply(&mut tls, &mut buf).await.starts_with("220"));
         seen.lock().unwrap().clone()
     }
+    // Process::start waits for the SMTP port only; the TLS listener is bound just after it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "no TLS listener");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let before = served_cert(addr).await;
     // A session opened before the reload keeps working after it.
     let mut plain = crate::support::Client::greeted(p.addr).await;

@@ -1,10 +1,9 @@
 //! DATA (RFC 5321 §4.1.1.4), BDAT (RFC 3030) and the end of a transaction.
 
-use intake_core::{Envelope, MessageId, StoreError};
-use intake_proto::{BdatDecoder, DataDecoder, DataOutcome, Reply, replies};
+use intake_core::{Envelope, Stage};
+use intake_proto::{BdatDecoder, DataDecoder, DataOutcome, replies};
 
-use super::{ContentMode, Delivery, Session, Step};
-use crate::failure;
+use super::{ContentMode, Delivery, Effect, Pending, Session, Step};
 
 impl Session {
     pub(super) fn handle_data(&mut self) -> Step {
@@ -27,7 +26,7 @@ impl Session {
     /// The DATA content ended with `outcome`.
     pub fn data_done(&mut self, outcome: DataOutcome) -> Step {
         match outcome {
-            DataOutcome::Complete => self.deliver(),
+            DataOutcome::Complete => self.content_complete(),
             DataOutcome::TooLarge => {
                 self.tx = None;
                 Step::Reply(replies::MESSAGE_TOO_BIG)
@@ -87,42 +86,39 @@ impl Session {
             return Step::Reply(e);
         }
         if last {
-            return self.deliver();
+            return self.content_complete();
         }
         Step::Reply(replies::CHUNK_OK.with_text(format!("{} octets received", tx.bdat_size)))
     }
 
-    fn deliver(&mut self) -> Step {
+    /// The content is complete: check it if there are content checks, else deliver.
+    fn content_complete(&mut self) -> Step {
+        self.ask(Pending::Data, Stage::Data, None)
+            .unwrap_or_else(|| self.deliver())
+    }
+
+    /// Asks the driver to store the message.
+    pub(super) fn deliver(&mut self) -> Step {
         let tx = self.tx.as_ref().expect("content only inside a transaction");
-        let id = MessageId::new();
-        let received_header = self.received_header(
-            id,
-            tx.rcpt_to.as_slice(),
-            tx.smtputf8,
-            jiff::Timestamp::now(),
-        );
-        Step::Deliver(Delivery {
+        let id = self.cfg.ids.next_id();
+        let now = self.cfg.clock.now();
+        let mut headers = vec![self.received_header(id, tx.rcpt_to.as_slice(), tx.smtputf8, now)];
+        headers.extend(self.session_headers.iter().cloned());
+        headers.extend(tx.headers.iter().cloned());
+        if tx.score != 0.0 {
+            tracing::debug!(%id, score = tx.score, "checks scored the message");
+        }
+        let delivery = Delivery {
             envelope: Envelope {
                 mail_from: tx.mail_from.clone(),
                 rcpt_to: tx.rcpt_to.clone(),
             },
             session: self.info(),
-            received_header,
+            headers,
             id,
-        })
-    }
-
-    /// The store answered for the message of the last [`Step::Deliver`]: ends the
-    /// transaction and gives the final reply. 250 only if the store said it is durable.
-    pub fn delivered(&mut self, id: MessageId, result: &Result<(), StoreError>) -> Reply {
-        self.tx = None;
-        match result {
-            Ok(()) => Reply::dynamic(
-                250,
-                intake_proto::EnhancedStatus(2, 0, 0),
-                format!("Message stored as {id}"),
-            ),
-            Err(e) => failure::store_error(e),
-        }
+            received_at: now,
+        };
+        self.pending = Some(Pending::Deliver(id));
+        Step::Await(Effect::Deliver(delivery))
     }
 }

@@ -1,8 +1,9 @@
 //! MAIL FROM (RFC 5321 §4.1.1.2; SIZE RFC 1870, BODY RFC 6152, SMTPUTF8 RFC 6531).
 
+use intake_core::Stage;
 use intake_proto::{Body, MailFrom, replies};
 
-use super::{ContentMode, Session, Step, Transaction};
+use super::{ContentMode, Pending, Session, Step, Transaction};
 
 impl Session {
     pub(super) fn handle_mail_from(&mut self, from: MailFrom) -> Step {
@@ -37,6 +38,15 @@ impl Session {
             tracing::info!(client = %self.client, "message rate limit reached");
             return Step::Reply(replies::MESSAGE_RATE);
         }
+        if let Some(step) = self.ask(Pending::Mail(from.clone()), Stage::MailFrom, None) {
+            return step;
+        }
+        self.start_transaction(from);
+        Step::Reply(replies::SENDER_OK)
+    }
+
+    /// MAIL FROM was accepted: the transaction starts.
+    pub(super) fn start_transaction(&mut self, from: MailFrom) {
         self.messages += 1;
         self.tx = Some(Transaction {
             mail_from: from.address,
@@ -46,7 +56,8 @@ impl Session {
             mode: ContentMode::None,
             bdat_size: 0,
             bdat_error: None,
+            headers: Vec::new(),
+            score: 0.0,
         });
-        Step::Reply(replies::SENDER_OK)
     }
 }

@@ -3,12 +3,18 @@
 //! Synchronous and free of I/O: the driver passes each decoded command to
 //! [`Session::on_command`] and acts on the returned [`Step`]. Message content is read by
 //! the driver with the decoder the step hands over; the session is told how it ended
-//! ([`Session::data_done`], [`Session::bdat_done`]) and, after the store has answered,
-//! what became of the delivery ([`Session::delivered`]).
+//! ([`Session::data_done`], [`Session::bdat_done`]).
+//!
+//! Anything that must wait (policy checks, the store) is a [`Step::Await`] of an
+//! [`Effect`]: the driver carries it out, under a deadline, and hands the [`Outcome`] back
+//! to [`Session::resume`], which goes on where the session stopped. The session never
+//! depends on what runs a check: it sees [`Verdict`]s and maps them to replies from the
+//! catalogue ([`policy`]).
 
 mod data;
 mod helo;
 mod mail;
+mod policy;
 mod rcpt;
 mod received;
 mod starttls;
@@ -18,10 +24,12 @@ mod tests;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use intake_core::{Envelope, SessionInfo, TlsInfo};
-use intake_proto::{BdatDecoder, Body, Command, DataDecoder, ProtoError, Reply, replies};
+use intake_core::{
+    CheckCtx, Envelope, MessageId, SessionInfo, Stage, StoreError, TlsInfo, Verdict,
+};
+use intake_proto::{BdatDecoder, Body, Command, DataDecoder, MailFrom, ProtoError, Reply, replies};
 
-use crate::config::SessionConfig;
+use crate::config::{SessionConfig, ViolationPolicy};
 
 /// What the driver must do next.
 #[derive(Debug)]
@@ -43,24 +51,66 @@ pub enum Step {
     /// commands after STARTTLS are never executed), then run the TLS handshake and call
     /// [`Session::tls_started`].
     StartTls(Reply),
-    /// The message is complete: store it (with [`Delivery::received_header`] prepended to
-    /// the content), then call [`Session::delivered`].
-    Deliver(Delivery),
+    /// Carry out this effect (checks, delivery), then hand its result to
+    /// [`Session::resume`]. Nothing else happens in the session meanwhile.
+    Await(Effect),
     /// Send this reply and close the connection.
     Close(Reply),
 }
 
-/// A complete message's envelope and trace header, ready for the store.
+/// Something the session waits for: the driver does it and calls [`Session::resume`].
+#[derive(Debug)]
+pub enum Effect {
+    /// Run the checks of `ctx.stage` (the driver adds the content at [`Stage::Data`]) and
+    /// resume with [`Outcome::Checked`].
+    Check(CheckCtx),
+    /// Store the message (with [`Delivery::headers`] prepended to the content) and resume
+    /// with [`Outcome::Delivered`].
+    Deliver(Delivery),
+}
+
+/// The result of an [`Effect`].
+#[derive(Debug)]
+pub enum Outcome {
+    /// The verdicts of the checks that ran (the pipeline stops at the first deferral or
+    /// rejection; a check that could not decide is already a pass or a deferral).
+    Checked(Vec<Verdict>),
+    /// What the store said about the message of the last [`Effect::Deliver`] (a delivery
+    /// that missed its deadline is an error).
+    Delivered(Result<(), StoreError>),
+}
+
+/// A complete message's envelope and header fields, ready for the store.
 #[derive(Debug, Clone)]
 pub struct Delivery {
     /// The envelope.
     pub envelope: Envelope,
     /// Who sent it.
     pub session: SessionInfo,
-    /// `Received:` header to prepend, CRLF-terminated.
-    pub received_header: String,
-    /// The message id the header names.
-    pub id: intake_core::MessageId,
+    /// Header fields to prepend, in order, each CRLF-terminated: our `Received:` first,
+    /// then those added by checks.
+    pub headers: Vec<String>,
+    /// The message id the `Received:` header names.
+    pub id: MessageId,
+    /// When the end of data was received (the session's clock).
+    pub received_at: jiff::Timestamp,
+}
+
+/// What the session is waiting for (the [`Effect`] it asked for last).
+#[derive(Debug)]
+enum Pending {
+    /// Checks at connect; then the greeting.
+    Connect,
+    /// Checks of an EHLO/HELO name; then its reply.
+    Helo { name: String, esmtp: bool },
+    /// Checks of MAIL FROM; then the transaction starts.
+    Mail(MailFrom),
+    /// Checks of one recipient; then it is added.
+    Rcpt(String),
+    /// Checks of the content; then delivery.
+    Data,
+    /// The store.
+    Deliver(MessageId),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +136,10 @@ struct Transaction {
     bdat_size: u64,
     /// Set when a BDAT chunk failed: every later chunk is dropped and answered with it.
     bdat_error: Option<Reply>,
+    /// Header fields added by checks for this message.
+    headers: Vec<String>,
+    /// Sum of the scores checks gave this message.
+    score: f32,
 }
 
 /// The state of one SMTP session.
@@ -107,6 +161,10 @@ pub struct Session {
     pending_last: bool,
     /// Transactions started (MAIL accepted) in this connection.
     messages: usize,
+    /// The effect the driver is carrying out for us, if any.
+    pending: Option<Pending>,
+    /// Header fields added by connect and HELO checks, for every message of the session.
+    session_headers: Vec<String>,
 }
 
 impl Session {
@@ -123,11 +181,23 @@ impl Session {
             pending_chunk_error: None,
             pending_last: false,
             messages: 0,
+            pending: None,
+            session_headers: Vec::new(),
         }
     }
 
+    /// The client connected. `early_talker`: it sent something before our greeting.
+    /// Returns the greeting, a refusal, or the connect checks to run first.
+    pub fn on_connect(&mut self, early_talker: bool) -> Step {
+        if early_talker && self.cfg.early_talkers == ViolationPolicy::Reject {
+            return Step::Close(replies::EARLY_TALKER);
+        }
+        self.ask(Pending::Connect, Stage::Connect, None)
+            .unwrap_or_else(|| Step::Reply(self.greeting()))
+    }
+
     /// The 220 greeting.
-    pub fn greeting(&self) -> Reply {
+    fn greeting(&self) -> Reply {
         Reply::plain(220, format!("{} ESMTP Intake ready", self.cfg.hostname))
     }
 
@@ -194,9 +264,14 @@ impl Session {
         }
     }
 
-    /// Refuses a command the driver found to break the protocol (the reply says how).
-    pub fn on_violation(&mut self, reply: Reply) -> Step {
-        self.client_error(reply)
+    /// A command that was pipelined although PIPELINING had not been offered (RFC 2920):
+    /// refused or carried out, as configured.
+    pub fn on_unoffered_pipelining(&mut self, cmd: Command) -> Step {
+        if self.cfg.unauthorized_pipelining == ViolationPolicy::Reject {
+            self.client_error(replies::UNAUTHORIZED_PIPELINING)
+        } else {
+            self.on_command(cmd)
+        }
     }
 
     /// Answers a line the decoder refused.

@@ -1,8 +1,9 @@
 //! RCPT TO (RFC 5321 §4.1.1.3): recipient domains and the recipient limit.
 
+use intake_core::Stage;
 use intake_proto::{RcptTo, replies};
 
-use super::{Session, Step};
+use super::{Pending, Session, Step};
 
 impl Session {
     pub(super) fn handle_rcpt_to(&mut self, to: RcptTo) -> Step {
@@ -44,7 +45,25 @@ impl Session {
             tracing::info!(client = %self.client, "recipient rate limit reached");
             return Step::Reply(replies::RECIPIENT_RATE);
         }
-        let tx = self.tx.as_mut().expect("checked above");
+        let already = self
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(&address)));
+        if !already {
+            let rcpt = address.clone();
+            if let Some(step) = self.ask(Pending::Rcpt(address.clone()), Stage::RcptTo, Some(&rcpt))
+            {
+                return step;
+            }
+        }
+        self.add_recipient(address)
+    }
+
+    /// The recipient passed every check: add it (once).
+    pub(super) fn add_recipient(&mut self, address: String) -> Step {
+        let Some(tx) = self.tx.as_mut() else {
+            return self.client_error(replies::MAIL_FIRST);
+        };
         if !tx.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(&address)) {
             tx.rcpt_to.push(address);
         }

@@ -45,35 +45,50 @@ fn code(step: Step) -> String {
             }
         }
         Step::ReadChunk { keep, .. } => format!("chunk keep={keep}"),
-        Step::Deliver(_) => "deliver".into(),
+        Step::Await(Effect::Deliver(_)) => "deliver".into(),
+        Step::Await(Effect::Check(cx)) => format!("check {}", cx.stage),
+    }
+}
+
+/// The delivery a step asks for.
+fn delivery(step: Step) -> Delivery {
+    match step {
+        Step::Await(Effect::Deliver(d)) => d,
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+}
+
+/// The reply a step sends.
+fn reply(step: Step) -> Reply {
+    match step {
+        Step::Reply(r) | Step::Close(r) => r,
+        other => panic!("expected a reply, got {other:?}"),
     }
 }
 
 #[test]
 fn full_transaction() {
     let mut s = session(|_| {});
-    assert_eq!(s.greeting().code, 220);
+    assert_eq!(code(s.on_connect(false)), "220");
     assert_eq!(code(s.on_command(Command::Ehlo("c.example".into()))), "250");
     assert_eq!(code(s.on_command(mail("a@b.example"))), "250 2.1.0");
     assert_eq!(code(s.on_command(rcpt("x@example.com"))), "250 2.1.5");
     assert_eq!(code(s.on_command(rcpt("y@sub.example.org"))), "250 2.1.5");
     assert_eq!(code(s.on_command(Command::Data)), "354 2.0.0");
-    let Step::Deliver(d) = s.data_done(DataOutcome::Complete) else {
-        panic!()
-    };
+    let d = delivery(s.data_done(DataOutcome::Complete));
     assert_eq!(
         d.envelope.rcpt_to,
         vec!["x@example.com", "y@sub.example.org"]
     );
-    assert!(d.received_header.starts_with(
+    assert!(d.headers[0].starts_with(
         "Received: from c.example ([192.0.2.7] port 40000)\r\n\tby mx.test (Intake) with ESMTP"
     ));
-    assert!(d.received_header.ends_with("\r\n"));
+    assert!(d.headers[0].ends_with("\r\n"));
     assert!(
-        !d.received_header.contains("for <"),
+        !d.headers[0].contains("for <"),
         "no recipient named when there are several"
     );
-    let r = s.delivered(d.id, &Ok(()));
+    let r = reply(s.resume(Outcome::Delivered(Ok(()))));
     assert_eq!(r.code, 250);
     assert!(r.text.contains(&d.id.to_string()));
     assert!(!s.in_transaction());
@@ -124,11 +139,9 @@ fn postmaster_without_domain_is_accepted() {
     s.on_command(mail(""));
     assert_eq!(code(s.on_command(rcpt("postmaster"))), "250 2.1.5");
     s.on_command(Command::Data);
-    let Step::Deliver(d) = s.data_done(DataOutcome::Complete) else {
-        panic!()
-    };
+    let d = delivery(s.data_done(DataOutcome::Complete));
     assert_eq!(d.envelope.rcpt_to, vec!["postmaster@example.com"]);
-    assert!(d.received_header.contains("for <postmaster@example.com>"));
+    assert!(d.headers[0].contains("for <postmaster@example.com>"));
 }
 
 #[test]
@@ -176,10 +189,8 @@ fn declared_size_and_utf8_rules() {
     assert_eq!(code(s.on_command(utf)), "250 2.1.0");
     assert_eq!(code(s.on_command(rcpt("müller@example.com"))), "250 2.1.5");
     s.on_command(Command::Data);
-    let Step::Deliver(d) = s.data_done(DataOutcome::Complete) else {
-        panic!()
-    };
-    assert!(d.received_header.contains("with UTF8SMTP"));
+    let d = delivery(s.data_done(DataOutcome::Complete));
+    assert!(d.headers[0].contains("with UTF8SMTP"));
 }
 
 #[test]
@@ -205,10 +216,10 @@ fn store_failure_is_451_never_250() {
     s.on_command(mail("a@b"));
     s.on_command(rcpt("x@example.com"));
     s.on_command(Command::Data);
-    let Step::Deliver(d) = s.data_done(DataOutcome::Complete) else {
-        panic!()
-    };
-    let r = s.delivered(d.id, &Err(StoreError::Unavailable("disk full".into())));
+    delivery(s.data_done(DataOutcome::Complete));
+    let r = reply(s.resume(Outcome::Delivered(Err(StoreError::Unavailable(
+        "disk full".into(),
+    )))));
     assert_eq!(
         (r.code, r.status.unwrap().to_string()),
         (451, "4.3.0".into())
@@ -253,8 +264,8 @@ fn bdat_chunks() {
         })),
         "chunk keep=true"
     );
-    assert!(matches!(s.bdat_done(), Step::Deliver(_)));
-    s.delivered(intake_core::MessageId::new(), &Ok(()));
+    delivery(s.bdat_done());
+    s.resume(Outcome::Delivered(Ok(())));
     // Over the size limit across chunks: later chunks dropped, 552 until LAST.
     s.on_command(mail("a@b"));
     s.on_command(rcpt("x@example.com"));
@@ -347,14 +358,9 @@ fn starttls_sequencing() {
     assert_eq!(code(s.on_command(mail("a@b"))), "250 2.1.0");
     s.on_command(rcpt("x@example.com"));
     s.on_command(Command::Data);
-    let Step::Deliver(d) = s.data_done(DataOutcome::Complete) else {
-        panic!()
-    };
-    assert!(d.received_header.contains("with ESMTPS"));
-    assert!(
-        d.received_header
-            .contains("(using TLSv1.3 with cipher TLS13_AES_128_GCM_SHA256)")
-    );
+    let d = delivery(s.data_done(DataOutcome::Complete));
+    assert!(d.headers[0].contains("with ESMTPS"));
+    assert!(d.headers[0].contains("(using TLSv1.3 with cipher TLS13_AES_128_GCM_SHA256)"));
     assert_eq!(d.session.tls.unwrap().version, "TLSv1.3");
 
     let mut s = session(|c| c.tls = TlsMode::Optional);
@@ -369,4 +375,338 @@ fn starttls_sequencing() {
         "503 5.5.1",
         "not inside a transaction"
     );
+}
+
+// ---- The seam: injected clock and ids, and every verdict at every stage ----
+
+/// A fixed time and counting ids, so that a delivery is the same on every run.
+#[derive(Debug)]
+struct FixedEnv {
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl intake_core::Clock for FixedEnv {
+    fn now(&self) -> jiff::Timestamp {
+        "2026-03-04T05:06:07Z".parse().unwrap()
+    }
+}
+
+impl intake_core::IdSource for FixedEnv {
+    fn next_id(&self) -> MessageId {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        MessageId(uuid::Uuid::from_u128(
+            0x0190_0000_0000_7000_8000_0000_0000_0000 + n as u128,
+        ))
+    }
+}
+
+/// A check the session only ever asks for (the driver would run it): it marks a stage.
+struct At(Stage);
+
+#[async_trait::async_trait]
+impl intake_core::Check for At {
+    fn name(&self) -> &'static str {
+        "at"
+    }
+    fn stage(&self) -> Stage {
+        self.0
+    }
+    async fn check(&self, _: &intake_core::CheckCtx) -> Result<Verdict, intake_core::CheckError> {
+        unreachable!("sessions never run checks")
+    }
+}
+
+/// A session with checks at `stages`, a fixed clock and counting ids.
+fn checked_session(stages: &[Stage]) -> Session {
+    let mut p = intake_core::Pipeline::new();
+    for st in stages {
+        p.add(
+            Arc::new(At(*st)),
+            std::time::Duration::from_secs(1),
+            intake_core::OnError::Defer,
+        );
+    }
+    let env = Arc::new(FixedEnv {
+        next: std::sync::atomic::AtomicU64::new(1),
+    });
+    session(|c| {
+        c.checks = Arc::new(p);
+        c.clock = env.clone();
+        c.ids = env;
+    })
+}
+
+/// The check context a step asks the driver to evaluate.
+fn check_ctx(step: Step) -> intake_core::CheckCtx {
+    match step {
+        Step::Await(Effect::Check(cx)) => cx,
+        other => panic!("expected a check, got {other:?}"),
+    }
+}
+
+fn policy(text: &str) -> intake_core::Reason {
+    intake_core::Reason::Policy(text.into())
+}
+
+#[test]
+fn the_clock_and_ids_are_injected() {
+    let mut s = checked_session(&[]);
+    assert_eq!(code(s.on_connect(false)), "220");
+    s.on_command(Command::Ehlo("client.example".into()));
+    s.on_command(mail("a@b.example"));
+    s.on_command(rcpt("x@example.com"));
+    s.on_command(Command::Data);
+    let d = delivery(s.data_done(DataOutcome::Complete));
+    assert_eq!(d.id.to_string(), "01900000-0000-7000-8000-000000000001");
+    assert_eq!(d.received_at.to_string(), "2026-03-04T05:06:07Z");
+    assert_eq!(
+        d.headers,
+        [
+            "Received: from client.example ([192.0.2.7] port 40000)\r\n\tby mx.test (Intake) with ESMTP\r\n\tid 01900000-0000-7000-8000-000000000001\r\n\tfor <x@example.com>;\r\n\tWed, 4 Mar 2026 05:06:07 +0000\r\n"
+        ]
+    );
+    let r = reply(s.resume(Outcome::Delivered(Ok(()))));
+    assert_eq!(
+        r.to_wire(),
+        "250 2.0.0 Message stored as 01900000-0000-7000-8000-000000000001\r\n"
+    );
+}
+
+/// Drives a session with a check at `stage` up to that check, hands it `verdict`, and
+/// returns the session and what it did next.
+fn verdict_at(stage: Stage, verdict: Verdict) -> (Session, Step) {
+    let mut s = checked_session(&[stage]);
+    let mut step = s.on_connect(false);
+    if stage != Stage::Connect {
+        assert_eq!(code(step), "220");
+        step = s.on_command(Command::Ehlo("client.example".into()));
+    }
+    if stage != Stage::Connect && stage != Stage::Helo {
+        assert_eq!(code(step), "250");
+        step = s.on_command(mail("a@b.example"));
+    }
+    if stage == Stage::RcptTo || stage == Stage::Data {
+        assert_eq!(code(step), "250 2.1.0");
+        step = s.on_command(rcpt("x@example.com"));
+    }
+    if stage == Stage::Data {
+        assert_eq!(code(step), "250 2.1.5");
+        assert_eq!(code(s.on_command(Command::Data)), "354 2.0.0");
+        step = s.data_done(DataOutcome::Complete);
+    }
+    let cx = check_ctx(step);
+    assert_eq!(cx.stage, stage);
+    let next = s.resume(Outcome::Checked(vec![Verdict::Pass, verdict]));
+    (s, next)
+}
+
+#[test]
+fn every_verdict_at_every_stage() {
+    use intake_core::Reason;
+    let tag = || Verdict::Tag {
+        score: 2.5,
+        header: "X-Checked: yes\r\n".into(),
+    };
+    let defer = |r: Reason| Verdict::Defer { reason: r };
+    let reject = |r: Reason| Verdict::Reject { reason: r };
+    // (stage, go on, deferred by policy, rejected by policy)
+    let table = [
+        (Stage::Connect, "220", "421 4.7.0", "554 5.7.1"),
+        (Stage::Helo, "250", "451 4.7.1", "550 5.7.1"),
+        (Stage::MailFrom, "250 2.1.0", "451 4.7.1", "550 5.7.1"),
+        (Stage::RcptTo, "250 2.1.5", "451 4.7.1", "550 5.7.1"),
+        (Stage::Data, "deliver", "451 4.7.1", "550 5.7.1"),
+    ];
+    for (stage, go, deferred, rejected) in table {
+        let at = |v| code(verdict_at(stage, v).1);
+        assert_eq!(at(Verdict::Pass), go, "{stage} pass");
+        assert_eq!(at(tag()), go, "{stage} tag");
+        assert_eq!(at(defer(policy("later"))), deferred, "{stage} defer");
+        assert_eq!(at(reject(policy("no"))), rejected, "{stage} reject");
+        // A check that could not decide is never a 5xx, whatever it returned.
+        let failed = if stage == Stage::Connect {
+            "421 4.7.0"
+        } else {
+            "451 4.4.3"
+        };
+        assert_eq!(at(defer(Reason::CheckFailed)), failed, "{stage} failed");
+        assert_eq!(
+            at(reject(Reason::CheckFailed)),
+            failed,
+            "{stage} failed 5xx"
+        );
+        assert_eq!(
+            at(reject(Reason::Greylisted)),
+            if stage == Stage::Connect {
+                "421 4.7.0"
+            } else {
+                "451 4.7.1"
+            },
+            "{stage} greylisted"
+        );
+        // Refusals at connect close the session; elsewhere it goes on.
+        let (_, step) = verdict_at(stage, reject(policy("no")));
+        assert_eq!(
+            matches!(step, Step::Close(_)),
+            stage == Stage::Connect,
+            "{stage}"
+        );
+    }
+}
+
+#[test]
+fn a_checks_text_reaches_the_client_on_one_line() {
+    let (_, step) = verdict_at(
+        Stage::MailFrom,
+        Verdict::Reject {
+            reason: policy("listed at bl.example\r\n250 fake"),
+        },
+    );
+    assert_eq!(
+        reply(step).to_wire(),
+        "550 5.7.1 listed at bl.example  250 fake\r\n"
+    );
+    let (_, step) = verdict_at(
+        Stage::Connect,
+        Verdict::Reject {
+            reason: policy("client listed"),
+        },
+    );
+    assert_eq!(reply(step).to_wire(), "554 5.7.1 client listed\r\n");
+}
+
+#[test]
+fn recipient_verdicts() {
+    use intake_core::Reason;
+    let (mut s, step) = verdict_at(
+        Stage::RcptTo,
+        Verdict::Reject {
+            reason: Reason::UnknownRecipient,
+        },
+    );
+    assert_eq!(
+        reply(step).to_wire(),
+        "550 5.1.1 Recipient address rejected: user unknown\r\n"
+    );
+    assert_eq!(code(s.on_command(Command::Data)), "503 5.5.1", "not added");
+    // The next recipient is checked with what is known so far.
+    let cx = check_ctx(s.on_command(rcpt("y@example.com")));
+    assert_eq!(cx.rcpt_to.as_deref(), Some("y@example.com"));
+    assert_eq!(cx.mail_from.as_deref(), Some("a@b.example"));
+    assert_eq!(cx.helo.as_deref(), Some("client.example"));
+    assert_eq!(
+        code(s.resume(Outcome::Checked(vec![Verdict::Defer {
+            reason: Reason::Greylisted
+        }]))),
+        "451 4.7.1"
+    );
+    let cx = check_ctx(s.on_command(rcpt("z@example.com")));
+    assert!(cx.recipients.is_empty());
+    assert_eq!(code(s.resume(Outcome::Checked(vec![]))), "250 2.1.5");
+    // A recipient already accepted is not checked twice.
+    assert_eq!(code(s.on_command(rcpt("Z@example.com"))), "250 2.1.5");
+    assert_eq!(code(s.on_command(Command::Data)), "354 2.0.0");
+    let d = delivery(s.data_done(DataOutcome::Complete));
+    assert_eq!(d.envelope.rcpt_to, ["z@example.com"]);
+}
+
+#[test]
+fn unknown_recipients_count_as_client_errors() {
+    use intake_core::Reason;
+    let mut s = checked_session(&[Stage::RcptTo]);
+    s.on_command(Command::Ehlo("c".into()));
+    s.on_command(mail("a@b"));
+    let mut last = String::new();
+    for i in 0..5 {
+        check_ctx(s.on_command(rcpt(&format!("u{i}@example.com"))));
+        last = code(s.resume(Outcome::Checked(vec![Verdict::Reject {
+            reason: Reason::UnknownRecipient,
+        }])));
+    }
+    assert_eq!(last, "421 4.7.0", "a dictionary attack is cut off");
+}
+
+#[test]
+fn tags_become_headers_after_received() {
+    let tag = |h: &str| Verdict::Tag {
+        score: 1.0,
+        header: format!("{h}\r\n"),
+    };
+    let mut s = checked_session(&[Stage::Connect, Stage::RcptTo, Stage::Data]);
+    check_ctx(s.on_connect(false));
+    assert_eq!(
+        code(s.resume(Outcome::Checked(vec![tag("X-Connect: 1")]))),
+        "220"
+    );
+    s.on_command(Command::Ehlo("c".into()));
+    s.on_command(mail("a@b"));
+    check_ctx(s.on_command(rcpt("x@example.com")));
+    s.resume(Outcome::Checked(vec![tag("X-Rcpt: 1")]));
+    s.on_command(Command::Data);
+    let cx = check_ctx(s.data_done(DataOutcome::Complete));
+    assert_eq!(cx.recipients, ["x@example.com"]);
+    let d = delivery(s.resume(Outcome::Checked(vec![Verdict::Pass, tag("X-Data: 1")])));
+    assert!(d.headers[0].starts_with("Received: "));
+    assert_eq!(
+        d.headers[1..],
+        ["X-Connect: 1\r\n", "X-Rcpt: 1\r\n", "X-Data: 1\r\n"]
+    );
+    s.resume(Outcome::Delivered(Ok(())));
+    // The next message keeps the connection's tags but not the last message's.
+    s.on_command(mail("a@b"));
+    check_ctx(s.on_command(rcpt("x@example.com")));
+    s.resume(Outcome::Checked(vec![]));
+    s.on_command(Command::Data);
+    check_ctx(s.data_done(DataOutcome::Complete));
+    let d = delivery(s.resume(Outcome::Checked(vec![])));
+    assert_eq!(d.headers[1..], ["X-Connect: 1\r\n"]);
+}
+
+#[test]
+fn a_refused_message_ends_its_transaction() {
+    let (mut s, step) = verdict_at(
+        Stage::Data,
+        Verdict::Reject {
+            reason: policy("spam"),
+        },
+    );
+    assert_eq!(code(step), "550 5.7.1");
+    assert!(!s.in_transaction());
+    assert_eq!(code(s.on_command(mail("a@b"))), "250 2.1.0");
+}
+
+#[test]
+fn refusals_before_the_transaction_leave_no_state() {
+    let (mut s, _) = verdict_at(
+        Stage::Helo,
+        Verdict::Defer {
+            reason: policy("later"),
+        },
+    );
+    assert_eq!(code(s.on_command(mail("a@b"))), "503 5.5.1", "no HELO yet");
+    let (mut s, _) = verdict_at(
+        Stage::MailFrom,
+        Verdict::Reject {
+            reason: policy("no"),
+        },
+    );
+    assert!(!s.in_transaction());
+    assert_eq!(code(s.on_command(rcpt("x@example.com"))), "503 5.5.1");
+}
+
+#[test]
+fn connect_decisions() {
+    use crate::config::ViolationPolicy;
+    let mut s = session(|c| c.early_talkers = ViolationPolicy::Reject);
+    assert_eq!(
+        reply(s.on_connect(true)).to_wire(),
+        "554 5.5.1 Protocol error: talked before the greeting\r\n"
+    );
+    assert_eq!(code(s.on_connect(false)), "220");
+    let mut s = session(|_| {});
+    assert_eq!(code(s.on_connect(true)), "220", "noted only");
+    let mut s = session(|c| c.unauthorized_pipelining = ViolationPolicy::Reject);
+    assert_eq!(code(s.on_unoffered_pipelining(Command::Noop)), "503 5.5.0");
+    let mut s = session(|_| {});
+    assert_eq!(code(s.on_unoffered_pipelining(Command::Noop)), "250 2.0.0");
 }

@@ -15,7 +15,12 @@
 //!
 //! Reads ([`read`]) use a small pool of read-only connections on `spawn_blocking`; WAL lets
 //! them run while the writer commits.
+//!
+//! Policy state ([`policy`]: valid recipients, greylisting) is written on a connection of
+//! its own, not by the writer thread: a greylist update per RCPT must not wait for a group
+//! commit, and losing the last of it in a crash costs a retry, so it is not fsync'd.
 
+mod policy;
 mod read;
 mod schema;
 mod writer;
@@ -27,8 +32,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use intake_core::{
-    Arrivals, EventBus, Evicted, Incoming, Listing, MailStore, MessageId, Page, Query, Retention,
-    StoreError, StoredMessage,
+    Arrivals, EventBus, Evicted, GreyRecord, Incoming, Listing, MailStore, MessageId, Page, Query,
+    Retention, StoreError, StoredMessage,
 };
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
@@ -81,6 +86,9 @@ pub struct SqliteStore {
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     arrivals: Arrivals,
+    /// The connection for policy state, opened on first use (never for a read-only store).
+    policy: Arc<Mutex<Option<Connection>>>,
+    read_only: bool,
 }
 
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -130,6 +138,28 @@ impl SqliteStore {
             writer: Mutex::new(Some(writer)),
             readers: Arc::new(Mutex::new(Vec::new())),
             arrivals,
+            policy: Arc::new(Mutex::new(None)),
+            read_only: false,
+        })
+    }
+
+    /// Opens a store for administration while a server may be running (the CLI's
+    /// `recipient add`): creates or upgrades the schema and writes policy state, but has no
+    /// writer thread, so message writes answer [`StoreError::Closed`].
+    pub fn open_admin(cfg: SqliteConfig) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(&cfg.path)
+            .map_err(|e| unavailable(format!("cannot create {}: {e}", cfg.path.display())))?;
+        let conn = open(&cfg, false).map_err(unavailable)?;
+        schema::migrate(&conn).map_err(unavailable)?;
+        policy::tune(&conn).map_err(unavailable)?;
+        Ok(SqliteStore {
+            cfg,
+            tx: Mutex::new(None),
+            writer: Mutex::new(None),
+            readers: Arc::new(Mutex::new(Vec::new())),
+            arrivals: Arrivals::default(),
+            policy: Arc::new(Mutex::new(Some(conn))),
+            read_only: false,
         })
     }
 
@@ -144,6 +174,8 @@ impl SqliteStore {
             writer: Mutex::new(None),
             readers: Arc::new(Mutex::new(Vec::new())),
             arrivals: Arrivals::default(),
+            policy: Arc::new(Mutex::new(None)),
+            read_only: true,
         })
     }
 
@@ -188,6 +220,34 @@ impl SqliteStore {
                 pool.push(conn);
             }
             out
+        })
+        .await
+        .map_err(unavailable)?
+    }
+}
+
+impl SqliteStore {
+    /// Runs `f` on the policy connection, off the async runtime.
+    async fn policy<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        if self.read_only {
+            return Err(StoreError::Unavailable(
+                "the store is open read-only".into(),
+            ));
+        }
+        let slot = self.policy.clone();
+        let cfg = self.cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut slot = slot.lock().expect("policy connection");
+            if slot.is_none() {
+                let conn = open(&cfg, false).map_err(unavailable)?;
+                policy::tune(&conn).map_err(unavailable)?;
+                *slot = Some(conn);
+            }
+            f(slot.as_ref().expect("opened above")).map_err(unavailable)
         })
         .await
         .map_err(unavailable)?
@@ -271,6 +331,44 @@ impl MailStore for SqliteStore {
 
     fn arrivals(&self) -> Option<Arrivals> {
         Some(self.arrivals.clone())
+    }
+
+    async fn recipient_add(&self, address: &str) -> Result<bool, StoreError> {
+        let a = policy::recipient_key(address);
+        self.policy(move |c| policy::recipient_add(c, &a)).await
+    }
+
+    async fn recipient_remove(&self, address: &str) -> Result<bool, StoreError> {
+        let a = policy::recipient_key(address);
+        self.policy(move |c| policy::recipient_remove(c, &a)).await
+    }
+
+    async fn recipient_list(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|c| policy::recipient_list(c).map_err(unavailable))
+            .await
+    }
+
+    async fn recipient_lookup(&self, address: &str) -> Result<Option<bool>, StoreError> {
+        let a = policy::recipient_key(address);
+        self.read(move |c| policy::recipient_lookup(c, &a).map_err(unavailable))
+            .await
+    }
+
+    async fn greylist_get(&self, key: &str) -> Result<Option<GreyRecord>, StoreError> {
+        let key = key.to_string();
+        self.read(move |c| policy::greylist_get(c, &key).map_err(unavailable))
+            .await
+    }
+
+    async fn greylist_put(&self, key: &str, record: GreyRecord) -> Result<(), StoreError> {
+        let key = key.to_string();
+        self.policy(move |c| policy::greylist_put(c, &key, record))
+            .await
+    }
+
+    async fn greylist_expire(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.policy(move |c| policy::greylist_expire(c, before_ms))
+            .await
     }
 
     async fn close(&self) {

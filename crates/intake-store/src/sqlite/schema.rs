@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// Current schema version (`PRAGMA user_version`).
-const VERSION: i64 = 2;
+const VERSION: i64 = 3;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS messages (
@@ -49,6 +49,19 @@ CREATE TABLE IF NOT EXISTS state (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- Policy state (version 3). Valid recipients: lower-cased addresses, or `@domain` for
+-- every address of a domain.
+CREATE TABLE IF NOT EXISTS recipients (
+    address TEXT PRIMARY KEY
+) WITHOUT ROWID;
+-- Greylisting: `t <network> <sender> <recipient>` triplets and `c <network>` clients.
+CREATE TABLE IF NOT EXISTS greylist (
+    key        TEXT PRIMARY KEY,
+    first_seen INTEGER NOT NULL,
+    last_seen  INTEGER NOT NULL,
+    passes     INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS greylist_last_seen ON greylist (last_seen);
 CREATE VIRTUAL TABLE IF NOT EXISTS search_index USING fts5(
     subject, addresses, body, headers,
     content = '', contentless_delete = 1,

@@ -1,7 +1,7 @@
 //! Store tests on a real SQLite file in a temporary directory.
 
 use super::*;
-use intake_core::{Envelope, Event, SessionInfo};
+use intake_core::{Envelope, Event, GreyRecord, SessionInfo};
 
 fn incoming(rcpts: &[&str], subject: &str) -> Incoming {
     incoming_with(rcpts, &format!("Subject: {subject}\r\n\r\nbody\r\n"))
@@ -343,4 +343,92 @@ async fn retention_caps_mailboxes_age_and_size() {
         .unwrap();
     assert_eq!(e.by_size, 1, "three messages of equal size, room for two");
     assert_eq!(store.list_all(all()).await.unwrap().total, 2);
+}
+
+#[tokio::test]
+async fn recipients_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(dir.path());
+    assert_eq!(
+        store.recipient_lookup("a@example.test").await.unwrap(),
+        None
+    );
+    assert!(store.recipient_add("Alice@Example.test").await.unwrap());
+    assert!(!store.recipient_add("alice@example.test").await.unwrap());
+    assert!(store.recipient_add("@catch.test").await.unwrap());
+    assert_eq!(
+        store.recipient_lookup("alice@example.test").await.unwrap(),
+        Some(true)
+    );
+    assert_eq!(
+        store.recipient_lookup("bob@example.test").await.unwrap(),
+        Some(false)
+    );
+    assert_eq!(
+        store.recipient_lookup("anyone@catch.test").await.unwrap(),
+        Some(true)
+    );
+    assert_eq!(
+        store
+            .recipient_lookup("anyone@sub.catch.test")
+            .await
+            .unwrap(),
+        Some(false),
+        "a catch-all is for its domain only"
+    );
+    assert_eq!(
+        store.recipient_list().await.unwrap(),
+        ["@catch.test", "alice@example.test"]
+    );
+    assert!(store.recipient_remove("ALICE@example.test").await.unwrap());
+    assert!(!store.recipient_remove("alice@example.test").await.unwrap());
+    store.close().await;
+    // Another process (the CLI) sees and changes the same table.
+    let admin = SqliteStore::open_admin(SqliteConfig::new(dir.path())).unwrap();
+    assert_eq!(admin.recipient_list().await.unwrap(), ["@catch.test"]);
+    assert!(admin.recipient_add("carol@example.test").await.unwrap());
+    assert!(admin.deliver(incoming(&["x@y"], "no")).await.is_err());
+    let ro = SqliteStore::open_read_only(SqliteConfig::new(dir.path())).unwrap();
+    assert_eq!(
+        ro.recipient_lookup("carol@example.test").await.unwrap(),
+        Some(true)
+    );
+    assert!(ro.recipient_add("dave@example.test").await.is_err());
+}
+
+#[tokio::test]
+async fn greylist_records_survive_a_restart_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(dir.path());
+    assert_eq!(store.greylist_get("t a b c").await.unwrap(), None);
+    let rec = GreyRecord {
+        first_seen: 1_000,
+        last_seen: 2_000,
+        passes: 1,
+    };
+    store.greylist_put("t a b c", rec).await.unwrap();
+    store
+        .greylist_put(
+            "c 192.0.2.0/24",
+            GreyRecord {
+                first_seen: 5_000,
+                last_seen: 9_000,
+                passes: 4,
+            },
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    let store = open_in(dir.path());
+    assert_eq!(store.greylist_get("t a b c").await.unwrap(), Some(rec));
+    assert_eq!(store.greylist_expire(3_000).await.unwrap(), 1);
+    assert_eq!(store.greylist_get("t a b c").await.unwrap(), None);
+    assert_eq!(
+        store
+            .greylist_get("c 192.0.2.0/24")
+            .await
+            .unwrap()
+            .map(|r| r.passes),
+        Some(4)
+    );
 }

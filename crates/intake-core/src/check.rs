@@ -1,0 +1,417 @@
+//! Mail policy: the [`Check`] trait, its [`Verdict`]s and the [`Pipeline`] that runs checks
+//! with a deadline each.
+//!
+//! No protocol types here: a verdict says *what* was decided and *why* ([`Reason`]); the
+//! SMTP session turns it into a reply from its catalogue. The checks themselves (recipient
+//! lists, greylisting, ...) live in `intake-policy`; the session only ever sees verdicts.
+//!
+//! A check that cannot decide (its backend is down, it took too long) is not a verdict but
+//! an error; the pipeline applies the check's [`OnError`] and logs it. Our own failures
+//! therefore become a pass or a deferral, never a rejection.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// Where in the SMTP dialogue a check runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// The client connected, before the greeting.
+    Connect,
+    /// EHLO or HELO.
+    Helo,
+    /// MAIL FROM.
+    MailFrom,
+    /// One RCPT TO (once per recipient).
+    RcptTo,
+    /// The message content has been received, before it is stored.
+    Data,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Connect => "connect",
+            Stage::Helo => "helo",
+            Stage::MailFrom => "mail",
+            Stage::RcptTo => "rcpt",
+            Stage::Data => "data",
+        })
+    }
+}
+
+/// Why a check deferred or rejected. The session picks the reply for each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// No such recipient here (`550 5.1.1`).
+    UnknownRecipient,
+    /// First time this client, sender and recipient are seen: try again later (`451 4.7.1`).
+    Greylisted,
+    /// The check could not decide and is configured to defer (`451 4.4.3`). Never a 5xx.
+    CheckFailed,
+    /// Anything else; the text is shown to the client (`550 5.7.1` / `451 4.7.1`).
+    Policy(String),
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::UnknownRecipient => f.write_str("unknown recipient"),
+            Reason::Greylisted => f.write_str("greylisted"),
+            Reason::CheckFailed => f.write_str("check failed"),
+            Reason::Policy(t) => f.write_str(t),
+        }
+    }
+}
+
+/// What one check decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Nothing to say: go on.
+    Pass,
+    /// Go on, and mark the message: `header` (one complete header field, CRLF-terminated)
+    /// is prepended to it; `score` adds to the message's score.
+    Tag {
+        /// Spam-style score contribution.
+        score: f32,
+        /// The header field to prepend, e.g. `"X-Spam-Score: 3.1\r\n"`.
+        header: String,
+    },
+    /// Not now: the client should try again later (4xx).
+    Defer {
+        /// Why.
+        reason: Reason,
+    },
+    /// No: the client must not try again (5xx).
+    Reject {
+        /// Why.
+        reason: Reason,
+    },
+}
+
+impl Verdict {
+    /// True for [`Verdict::Defer`] and [`Verdict::Reject`]: later checks need not run.
+    pub fn is_final(&self) -> bool {
+        matches!(self, Verdict::Defer { .. } | Verdict::Reject { .. })
+    }
+}
+
+/// A check could not decide.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// Its backend (store, DNS, scanner, file) failed.
+    #[error("{0}")]
+    Backend(String),
+    /// It did not answer within its deadline.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// What to do when a check cannot decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// Carry on as if it had passed (greylisting: losing state must not stop mail).
+    FailOpen,
+    /// Answer `451 4.4.3` so the client retries (recipients: never accept unknown users).
+    Defer,
+}
+
+/// What a check may look at. Owned, so the driver can hand it to checks across awaits.
+#[derive(Debug, Clone)]
+pub struct CheckCtx {
+    /// The stage being checked.
+    pub stage: Stage,
+    /// The client's address (from the PROXY header when there is one).
+    pub client: SocketAddr,
+    /// The EHLO/HELO name, once given (at [`Stage::Helo`]: the name being checked).
+    pub helo: Option<String>,
+    /// The session is encrypted.
+    pub tls: bool,
+    /// The reverse-path (empty for the null sender), from [`Stage::MailFrom`] on.
+    pub mail_from: Option<String>,
+    /// At [`Stage::RcptTo`]: the recipient being checked.
+    pub rcpt_to: Option<String>,
+    /// The recipients accepted so far.
+    pub recipients: Vec<String>,
+    /// At [`Stage::Data`]: the message content as received (no headers of ours).
+    pub content: Bytes,
+}
+
+impl CheckCtx {
+    /// A context for `stage` with nothing known but the client.
+    pub fn new(stage: Stage, client: SocketAddr) -> CheckCtx {
+        CheckCtx {
+            stage,
+            client,
+            helo: None,
+            tls: false,
+            mail_from: None,
+            rcpt_to: None,
+            recipients: Vec::new(),
+            content: Bytes::new(),
+        }
+    }
+}
+
+/// One policy check.
+#[async_trait]
+pub trait Check: Send + Sync + 'static {
+    /// Appears in logs.
+    fn name(&self) -> &'static str;
+    /// The stage it runs at.
+    fn stage(&self) -> Stage;
+    /// Decides. `Err` means "could not evaluate"; the pipeline applies [`OnError`].
+    async fn check(&self, cx: &CheckCtx) -> Result<Verdict, CheckError>;
+}
+
+struct Entry {
+    check: Arc<dyn Check>,
+    deadline: Duration,
+    on_error: OnError,
+}
+
+/// The checks of a listener, in the order they run.
+#[derive(Default)]
+pub struct Pipeline {
+    entries: Vec<Entry>,
+}
+
+impl fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(
+                self.entries
+                    .iter()
+                    .map(|e| (e.check.stage(), e.check.name())),
+            )
+            .finish()
+    }
+}
+
+impl Pipeline {
+    /// No checks.
+    pub fn new() -> Pipeline {
+        Pipeline::default()
+    }
+
+    /// Adds a check that must answer within `deadline`, with `on_error` when it cannot.
+    pub fn add(&mut self, check: Arc<dyn Check>, deadline: Duration, on_error: OnError) {
+        self.entries.push(Entry {
+            check,
+            deadline,
+            on_error,
+        });
+    }
+
+    /// Whether any check runs at `stage` (the session asks only then).
+    pub fn has(&self, stage: Stage) -> bool {
+        self.entries.iter().any(|e| e.check.stage() == stage)
+    }
+
+    /// Whether there are no checks at all.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Runs the checks of `cx.stage` in order, each under its deadline, and returns their
+    /// verdicts. Stops after the first deferral or rejection. A check that fails or times
+    /// out is logged and counts as [`Verdict::Pass`] or a deferral with
+    /// [`Reason::CheckFailed`], as its [`OnError`] says.
+    pub async fn run(&self, cx: &CheckCtx) -> Vec<Verdict> {
+        let mut out = Vec::new();
+        for e in self.entries.iter().filter(|e| e.check.stage() == cx.stage) {
+            let result = match tokio::time::timeout(e.deadline, e.check.check(cx)).await {
+                Ok(r) => r,
+                Err(_) => Err(CheckError::Timeout(e.deadline)),
+            };
+            let verdict = match result {
+                Ok(v) => v,
+                Err(err) => {
+                    tracing::warn!(
+                        check = e.check.name(), stage = %cx.stage, client = %cx.client,
+                        error = %err, on_error = ?e.on_error, "check could not decide"
+                    );
+                    match e.on_error {
+                        OnError::FailOpen => Verdict::Pass,
+                        OnError::Defer => Verdict::Defer {
+                            reason: Reason::CheckFailed,
+                        },
+                    }
+                }
+            };
+            if verdict.is_final() {
+                tracing::info!(
+                    check = e.check.name(), stage = %cx.stage, client = %cx.client,
+                    rcpt = cx.rcpt_to.as_deref().unwrap_or(""), verdict = ?verdict, "policy decision"
+                );
+            }
+            let stop = verdict.is_final();
+            out.push(verdict);
+            if stop {
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// The current time. Injected, so that sessions and checks can be tested at fixed times.
+pub trait Clock: Send + Sync + fmt::Debug + 'static {
+    /// Now.
+    fn now(&self) -> jiff::Timestamp;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now()
+    }
+}
+
+/// Where message ids come from. Injected, so that tests get predictable ids.
+pub trait IdSource: Send + Sync + fmt::Debug + 'static {
+    /// A fresh id.
+    fn next_id(&self) -> crate::MessageId;
+}
+
+/// Time-ordered random ids (UUIDv7).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RandomIds;
+
+impl IdSource for RandomIds {
+    fn next_id(&self) -> crate::MessageId {
+        crate::MessageId::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A check with a fixed answer, optionally slow.
+    struct Fixed {
+        stage: Stage,
+        answer: fn() -> Result<Verdict, CheckError>,
+        delay: Duration,
+    }
+
+    #[async_trait]
+    impl Check for Fixed {
+        fn name(&self) -> &'static str {
+            "fixed"
+        }
+        fn stage(&self) -> Stage {
+            self.stage
+        }
+        async fn check(&self, _: &CheckCtx) -> Result<Verdict, CheckError> {
+            tokio::time::sleep(self.delay).await;
+            (self.answer)()
+        }
+    }
+
+    fn fixed(stage: Stage, answer: fn() -> Result<Verdict, CheckError>) -> Arc<dyn Check> {
+        Arc::new(Fixed {
+            stage,
+            answer,
+            delay: Duration::ZERO,
+        })
+    }
+
+    fn cx(stage: Stage) -> CheckCtx {
+        CheckCtx::new(stage, "192.0.2.1:25".parse().unwrap())
+    }
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[tokio::test]
+    async fn runs_the_stage_in_order_and_stops_at_the_first_final_verdict() {
+        let mut p = Pipeline::new();
+        let tag = || {
+            Ok(Verdict::Tag {
+                score: 1.5,
+                header: "X-Test: 1\r\n".into(),
+            })
+        };
+        p.add(fixed(Stage::RcptTo, tag), SECOND, OnError::Defer);
+        p.add(
+            fixed(Stage::Helo, || Ok(Verdict::Pass)),
+            SECOND,
+            OnError::Defer,
+        );
+        p.add(
+            fixed(Stage::RcptTo, || {
+                Ok(Verdict::Reject {
+                    reason: Reason::UnknownRecipient,
+                })
+            }),
+            SECOND,
+            OnError::Defer,
+        );
+        p.add(
+            fixed(Stage::RcptTo, || panic!("runs after a rejection")),
+            SECOND,
+            OnError::Defer,
+        );
+        assert!(p.has(Stage::RcptTo) && p.has(Stage::Helo) && !p.has(Stage::Data));
+        let v = p.run(&cx(Stage::RcptTo)).await;
+        assert_eq!(v.len(), 2);
+        assert!(matches!(v[0], Verdict::Tag { .. }));
+        assert_eq!(
+            v[1],
+            Verdict::Reject {
+                reason: Reason::UnknownRecipient
+            }
+        );
+        assert_eq!(p.run(&cx(Stage::Helo)).await, vec![Verdict::Pass]);
+        assert!(p.run(&cx(Stage::Data)).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn errors_fail_open_or_defer_never_reject() {
+        let fail = || Err(CheckError::Backend("store down".into()));
+        let mut p = Pipeline::new();
+        p.add(fixed(Stage::MailFrom, fail), SECOND, OnError::FailOpen);
+        assert_eq!(p.run(&cx(Stage::MailFrom)).await, vec![Verdict::Pass]);
+        let mut p = Pipeline::new();
+        p.add(fixed(Stage::MailFrom, fail), SECOND, OnError::Defer);
+        assert_eq!(
+            p.run(&cx(Stage::MailFrom)).await,
+            vec![Verdict::Defer {
+                reason: Reason::CheckFailed
+            }]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_check_is_cut_off_at_its_deadline() {
+        let slow = Arc::new(Fixed {
+            stage: Stage::Data,
+            answer: || {
+                Ok(Verdict::Reject {
+                    reason: Reason::Policy("too late".into()),
+                })
+            },
+            delay: Duration::from_secs(60),
+        });
+        let mut p = Pipeline::new();
+        p.add(slow.clone(), SECOND, OnError::Defer);
+        let started = tokio::time::Instant::now();
+        assert_eq!(
+            p.run(&cx(Stage::Data)).await,
+            vec![Verdict::Defer {
+                reason: Reason::CheckFailed
+            }]
+        );
+        assert_eq!(started.elapsed(), SECOND);
+        let mut p = Pipeline::new();
+        p.add(slow, SECOND, OnError::FailOpen);
+        assert_eq!(p.run(&cx(Stage::Data)).await, vec![Verdict::Pass]);
+    }
+}

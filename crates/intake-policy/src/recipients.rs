@@ -1,0 +1,391 @@
+//! Valid recipients: `550 5.1.1` at RCPT for addresses no source lists.
+//!
+//! Three sources, any of which may list an address: the config (`recipients.addresses`),
+//! a file (`recipients.file`, re-read when it changes) and the store's table (`intake
+//! recipient add`, seen by the running server within a second). An entry is an address or
+//! `@domain`, which accepts every address of that domain. Matching ignores case.
+//!
+//! With no source listing anything, every address is accepted (the domain check in the
+//! session still applies): that is Intake without a recipient list. `postmaster@` any of
+//! our domains is always accepted (RFC 5321 §4.5.1).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use intake_core::{Check, CheckCtx, CheckError, MailStore, OnError, Reason, Stage, Verdict};
+
+/// Settings of the recipient check.
+#[derive(Debug, Clone)]
+pub struct RecipientsConfig {
+    /// Addresses and `@domain` catch-alls from the config.
+    pub addresses: Vec<String>,
+    /// A file of addresses, one per line (`#` comments), re-read when it changes.
+    pub file: Option<PathBuf>,
+    /// How long the check may take (the store lookup).
+    pub timeout: Duration,
+    /// When the file or the store cannot be read: defer (default) or accept.
+    pub on_error: OnError,
+}
+
+impl Default for RecipientsConfig {
+    fn default() -> Self {
+        RecipientsConfig {
+            addresses: Vec::new(),
+            file: None,
+            timeout: Duration::from_secs(5),
+            on_error: OnError::Defer,
+        }
+    }
+}
+
+/// A set of addresses and catch-all domains, lower-cased.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RecipientList {
+    exact: HashSet<String>,
+    domains: HashSet<String>,
+}
+
+impl RecipientList {
+    /// From entries: `user@domain` or `@domain`. Returns the entries that are neither.
+    pub fn parse<I, S>(entries: I) -> (RecipientList, Vec<String>)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut list = RecipientList::default();
+        let mut bad = Vec::new();
+        for e in entries {
+            let e = e.as_ref().trim().trim_end_matches('.').to_lowercase();
+            match e.rsplit_once('@') {
+                Some(("", d)) if valid_domain(d) => {
+                    list.domains.insert(d.to_string());
+                }
+                Some((l, d)) if !l.is_empty() && valid_domain(d) && !l.contains(' ') => {
+                    list.exact.insert(e);
+                }
+                _ => bad.push(e),
+            }
+        }
+        (list, bad)
+    }
+
+    /// No entries.
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.domains.is_empty()
+    }
+
+    /// Whether `address` (lower-cased) is listed, itself or by its domain.
+    pub fn contains(&self, address: &str) -> bool {
+        self.exact.contains(address)
+            || address
+                .rsplit_once('@')
+                .is_some_and(|(_, d)| self.domains.contains(d))
+    }
+}
+
+fn valid_domain(d: &str) -> bool {
+    !d.is_empty() && !d.contains(['@', ' ', '/'])
+}
+
+/// The file source: parsed again whenever its modification time or size changes.
+#[derive(Debug)]
+struct FileSource {
+    path: PathBuf,
+    loaded: Mutex<Option<(SystemTime, u64, Arc<RecipientList>)>>,
+}
+
+impl FileSource {
+    fn current(&self) -> Result<Arc<RecipientList>, CheckError> {
+        let fail = |e: std::io::Error| {
+            CheckError::Backend(format!("recipients.file {}: {e}", self.path.display()))
+        };
+        let meta = std::fs::metadata(&self.path).map_err(fail)?;
+        let stamp = (meta.modified().map_err(fail)?, meta.len());
+        let mut loaded = self.loaded.lock().expect("recipient file");
+        if let Some((m, l, list)) = loaded.as_ref()
+            && (*m, *l) == stamp
+        {
+            return Ok(list.clone());
+        }
+        let text = std::fs::read_to_string(&self.path).map_err(fail)?;
+        let lines = text
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+            .filter(|l| !l.is_empty());
+        let (list, bad) = RecipientList::parse(lines);
+        for b in bad {
+            tracing::warn!(file = %self.path.display(), entry = %b, "recipients.file: not an address or @domain; ignored");
+        }
+        tracing::info!(file = %self.path.display(), entries = list.exact.len() + list.domains.len(), "recipients.file loaded");
+        let list = Arc::new(list);
+        *loaded = Some((stamp.0, stamp.1, list.clone()));
+        Ok(list)
+    }
+}
+
+/// The recipient check (at RCPT).
+pub struct RecipientExists {
+    fixed: RecipientList,
+    file: Option<FileSource>,
+    store: Arc<dyn MailStore>,
+    /// The store's table was empty at this instant: skip asking it again for a while, so a
+    /// server without a recipient list does no lookup per RCPT.
+    store_empty_at: Mutex<Option<Instant>>,
+    /// How long an empty table is believed empty.
+    empty_for: Duration,
+}
+
+impl RecipientExists {
+    /// A check over the configured sources and the store's table.
+    pub fn new(cfg: &RecipientsConfig, store: Arc<dyn MailStore>) -> RecipientExists {
+        let (fixed, bad) = RecipientList::parse(&cfg.addresses);
+        for b in bad {
+            tracing::warn!(entry = %b, "recipients.addresses: not an address or @domain; ignored");
+        }
+        RecipientExists {
+            fixed,
+            file: cfg.file.clone().map(|path| FileSource {
+                path,
+                loaded: Mutex::new(None),
+            }),
+            store,
+            store_empty_at: Mutex::new(None),
+            empty_for: Duration::from_secs(1),
+        }
+    }
+
+    /// Believes an empty store table for `d` (tests use zero).
+    pub fn with_empty_table_cache(mut self, d: Duration) -> Self {
+        self.empty_for = d;
+        self
+    }
+
+    /// Whether `address` is listed: `None` when no source lists anything.
+    async fn listed(&self, address: &str) -> Result<Option<bool>, CheckError> {
+        let mut any = !self.fixed.is_empty();
+        if self.fixed.contains(address) {
+            return Ok(Some(true));
+        }
+        if let Some(file) = &self.file {
+            // A configured file is a source even when empty: a truncated file must not
+            // open the gateway to every address.
+            any = true;
+            if file.current()?.contains(address) {
+                return Ok(Some(true));
+            }
+        }
+        let skip_store = self
+            .store_empty_at
+            .lock()
+            .expect("cache")
+            .is_some_and(|t| t.elapsed() < self.empty_for);
+        if !skip_store {
+            match self.store.recipient_lookup(address).await {
+                Ok(Some(found)) => {
+                    if found {
+                        return Ok(Some(true));
+                    }
+                    any = true;
+                }
+                Ok(None) => *self.store_empty_at.lock().expect("cache") = Some(Instant::now()),
+                Err(e) => return Err(CheckError::Backend(format!("recipient table: {e}"))),
+            }
+        }
+        Ok(any.then_some(false))
+    }
+}
+
+#[async_trait]
+impl Check for RecipientExists {
+    fn name(&self) -> &'static str {
+        "recipients"
+    }
+
+    fn stage(&self) -> Stage {
+        Stage::RcptTo
+    }
+
+    async fn check(&self, cx: &CheckCtx) -> Result<Verdict, CheckError> {
+        let Some(rcpt) = cx.rcpt_to.as_deref() else {
+            return Ok(Verdict::Pass);
+        };
+        let address = rcpt.trim_end_matches('.').to_lowercase();
+        if address.starts_with("postmaster@") {
+            return Ok(Verdict::Pass);
+        }
+        Ok(match self.listed(&address).await? {
+            Some(false) => Verdict::Reject {
+                reason: Reason::UnknownRecipient,
+            },
+            Some(true) | None => Verdict::Pass,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use intake_store::{SqliteConfig, SqliteStore};
+
+    fn cx(rcpt: &str) -> CheckCtx {
+        let mut c = CheckCtx::new(Stage::RcptTo, "192.0.2.1:25".parse().unwrap());
+        c.rcpt_to = Some(rcpt.into());
+        c
+    }
+
+    async fn verdicts(check: &RecipientExists, rcpts: &[&str]) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        for r in rcpts {
+            out.push(match check.check(&cx(r)).await {
+                Ok(Verdict::Pass) => "pass",
+                Ok(Verdict::Reject {
+                    reason: Reason::UnknownRecipient,
+                }) => "unknown",
+                Ok(other) => panic!("unexpected {other:?}"),
+                Err(_) => "error",
+            });
+        }
+        out
+    }
+
+    fn store(dir: &std::path::Path) -> Arc<SqliteStore> {
+        Arc::new(SqliteStore::open(SqliteConfig::new(dir)).unwrap())
+    }
+
+    #[test]
+    fn entries_are_addresses_or_domains() {
+        let (list, bad) = RecipientList::parse([
+            "Alice@Example.test",
+            "@Catch.test.",
+            "bob",
+            "@",
+            "a b@x.test",
+        ]);
+        assert!(list.contains("alice@example.test"));
+        assert!(list.contains("anyone@catch.test"));
+        assert!(!list.contains("anyone@sub.catch.test"));
+        assert!(!list.contains("bob@example.test"));
+        assert_eq!(bad, ["bob", "@", "a b@x.test"]);
+    }
+
+    #[tokio::test]
+    async fn config_list_with_catch_all_and_postmaster() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = RecipientsConfig {
+            addresses: vec!["alice@example.test".into(), "@catch.test".into()],
+            ..RecipientsConfig::default()
+        };
+        let check = RecipientExists::new(&cfg, store(dir.path()));
+        assert_eq!(
+            verdicts(
+                &check,
+                &[
+                    "alice@example.test",
+                    "ALICE@Example.Test",
+                    "bob@example.test",
+                    "x@catch.test",
+                    "postmaster@example.test"
+                ]
+            )
+            .await,
+            ["pass", "pass", "unknown", "pass", "pass"]
+        );
+    }
+
+    #[tokio::test]
+    async fn no_source_accepts_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let check = RecipientExists::new(&RecipientsConfig::default(), store(dir.path()));
+        assert_eq!(verdicts(&check, &["anyone@anywhere.test"]).await, ["pass"]);
+    }
+
+    #[tokio::test]
+    async fn the_file_is_read_again_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("recipients.txt");
+        let cfg = RecipientsConfig {
+            file: Some(file.clone()),
+            ..RecipientsConfig::default()
+        };
+        let check = RecipientExists::new(&cfg, store(&dir.path().join("data")));
+        assert_eq!(
+            verdicts(&check, &["alice@example.test"]).await,
+            ["error"],
+            "a missing file cannot decide (deferred by default)"
+        );
+        std::fs::write(
+            &file,
+            "# valid users\nalice@example.test\n\n@team.test  # all of it\n",
+        )
+        .unwrap();
+        assert_eq!(
+            verdicts(
+                &check,
+                &["alice@example.test", "bob@example.test", "x@team.test"]
+            )
+            .await,
+            ["pass", "unknown", "pass"]
+        );
+        std::fs::write(&file, "bob@example.test\n").unwrap();
+        assert_eq!(
+            verdicts(
+                &check,
+                &["alice@example.test", "bob@example.test", "x@team.test"]
+            )
+            .await,
+            ["unknown", "pass", "unknown"]
+        );
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(
+            verdicts(&check, &["bob@example.test"]).await,
+            ["unknown"],
+            "an empty file still lists nobody"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_store_table_takes_effect_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let check = RecipientExists::new(&RecipientsConfig::default(), s.clone())
+            .with_empty_table_cache(Duration::ZERO);
+        assert_eq!(verdicts(&check, &["carol@example.test"]).await, ["pass"]);
+        s.recipient_add("dave@example.test").await.unwrap();
+        assert_eq!(
+            verdicts(&check, &["carol@example.test", "dave@example.test"]).await,
+            ["unknown", "pass"]
+        );
+        s.recipient_add("@example.test").await.unwrap();
+        assert_eq!(verdicts(&check, &["carol@example.test"]).await, ["pass"]);
+        // With the config listing someone, either source may accept.
+        let cfg = RecipientsConfig {
+            addresses: vec!["erin@other.test".into()],
+            ..RecipientsConfig::default()
+        };
+        let check = RecipientExists::new(&cfg, s.clone());
+        assert_eq!(
+            verdicts(
+                &check,
+                &["erin@other.test", "x@example.test", "x@other.test"]
+            )
+            .await,
+            ["pass", "pass", "unknown"]
+        );
+        s.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_cannot_decide() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        s.close().await;
+        // Read-only and with the database gone: every lookup fails.
+        let ro = Arc::new(SqliteStore::open_read_only(SqliteConfig::new(dir.path())).unwrap());
+        std::fs::remove_file(dir.path().join("intake.db")).unwrap();
+        let check = RecipientExists::new(&RecipientsConfig::default(), ro);
+        assert_eq!(verdicts(&check, &["a@example.test"]).await, ["error"]);
+    }
+}

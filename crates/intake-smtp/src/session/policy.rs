@@ -1,0 +1,211 @@
+//! Waiting for checks and the store: [`Session::resume`], and verdicts to replies.
+//!
+//! Each stage asks for its checks only when the listener has some for it, so a session
+//! without policy never waits. A deferral or rejection gets its reply from the catalogue
+//! by [`Reason`]; a check that could not decide is at worst a 4xx (never a 5xx).
+
+use intake_core::{CheckCtx, Reason, Stage, Verdict};
+use intake_proto::{Reply, replies};
+
+use super::{Effect, Outcome, Pending, Session, Step};
+use crate::failure;
+
+/// The sum of what passing checks said: header fields to add and a score.
+#[derive(Debug, Default)]
+struct Tags {
+    headers: Vec<String>,
+    score: f32,
+}
+
+/// A combined verdict: go on (with tags), or stop with this reply.
+enum Decision {
+    Go(Tags),
+    Stop(Reply),
+}
+
+impl Session {
+    /// Asks the driver to run the checks of `stage`, remembering what to do after; `None`
+    /// when no check runs at that stage (carry on at once).
+    pub(super) fn ask(
+        &mut self,
+        pending: Pending,
+        stage: Stage,
+        rcpt_to: Option<&str>,
+    ) -> Option<Step> {
+        if !self.cfg.checks.has(stage) {
+            return None;
+        }
+        let mut cx = CheckCtx::new(stage, self.client);
+        cx.helo = match &pending {
+            Pending::Helo { name, .. } => Some(name.clone()),
+            _ => self.helo.clone(),
+        };
+        cx.tls = self.tls.is_some();
+        cx.mail_from = match &pending {
+            Pending::Mail(from) => Some(from.address.clone()),
+            _ => self.tx.as_ref().map(|t| t.mail_from.clone()),
+        };
+        cx.rcpt_to = rcpt_to.map(str::to_string);
+        cx.recipients = self
+            .tx
+            .as_ref()
+            .map(|t| t.rcpt_to.clone())
+            .unwrap_or_default();
+        self.pending = Some(pending);
+        Some(Step::Await(Effect::Check(cx)))
+    }
+
+    /// The driver carried out the last [`Step::Await`]: go on from where the session was.
+    pub fn resume(&mut self, outcome: Outcome) -> Step {
+        let Some(pending) = self.pending.take() else {
+            // A driver bug; answer something safe rather than panic in production.
+            tracing::error!(?outcome, "resume without a pending effect");
+            return Step::Reply(replies::BAD_SEQUENCE);
+        };
+        match (pending, outcome) {
+            (Pending::Deliver(id), Outcome::Delivered(result)) => {
+                Step::Reply(self.delivered(id, &result))
+            }
+            (pending, Outcome::Checked(verdicts)) => {
+                let decision = decide(verdicts, &pending);
+                self.checked(pending, decision)
+            }
+            (pending, outcome) => {
+                tracing::error!(?pending, ?outcome, "resumed with the wrong outcome");
+                self.tx = None;
+                Step::Reply(replies::CHECK_UNAVAILABLE)
+            }
+        }
+    }
+
+    fn checked(&mut self, pending: Pending, decision: Decision) -> Step {
+        match (pending, decision) {
+            (Pending::Connect, Decision::Go(tags)) => {
+                self.session_headers.extend(tags.headers);
+                Step::Reply(self.greeting())
+            }
+            (Pending::Connect, Decision::Stop(r)) => Step::Close(r),
+            (Pending::Helo { name, esmtp }, Decision::Go(tags)) => {
+                self.session_headers.extend(tags.headers);
+                self.accept_helo(name, esmtp)
+            }
+            (Pending::Mail(from), Decision::Go(tags)) => {
+                self.start_transaction(from);
+                self.tag(tags);
+                Step::Reply(replies::SENDER_OK)
+            }
+            (Pending::Rcpt(address), Decision::Go(tags)) => {
+                self.tag(tags);
+                self.add_recipient(address)
+            }
+            (Pending::Data, Decision::Go(tags)) => {
+                self.tag(tags);
+                self.deliver()
+            }
+            (Pending::Data, Decision::Stop(r)) => {
+                self.tx = None;
+                Step::Reply(r)
+            }
+            (Pending::Helo { .. } | Pending::Mail(_) | Pending::Rcpt(_), Decision::Stop(r)) => {
+                if r.code >= 500 {
+                    self.client_error(r)
+                } else {
+                    Step::Reply(r)
+                }
+            }
+            (Pending::Deliver(id), _) => {
+                // Checks answered where the store should have.
+                tracing::error!(%id, "delivery resumed with verdicts");
+                self.tx = None;
+                Step::Reply(replies::CHECK_UNAVAILABLE)
+            }
+        }
+    }
+
+    fn tag(&mut self, tags: Tags) {
+        if let Some(tx) = &mut self.tx {
+            tx.headers.extend(tags.headers);
+            tx.score += tags.score;
+        }
+    }
+}
+
+/// Folds the verdicts of one stage into go-on-with-tags or the reply to stop with.
+fn decide(verdicts: Vec<Verdict>, pending: &Pending) -> Decision {
+    let mut tags = Tags::default();
+    for v in verdicts {
+        match v {
+            Verdict::Pass => {}
+            Verdict::Tag { score, header } => {
+                tags.score += score;
+                if !header.is_empty() {
+                    tags.headers.push(header);
+                }
+            }
+            Verdict::Defer { reason } => return Decision::Stop(deferral(&reason, pending)),
+            Verdict::Reject { reason } => return Decision::Stop(rejection(&reason, pending)),
+        }
+    }
+    Decision::Go(tags)
+}
+
+/// The 4xx for a deferral. At connect the reply also ends the session (421).
+fn deferral(reason: &Reason, pending: &Pending) -> Reply {
+    match (reason, pending) {
+        (Reason::Policy(text), Pending::Connect) => {
+            replies::CONNECTION_DEFERRED.with_text(clean(text))
+        }
+        (_, Pending::Connect) => replies::CONNECTION_DEFERRED,
+        (Reason::Greylisted, _) => replies::GREYLISTED,
+        (Reason::Policy(text), _) => replies::POLICY_DEFERRED.with_text(clean(text)),
+        (Reason::CheckFailed | Reason::UnknownRecipient, _) => replies::CHECK_UNAVAILABLE,
+    }
+}
+
+/// The 5xx for a rejection (a 4xx when the reason is temporary or our own failure). At
+/// connect the reply also ends the session (554).
+fn rejection(reason: &Reason, pending: &Pending) -> Reply {
+    match (reason, pending) {
+        (Reason::CheckFailed | Reason::Greylisted, _) => deferral(reason, pending),
+        (Reason::Policy(text), Pending::Connect) => {
+            replies::CONNECTION_REJECTED.with_text(clean(text))
+        }
+        (_, Pending::Connect) => replies::CONNECTION_REJECTED,
+        (Reason::UnknownRecipient, _) => replies::UNKNOWN_RECIPIENT,
+        (Reason::Policy(text), _) => replies::POLICY_REJECTED.with_text(clean(text)),
+    }
+}
+
+/// A check's text as one safe reply line.
+fn clean(text: &str) -> String {
+    let t: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect();
+    if t.trim().is_empty() {
+        "Refused by policy".into()
+    } else {
+        t
+    }
+}
+
+impl Session {
+    /// The store answered for message `id`: ends the transaction and gives the final
+    /// reply. 250 only if the store said it is durable.
+    pub(super) fn delivered(
+        &mut self,
+        id: intake_core::MessageId,
+        result: &Result<(), intake_core::StoreError>,
+    ) -> Reply {
+        self.tx = None;
+        match result {
+            Ok(()) => Reply::dynamic(
+                250,
+                intake_proto::EnhancedStatus(2, 0, 0),
+                format!("Message stored as {id}"),
+            ),
+            Err(e) => failure::store_error(e),
+        }
+    }
+}
