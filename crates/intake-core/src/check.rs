@@ -78,8 +78,10 @@ pub enum Verdict {
     Tag {
         /// Spam-style score contribution.
         score: f32,
-        /// The header field to prepend, e.g. `"X-Spam-Score: 3.1\r\n"`.
+        /// The header field to prepend, e.g. `"X-Spam-Score: 3.1\r\n"` (empty: none).
         header: String,
+        /// What the check found, stored with the message.
+        findings: Findings,
     },
     /// Not now: the client should try again later (4xx).
     Defer {
@@ -97,6 +99,62 @@ impl Verdict {
     /// True for [`Verdict::Defer`] and [`Verdict::Reject`]: later checks need not run.
     pub fn is_final(&self) -> bool {
         matches!(self, Verdict::Defer { .. } | Verdict::Reject { .. })
+    }
+}
+
+/// What checks found about a message, stored with it and shown by the API: symbols
+/// (`DNSBL_LISTED`, `HELO_BARE_IP`, a scanner's rule names), the DNS lists that matched, the
+/// SPF/DKIM/DMARC/ARC results, and the total score (filled in at delivery).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Findings {
+    /// Sum of the scores of every check.
+    #[serde(default)]
+    pub score: f32,
+    /// Rule names, e.g. `DNSBL_LISTED`, `RSPAMD:GTUBE`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub symbols: Vec<String>,
+    /// DNS lists (zones) that listed the client, with their weights: `zone=weight`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lists: Vec<String>,
+    /// SPF result (`pass`, `fail`, `softfail`, `neutral`, `none`, `temperror`, `permerror`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spf: Option<String>,
+    /// DKIM result (the best signature's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<String>,
+    /// DMARC result, with the domain's policy: `fail (p=reject)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dmarc: Option<String>,
+    /// ARC chain validation result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arc: Option<String>,
+    /// A content scanner's action and score, e.g. `rspamd: add header (7.2/15)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanner: Option<String>,
+}
+
+impl Findings {
+    /// Adds what `other` found (later results of the same kind replace earlier ones).
+    pub fn merge(&mut self, other: Findings) {
+        self.score += other.score;
+        self.symbols.extend(other.symbols);
+        self.lists.extend(other.lists);
+        for (mine, theirs) in [
+            (&mut self.spf, other.spf),
+            (&mut self.dkim, other.dkim),
+            (&mut self.dmarc, other.dmarc),
+            (&mut self.arc, other.arc),
+            (&mut self.scanner, other.scanner),
+        ] {
+            if theirs.is_some() {
+                *mine = theirs;
+            }
+        }
+    }
+
+    /// Nothing was found.
+    pub fn is_empty(&self) -> bool {
+        *self == Findings::default()
     }
 }
 
@@ -337,6 +395,7 @@ mod tests {
             Ok(Verdict::Tag {
                 score: 1.5,
                 header: "X-Test: 1\r\n".into(),
+                findings: Findings::default(),
             })
         };
         p.add(fixed(Stage::RcptTo, tag), SECOND, OnError::Defer);

@@ -18,8 +18,8 @@ pub mod search;
 pub mod store;
 
 pub use check::{
-    Check, CheckCtx, CheckError, Clock, IdSource, OnError, Pipeline, RandomIds, Reason, Stage,
-    SystemClock, Verdict,
+    Check, CheckCtx, CheckError, Clock, Findings, IdSource, OnError, Pipeline, RandomIds, Reason,
+    Stage, SystemClock, Verdict,
 };
 pub use events::{Event, EventBus};
 pub use message::{

@@ -139,6 +139,8 @@ pub struct Incoming {
     pub meta: ParsedMeta,
     /// The stored bytes: our `Received:` header, then the content exactly as received.
     pub raw: Bytes,
+    /// What the policy checks found (empty when none ran).
+    pub findings: crate::Findings,
 }
 
 impl Incoming {
@@ -165,6 +167,7 @@ impl Incoming {
             sha256,
             meta,
             raw: raw.into(),
+            findings: crate::Findings::default(),
         }
     }
 
@@ -236,7 +239,7 @@ impl Summary {
 }
 
 /// A stored message with everything kept about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoredMessage {
     /// Message id.
     pub id: MessageId,
@@ -262,6 +265,8 @@ pub struct StoredMessage {
     pub seen: bool,
     /// The mailboxes it is filed under.
     pub mailboxes: Vec<String>,
+    /// What the policy checks found, when any ran.
+    pub findings: Option<crate::Findings>,
 }
 
 impl Serialize for MessageId {

@@ -207,3 +207,87 @@ mod tests {
         assert!(m.attachments.is_empty());
     }
 }
+
+/// The content without the `Authentication-Results:` header fields whose authserv-id is
+/// `hostname` (RFC 8601 §5: only we may claim our name; such fields arriving from outside
+/// are forged or stale). Borrowed, without copying, when there are none.
+pub fn without_auth_results<'a>(content: &'a [u8], hostname: &str) -> std::borrow::Cow<'a, [u8]> {
+    const NAME: &[u8] = b"authentication-results:";
+    // The header section: up to the first empty line.
+    let mut end = content.len();
+    let mut pos = 0;
+    while pos < content.len() {
+        let line_end = content[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(content.len(), |i| pos + i + 1);
+        let line = &content[pos..line_end];
+        if line == b"\r\n" || line == b"\n" {
+            end = pos;
+            break;
+        }
+        pos = line_end;
+    }
+    let head = &content[..end];
+    if !head
+        .windows(NAME.len())
+        .any(|w| w.eq_ignore_ascii_case(NAME))
+    {
+        return std::borrow::Cow::Borrowed(content);
+    }
+    let mut out = Vec::with_capacity(content.len());
+    let mut pos = 0;
+    let mut dropping = false;
+    while pos < end {
+        let line_end = head[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(end, |i| pos + i + 1);
+        let line = &head[pos..line_end];
+        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        if !continuation {
+            dropping = line.len() >= NAME.len()
+                && line[..NAME.len()].eq_ignore_ascii_case(NAME)
+                && authserv_id(&head[pos + NAME.len()..]).eq_ignore_ascii_case(hostname);
+        }
+        if !dropping {
+            out.extend_from_slice(line);
+        }
+        pos = line_end;
+    }
+    out.extend_from_slice(&content[end..]);
+    std::borrow::Cow::Owned(out)
+}
+
+/// The authserv-id at the start of an `Authentication-Results` value (it may be folded).
+fn authserv_id(value: &[u8]) -> &str {
+    let value = value.trim_ascii_start();
+    let id_end = value
+        .iter()
+        .position(|&b| b == b';' || b.is_ascii_whitespace() || b == b'(')
+        .unwrap_or(value.len());
+    std::str::from_utf8(&value[..id_end]).unwrap_or("")
+}
+
+#[cfg(test)]
+mod auth_results_tests {
+    use super::without_auth_results;
+
+    #[test]
+    fn only_fields_claiming_our_name_are_removed() {
+        let m = b"Authentication-Results: MX.example.test;\r\n  spf=pass smtp.mailfrom=a@b\r\n\
+                  Authentication-Results: other.test; dkim=pass\r\n\
+                  Subject: x\r\n\r\nAuthentication-Results: mx.example.test; body\r\n";
+        let out = without_auth_results(m, "mx.example.test");
+        assert_eq!(
+            &out[..],
+            &b"Authentication-Results: other.test; dkim=pass\r\nSubject: x\r\n\r\n\
+               Authentication-Results: mx.example.test; body\r\n"[..]
+        );
+        let clean = b"Subject: y\r\n\r\nbody\r\n";
+        assert!(matches!(
+            without_auth_results(clean, "mx.example.test"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+}

@@ -221,11 +221,18 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         None => None,
     };
     // The policy checks, wired here so that the session never depends on their backends.
-    let checks =
-        intake_policy::pipeline(&settings.policy, store.clone(), settings.smtp.clock.clone());
+    // Each listener runs the checks of its profile; the default listener's is `default`.
+    let profiles = intake_policy::Profiles::build(
+        &settings.policy,
+        store.clone(),
+        settings.smtp.clock.clone(),
+    )
+    .map_err(anyhow::Error::msg)
+    .context("setting up the policy checks")?;
+    let checks = profiles.default_pipeline();
     let svc = intake_smtp::Service {
         cfg: Arc::new(intake_smtp::SessionConfig {
-            checks: Arc::new(checks),
+            checks,
             ..settings.smtp.clone()
         }),
         store: store.clone(),

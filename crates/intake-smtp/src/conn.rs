@@ -415,14 +415,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let started = Instant::now();
         let rcpts = d.envelope.rcpt_to.len();
         let sender = d.envelope.mail_from.clone();
-        let msg = Incoming::new(
+        // RFC 8601 §5: Authentication-Results fields that claim to be ours are forgeries.
+        let content =
+            intake_core::mime::without_auth_results(&self.content, &self.session.config().hostname);
+        let mut msg = Incoming::new(
             d.id,
             d.received_at.as_millisecond(),
             d.envelope,
             d.session,
             &d.headers.concat(),
-            &self.content,
+            &content,
         );
+        drop(content);
+        msg.findings = *d.findings;
         let size = msg.size;
         self.discard_content();
         let limit = self.session.config().deliver_timeout;
@@ -649,6 +654,7 @@ mod tests {
             Ok(intake_core::Verdict::Tag {
                 score: 0.5,
                 header: format!("X-Content-Checked: {} octets\r\n", cx.content.len()),
+                findings: intake_core::Findings::default(),
             })
         }
     }

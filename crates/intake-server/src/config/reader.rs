@@ -171,6 +171,18 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The names of the sub-tables of `key` (e.g. the profiles under `policy.profiles`).
+    pub fn table_keys(&mut self, key: &str) -> Vec<String> {
+        match self.lookup(key) {
+            None => Vec::new(),
+            Some(toml::Value::Table(t)) => t.keys().cloned().collect(),
+            Some(other) => {
+                self.error(key, format!("expected a table, found {}", other.type_str()));
+                Vec::new()
+            }
+        }
+    }
+
     /// Reports keys in the table that no setting reads (typos, mostly).
     pub fn unknown_keys(&mut self) {
         let mut found = Vec::new();

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use intake_core::{OnError, Retention};
 use intake_http::{HttpConfig, RateLimit};
-use intake_policy::{GreylistConfig, PolicyConfig, RecipientsConfig};
+use intake_policy::{
+    AuthConfig, DnsConfig, DnsblAction, DnsblConfig, GreylistConfig, HeloConfig, PolicyConfig,
+    RecipientsConfig, RspamdConfig, SpamdConfig,
+};
 use intake_proto::LineEndings;
 use intake_smtp::config::ViolationPolicy;
 use intake_smtp::limits::{ClientLimits, LimitSettings};
@@ -321,7 +324,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
     let http = read_http(r);
     let retention = read_retention(r);
     let alias_secret: String = r.get("aliases.secret", String::new());
-    let policy = read_policy(r);
+    let mut policy = read_policy(r);
 
     let log_level: String = r.get("log.level", "info".to_string());
     if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
@@ -342,6 +345,8 @@ fn read(r: &mut Reader<'_>) -> Settings {
             LogFormat::Text
         }
     };
+    // Our Authentication-Results name is our host name.
+    policy.auth.hostname = hostname.clone();
 
     Settings {
         smtp_listen,
@@ -458,9 +463,152 @@ fn read_policy(r: &mut Reader<'_>) -> PolicyConfig {
         on_error: read_on_error(r, "greylist.on_error", gd.on_error),
     };
     PolicyConfig {
+        dns: read_dns(r),
+        dnsbl: read_dnsbl(r),
+        helo: HeloConfig {
+            reject_non_fqdn: r.get("helo.reject_non_fqdn", false),
+            reject_bare_ip: r.get("helo.reject_bare_ip", false),
+        },
         recipients,
         greylist,
+        auth: read_auth(r),
+        rspamd: read_rspamd(r),
+        spamd: read_spamd(r),
+        profiles: read_profiles(r),
     }
+}
+
+fn read_address(r: &mut Reader<'_>, key: &str, default: SocketAddr) -> SocketAddr {
+    let text: String = r.get(key, default.to_string());
+    match text.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            r.error(
+                key,
+                format!("{text:?} is not an address such as 127.0.0.1:783"),
+            );
+            default
+        }
+    }
+}
+
+fn read_dns(r: &mut Reader<'_>) -> DnsConfig {
+    let d = DnsConfig::default();
+    let text: Vec<String> = r.get("dns.servers", Vec::new());
+    let mut servers = Vec::new();
+    for s in &text {
+        match s.parse::<SocketAddr>().or_else(|_| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        }) {
+            Ok(a) => servers.push(a),
+            Err(_) => r.error(
+                "dns.servers",
+                format!("{s:?} is not an address such as 127.0.0.1 or 127.0.0.1:5353"),
+            ),
+        }
+    }
+    DnsConfig {
+        servers,
+        timeout: read_timeout(r, "dns.timeout", d.timeout),
+        attempts: r.get("dns.attempts", d.attempts).max(1),
+        cache_size: r.get("dns.cache_size", d.cache_size),
+    }
+}
+
+fn read_dnsbl(r: &mut Reader<'_>) -> DnsblConfig {
+    let d = DnsblConfig::default();
+    let specs: Vec<String> = r.get("dnsbl.zones", Vec::new());
+    let mut zones = Vec::new();
+    for s in &specs {
+        match intake_policy::dnsbl::Zone::parse(s) {
+            Ok(z) => zones.push(z),
+            Err(e) => r.error("dnsbl.zones", e),
+        }
+    }
+    let action: String = r.get("dnsbl.action", "reject".to_string());
+    let action = match action.as_str() {
+        "reject" => DnsblAction::Reject,
+        "tag" => DnsblAction::Tag,
+        other => {
+            r.error(
+                "dnsbl.action",
+                format!("{other:?}: expected \"reject\" or \"tag\""),
+            );
+            d.action
+        }
+    };
+    let enabled = r.get("dnsbl.enabled", !zones.is_empty());
+    DnsblConfig {
+        enabled,
+        zones,
+        threshold: r.get("dnsbl.threshold", d.threshold),
+        action,
+        timeout: read_timeout(r, "dnsbl.timeout", d.timeout),
+        on_error: read_on_error(r, "dnsbl.on_error", d.on_error),
+    }
+}
+
+fn read_auth(r: &mut Reader<'_>) -> AuthConfig {
+    let d = AuthConfig::default();
+    AuthConfig {
+        enabled: r.get("auth.enabled", d.enabled),
+        hostname: d.hostname, // smtp.hostname, set by the caller
+        dmarc_enforce: r.get("auth.dmarc_enforce", d.dmarc_enforce),
+        timeout: read_timeout(r, "auth.timeout", d.timeout),
+        on_error: read_on_error(r, "auth.on_error", d.on_error),
+    }
+}
+
+fn read_rspamd(r: &mut Reader<'_>) -> RspamdConfig {
+    let d = RspamdConfig::default();
+    RspamdConfig {
+        enabled: r.get("rspamd.enabled", d.enabled),
+        address: read_address(r, "rspamd.address", d.address),
+        max_size: r.size("rspamd.max_size", d.max_size as u64) as usize,
+        timeout: read_timeout(r, "rspamd.timeout", d.timeout),
+        on_error: read_on_error(r, "rspamd.on_error", d.on_error),
+    }
+}
+
+fn read_spamd(r: &mut Reader<'_>) -> SpamdConfig {
+    let d = SpamdConfig::default();
+    // 0: never refuse / tag by spamd's own verdict.
+    let score = |r: &mut Reader<'_>, key: &str| {
+        let v: f64 = r.get(key, 0.0);
+        (v > 0.0).then_some(v as f32)
+    };
+    SpamdConfig {
+        enabled: r.get("spamd.enabled", d.enabled),
+        address: read_address(r, "spamd.address", d.address),
+        reject_score: score(r, "spamd.reject_score"),
+        tag_score: score(r, "spamd.tag_score"),
+        max_size: r.size("spamd.max_size", d.max_size as u64) as usize,
+        timeout: read_timeout(r, "spamd.timeout", d.timeout),
+        on_error: read_on_error(r, "spamd.on_error", d.on_error),
+    }
+}
+
+/// `[policy.profiles.<name>] checks = [...]`.
+fn read_profiles(r: &mut Reader<'_>) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for name in r.table_keys("policy.profiles") {
+        let key = format!("policy.profiles.{name}.checks");
+        let checks: Vec<String> = r.get(&key, Vec::new());
+        for c in &checks {
+            if !intake_policy::CHECKS.contains(&c.as_str()) {
+                r.error(
+                    &key,
+                    format!(
+                        "{c:?} is not a check (known: {})",
+                        intake_policy::CHECKS.join(", ")
+                    ),
+                );
+            }
+        }
+        out.insert(name, checks);
+    }
+    out
 }
 
 fn read_http(r: &mut Reader<'_>) -> HttpSettings {

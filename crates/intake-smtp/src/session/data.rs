@@ -108,6 +108,8 @@ impl Session {
         if tx.score != 0.0 {
             tracing::debug!(%id, score = tx.score, "checks scored the message");
         }
+        let mut findings = self.session_findings.clone();
+        findings.merge(tx.findings.clone());
         let delivery = Delivery {
             envelope: Envelope {
                 mail_from: tx.mail_from.clone(),
@@ -117,6 +119,7 @@ impl Session {
             headers,
             id,
             received_at: now,
+            findings: Box::new(findings),
         };
         self.pending = Some(Pending::Deliver(id));
         Step::Await(Effect::Deliver(delivery))

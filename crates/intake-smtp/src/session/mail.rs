@@ -58,6 +58,7 @@ impl Session {
             bdat_error: None,
             headers: Vec::new(),
             score: 0.0,
+            findings: intake_core::Findings::default(),
         });
     }
 }

@@ -94,6 +94,8 @@ pub struct Delivery {
     pub id: MessageId,
     /// When the end of data was received (the session's clock).
     pub received_at: jiff::Timestamp,
+    /// What the checks found (score, symbols, lists, SPF/DKIM/DMARC), stored with it.
+    pub findings: Box<intake_core::Findings>,
 }
 
 /// What the session is waiting for (the [`Effect`] it asked for last).
@@ -140,6 +142,8 @@ struct Transaction {
     headers: Vec<String>,
     /// Sum of the scores checks gave this message.
     score: f32,
+    /// What checks found about this message (stored with it).
+    findings: intake_core::Findings,
 }
 
 /// The state of one SMTP session.
@@ -165,6 +169,8 @@ pub struct Session {
     pending: Option<Pending>,
     /// Header fields added by connect and HELO checks, for every message of the session.
     session_headers: Vec<String>,
+    /// What connect and HELO checks found, for every message of the session.
+    session_findings: intake_core::Findings,
 }
 
 impl Session {
@@ -183,6 +189,7 @@ impl Session {
             messages: 0,
             pending: None,
             session_headers: Vec::new(),
+            session_findings: intake_core::Findings::default(),
         }
     }
 

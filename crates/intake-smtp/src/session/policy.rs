@@ -15,6 +15,7 @@ use crate::failure;
 struct Tags {
     headers: Vec<String>,
     score: f32,
+    findings: intake_core::Findings,
 }
 
 /// A combined verdict: go on (with tags), or stop with this reply.
@@ -82,11 +83,13 @@ impl Session {
         match (pending, decision) {
             (Pending::Connect, Decision::Go(tags)) => {
                 self.session_headers.extend(tags.headers);
+                self.session_findings.merge(tags.findings);
                 Step::Reply(self.greeting())
             }
             (Pending::Connect, Decision::Stop(r)) => Step::Close(r),
             (Pending::Helo { name, esmtp }, Decision::Go(tags)) => {
                 self.session_headers.extend(tags.headers);
+                self.session_findings.merge(tags.findings);
                 self.accept_helo(name, esmtp)
             }
             (Pending::Mail(from), Decision::Go(tags)) => {
@@ -126,6 +129,7 @@ impl Session {
         if let Some(tx) = &mut self.tx {
             tx.headers.extend(tags.headers);
             tx.score += tags.score;
+            tx.findings.merge(tags.findings);
         }
     }
 }
@@ -136,8 +140,15 @@ fn decide(verdicts: Vec<Verdict>, pending: &Pending) -> Decision {
     for v in verdicts {
         match v {
             Verdict::Pass => {}
-            Verdict::Tag { score, header } => {
+            Verdict::Tag {
+                score,
+                header,
+                findings,
+            } => {
                 tags.score += score;
+                // The score a finding records is the verdict's (set here, not by checks).
+                tags.findings
+                    .merge(intake_core::Findings { score, ..findings });
                 if !header.is_empty() {
                     tags.headers.push(header);
                 }

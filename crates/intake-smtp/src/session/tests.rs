@@ -506,6 +506,7 @@ fn every_verdict_at_every_stage() {
     let tag = || Verdict::Tag {
         score: 2.5,
         header: "X-Checked: yes\r\n".into(),
+        findings: intake_core::Findings::default(),
     };
     let defer = |r: Reason| Verdict::Defer { reason: r };
     let reject = |r: Reason| Verdict::Reject { reason: r };
@@ -631,6 +632,10 @@ fn tags_become_headers_after_received() {
     let tag = |h: &str| Verdict::Tag {
         score: 1.0,
         header: format!("{h}\r\n"),
+        findings: intake_core::Findings {
+            symbols: vec![h.to_string()],
+            ..Default::default()
+        },
     };
     let mut s = checked_session(&[Stage::Connect, Stage::RcptTo, Stage::Data]);
     check_ctx(s.on_connect(false));
@@ -651,6 +656,12 @@ fn tags_become_headers_after_received() {
         d.headers[1..],
         ["X-Connect: 1\r\n", "X-Rcpt: 1\r\n", "X-Data: 1\r\n"]
     );
+    // What the checks found goes with the message, with the total score.
+    assert_eq!(
+        d.findings.symbols,
+        ["X-Connect: 1", "X-Rcpt: 1", "X-Data: 1"]
+    );
+    assert_eq!(d.findings.score, 3.0);
     s.resume(Outcome::Delivered(Ok(())));
     // The next message keeps the connection's tags but not the last message's.
     s.on_command(mail("a@b"));
@@ -660,6 +671,7 @@ fn tags_become_headers_after_received() {
     check_ctx(s.data_done(DataOutcome::Complete));
     let d = delivery(s.resume(Outcome::Checked(vec![])));
     assert_eq!(d.headers[1..], ["X-Connect: 1\r\n"]);
+    assert_eq!(d.findings.symbols, ["X-Connect: 1"]);
 }
 
 #[test]

@@ -193,7 +193,8 @@ pub(super) fn fetch(conn: &Connection, id: MessageId) -> Result<Option<StoredMes
             "SELECT m.seq, m.received_at, m.mail_from, m.rcpt_to, m.helo, m.client_ip, m.client_port,
                     m.tls_version, m.tls_cipher, m.size, m.sha256, m.message_id, m.from_addr,
                     m.to_addr, m.cc_addr, m.subject, m.date, m.content_type, m.charset,
-                    m.attachments, m.seen, b.raw, m.mailboxes
+                    m.attachments, m.seen, b.raw, m.mailboxes,
+                    (SELECT c.findings FROM message_checks c WHERE c.seq = m.seq)
              FROM messages m JOIN bodies b ON b.seq = m.seq WHERE m.id = ?1",
         )
         .map_err(unavailable)?;
@@ -224,7 +225,7 @@ pub(super) fn fetch(conn: &Connection, id: MessageId) -> Result<Option<StoredMes
                 r.get::<_, String>(19)?,
                 r.get::<_, bool>(20)?,
                 r.get::<_, Vec<u8>>(21)?,
-                r.get::<_, String>(22)?,
+                (r.get::<_, String>(22)?, r.get::<_, Option<String>>(23)?),
             ))
         })
         .optional()
@@ -240,7 +241,7 @@ pub(super) fn fetch(conn: &Connection, id: MessageId) -> Result<Option<StoredMes
         attachments,
         seen,
         raw,
-        boxes,
+        (boxes, findings),
     )) = row
     else {
         return Ok(None);
@@ -251,6 +252,10 @@ pub(super) fn fetch(conn: &Connection, id: MessageId) -> Result<Option<StoredMes
     let ip: std::net::IpAddr = ip.parse().map_err(|e| corrupt(&e))?;
     let mut mailboxes: Vec<String> = serde_json::from_str(&boxes).map_err(|e| corrupt(&e))?;
     mailboxes.sort();
+    let findings = match findings {
+        Some(f) => Some(serde_json::from_str(&f).map_err(|e| corrupt(&e))?),
+        None => None,
+    };
     let [
         message_id,
         from,
@@ -287,6 +292,7 @@ pub(super) fn fetch(conn: &Connection, id: MessageId) -> Result<Option<StoredMes
         raw: raw.into(),
         seen,
         mailboxes,
+        findings,
     }))
 }
 

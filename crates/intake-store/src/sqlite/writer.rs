@@ -409,6 +409,8 @@ fn delete_message(
     }
     tx.prepare_cached("DELETE FROM bodies WHERE seq = ?1")?
         .execute([seq])?;
+    tx.prepare_cached("DELETE FROM message_checks WHERE seq = ?1")?
+        .execute([seq])?;
     tx.prepare_cached("DELETE FROM search_index WHERE rowid = ?1")?
         .execute([seq])?;
     tx.prepare_cached("DELETE FROM messages WHERE seq = ?1")?
@@ -480,6 +482,11 @@ fn write_batch(
             ])?;
             let seq = tx.last_insert_rowid();
             ins_body.execute(params![seq, &m.raw[..]])?;
+            if !m.findings.is_empty() {
+                let findings = serde_json::to_string(&m.findings).expect("findings serialize");
+                tx.prepare_cached("INSERT INTO message_checks (seq, findings) VALUES (?1, ?2)")?
+                    .execute(params![seq, findings])?;
+            }
             for target in &filed {
                 ins_box.execute(params![target, seq])?;
             }
