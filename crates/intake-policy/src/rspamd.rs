@@ -20,6 +20,9 @@ pub struct RspamdConfig {
     pub enabled: bool,
     /// rspamd's normal worker.
     pub address: SocketAddr,
+    /// Act on `reject`, `soft reject` and `greylist`; false: tag those messages instead
+    /// (a public inbox that wants to show spam rather than refuse it).
+    pub refuse: bool,
     /// Larger messages are not scanned (accepted as they are).
     pub max_size: usize,
     /// How long a scan may take.
@@ -33,6 +36,7 @@ impl Default for RspamdConfig {
         RspamdConfig {
             enabled: false,
             address: SocketAddr::from(([127, 0, 0, 1], 11333)),
+            refuse: true,
             max_size: 20 * 1024 * 1024,
             timeout: Duration::from_secs(20),
             on_error: OnError::FailOpen,
@@ -185,6 +189,17 @@ impl Check for Rspamd {
             header,
             findings: findings.clone(),
         };
+        let spam_headers = || {
+            format!(
+                "X-Spam: Yes\r\nX-Spam-Action: {}\r\nX-Spam-Score: {:.2} / {:.2}\r\n",
+                header_value(&a.action),
+                a.score,
+                a.required_score
+            )
+        };
+        if !self.cfg.refuse && matches!(a.action.as_str(), "reject" | "soft reject" | "greylist") {
+            return Ok(tag(spam_headers()));
+        }
         Ok(match a.action.as_str() {
             "reject" => Verdict::Reject {
                 reason: Reason::Policy("Spam message rejected".into()),
@@ -195,10 +210,7 @@ impl Check for Rspamd {
             "greylist" => Verdict::Defer {
                 reason: Reason::Greylisted,
             },
-            "add header" | "rewrite subject" => tag(format!(
-                "X-Spam: Yes\r\nX-Spam-Score: {:.2} / {:.2}\r\n",
-                a.score, a.required_score
-            )),
+            "add header" | "rewrite subject" => tag(spam_headers()),
             _ => tag(String::new()),
         })
     }

@@ -565,6 +565,7 @@ fn read_rspamd(r: &mut Reader<'_>) -> RspamdConfig {
     RspamdConfig {
         enabled: r.get("rspamd.enabled", d.enabled),
         address: read_address(r, "rspamd.address", d.address),
+        refuse: r.get("rspamd.refuse", d.refuse),
         max_size: r.size("rspamd.max_size", d.max_size as u64) as usize,
         timeout: read_timeout(r, "rspamd.timeout", d.timeout),
         on_error: read_on_error(r, "rspamd.on_error", d.on_error),

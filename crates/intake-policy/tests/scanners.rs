@@ -1,0 +1,321 @@
+//! rspamd and spamd, the real ones: each test starts its own daemon on free loopback ports
+//! with a temporary configuration (never the packaged service), and stops it by its PID.
+//! Skipped, with a message, only when the program is not installed (`.ci/run` installs
+//! both: `apt-get install rspamd spamd`).
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use intake_core::{Check, CheckCtx, Findings, Reason, Stage, Verdict};
+use intake_policy::{Rspamd, RspamdConfig, Spamd, SpamdConfig};
+
+const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
+
+fn gtube_message() -> String {
+    format!("From: a@sender.test\r\nTo: b@intake.test\r\nSubject: test\r\n\r\n{GTUBE}\r\n")
+}
+
+/// A message nobody would call spam.
+const CLEAN: &str = "From: Alice <alice@sender.test>\r\nTo: Bob <bob@intake.test>\r\n\
+    Subject: lunch\r\nDate: Tue, 1 Dec 2026 10:00:00 +0000\r\n\
+    Message-ID: <lunch-20261201@sender.test>\r\n\r\nShall we have lunch at noon?\r\n";
+
+fn installed(program: &str) -> Option<String> {
+    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"] {
+        let p = Path::new(dir).join(program);
+        if p.exists() {
+            return Some(p.to_string_lossy().into_owned());
+        }
+    }
+    None
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A daemon we started; stopped (SIGTERM to its PID, then waited for) when dropped.
+struct Daemon {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SIGTERM, so the daemon stops its own workers; only the PID we started.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for_port(addr: SocketAddr, daemon: &mut Daemon, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        if TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = daemon.child.try_wait() {
+            panic!(
+                "daemon exited ({status}) before listening:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!(
+        "nothing listens on {addr}:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// rspamd with its packaged rules, our ports and directories, and fixed action thresholds.
+fn start_rspamd() -> Option<(Daemon, SocketAddr)> {
+    let Some(bin) = installed("rspamd") else {
+        eprintln!("SKIPPED: rspamd is not installed (apt-get install rspamd)");
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for sub in ["local.d", "override.d", "db", "run", "log"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    let normal = free_port();
+    let workers = [
+        ("worker-normal.inc", normal),
+        ("worker-controller.inc", free_port()),
+        ("worker-proxy.inc", free_port()),
+    ];
+    for (file, port) in workers {
+        std::fs::write(
+            d.join("local.d").join(file),
+            format!("bind_socket = \"127.0.0.1:{port}\";\ncount = 1;\n"),
+        )
+        .unwrap();
+    }
+    // Fixed thresholds far from what the packaged rules give ordinary test mail (a few
+    // points, some from failed DNS lookups), and one rule of ours: a Subject with "lottery"
+    // scores 50, so such a message gets a header. GTUBE is always `reject`.
+    std::fs::write(
+        d.join("local.d/actions.conf"),
+        "reject = 150;\nadd_header = 30;\ngreylist = null;\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("lottery.map"), "/lottery/i\n").unwrap();
+    std::fs::write(
+        d.join("local.d/multimap.conf"),
+        format!(
+            "TEST_LOTTERY {{ type = \"header\"; header = \"Subject\"; regexp = true; \
+             map = \"{}\"; score = 50.0; }}\n",
+            d.join("lottery.map").display()
+        ),
+    )
+    .unwrap();
+    let log = d.join("log/rspamd.log");
+    let v = |k: &str, sub: &str| format!("--var={k}={}", d.join(sub).display());
+    let child = Command::new(bin)
+        .args(["-f", "-i", "-c", "/etc/rspamd/rspamd.conf"])
+        .arg(format!("--var=LOCAL_CONFDIR={}", d.display()))
+        .arg(v("DBDIR", "db"))
+        .arg(v("RUNDIR", "run"))
+        .arg(v("LOGDIR", "log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start rspamd");
+    let mut daemon = Daemon { child, _dir: dir };
+    let addr = SocketAddr::from(([127, 0, 0, 1], normal));
+    wait_for_port(addr, &mut daemon, &log);
+    Some((daemon, addr))
+}
+
+fn start_spamd() -> Option<(Daemon, SocketAddr)> {
+    let Some(bin) = installed("spamd") else {
+        eprintln!("SKIPPED: spamd is not installed (apt-get install spamd)");
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("spamd.log");
+    let child = Command::new(bin)
+        .arg(format!("--listen=127.0.0.1:{port}"))
+        .args([
+            "--allowed-ips=127.0.0.1",
+            "--max-children=1",
+            "--min-children=1",
+            "--nouser-config",
+            "-u",
+            "nobody",
+        ])
+        .arg(format!("--syslog={}", log.display()))
+        .arg(format!(
+            "--pidfile={}",
+            dir.path().join("spamd.pid").display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start spamd");
+    let mut daemon = Daemon { child, _dir: dir };
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_for_port(addr, &mut daemon, &log);
+    Some((daemon, addr))
+}
+
+fn cx(content: &str) -> CheckCtx {
+    let mut cx = CheckCtx::new(Stage::Data, "192.0.2.7:40000".parse().unwrap());
+    cx.helo = Some("mail.sender.test".into());
+    cx.mail_from = Some("a@sender.test".into());
+    cx.recipients = vec!["b@intake.test".into()];
+    cx.content = bytes::Bytes::copy_from_slice(content.as_bytes());
+    cx
+}
+
+/// The first scan after start may come before the workers have loaded their rules.
+async fn scan(check: &dyn Check, content: &str) -> Verdict {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match check.check(&cx(content)).await {
+            Ok(v) => return v,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("not ready yet: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+fn tagged(v: Verdict) -> (f32, String, Findings) {
+    match v {
+        Verdict::Tag {
+            score,
+            header,
+            findings,
+        } => (score, header, findings),
+        other => panic!("expected a tag, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rspamd_rejects_or_tags_gtube_and_passes_clean_mail() {
+    let Some((_rspamd, addr)) = start_rspamd() else {
+        return;
+    };
+    let cfg = RspamdConfig {
+        enabled: true,
+        address: addr,
+        ..RspamdConfig::default()
+    };
+    let check = Rspamd::new(cfg.clone());
+    assert_eq!(
+        scan(&check, &gtube_message()).await,
+        Verdict::Reject {
+            reason: Reason::Policy("Spam message rejected".into())
+        }
+    );
+    // Configured to tag rather than refuse.
+    let tag_only = Rspamd::new(RspamdConfig {
+        refuse: false,
+        ..cfg
+    });
+    let (score, header, findings) = tagged(scan(&tag_only, &gtube_message()).await);
+    assert_eq!(score, 150.0);
+    assert!(
+        header.starts_with("X-Spam: Yes\r\nX-Spam-Action: reject\r\n"),
+        "{header}"
+    );
+    assert!(
+        findings.symbols.contains(&"RSPAMD:GTUBE".to_string()),
+        "{findings:?}"
+    );
+    assert!(findings.scanner.unwrap().starts_with("rspamd: reject"));
+    // Over add_header: tagged.
+    let lottery = CLEAN.replace("Subject: lunch", "Subject: You won the lottery");
+    let (score, header, findings) = tagged(scan(&check, &lottery).await);
+    assert!(score >= 30.0, "{score} {findings:?}");
+    assert!(header.contains("X-Spam-Action: add header"), "{header}");
+    assert!(
+        findings
+            .symbols
+            .contains(&"RSPAMD:TEST_LOTTERY".to_string())
+    );
+    // Clean: accepted, the score recorded, no header.
+    let (score, header, findings) = tagged(scan(&check, CLEAN).await);
+    assert!(score < 30.0, "{score} {findings:?}");
+    assert_eq!(header, "");
+    assert!(findings.scanner.unwrap().starts_with("rspamd: no action"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spamd_scores_gtube_as_spam_and_passes_clean_mail() {
+    let Some((_spamd, addr)) = start_spamd() else {
+        return;
+    };
+    let tag = Spamd::new(SpamdConfig {
+        enabled: true,
+        address: addr,
+        ..SpamdConfig::default()
+    });
+    let (score, header, findings) = tagged(scan(&tag, &gtube_message()).await);
+    assert!(score >= 1000.0, "{score}");
+    assert!(
+        header.starts_with("X-Spam-Flag: YES\r\nX-Spam-Score: "),
+        "{header}"
+    );
+    assert!(
+        findings.symbols.contains(&"SA:GTUBE".to_string()),
+        "{findings:?}"
+    );
+    let reject = Spamd::new(SpamdConfig {
+        enabled: true,
+        address: addr,
+        reject_score: Some(10.0),
+        ..SpamdConfig::default()
+    });
+    assert_eq!(
+        scan(&reject, &gtube_message()).await,
+        Verdict::Reject {
+            reason: Reason::Policy("Spam message rejected".into())
+        }
+    );
+    let (score, header, findings) = tagged(scan(&reject, CLEAN).await);
+    assert!(score < 5.0, "{score}");
+    assert_eq!(header, "");
+    assert!(findings.scanner.unwrap().starts_with("spamd: ham"));
+}
+
+#[tokio::test]
+async fn a_scanner_that_is_down_cannot_decide() {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    for check in [
+        Box::new(Rspamd::new(RspamdConfig {
+            address: addr,
+            ..RspamdConfig::default()
+        })) as Box<dyn Check>,
+        Box::new(Spamd::new(SpamdConfig {
+            address: addr,
+            ..SpamdConfig::default()
+        })),
+    ] {
+        let err = check.check(&cx(CLEAN)).await.unwrap_err();
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    }
+}
