@@ -499,6 +499,14 @@ async function openMessage(id) {
   add("Received", fmtFull.format(received) + (relative(received) ? " (" + relative(received) + ")" : ""), m.received_at);
   if (m.client) add("Client", (m.helo ? m.helo + " " : "") + "[" + m.client.ip + "]" + (m.tls ? " with TLS" : ""));
   add("Size", size(m.size));
+  const c = m.checks;
+  if (c) {
+    const auth = ["spf", "dkim", "dmarc", "arc"].filter((k) => c[k]).map((k) => k.toUpperCase() + " " + c[k]);
+    add("Authentication", auth.join(", "));
+    add("Spam score", c.scanner || (c.score ? String(c.score) : ""), (c.symbols || []).join(", "));
+    add("DNS lists", (c.lists || []).join(", "));
+    if (!c.scanner && c.symbols && c.symbols.length) add("Checks", c.symbols.join(", "));
+  }
 
   const raw = messagePath(id) + "/raw";
   $("download-raw").href = raw;

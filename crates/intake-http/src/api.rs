@@ -264,6 +264,43 @@ pub struct TlsJson {
     pub cipher: String,
 }
 
+/// What the policy checks found about a message (absent when no check looked at it).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChecksJson {
+    /// Sum of the checks' scores (DNS lists that tag, rspamd, spamd).
+    pub score: f32,
+    /// Rule names: `DNSBL_LISTED`, `DNSWL_ALLOWLISTED`, `DMARC_POLICY_REJECT`,
+    /// `RSPAMD:<symbol>`, `SA:<rule>`, ...
+    pub symbols: Vec<String>,
+    /// DNS lists that listed the client, as `zone=weight`.
+    pub lists: Vec<String>,
+    /// SPF result (`pass`, `fail`, `softfail`, `neutral`, `none`, `temperror`, `permerror`).
+    pub spf: Option<String>,
+    /// DKIM result of the best signature.
+    pub dkim: Option<String>,
+    /// DMARC result and the domain's policy, e.g. `fail (p=reject)`.
+    pub dmarc: Option<String>,
+    /// ARC chain result.
+    pub arc: Option<String>,
+    /// The content scanner's verdict, e.g. `rspamd: add header (7.20/15.00)`.
+    pub scanner: Option<String>,
+}
+
+impl From<&intake_core::Findings> for ChecksJson {
+    fn from(f: &intake_core::Findings) -> Self {
+        ChecksJson {
+            score: f.score,
+            symbols: f.symbols.clone(),
+            lists: f.lists.clone(),
+            spf: f.spf.clone(),
+            dkim: f.dkim.clone(),
+            dmarc: f.dmarc.clone(),
+            arc: f.arc.clone(),
+            scanner: f.scanner.clone(),
+        }
+    }
+}
+
 /// The SMTP client.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ClientJson {
@@ -319,6 +356,9 @@ pub struct MessageDetail {
     pub client: ClientJson,
     /// TLS, if the session was encrypted.
     pub tls: Option<TlsJson>,
+    /// What the policy checks found (score, symbols, DNS lists, SPF/DKIM/DMARC/ARC,
+    /// scanner); `null` when no check looked at the message.
+    pub checks: Option<ChecksJson>,
     /// SHA-256 of the content as received.
     pub sha256: String,
     /// `Message-ID:`.
@@ -388,6 +428,7 @@ async fn get_message(
             version: t.version.clone(),
             cipher: t.cipher.clone(),
         }),
+        checks: m.findings.as_ref().map(ChecksJson::from),
         sha256: m.sha256.clone(),
         message_id: m.meta.message_id.clone(),
         date: m.meta.date.clone(),

@@ -30,8 +30,8 @@ pub mod helo;
 pub mod recipients;
 pub mod rspamd;
 pub mod spamd;
-#[cfg(test)]
-mod testdns;
+#[cfg(any(test, feature = "test-dns"))]
+pub mod testdns;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -1,5 +1,7 @@
-//! A DNS server for tests: hickory-server in-process on a free 127.0.0.1 port (UDP and TCP),
-//! authoritative for the root, serving fixture records. Nothing leaves the machine.
+//! A DNS server for tests (feature `test-dns`): hickory-server in-process on a free
+//! 127.0.0.1 port (UDP and TCP), authoritative for the root, serving fixture records.
+//! Nothing leaves the machine.
+#![allow(missing_docs)]
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;

@@ -250,3 +250,130 @@ async fn allowed_networks_and_known_recipients_come_before_greylisting() {
         "451 4.7.1 Greylisted, please try again later"
     );
 }
+
+/// A DNS server on loopback with a blocklist entry for 127.0.0.1 and the SPF and DMARC
+/// records of `example.test`.
+async fn fixture_dns() -> std::net::SocketAddr {
+    intake_policy::testdns::Zone::default()
+        .a("1.0.0.127.bl.test", "127.0.0.2")
+        .txt("example.test", "v=spf1 ip4:127.0.0.0/8 -all")
+        .txt("_dmarc.example.test", "v=DMARC1; p=reject")
+        .serve()
+        .await
+}
+
+#[tokio::test]
+async fn a_listed_client_is_refused_at_connect() {
+    let dns = fixture_dns().await;
+    let srv = TestServer::start(&format!(
+        "[dns]\nservers = [\"{dns}\"]\n[dnsbl]\nzones = [\"bl.test=127.0.0.[2..11]\"]\n"
+    ))
+    .await;
+    let mut c = srv.client().await;
+    assert_eq!(
+        c.reply().await.text(),
+        "554 5.7.1 Service unavailable; client [127.0.0.1] blocked using bl.test"
+    );
+    assert!(c.is_closed().await);
+}
+
+#[tokio::test]
+async fn the_mx_records_authentication_and_lists_and_the_api_shows_them() {
+    let dns = fixture_dns().await;
+    let srv = TestServer::start(&format!(
+        "[smtp]\nhostname = \"mx.test\"\n[http]\nrate_limit = 0\n\
+         [dns]\nservers = [\"{dns}\"]\n\
+         [dnsbl]\nzones = [\"bl.test\"]\naction = \"tag\"\n\
+         [helo]\nreject_bare_ip = true\nreject_non_fqdn = true\n\
+         [auth]\nenabled = true\ndmarc_enforce = true\n"
+    ))
+    .await;
+    let http = srv.running.http_addr.unwrap();
+    let mut c = Client::greeted(srv.addr).await;
+    c.transcript(
+        "C: EHLO [127.0.0.1]
+         S: 550 5.7.1 Helo command rejected: use your host name, not an IP address
+         C: EHLO localhost
+         S: 550 5.7.1 Helo command rejected: need fully-qualified hostname
+         C: EHLO client.example.test
+         S: 250
+         C: MAIL FROM:<alice@example.test>
+         S: 250 2.1.0
+         C: RCPT TO:<bob@example.test>
+         S: 250 2.1.5
+         C: DATA
+         S: 354",
+    )
+    .await;
+    // A forged result claiming our name, and one of another host (kept).
+    c.send(
+        b"Authentication-Results: mx.test; dmarc=pass header.from=example.test\r\n\
+          Authentication-Results: relay.example; spf=pass\r\n\
+          From: Alice <alice@example.test>\r\nSubject: checked\r\n\r\nhi\r\n.\r\n",
+    )
+    .await;
+    let r = c.reply().await;
+    assert_eq!(r.head(), "250 2.0.0", "{}", r.text());
+    let id = r.text().split_whitespace().last().unwrap().to_string();
+    let m = crate::http::get(http, &format!("/api/v1/messages/{id}"))
+        .await
+        .json();
+    let checks = &m["checks"];
+    assert_eq!(checks["spf"], "pass");
+    assert_eq!(checks["dkim"], "none");
+    assert_eq!(checks["dmarc"], "pass (p=reject)");
+    assert_eq!(checks["lists"], serde_json::json!(["bl.test=1"]));
+    assert_eq!(checks["symbols"], serde_json::json!(["DNSBL_LISTED"]));
+    assert_eq!(checks["score"], 1.0);
+    let headers: Vec<(String, String)> = m["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["name"].as_str().unwrap().to_string(),
+                h["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names[..5],
+        [
+            "Received",
+            "X-Intake-DNSBL",
+            "Authentication-Results",
+            "Authentication-Results",
+            "From"
+        ]
+    );
+    let ours = &headers[2].1;
+    assert!(ours.starts_with("mx.test;"), "{ours}");
+    assert!(
+        ours.contains("spf=pass") && ours.contains("dmarc=pass"),
+        "{ours}"
+    );
+    assert!(
+        headers[3].1.starts_with("relay.example;"),
+        "the forged one is gone"
+    );
+
+    // DMARC says reject, enforcement is on: a message with a From of example.test from a
+    // sender domain without SPF fails and is refused.
+    c.transcript(
+        "C: MAIL FROM:<someone@elsewhere.test>
+         S: 250 2.1.0
+         C: RCPT TO:<bob@example.test>
+         S: 250 2.1.5
+         C: DATA
+         S: 354",
+    )
+    .await;
+    c.send(b"From: ceo@example.test\r\nSubject: wire money\r\n\r\nnow\r\n.\r\n")
+        .await;
+    assert_eq!(
+        c.reply().await.text(),
+        "550 5.7.1 DMARC policy of example.test rejects this message"
+    );
+    assert_eq!(srv.subjects("bob@example.test").await, ["checked"]);
+}
