@@ -848,11 +848,27 @@ mod doc_tests {
             .map(|b| b.split("```").next().unwrap())
             .collect();
         assert_eq!(blocks.len(), 2, "the MX and the gateway");
-        for b in blocks {
+        let load = |b: &str| {
             let table: toml::Table = b.parse().unwrap_or_else(|e| panic!("{e}\n{b}"));
-            let s = Settings::from_table(&table, &crate::config::Sources::default())
-                .unwrap_or_else(|e| panic!("{e:?}\n{b}"));
-            assert!(s.policy.greylist.enabled);
-        }
+            Settings::from_table(&table, &crate::config::Sources::default())
+                .unwrap_or_else(|e| panic!("{e:?}\n{b}"))
+        };
+        // The MX: rejects listed clients, greylists, tags spam, records SPF/DKIM/DMARC.
+        let mx = load(blocks[0]).policy;
+        assert!(mx.dnsbl.enabled && mx.dnsbl.zones.len() == 3);
+        assert_eq!(mx.dnsbl.action, intake_policy::DnsblAction::Reject);
+        assert!(mx.greylist.enabled);
+        assert!(mx.rspamd.enabled && !mx.rspamd.refuse);
+        assert!(mx.auth.enabled && !mx.auth.dmarc_enforce);
+        assert_eq!(mx.auth.hostname, "mx.inbox.example");
+        assert_eq!(
+            mx.profile(intake_policy::DEFAULT_PROFILE).unwrap(),
+            ["dnsbl", "helo", "recipients", "greylist", "auth", "rspamd"]
+        );
+        // The gateway: only valid recipients.
+        let gw = load(blocks[1]).policy;
+        assert!(gw.recipients.file.is_some());
+        assert!(gw.greylist.enabled && gw.auth.dmarc_enforce);
+        assert_eq!(gw.spamd.reject_score, Some(10.0));
     }
 }
