@@ -116,16 +116,23 @@ fn start_rspamd() -> Option<(Daemon, SocketAddr)> {
         "reject = 150;\nadd_header = 30;\ngreylist = null;\n",
     )
     .unwrap();
-    std::fs::write(d.join("lottery.map"), "/lottery/i\n").unwrap();
-    std::fs::write(
-        d.join("local.d/multimap.conf"),
-        format!(
-            "TEST_LOTTERY {{ type = \"header\"; header = \"Subject\"; regexp = true; \
-             map = \"{}\"; score = 50.0; }}\n",
-            d.join("lottery.map").display()
-        ),
-    )
-    .unwrap();
+    // Two more rules force rspamd's other actions: a Subject with "softly" is a soft
+    // reject, one with "later" is greylisted.
+    let mut rules = String::new();
+    for (name, word, extra) in [
+        ("TEST_LOTTERY", "lottery", "score = 50.0;"),
+        ("TEST_SOFT", "softly", "action = \"soft reject\";"),
+        ("TEST_GREY", "later", "action = \"greylist\";"),
+    ] {
+        let map = d.join(format!("{word}.map"));
+        std::fs::write(&map, format!("/{word}/i\n")).unwrap();
+        rules.push_str(&format!(
+            "{name} {{ type = \"header\"; header = \"Subject\"; regexp = true; \
+             map = \"{}\"; {extra} }}\n",
+            map.display()
+        ));
+    }
+    std::fs::write(d.join("local.d/multimap.conf"), rules).unwrap();
     let log = d.join("log/rspamd.log");
     let v = |k: &str, sub: &str| format!("--var={k}={}", d.join(sub).display());
     let child = Command::new(bin)
@@ -256,6 +263,21 @@ async fn rspamd_rejects_or_tags_gtube_and_passes_clean_mail() {
         findings
             .symbols
             .contains(&"RSPAMD:TEST_LOTTERY".to_string())
+    );
+    // rspamd's soft reject and greylist are deferrals.
+    let soft = CLEAN.replace("Subject: lunch", "Subject: reject me softly");
+    assert_eq!(
+        scan(&check, &soft).await,
+        Verdict::Defer {
+            reason: Reason::Policy("Try again later".into())
+        }
+    );
+    let grey = CLEAN.replace("Subject: lunch", "Subject: see you later");
+    assert_eq!(
+        scan(&check, &grey).await,
+        Verdict::Defer {
+            reason: Reason::Greylisted
+        }
     );
     // Clean: accepted, the score recorded, no header.
     let (score, header, findings) = tagged(scan(&check, CLEAN).await);

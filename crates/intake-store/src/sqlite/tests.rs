@@ -432,3 +432,45 @@ async fn greylist_records_survive_a_restart_and_expire() {
         Some(4)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_findings_are_stored_with_the_message_and_deleted_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(dir.path());
+    let mut m = incoming(&["a@example.com"], "checked");
+    m.findings = intake_core::Findings {
+        score: 7.5,
+        symbols: vec!["DNSBL_LISTED".into(), "RSPAMD:GTUBE".into()],
+        lists: vec!["bl.test=2".into()],
+        spf: Some("pass".into()),
+        dkim: Some("fail".into()),
+        dmarc: Some("fail (p=reject)".into()),
+        arc: Some("none".into()),
+        scanner: Some("rspamd: add header (7.50/15.00)".into()),
+    };
+    let expected = m.findings.clone();
+    let checked = m.id;
+    store.deliver(m).await.unwrap();
+    let plain = incoming(&["a@example.com"], "unchecked");
+    let unchecked = plain.id;
+    store.deliver(plain).await.unwrap();
+    let got = store.fetch(checked).await.unwrap().unwrap();
+    assert_eq!(got.findings, Some(expected.clone()));
+    assert_eq!(
+        store.fetch(unchecked).await.unwrap().unwrap().findings,
+        None
+    );
+    // Kept across a restart; gone with the message.
+    drop(store);
+    let store = open_in(dir.path());
+    assert_eq!(
+        store.fetch(checked).await.unwrap().unwrap().findings,
+        Some(expected)
+    );
+    assert!(store.delete(checked).await.unwrap());
+    let conn = rusqlite::Connection::open(dir.path().join("intake.db")).unwrap();
+    let left: i64 = conn
+        .query_row("SELECT count(*) FROM message_checks", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0);
+}
