@@ -32,6 +32,7 @@ BENCH_OUT=${BENCH_OUT:-$REPO_ROOT/bench/out}
 BENCH_KEEP=${BENCH_KEEP:-0}                    # 1: keep the temporary directory (store, logs)
 BENCH_INTAKE_PORT=${BENCH_INTAKE_PORT:-}       # default: a free port in 20000-29999
 BENCH_SINK_PORT=${BENCH_SINK_PORT:-}
+BENCH_CHECKS=${BENCH_CHECKS:-0}                # 1: also run Intake with every local policy check on
 
 log() { printf '%s\n' "bench: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -50,6 +51,11 @@ case "$BENCH_ONLY" in
     intake) SERVERS=(intake) ;;
     *) die "BENCH_ONLY must be empty, 'sink' or 'intake'" ;;
 esac
+case "$BENCH_CHECKS" in
+    0) ;;
+    1) [[ $BENCH_ONLY != sink ]] || die "BENCH_CHECKS=1 needs Intake"; SERVERS+=(checks) ;;
+    *) die "BENCH_CHECKS must be 0 or 1" ;;
+esac
 want() { [[ " ${SERVERS[*]} " == *" $1 "* ]]; }
 
 # ---------------------------------------------------------------- cleanup --
@@ -57,6 +63,8 @@ want() { [[ " ${SERVERS[*]} " == *" $1 "* ]]; }
 WORK=""
 SINK_PID=""
 INTAKE_PID=""
+CHECKS_PID=""         # Intake with the policy checks on (BENCH_CHECKS=1)
+DNS_PID=""            # its DNS server (bench/dns-fixture.py)
 RUN_PID=""            # the `timeout` wrapping the current smtp-source run
 POLICY_RC_CREATED=0
 
@@ -82,6 +90,8 @@ cleanup() {
         wait "$RUN_PID" 2>/dev/null || true
     fi
     stop_pid "$INTAKE_PID"
+    stop_pid "$CHECKS_PID"
+    stop_pid "$DNS_PID"
     stop_pid "$SINK_PID"
     if ((POLICY_RC_CREATED)); then rm -f /usr/sbin/policy-rc.d; fi
     if [[ -n $WORK && -d $WORK ]]; then
@@ -163,7 +173,7 @@ for t in timeout xargs getconf awk; do command -v "$t" >/dev/null || die "$t is 
 # ------------------------------------------------------------ Intake binary --
 
 BIN=""
-if want intake; then
+if want intake || want checks; then
     if [[ -n ${INTAKE_BIN:-} ]]; then
         BIN=$INTAKE_BIN
     else
@@ -252,6 +262,36 @@ if want intake; then
 fi
 
 # ---------------------------------------------------------------- workload --
+
+if want checks; then
+    # Every local check on: DNS lists (answered by a local DNS server, then from the
+    # resolver's cache), HELO checks, valid recipients, greylisting (loopback allowlisted,
+    # so the check runs but never defers), SPF/DKIM/DMARC/ARC with Authentication-Results.
+    # Content scanners (rspamd, spamd) are other processes and not counted here.
+    command -v python3 >/dev/null || die "BENCH_CHECKS=1 needs python3 (for bench/dns-fixture.py)"
+    DNS_PORT=$(pick_port)
+    python3 "$REPO_ROOT/bench/dns-fixture.py" "$DNS_PORT" "${BENCH_FROM#*@}" >"$WORK/dns.log" 2>&1 &
+    DNS_PID=$!
+    PORT[checks]=$(pick_port)
+    mkdir -p "$WORK/checks-data"
+    CHECKS_ENV=(
+        INTAKE_SMTP__LISTEN="127.0.0.1:${PORT[checks]}" INTAKE_STORE__PATH="$WORK/checks-data"
+        INTAKE_DNS__SERVERS="[\"127.0.0.1:$DNS_PORT\"]"
+        INTAKE_DNSBL__ZONES='["bl.bench.test=127.0.0.[2..11]*2", "wl.bench.test*-1"]'
+        INTAKE_HELO__REJECT_NON_FQDN=true INTAKE_HELO__REJECT_BARE_IP=true
+        INTAKE_RECIPIENTS__ADDRESSES="[\"$BENCH_RCPT\"]"
+        INTAKE_GREYLIST__ENABLED=true INTAKE_GREYLIST__ALLOW_NETWORKS='["127.0.0.0/8"]'
+        INTAKE_AUTH__ENABLED=true INTAKE_HTTP__LISTEN=""
+    )
+    log "starting (checks on): ${CHECKS_ENV[*]} $BIN serve"
+    env "${CHECKS_ENV[@]}" "$BIN" serve >"$WORK/checks.log" 2>&1 &
+    CHECKS_PID=$!
+    PID[checks]=$CHECKS_PID
+    if ! wait_greeting "Intake+checks" "$CHECKS_PID" "${PORT[checks]}"; then
+        tail -n 30 "$WORK/checks.log" >&2 || true
+        die "Intake with checks did not start"
+    fi
+fi
 
 SOURCE_COMMON=(-l "$BENCH_SIZE" -M "$BENCH_HELO" -f "$BENCH_FROM" -t "$BENCH_RCPT" -S "intake core bench")
 RUN_N=0
@@ -424,12 +464,17 @@ render_table() {
     function ok(s) { return s == "ok" }
     BEGIN {
         ns = split(servers, srv, " ")
-        for (i = 1; i <= ns; i++) name[i] = (srv[i] == "sink" ? "smtp-sink" : "Intake")
+        for (i = 1; i <= ns; i++) {
+            name[i] = (srv[i] == "sink" ? "smtp-sink" : srv[i] == "checks" ? "Intake+checks" : "Intake")
+            if (srv[i] == "sink") is = i; if (srv[i] == "intake") ii = i; if (srv[i] == "checks") ic = i
+        }
+        both = is && ii
         h = "| sessions | msgs/session | messages |"; sep = "|---:|---:|---:|"
         for (i = 1; i <= ns; i++) { h = h " " name[i] " msg/s |"; sep = sep "---:|" }
-        if (ns == 2) { h = h " Intake/sink msg/s |"; sep = sep "---:|" }
+        if (both) { h = h " Intake/sink msg/s |"; sep = sep "---:|" }
         for (i = 1; i <= ns; i++) { h = h " " name[i] " CPU s/1k msgs |"; sep = sep "---:|" }
-        if (ns == 2) { h = h " Intake/sink CPU |"; sep = sep "---:|" }
+        if (both) { h = h " Intake/sink CPU |"; sep = sep "---:|" }
+        if (ic && ii) { h = h " checks/plain CPU |"; sep = sep "---:|" }
         print h; print sep
     }
     {
@@ -439,9 +484,10 @@ render_table() {
             r[i] = rate(n, w[i]); c[i] = cpu(t[i], n)
         }
         for (i = 1; i <= ns; i++) line = line " " (ok(st[i]) ? sprintf("%.0f", r[i]) : "**" st[i] "**") " |"
-        if (ns == 2) line = line " " (ok(st[1]) && ok(st[2]) && r[1] > 0 ? sprintf("%.2f", r[2] / r[1]) : "n/a") " |"
+        if (both) line = line " " (ok(st[is]) && ok(st[ii]) && r[is] > 0 ? sprintf("%.2f", r[ii] / r[is]) : "n/a") " |"
         for (i = 1; i <= ns; i++) line = line " " (ok(st[i]) ? sprintf("%.3f", c[i]) : "**" st[i] "**") " |"
-        if (ns == 2) line = line " " (ok(st[1]) && ok(st[2]) && c[1] > 0 ? sprintf("%.2f", c[2] / c[1]) : "n/a") " |"
+        if (both) line = line " " (ok(st[is]) && ok(st[ii]) && c[is] > 0 ? sprintf("%.2f", c[ii] / c[is]) : "n/a") " |"
+        if (ic && ii) line = line " " (ok(st[ic]) && ok(st[ii]) && c[ii] > 0 ? sprintf("%.2f", c[ic] / c[ii]) : "n/a") " |"
         print line
     }' "$RESULTS"
 }
@@ -465,9 +511,15 @@ OUT_FILE="$BENCH_OUT/core-$(date -u +%Y%m%d-%H%M%S).md"
     echo "msg/s: messages divided by smtp-source's wall time. CPU s/1k msgs: the server process's user+system CPU"
     echo "(/proc/<pid>/stat) per 1,000 messages. Ratios are Intake divided by smtp-sink (msg/s: higher is better"
     echo "for Intake; CPU: lower is better)."
+    if want checks; then
+        echo "Intake+checks: a second Intake with every local policy check on (DNS lists answered from the"
+        echo "resolver's cache after the first lookup, HELO checks, valid recipients, greylisting with loopback"
+        echo "allowlisted, SPF/DKIM/DMARC/ARC and Authentication-Results); checks/plain CPU is its CPU per message"
+        echo "divided by plain Intake's."
+    fi
     echo
     for srv in "${SERVERS[@]}"; do
-        [[ $srv == sink ]] && n="smtp-sink" || n="Intake"
+        case $srv in sink) n="smtp-sink" ;; checks) n="Intake+checks" ;; *) n="Intake" ;; esac
         if [[ -n ${RSS[$srv]:-} ]]; then
             echo "- $n peak RSS (VmHWM): $(awk -v k="${RSS[$srv]}" 'BEGIN { printf "%.1f MiB", k / 1024 }')$(kill -0 "${PID[$srv]}" 2>/dev/null || echo ' (last seen; the process exited)')"
         else
