@@ -365,6 +365,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_arc_sealed_forward_is_verified() {
+        // A mailing list at forwarder.test received the signed message, verified it and
+        // sealed its results with the key its zone publishes.
+        let (_, signed) = fixture().await;
+        let pkcs8 = Ed25519Key::generate_pkcs8().unwrap();
+        let key = Ed25519Key::from_pkcs8_der(&pkcs8).unwrap();
+        let public = base64(&key.public_key());
+        let message = AuthenticatedMessage::parse(signed.as_bytes()).unwrap();
+        let results = AuthenticationResults::new("forwarder.test");
+        let arc_in = SenderAuth::new(
+            AuthConfig::default(),
+            crate::dns::resolver(&dns_config(silent_server().await.0)).unwrap(),
+        );
+        // No ARC set yet: the chain is "none", which may be sealed.
+        let none = arc_in.dns.verify_arc(&message).await;
+        let set = mail_auth::arc::ArcSealer::from_key(key)
+            .domain("forwarder.test")
+            .selector("arc")
+            .headers(["From", "To", "Subject", "DKIM-Signature"])
+            .seal(&message, &results, &none)
+            .unwrap();
+        let sealed = format!("{}{}{signed}", set.to_header(), results.to_header());
+        let server = Zone::default()
+            .txt(
+                "arc._domainkey.forwarder.test",
+                &format!("v=DKIM1; k=ed25519; p={public}"),
+            )
+            .serve()
+            .await;
+        let Verdict::Tag {
+            header, findings, ..
+        } = check(server, false)
+            .check(&cx("198.51.100.9", &sealed))
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(findings.arc.as_deref(), Some("pass"), "{header}");
+        assert!(header.contains("arc=pass"), "{header}");
+    }
+
+    #[tokio::test]
     async fn dns_down_is_temperror_and_defers_when_enforcing_and_configured_so() {
         let (addr, _keep) = silent_server().await;
         let c = Arc::new(check(addr, true));
