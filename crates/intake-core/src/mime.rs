@@ -213,8 +213,10 @@ mod tests {
 /// are forged or stale). Borrowed, without copying, when there are none.
 pub fn without_auth_results<'a>(content: &'a [u8], hostname: &str) -> std::borrow::Cow<'a, [u8]> {
     const NAME: &[u8] = b"authentication-results:";
-    // The header section: up to the first empty line.
-    let mut end = content.len();
+    // One pass over the header lines (up to the first empty line); nothing is copied until
+    // a field to drop is found.
+    let mut out: Option<Vec<u8>> = None;
+    let mut dropping = false;
     let mut pos = 0;
     while pos < content.len() {
         let line_end = content[pos..]
@@ -223,40 +225,30 @@ pub fn without_auth_results<'a>(content: &'a [u8], hostname: &str) -> std::borro
             .map_or(content.len(), |i| pos + i + 1);
         let line = &content[pos..line_end];
         if line == b"\r\n" || line == b"\n" {
-            end = pos;
             break;
         }
-        pos = line_end;
-    }
-    let head = &content[..end];
-    if !head
-        .windows(NAME.len())
-        .any(|w| w.eq_ignore_ascii_case(NAME))
-    {
-        return std::borrow::Cow::Borrowed(content);
-    }
-    let mut out = Vec::with_capacity(content.len());
-    let mut pos = 0;
-    let mut dropping = false;
-    while pos < end {
-        let line_end = head[pos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(end, |i| pos + i + 1);
-        let line = &head[pos..line_end];
-        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
-        if !continuation {
+        if !matches!(line.first(), Some(b' ' | b'\t')) {
             dropping = line.len() >= NAME.len()
                 && line[..NAME.len()].eq_ignore_ascii_case(NAME)
-                && authserv_id(&head[pos + NAME.len()..]).eq_ignore_ascii_case(hostname);
+                && authserv_id(&content[pos + NAME.len()..]).eq_ignore_ascii_case(hostname);
+            if dropping && out.is_none() {
+                out = Some(content[..pos].to_vec());
+            }
         }
-        if !dropping {
-            out.extend_from_slice(line);
+        if let Some(o) = &mut out
+            && !dropping
+        {
+            o.extend_from_slice(line);
         }
         pos = line_end;
     }
-    out.extend_from_slice(&content[end..]);
-    std::borrow::Cow::Owned(out)
+    match out {
+        None => std::borrow::Cow::Borrowed(content),
+        Some(mut o) => {
+            o.extend_from_slice(&content[pos..]);
+            std::borrow::Cow::Owned(o)
+        }
+    }
 }
 
 /// The authserv-id at the start of an `Authentication-Results` value (it may be folded).
@@ -283,6 +275,12 @@ mod auth_results_tests {
             &out[..],
             &b"Authentication-Results: other.test; dkim=pass\r\nSubject: x\r\n\r\n\
                Authentication-Results: mx.example.test; body\r\n"[..]
+        );
+        // The authserv-id folded onto the next line; a message with no body.
+        let folded = b"Authentication-Results:\r\n mx.example.test; spf=pass\r\nSubject: z\r\n";
+        assert_eq!(
+            &without_auth_results(folded, "mx.example.test")[..],
+            &b"Subject: z\r\n"[..]
         );
         let clean = b"Subject: y\r\n\r\nbody\r\n";
         assert!(matches!(
