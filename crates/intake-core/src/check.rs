@@ -197,6 +197,9 @@ pub struct CheckCtx {
     pub recipients: Vec<String>,
     /// At [`Stage::Data`]: the message content as received (no headers of ours).
     pub content: Bytes,
+    /// Symbols earlier checks of this session and message found (e.g. `DNSWL_ALLOWLISTED`
+    /// from the DNS lists at connect), so a later check can take them into account.
+    pub symbols: Vec<String>,
 }
 
 impl CheckCtx {
@@ -211,6 +214,7 @@ impl CheckCtx {
             rcpt_to: None,
             recipients: Vec::new(),
             content: Bytes::new(),
+            symbols: Vec::new(),
         }
     }
 }

@@ -125,6 +125,10 @@ fn split_octets(f: &str) -> Vec<String> {
     out
 }
 
+/// The symbol of a client whose DNS list score is below zero (allowlisted): greylisting
+/// skips it.
+pub const ALLOWLISTED: &str = "DNSWL_ALLOWLISTED";
+
 /// What a listed client gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DnsblAction {
@@ -286,7 +290,7 @@ impl Check for Dnsbl {
         }
         // Listed somewhere but below the threshold, or allowlisted: record it.
         let symbol = if score < 0 {
-            "DNSWL_ALLOWLISTED"
+            ALLOWLISTED
         } else {
             "DNSBL_BELOW_THRESHOLD"
         };

@@ -176,6 +176,10 @@ impl Check for Greylist {
         if self.cfg.allow_networks.iter().any(|n| n.contains(&ip)) {
             return Ok(Verdict::Pass);
         }
+        // A client the DNS allowlists vouch for is not greylisted (as postscreen does).
+        if cx.symbols.iter().any(|s| s == crate::dnsbl::ALLOWLISTED) {
+            return Ok(Verdict::Pass);
+        }
         let now = self.clock.now().as_millisecond();
         self.expire(now).await;
         let net = client_network(ip);

@@ -256,6 +256,7 @@ async fn allowed_networks_and_known_recipients_come_before_greylisting() {
 async fn fixture_dns() -> std::net::SocketAddr {
     intake_policy::testdns::Zone::default()
         .a("1.0.0.127.bl.test", "127.0.0.2")
+        .a("1.0.0.127.wl.test", "127.0.9.1")
         .txt("example.test", "v=spf1 ip4:127.0.0.0/8 -all")
         .txt("_dmarc.example.test", "v=DMARC1; p=reject")
         .serve()
@@ -376,4 +377,40 @@ async fn the_mx_records_authentication_and_lists_and_the_api_shows_them() {
         "550 5.7.1 DMARC policy of example.test rejects this message"
     );
     assert_eq!(srv.subjects("bob@example.test").await, ["checked"]);
+}
+
+#[tokio::test]
+async fn an_allowlisted_client_is_not_greylisted() {
+    let dns = fixture_dns().await;
+    let greylisting = "[greylist]\nenabled = true\n";
+    // Listed in bl.test, but wl.test outweighs it: allowlisted, so not greylisted.
+    let srv = TestServer::start(&format!(
+        "[dns]\nservers = [\"{dns}\"]\n[dnsbl]\nzones = [\"bl.test*1\", \"wl.test*-5\"]\n{greylisting}"
+    ))
+    .await;
+    let mut c = Client::greeted(srv.addr).await;
+    c.transcript(
+        "C: EHLO client.example.test
+         S: 250
+         C: MAIL FROM:<alice@example.test>
+         S: 250 2.1.0
+         C: RCPT TO:<bob@example.test>
+         S: 250 2.1.5",
+    )
+    .await;
+    // Without the allowlist the same client is greylisted.
+    let srv = TestServer::start(&format!(
+        "[dns]\nservers = [\"{dns}\"]\n[dnsbl]\nzones = [\"bl.test*1\"]\nthreshold = 2\n{greylisting}"
+    ))
+    .await;
+    let mut c = Client::greeted(srv.addr).await;
+    c.transcript(
+        "C: EHLO client.example.test
+         S: 250
+         C: MAIL FROM:<alice@example.test>
+         S: 250 2.1.0
+         C: RCPT TO:<bob@example.test>
+         S: 451 4.7.1",
+    )
+    .await;
 }

@@ -47,6 +47,10 @@ impl Session {
             _ => self.tx.as_ref().map(|t| t.mail_from.clone()),
         };
         cx.rcpt_to = rcpt_to.map(str::to_string);
+        cx.symbols = self.session_findings.symbols.clone();
+        if let Some(tx) = &self.tx {
+            cx.symbols.extend(tx.findings.symbols.iter().cloned());
+        }
         cx.recipients = self
             .tx
             .as_ref()
