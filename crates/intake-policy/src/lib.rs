@@ -114,6 +114,13 @@ impl PolicyConfig {
     }
 }
 
+/// A check with its deadline and what to do when it cannot decide.
+type Built = (
+    Arc<dyn intake_core::Check>,
+    std::time::Duration,
+    intake_core::OnError,
+);
+
 /// The pipelines of every profile, by name. Checks are built once and shared.
 #[derive(Debug, Default)]
 pub struct Profiles {
@@ -154,16 +161,9 @@ impl Profiles {
             None
         };
         // One instance of each check, shared by the profiles that use it.
-        let mut built: HashMap<
-            &str,
-            (
-                Arc<dyn intake_core::Check>,
-                std::time::Duration,
-                intake_core::OnError,
-            ),
-        > = HashMap::new();
+        let mut built: HashMap<&str, Built> = HashMap::new();
         for name in CHECKS.iter().copied().filter(|c| uses(c)) {
-            let entry: (Arc<dyn intake_core::Check>, _, _) = match name {
+            let entry: Built = match name {
                 "dnsbl" => (
                     Arc::new(Dnsbl::new(cfg.dnsbl.clone(), dns.clone().expect("built"))),
                     cfg.dnsbl.timeout,
