@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// Current schema version (`PRAGMA user_version`).
-const VERSION: i64 = 4;
+const VERSION: i64 = 5; // 4 is the gateway's `users` table; 5 adds `message_checks`
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS messages (
@@ -62,16 +62,17 @@ CREATE TABLE IF NOT EXISTS greylist (
     passes     INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS greylist_last_seen ON greylist (last_seen);
--- What the policy checks found about a message (version 4): JSON (score, symbols, lists,
--- spf, dkim, dmarc, arc, scanner). Only for messages that some check looked at.
-CREATE TABLE IF NOT EXISTS message_checks (
-    seq      INTEGER PRIMARY KEY,
-    findings TEXT NOT NULL
-);
 CREATE VIRTUAL TABLE IF NOT EXISTS search_index USING fts5(
     subject, addresses, body, headers,
     content = '', contentless_delete = 1,
     tokenize = 'unicode61 remove_diacritics 2'
+);
+-- What the policy checks found about a message (version 5): JSON (score, symbols, lists,
+-- spf, dkim, dmarc, arc, scanner), for messages some check recorded something about.
+-- Created by `IF NOT EXISTS` on open, so older databases are upgraded in place.
+CREATE TABLE IF NOT EXISTS message_checks (
+    seq      INTEGER PRIMARY KEY,
+    findings TEXT NOT NULL
 );
 "#;
 
