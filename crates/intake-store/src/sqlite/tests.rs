@@ -474,3 +474,31 @@ async fn check_findings_are_stored_with_the_message_and_deleted_with_it() {
         .unwrap();
     assert_eq!(left, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_before_message_checks_is_upgraded_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(dir.path());
+    let old = incoming(&["a@example.com"], "old");
+    let old_id = old.id;
+    store.deliver(old).await.unwrap();
+    drop(store);
+    // As the previous release left it: no message_checks table, schema version 3.
+    let conn = rusqlite::Connection::open(dir.path().join("intake.db")).unwrap();
+    conn.execute_batch("DROP TABLE message_checks; PRAGMA user_version = 3;")
+        .unwrap();
+    drop(conn);
+    let store = open_in(dir.path());
+    assert_eq!(store.fetch(old_id).await.unwrap().unwrap().findings, None);
+    let mut m = incoming(&["a@example.com"], "new");
+    m.findings.spf = Some("pass".into());
+    let id = m.id;
+    store.deliver(m).await.unwrap();
+    let got = store.fetch(id).await.unwrap().unwrap().findings.unwrap();
+    assert_eq!(got.spf.as_deref(), Some("pass"));
+    let conn = rusqlite::Connection::open(dir.path().join("intake.db")).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 5);
+}
