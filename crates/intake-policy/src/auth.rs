@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::dns::Caches;
 use async_trait::async_trait;
 use intake_core::{Check, CheckCtx, CheckError, Findings, OnError, Reason, Stage, Verdict};
 use mail_auth::common::headers::HeaderWriter;
@@ -54,12 +55,14 @@ impl Default for AuthConfig {
 pub struct SenderAuth {
     cfg: AuthConfig,
     dns: Arc<MessageAuthenticator>,
+    caches: Arc<Caches>,
 }
 
 impl SenderAuth {
-    /// The check, querying through the shared resolver.
-    pub fn new(cfg: AuthConfig, dns: Arc<MessageAuthenticator>) -> SenderAuth {
-        SenderAuth { cfg, dns }
+    /// The check, querying through the shared resolver and keeping parsed records in
+    /// `caches`.
+    pub fn new(cfg: AuthConfig, dns: Arc<MessageAuthenticator>, caches: Arc<Caches>) -> SenderAuth {
+        SenderAuth { cfg, dns, caches }
     }
 }
 
@@ -121,12 +124,13 @@ impl Check for SenderAuth {
         let mail_from = cx.mail_from.as_deref().unwrap_or("");
         let host = self.cfg.hostname.as_str();
         let dns = &self.dns;
+        let c = &*self.caches;
 
         let spf = if mail_from.is_empty() {
-            dns.verify_spf(SpfParameters::verify_ehlo(ip, helo, host))
+            dns.verify_spf(c.params(SpfParameters::verify_ehlo(ip, helo, host)))
                 .await
         } else {
-            dns.verify_spf(SpfParameters::verify_mail_from(ip, helo, host, mail_from))
+            dns.verify_spf(c.params(SpfParameters::verify_mail_from(ip, helo, host, mail_from)))
                 .await
         };
         let mut ar = AuthenticationResults::new(host);
@@ -147,11 +151,11 @@ impl Check for SenderAuth {
                 findings,
             });
         };
-        let dkim = dns.verify_dkim(&msg).await;
-        let arc = dns.verify_arc(&msg).await;
+        let dkim = dns.verify_dkim(c.params(&msg)).await;
+        let arc = dns.verify_arc(c.params(&msg)).await;
         let mail_from_domain = mail_from.rsplit_once('@').map_or(helo, |(_, d)| d);
         let dmarc = dns
-            .verify_dmarc(DmarcParameters::new(&msg, &dkim, mail_from_domain, &spf))
+            .verify_dmarc(c.params(DmarcParameters::new(&msg, &dkim, mail_from_domain, &spf)))
             .await;
 
         let best_dkim = dkim
@@ -288,6 +292,7 @@ mod tests {
                 ..AuthConfig::default()
             },
             crate::dns::resolver(&dns_config(server)).unwrap(),
+            Arc::new(Caches::new(100)),
         )
     }
 
@@ -365,6 +370,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn parsed_records_are_cached_until_their_ttl() {
+        let (server, signed) = fixture().await;
+        let caches = Arc::new(Caches::new(100));
+        let cfg = AuthConfig {
+            enabled: true,
+            hostname: HOST.into(),
+            ..AuthConfig::default()
+        };
+        let findings = |v: Verdict| match v {
+            Verdict::Tag { findings, .. } => findings,
+            other => panic!("{other:?}"),
+        };
+        let first = SenderAuth::new(
+            cfg.clone(),
+            crate::dns::resolver(&dns_config(server)).unwrap(),
+            caches.clone(),
+        );
+        let f = findings(first.check(&cx("192.0.2.7", &signed)).await.unwrap());
+        assert_eq!(f.dmarc.as_deref(), Some("pass (p=reject)"));
+        // A resolver that gets no answers: the SPF record and the DKIM key come from the
+        // parsed-record cache. (DMARC's tree walk also asks the parent names, whose
+        // negative answers only hickory's own cache keeps, so it is not compared here.)
+        let (silent, _keep) = silent_server().await;
+        let second = SenderAuth::new(
+            cfg,
+            crate::dns::resolver(&dns_config(silent)).unwrap(),
+            caches,
+        );
+        let g = findings(second.check(&cx("192.0.2.7", &signed)).await.unwrap());
+        assert_eq!(g.spf.as_deref(), Some("pass"));
+        assert_eq!(g.dkim.as_deref(), Some("pass"));
+    }
+
+    #[tokio::test]
     async fn an_arc_sealed_forward_is_verified() {
         // A mailing list at forwarder.test received the signed message, verified it and
         // sealed its results with the key its zone publishes.
@@ -377,6 +416,7 @@ mod tests {
         let arc_in = SenderAuth::new(
             AuthConfig::default(),
             crate::dns::resolver(&dns_config(silent_server().await.0)).unwrap(),
+            Arc::new(Caches::new(100)),
         );
         // No ARC set yet: the chain is "none", which may be sealed.
         let none = arc_in.dns.verify_arc(&message).await;

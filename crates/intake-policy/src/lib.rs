@@ -160,6 +160,7 @@ impl Profiles {
         } else {
             None
         };
+        let caches = Arc::new(dns::Caches::new(cfg.dns.cache_size));
         // One instance of each check, shared by the profiles that use it.
         let mut built: HashMap<&str, Built> = HashMap::new();
         for name in CHECKS.iter().copied().filter(|c| uses(c)) {
@@ -192,6 +193,7 @@ impl Profiles {
                     Arc::new(SenderAuth::new(
                         cfg.auth.clone(),
                         dns.clone().expect("built"),
+                        caches.clone(),
                     )),
                     cfg.auth.timeout,
                     cfg.auth.on_error,
