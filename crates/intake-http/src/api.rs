@@ -11,6 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
+use crate::access::{AccessInfo, Granted};
 use crate::error::{ApiError, ErrorBody};
 use crate::events;
 use crate::model::{MessageSummary, parse_query, rfc3339};
@@ -41,6 +42,7 @@ pub(crate) fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi
         .routes(routes!(search))
         .routes(routes!(events::wait))
         .routes(routes!(events::events))
+        .routes(routes!(access_info))
         .split_for_parts();
     (router.with_state(state), api)
 }
@@ -653,4 +655,18 @@ async fn search(
         per_page,
         messages: l.messages.iter().map(MessageSummary::from).collect(),
     }))
+}
+
+/// What this client may do here (the server's access mode and the scopes of the credential
+/// it sent). The web page hides what is not allowed.
+#[utoipa::path(get, path = "/api/v1/access", tag = "access",
+    responses((status = 200, body = AccessInfo)))]
+async fn access_info(
+    State(state): State<AppState>,
+    granted: Option<axum::Extension<Granted>>,
+) -> Json<AccessInfo> {
+    Json(AccessInfo::of(
+        &state.config.access,
+        granted.map(|axum::Extension(g)| g),
+    ))
 }

@@ -6,6 +6,7 @@
 //! [`error::ApiError`], the one place that picks a status and the client-visible text.
 #![warn(missing_docs)]
 
+pub mod access;
 mod api;
 mod conn;
 pub mod error;
@@ -25,7 +26,12 @@ use intake_core::{EventBus, MailStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use access::{AccessConfig, AccessMode, Scopes, Token};
 pub use ratelimit::RateLimit;
+
+/// Where HTTPS gets its certificate: called once per connection, so a reloaded certificate
+/// (SIGHUP) is used by the next handshake.
+pub type TlsSource = Arc<dyn Fn() -> tokio_rustls::TlsAcceptor + Send + Sync>;
 
 /// HTTP settings.
 #[derive(Debug, Clone)]
@@ -51,6 +57,8 @@ pub struct HttpConfig {
     pub idle_timeout: Duration,
     /// A request body must be complete this long after its header.
     pub body_timeout: Duration,
+    /// Who may read what.
+    pub access: AccessConfig,
 }
 
 impl Default for HttpConfig {
@@ -69,6 +77,7 @@ impl Default for HttpConfig {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(30),
+            access: AccessConfig::default(),
         }
     }
 }
@@ -120,7 +129,9 @@ pub fn router(state: AppState) -> Router {
         None => app,
     };
     let body_timeout = state.config.body_timeout;
+    let guard = access::Guard::new(state.config.access.clone());
     app.fallback(|| async { error::ApiError::NotFound("no such route".into()) })
+        .layer(axum::middleware::from_fn_with_state(guard, access::check))
         .layer(axum::middleware::from_fn(move |req, next| {
             limit_body(body_timeout, req, next)
         }))
@@ -157,12 +168,13 @@ async fn limit_body(
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, with the connection caps and
-/// timeouts of `config` (see `listen.rs` and `conn.rs`).
+/// timeouts of `config` (see `listen.rs` and `conn.rs`); HTTPS when `tls` is given.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     config: &HttpConfig,
+    tls: Option<TlsSource>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    listen::serve(listener, app, config, shutdown).await
+    listen::serve(listener, app, config, tls, shutdown).await
 }

@@ -14,9 +14,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::HttpConfig;
 use crate::conn::{self, Timeouts};
 use crate::slots::PerIp;
+use crate::{HttpConfig, TlsSource};
 
 /// How long open connections get to finish their request at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -44,6 +44,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     cfg: &HttpConfig,
+    tls: Option<TlsSource>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let open = Arc::new(Semaphore::new(cfg.max_connections));
@@ -90,8 +91,21 @@ pub(crate) async fn serve(
         let _ = sock.set_nodelay(true);
         let app = app.clone();
         let watcher = graceful.watcher();
+        let tls = tls.as_ref().map(|t| t());
         tasks.spawn(async move {
-            conn::serve(sock, peer, app, timeouts, watcher).await;
+            match tls {
+                None => conn::serve(sock, peer, app, timeouts, watcher).await,
+                Some(acceptor) => {
+                    // The handshake counts against the header deadline.
+                    match tokio::time::timeout(timeouts.header, acceptor.accept(sock)).await {
+                        Ok(Ok(s)) => conn::serve(s, peer, app, timeouts, watcher).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(client = %peer, error = %e, "HTTPS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(client = %peer, "HTTPS handshake timed out"),
+                    }
+                }
+            }
             drop((permit, slot));
         });
     }

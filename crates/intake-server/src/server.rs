@@ -189,6 +189,13 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         .with_context(|| format!("binding SMTP to {} (smtp.listen)", settings.smtp_listen))?;
     let smtp_addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
+    let tls = match &settings.tls_files {
+        Some((cert, key)) => Some(Arc::new(
+            intake_smtp::tls::TlsCerts::load(cert, key)
+                .context("loading the TLS certificate (tls.certificate, tls.key)")?,
+        )),
+        None => None,
+    };
     let (http, http_addr) = match settings.http.listen {
         Some(addr) => {
             let l = TcpListener::bind(addr)
@@ -204,21 +211,21 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
             let app = intake_http::router(state);
             let cfg = settings.http.config.clone();
             let token = shutdown.clone();
+            let https = match (&settings.http.tls, &tls) {
+                (true, Some(certs)) => {
+                    let certs = certs.clone();
+                    Some(Arc::new(move || certs.acceptor()) as intake_http::TlsSource)
+                }
+                _ => None,
+            };
             (
                 Some(tokio::spawn(async move {
-                    intake_http::serve(l, app, &cfg, token).await
+                    intake_http::serve(l, app, &cfg, https, token).await
                 })),
                 Some(bound),
             )
         }
         None => (None, None),
-    };
-    let tls = match &settings.tls_files {
-        Some((cert, key)) => Some(Arc::new(
-            intake_smtp::tls::TlsCerts::load(cert, key)
-                .context("loading the TLS certificate (tls.certificate, tls.key)")?,
-        )),
-        None => None,
     };
     // The policy checks, wired here so that the session never depends on their backends.
     let checks =

@@ -7,6 +7,7 @@
 mod http;
 mod support;
 
+mod access;
 mod api;
 mod cli;
 mod crash;
