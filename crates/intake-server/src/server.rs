@@ -273,6 +273,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         smtps = %smtps_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         tls = ?settings.smtp.tls,
         http = %http_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        http_access = ?settings.http.config.access.mode,
+        https = settings.http.tls,
         hostname = %settings.smtp.hostname,
         "Intake is listening"
     );
