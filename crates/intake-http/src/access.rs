@@ -10,6 +10,7 @@
 //! | one mailbox: read | anyone | anyone | `read` |
 //! | one mailbox: delete | anyone | anyone if `public_delete`, else `delete` | `delete` |
 //! | all mail: read (list, search, events, wait) | anyone | `read` | `read` |
+//! | all mail: delete (the Mailpit API) | anyone | `delete` | `delete` |
 //! | admin | anyone | `admin` | `admin` |
 //!
 //! `admin` covers every scope. A message id carries 74 random bits, so reading one message
@@ -190,6 +191,8 @@ pub(crate) enum Need {
     MailboxDelete,
     /// Anything that spans mailboxes: list all, search all, watch all.
     AllRead,
+    /// Delete across mailboxes (the Mailpit API's delete-all and delete-by-search).
+    AllDelete,
     /// User management, and any route not classified below (fail closed).
     Admin,
 }
@@ -222,6 +225,7 @@ pub(crate) fn classify(method: &Method, template: Option<&str>, query: Option<&s
         ("/", true, _) | ("/assets/{*path}", true, _) => Need::Page,
         (t, true, _) if t == "/api/v1/openapi.json" || t.starts_with("/api/docs") => Need::Page,
         ("/api/v1/access", true, _) => Need::Page,
+        ("/metrics", true, _) | ("/healthz", true, _) | ("/readyz", true, _) => Need::Page,
         ("/api/v1/mailboxes/{address}/messages", true, _)
         | ("/api/v1/mailboxes/{address}/alias", true, _) => Need::MailboxRead,
         ("/api/v1/mailboxes/{address}", _, &Method::DELETE) => Need::MailboxDelete,
@@ -269,7 +273,7 @@ pub(crate) fn decide(cfg: &AccessConfig, need: Need, who: Option<Scopes>) -> Dec
         (AccessMode::Public, Need::MailboxDelete) if cfg.public_delete => return Decision::Allow,
         (AccessMode::Private, Need::Page) => Scopes::default(),
         (_, Need::MailboxRead | Need::AllRead) => Scopes::READ,
-        (_, Need::MailboxDelete) => Scopes::DELETE,
+        (_, Need::MailboxDelete | Need::AllDelete) => Scopes::DELETE,
         (_, Need::Admin) => Scopes::ADMIN,
     };
     match who {
@@ -470,8 +474,12 @@ impl Htpasswd {
 }
 
 /// Access control state, shared by every request.
+/// How a router's routes are classified.
+pub(crate) type Classifier = fn(&Method, Option<&str>, Option<&str>) -> Need;
+
 #[derive(Clone)]
 pub(crate) struct Guard {
+    classify: Classifier,
     cfg: Arc<AccessConfig>,
     htpasswd: Option<Arc<Htpasswd>>,
     failures: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
@@ -485,7 +493,7 @@ pub(crate) struct Granted {
 }
 
 impl Guard {
-    pub(crate) fn new(cfg: AccessConfig) -> Guard {
+    pub(crate) fn new(cfg: AccessConfig, classify: Classifier) -> Guard {
         let failures = std::num::NonZeroU32::new(cfg.auth_failures_per_minute).map(|n| {
             let l = Arc::new(RateLimiter::keyed(Quota::per_minute(n)));
             let weak = Arc::downgrade(&l);
@@ -500,6 +508,7 @@ impl Guard {
             l
         });
         Guard {
+            classify,
             htpasswd: cfg.htpasswd.clone().map(|p| Arc::new(Htpasswd::new(p))),
             cfg: Arc::new(cfg),
             failures,
@@ -580,7 +589,7 @@ pub(crate) async fn check(State(g): State<Guard>, mut req: Request, next: Next) 
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string());
-    let mut need = classify(req.method(), template.as_deref(), req.uri().query());
+    let mut need = (g.classify)(req.method(), template.as_deref(), req.uri().query());
     if template.is_none() && mode == AccessMode::Private {
         need = Need::AllRead;
     }

@@ -130,12 +130,12 @@ fn mailbox_param(address: &str) -> Result<String, ApiError> {
     Ok(intake_core::mailbox_key(a))
 }
 
-fn parse_id(id: &str) -> Result<MessageId, ApiError> {
+pub(crate) fn parse_id(id: &str) -> Result<MessageId, ApiError> {
     id.parse()
         .map_err(|_| ApiError::BadRequest(format!("{id:?} is not a message id")))
 }
 
-async fn load(state: &AppState, id: &str) -> Result<StoredMessage, ApiError> {
+pub(crate) async fn load(state: &AppState, id: &str) -> Result<StoredMessage, ApiError> {
     let id = parse_id(id)?;
     state
         .store
@@ -530,7 +530,13 @@ async fn message_html(
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let images = if opts.images == Some(1) {
+    Ok(sandboxed_html(html, opts.images == Some(1)))
+}
+
+/// An HTML body as a page for a sandboxed iframe: no script, no remote loads (remote images
+/// only when `images`).
+pub(crate) fn sandboxed_html(html: String, images: bool) -> Response {
+    let images = if images {
         "data: cid: http: https:"
     } else {
         "data: cid:"
@@ -556,7 +562,7 @@ async fn message_html(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    Ok((h, html).into_response())
+    (h, html).into_response()
 }
 
 pub(crate) fn escape_html(s: &str) -> String {

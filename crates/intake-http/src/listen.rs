@@ -69,7 +69,10 @@ pub(crate) async fn serve(
             Some(_) = tasks.join_next() => continue,
             _ = shutdown.cancelled() => break,
         };
+        metrics::counter!("intake_http_connections_total").increment(1);
         let Ok(permit) = open.clone().try_acquire_owned() else {
+            metrics::counter!("intake_http_connections_refused_total", "reason" => "limit")
+                .increment(1);
             if let Some(n) = at_cap.hit() {
                 tracing::warn!(
                     refused = n,
@@ -81,6 +84,8 @@ pub(crate) async fn serve(
             continue;
         };
         let Some(slot) = per_ip.try_acquire(peer.ip()) else {
+            metrics::counter!("intake_http_connections_refused_total", "reason" => "client_limit")
+                .increment(1);
             if let Some(n) = at_ip_cap.hit() {
                 tracing::warn!(client = %peer.ip(), refused = n, limit = cfg.max_connections_per_ip,
                     "HTTP client over its connection limit (http.max_connections_per_ip): refusing");

@@ -35,6 +35,8 @@ pub struct HttpSettings {
     pub config: HttpConfig,
     /// Serve HTTPS with the `[tls]` certificate.
     pub tls: bool,
+    /// The Mailpit-compatible API's own listener, if any.
+    pub mailpit_listen: Option<SocketAddr>,
 }
 
 /// Retention settings.
@@ -511,6 +513,23 @@ fn read_http(r: &mut Reader<'_>, have_certificate: bool) -> HttpSettings {
     let body_timeout = timeout("http.body_timeout", d.body_timeout);
     let access = read_access(r, listen);
     let tls: bool = r.get("http.tls", false);
+    let mailpit: String = r.get("mailpit.listen", String::new());
+    let mailpit_listen = if mailpit.is_empty() {
+        None
+    } else {
+        match mailpit.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                r.error(
+                    "mailpit.listen",
+                    format!(
+                        "{mailpit:?} is not an address:port such as 127.0.0.1:8026 (empty: off)"
+                    ),
+                );
+                None
+            }
+        }
+    };
     if tls && !have_certificate {
         r.error(
             "http.tls",
@@ -536,6 +555,7 @@ fn read_http(r: &mut Reader<'_>, have_certificate: bool) -> HttpSettings {
             ..d
         },
         tls,
+        mailpit_listen,
     }
 }
 

@@ -15,6 +15,7 @@ mod hostile;
 mod http_flood;
 mod lettre_client;
 mod limits;
+mod ops;
 mod policy;
 mod proxy;
 mod restart;

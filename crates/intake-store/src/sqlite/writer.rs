@@ -187,6 +187,8 @@ impl Writer {
         let started = Instant::now();
         let result = write_batch(&mut self.conn, &batch);
         let n = batch.len();
+        metrics::histogram!("intake_store_commit_batch_size").record(n as f64);
+        metrics::histogram!("intake_store_commit_seconds").record(started.elapsed());
         match &result {
             Ok(_) => tracing::trace!(
                 messages = n,
