@@ -6,4 +6,5 @@ pub mod config;
 pub mod fdlimit;
 pub mod logging;
 pub mod metrics;
+pub mod privileges;
 pub mod server;

@@ -82,6 +82,8 @@ pub struct Settings {
     pub log_level: String,
     /// Log format.
     pub log_format: LogFormat,
+    /// Who to run as after binding the listeners.
+    pub run: crate::privileges::RunAs,
     /// Problems that did not stop loading.
     pub warnings: Vec<ConfigError>,
 }
@@ -327,6 +329,14 @@ fn read(r: &mut Reader<'_>) -> Settings {
     let alias_secret: String = r.get("aliases.secret", String::new());
     let policy = read_policy(r);
 
+    let run = crate::privileges::RunAs {
+        user: r.get("run.user", String::new()),
+        group: r.get("run.group", String::new()),
+    };
+    if run.user.is_empty() && !run.group.is_empty() {
+        r.error("run.group", "run.group needs run.user");
+    }
+
     let log_level: String = r.get("log.level", "info".to_string());
     if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
         r.error(
@@ -383,6 +393,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
         policy,
         log_level,
         log_format,
+        run,
         warnings: Vec::new(),
     }
 }
