@@ -89,6 +89,7 @@ cleanup() {
         kill -TERM -- "-$RUN_PID" 2>/dev/null || true
         wait "$RUN_PID" 2>/dev/null || true
     fi
+    [[ -z ${SCRAPER_PID:-} ]] || kill "$SCRAPER_PID" 2>/dev/null || true
     stop_pid "$INTAKE_PID"
     stop_pid "$CHECKS_PID"
     stop_pid "$DNS_PID"
@@ -249,9 +250,10 @@ if want intake; then
     PORT[intake]=${BENCH_INTAKE_PORT:-$(pick_port)}
     [[ ${PORT[intake]} != "${PORT[sink]:-}" ]] || PORT[intake]=$(pick_port)
     mkdir -p "$WORK/intake-data"
-    log "starting: INTAKE_SMTP__LISTEN=127.0.0.1:${PORT[intake]} INTAKE_STORE__PATH=$WORK/intake-data $BIN serve"
-    INTAKE_SMTP__LISTEN="127.0.0.1:${PORT[intake]}" INTAKE_STORE__PATH="$WORK/intake-data" \
-        "$BIN" serve >"$WORK/intake.log" 2>&1 &
+    HTTP_PORT=$(pick_port)
+    log "starting: INTAKE_SMTP__LISTEN=127.0.0.1:${PORT[intake]} INTAKE_HTTP__LISTEN=127.0.0.1:$HTTP_PORT INTAKE_STORE__PATH=$WORK/intake-data $BIN serve"
+    INTAKE_SMTP__LISTEN="127.0.0.1:${PORT[intake]}" INTAKE_HTTP__LISTEN="127.0.0.1:$HTTP_PORT" \
+        INTAKE_STORE__PATH="$WORK/intake-data" "$BIN" serve >"$WORK/intake.log" 2>&1 &
     INTAKE_PID=$!
     PID[intake]=$INTAKE_PID
     if ! wait_greeting Intake "$INTAKE_PID" "${PORT[intake]}"; then
@@ -259,6 +261,15 @@ if want intake; then
         tail -n 30 "$WORK/intake.log" >&2 || true
         die "Intake did not start"
     fi
+fi
+
+# A scraper, as Prometheus would run it: /metrics every 5 s for the whole run.
+SCRAPER_PID=""
+if want intake; then
+    scrape() { curl -s --max-time 5 "http://127.0.0.1:$HTTP_PORT/metrics" 2>/dev/null || true; }
+    scrape >"$WORK/metrics-first.txt"
+    (while kill -0 "$INTAKE_PID" 2>/dev/null; do scrape >"$WORK/metrics-last.txt.new" && mv "$WORK/metrics-last.txt.new" "$WORK/metrics-last.txt"; sleep 5; done) &
+    SCRAPER_PID=$!
 fi
 
 # ---------------------------------------------------------------- workload --
@@ -436,6 +447,25 @@ done
 # ------------------------------------------------------------------ report --
 
 for srv in "${SERVERS[@]}"; do note_rss "$srv" "${PID[$srv]}"; done
+# The last scrape, and what Prometheus saw against what smtp-source counted.
+PROM=""
+if want intake; then
+    [[ -z $SCRAPER_PID ]] || { kill "$SCRAPER_PID" 2>/dev/null; wait "$SCRAPER_PID" 2>/dev/null || true; }
+    scrape >"$WORK/metrics-last.txt"
+    metric() { awk -v n="$1" '$1 == n { print $2; f = 1 } END { if (!f) print 0 }' "$2"; }
+    acc='intake_smtp_messages_total{result="accepted"}'
+    prom_accepted=$(awk -v a="$(metric "$acc" "$WORK/metrics-last.txt")" -v b="$(metric "$acc" "$WORK/metrics-first.txt")" 'BEGIN { printf "%.0f", a - b }')
+    d_sum=$(metric intake_smtp_deliver_seconds_sum "$WORK/metrics-last.txt")
+    d_cnt=$(metric intake_smtp_deliver_seconds_count "$WORK/metrics-last.txt")
+    b_sum=$(metric intake_store_commit_batch_size_sum "$WORK/metrics-last.txt")
+    b_cnt=$(metric intake_store_commit_batch_size_count "$WORK/metrics-last.txt")
+    PROM=$(awk -v p="$prom_accepted" -v s="$INTAKE_SENT" -v ds="$d_sum" -v dc="$d_cnt" -v bs="$b_sum" -v bc="$b_cnt" 'BEGIN {
+        printf "accepted %d (smtp-source: %d, %s); mean end of data to durable %.2f ms; mean commit batch %.1f messages",
+            p, s, (p == s ? "the same" : "DIFFERENT"), (dc > 0 ? ds / dc * 1000 : 0), (bc > 0 ? bs / bc : 0) }')
+    if ((INTAKE_ALL_OK)) && [[ $prom_accepted != "$INTAKE_SENT" ]]; then
+        echo "- Prometheus counted $prom_accepted accepted messages, smtp-source $INTAKE_SENT" >>"$ERRORS"
+    fi
+fi
 STORE_BYTES=""
 STORED=""
 if want intake; then
@@ -528,6 +558,9 @@ OUT_FILE="$BENCH_OUT/core-$(date -u +%Y%m%d-%H%M%S).md"
     done
     if [[ -n $STORE_BYTES ]]; then
         echo "- Intake store size at the end: $(awk -v b="$STORE_BYTES" 'BEGIN { printf "%.1f MiB", b / 1048576 }') (all runs, probes included)"
+    fi
+    if [[ -n $PROM ]]; then
+        echo "- Scraped from Intake's /metrics (every 5 s, as Prometheus would): $PROM"
     fi
     if [[ -n $STORED ]]; then
         echo "- Messages in Intake's store at the end: $STORED (accepted in successful runs: $INTAKE_SENT$( ((INTAKE_ALL_OK)) || echo ', plus failed runs'))"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Listener benchmark: 10,000 idle connections (Intake's RSS, and how long a fresh client
-# waits for its greeting meanwhile), and the cost of STARTTLS against plain SMTP with the
-# same client. Loopback only, bounded. Prints markdown; saves bench/out/listener-<date>.md.
+# waits for its greeting meanwhile), the cost of STARTTLS against plain SMTP with the
+# same client, and the HTTP side: memory per idle connection, time to shed a flood of
+# half-sent requests. Loopback only, bounded. Prints markdown; saves bench/out/listener-<date>.md.
 #
 #   INTAKE_BIN=target/release/intake bench/listener.sh
 set -euo pipefail
@@ -111,6 +112,89 @@ with open(out, "w") as f:
 PY
 read -r plain_rate tls_rate < "$WORK/tls.txt"
 
+# HTTP: memory per idle connection, and how fast a flood of half-sent requests is shed.
+kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true
+HTTP_IDLE=${BENCH_HTTP_IDLE:-5000}
+HTTP=$(free_port); SMTP2=$(free_port)
+env INTAKE_SMTP__LISTEN=127.0.0.1:$SMTP2 INTAKE_HTTP__LISTEN=127.0.0.1:$HTTP INTAKE_STORE__PATH="$WORK/data-http" \
+    INTAKE_HTTP__MAX_CONNECTIONS=$((HTTP_IDLE + 1000)) INTAKE_HTTP__MAX_CONNECTIONS_PER_IP=0 \
+    INTAKE_HTTP__HEADER_TIMEOUT=60s INTAKE_LOG__LEVEL=warn "$INTAKE_BIN" serve 2>"$WORK/intake-http.log" &
+PID=$!
+for _ in $(seq 100); do python3 -c "import socket;socket.create_connection(('127.0.0.1',$HTTP),1).close()" 2>/dev/null && break; sleep 0.1; done
+python3 - "$HTTP" "$HTTP_IDLE" "$PID" "$WORK/http-idle.txt" <<'PY'
+import socket, sys, time
+port, n, pid, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+def rss():
+    for l in open(f"/proc/{pid}/status"):
+        if l.startswith("VmRSS"): return int(l.split()[1])
+def get():
+    s = socket.create_connection(("127.0.0.1", port), 10)
+    s.sendall(b"GET /api/v1/messages HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        d = s.recv(65536)
+        if not d: break
+        data += d
+    s.close(); return data
+get(); time.sleep(0.5)
+before = rss()
+socks = []
+deadline = time.time() + 120
+# Idle kept-alive connections: one request answered on each, then silence.
+while len(socks) < n and time.time() < deadline:
+    s = socket.create_connection(("127.0.0.1", port), 10)
+    s.sendall(b"GET /api/v1/messages?per_page=1 HTTP/1.1\r\nHost: b\r\n\r\n")
+    socks.append(s)
+for s in socks:
+    s.settimeout(10); s.recv(65536)
+time.sleep(0.5)
+held = rss()
+with open(out, "w") as f:
+    f.write(f"{len(socks)} {before} {held} {(held - before) / max(1, len(socks)):.1f}\n")
+for s in socks: s.close()
+PY
+read -r http_opened http_before http_held http_per_conn < "$WORK/http-idle.txt"
+kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true
+# The flood, against the defaults (512 connections, 64 per IP, 10 s header timeout).
+env INTAKE_SMTP__LISTEN=127.0.0.1:$SMTP2 INTAKE_HTTP__LISTEN=127.0.0.1:$HTTP INTAKE_STORE__PATH="$WORK/data-http" \
+    INTAKE_LOG__LEVEL=warn "$INTAKE_BIN" serve 2>>"$WORK/intake-http.log" &
+PID=$!
+for _ in $(seq 100); do python3 -c "import socket;socket.create_connection(('127.0.0.1',$HTTP),1).close()" 2>/dev/null && break; sleep 0.1; done
+python3 - "$HTTP" "$SMTP2" "$WORK/http-flood.txt" <<'PY'
+import socket, sys, time, selectors, smtplib
+port, smtp, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+N, SOURCES = 5000, 5
+sel = selectors.DefaultSelector()
+t0 = time.perf_counter()
+socks = []
+for i in range(N):
+    s = socket.socket(); s.bind((f"127.0.0.{2 + i % SOURCES}", 0))
+    s.connect(("127.0.0.1", port)); s.setblocking(False)
+    try: s.send(b"GET /api/v1/messages HTTP/1.1\r\nHost: b\r\nX-A: ")
+    except OSError: pass
+    socks.append(s); sel.register(s, selectors.EVENT_READ)
+opened = time.perf_counter() - t0
+# While the flood is held: a well-behaved client's API request and a message over SMTP.
+t = time.perf_counter()
+c = socket.create_connection(("127.0.0.1", port), 10)
+c.sendall(b"GET /api/v1/messages HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+status = c.recv(64).split()[1].decode(); c.close()
+api_ms = (time.perf_counter() - t) * 1000
+m = smtplib.SMTP("127.0.0.1", smtp, timeout=30); m.sendmail("a@b.test", ["flood@b.test"], "Subject: x\r\n\r\nx\r\n"); m.quit()
+open_now, refused_at, all_closed_at = N, None, None
+while open_now and time.perf_counter() - t0 < 60:
+    for key, _ in sel.select(timeout=0.5):
+        try: key.fileobj.recv(1024)
+        except OSError: pass
+        sel.unregister(key.fileobj); key.fileobj.close(); open_now -= 1
+    if refused_at is None and open_now <= SOURCES * 64: refused_at = time.perf_counter() - t0
+all_closed_at = time.perf_counter() - t0
+with open(out, "w") as f:
+    refused_after = max(0.0, (refused_at or opened) - opened)
+    f.write(f"{N} {opened:.2f} {refused_after:.2f} {all_closed_at - opened:.1f} {open_now} {status} {api_ms:.1f}\n")
+PY
+read -r flood_n flood_opened flood_refused flood_closed flood_left flood_status flood_api_ms < "$WORK/http-flood.txt"
+
 results="$WORK/results.md"
 {
   echo "### Listener benchmark, $(date -u '+%Y-%m-%d %H:%M') UTC"
@@ -135,6 +219,18 @@ results="$WORK/results.md"
   echo "| STARTTLS (TLS 1.3) | $tls_rate |"
   echo
   echo "The client (Python smtplib) is the bottleneck in both rows; the ratio is what TLS costs end to end."
+  echo
+  echo "#### HTTP: idle connections and a flood of half-sent requests"
+  echo
+  echo "| | value |"
+  echo "|---|---:|"
+  echo "| idle kept-alive HTTP connections held | $http_opened |"
+  echo "| Intake RSS before / holding them | $((http_before / 1024)) / $((http_held / 1024)) MiB |"
+  echo "| memory per idle HTTP connection | $http_per_conn KiB |"
+  echo "| flood: half-sent requests from 5 addresses (defaults: 512 in all, 64 per IP, 10 s header timeout) | $flood_n, opened in $flood_opened s |"
+  echo "| flood: all but the capped ones refused, after the last connect | $flood_refused s |"
+  echo "| flood: every connection closed, after the last connect (the header timeout) | $flood_closed s ($flood_left left) |"
+  echo "| meanwhile a fresh API request (another address) | $flood_status in $flood_api_ms ms |"
 } > "$results"
 cat "$results"
 mkdir -p "$OUT"

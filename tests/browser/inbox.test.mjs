@@ -41,10 +41,10 @@ function freePort() {
   });
 }
 
-async function waitPort(port, ms) {
+async function waitPort(port, ms, exited = () => intakeExit) {
   const end = Date.now() + ms;
   while (Date.now() < end) {
-    if (intakeExit) throw new Error(`intake exited early (${intakeExit}); is INTAKE_BIN=${bin} right?`);
+    if (exited()) throw new Error(`intake exited early (${intakeExit}); is INTAKE_BIN=${bin} right?`);
     const ok = await new Promise((res) => {
       const c = net.connect(port, "127.0.0.1", () => { c.end(); res(true); });
       c.on("error", () => res(false));
@@ -67,14 +67,14 @@ async function until(what, fn, ms = WAIT) {
 
 // A tiny SMTP client: one command at a time, exact CRLF, dot-stuffing, every reply code
 // checked. Resolves with the id from "250 ... stored as <id>".
-function sendMail(to, lines) {
+function sendMail(to, lines, port = smtpPort) {
   const body = lines.map((l) => (l.startsWith(".") ? "." + l : l)).join("\r\n");
   const steps = [
     [null, 220], ["EHLO browser.test", 250], ["MAIL FROM:<sender@example.net>", 250],
     [`RCPT TO:<${to}>`, 250], ["DATA", 354], [body + "\r\n.", 250], ["QUIT", 221],
   ];
   return new Promise((resolve, reject) => {
-    const sock = net.connect(smtpPort, "127.0.0.1");
+    const sock = net.connect(port, "127.0.0.1");
     let buf = "";
     let i = 0;
     let id = null;
@@ -186,6 +186,8 @@ test("new mail appears live, opens, is marked read and is deleted", { timeout: 2
   await page.goto(base + "/");
   await openMailbox(page, "alice@example.test");
   assert.equal(new URL(page.url()).hash, "#/alice@example.test", "the URL names the mailbox");
+  // The alias comes with the listing, which may land after the live stream connected.
+  await page.locator("#alias-box:not([hidden])").waitFor();
   assert.match(await page.textContent("#alias"), /^d-[a-z2-7]{12}@example\.test$/);
   // Marks this document: if the page reloaded, the marker would be gone.
   await page.evaluate(() => { window.__sameDocument = true; });
@@ -353,5 +355,63 @@ test("on a phone the list and the message take turns", { timeout: 15_000 }, asyn
     await phone.locator(".list-pane").waitFor({ state: "visible" });
   } finally {
     await phone.close();
+  }
+});
+
+test("in public mode the page offers one mailbox, not all mail, and hides deletes", { timeout: 20_000 }, async () => {
+  const smtp = await freePort();
+  const httpP = await freePort();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "intake-browser-public-"));
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("INTAKE_") && k !== "RUST_LOG"));
+  let exited = null;
+  const pub = spawn(bin, ["serve"], {
+    cwd: dir,
+    env: {
+      ...env,
+      INTAKE_SMTP__LISTEN: `127.0.0.1:${smtp}`,
+      INTAKE_HTTP__LISTEN: `127.0.0.1:${httpP}`,
+      INTAKE_STORE__PATH: dir,
+      INTAKE_LOG__LEVEL: "warn",
+      INTAKE_HTTP__ACCESS: "public",
+      INTAKE_HTTP__PUBLIC_DELETE: "false",
+    },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  pub.on("exit", (code, sig) => { exited = sig || `code ${code}`; });
+  const p = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  p.setDefaultTimeout(WAIT);
+  try {
+    await waitPort(httpP, 15_000, () => exited);
+    await sendMail("dave@example.test", ["Subject: Public hello", "", "hi"], smtp);
+    const pbase = `http://127.0.0.1:${httpP}`;
+    await p.goto(pbase + "/");
+    await p.locator("body[data-access=mailbox]").waitFor();
+    assert.equal(await p.locator("#all-mail").isVisible(), false, "no All mail button");
+    assert.match(await p.textContent("#empty"), /^Type a mailbox address above and press Enter\.$/);
+    // A bookmarked #all does not open all mail.
+    await p.goto(pbase + "/#all");
+    await p.locator("#error:not([hidden])").waitFor();
+    assert.match(await p.textContent("#error"), /not open to you/);
+    assert.equal(await p.textContent("#list-title"), "No mailbox open");
+    // One mailbox by its address works, live, without a delete button.
+    await openMailbox(p, "dave@example.test");
+    await p.locator("#message-list li[data-id]", { hasText: "Public hello" }).click();
+    await p.locator("#message-view").waitFor({ state: "visible" });
+    assert.equal(await p.locator("#delete-message").isVisible(), false, "no delete button");
+    assert.equal(await p.locator("#delete-mailbox").isVisible(), false);
+    await sendMail("dave@example.test", ["Subject: Second public", "", "hi"], smtp);
+    await p.locator("#message-list li[data-id]", { hasText: "Second public" }).waitFor();
+    fs.mkdirSync(shots, { recursive: true });
+    await p.screenshot({ path: path.join(shots, "inbox-public.png") });
+  } finally {
+    await p.close();
+    if (!exited) {
+      const gone = new Promise((r) => pub.once("exit", r));
+      pub.kill("SIGTERM");
+      const t = setTimeout(() => pub.kill("SIGKILL"), 5_000);
+      await gone;
+      clearTimeout(t);
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -28,6 +28,8 @@ const state = {
   retryTimer: 0,
   reloadTimer: 0,
   imagesShown: false,
+  // What this client may do (GET /api/v1/access); the page hides the rest.
+  access: { all_mail: true, delete: true },
 };
 
 // ---- small helpers --------------------------------------------------------------------
@@ -171,7 +173,9 @@ function render() {
   const empty = $("empty");
   empty.hidden = state.messages.length > 0;
   empty.textContent = state.mailbox === null
-    ? "Type a mailbox address above and press Enter, or open All mail."
+    ? (state.access.all_mail
+      ? "Type a mailbox address above and press Enter, or open All mail."
+      : "Type a mailbox address above and press Enter.")
     : "No mail yet. New mail appears here by itself.";
   if (state.mailbox === null) {
     $("counts").textContent = "";
@@ -346,6 +350,13 @@ function subscribe() {
 // ---- mailbox --------------------------------------------------------------------------
 
 function openMailbox(name, id) {
+  if (name === "" && !state.access.all_mail) {
+    // All mail needs a credential on this server: stay on the start page.
+    showError("All mail is not open to you on this server; type a mailbox address.");
+    history.replaceState(null, "", location.pathname);
+    name = null;
+    id = null;
+  }
   const same = name === state.mailbox;
   if (!same) {
     state.gen += 1;
@@ -383,7 +394,7 @@ function goMailbox(name) {
 }
 
 async function deleteMailbox() {
-  if (!state.mailbox) return;
+  if (!state.mailbox || !state.access.delete) return;
   const n = state.total;
   const what = n === 1 ? "the 1 message" : n > 1 ? "all " + n + " messages" : "every message";
   if (!confirm("Delete " + what + " of " + state.mailbox + "? This cannot be undone.")) return;
@@ -577,6 +588,7 @@ function closeMessage(focusList) {
 }
 
 async function deleteMessage() {
+  if (!state.access.delete) return;
   const id = state.openId || state.currentId;
   if (!id) return;
   try {
@@ -677,6 +689,20 @@ document.addEventListener("DOMContentLoaded", () => {
   document.addEventListener("keydown", onKey);
   window.addEventListener("hashchange", onHash);
   setInterval(refreshTimes, 30000);
-  onHash();
-  render();
+  loadAccess().finally(() => {
+    onHash();
+    render();
+  });
 });
+
+// Asks what this client may do and hides what it may not (All mail, deletes).
+async function loadAccess() {
+  try {
+    const a = await request(api("/access"));
+    state.access = { all_mail: !!a.all_mail, delete: !!a.delete };
+  } catch (_) { /* an older server: everything shown, the API still decides */ }
+  $("all-mail").hidden = !state.access.all_mail;
+  $("delete-message").hidden = !state.access.delete;
+  $("delete-mailbox").hidden = !state.access.delete;
+  document.body.dataset.access = state.access.all_mail ? "all" : "mailbox";
+}

@@ -11,6 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
+use crate::access::{AccessInfo, Granted};
 use crate::error::{ApiError, ErrorBody};
 use crate::events;
 use crate::model::{MessageSummary, parse_query, rfc3339};
@@ -41,6 +42,7 @@ pub(crate) fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi
         .routes(routes!(search))
         .routes(routes!(events::wait))
         .routes(routes!(events::events))
+        .routes(routes!(access_info))
         .split_for_parts();
     (router.with_state(state), api)
 }
@@ -128,12 +130,12 @@ fn mailbox_param(address: &str) -> Result<String, ApiError> {
     Ok(intake_core::mailbox_key(a))
 }
 
-fn parse_id(id: &str) -> Result<MessageId, ApiError> {
+pub(crate) fn parse_id(id: &str) -> Result<MessageId, ApiError> {
     id.parse()
         .map_err(|_| ApiError::BadRequest(format!("{id:?} is not a message id")))
 }
 
-async fn load(state: &AppState, id: &str) -> Result<StoredMessage, ApiError> {
+pub(crate) async fn load(state: &AppState, id: &str) -> Result<StoredMessage, ApiError> {
     let id = parse_id(id)?;
     state
         .store
@@ -569,7 +571,13 @@ async fn message_html(
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let images = if opts.images == Some(1) {
+    Ok(sandboxed_html(html, opts.images == Some(1)))
+}
+
+/// An HTML body as a page for a sandboxed iframe: no script, no remote loads (remote images
+/// only when `images`).
+pub(crate) fn sandboxed_html(html: String, images: bool) -> Response {
+    let images = if images {
         "data: cid: http: https:"
     } else {
         "data: cid:"
@@ -595,7 +603,7 @@ async fn message_html(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    Ok((h, html).into_response())
+    (h, html).into_response()
 }
 
 pub(crate) fn escape_html(s: &str) -> String {
@@ -694,4 +702,18 @@ async fn search(
         per_page,
         messages: l.messages.iter().map(MessageSummary::from).collect(),
     }))
+}
+
+/// What this client may do here (the server's access mode and the scopes of the credential
+/// it sent). The web page hides what is not allowed.
+#[utoipa::path(get, path = "/api/v1/access", tag = "access",
+    responses((status = 200, body = AccessInfo)))]
+async fn access_info(
+    State(state): State<AppState>,
+    granted: Option<axum::Extension<Granted>>,
+) -> Json<AccessInfo> {
+    Json(AccessInfo::of(
+        &state.config.access,
+        granted.map(|axum::Extension(g)| g),
+    ))
 }

@@ -6,12 +6,15 @@
 //! [`error::ApiError`], the one place that picks a status and the client-visible text.
 #![warn(missing_docs)]
 
+pub mod access;
 mod api;
 mod conn;
 pub mod error;
 mod events;
 mod listen;
+mod mailpit;
 mod model;
+mod ops;
 mod ratelimit;
 mod slots;
 mod ui;
@@ -25,7 +28,12 @@ use intake_core::{EventBus, MailStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use access::{AccessConfig, AccessMode, Scopes, Token};
 pub use ratelimit::RateLimit;
+
+/// Where HTTPS gets its certificate: called once per connection, so a reloaded certificate
+/// (SIGHUP) is used by the next handshake.
+pub type TlsSource = Arc<dyn Fn() -> tokio_rustls::TlsAcceptor + Send + Sync>;
 
 /// HTTP settings.
 #[derive(Debug, Clone)]
@@ -51,6 +59,8 @@ pub struct HttpConfig {
     pub idle_timeout: Duration,
     /// A request body must be complete this long after its header.
     pub body_timeout: Duration,
+    /// Who may read what.
+    pub access: AccessConfig,
 }
 
 impl Default for HttpConfig {
@@ -69,6 +79,7 @@ impl Default for HttpConfig {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(30),
+            access: AccessConfig::default(),
         }
     }
 }
@@ -88,7 +99,14 @@ pub struct AppState {
     registered_aliases: Arc<Mutex<HashSet<String>>>,
     /// Open event streams and `/wait` requests per client IP.
     streams: slots::PerIp,
+    /// Renders the metrics (`/metrics`), when the process has a recorder.
+    metrics: Option<MetricsRender>,
+    /// Cancelled when the server starts draining (`/readyz` turns 503).
+    draining: CancellationToken,
 }
+
+/// Renders the process's metrics in Prometheus' text format.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl AppState {
     /// A state for a store and its event bus.
@@ -105,7 +123,21 @@ impl AppState {
             streams: slots::PerIp::new(config.max_streams_per_ip),
             config: Arc::new(config),
             registered_aliases: Arc::default(),
+            metrics: None,
+            draining: CancellationToken::new(),
         }
+    }
+
+    /// Serves `/metrics` with this renderer.
+    pub fn with_metrics(mut self, render: MetricsRender) -> Self {
+        self.metrics = Some(render);
+        self
+    }
+
+    /// `/readyz` answers 503 once `token` is cancelled.
+    pub fn with_draining(mut self, token: CancellationToken) -> Self {
+        self.draining = token;
+        self
     }
 }
 
@@ -114,13 +146,31 @@ pub fn router(state: AppState) -> Router {
     let (api, openapi) = api::routes(state.clone());
     let docs = utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/v1/openapi.json", openapi);
     let api = ratelimit::layer(api, &state.config);
-    let app = Router::new().merge(api).merge(docs).merge(ui::routes());
+    let app = Router::new()
+        .merge(api)
+        .merge(docs)
+        .merge(ui::routes())
+        .merge(ops::routes(state.clone()));
     let app = match ui::cors(&state.config.cors_origins) {
         Some(cors) => app.layer(cors),
         None => app,
     };
     let body_timeout = state.config.body_timeout;
+    let guard = access::Guard::new(state.config.access.clone(), access::classify);
     app.fallback(|| async { error::ApiError::NotFound("no such route".into()) })
+        .layer(axum::middleware::from_fn_with_state(guard, access::check))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            limit_body(body_timeout, req, next)
+        }))
+}
+
+/// The Mailpit-compatible API (`mailpit.rs`), for a listener of its own.
+pub fn mailpit_router(state: AppState) -> Router {
+    let body_timeout = state.config.body_timeout;
+    let guard = access::Guard::new(state.config.access.clone(), mailpit::classify);
+    let app = ratelimit::layer(mailpit::routes(state.clone()), &state.config);
+    app.fallback(|| async { error::ApiError::NotFound("no such route".into()) })
+        .layer(axum::middleware::from_fn_with_state(guard, access::check))
         .layer(axum::middleware::from_fn(move |req, next| {
             limit_body(body_timeout, req, next)
         }))
@@ -157,12 +207,13 @@ async fn limit_body(
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, with the connection caps and
-/// timeouts of `config` (see `listen.rs` and `conn.rs`).
+/// timeouts of `config` (see `listen.rs` and `conn.rs`); HTTPS when `tls` is given.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     config: &HttpConfig,
+    tls: Option<TlsSource>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    listen::serve(listener, app, config, shutdown).await
+    listen::serve(listener, app, config, tls, shutdown).await
 }

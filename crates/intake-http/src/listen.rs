@@ -14,9 +14,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::HttpConfig;
 use crate::conn::{self, Timeouts};
 use crate::slots::PerIp;
+use crate::{HttpConfig, TlsSource};
 
 /// How long open connections get to finish their request at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -44,6 +44,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     cfg: &HttpConfig,
+    tls: Option<TlsSource>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let open = Arc::new(Semaphore::new(cfg.max_connections));
@@ -68,7 +69,10 @@ pub(crate) async fn serve(
             Some(_) = tasks.join_next() => continue,
             _ = shutdown.cancelled() => break,
         };
+        metrics::counter!("intake_http_connections_total").increment(1);
         let Ok(permit) = open.clone().try_acquire_owned() else {
+            metrics::counter!("intake_http_connections_refused_total", "reason" => "limit")
+                .increment(1);
             if let Some(n) = at_cap.hit() {
                 tracing::warn!(
                     refused = n,
@@ -80,6 +84,8 @@ pub(crate) async fn serve(
             continue;
         };
         let Some(slot) = per_ip.try_acquire(peer.ip()) else {
+            metrics::counter!("intake_http_connections_refused_total", "reason" => "client_limit")
+                .increment(1);
             if let Some(n) = at_ip_cap.hit() {
                 tracing::warn!(client = %peer.ip(), refused = n, limit = cfg.max_connections_per_ip,
                     "HTTP client over its connection limit (http.max_connections_per_ip): refusing");
@@ -90,8 +96,21 @@ pub(crate) async fn serve(
         let _ = sock.set_nodelay(true);
         let app = app.clone();
         let watcher = graceful.watcher();
+        let tls = tls.as_ref().map(|t| t());
         tasks.spawn(async move {
-            conn::serve(sock, peer, app, timeouts, watcher).await;
+            match tls {
+                None => conn::serve(sock, peer, app, timeouts, watcher).await,
+                Some(acceptor) => {
+                    // The handshake counts against the header deadline.
+                    match tokio::time::timeout(timeouts.header, acceptor.accept(sock)).await {
+                        Ok(Ok(s)) => conn::serve(s, peer, app, timeouts, watcher).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(client = %peer, error = %e, "HTTPS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(client = %peer, "HTTPS handshake timed out"),
+                    }
+                }
+            }
             drop((permit, slot));
         });
     }

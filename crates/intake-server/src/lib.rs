@@ -5,4 +5,6 @@ pub mod cli;
 pub mod config;
 pub mod fdlimit;
 pub mod logging;
+pub mod metrics;
+pub mod privileges;
 pub mod server;

@@ -70,6 +70,8 @@ pub struct Running {
     pub smtps_addr: Option<SocketAddr>,
     /// Where HTTP listens, if it does.
     pub http_addr: Option<SocketAddr>,
+    /// Where the Mailpit-compatible API listens, if it does.
+    pub mailpit_addr: Option<SocketAddr>,
     /// The TLS certificates in use (reloaded on SIGHUP).
     pub tls: Option<Arc<intake_smtp::tls::TlsCerts>>,
     /// The store the server writes.
@@ -80,6 +82,7 @@ pub struct Running {
     smtp: JoinHandle<std::io::Result<()>>,
     smtps: Option<JoinHandle<std::io::Result<()>>>,
     http: Option<JoinHandle<std::io::Result<()>>>,
+    mailpit: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl Running {
@@ -95,6 +98,9 @@ impl Running {
         let r = self.smtp.await.context("SMTP task")?;
         if let Some(h) = self.smtps {
             h.await.context("SMTPS task")?.context("SMTPS listener")?;
+        }
+        if let Some(h) = self.mailpit {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), h).await;
         }
         if let Some(h) = self.http {
             // HTTP gives open requests a short grace, then ends what is left (event streams).
@@ -162,11 +168,9 @@ fn check_descriptors(settings: &Settings) -> anyhow::Result<()> {
     let smtp_listeners = 1 + u64::from(settings.smtps_listen.is_some());
     let budget = fdlimit::Budget {
         smtp: settings.smtp.max_connections as u64 * smtp_listeners,
-        http: if settings.http.listen.is_some() {
-            settings.http.config.max_connections as u64
-        } else {
-            0
-        },
+        http: settings.http.config.max_connections as u64
+            * (u64::from(settings.http.listen.is_some())
+                + u64::from(settings.http.mailpit_listen.is_some())),
         limit,
     };
     budget.check().map_err(anyhow::Error::msg)?;
@@ -189,36 +193,47 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         .with_context(|| format!("binding SMTP to {} (smtp.listen)", settings.smtp_listen))?;
     let smtp_addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    let (http, http_addr) = match settings.http.listen {
-        Some(addr) => {
-            let l = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding HTTP to {addr} (http.listen)"))?;
-            let bound = l.local_addr()?;
-            let state = intake_http::AppState::new(
-                store.clone(),
-                events.clone(),
-                alias_secret(settings)?,
-                settings.http.config.clone(),
-            );
-            let app = intake_http::router(state);
-            let cfg = settings.http.config.clone();
-            let token = shutdown.clone();
-            (
-                Some(tokio::spawn(async move {
-                    intake_http::serve(l, app, &cfg, token).await
-                })),
-                Some(bound),
-            )
-        }
-        None => (None, None),
-    };
     let tls = match &settings.tls_files {
         Some((cert, key)) => Some(Arc::new(
             intake_smtp::tls::TlsCerts::load(cert, key)
                 .context("loading the TLS certificate (tls.certificate, tls.key)")?,
         )),
         None => None,
+    };
+    let (http, http_addr) = match settings.http.listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding HTTP to {addr} (http.listen)"))?;
+            let bound = l.local_addr()?;
+            let mut state = intake_http::AppState::new(
+                store.clone(),
+                events.clone(),
+                alias_secret(settings)?,
+                settings.http.config.clone(),
+            )
+            .with_draining(shutdown.clone());
+            if let Some(render) = crate::metrics::render() {
+                state = state.with_metrics(render);
+            }
+            let app = intake_http::router(state);
+            let cfg = settings.http.config.clone();
+            let token = shutdown.clone();
+            let https = match (&settings.http.tls, &tls) {
+                (true, Some(certs)) => {
+                    let certs = certs.clone();
+                    Some(Arc::new(move || certs.acceptor()) as intake_http::TlsSource)
+                }
+                _ => None,
+            };
+            (
+                Some(tokio::spawn(async move {
+                    intake_http::serve(l, app, &cfg, https, token).await
+                })),
+                Some(bound),
+            )
+        }
+        None => (None, None),
     };
     // The policy checks, wired here so that the session never depends on their backends.
     // Each listener runs the checks of its profile; the default listener's is `default`.
@@ -230,6 +245,30 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     .map_err(anyhow::Error::msg)
     .context("setting up the policy checks")?;
     let checks = profiles.default_pipeline();
+    let (mailpit, mailpit_addr) = match settings.http.mailpit_listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the Mailpit API to {addr} (mailpit.listen)"))?;
+            let bound = l.local_addr()?;
+            let state = intake_http::AppState::new(
+                store.clone(),
+                events.clone(),
+                alias_secret(settings)?,
+                settings.http.config.clone(),
+            );
+            let app = intake_http::mailpit_router(state);
+            let cfg = settings.http.config.clone();
+            let token = shutdown.clone();
+            (
+                Some(tokio::spawn(async move {
+                    intake_http::serve(l, app, &cfg, None, token).await
+                })),
+                Some(bound),
+            )
+        }
+        None => (None, None),
+    };
     let svc = intake_smtp::Service {
         cfg: Arc::new(intake_smtp::SessionConfig {
             checks,
@@ -273,6 +312,9 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         smtps = %smtps_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         tls = ?settings.smtp.tls,
         http = %http_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        http_access = ?settings.http.config.access.mode,
+        mailpit = %mailpit_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        https = settings.http.tls,
         hostname = %settings.smtp.hostname,
         "Intake is listening"
     );
@@ -280,6 +322,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         smtp_addr,
         smtps_addr,
         http_addr,
+        mailpit_addr,
         tls,
         store,
         events,
@@ -287,5 +330,6 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         smtp,
         smtps,
         http,
+        mailpit,
     })
 }

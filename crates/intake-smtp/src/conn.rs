@@ -303,6 +303,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                                 id = "-", client = %self.client, sender = %sender, rcpts, size,
                                 outcome = %r, "message rejected"
                             );
+                            count_refused(r);
                             self.discard_content();
                         }
                         step
@@ -331,6 +332,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                                 id = "-", client = %self.client, sender = %sender, rcpts,
                                 outcome = %r, "message rejected"
                             );
+                            count_refused(r);
                         }
                         self.discard_content();
                     }
@@ -438,17 +440,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             ))),
         };
         match &result {
-            Ok(()) => tracing::info!(
-                id = %d.id, client = %self.client, sender = %sender, rcpts, size,
-                micros = started.elapsed().as_micros() as u64, outcome = "accepted", "message stored"
-            ),
-            Err(e) => tracing::error!(
-                id = %d.id, client = %self.client, sender = %sender, rcpts, size,
-                error = %e, outcome = %crate::failure::store_error(e), "message not stored"
-            ),
+            Ok(()) => {
+                tracing::info!(
+                    id = %d.id, client = %self.client, sender = %sender, rcpts, size,
+                    micros = started.elapsed().as_micros() as u64, outcome = "accepted", "message stored"
+                );
+                metrics::counter!("intake_smtp_messages_total", "result" => "accepted")
+                    .increment(1);
+                metrics::counter!("intake_smtp_received_bytes_total").increment(size);
+                metrics::histogram!("intake_smtp_deliver_seconds").record(started.elapsed());
+            }
+            Err(e) => {
+                tracing::error!(
+                    id = %d.id, client = %self.client, sender = %sender, rcpts, size,
+                    error = %e, outcome = %crate::failure::store_error(e), "message not stored"
+                );
+                metrics::counter!("intake_smtp_messages_total", "result" => "deferred")
+                    .increment(1);
+            }
         }
         result
     }
+}
+
+/// Counts a message refused at the end of its content: 5xx rejected, 4xx deferred.
+fn count_refused(r: &Reply) {
+    let result = if r.code >= 500 {
+        "rejected"
+    } else {
+        "deferred"
+    };
+    metrics::counter!("intake_smtp_messages_total", "result" => result).increment(1);
 }
 
 #[cfg(test)]

@@ -98,7 +98,10 @@ pub async fn serve_with(
             }
         };
         let _ = sock.set_nodelay(true);
+        metrics::counter!("intake_smtp_connections_total").increment(1);
         let Ok(permit) = limit.clone().try_acquire_owned() else {
+            metrics::counter!("intake_smtp_connections_refused_total", "reason" => "limit")
+                .increment(1);
             if let Some(refused) = at_limit.hit() {
                 tracing::warn!(client = %peer, refused, limit = svc.cfg.max_connections,
                     "SMTP connection limit reached (smtp.max_connections)");
@@ -115,9 +118,11 @@ pub async fn serve_with(
         let token = shutdown.clone();
         tracker.spawn(async move {
             tracing::debug!(client = %peer, "connected");
+            metrics::gauge!("intake_smtp_connections_open").increment(1);
             if let Err(e) = handle(sock, peer, svc, token).await {
                 tracing::debug!(client = %peer, error = %e, "connection ended with an error");
             }
+            metrics::gauge!("intake_smtp_connections_open").decrement(1);
             drop(permit);
         });
     }
@@ -165,6 +170,8 @@ async fn handle(
         Some(Ok(g)) => g,
         Some(Err(refusal)) => {
             tracing::info!(client = %client, ?refusal, "client over its connection limit");
+            metrics::counter!("intake_smtp_connections_refused_total", "reason" => "client_limit")
+                .increment(1);
             let reply = match refusal {
                 Refusal::Rate => replies::CONNECTION_RATE,
                 Refusal::PerIp | Refusal::PerNetwork => replies::TOO_MANY_CONNECTIONS_FROM_CLIENT,

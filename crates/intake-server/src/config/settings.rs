@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use intake_core::{OnError, Retention};
-use intake_http::{HttpConfig, RateLimit};
+use intake_http::{AccessConfig, AccessMode, HttpConfig, RateLimit, Scopes, Token};
 use intake_policy::{
     AuthConfig, DnsConfig, DnsblAction, DnsblConfig, GreylistConfig, HeloConfig, PolicyConfig,
     RecipientsConfig, RspamdConfig, SpamdConfig,
@@ -36,6 +36,10 @@ pub struct HttpSettings {
     pub listen: Option<SocketAddr>,
     /// API behaviour.
     pub config: HttpConfig,
+    /// Serve HTTPS with the `[tls]` certificate.
+    pub tls: bool,
+    /// The Mailpit-compatible API's own listener, if any.
+    pub mailpit_listen: Option<SocketAddr>,
 }
 
 /// Retention settings.
@@ -81,6 +85,8 @@ pub struct Settings {
     pub log_level: String,
     /// Log format.
     pub log_format: LogFormat,
+    /// Who to run as after binding the listeners.
+    pub run: crate::privileges::RunAs,
     /// Problems that did not stop loading.
     pub warnings: Vec<ConfigError>,
 }
@@ -321,10 +327,18 @@ fn read(r: &mut Reader<'_>) -> Settings {
         }
     };
 
-    let http = read_http(r);
+    let http = read_http(r, tls_files.is_some());
     let retention = read_retention(r);
     let alias_secret: String = r.get("aliases.secret", String::new());
     let mut policy = read_policy(r);
+
+    let run = crate::privileges::RunAs {
+        user: r.get("run.user", String::new()),
+        group: r.get("run.group", String::new()),
+    };
+    if run.user.is_empty() && !run.group.is_empty() {
+        r.error("run.group", "run.group needs run.user");
+    }
 
     let log_level: String = r.get("log.level", "info".to_string());
     if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
@@ -384,6 +398,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
         policy,
         log_level,
         log_format,
+        run,
         warnings: Vec::new(),
     }
 }
@@ -612,7 +627,7 @@ fn read_profiles(r: &mut Reader<'_>) -> std::collections::BTreeMap<String, Vec<S
     out
 }
 
-fn read_http(r: &mut Reader<'_>) -> HttpSettings {
+fn read_http(r: &mut Reader<'_>, have_certificate: bool) -> HttpSettings {
     let d = HttpConfig::default();
     let listen: String = r.get("http.listen", "127.0.0.1:8025".to_string());
     let listen = if listen.is_empty() {
@@ -656,6 +671,31 @@ fn read_http(r: &mut Reader<'_>) -> HttpSettings {
     let header_timeout = timeout("http.header_timeout", d.header_timeout);
     let idle_timeout = timeout("http.idle_timeout", d.idle_timeout);
     let body_timeout = timeout("http.body_timeout", d.body_timeout);
+    let access = read_access(r, listen);
+    let tls: bool = r.get("http.tls", false);
+    let mailpit: String = r.get("mailpit.listen", String::new());
+    let mailpit_listen = if mailpit.is_empty() {
+        None
+    } else {
+        match mailpit.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                r.error(
+                    "mailpit.listen",
+                    format!(
+                        "{mailpit:?} is not an address:port such as 127.0.0.1:8026 (empty: off)"
+                    ),
+                );
+                None
+            }
+        }
+    };
+    if tls && !have_certificate {
+        r.error(
+            "http.tls",
+            "HTTPS needs tls.certificate and tls.key (the same files SMTP uses)",
+        );
+    }
     HttpSettings {
         listen,
         config: HttpConfig {
@@ -671,8 +711,85 @@ fn read_http(r: &mut Reader<'_>) -> HttpSettings {
             header_timeout,
             idle_timeout,
             body_timeout,
+            access,
             ..d
         },
+        tls,
+        mailpit_listen,
+    }
+}
+
+/// Who may read what (`http.access`, credentials). A listener that is not on loopback must
+/// say which mode it wants: mail is private by nature, so there is no silent default there.
+fn read_access(r: &mut Reader<'_>, listen: Option<SocketAddr>) -> AccessConfig {
+    let d = AccessConfig::default();
+    let mode_text: String = r.get("http.access", String::new());
+    let mode = if mode_text.is_empty() {
+        match listen {
+            Some(a) if !a.ip().is_loopback() => {
+                r.error(
+                    "http.access",
+                    format!(
+                        "http.listen is {a}, not a loopback address: choose who may read mail with \
+                         http.access = \"public\" (anyone may read a mailbox whose address they know; \
+                         listing, searching or watching all mail needs a credential), \"private\" \
+                         (every route needs a credential) or \"open\" (anyone may read everything)"
+                    ),
+                );
+                AccessMode::Private
+            }
+            _ => AccessMode::Open,
+        }
+    } else {
+        match mode_text.parse() {
+            Ok(m) => m,
+            Err(e) => {
+                r.error("http.access", e);
+                AccessMode::Private
+            }
+        }
+    };
+    let token_text: Vec<String> = r.get("http.tokens", Vec::new());
+    let mut tokens = Vec::new();
+    for t in &token_text {
+        match Token::parse(t) {
+            Ok(t) => tokens.push(t),
+            // Never echo the token itself.
+            Err(e) => r.error("http.tokens", format!("a token is not valid: {e}")),
+        }
+    }
+    let htpasswd: String = r.get("http.htpasswd", String::new());
+    let htpasswd = (!htpasswd.is_empty()).then(|| PathBuf::from(htpasswd));
+    if let Some(p) = &htpasswd
+        && std::fs::metadata(p).is_err()
+    {
+        r.error("http.htpasswd", format!("{} cannot be read", p.display()));
+    }
+    let scope_text: Vec<String> = r.get(
+        "http.htpasswd_scopes",
+        vec!["read".to_string(), "delete".to_string()],
+    );
+    let htpasswd_scopes = match Scopes::parse(&scope_text.join(",")) {
+        Ok(s) => s,
+        Err(e) => {
+            r.error("http.htpasswd_scopes", e);
+            d.htpasswd_scopes
+        }
+    };
+    if mode == AccessMode::Private && tokens.is_empty() && htpasswd.is_none() {
+        r.error(
+            "http.access",
+            "\"private\" needs a credential: set http.tokens or http.htpasswd",
+        );
+    }
+    AccessConfig {
+        mode,
+        tokens,
+        htpasswd,
+        htpasswd_scopes,
+        public_delete: r.get("http.public_delete", d.public_delete),
+        auth_failures_per_minute: r
+            .get("http.auth_failures_per_minute", d.auth_failures_per_minute),
     }
 }
 

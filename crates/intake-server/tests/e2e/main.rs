@@ -7,6 +7,7 @@
 mod http;
 mod support;
 
+mod access;
 mod api;
 mod cli;
 mod crash;
@@ -14,6 +15,7 @@ mod hostile;
 mod http_flood;
 mod lettre_client;
 mod limits;
+mod ops;
 mod policy;
 mod proxy;
 mod restart;

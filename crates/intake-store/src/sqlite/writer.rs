@@ -185,20 +185,28 @@ impl Writer {
 
     fn commit_deliveries(&mut self, batch: Vec<(Box<Incoming>, Reply<()>)>) {
         let started = Instant::now();
-        let result = write_batch(&mut self.conn, &batch);
+        let results = write_batch(&mut self.conn, &batch);
         let n = batch.len();
-        match &result {
-            Ok(_) => tracing::trace!(
+        metrics::histogram!("intake_store_commit_batch_size").record(n as f64);
+        metrics::histogram!("intake_store_commit_seconds").record(started.elapsed());
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        if failed == 0 {
+            tracing::trace!(
                 messages = n,
                 micros = started.elapsed().as_micros() as u64,
                 "committed"
-            ),
-            Err(e) => tracing::error!(messages = n, error = %e, "commit failed; answering 451"),
+            );
+        } else {
+            tracing::error!(
+                messages = n,
+                failed,
+                "commit: some messages not stored; answering 451 to those"
+            );
         }
         let publish = self.events().has_listeners();
-        match result {
-            Ok(filed) => {
-                for ((msg, done), mailboxes) in batch.into_iter().zip(filed) {
+        for ((msg, done), result) in batch.into_iter().zip(results) {
+            match result {
+                Ok(mailboxes) => {
                     if publish {
                         self.events().publish(Event::New {
                             mailboxes,
@@ -207,10 +215,8 @@ impl Writer {
                     }
                     let _ = done.send(Ok(()));
                 }
-            }
-            Err(e) => {
-                for (_, done) in batch {
-                    let _ = done.send(Err(unavailable(&e)));
+                Err(e) => {
+                    let _ = done.send(Err(e));
                 }
             }
         }
@@ -418,83 +424,124 @@ fn delete_message(
     Ok(Some((id, mailboxes)))
 }
 
-/// Writes a batch of deliveries in one transaction. Returns each message's mailboxes.
-fn write_batch(
-    conn: &mut Connection,
-    batch: &[(Box<Incoming>, Reply<()>)],
-) -> rusqlite::Result<Vec<Vec<String>>> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let mut filed_all = Vec::with_capacity(batch.len());
-    {
-        let mut ins_msg = tx.prepare_cached(
-            "INSERT INTO messages (id, received_at, mail_from, rcpt_to, helo, client_ip, client_port,
-                tls_version, tls_cipher, size, sha256, message_id, from_addr, to_addr, cc_addr,
-                subject, date, content_type, charset, attachments, mailboxes)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
-        )?;
-        let mut ins_body = tx.prepare_cached("INSERT INTO bodies (seq, raw) VALUES (?1, ?2)")?;
-        let mut ins_box = tx.prepare_cached(
-            "INSERT OR IGNORE INTO mailbox_messages (mailbox, seq) VALUES (?1, ?2)",
-        )?;
-        let mut alias = tx.prepare_cached("SELECT mailbox FROM aliases WHERE alias = ?1")?;
+/// What became of each message of a batch: its mailboxes, or why it was not written.
+type BatchResult = Vec<Result<Vec<String>, StoreError>>;
+
+/// Writes a batch of deliveries in one transaction (the fast path). When one message fails
+/// (a poison message: a constraint, a value the database refuses), the batch is written
+/// again with each message in a savepoint of its own, so only that message fails and every
+/// other sender in the batch still gets its 250. A failure of the transaction itself (disk
+/// full, I/O) fails every message.
+fn write_batch(conn: &mut Connection, batch: &[(Box<Incoming>, Reply<()>)]) -> BatchResult {
+    let fail_all = |e: rusqlite::Error| -> BatchResult {
+        batch.iter().map(|_| Err(unavailable(&e))).collect()
+    };
+    let first = (|| -> rusqlite::Result<Vec<Vec<String>>> {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut filed_all = Vec::with_capacity(batch.len());
         for (m, _) in batch {
-            let mut filed: Vec<String> = Vec::new();
-            for mailbox in m.mailboxes() {
-                // Mail to a mailbox's alias is filed in the mailbox itself.
-                let target = if intake_core::alias::looks_like_alias(&mailbox) {
-                    alias
-                        .query_row([&mailbox], |r| r.get::<_, String>(0))
-                        .optional()?
-                        .unwrap_or(mailbox)
-                } else {
-                    mailbox
-                };
-                if !filed.contains(&target) {
-                    filed.push(target);
+            filed_all.push(insert_message(&tx, m)?);
+        }
+        tx.commit()?;
+        Ok(filed_all)
+    })();
+    let first_error = match first {
+        Ok(filed) => return filed.into_iter().map(Ok).collect(),
+        Err(e) => e,
+    };
+    if batch.len() == 1 {
+        return vec![Err(unavailable(&first_error))];
+    }
+    tracing::warn!(messages = batch.len(), error = %first_error,
+        "a batch failed: writing its messages one by one to isolate the failing one");
+    let isolated = (|| -> rusqlite::Result<BatchResult> {
+        let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut results: BatchResult = Vec::with_capacity(batch.len());
+        for (m, _) in batch {
+            let mut sp = tx.savepoint()?;
+            match insert_message(&sp, m) {
+                Ok(filed) => {
+                    sp.commit()?;
+                    results.push(Ok(filed));
+                }
+                Err(e) => {
+                    sp.rollback()?;
+                    drop(sp);
+                    tracing::error!(id = %m.id, error = %e, "message not stored: answering 451 to its sender only");
+                    results.push(Err(unavailable(&e)));
                 }
             }
-            let rcpt = serde_json::to_string(&m.envelope.rcpt_to).expect("strings serialize");
-            let attachments =
-                serde_json::to_string(&m.meta.attachments).expect("attachments serialize");
-            let mailboxes = serde_json::to_string(&filed).expect("strings serialize");
-            ins_msg.execute(params![
-                &m.id.as_bytes()[..],
-                m.received_at,
-                m.envelope.mail_from,
-                rcpt,
-                m.session.helo,
-                m.session.client.ip().to_string(),
-                m.session.client.port(),
-                m.session.tls.as_ref().map(|t| t.version.as_str()),
-                m.session.tls.as_ref().map(|t| t.cipher.as_str()),
-                m.size as i64,
-                m.sha256,
-                m.meta.message_id,
-                m.meta.from,
-                m.meta.to,
-                m.meta.cc,
-                m.meta.subject,
-                m.meta.date,
-                m.meta.content_type,
-                m.meta.charset,
-                attachments,
-                mailboxes,
-            ])?;
-            let seq = tx.last_insert_rowid();
-            ins_body.execute(params![seq, &m.raw[..]])?;
-            if !m.findings.is_empty() {
-                let findings = serde_json::to_string(&m.findings).expect("findings serialize");
-                tx.prepare_cached("INSERT INTO message_checks (seq, findings) VALUES (?1, ?2)")?
-                    .execute(params![seq, findings])?;
-            }
-            for target in &filed {
-                ins_box.execute(params![target, seq])?;
-            }
-            filed_all.push(filed);
+        }
+        tx.commit()?;
+        Ok(results)
+    })();
+    isolated.unwrap_or_else(fail_all)
+}
+
+/// Inserts one message (metadata, body, mailbox links). Returns the mailboxes it is filed in.
+fn insert_message(tx: &rusqlite::Connection, m: &Incoming) -> rusqlite::Result<Vec<String>> {
+    let mut ins_msg = tx.prepare_cached(
+        "INSERT INTO messages (id, received_at, mail_from, rcpt_to, helo, client_ip, client_port,
+            tls_version, tls_cipher, size, sha256, message_id, from_addr, to_addr, cc_addr,
+            subject, date, content_type, charset, attachments, mailboxes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+    )?;
+    let mut ins_body = tx.prepare_cached("INSERT INTO bodies (seq, raw) VALUES (?1, ?2)")?;
+    let mut ins_box =
+        tx.prepare_cached("INSERT OR IGNORE INTO mailbox_messages (mailbox, seq) VALUES (?1, ?2)")?;
+    let mut alias = tx.prepare_cached("SELECT mailbox FROM aliases WHERE alias = ?1")?;
+    let mut filed: Vec<String> = Vec::new();
+    for mailbox in m.mailboxes() {
+        // Mail to a mailbox's alias is filed in the mailbox itself.
+        let target = if intake_core::alias::looks_like_alias(&mailbox) {
+            alias
+                .query_row([&mailbox], |r| r.get::<_, String>(0))
+                .optional()?
+                .unwrap_or(mailbox)
+        } else {
+            mailbox
+        };
+        if !filed.contains(&target) {
+            filed.push(target);
         }
     }
-    tx.commit()?;
-    Ok(filed_all)
+    let rcpt = serde_json::to_string(&m.envelope.rcpt_to).expect("strings serialize");
+    let attachments = serde_json::to_string(&m.meta.attachments).expect("attachments serialize");
+    let mailboxes = serde_json::to_string(&filed).expect("strings serialize");
+    ins_msg.execute(params![
+        &m.id.as_bytes()[..],
+        m.received_at,
+        m.envelope.mail_from,
+        rcpt,
+        m.session.helo,
+        m.session.client.ip().to_string(),
+        m.session.client.port(),
+        m.session.tls.as_ref().map(|t| t.version.as_str()),
+        m.session.tls.as_ref().map(|t| t.cipher.as_str()),
+        m.size as i64,
+        m.sha256,
+        m.meta.message_id,
+        m.meta.from,
+        m.meta.to,
+        m.meta.cc,
+        m.meta.subject,
+        m.meta.date,
+        m.meta.content_type,
+        m.meta.charset,
+        attachments,
+        mailboxes,
+    ])?;
+    let seq = tx.last_insert_rowid();
+    ins_body.execute(params![seq, &m.raw[..]])?;
+    if !m.findings.is_empty() {
+        let findings = serde_json::to_string(&m.findings).expect("findings serialize");
+        tx.prepare_cached("INSERT INTO message_checks (seq, findings) VALUES (?1, ?2)")?
+            .execute(params![seq, findings])?;
+    }
+    for target in &filed {
+        ins_box.execute(params![target, seq])?;
+    }
+    Ok(filed)
 }
 
 /// Indexes up to `limit` messages after `after`. `Ok(None)`: nothing to index.

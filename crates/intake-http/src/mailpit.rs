@@ -1,0 +1,692 @@
+//! A Mailpit-compatible API (v1), so that test suites written against Mailpit's client
+//! libraries run against Intake unchanged. It is one global view over all mailboxes, with
+//! Mailpit's paths and PascalCase JSON shapes, served on a listener of its own
+//! (`mailpit.listen`) because Intake's own API uses some of the same paths with other shapes.
+//!
+//! Routes: `GET/PUT/DELETE /api/v1/messages`, `GET/DELETE /api/v1/search`,
+//! `GET /api/v1/message/{ID}` (also `latest`; marks read), `…/headers`, `…/raw`,
+//! `…/part/{PartID}`, `GET /api/v1/info`, `GET /api/v1/webui`, `/view/{ID}.html` and `.txt`.
+//! A `PartID` is the attachment's position, from 0 (Intake's own numbering).
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query as QueryParams, State};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use intake_core::{MessageId, Page, Summary, mime};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::access::Need;
+use crate::api::{load, parse_id, sandboxed_html};
+use crate::error::ApiError;
+use crate::model::{parse_query, rfc3339};
+
+/// The Mailpit routes (with state applied).
+pub(crate) fn routes(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/api/v1/messages",
+            get(list).put(set_read).delete(delete_messages),
+        )
+        .route("/api/v1/search", get(search).delete(delete_search))
+        .route("/api/v1/message/{id}", get(message))
+        .route("/api/v1/message/{id}/headers", get(headers))
+        .route("/api/v1/message/{id}/raw", get(raw))
+        .route("/api/v1/message/{id}/part/{part}", get(part))
+        .route("/api/v1/info", get(info))
+        .route("/api/v1/webui", get(webui))
+        .route("/view/{file}", get(view))
+        .with_state(state)
+}
+
+/// Every Mailpit route spans all mail: reads need `read`, deletes `delete`.
+pub(crate) fn classify(method: &Method, _template: Option<&str>, _query: Option<&str>) -> Need {
+    if method == Method::DELETE {
+        Need::AllDelete
+    } else {
+        Need::AllRead
+    }
+}
+
+/// `{Name, Address}`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Contact {
+    name: String,
+    address: String,
+}
+
+/// Splits an address-list header value (`"Doe, Jane" <j@x>, bob@y`) into contacts.
+fn contacts(value: Option<&str>) -> Vec<Contact> {
+    let Some(v) = value else { return Vec::new() };
+    let mut parts = Vec::new();
+    let (mut cur, mut quoted, mut angle) = (String::new(), false, false);
+    for c in v.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            '<' if !quoted => angle = true,
+            '>' if !quoted => angle = false,
+            ',' if !quoted && !angle => {
+                parts.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    parts.push(cur);
+    parts
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .map(|p| match (p.rfind('<'), p.rfind('>')) {
+            (Some(l), Some(r)) if l < r => Contact {
+                name: p[..l].trim().trim_matches('"').trim().to_string(),
+                address: p[l + 1..r].trim().to_string(),
+            },
+            _ => Contact {
+                name: String::new(),
+                address: p.to_string(),
+            },
+        })
+        .collect()
+}
+
+/// A message in a listing.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct MessageSummary {
+    #[serde(rename = "ID")]
+    id: String,
+    #[serde(rename = "MessageID")]
+    message_id: String,
+    read: bool,
+    from: Contact,
+    to: Vec<Contact>,
+    cc: Vec<Contact>,
+    bcc: Vec<Contact>,
+    reply_to: Vec<Contact>,
+    subject: String,
+    created: String,
+    username: String,
+    tags: Vec<String>,
+    size: u64,
+    attachments: u32,
+    snippet: String,
+}
+
+/// A page of messages (`/messages`, `/search`).
+#[derive(Debug, Serialize)]
+struct MessagesPage {
+    total: u64,
+    unread: u64,
+    count: usize,
+    messages_count: u64,
+    messages_unread: u64,
+    start: u64,
+    tags: Vec<String>,
+    messages: Vec<MessageSummary>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Paging {
+    start: Option<u64>,
+    limit: Option<u64>,
+}
+
+fn page(p: &Paging, max: u64) -> Page {
+    Page {
+        offset: p.start.unwrap_or(0),
+        limit: p.limit.unwrap_or(50).clamp(1, max),
+    }
+}
+
+/// The snippet and Message-ID of a message (read from its source).
+async fn details(state: &AppState, s: &Summary) -> (String, String) {
+    let Ok(Some(m)) = state.store.fetch(s.id).await else {
+        return (String::new(), String::new());
+    };
+    let id = m.meta.message_id.clone().unwrap_or_default();
+    let raw = m.raw.clone();
+    let snippet = tokio::task::spawn_blocking(move || {
+        let text = mime::plain_text(&raw).unwrap_or_default();
+        let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        flat.chars().take(250).collect::<String>()
+    })
+    .await
+    .unwrap_or_default();
+    (snippet, id)
+}
+
+async fn summaries(state: &AppState, list: &[Summary]) -> Vec<MessageSummary> {
+    let details = futures_util::future::join_all(list.iter().map(|s| details(state, s))).await;
+    list.iter()
+        .zip(details)
+        .map(|(s, (snippet, message_id))| MessageSummary {
+            id: s.id.to_string(),
+            message_id,
+            read: s.seen,
+            from: contacts(s.from.as_deref())
+                .into_iter()
+                .next()
+                .unwrap_or(Contact {
+                    name: String::new(),
+                    address: s.mail_from.clone(),
+                }),
+            to: contacts(s.to.as_deref()),
+            cc: Vec::new(),
+            bcc: Vec::new(),
+            reply_to: Vec::new(),
+            subject: s.subject.clone().unwrap_or_default(),
+            created: rfc3339(s.received_at),
+            username: String::new(),
+            tags: Vec::new(),
+            size: s.size,
+            attachments: s.attachments,
+            snippet,
+        })
+        .collect()
+}
+
+async fn page_of(
+    state: &AppState,
+    listing: intake_core::Listing,
+    start: u64,
+) -> Json<MessagesPage> {
+    let messages = summaries(state, &listing.messages).await;
+    Json(MessagesPage {
+        total: listing.total,
+        unread: listing.unread,
+        count: messages.len(),
+        messages_count: listing.total,
+        messages_unread: listing.unread,
+        start,
+        tags: Vec::new(),
+        messages,
+    })
+}
+
+async fn list(
+    State(state): State<AppState>,
+    QueryParams(p): QueryParams<Paging>,
+) -> Result<Json<MessagesPage>, ApiError> {
+    let pg = page(&p, state.config.max_per_page);
+    let listing = state.store.list_all(pg).await?;
+    Ok(page_of(&state, listing, pg.offset).await)
+}
+
+#[derive(Debug, Deserialize)]
+struct SearchParams {
+    query: Option<String>,
+    start: Option<u64>,
+    limit: Option<u64>,
+}
+
+async fn search(
+    State(state): State<AppState>,
+    QueryParams(p): QueryParams<SearchParams>,
+) -> Result<Json<MessagesPage>, ApiError> {
+    let q = parse_query(p.query.as_deref().unwrap_or(""))?;
+    let pg = page(
+        &Paging {
+            start: p.start,
+            limit: p.limit,
+        },
+        state.config.max_per_page,
+    );
+    let listing = state.store.search(&q, pg).await?;
+    Ok(page_of(&state, listing, pg.offset).await)
+}
+
+/// `{IDs, Read, Search}` as JSON (Mailpit's own clients) or as a form (`ids=…&Read=true`,
+/// as some clients send it). An empty body is an empty request.
+#[derive(Debug, Default, Deserialize)]
+struct Selection {
+    #[serde(rename = "IDs", alias = "ids", default)]
+    ids: Vec<String>,
+    #[serde(rename = "Read", alias = "read", default)]
+    read: Option<bool>,
+    #[serde(rename = "Search", alias = "search", default)]
+    search: Option<String>,
+}
+
+fn selection(headers: &HeaderMap, body: &Bytes) -> Result<Selection, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Selection::default());
+    }
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    if form {
+        let text = std::str::from_utf8(body)
+            .map_err(|_| ApiError::BadRequest("the form is not UTF-8".into()))?;
+        let uri: axum::http::Uri = format!("/?{text}")
+            .parse()
+            .map_err(|_| ApiError::BadRequest("not a form".into()))?;
+        let axum::extract::Query(pairs) =
+            axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri)
+                .map_err(|e| ApiError::BadRequest(format!("form: {e}")))?;
+        let mut s = Selection::default();
+        for (k, v) in pairs {
+            match k.to_ascii_lowercase().as_str() {
+                "ids" | "ids[]" => s.ids.push(v),
+                "read" => s.read = Some(matches!(v.to_ascii_lowercase().as_str(), "true" | "1")),
+                "search" => s.search = Some(v),
+                _ => {}
+            }
+        }
+        return Ok(s);
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("JSON body: {e}")))
+}
+
+/// Ids of every message matching `query` (all mail when None).
+async fn select(state: &AppState, query: Option<&str>) -> Result<Vec<MessageId>, ApiError> {
+    let q = match query {
+        Some(t) if !t.trim().is_empty() => Some(parse_query(t)?),
+        _ => None,
+    };
+    let mut ids = Vec::new();
+    let mut offset = 0;
+    loop {
+        let pg = Page { offset, limit: 500 };
+        let listing = match &q {
+            Some(q) => state.store.search(q, pg).await?,
+            None => state.store.list_all(pg).await?,
+        };
+        let n = listing.messages.len() as u64;
+        ids.extend(listing.messages.iter().map(|m| m.id));
+        if n < pg.limit {
+            return Ok(ids);
+        }
+        offset += n;
+    }
+}
+
+fn ok() -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
+        "ok",
+    )
+        .into_response()
+}
+
+async fn set_read(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let sel = selection(&headers, &body)?;
+    let ids = if sel.ids.is_empty() {
+        select(&state, sel.search.as_deref()).await?
+    } else {
+        sel.ids
+            .iter()
+            .map(|i| parse_id(i))
+            .collect::<Result<_, _>>()?
+    };
+    let read = sel.read.unwrap_or(false);
+    for id in ids {
+        state.store.set_seen(id, read).await?;
+    }
+    Ok(ok())
+}
+
+async fn delete_messages(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let sel = selection(&headers, &body)?;
+    let ids = if sel.ids.is_empty() {
+        select(&state, None).await?
+    } else {
+        sel.ids
+            .iter()
+            .map(|i| parse_id(i))
+            .collect::<Result<_, _>>()?
+    };
+    for id in ids {
+        state.store.delete(id).await?;
+    }
+    Ok(ok())
+}
+
+async fn delete_search(
+    State(state): State<AppState>,
+    QueryParams(p): QueryParams<SearchParams>,
+) -> Result<Response, ApiError> {
+    let Some(q) = p.query.filter(|q| !q.trim().is_empty()) else {
+        return Err(ApiError::BadRequest("query is required".into()));
+    };
+    for id in select(&state, Some(&q)).await? {
+        state.store.delete(id).await?;
+    }
+    Ok(ok())
+}
+
+/// `latest` or an id.
+async fn resolve(state: &AppState, id: &str) -> Result<String, ApiError> {
+    if id != "latest" {
+        return Ok(id.to_string());
+    }
+    let l = state
+        .store
+        .list_all(Page {
+            offset: 0,
+            limit: 1,
+        })
+        .await?;
+    l.messages
+        .first()
+        .map(|m| m.id.to_string())
+        .ok_or_else(|| ApiError::NotFound("no messages".into()))
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Part {
+    #[serde(rename = "PartID")]
+    part_id: String,
+    file_name: String,
+    content_type: String,
+    #[serde(rename = "ContentID")]
+    content_id: String,
+    size: u64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListUnsubscribe {
+    header: String,
+    links: Vec<String>,
+    errors: String,
+    header_post: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Message {
+    #[serde(rename = "ID")]
+    id: String,
+    #[serde(rename = "MessageID")]
+    message_id: String,
+    read: bool,
+    from: Contact,
+    to: Vec<Contact>,
+    cc: Vec<Contact>,
+    bcc: Vec<Contact>,
+    reply_to: Vec<Contact>,
+    return_path: String,
+    subject: String,
+    list_unsubscribe: ListUnsubscribe,
+    date: String,
+    tags: Vec<String>,
+    username: String,
+    text: String,
+    #[serde(rename = "HTML")]
+    html: String,
+    size: u64,
+    inline: Vec<Part>,
+    attachments: Vec<Part>,
+}
+
+async fn message(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Message>, ApiError> {
+    let id = resolve(&state, &id).await?;
+    let m = load(&state, &id).await?;
+    // Mailpit marks a message read when it is opened.
+    state.store.set_seen(m.id, true).await?;
+    let raw = m.raw.clone();
+    let (text, html, hdrs) = tokio::task::spawn_blocking(move || {
+        (
+            mime::text_body(&raw).unwrap_or_default(),
+            mime::html_body(&raw).unwrap_or_default(),
+            mime::headers(&raw),
+        )
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let header = |name: &str| {
+        hdrs.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let meta = &m.meta;
+    Ok(Json(Message {
+        id: m.id.to_string(),
+        message_id: meta.message_id.clone().unwrap_or_default(),
+        read: true,
+        from: contacts(meta.from.as_deref())
+            .into_iter()
+            .next()
+            .unwrap_or(Contact {
+                name: String::new(),
+                address: m.envelope.mail_from.clone(),
+            }),
+        to: contacts(meta.to.as_deref()),
+        cc: contacts(meta.cc.as_deref()),
+        bcc: Vec::new(),
+        reply_to: contacts(header("Reply-To").as_deref()),
+        return_path: m.envelope.mail_from.clone(),
+        subject: meta.subject.clone().unwrap_or_default(),
+        list_unsubscribe: ListUnsubscribe {
+            header: header("List-Unsubscribe").unwrap_or_default(),
+            links: Vec::new(),
+            errors: String::new(),
+            header_post: header("List-Unsubscribe-Post").unwrap_or_default(),
+        },
+        date: meta.date.clone().unwrap_or_else(|| rfc3339(m.received_at)),
+        tags: Vec::new(),
+        username: String::new(),
+        text,
+        html,
+        size: m.size,
+        inline: Vec::new(),
+        attachments: meta
+            .attachments
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Part {
+                part_id: i.to_string(),
+                file_name: a.name.clone().unwrap_or_default(),
+                content_type: a.content_type.clone(),
+                content_id: String::new(),
+                size: a.size,
+            })
+            .collect(),
+    }))
+}
+
+async fn headers(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<BTreeMap<String, Vec<String>>>, ApiError> {
+    let id = resolve(&state, &id).await?;
+    let m = load(&state, &id).await?;
+    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in mime::headers(&m.raw) {
+        map.entry(k).or_default().push(v);
+    }
+    Ok(Json(map))
+}
+
+async fn raw(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = resolve(&state, &id).await?;
+    let m = load(&state, &id).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        m.raw.clone(),
+    )
+        .into_response())
+}
+
+async fn part(
+    State(state): State<AppState>,
+    Path((id, part)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = resolve(&state, &id).await?;
+    let m = load(&state, &id).await?;
+    let index: usize = part
+        .parse()
+        .map_err(|_| ApiError::NotFound(format!("no part {part}")))?;
+    let raw = m.raw.clone();
+    let found = tokio::task::spawn_blocking(move || mime::attachment(&raw, index))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let Some((ct, name, bytes)) = found else {
+        return Err(ApiError::NotFound(format!("no part {part}")));
+    };
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&ct).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
+    let file = name
+        .unwrap_or_else(|| format!("part-{index}"))
+        .replace(['"', '\\', '\r', '\n'], "_");
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok((h, bytes).into_response())
+}
+
+async fn view(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+) -> Result<Response, ApiError> {
+    let (id, html) = if let Some(id) = file.strip_suffix(".html") {
+        (id, true)
+    } else if let Some(id) = file.strip_suffix(".txt") {
+        (id, false)
+    } else {
+        return Err(ApiError::NotFound(format!("no view {file}")));
+    };
+    let id = resolve(&state, id).await?;
+    let m = load(&state, &id).await?;
+    let raw = m.raw.clone();
+    if html {
+        let body = tokio::task::spawn_blocking(move || {
+            mime::html_body(&raw).unwrap_or_else(|| {
+                let t = mime::plain_text(&raw).unwrap_or_default();
+                format!("<pre>{}</pre>", crate::api::escape_html(&t))
+            })
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        return Ok(sandboxed_html(body, false));
+    }
+    let text = tokio::task::spawn_blocking(move || mime::plain_text(&raw).unwrap_or_default())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response())
+}
+
+async fn info(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let l = state
+        .store
+        .list_all(Page {
+            offset: 0,
+            limit: 1,
+        })
+        .await?;
+    Ok(Json(serde_json::json!({
+        "Version": concat!("intake-", env!("CARGO_PKG_VERSION")),
+        "LatestVersion": "",
+        "Database": "intake",
+        "DatabaseSize": 0,
+        "Messages": l.total,
+        "Unread": l.unread,
+        "Tags": {},
+        "RuntimeStats": {
+            "Uptime": 0, "Memory": 0, "MessagesDeleted": 0, "SMTPAccepted": 0,
+            "SMTPAcceptedSize": 0, "SMTPRejected": 0, "SMTPIgnored": 0
+        }
+    })))
+}
+
+async fn webui() -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "Label": "Intake",
+        "MessageRelay": {
+            "Enabled": false, "SMTPServer": "", "ReturnPath": "", "AllowedRecipients": "",
+            "BlockedRecipients": "", "OverrideFrom": "", "PreserveMessageIDs": false
+        },
+        "SpamAssassin": false,
+        "ChaosEnabled": false,
+        "DuplicatesIgnored": false,
+        "HideDeleteAllButton": false
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(name: &str, address: &str) -> Contact {
+        Contact {
+            name: name.into(),
+            address: address.into(),
+        }
+    }
+
+    #[test]
+    fn address_lists_split_like_a_mail_reader() {
+        assert_eq!(
+            contacts(Some(
+                "\"Doe, Jane\" <jane@x.test>, bob@y.test, Al <al@z.test>"
+            )),
+            vec![
+                c("Doe, Jane", "jane@x.test"),
+                c("", "bob@y.test"),
+                c("Al", "al@z.test")
+            ]
+        );
+        assert!(contacts(None).is_empty());
+        assert!(contacts(Some("  ")).is_empty());
+    }
+
+    #[test]
+    fn selections_from_json_forms_and_empty_bodies() {
+        let mut h = HeaderMap::new();
+        let s = selection(&h, &Bytes::from_static(b"{\"IDs\":[\"a\"],\"Read\":true}")).unwrap();
+        assert_eq!((s.ids, s.read), (vec!["a".to_string()], Some(true)));
+        let s = selection(&h, &Bytes::new()).unwrap();
+        assert!(s.ids.is_empty() && s.read.is_none());
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        let s = selection(&h, &Bytes::from_static(b"ids=a&ids=b&Read=True")).unwrap();
+        assert_eq!(
+            (s.ids, s.read),
+            (vec!["a".to_string(), "b".to_string()], Some(true))
+        );
+    }
+}

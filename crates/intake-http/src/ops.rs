@@ -1,0 +1,71 @@
+//! Operations routes: `/metrics` (Prometheus text, rendered by the recorder the server
+//! installed), `/healthz` (the process answers) and `/readyz` (the store answers and the
+//! server is not draining).
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use intake_core::Page;
+
+use crate::AppState;
+
+pub(crate) fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let Some(render) = state.metrics.clone() else {
+        return (
+            StatusCode::NOT_FOUND,
+            "no metrics recorder in this process\n",
+        )
+            .into_response();
+    };
+    // Gauges read at scrape time.
+    if let Ok(Ok(l)) = tokio::time::timeout(
+        Duration::from_secs(2),
+        state.store.list_all(Page {
+            offset: 0,
+            limit: 1,
+        }),
+    )
+    .await
+    {
+        metrics::gauge!("intake_store_messages").set(l.total as f64);
+        metrics::gauge!("intake_store_unread_messages").set(l.unread as f64);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        render(),
+    )
+        .into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.draining.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    let probe = state.store.list_all(Page {
+        offset: 0,
+        limit: 1,
+    });
+    match tokio::time::timeout(Duration::from_secs(2), probe).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: the store does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response()
+        }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store too slow\n").into_response(),
+    }
+}

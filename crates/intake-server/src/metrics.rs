@@ -1,0 +1,79 @@
+//! The process's metrics recorder (Prometheus text format, from the `metrics` ecosystem):
+//! installed once, described once, rendered by the HTTP side's `/metrics`.
+
+use std::sync::{Arc, OnceLock};
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The renderer for `/metrics`; None when another recorder was installed first.
+pub fn render() -> Option<intake_http::MetricsRender> {
+    let handle = HANDLE.get_or_init(|| {
+        let h = PrometheusBuilder::new()
+            .set_buckets(&[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ])
+            .and_then(|b| b.install_recorder());
+        match h {
+            Ok(h) => {
+                describe();
+                Some(h)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no metrics recorder: /metrics is off");
+                None
+            }
+        }
+    });
+    let h = handle.clone()?;
+    Some(Arc::new(move || h.render()))
+}
+
+fn describe() {
+    describe_counter!(
+        "intake_smtp_connections_total",
+        "SMTP connections accepted by the kernel"
+    );
+    describe_counter!(
+        "intake_smtp_connections_refused_total",
+        "SMTP connections refused at once, by reason (limit, client_limit)"
+    );
+    describe_gauge!("intake_smtp_connections_open", "SMTP sessions open now");
+    describe_counter!(
+        "intake_smtp_messages_total",
+        "Messages by result: accepted (250, durable), rejected (5xx), deferred (4xx)"
+    );
+    describe_counter!(
+        "intake_smtp_received_bytes_total",
+        Unit::Bytes,
+        "Octets of accepted messages"
+    );
+    describe_histogram!(
+        "intake_smtp_deliver_seconds",
+        Unit::Seconds,
+        "End of data to durable (the wait before the 250)"
+    );
+    describe_histogram!(
+        "intake_store_commit_batch_size",
+        Unit::Count,
+        "Messages per group commit"
+    );
+    describe_histogram!(
+        "intake_store_commit_seconds",
+        Unit::Seconds,
+        "Time to write and commit one batch"
+    );
+    describe_gauge!(
+        "intake_store_messages",
+        "Messages stored (read at scrape time)"
+    );
+    describe_gauge!("intake_store_unread_messages", "Unread messages stored");
+    describe_counter!("intake_http_connections_total", "HTTP connections accepted");
+    describe_counter!(
+        "intake_http_connections_refused_total",
+        "HTTP connections refused at once, by reason (limit, client_limit)"
+    );
+}

@@ -1,0 +1,155 @@
+// Mailpit's own npm client (mailpit-api) against Intake's Mailpit-compatible listener: what a
+// test suite written for Mailpit does. Starts its own Intake (INTAKE_BIN) on free loopback
+// ports, sends mail over real SMTP. Bounded: every wait has a timeout, a watchdog ends the run.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import net from "node:net";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { MailpitClient } from "mailpit-api";
+
+const bin = process.env.INTAKE_BIN;
+let intake, exited, smtpPort, mailpitPort, dataDir, mailpit;
+
+const watchdog = setTimeout(() => { if (intake) intake.kill("SIGKILL"); process.exit(1); }, 60_000);
+watchdog.unref();
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on("error", reject);
+    s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => resolve(p)); });
+  });
+}
+
+async function waitPort(port) {
+  const end = Date.now() + 15_000;
+  while (Date.now() < end) {
+    if (exited) throw new Error(`intake exited (${exited})`);
+    const ok = await new Promise((res) => {
+      const c = net.connect(port, "127.0.0.1", () => { c.end(); res(true); });
+      c.on("error", () => res(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`nothing on ${port}`);
+}
+
+// One message over SMTP, every reply checked.
+function send(to, subject, body, extra = []) {
+  const data = [`From: Sender Name <sender@example.net>`, `To: ${to}`, `Subject: ${subject}`,
+    `Message-ID: <${subject.replace(/\W/g, "")}@example.net>`, ...extra, "", body].join("\r\n");
+  const steps = [[null, 220], ["EHLO t", 250], ["MAIL FROM:<sender@example.net>", 250],
+    [`RCPT TO:<${to}>`, 250], ["DATA", 354], [data + "\r\n.", 250], ["QUIT", 221]];
+  return new Promise((resolve, reject) => {
+    const s = net.connect(smtpPort, "127.0.0.1");
+    let buf = "", i = 0;
+    const t = setTimeout(() => { s.destroy(); reject(new Error("SMTP timeout")); }, 10_000);
+    s.on("data", (d) => {
+      buf += d.toString("latin1");
+      const line = buf.split("\r\n").slice(0, -1).find((l) => /^\d{3} /.test(l));
+      if (!line) return;
+      buf = "";
+      if (Number(line.slice(0, 3)) !== steps[i][1]) { clearTimeout(t); s.destroy(); reject(new Error(line)); return; }
+      i += 1;
+      if (i === steps.length) { clearTimeout(t); s.end(); resolve(); return; }
+      s.write(steps[i][0] + "\r\n");
+    });
+    s.on("error", reject);
+  });
+}
+
+before(async () => {
+  assert.ok(bin && fs.existsSync(bin), `INTAKE_BIN (${bin}) is the intake binary`);
+  smtpPort = await freePort();
+  mailpitPort = await freePort();
+  const httpPort = await freePort();
+  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "intake-mailpit-"));
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("INTAKE_")));
+  intake = spawn(bin, ["serve"], {
+    env: { ...env, INTAKE_SMTP__LISTEN: `127.0.0.1:${smtpPort}`, INTAKE_HTTP__LISTEN: `127.0.0.1:${httpPort}`,
+      INTAKE_MAILPIT__LISTEN: `127.0.0.1:${mailpitPort}`, INTAKE_STORE__PATH: dataDir, INTAKE_LOG__LEVEL: "warn" },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  intake.on("exit", (c, s) => { exited = s || `code ${c}`; });
+  await waitPort(smtpPort);
+  await waitPort(mailpitPort);
+  mailpit = new MailpitClient(`http://127.0.0.1:${mailpitPort}`);
+});
+
+after(async () => {
+  if (intake && !exited) {
+    const gone = new Promise((r) => intake.once("exit", r));
+    intake.kill("SIGTERM");
+    await gone;
+  }
+  if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  clearTimeout(watchdog);
+});
+
+test("a Mailpit test suite's round trip: send, list, search, wait, read, headers, source, delete all", async () => {
+  const info = await mailpit.getInfo();
+  assert.equal(info.Messages, 0);
+  await send("alice@example.test", "Welcome aboard", "Hello Alice, click to confirm.");
+  await send("bob@example.test", "Password reset", "Your code is 424242.");
+
+  const list = await mailpit.listMessages();
+  assert.equal(list.total, 2);
+  assert.equal(list.messages_count, 2);
+  assert.equal(list.unread, 2);
+  assert.equal(list.start, 0);
+  const newest = list.messages[0];
+  assert.equal(newest.Subject, "Password reset");
+  assert.deepEqual(newest.From, { Name: "Sender Name", Address: "sender@example.net" });
+  assert.deepEqual(newest.To, [{ Name: "", Address: "bob@example.test" }]);
+  assert.equal(newest.Read, false);
+  assert.equal(newest.MessageID, "Passwordreset@example.net");
+  assert.match(newest.Snippet, /424242/);
+  assert.ok(!Number.isNaN(Date.parse(newest.Created)));
+
+  const found = await mailpit.searchMessages({ query: "subject:Welcome" });
+  assert.equal(found.messages_count, 1);
+  assert.equal(found.messages[0].To[0].Address, "alice@example.test");
+
+  const msg = await mailpit.waitForMessage({ query: "to:bob@example.test" }, { timeout: 5000, interval: 100 });
+  assert.equal(msg.Subject, "Password reset");
+  assert.match(msg.Text, /424242/);
+  assert.equal(msg.Read, true);
+  assert.equal((await mailpit.listMessages()).unread, 1, "opening a message marks it read");
+
+  const latest = await mailpit.getMessageSummary();
+  assert.equal(latest.ID, newest.ID, "latest is the newest message");
+  const headers = await mailpit.getMessageHeaders(newest.ID);
+  assert.deepEqual(headers.Subject, ["Password reset"]);
+  const source = await mailpit.getMessageSource(newest.ID);
+  assert.match(source, /^Received: /);
+  assert.match(source, /Your code is 424242\./);
+  assert.match(await mailpit.renderMessageText(newest.ID), /424242/);
+
+  await mailpit.setReadStatus({ Read: true });
+  assert.equal((await mailpit.listMessages()).unread, 0);
+  await mailpit.setReadStatus({ IDs: [newest.ID], Read: false });
+  assert.equal((await mailpit.listMessages()).unread, 1);
+
+  await mailpit.deleteMessagesBySearch({ query: "subject:Welcome" });
+  assert.equal((await mailpit.listMessages()).total, 1);
+  await mailpit.deleteMessages();
+  assert.equal((await mailpit.listMessages()).total, 0);
+});
+
+test("attachments are listed and downloaded by PartID", async () => {
+  const boundary = "b1";
+  await send("carol@example.test", "With file", [
+    `--${boundary}`, "Content-Type: text/plain", "", "see attached", `--${boundary}`,
+    "Content-Type: text/csv; name=report.csv", "Content-Disposition: attachment; filename=report.csv", "",
+    "a,b", "1,2", `--${boundary}--`].join("\r\n"),
+    ["MIME-Version: 1.0", `Content-Type: multipart/mixed; boundary=${boundary}`]);
+  const msg = await mailpit.waitForMessage({ query: "subject:\"With file\"" }, { timeout: 5000, interval: 100 });
+  assert.equal(msg.Attachments.length, 1);
+  assert.equal(msg.Attachments[0].FileName, "report.csv");
+  const blob = await mailpit.getMessageAttachment(msg.ID, msg.Attachments[0].PartID);
+  assert.match(await blob.text(), /a,b\r?\n1,2/);
+});

@@ -1,0 +1,85 @@
+"""Mailpit's PyPI client (mailpit-api-client) against Intake's Mailpit-compatible listener.
+
+Run by run.sh with INTAKE_BIN set; starts its own Intake on free loopback ports.
+"""
+import os
+import smtplib
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+from mailpit.client.api import API
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class MailpitClientAgainstIntake(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.smtp, cls.http, cls.mailpit = free_port(), free_port(), free_port()
+        cls.data = tempfile.TemporaryDirectory()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("INTAKE_")}
+        env.update({
+            "INTAKE_SMTP__LISTEN": f"127.0.0.1:{cls.smtp}",
+            "INTAKE_HTTP__LISTEN": f"127.0.0.1:{cls.http}",
+            "INTAKE_MAILPIT__LISTEN": f"127.0.0.1:{cls.mailpit}",
+            "INTAKE_STORE__PATH": cls.data.name,
+            "INTAKE_LOG__LEVEL": "warn",
+        })
+        cls.proc = subprocess.Popen([os.environ["INTAKE_BIN"], "serve"], env=env)
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", cls.mailpit), 1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        cls.api = API(f"http://127.0.0.1:{cls.mailpit}", timeout=10)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proc.terminate()
+        cls.proc.wait(timeout=10)
+        cls.data.cleanup()
+
+    def send(self, to, subject):
+        with smtplib.SMTP("127.0.0.1", self.smtp, timeout=10) as s:
+            s.sendmail("sender@example.net", [to],
+                       f"From: Sender <sender@example.net>\r\nTo: {to}\r\nSubject: {subject}\r\n"
+                       f"Date: Tue, 01 Dec 2026 10:00:00 +0000\r\nMessage-ID: <{subject}@example.net>\r\n\r\nbody of {subject}\r\n")
+
+    def test_round_trip(self):
+        self.send("alice@example.test", "first")
+        self.send("bob@example.test", "second")
+        messages = self.api.get_messages()
+        self.assertEqual(messages.total, 2)
+        self.assertEqual(messages.count, 2)
+        self.assertEqual([m.subject for m in messages.messages], ["second", "first"])
+        newest = messages.messages[0]
+        self.assertEqual(newest.from_.address, "sender@example.net")
+        self.assertEqual(newest.to[0].address, "bob@example.test")
+        self.assertFalse(newest.read)
+
+        message = self.api.get_message(newest.id)
+        self.assertEqual(message.subject, "second")
+        self.assertEqual(message.message_id, "second@example.net")
+        self.assertIn("body of second", message.text)
+        self.assertTrue(message.read)
+
+        self.api.delete_messages([newest.id])
+        self.assertEqual(self.api.get_messages().total, 1)
+        # An empty list deletes everything, as Mailpit does.
+        self.api.delete_messages([])
+        self.assertEqual(self.api.get_messages().total, 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
