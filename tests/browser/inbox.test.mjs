@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import net from "node:net";
 import http from "node:http";
+import dgram from "node:dgram";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -409,6 +410,61 @@ test("in public mode the page offers one mailbox, not all mail, and hides delete
       const gone = new Promise((r) => pub.once("exit", r));
       pub.kill("SIGTERM");
       const t = setTimeout(() => pub.kill("SIGKILL"), 5_000);
+      await gone;
+      clearTimeout(t);
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("the message view shows what the policy checks recorded", { timeout: 30_000 }, async () => {
+  const smtp = await freePort();
+  const httpP = await freePort();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "intake-browser-checks-"));
+  // A name server that never answers: SPF and DMARC are recorded as temperror, quickly.
+  const dns = dgram.createSocket("udp4");
+  await new Promise((r) => dns.bind(0, "127.0.0.1", r));
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("INTAKE_") && k !== "RUST_LOG"));
+  let exited = null;
+  const srv = spawn(bin, ["serve"], {
+    cwd: dir,
+    env: {
+      ...env,
+      INTAKE_SMTP__LISTEN: `127.0.0.1:${smtp}`,
+      INTAKE_HTTP__LISTEN: `127.0.0.1:${httpP}`,
+      INTAKE_STORE__PATH: dir,
+      INTAKE_LOG__LEVEL: "error",
+      INTAKE_AUTH__ENABLED: "true",
+      INTAKE_DNS__SERVERS: `["127.0.0.1:${dns.address().port}"]`,
+      INTAKE_DNS__TIMEOUT: "200ms",
+      INTAKE_DNS__ATTEMPTS: "1",
+    },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  srv.on("exit", (code, sig) => { exited = sig || `code ${code}`; });
+  const p = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  p.setDefaultTimeout(WAIT);
+  try {
+    await waitPort(httpP, 15_000, () => exited);
+    await sendMail("erin@example.test", ["From: Frank <frank@example.net>", "Subject: Checked hello", "", "hi"], smtp);
+    await p.goto(`http://127.0.0.1:${httpP}/`);
+    await openMailbox(p, "erin@example.test");
+    await p.locator("#message-list li[data-id]", { hasText: "Checked hello" }).click();
+    await p.locator("#message-view").waitFor({ state: "visible" });
+    const meta = await p.textContent("#view-meta");
+    assert.match(meta, /Authentication/);
+    assert.match(meta, /SPF temperror/);
+    assert.match(meta, /DKIM none/);
+    await p.click("#tab-headers");
+    await p.locator("#view-headers th", { hasText: /^Authentication-Results$/ }).waitFor();
+    assert.deepEqual(await cspViolations(p), []);
+  } finally {
+    await p.close();
+    dns.close();
+    if (!exited) {
+      const gone = new Promise((r) => srv.once("exit", r));
+      srv.kill("SIGTERM");
+      const t = setTimeout(() => srv.kill("SIGKILL"), 5_000);
       await gone;
       clearTimeout(t);
     }
