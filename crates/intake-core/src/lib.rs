@@ -10,6 +10,7 @@
 
 pub mod alias;
 pub mod check;
+pub mod delivery;
 pub mod events;
 pub mod message;
 pub mod mime;
@@ -20,6 +21,10 @@ pub mod store;
 pub use check::{
     Check, CheckCtx, CheckError, Clock, IdSource, OnError, Pipeline, RandomIds, Reason, Stage,
     SystemClock, Verdict,
+};
+pub use delivery::{
+    BodyType, DeliveryReport, DeliveryTarget, DownstreamReply, Handoff, MailParams, RcptOutcome,
+    StoreTarget, Targets,
 };
 pub use events::{Event, EventBus};
 pub use message::{

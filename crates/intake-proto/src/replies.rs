@@ -46,6 +46,23 @@ pub const STORE_FAILED: Reply = Reply::new(
     S(4, 3, 0),
     "Message not stored: temporary local problem, try again later",
 );
+/// A delivery target (relay, webhook, program) failed temporarily with nothing of its own
+/// to say (timeout, no connection, a crash): the client should retry later.
+pub const DELIVERY_DEFERRED: Reply = Reply::new(
+    451,
+    S(4, 4, 0),
+    "Message not delivered: temporary problem downstream, try again later",
+);
+/// Several recipients, and not all of them took the message: the client retries the
+/// whole message (an SMTP server has only one reply after DATA).
+pub const DELIVERY_PARTIAL: Reply = Reply::new(
+    451,
+    S(4, 5, 0),
+    "Message not delivered to every recipient, try again later",
+);
+/// A delivery target refused the message for good with nothing of its own to say.
+pub const DELIVERY_REFUSED: Reply =
+    Reply::new(550, S(5, 0, 0), "Message refused by the delivery target");
 /// Too many errors in one session.
 pub const TOO_MANY_ERRORS: Reply =
     Reply::new(421, S(4, 7, 0), "Too many errors, closing connection");

@@ -228,7 +228,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
             checks: Arc::new(checks),
             ..settings.smtp.clone()
         }),
-        store: store.clone(),
+        targets: intake_core::Targets::store(store.clone()),
         tls: tls.clone(),
         implicit_tls: false,
         proxy: settings.proxy.clone(),

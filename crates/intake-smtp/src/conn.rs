@@ -12,7 +12,7 @@ use std::time::Instant;
 use futures_util::FutureExt;
 
 use bytes::BytesMut;
-use intake_core::{ArrivalGuard, Incoming, MailStore, Stage, StoreError};
+use intake_core::{ArrivalGuard, DeliveryReport, Handoff, Incoming, RcptOutcome, Stage, Targets};
 use intake_proto::{BdatDecoder, CommandDecoder, DataDecoder, Reply, replies};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
@@ -58,7 +58,8 @@ pub struct Connection<S> {
     inbuf: BytesMut,
     content: BytesMut,
     out: Vec<u8>,
-    store: Arc<dyn MailStore>,
+    /// Where accepted messages go (the store, a relay, ...).
+    targets: Targets,
     client: SocketAddr,
     /// Held while message content is being received, so a batching store can wait for it.
     arrival: Option<ArrivalGuard>,
@@ -74,14 +75,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         io: S,
         client: SocketAddr,
         cfg: Arc<SessionConfig>,
-        store: Arc<dyn MailStore>,
+        targets: impl Into<Targets>,
     ) -> Self {
-        Connection::resume(io, Session::new(cfg, client), store, true)
+        Connection::resume(io, Session::new(cfg, client), targets.into(), true)
     }
 
     /// Continues `session` over a new stream (after a TLS handshake); `greet` sends the 220
     /// first (implicit TLS) or not (STARTTLS, where the client says EHLO next).
-    pub fn resume(io: S, session: Session, store: Arc<dyn MailStore>, greet: bool) -> Self {
+    pub fn resume(io: S, session: Session, targets: Targets, greet: bool) -> Self {
         let cfg = session.config();
         let decoder = CommandDecoder::new(cfg.max_line_length, cfg.line_endings);
         let client = session.client();
@@ -93,7 +94,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             inbuf: BytesMut::new(),
             content: BytesMut::new(),
             out: Vec::with_capacity(256),
-            store,
+            targets,
             client,
             arrival: None,
             greet,
@@ -353,7 +354,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     r.write_to(&mut self.out);
                     self.content.clear();
                     self.mode = Mode::Data(dec);
-                    self.arrival = self.store.arrivals().map(|a| a.start());
+                    self.arrival = self.targets.arrivals().map(|a| a.start());
                 }
                 Step::ReadChunk { decoder, keep } => {
                     if !keep {
@@ -361,7 +362,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     }
                     self.mode = Mode::Bdat(decoder);
                     if keep {
-                        self.arrival = self.store.arrivals().map(|a| a.start());
+                        self.arrival = self.targets.arrivals().map(|a| a.start());
                     }
                 }
                 Step::Await(effect) => {
@@ -410,12 +411,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         (step, delivered)
     }
 
-    /// Stores a message under the delivery deadline and logs the outcome.
-    async fn deliver(&mut self, d: Delivery) -> Result<(), StoreError> {
+    /// Hands a message to the delivery targets under the delivery deadline and logs the
+    /// outcome.
+    async fn deliver(&mut self, d: Delivery) -> DeliveryReport {
         let started = Instant::now();
         let rcpts = d.envelope.rcpt_to.len();
         let sender = d.envelope.mail_from.clone();
-        let msg = Incoming::new(
+        let message = Incoming::new(
             d.id,
             d.received_at.as_millisecond(),
             d.envelope,
@@ -423,26 +425,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             &d.headers.concat(),
             &self.content,
         );
-        let size = msg.size;
+        let size = message.size;
         self.discard_content();
-        let limit = self.session.config().deliver_timeout;
-        let result = match timeout(limit, self.store.deliver(msg)).await {
-            Ok(r) => r,
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "not durable within {limit:?} (smtp.deliver_timeout)"
-            ))),
+        let handoff = Handoff {
+            message,
+            params: d.params,
         };
-        match &result {
-            Ok(()) => tracing::info!(
+        let limit = self.session.config().deliver_timeout;
+        let report = match timeout(limit, self.targets.deliver(&handoff)).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::error!(id = %d.id, targets = ?self.targets.names(), ?limit,
+                    "delivery not finished within smtp.deliver_timeout");
+                DeliveryReport::all(rcpts, RcptOutcome::TEMP, self.targets.has_store())
+            }
+        };
+        let accepted = report.rcpts.iter().filter(|o| o.is_accepted()).count();
+        let outcome = crate::session::final_reply(d.id, &report);
+        if accepted == rcpts {
+            tracing::info!(
                 id = %d.id, client = %self.client, sender = %sender, rcpts, size,
-                micros = started.elapsed().as_micros() as u64, outcome = "accepted", "message stored"
-            ),
-            Err(e) => tracing::error!(
-                id = %d.id, client = %self.client, sender = %sender, rcpts, size,
-                error = %e, outcome = %crate::failure::store_error(e), "message not stored"
-            ),
+                micros = started.elapsed().as_micros() as u64, outcome = "accepted",
+                targets = ?self.targets.names(), "message delivered"
+            );
+        } else {
+            tracing::error!(
+                id = %d.id, client = %self.client, sender = %sender, rcpts, accepted, size,
+                outcomes = ?report.rcpts, outcome = %outcome, "message not delivered"
+            );
         }
-        result
+        report
     }
 }
 
@@ -457,7 +469,7 @@ mod tests {
 
     use async_trait::async_trait;
     use intake_core::{
-        Evicted, Listing, MessageId, Page, Query, Retention, StoreError, StoredMessage,
+        Evicted, Listing, MailStore, MessageId, Page, Query, Retention, StoreError, StoredMessage,
     };
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadBuf};
 

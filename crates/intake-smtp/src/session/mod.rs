@@ -12,6 +12,8 @@
 //! catalogue ([`policy`]).
 
 mod data;
+mod delivered;
+pub use delivered::final_reply;
 mod helo;
 mod mail;
 mod policy;
@@ -25,7 +27,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use intake_core::{
-    CheckCtx, Envelope, MessageId, SessionInfo, Stage, StoreError, TlsInfo, Verdict,
+    CheckCtx, DeliveryReport, Envelope, MailParams, MessageId, SessionInfo, Stage, TlsInfo, Verdict,
 };
 use intake_proto::{BdatDecoder, Body, Command, DataDecoder, MailFrom, ProtoError, Reply, replies};
 
@@ -64,8 +66,9 @@ pub enum Effect {
     /// Run the checks of `ctx.stage` (the driver adds the content at [`Stage::Data`]) and
     /// resume with [`Outcome::Checked`].
     Check(CheckCtx),
-    /// Store the message (with [`Delivery::headers`] prepended to the content) and resume
-    /// with [`Outcome::Delivered`].
+    /// Hand the message (with [`Delivery::headers`] prepended to the content) to the
+    /// listener's delivery targets (the store, a relay, ...) and resume with
+    /// [`Outcome::Delivered`].
     Deliver(Delivery),
 }
 
@@ -75,9 +78,9 @@ pub enum Outcome {
     /// The verdicts of the checks that ran (the pipeline stops at the first deferral or
     /// rejection; a check that could not decide is already a pass or a deferral).
     Checked(Vec<Verdict>),
-    /// What the store said about the message of the last [`Effect::Deliver`] (a delivery
-    /// that missed its deadline is an error).
-    Delivered(Result<(), StoreError>),
+    /// What the targets said about the message of the last [`Effect::Deliver`], per
+    /// recipient (a delivery that missed its deadline is a temporary failure).
+    Delivered(DeliveryReport),
 }
 
 /// A complete message's envelope and header fields, ready for the store.
@@ -90,6 +93,8 @@ pub struct Delivery {
     /// Header fields to prepend, in order, each CRLF-terminated: our `Received:` first,
     /// then those added by checks.
     pub headers: Vec<String>,
+    /// MAIL FROM parameters a relay passes on (BODY, SMTPUTF8).
+    pub params: MailParams,
     /// The message id the `Received:` header names.
     pub id: MessageId,
     /// When the end of data was received (the session's clock).
@@ -129,7 +134,6 @@ struct Transaction {
     mail_from: String,
     rcpt_to: Vec<String>,
     smtputf8: bool,
-    #[allow(dead_code)]
     body: Body,
     mode: ContentMode,
     /// Octets of BDAT content announced so far.

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use intake_core::StoreError;
+use intake_core::{DeliveryReport, RcptOutcome};
 use intake_proto::{Body, Command, DataOutcome, MailFrom, RcptTo};
 
 use super::*;
@@ -19,6 +19,11 @@ fn session(f: impl FnOnce(&mut SessionConfig)) -> Session {
     };
     f(&mut cfg);
     Session::new(Arc::new(cfg), "192.0.2.7:40000".parse().unwrap())
+}
+
+/// The store took the message for all `n` recipients.
+fn stored(n: usize) -> Outcome {
+    Outcome::Delivered(DeliveryReport::all(n, RcptOutcome::Accepted, true))
 }
 
 fn mail(addr: &str) -> Command {
@@ -88,7 +93,7 @@ fn full_transaction() {
         !d.headers[0].contains("for <"),
         "no recipient named when there are several"
     );
-    let r = reply(s.resume(Outcome::Delivered(Ok(()))));
+    let r = reply(s.resume(stored(1)));
     assert_eq!(r.code, 250);
     assert!(r.text.contains(&d.id.to_string()));
     assert!(!s.in_transaction());
@@ -217,9 +222,11 @@ fn store_failure_is_451_never_250() {
     s.on_command(rcpt("x@example.com"));
     s.on_command(Command::Data);
     delivery(s.data_done(DataOutcome::Complete));
-    let r = reply(s.resume(Outcome::Delivered(Err(StoreError::Unavailable(
-        "disk full".into(),
-    )))));
+    let r = reply(s.resume(Outcome::Delivered(DeliveryReport::all(
+        1,
+        RcptOutcome::TEMP,
+        true,
+    ))));
     assert_eq!(
         (r.code, r.status.unwrap().to_string()),
         (451, "4.3.0".into())
@@ -265,7 +272,7 @@ fn bdat_chunks() {
         "chunk keep=true"
     );
     delivery(s.bdat_done());
-    s.resume(Outcome::Delivered(Ok(())));
+    s.resume(stored(1));
     // Over the size limit across chunks: later chunks dropped, 552 until LAST.
     s.on_command(mail("a@b"));
     s.on_command(rcpt("x@example.com"));
@@ -465,7 +472,7 @@ fn the_clock_and_ids_are_injected() {
             "Received: from client.example ([192.0.2.7] port 40000)\r\n\tby mx.test (Intake) with ESMTP\r\n\tid 01900000-0000-7000-8000-000000000001\r\n\tfor <x@example.com>;\r\n\tWed, 4 Mar 2026 05:06:07 +0000\r\n"
         ]
     );
-    let r = reply(s.resume(Outcome::Delivered(Ok(()))));
+    let r = reply(s.resume(stored(1)));
     assert_eq!(
         r.to_wire(),
         "250 2.0.0 Message stored as 01900000-0000-7000-8000-000000000001\r\n"
@@ -651,7 +658,7 @@ fn tags_become_headers_after_received() {
         d.headers[1..],
         ["X-Connect: 1\r\n", "X-Rcpt: 1\r\n", "X-Data: 1\r\n"]
     );
-    s.resume(Outcome::Delivered(Ok(())));
+    s.resume(stored(1));
     // The next message keeps the connection's tags but not the last message's.
     s.on_command(mail("a@b"));
     check_ctx(s.on_command(rcpt("x@example.com")));
@@ -709,4 +716,71 @@ fn connect_decisions() {
     assert_eq!(code(s.on_unoffered_pipelining(Command::Noop)), "503 5.5.0");
     let mut s = session(|_| {});
     assert_eq!(code(s.on_unoffered_pipelining(Command::Noop)), "250 2.0.0");
+}
+
+/// A transaction to three recipients, up to the delivery.
+fn three_recipients(s: &mut Session) -> Delivery {
+    s.on_command(Command::Ehlo("c".into()));
+    s.on_command(Command::Mail(MailFrom {
+        address: "a@b".into(),
+        size: None,
+        body: Body::EightBitMime,
+        smtputf8: true,
+    }));
+    for r in ["x@example.com", "y@example.com", "z@example.com"] {
+        assert_eq!(reply(s.on_command(rcpt(r))).code, 250);
+    }
+    s.on_command(Command::Data);
+    delivery(s.data_done(DataOutcome::Complete))
+}
+
+#[test]
+fn the_delivery_keeps_body_and_smtputf8_for_a_relay() {
+    let mut s = session(|_| {});
+    let d = three_recipients(&mut s);
+    assert_eq!(
+        d.params,
+        intake_core::MailParams {
+            body: intake_core::BodyType::EightBitMime,
+            smtputf8: true
+        }
+    );
+    assert_eq!(d.envelope.rcpt_to.len(), 3);
+}
+
+#[test]
+fn per_recipient_outcomes_fold_into_one_reply_after_data() {
+    let ok = RcptOutcome::Accepted;
+    let no = RcptOutcome::from_reply(550, "5.1.1 <y@example.com> User unknown");
+    let later = RcptOutcome::from_reply(452, "4.2.2 Mailbox full");
+    let cases = [
+        (
+            vec![ok.clone(), ok.clone(), ok.clone()],
+            "250 2.0.0 Message accepted as ",
+        ),
+        (
+            vec![no.clone(), no.clone(), no.clone()],
+            "550 5.1.1 Downstream: <y@example.com> User unknown",
+        ),
+        (
+            vec![ok.clone(), later.clone(), no.clone()],
+            "452 4.2.2 Downstream: Mailbox full",
+        ),
+        // One of three refused for good: never a 250 that hides it, never a 5xx that
+        // bounces mail two recipients got.
+        (vec![ok.clone(), no.clone(), ok.clone()], "451 4.5.0 "),
+    ];
+    for (outcomes, want) in cases {
+        let mut s = session(|_| {});
+        three_recipients(&mut s);
+        let report = DeliveryReport {
+            rcpts: outcomes.clone(),
+            stored: false,
+        };
+        let r = reply(s.resume(Outcome::Delivered(report))).to_wire();
+        assert!(r.starts_with(want), "{outcomes:?}: {r}");
+        // Whatever the reply, the transaction is over: the client may start the next one.
+        assert!(!s.in_transaction());
+        assert_eq!(reply(s.on_command(mail("c@d"))).code, 250);
+    }
 }
