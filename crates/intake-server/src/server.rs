@@ -180,6 +180,34 @@ fn check_descriptors(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The delivery targets of the default listener, from `delivery.targets`.
+fn targets(
+    settings: &Settings,
+    store: &Arc<dyn MailStore>,
+) -> anyhow::Result<intake_core::Targets> {
+    use crate::config::TargetKind;
+    let mut list: Vec<Arc<dyn intake_core::DeliveryTarget>> = Vec::new();
+    for kind in &settings.delivery.targets {
+        match kind {
+            TargetKind::Store => list.push(Arc::new(intake_core::StoreTarget(store.clone()))),
+            TargetKind::Relay => {
+                let cfg = settings
+                    .delivery
+                    .relay
+                    .clone()
+                    .context("delivery.targets has \"relay\" but relay.server is not set")?;
+                let server = cfg.server.clone();
+                list.push(Arc::new(
+                    intake_smtp::relay::RelayTarget::new(cfg).with_context(|| {
+                        format!("setting up the relay to {server} (relay.tls_ca)")
+                    })?,
+                ));
+            }
+        }
+    }
+    Ok(intake_core::Targets::new(list))
+}
+
 /// Opens the store, binds SMTP and HTTP and starts serving in the background.
 pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     check_descriptors(settings)?;
@@ -228,7 +256,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
             checks: Arc::new(checks),
             ..settings.smtp.clone()
         }),
-        targets: intake_core::Targets::store(store.clone()),
+        targets: targets(settings, &store)?,
         tls: tls.clone(),
         implicit_tls: false,
         proxy: settings.proxy.clone(),

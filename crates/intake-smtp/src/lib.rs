@@ -19,6 +19,7 @@ pub mod failure;
 pub mod limits;
 pub mod listener;
 pub mod proxy;
+pub mod relay;
 pub mod session;
 pub mod tls;
 

@@ -13,5 +13,6 @@ mod settings;
 pub use env::{ENV_PREFIX, load_table};
 pub use reader::{ConfigError, Origin, Sources};
 pub use settings::{
-    HttpSettings, LogFormat, RetentionSettings, Settings, StoreSettings, known_keys,
+    DeliverySettings, HttpSettings, LogFormat, RetentionSettings, Settings, StoreSettings,
+    TargetKind, known_keys,
 };

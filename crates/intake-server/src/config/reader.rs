@@ -92,6 +92,13 @@ impl<'a> Reader<'a> {
             .push(ConfigError::new(key.to_string(), origin, message.into()));
     }
 
+    /// Records a warning for `key` (loading goes on).
+    pub fn warn(&mut self, key: &str, message: impl Into<String>) {
+        let origin = self.origin(key);
+        self.warnings
+            .push(ConfigError::new(key.to_string(), origin, message.into()));
+    }
+
     fn lookup(&self, key: &str) -> Option<&'a toml::Value> {
         let mut parts = key.split('.').peekable();
         let mut t = self.table;

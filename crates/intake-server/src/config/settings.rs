@@ -12,6 +12,7 @@ use intake_proto::LineEndings;
 use intake_smtp::config::ViolationPolicy;
 use intake_smtp::limits::{ClientLimits, LimitSettings};
 use intake_smtp::proxy::ProxySettings;
+use intake_smtp::relay::{RelayConfig, RelayTls};
 use intake_smtp::{DomainPolicy, SessionConfig, TlsMode};
 use intake_store::SqliteConfig;
 
@@ -51,6 +52,24 @@ pub enum StoreSettings {
     Sqlite(SqliteConfig),
 }
 
+/// A kind of delivery target (`delivery.targets`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    /// The local store.
+    Store,
+    /// A downstream SMTP/LMTP server (`[relay]`).
+    Relay,
+}
+
+/// Where accepted mail goes.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// The targets of the default listener, in order (250 only when all took the message).
+    pub targets: Vec<TargetKind>,
+    /// The downstream server, when a listener relays.
+    pub relay: Option<RelayConfig>,
+}
+
 /// Everything `intake` needs to run, validated.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -74,6 +93,8 @@ pub struct Settings {
     pub alias_secret: String,
     /// Policy checks: valid recipients, greylisting.
     pub policy: PolicyConfig,
+    /// Delivery targets: store, relay.
+    pub delivery: DeliverySettings,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `intake=debug`.
     pub log_level: String,
     /// Log format.
@@ -322,6 +343,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
     let retention = read_retention(r);
     let alias_secret: String = r.get("aliases.secret", String::new());
     let policy = read_policy(r);
+    let delivery = read_delivery(r, &hostname, &domains);
 
     let log_level: String = r.get("log.level", "info".to_string());
     if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
@@ -377,6 +399,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
         retention,
         alias_secret,
         policy,
+        delivery,
         log_level,
         log_format,
         warnings: Vec::new(),
@@ -461,6 +484,113 @@ fn read_policy(r: &mut Reader<'_>) -> PolicyConfig {
         recipients,
         greylist,
     }
+}
+
+fn read_delivery(r: &mut Reader<'_>, hostname: &str, domains: &DomainPolicy) -> DeliverySettings {
+    let names: Vec<String> = r.get("delivery.targets", vec!["store".to_string()]);
+    let mut targets = Vec::new();
+    for n in &names {
+        let kind = match n.as_str() {
+            "store" => TargetKind::Store,
+            "relay" => TargetKind::Relay,
+            other => {
+                r.error(
+                    "delivery.targets",
+                    format!("{other:?}: expected \"store\" or \"relay\""),
+                );
+                continue;
+            }
+        };
+        if targets.contains(&kind) {
+            r.error("delivery.targets", format!("{n:?} is listed twice"));
+        }
+        targets.push(kind);
+    }
+    if names.is_empty() {
+        r.error(
+            "delivery.targets",
+            "at least one target is needed (\"store\", \"relay\")",
+        );
+    }
+    let d = RelayConfig::new("");
+    let server: String = r.get("relay.server", String::new());
+    let lmtp: bool = r.get("relay.lmtp", false);
+    let helo: String = r.get("relay.helo", String::new());
+    let tls: String = r.get("relay.tls", "optional".to_string());
+    let tls = match tls.as_str() {
+        "off" => RelayTls::Off,
+        "optional" => RelayTls::Optional,
+        "required" => RelayTls::Required,
+        other => {
+            r.error(
+                "relay.tls",
+                format!("{other:?}: expected \"off\", \"optional\" or \"required\""),
+            );
+            RelayTls::Optional
+        }
+    };
+    let tls_ca: String = r.get("relay.tls_ca", String::new());
+    let tls_name: String = r.get("relay.tls_name", String::new());
+    let user: String = r.get("relay.auth_user", String::new());
+    let password: String = r.get("relay.auth_password", String::new());
+    if user.is_empty() != password.is_empty() {
+        r.error(
+            "relay.auth_user",
+            "relay.auth_user and relay.auth_password go together",
+        );
+    }
+    let max_connections: usize = r.get("relay.max_connections", d.max_connections);
+    if max_connections == 0 {
+        r.error("relay.max_connections", "must be at least 1");
+    }
+    let connect_timeout = read_timeout(r, "relay.connect_timeout", d.connect_timeout);
+    let command_timeout = read_timeout(r, "relay.command_timeout", d.command_timeout);
+    let data_timeout = read_timeout(r, "relay.data_timeout", d.data_timeout);
+    let idle_timeout = r.duration("relay.idle_timeout", d.idle_timeout);
+    let wanted = targets.contains(&TargetKind::Relay);
+    let relay = if server.is_empty() {
+        if wanted {
+            r.error(
+                "relay.server",
+                "delivery.targets has \"relay\": the downstream host:port is needed",
+            );
+        }
+        None
+    } else if !server.contains(':') {
+        r.error(
+            "relay.server",
+            format!("{server:?} is not host:port such as 127.0.0.1:24"),
+        );
+        None
+    } else {
+        let mut c = RelayConfig::new(server);
+        if !tls_name.is_empty() && !c.set_tls_name(&tls_name) {
+            r.error("relay.tls_name", format!("{tls_name:?} is not a host name"));
+        }
+        c.lmtp = lmtp;
+        c.helo = if helo.is_empty() {
+            hostname.to_string()
+        } else {
+            helo
+        };
+        c.tls = tls;
+        c.tls_ca = (!tls_ca.is_empty()).then(|| PathBuf::from(tls_ca));
+        c.auth = (!user.is_empty()).then_some((user, password));
+        c.max_connections = max_connections.max(1);
+        c.connect_timeout = connect_timeout;
+        c.command_timeout = command_timeout;
+        c.data_timeout = data_timeout;
+        c.idle_timeout = idle_timeout;
+        Some(c)
+    };
+    if wanted && domains.is_catch_all() {
+        r.warn(
+            "smtp.domains",
+            "mail for every domain is relayed: list the domains the downstream serves, \
+             unless it refuses the others itself",
+        );
+    }
+    DeliverySettings { targets, relay }
 }
 
 fn read_http(r: &mut Reader<'_>) -> HttpSettings {
