@@ -106,12 +106,16 @@ pub struct DeliveryReport {
     pub rcpts: Vec<RcptOutcome>,
     /// Whether the local store was one of the targets (the reply then says "stored").
     pub stored: bool,
+    /// Whether the local store failed (the reply then says so, rather than blaming a
+    /// downstream).
+    pub store_failed: bool,
 }
 
 impl DeliveryReport {
     /// Every recipient with the same outcome.
     pub fn all(n: usize, outcome: RcptOutcome, stored: bool) -> DeliveryReport {
         DeliveryReport {
+            store_failed: stored && !outcome.is_accepted(),
             rcpts: vec![outcome; n],
             stored,
         }
@@ -221,9 +225,15 @@ impl Targets {
     pub async fn deliver(&self, msg: &Handoff) -> DeliveryReport {
         let n = msg.message.envelope.rcpt_to.len();
         let answers = futures_util::future::join_all(self.0.iter().map(|t| t.deliver(msg))).await;
+        let store_failed = self
+            .0
+            .iter()
+            .zip(&answers)
+            .any(|(t, a)| t.is_store() && !a.iter().all(RcptOutcome::is_accepted));
         DeliveryReport {
             rcpts: combine(n, &answers),
             stored: self.has_store(),
+            store_failed,
         }
     }
 }

@@ -16,6 +16,7 @@ mod lettre_client;
 mod limits;
 mod policy;
 mod proxy;
+mod relay;
 mod restart;
 mod shutdown;
 mod smuggling;

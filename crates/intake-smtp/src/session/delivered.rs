@@ -6,8 +6,8 @@
 //!
 //! 1. every recipient accepted (by every target) → `250`;
 //! 2. any recipient failed temporarily → `4xx` for the message (the downstream's own 4xx
-//!    when it gave one; `451 4.3.0` when the store is a target, else `451 4.4.0`), so the
-//!    client retries;
+//!    when it gave one; `451 4.3.0` when the store failed, else `451 4.4.0`: a downstream
+//!    that timed out or could not be reached), so the client retries;
 //! 3. every recipient failed permanently → `5xx` (the downstream's own 5xx when it gave
 //!    one), so the client bounces;
 //! 4. some accepted, the others refused for good → `451 4.5.0`: the client retries, and
@@ -52,7 +52,7 @@ pub fn final_reply(id: MessageId, report: &DeliveryReport) -> Reply {
             Some(r) => passed_on(r, 4),
             // Nothing from a downstream: our own failure (the store's 451 4.3.0 when the
             // store is a target), or a downstream that timed out or was unreachable.
-            None if report.stored => crate::failure::delivery_failed(),
+            None if report.store_failed => crate::failure::delivery_failed(),
             None => replies::DELIVERY_DEFERRED,
         };
     }
@@ -129,6 +129,7 @@ mod tests {
         DeliveryReport {
             rcpts,
             stored: false,
+            store_failed: false,
         }
     }
 
@@ -151,6 +152,7 @@ mod tests {
         let stored = DeliveryReport {
             rcpts: vec![OK],
             stored: true,
+            store_failed: false,
         };
         assert!(
             final_reply(id(), &stored)

@@ -776,6 +776,7 @@ fn per_recipient_outcomes_fold_into_one_reply_after_data() {
         let report = DeliveryReport {
             rcpts: outcomes.clone(),
             stored: false,
+            store_failed: false,
         };
         let r = reply(s.resume(Outcome::Delivered(report))).to_wire();
         assert!(r.starts_with(want), "{outcomes:?}: {r}");
