@@ -3,7 +3,7 @@
 
 use std::process::Stdio;
 
-use intake_core::{MailStore, Page};
+use intake_core::Page;
 
 use crate::support::{Client, Process, Reply, TestServer, free_port, send_message};
 
