@@ -190,6 +190,23 @@ fn targets(
     for kind in &settings.delivery.targets {
         match kind {
             TargetKind::Store => list.push(Arc::new(intake_core::StoreTarget(store.clone()))),
+            TargetKind::Webhook => {
+                let cfg = settings
+                    .delivery
+                    .webhook
+                    .clone()
+                    .context("delivery.targets has \"webhook\" but webhook.url is not set")?;
+                list.push(Arc::new(
+                    intake_smtp::webhook::WebhookTarget::new(cfg).context("webhook.url")?,
+                ));
+            }
+            TargetKind::Program => {
+                let cfg =
+                    settings.delivery.program.clone().context(
+                        "delivery.targets has \"program\" but program.command is not set",
+                    )?;
+                list.push(Arc::new(intake_smtp::program::ProgramTarget::new(cfg)));
+            }
             TargetKind::Relay => {
                 let cfg = settings
                     .delivery

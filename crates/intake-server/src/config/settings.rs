@@ -11,8 +11,10 @@ use intake_policy::{GreylistConfig, PolicyConfig, RecipientsConfig};
 use intake_proto::LineEndings;
 use intake_smtp::config::ViolationPolicy;
 use intake_smtp::limits::{ClientLimits, LimitSettings};
+use intake_smtp::program::ProgramConfig;
 use intake_smtp::proxy::ProxySettings;
 use intake_smtp::relay::{RelayConfig, RelayTls};
+use intake_smtp::webhook::{HttpUrl, WebhookConfig};
 use intake_smtp::{DomainPolicy, SessionConfig, TlsMode};
 use intake_store::SqliteConfig;
 
@@ -59,6 +61,10 @@ pub enum TargetKind {
     Store,
     /// A downstream SMTP/LMTP server (`[relay]`).
     Relay,
+    /// An HTTP POST (`[webhook]`).
+    Webhook,
+    /// A command, the message on its standard input (`[program]`).
+    Program,
 }
 
 /// Where accepted mail goes.
@@ -68,6 +74,10 @@ pub struct DeliverySettings {
     pub targets: Vec<TargetKind>,
     /// The downstream server, when a listener relays.
     pub relay: Option<RelayConfig>,
+    /// The webhook, when a listener posts.
+    pub webhook: Option<WebhookConfig>,
+    /// The program, when a listener runs one.
+    pub program: Option<ProgramConfig>,
 }
 
 /// Everything `intake` needs to run, validated.
@@ -493,10 +503,12 @@ fn read_delivery(r: &mut Reader<'_>, hostname: &str, domains: &DomainPolicy) -> 
         let kind = match n.as_str() {
             "store" => TargetKind::Store,
             "relay" => TargetKind::Relay,
+            "webhook" => TargetKind::Webhook,
+            "program" => TargetKind::Program,
             other => {
                 r.error(
                     "delivery.targets",
-                    format!("{other:?}: expected \"store\" or \"relay\""),
+                    format!("{other:?}: expected \"store\", \"relay\", \"webhook\" or \"program\""),
                 );
                 continue;
             }
@@ -590,7 +602,72 @@ fn read_delivery(r: &mut Reader<'_>, hostname: &str, domains: &DomainPolicy) -> 
              unless it refuses the others itself",
         );
     }
-    DeliverySettings { targets, relay }
+    let webhook = read_webhook(r, targets.contains(&TargetKind::Webhook));
+    let program = read_program(r, targets.contains(&TargetKind::Program));
+    DeliverySettings {
+        targets,
+        relay,
+        webhook,
+        program,
+    }
+}
+
+fn read_webhook(r: &mut Reader<'_>, wanted: bool) -> Option<WebhookConfig> {
+    let url: String = r.get("webhook.url", String::new());
+    let secret: String = r.get("webhook.secret", String::new());
+    let timeout = read_timeout(r, "webhook.timeout", Duration::from_secs(30));
+    if url.is_empty() {
+        if wanted {
+            r.error(
+                "webhook.url",
+                "delivery.targets has \"webhook\": the URL is needed",
+            );
+        }
+        return None;
+    }
+    if HttpUrl::parse(&url).is_none() {
+        r.error(
+            "webhook.url",
+            format!("{url:?} is not http://host[:port]/path"),
+        );
+        return None;
+    }
+    if secret.is_empty() {
+        r.warn("webhook.secret", "webhook requests will not be signed");
+    }
+    Some(WebhookConfig {
+        url,
+        secret,
+        timeout,
+    })
+}
+
+fn read_program(r: &mut Reader<'_>, wanted: bool) -> Option<ProgramConfig> {
+    let command: Vec<String> = r.get("program.command", Vec::new());
+    let d = ProgramConfig::new(Vec::new());
+    let timeout = read_timeout(r, "program.timeout", d.timeout);
+    let max_running: usize = r.get("program.max_running", d.max_running);
+    if max_running == 0 {
+        r.error("program.max_running", "must be at least 1");
+    }
+    let path: String = r.get("program.path", d.path.clone());
+    let dir: String = r.get("program.directory", String::new());
+    if command.is_empty() || command[0].is_empty() {
+        if wanted {
+            r.error(
+                "program.command",
+                "delivery.targets has \"program\": the command is needed, e.g. [\"/usr/local/bin/deliver\", \"--queue\"]",
+            );
+        }
+        return None;
+    }
+    Some(ProgramConfig {
+        command,
+        timeout,
+        max_running: max_running.max(1),
+        path,
+        dir: (!dir.is_empty()).then(|| PathBuf::from(dir)),
+    })
 }
 
 fn read_http(r: &mut Reader<'_>) -> HttpSettings {
@@ -781,6 +858,53 @@ mod tests {
                 "greylist.timeout"
             ]
         );
+    }
+
+    #[test]
+    fn delivery_targets_and_their_settings() {
+        // The acceptance check's contract, from the environment alone.
+        let s = load(
+            "",
+            &[
+                ("INTAKE_DELIVERY__TARGETS", "[\"relay\"]"),
+                ("INTAKE_RELAY__SERVER", "127.0.0.1:2526"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.delivery.targets, [TargetKind::Relay]);
+        assert_eq!(s.delivery.relay.as_ref().unwrap().server, "127.0.0.1:2526");
+        assert!(
+            s.warnings.iter().any(|w| w.key == "smtp.domains"),
+            "relaying every domain is worth a warning"
+        );
+        assert_eq!(Settings::defaults().delivery.targets, [TargetKind::Store]);
+        // Each target without what it needs, and nonsense, is an error with its key.
+        let errs = load(
+            "[delivery]\ntargets = [\"relay\", \"webhook\", \"program\", \"fax\"]\n\
+             [relay]\ntls = \"maybe\"\n",
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        for k in [
+            "delivery.targets",
+            "relay.server",
+            "relay.tls",
+            "webhook.url",
+            "program.command",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
+        let errs = load("[webhook]\nurl = \"https://x.test/\"\n", &[]).unwrap_err();
+        assert_eq!(errs[0].key, "webhook.url");
+        let s = load(
+            "[delivery]\ntargets = [\"store\", \"program\"]\n\
+             [program]\ncommand = [\"/bin/cat\"]\ntimeout = \"5s\"\n",
+            &[],
+        )
+        .unwrap();
+        let p = s.delivery.program.unwrap();
+        assert_eq!((p.command.len(), p.timeout.as_secs()), (1, 5));
     }
 
     #[test]
