@@ -15,6 +15,7 @@ pub mod events;
 pub mod message;
 pub mod mime;
 pub mod net;
+pub mod password;
 pub mod search;
 pub mod store;
 
@@ -34,4 +35,5 @@ pub use message::{
 pub use search::{Query, QueryError};
 pub use store::{
     ArrivalGuard, Arrivals, Evicted, GreyRecord, Listing, MailStore, Page, Retention, StoreError,
+    User,
 };
