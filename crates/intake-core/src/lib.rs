@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod alias;
+pub mod auth;
 pub mod check;
 pub mod delivery;
 pub mod events;
@@ -19,6 +20,7 @@ pub mod password;
 pub mod search;
 pub mod store;
 
+pub use auth::{AuthResult, Authenticator, Credentials, FailureLimit, StoreAuthenticator};
 pub use check::{
     Check, CheckCtx, CheckError, Clock, IdSource, OnError, Pipeline, RandomIds, Reason, Stage,
     SystemClock, Verdict,

@@ -12,7 +12,9 @@ use std::time::Instant;
 use futures_util::FutureExt;
 
 use bytes::BytesMut;
-use intake_core::{ArrivalGuard, DeliveryReport, Handoff, Incoming, RcptOutcome, Stage, Targets};
+use intake_core::{
+    ArrivalGuard, AuthResult, DeliveryReport, Handoff, Incoming, RcptOutcome, Stage, Targets,
+};
 use intake_proto::{BdatDecoder, CommandDecoder, DataDecoder, Reply, replies};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
@@ -24,6 +26,8 @@ use crate::session::{Delivery, Effect, Outcome, Session, Step};
 /// How input is being read.
 enum Mode {
     Command,
+    /// One raw line of a SASL exchange (AUTH), not a command.
+    Line,
     Data(DataDecoder),
     Bdat(BdatDecoder),
 }
@@ -142,7 +146,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Flow::Continue => {}
             }
             self.flush().await?;
-            let in_content = !matches!(self.mode, Mode::Command);
+            let in_content = matches!(self.mode, Mode::Data(_) | Mode::Bdat(_));
             let idle = if in_content {
                 self.session.config().data_timeout
             } else {
@@ -280,6 +284,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         self.session.on_proto_error(&e)
                     }
                 },
+                Mode::Line => {
+                    let Some(end) = self.inbuf.iter().position(|&b| b == b'\n') else {
+                        if self.inbuf.len() > self.session.config().max_line_length {
+                            // RFC 4954 §4: a response line may be long, but not without end.
+                            self.inbuf.clear();
+                            self.mode = Mode::Command;
+                            replies::AUTH_CANCELLED.write_to(&mut self.out);
+                            return Flow::Close;
+                        }
+                        return Flow::Continue;
+                    };
+                    let line = self.inbuf.split_to(end + 1);
+                    self.mode = Mode::Command;
+                    self.line_started = None;
+                    let text = String::from_utf8_lossy(&line).into_owned();
+                    self.session.on_line(&text)
+                }
                 Mode::Data(dec) => match dec.decode(&mut self.inbuf, &mut self.content) {
                     None => {
                         if dec.is_over_limit() && !self.content.is_empty() {
@@ -377,6 +398,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     r.write_to(&mut self.out);
                     return Flow::UpgradeTls;
                 }
+                Step::ReadLine(r) => {
+                    r.write_to(&mut self.out);
+                    self.mode = Mode::Line;
+                }
             }
         }
     }
@@ -404,6 +429,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Effect::Deliver(d) => {
                     delivered = true;
                     Outcome::Delivered(self.deliver(d).await)
+                }
+                Effect::Authenticate(c) => {
+                    let auth = self.session.config().auth.authenticator.clone();
+                    let limit = self.session.config().command_timeout;
+                    match auth {
+                        Some(a) => match timeout(limit, a.authenticate(&c)).await {
+                            Ok(r) => Outcome::Authenticated(r),
+                            Err(_) => Outcome::Authenticated(AuthResult::Unavailable),
+                        },
+                        None => Outcome::Authenticated(AuthResult::Unavailable),
+                    }
                 }
             };
             step = self.session.resume(outcome);

@@ -11,6 +11,7 @@
 //! depends on what runs a check: it sees [`Verdict`]s and maps them to replies from the
 //! catalogue ([`policy`]).
 
+mod auth;
 mod data;
 mod delivered;
 pub use delivered::final_reply;
@@ -27,7 +28,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use intake_core::{
-    CheckCtx, DeliveryReport, Envelope, MailParams, MessageId, SessionInfo, Stage, TlsInfo, Verdict,
+    AuthResult, CheckCtx, Credentials, DeliveryReport, Envelope, MailParams, MessageId,
+    SessionInfo, Stage, TlsInfo, User, Verdict,
 };
 use intake_proto::{BdatDecoder, Body, Command, DataDecoder, MailFrom, ProtoError, Reply, replies};
 
@@ -53,6 +55,9 @@ pub enum Step {
     /// commands after STARTTLS are never executed), then run the TLS handshake and call
     /// [`Session::tls_started`].
     StartTls(Reply),
+    /// Send this reply (a SASL challenge), then read one line as it is, not as a command,
+    /// and hand it to [`Session::on_line`].
+    ReadLine(Reply),
     /// Carry out this effect (checks, delivery), then hand its result to
     /// [`Session::resume`]. Nothing else happens in the session meanwhile.
     Await(Effect),
@@ -70,6 +75,9 @@ pub enum Effect {
     /// listener's delivery targets (the store, a relay, ...) and resume with
     /// [`Outcome::Delivered`].
     Deliver(Delivery),
+    /// Check a login with the listener's authenticator (slow hash work off the runtime)
+    /// and resume with [`Outcome::Authenticated`].
+    Authenticate(Credentials),
 }
 
 /// The result of an [`Effect`].
@@ -81,6 +89,8 @@ pub enum Outcome {
     /// What the targets said about the message of the last [`Effect::Deliver`], per
     /// recipient (a delivery that missed its deadline is a temporary failure).
     Delivered(DeliveryReport),
+    /// What the authenticator said about the login of the last [`Effect::Authenticate`].
+    Authenticated(AuthResult),
 }
 
 /// A complete message's envelope and header fields, ready for the store.
@@ -116,6 +126,8 @@ enum Pending {
     Data,
     /// The store.
     Deliver(MessageId),
+    /// The authenticator.
+    Auth,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +181,10 @@ pub struct Session {
     pending: Option<Pending>,
     /// Header fields added by connect and HELO checks, for every message of the session.
     session_headers: Vec<String>,
+    /// The logged-in user (AUTH), if any.
+    user: Option<User>,
+    /// A SASL exchange in progress.
+    sasl: Option<auth::Sasl>,
 }
 
 impl Session {
@@ -187,6 +203,8 @@ impl Session {
             messages: 0,
             pending: None,
             session_headers: Vec::new(),
+            user: None,
+            sasl: None,
         }
     }
 
@@ -264,6 +282,7 @@ impl Session {
             Command::Help => Step::Reply(replies::HELP),
             Command::Quit => Step::Close(replies::BYE),
             Command::StartTls => self.handle_starttls(),
+            Command::Auth { mechanism, initial } => self.handle_auth(mechanism, initial),
             Command::NotImplemented(_) => self.client_error(replies::NOT_IMPLEMENTED),
         }
     }

@@ -65,6 +65,7 @@ impl Session {
             (Pending::Deliver(id), Outcome::Delivered(report)) => {
                 Step::Reply(self.delivered(id, &report))
             }
+            (Pending::Auth, Outcome::Authenticated(result)) => self.authenticated_as(result),
             (pending, Outcome::Checked(verdicts)) => {
                 let decision = decide(verdicts, &pending);
                 self.checked(pending, decision)
@@ -111,6 +112,10 @@ impl Session {
                 } else {
                     Step::Reply(r)
                 }
+            }
+            (Pending::Auth, _) => {
+                tracing::error!("authentication resumed with verdicts");
+                Step::Reply(replies::AUTH_TEMPORARY)
             }
             (Pending::Deliver(id), _) => {
                 // Checks answered where the store should have.
