@@ -180,6 +180,27 @@ fn check_descriptors(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// AUTH of the default listener, from `[auth]`: users from the store.
+fn auth_settings(
+    settings: &Settings,
+    store: &Arc<dyn MailStore>,
+) -> intake_smtp::config::AuthSettings {
+    let a = &settings.auth;
+    intake_smtp::config::AuthSettings {
+        authenticator: a.enabled.then(|| {
+            Arc::new(intake_core::StoreAuthenticator::new(
+                store.clone(),
+                a.per_client,
+                a.per_account,
+            )) as Arc<dyn intake_core::Authenticator>
+        }),
+        allow_plaintext: a.allow_plaintext,
+        required: a.required,
+        restrict_senders: a.restrict_senders,
+        relay: a.relay,
+    }
+}
+
 /// The delivery targets of the default listener, from `delivery.targets`.
 fn targets(
     settings: &Settings,
@@ -271,6 +292,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     let svc = intake_smtp::Service {
         cfg: Arc::new(intake_smtp::SessionConfig {
             checks: Arc::new(checks),
+            auth: auth_settings(settings, &store),
             ..settings.smtp.clone()
         }),
         targets: targets(settings, &store)?,

@@ -80,6 +80,25 @@ pub struct DeliverySettings {
     pub program: Option<ProgramConfig>,
 }
 
+/// SMTP AUTH of the default listener (`[auth]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// Offer AUTH (users from the store).
+    pub enabled: bool,
+    /// Offer it without TLS too.
+    pub allow_plaintext: bool,
+    /// MAIL needs a login.
+    pub required: bool,
+    /// MAIL FROM must be the user's address or one of its senders.
+    pub restrict_senders: bool,
+    /// Logged-in users may send to any domain.
+    pub relay: bool,
+    /// Failed logins allowed per client address within the window.
+    pub per_client: intake_core::FailureLimit,
+    /// Failed logins allowed per account within the window.
+    pub per_account: intake_core::FailureLimit,
+}
+
 /// Everything `intake` needs to run, validated.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -105,6 +124,8 @@ pub struct Settings {
     pub policy: PolicyConfig,
     /// Delivery targets: store, relay.
     pub delivery: DeliverySettings,
+    /// SMTP AUTH.
+    pub auth: AuthConfig,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `intake=debug`.
     pub log_level: String,
     /// Log format.
@@ -354,6 +375,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
     let alias_secret: String = r.get("aliases.secret", String::new());
     let policy = read_policy(r);
     let delivery = read_delivery(r, &hostname, &domains);
+    let auth = read_auth(r, tls_files.is_some());
 
     let log_level: String = r.get("log.level", "info".to_string());
     if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
@@ -410,6 +432,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
         alias_secret,
         policy,
         delivery,
+        auth,
         log_level,
         log_format,
         warnings: Vec::new(),
@@ -609,6 +632,41 @@ fn read_delivery(r: &mut Reader<'_>, hostname: &str, domains: &DomainPolicy) -> 
         relay,
         webhook,
         program,
+    }
+}
+
+fn read_auth(r: &mut Reader<'_>, have_tls: bool) -> AuthConfig {
+    let enabled: bool = r.get("auth.enabled", false);
+    let allow_plaintext: bool = r.get("auth.allow_plaintext", false);
+    let required: bool = r.get("auth.required", false);
+    let restrict_senders: bool = r.get("auth.restrict_senders", true);
+    let relay: bool = r.get("auth.relay", false);
+    let window = read_timeout(r, "auth.failure_window", Duration::from_secs(900));
+    let per_client: u32 = r.get("auth.max_failures_per_client", 10);
+    let per_account: u32 = r.get("auth.max_failures_per_account", 10);
+    if enabled && !have_tls && !allow_plaintext {
+        r.error(
+            "auth.enabled",
+            "AUTH is offered only over TLS: set tls.certificate and tls.key (or auth.allow_plaintext for a trusted network)",
+        );
+    }
+    if required && !enabled {
+        r.error("auth.required", "needs auth.enabled");
+    }
+    AuthConfig {
+        enabled,
+        allow_plaintext,
+        required,
+        restrict_senders,
+        relay,
+        per_client: intake_core::FailureLimit {
+            max_failures: per_client.max(1),
+            window,
+        },
+        per_account: intake_core::FailureLimit {
+            max_failures: per_account.max(1),
+            window,
+        },
     }
 }
 

@@ -8,6 +8,7 @@ mod http;
 mod support;
 
 mod api;
+mod auth;
 mod cli;
 mod crash;
 mod hostile;
