@@ -68,6 +68,8 @@ pub struct Running {
     pub smtp_addr: SocketAddr,
     /// Where implicit-TLS SMTP listens, if it does.
     pub smtps_addr: Option<SocketAddr>,
+    /// The `[[listener]]`s: name and where each listens.
+    pub listener_addrs: Vec<(String, SocketAddr)>,
     /// Where HTTP listens, if it does.
     pub http_addr: Option<SocketAddr>,
     /// The TLS certificates in use (reloaded on SIGHUP).
@@ -79,6 +81,7 @@ pub struct Running {
     shutdown: CancellationToken,
     smtp: JoinHandle<std::io::Result<()>>,
     smtps: Option<JoinHandle<std::io::Result<()>>>,
+    listeners: Vec<JoinHandle<std::io::Result<()>>>,
     http: Option<JoinHandle<std::io::Result<()>>>,
 }
 
@@ -95,6 +98,9 @@ impl Running {
         let r = self.smtp.await.context("SMTP task")?;
         if let Some(h) = self.smtps {
             h.await.context("SMTPS task")?.context("SMTPS listener")?;
+        }
+        for h in self.listeners {
+            h.await.context("listener task")?.context("SMTP listener")?;
         }
         if let Some(h) = self.http {
             // HTTP gives open requests a short grace, then ends what is left (event streams).
@@ -180,20 +186,28 @@ fn check_descriptors(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// AUTH of the default listener, from `[auth]`: users from the store.
-fn auth_settings(
+/// The one authenticator of the process (users from the store), shared by every listener
+/// so that failed logins count wherever they happen.
+fn authenticator(
     settings: &Settings,
     store: &Arc<dyn MailStore>,
+) -> Arc<dyn intake_core::Authenticator> {
+    let a = &settings.auth;
+    Arc::new(intake_core::StoreAuthenticator::new(
+        store.clone(),
+        a.per_client,
+        a.per_account,
+    ))
+}
+
+/// AUTH of the default listener, from `[auth]`.
+fn auth_settings(
+    settings: &Settings,
+    authenticator: &Arc<dyn intake_core::Authenticator>,
 ) -> intake_smtp::config::AuthSettings {
     let a = &settings.auth;
     intake_smtp::config::AuthSettings {
-        authenticator: a.enabled.then(|| {
-            Arc::new(intake_core::StoreAuthenticator::new(
-                store.clone(),
-                a.per_client,
-                a.per_account,
-            )) as Arc<dyn intake_core::Authenticator>
-        }),
+        authenticator: a.enabled.then(|| authenticator.clone()),
         allow_plaintext: a.allow_plaintext,
         required: a.required,
         restrict_senders: a.restrict_senders,
@@ -201,49 +215,91 @@ fn auth_settings(
     }
 }
 
-/// The delivery targets of the default listener, from `delivery.targets`.
-fn targets(
-    settings: &Settings,
-    store: &Arc<dyn MailStore>,
-) -> anyhow::Result<intake_core::Targets> {
-    use crate::config::TargetKind;
-    let mut list: Vec<Arc<dyn intake_core::DeliveryTarget>> = Vec::new();
-    for kind in &settings.delivery.targets {
-        match kind {
-            TargetKind::Store => list.push(Arc::new(intake_core::StoreTarget(store.clone()))),
-            TargetKind::Webhook => {
-                let cfg = settings
-                    .delivery
-                    .webhook
-                    .clone()
-                    .context("delivery.targets has \"webhook\" but webhook.url is not set")?;
-                list.push(Arc::new(
-                    intake_smtp::webhook::WebhookTarget::new(cfg).context("webhook.url")?,
-                ));
-            }
-            TargetKind::Program => {
-                let cfg =
-                    settings.delivery.program.clone().context(
-                        "delivery.targets has \"program\" but program.command is not set",
-                    )?;
-                list.push(Arc::new(intake_smtp::program::ProgramTarget::new(cfg)));
-            }
-            TargetKind::Relay => {
-                let cfg = settings
-                    .delivery
-                    .relay
-                    .clone()
-                    .context("delivery.targets has \"relay\" but relay.server is not set")?;
-                let server = cfg.server.clone();
-                list.push(Arc::new(
-                    intake_smtp::relay::RelayTarget::new(cfg).with_context(|| {
-                        format!("setting up the relay to {server} (relay.tls_ca)")
-                    })?,
-                ));
-            }
-        }
+/// The service of one `[[listener]]`: the default listener's settings with its own TLS,
+/// AUTH, checks and targets.
+fn listener_service(
+    l: &crate::config::ListenerSettings,
+    default: &intake_smtp::Service,
+    targets: &TargetSet,
+    authenticator: &Arc<dyn intake_core::Authenticator>,
+) -> anyhow::Result<intake_smtp::Service> {
+    use crate::config::{AuthMode, PolicyProfile, TlsPolicy};
+    let mut cfg = (*default.cfg).clone();
+    cfg.tls = match l.tls {
+        TlsPolicy::Off => intake_smtp::TlsMode::Off,
+        TlsPolicy::Optional | TlsPolicy::Implicit => intake_smtp::TlsMode::Optional,
+        TlsPolicy::Required => intake_smtp::TlsMode::Required,
+    };
+    if l.policy == PolicyProfile::None {
+        cfg.checks = Arc::new(intake_core::Pipeline::new());
     }
-    Ok(intake_core::Targets::new(list))
+    cfg.auth = intake_smtp::config::AuthSettings {
+        authenticator: (l.auth != AuthMode::Off).then(|| authenticator.clone()),
+        allow_plaintext: l.allow_plaintext_auth,
+        required: l.auth == AuthMode::Required,
+        restrict_senders: l.restrict_senders,
+        relay: l.relay,
+    };
+    Ok(intake_smtp::Service {
+        cfg: Arc::new(cfg),
+        targets: targets.pick(&l.targets)?,
+        tls: default.tls.clone(),
+        implicit_tls: l.tls == TlsPolicy::Implicit,
+        proxy: default.proxy.clone(),
+    })
+}
+
+/// Delivery targets of these kinds (one instance of each kind, shared by the listeners
+/// that use it, so that a relay's connection limit holds for the whole process).
+struct TargetSet {
+    store: Arc<dyn intake_core::DeliveryTarget>,
+    relay: Option<Arc<dyn intake_core::DeliveryTarget>>,
+    webhook: Option<Arc<dyn intake_core::DeliveryTarget>>,
+    program: Option<Arc<dyn intake_core::DeliveryTarget>>,
+}
+
+impl TargetSet {
+    fn pick(&self, kinds: &[crate::config::TargetKind]) -> anyhow::Result<intake_core::Targets> {
+        use crate::config::TargetKind;
+        let mut list = Vec::new();
+        for k in kinds {
+            let t = match k {
+                TargetKind::Store => Some(self.store.clone()),
+                TargetKind::Relay => self.relay.clone(),
+                TargetKind::Webhook => self.webhook.clone(),
+                TargetKind::Program => self.program.clone(),
+            };
+            list.push(t.with_context(|| format!("delivery target {k:?} is not configured"))?);
+        }
+        Ok(intake_core::Targets::new(list))
+    }
+}
+
+/// Every configured delivery target.
+fn target_set(settings: &Settings, store: &Arc<dyn MailStore>) -> anyhow::Result<TargetSet> {
+    let mut set = TargetSet {
+        store: Arc::new(intake_core::StoreTarget(store.clone())),
+        relay: None,
+        webhook: None,
+        program: None,
+    };
+    let d = &settings.delivery;
+    if let Some(cfg) = d.relay.clone() {
+        let server = cfg.server.clone();
+        set.relay = Some(Arc::new(
+            intake_smtp::relay::RelayTarget::new(cfg)
+                .with_context(|| format!("setting up the relay to {server} (relay.tls_ca)"))?,
+        ));
+    }
+    if let Some(cfg) = d.webhook.clone() {
+        set.webhook = Some(Arc::new(
+            intake_smtp::webhook::WebhookTarget::new(cfg).context("webhook.url")?,
+        ));
+    }
+    if let Some(cfg) = d.program.clone() {
+        set.program = Some(Arc::new(intake_smtp::program::ProgramTarget::new(cfg)));
+    }
+    Ok(set)
 }
 
 /// Opens the store, binds SMTP and HTTP and starts serving in the background.
@@ -289,13 +345,15 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     // The policy checks, wired here so that the session never depends on their backends.
     let checks =
         intake_policy::pipeline(&settings.policy, store.clone(), settings.smtp.clock.clone());
+    let targets = target_set(settings, &store)?;
+    let auth = authenticator(settings, &store);
     let svc = intake_smtp::Service {
         cfg: Arc::new(intake_smtp::SessionConfig {
             checks: Arc::new(checks),
-            auth: auth_settings(settings, &store),
+            auth: auth_settings(settings, &auth),
             ..settings.smtp.clone()
         }),
-        targets: targets(settings, &store)?,
+        targets: targets.pick(&settings.delivery.targets)?,
         tls: tls.clone(),
         implicit_tls: false,
         proxy: settings.proxy.clone(),
@@ -321,6 +379,21 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         }
         None => (None, None),
     };
+    let mut extra = Vec::new();
+    for l in &settings.listeners {
+        let bound = TcpListener::bind(l.address)
+            .await
+            .with_context(|| format!("binding listener {:?} to {}", l.name, l.address))?;
+        let addr = bound.local_addr()?;
+        let svc = listener_service(l, &svc, &targets, &auth)?;
+        tracing::info!(listener = %l.name, address = %addr, tls = ?l.tls, auth = ?l.auth,
+            targets = ?l.targets, "extra SMTP listener");
+        extra.push((
+            l.name.clone(),
+            addr,
+            tokio::spawn(intake_smtp::serve_with(bound, svc, shutdown.clone())),
+        ));
+    }
     let smtp = tokio::spawn(intake_smtp::serve_with(listener, svc, shutdown.clone()));
     spawn_retention(
         store.clone(),
@@ -337,6 +410,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         "Intake is listening"
     );
     Ok(Running {
+        listener_addrs: extra.iter().map(|(n, a, _)| (n.clone(), *a)).collect(),
+        listeners: extra.into_iter().map(|(_, _, h)| h).collect(),
         smtp_addr,
         smtps_addr,
         http_addr,

@@ -13,6 +13,6 @@ mod settings;
 pub use env::{ENV_PREFIX, load_table};
 pub use reader::{ConfigError, Origin, Sources};
 pub use settings::{
-    AuthConfig, DeliverySettings, HttpSettings, LogFormat, RetentionSettings, Settings,
-    StoreSettings, TargetKind, known_keys,
+    AuthConfig, AuthMode, DeliverySettings, HttpSettings, ListenerSettings, LogFormat,
+    PolicyProfile, RetentionSettings, Settings, StoreSettings, TargetKind, TlsPolicy, known_keys,
 };

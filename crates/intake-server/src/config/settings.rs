@@ -99,6 +99,62 @@ pub struct AuthConfig {
     pub per_account: intake_core::FailureLimit,
 }
 
+/// TLS on an extra listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsPolicy {
+    /// No TLS.
+    Off,
+    /// STARTTLS offered.
+    Optional,
+    /// STARTTLS offered and needed before MAIL.
+    Required,
+    /// The handshake first (port 465, RFC 8314).
+    Implicit,
+}
+
+/// SMTP AUTH on an extra listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Not offered.
+    Off,
+    /// Offered; mail without a login is accepted as on an MX.
+    Optional,
+    /// MAIL needs a login.
+    Required,
+}
+
+/// Which policy checks a listener runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyProfile {
+    /// The checks of `[recipients]` and `[greylist]`.
+    Default,
+    /// None (submission: users are known, the checks are for strangers).
+    None,
+}
+
+/// One `[[listener]]` besides the default one (`smtp.listen`, `smtp.tls_listen`).
+#[derive(Debug, Clone)]
+pub struct ListenerSettings {
+    /// For logs.
+    pub name: String,
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// TLS.
+    pub tls: TlsPolicy,
+    /// AUTH.
+    pub auth: AuthMode,
+    /// Offer AUTH without TLS.
+    pub allow_plaintext_auth: bool,
+    /// Logged-in users may send to any domain.
+    pub relay: bool,
+    /// MAIL FROM must be the logged-in user's.
+    pub restrict_senders: bool,
+    /// The policy checks.
+    pub policy: PolicyProfile,
+    /// Where its mail goes.
+    pub targets: Vec<TargetKind>,
+}
+
 /// Everything `intake` needs to run, validated.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -126,6 +182,8 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     /// SMTP AUTH.
     pub auth: AuthConfig,
+    /// Listeners besides the default one.
+    pub listeners: Vec<ListenerSettings>,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `intake=debug`.
     pub log_level: String,
     /// Log format.
@@ -376,6 +434,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
     let policy = read_policy(r);
     let delivery = read_delivery(r, &hostname, &domains);
     let auth = read_auth(r, tls_files.is_some());
+    let listeners = read_listeners(r, tls_files.is_some(), &delivery, smtp_listen);
 
     let log_level: String = r.get("log.level", "info".to_string());
     if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
@@ -433,6 +492,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
         policy,
         delivery,
         auth,
+        listeners,
         log_level,
         log_format,
         warnings: Vec::new(),
@@ -633,6 +693,176 @@ fn read_delivery(r: &mut Reader<'_>, hostname: &str, domains: &DomainPolicy) -> 
         webhook,
         program,
     }
+}
+
+/// `[[listener]]` tables; `default` is the default listener's address (no two alike).
+fn read_listeners(
+    r: &mut Reader<'_>,
+    have_tls: bool,
+    delivery: &DeliverySettings,
+    default: SocketAddr,
+) -> Vec<ListenerSettings> {
+    const KEYS: &[&str] = &[
+        "name",
+        "address",
+        "tls",
+        "auth",
+        "allow_plaintext_auth",
+        "relay",
+        "restrict_senders",
+        "policy",
+        "targets",
+    ];
+    let mut out: Vec<ListenerSettings> = Vec::new();
+    for (i, t) in r.tables("listener").into_iter().enumerate() {
+        let key = |k: &str| format!("listener[{i}].{k}");
+        for k in t.keys() {
+            if !KEYS.contains(&k.as_str()) {
+                r.error(&key(k), "unknown setting");
+            }
+        }
+        let text = |r: &mut Reader<'_>, k: &str, default: &str| -> String {
+            match t.get(k) {
+                None => default.to_string(),
+                Some(toml::Value::String(s)) => s.clone(),
+                Some(_) => {
+                    r.error(&key(k), "expected a string");
+                    default.to_string()
+                }
+            }
+        };
+        let flag = |r: &mut Reader<'_>, k: &str, default: bool| -> bool {
+            match t.get(k) {
+                None => default,
+                Some(toml::Value::Boolean(b)) => *b,
+                Some(_) => {
+                    r.error(&key(k), "expected true or false");
+                    default
+                }
+            }
+        };
+        let name = text(r, "name", &format!("listener{i}"));
+        let address = text(r, "address", "");
+        let address = match address.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                r.error(
+                    &key("address"),
+                    format!("{address:?} is not an address:port such as 0.0.0.0:587"),
+                );
+                continue;
+            }
+        };
+        if address.port() != 0 && (address == default || out.iter().any(|l| l.address == address)) {
+            r.error(
+                &key("address"),
+                format!("{address} is used by another listener"),
+            );
+        }
+        let tls = match text(r, "tls", "off").as_str() {
+            "off" => TlsPolicy::Off,
+            "optional" => TlsPolicy::Optional,
+            "required" => TlsPolicy::Required,
+            "implicit" => TlsPolicy::Implicit,
+            other => {
+                r.error(
+                    &key("tls"),
+                    format!(
+                        "{other:?}: expected \"off\", \"optional\", \"required\" or \"implicit\""
+                    ),
+                );
+                TlsPolicy::Off
+            }
+        };
+        if tls != TlsPolicy::Off && !have_tls {
+            r.error(&key("tls"), "needs tls.certificate and tls.key");
+        }
+        let auth = match text(r, "auth", "off").as_str() {
+            "off" => AuthMode::Off,
+            "optional" => AuthMode::Optional,
+            "required" => AuthMode::Required,
+            other => {
+                r.error(
+                    &key("auth"),
+                    format!("{other:?}: expected \"off\", \"optional\" or \"required\""),
+                );
+                AuthMode::Off
+            }
+        };
+        let allow_plaintext_auth = flag(r, "allow_plaintext_auth", false);
+        if auth != AuthMode::Off && tls == TlsPolicy::Off && !allow_plaintext_auth {
+            r.error(
+                &key("auth"),
+                "AUTH is offered only over TLS: set tls, or allow_plaintext_auth on a trusted network",
+            );
+        }
+        let relay = flag(r, "relay", false);
+        if relay && auth == AuthMode::Off {
+            r.error(&key("relay"), "relaying needs a login: set auth");
+        }
+        let restrict_senders = flag(r, "restrict_senders", true);
+        let policy = match text(r, "policy", "default").as_str() {
+            "default" => PolicyProfile::Default,
+            "none" => PolicyProfile::None,
+            other => {
+                r.error(
+                    &key("policy"),
+                    format!("{other:?}: expected \"default\" or \"none\""),
+                );
+                PolicyProfile::Default
+            }
+        };
+        let targets = match t.get("targets") {
+            None => delivery.targets.clone(),
+            Some(v) => {
+                let names: Vec<String> = v.clone().try_into().unwrap_or_else(|_| {
+                    r.error(&key("targets"), "expected a list such as [\"store\"]");
+                    Vec::new()
+                });
+                let mut kinds = Vec::new();
+                for n in names {
+                    let k = match n.as_str() {
+                        "store" => TargetKind::Store,
+                        "relay" => TargetKind::Relay,
+                        "webhook" => TargetKind::Webhook,
+                        "program" => TargetKind::Program,
+                        other => {
+                            r.error(&key("targets"), format!("{other:?} is not a target"));
+                            continue;
+                        }
+                    };
+                    let configured = match k {
+                        TargetKind::Store => true,
+                        TargetKind::Relay => delivery.relay.is_some(),
+                        TargetKind::Webhook => delivery.webhook.is_some(),
+                        TargetKind::Program => delivery.program.is_some(),
+                    };
+                    if !configured {
+                        r.error(&key("targets"), format!("{n:?} needs its section ([{n}])"));
+                    }
+                    if !kinds.contains(&k) {
+                        kinds.push(k);
+                    }
+                }
+                if kinds.is_empty() {
+                    r.error(&key("targets"), "at least one target is needed");
+                }
+                kinds
+            }
+        };
+        out.push(ListenerSettings {
+            name,
+            address,
+            tls,
+            auth,
+            allow_plaintext_auth,
+            relay,
+            restrict_senders,
+            policy,
+            targets,
+        });
+    }
+    out
 }
 
 fn read_auth(r: &mut Reader<'_>, have_tls: bool) -> AuthConfig {
@@ -963,6 +1193,41 @@ mod tests {
         .unwrap();
         let p = s.delivery.program.unwrap();
         assert_eq!((p.command.len(), p.timeout.as_secs()), (1, 5));
+    }
+
+    #[test]
+    fn listeners_that_could_relay_openly_or_leak_passwords_do_not_load() {
+        let errs = load(
+            "[[listener]]\naddress = \"127.0.0.1:2587\"\nrelay = true\n\
+             [[listener]]\naddress = \"127.0.0.1:2588\"\nauth = \"required\"\n\
+             [[listener]]\naddress = \"127.0.0.1:2589\"\ntls = \"implicit\"\ntypo = 1\n\
+             [[listener]]\naddress = \"127.0.0.1:2589\"\ntargets = [\"relay\"]\n",
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        for k in [
+            "listener[0].relay",   // relaying without a login
+            "listener[1].auth",    // AUTH without TLS
+            "listener[2].tls",     // TLS without a certificate
+            "listener[2].typo",    // unknown key
+            "listener[3].address", // the same address twice
+            "listener[3].targets", // relay without [relay]
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
+        let s = load(
+            "[[listener]]\nname = \"app\"\naddress = \"127.0.0.1:2587\"\nauth = \"required\"\n\
+             allow_plaintext_auth = true\npolicy = \"none\"\n",
+            &[],
+        )
+        .unwrap();
+        let l = &s.listeners[0];
+        assert_eq!(
+            (l.name.as_str(), l.auth, l.policy),
+            ("app", AuthMode::Required, PolicyProfile::None)
+        );
+        assert_eq!(l.targets, [TargetKind::Store], "the default targets");
     }
 
     #[test]

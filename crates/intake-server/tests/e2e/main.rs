@@ -15,6 +15,7 @@ mod hostile;
 mod http_flood;
 mod lettre_client;
 mod limits;
+mod listeners;
 mod policy;
 mod proxy;
 mod relay;
