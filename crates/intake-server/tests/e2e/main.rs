@@ -11,6 +11,7 @@ mod api;
 mod auth;
 mod cli;
 mod crash;
+mod deployments;
 mod hostile;
 mod http_flood;
 mod lettre_client;
