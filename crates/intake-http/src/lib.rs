@@ -6,6 +6,7 @@
 //! [`error::ApiError`], the one place that picks a status and the client-visible text.
 #![warn(missing_docs)]
 
+pub mod admin;
 mod api;
 mod conn;
 pub mod error;

@@ -323,7 +323,10 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
                 alias_secret(settings)?,
                 settings.http.config.clone(),
             );
-            let app = intake_http::router(state);
+            let app = intake_http::router(state).merge(intake_http::admin::router(
+                store.clone(),
+                settings.admin_tokens.clone(),
+            ));
             let cfg = settings.http.config.clone();
             let token = shutdown.clone();
             (

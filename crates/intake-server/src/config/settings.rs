@@ -184,6 +184,8 @@ pub struct Settings {
     pub auth: AuthConfig,
     /// Listeners besides the default one.
     pub listeners: Vec<ListenerSettings>,
+    /// Bearer tokens of the admin API (`/api/v1/admin`); empty: no admin API.
+    pub admin_tokens: Vec<String>,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `intake=debug`.
     pub log_level: String,
     /// Log format.
@@ -435,6 +437,13 @@ fn read(r: &mut Reader<'_>) -> Settings {
     let delivery = read_delivery(r, &hostname, &domains);
     let auth = read_auth(r, tls_files.is_some());
     let listeners = read_listeners(r, tls_files.is_some(), &delivery, smtp_listen);
+    let admin_tokens: Vec<String> = r.get("admin.tokens", Vec::new());
+    if admin_tokens.iter().any(|t| t.len() < 16) {
+        r.error(
+            "admin.tokens",
+            "each token must be at least 16 characters (e.g. openssl rand -hex 32)",
+        );
+    }
 
     let log_level: String = r.get("log.level", "info".to_string());
     if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
@@ -493,6 +502,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
         delivery,
         auth,
         listeners,
+        admin_tokens,
         log_level,
         log_format,
         warnings: Vec::new(),

@@ -7,6 +7,7 @@
 mod http;
 mod support;
 
+mod admin;
 mod api;
 mod auth;
 mod cli;
