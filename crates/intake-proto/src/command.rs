@@ -524,4 +524,33 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn auth_commands_and_the_auth_parameter_of_mail() {
+        let got = decode_all(
+            b"AUTH PLAIN AGEAYg==\r\nAUTH LOGIN\r\nAUTH PLAIN =\r\nAUTH CRAM-MD5\r\n\
+              MAIL FROM:<a@b.test> AUTH=<>\r\nMAIL FROM:<a@b.test> AUTH=a+40b.test\r\n",
+        );
+        let auth = |m, i: Option<&str>| {
+            Ok(Command::Auth {
+                mechanism: m,
+                initial: i.map(str::to_string),
+            })
+        };
+        assert_eq!(got[0], auth(Mechanism::Plain, Some("AGEAYg==")));
+        assert_eq!(got[1], auth(Mechanism::Login, None));
+        assert_eq!(
+            got[2],
+            auth(Mechanism::Plain, Some("")),
+            "= is an empty response"
+        );
+        assert_eq!(got[3], auth(Mechanism::Other, None));
+        // RFC 4954 §5: AUTH= on MAIL is accepted (and not acted on).
+        for g in &got[4..] {
+            assert!(
+                matches!(g, Ok(Command::Mail(m)) if m.address == "a@b.test"),
+                "{g:?}"
+            );
+        }
+    }
 }
