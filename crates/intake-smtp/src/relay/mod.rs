@@ -34,7 +34,7 @@ pub enum RelayTls {
 }
 
 /// Where and how to relay.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RelayConfig {
     /// `host:port` of the downstream.
     pub server: String,
@@ -87,6 +87,19 @@ impl RelayConfig {
             data_timeout: Duration::from_secs(50),
             idle_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+impl std::fmt::Debug for RelayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayConfig")
+            .field("server", &self.server)
+            .field("lmtp", &self.lmtp)
+            .field("tls", &self.tls)
+            .field("tls_ca", &self.tls_ca)
+            .field("auth_user", &self.auth.as_ref().map(|(u, _)| u))
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
     }
 }
 
