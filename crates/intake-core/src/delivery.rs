@@ -190,15 +190,41 @@ impl DeliveryTarget for StoreTarget {
     }
 }
 
-/// The targets of one listener, in order: every message goes to all of them (at once),
-/// and the client gets 250 only when every one took it for every recipient.
+/// A recipient domain rule: recipients it matches go to its targets instead of the
+/// listener's (`[[route]]`).
 #[derive(Clone)]
-pub struct Targets(Arc<[Arc<dyn DeliveryTarget>]>);
+pub struct Route {
+    /// Whether a recipient's domain (lower-cased, without a trailing dot) is routed here.
+    pub matches: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    /// Where its recipients' mail goes.
+    pub targets: Vec<Arc<dyn DeliveryTarget>>,
+}
+
+/// The targets of one listener, in order: every message goes to all of them (at once),
+/// and the client gets 250 only when every one took it for every recipient. Recipients
+/// whose domain a [`Route`] matches go to that route's targets instead (the first route
+/// that matches); the message is then handed to each group with its own recipients.
+#[derive(Clone)]
+pub struct Targets {
+    list: Arc<[Arc<dyn DeliveryTarget>]>,
+    routes: Arc<[Route]>,
+}
 
 impl Targets {
     /// These targets. At least one is needed for a message to be accepted.
     pub fn new(list: Vec<Arc<dyn DeliveryTarget>>) -> Targets {
-        Targets(list.into())
+        Targets {
+            list: list.into(),
+            routes: Arc::new([]),
+        }
+    }
+
+    /// The same targets, with recipient domain routes tried first.
+    pub fn with_routes(self, routes: Vec<Route>) -> Targets {
+        Targets {
+            routes: routes.into(),
+            ..self
+        }
     }
 
     /// The local store alone (the default).
@@ -206,36 +232,99 @@ impl Targets {
         Targets::new(vec![Arc::new(StoreTarget(store))])
     }
 
+    fn all(&self) -> impl Iterator<Item = &Arc<dyn DeliveryTarget>> {
+        self.list
+            .iter()
+            .chain(self.routes.iter().flat_map(|r| r.targets.iter()))
+    }
+
     /// The targets' names, for logs.
     pub fn names(&self) -> Vec<&'static str> {
-        self.0.iter().map(|t| t.name()).collect()
+        let mut v: Vec<&'static str> = self.all().map(|t| t.name()).collect();
+        v.dedup();
+        v
     }
 
     /// Whether the local store is one of the targets.
     pub fn has_store(&self) -> bool {
-        self.0.iter().any(|t| t.is_store())
+        self.all().any(|t| t.is_store())
     }
 
     /// The store's counter of sessions receiving content, if the store is a target.
     pub fn arrivals(&self) -> Option<Arrivals> {
-        self.0.iter().find_map(|t| t.arrivals())
+        self.all().find_map(|t| t.arrivals())
+    }
+
+    /// Which target list a recipient goes to: `None` the listener's, `Some(i)` route i's.
+    fn route_of(&self, rcpt: &str) -> Option<usize> {
+        let domain = rcpt
+            .rsplit_once('@')
+            .map(|(_, d)| d.trim_end_matches('.').to_lowercase())?;
+        self.routes.iter().position(|r| (r.matches)(&domain))
     }
 
     /// Hands `msg` to every target at once and folds their answers per recipient.
     pub async fn deliver(&self, msg: &Handoff) -> DeliveryReport {
-        let n = msg.message.envelope.rcpt_to.len();
-        let answers = futures_util::future::join_all(self.0.iter().map(|t| t.deliver(msg))).await;
-        let store_failed = self
-            .0
-            .iter()
-            .zip(&answers)
-            .any(|(t, a)| t.is_store() && !a.iter().all(RcptOutcome::is_accepted));
-        DeliveryReport {
-            rcpts: combine(n, &answers),
-            stored: self.has_store(),
-            store_failed,
+        let rcpts = &msg.message.envelope.rcpt_to;
+        let n = rcpts.len();
+        let groups: Vec<Option<usize>> = rcpts.iter().map(|r| self.route_of(r)).collect();
+        let mut keys: Vec<Option<usize>> = groups.clone();
+        keys.sort();
+        keys.dedup();
+        if keys == [None] {
+            // Every recipient goes to the listener's targets: the whole message, once.
+            let (rcpts, stored, store_failed) = deliver_to(&self.list, msg).await;
+            return DeliveryReport {
+                rcpts,
+                stored,
+                store_failed,
+            };
         }
+        let work = keys.iter().map(|key| {
+            let members: Vec<usize> = (0..n).filter(|&i| groups[i] == *key).collect();
+            let targets: &[Arc<dyn DeliveryTarget>] = match key {
+                None => &self.list,
+                Some(r) => &self.routes[*r].targets,
+            };
+            let mut part = msg.clone();
+            part.message.envelope.rcpt_to = members.iter().map(|&i| rcpts[i].clone()).collect();
+            async move { (members, deliver_to(targets, &part).await) }
+        });
+        let mut report = DeliveryReport {
+            rcpts: vec![RcptOutcome::TEMP; n],
+            stored: false,
+            store_failed: false,
+        };
+        for (members, (outcomes, stored, store_failed)) in
+            futures_util::future::join_all(work).await
+        {
+            report.stored |= stored;
+            report.store_failed |= store_failed;
+            for (i, o) in members.into_iter().zip(outcomes) {
+                report.rcpts[i] = o;
+            }
+        }
+        report
     }
+}
+
+/// One target list for one (part of a) message: the combined outcomes, whether the store
+/// was among the targets and whether it failed.
+async fn deliver_to(
+    targets: &[Arc<dyn DeliveryTarget>],
+    msg: &Handoff,
+) -> (Vec<RcptOutcome>, bool, bool) {
+    let n = msg.message.envelope.rcpt_to.len();
+    let answers = futures_util::future::join_all(targets.iter().map(|t| t.deliver(msg))).await;
+    let store_failed = targets
+        .iter()
+        .zip(&answers)
+        .any(|(t, a)| t.is_store() && !a.iter().all(RcptOutcome::is_accepted));
+    (
+        combine(n, &answers),
+        targets.iter().any(|t| t.is_store()),
+        store_failed,
+    )
 }
 
 impl From<Arc<dyn MailStore>> for Targets {
@@ -320,5 +409,73 @@ mod tests {
         );
         // No target at all delivers nothing.
         assert_eq!(combine(1, &[]), vec![RcptOutcome::TEMP]);
+    }
+
+    /// Records the recipients it was given and answers each with `answer`.
+    struct Recording(std::sync::Mutex<Vec<Vec<String>>>, RcptOutcome);
+
+    #[async_trait]
+    impl DeliveryTarget for Recording {
+        fn name(&self) -> &'static str {
+            "recording"
+        }
+        async fn deliver(&self, msg: &Handoff) -> Vec<RcptOutcome> {
+            let r = msg.message.envelope.rcpt_to.clone();
+            let n = r.len();
+            self.0.lock().unwrap().push(r);
+            vec![self.1.clone(); n]
+        }
+    }
+
+    fn handoff(rcpts: &[&str]) -> Handoff {
+        let message = Incoming::new(
+            crate::MessageId::new(),
+            0,
+            crate::Envelope {
+                mail_from: "s@x.test".into(),
+                rcpt_to: rcpts.iter().map(|s| s.to_string()).collect(),
+            },
+            crate::SessionInfo {
+                helo: "h".into(),
+                client: "192.0.2.1:1".parse().unwrap(),
+                tls: None,
+            },
+            "",
+            b"Subject: x\r\n\r\nx\r\n",
+        );
+        Handoff {
+            message,
+            params: MailParams::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn routes_split_the_recipients_and_outcomes_come_back_in_order() {
+        let a = Arc::new(Recording(Default::default(), RcptOutcome::Accepted));
+        let b = Arc::new(Recording(
+            Default::default(),
+            RcptOutcome::from_reply(550, "5.1.1 no"),
+        ));
+        let targets = Targets::new(vec![a.clone()]).with_routes(vec![Route {
+            matches: Arc::new(|d: &str| d == "b.test"),
+            targets: vec![b.clone()],
+        }]);
+        let report = targets
+            .deliver(&handoff(&["one@a.test", "two@B.test.", "three@a.test"]))
+            .await;
+        assert_eq!(*a.0.lock().unwrap(), [vec!["one@a.test", "three@a.test"]]);
+        assert_eq!(*b.0.lock().unwrap(), [vec!["two@B.test."]]);
+        assert_eq!(
+            report.rcpts,
+            [
+                RcptOutcome::Accepted,
+                RcptOutcome::from_reply(550, "5.1.1 no"),
+                RcptOutcome::Accepted
+            ]
+        );
+        // Nothing routed: the whole message goes to the listener's targets once.
+        targets.deliver(&handoff(&["x@a.test", "y@a.test"])).await;
+        assert_eq!(a.0.lock().unwrap().last().unwrap().len(), 2);
+        assert_eq!(b.0.lock().unwrap().len(), 1);
     }
 }

@@ -27,7 +27,7 @@ pub use check::{
 };
 pub use delivery::{
     BodyType, DeliveryReport, DeliveryTarget, DownstreamReply, Handoff, MailParams, RcptOutcome,
-    StoreTarget, Targets,
+    Route, StoreTarget, Targets,
 };
 pub use events::{Event, EventBus};
 pub use message::{

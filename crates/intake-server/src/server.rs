@@ -252,6 +252,7 @@ fn listener_service(
 /// Delivery targets of these kinds (one instance of each kind, shared by the listeners
 /// that use it, so that a relay's connection limit holds for the whole process).
 struct TargetSet {
+    routes: Vec<intake_core::Route>,
     store: Arc<dyn intake_core::DeliveryTarget>,
     relay: Option<Arc<dyn intake_core::DeliveryTarget>>,
     webhook: Option<Arc<dyn intake_core::DeliveryTarget>>,
@@ -259,7 +260,15 @@ struct TargetSet {
 }
 
 impl TargetSet {
+    /// The targets of these kinds, with the `[[route]]`s tried first.
     fn pick(&self, kinds: &[crate::config::TargetKind]) -> anyhow::Result<intake_core::Targets> {
+        Ok(intake_core::Targets::new(self.list(kinds)?).with_routes(self.routes.clone()))
+    }
+
+    fn list(
+        &self,
+        kinds: &[crate::config::TargetKind],
+    ) -> anyhow::Result<Vec<Arc<dyn intake_core::DeliveryTarget>>> {
         use crate::config::TargetKind;
         let mut list = Vec::new();
         for k in kinds {
@@ -271,13 +280,14 @@ impl TargetSet {
             };
             list.push(t.with_context(|| format!("delivery target {k:?} is not configured"))?);
         }
-        Ok(intake_core::Targets::new(list))
+        Ok(list)
     }
 }
 
 /// Every configured delivery target.
 fn target_set(settings: &Settings, store: &Arc<dyn MailStore>) -> anyhow::Result<TargetSet> {
     let mut set = TargetSet {
+        routes: Vec::new(),
         store: Arc::new(intake_core::StoreTarget(store.clone())),
         relay: None,
         webhook: None,
@@ -298,6 +308,13 @@ fn target_set(settings: &Settings, store: &Arc<dyn MailStore>) -> anyhow::Result
     }
     if let Some(cfg) = d.program.clone() {
         set.program = Some(Arc::new(intake_smtp::program::ProgramTarget::new(cfg)));
+    }
+    for r in &settings.routes {
+        let domains = r.domains.clone();
+        set.routes.push(intake_core::Route {
+            matches: Arc::new(move |d: &str| domains.accepts(d)),
+            targets: set.list(&r.targets)?,
+        });
     }
     Ok(set)
 }

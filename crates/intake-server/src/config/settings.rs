@@ -155,6 +155,15 @@ pub struct ListenerSettings {
     pub targets: Vec<TargetKind>,
 }
 
+/// A `[[route]]`: recipients at these domains go to these targets, on every listener.
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    /// Domain patterns (`example.com`, `*.example.com`).
+    pub domains: DomainPolicy,
+    /// The targets.
+    pub targets: Vec<TargetKind>,
+}
+
 /// Everything `intake` needs to run, validated.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -184,6 +193,8 @@ pub struct Settings {
     pub auth: AuthConfig,
     /// Listeners besides the default one.
     pub listeners: Vec<ListenerSettings>,
+    /// Targets by recipient domain (before a listener's own).
+    pub routes: Vec<RouteSettings>,
     /// Bearer tokens of the admin API (`/api/v1/admin`); empty: no admin API.
     pub admin_tokens: Vec<String>,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `intake=debug`.
@@ -437,6 +448,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
     let delivery = read_delivery(r, &hostname, &domains);
     let auth = read_auth(r, tls_files.is_some());
     let listeners = read_listeners(r, tls_files.is_some(), &delivery, smtp_listen);
+    let routes = read_routes(r, &delivery);
     let admin_tokens: Vec<String> = r.get("admin.tokens", Vec::new());
     if admin_tokens.iter().any(|t| t.len() < 16) {
         r.error(
@@ -502,6 +514,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
         delivery,
         auth,
         listeners,
+        routes,
         admin_tokens,
         log_level,
         log_format,
@@ -705,6 +718,87 @@ fn read_delivery(r: &mut Reader<'_>, hostname: &str, domains: &DomainPolicy) -> 
     }
 }
 
+/// A list of target names from a `[[listener]]` or `[[route]]` table; each must have its
+/// section configured.
+fn read_target_list(
+    r: &mut Reader<'_>,
+    key: &str,
+    v: &toml::Value,
+    delivery: &DeliverySettings,
+) -> Vec<TargetKind> {
+    let names: Vec<String> = v.clone().try_into().unwrap_or_else(|_| {
+        r.error(key, "expected a list such as [\"store\"]");
+        Vec::new()
+    });
+    let mut kinds = Vec::new();
+    for n in names {
+        let k = match n.as_str() {
+            "store" => TargetKind::Store,
+            "relay" => TargetKind::Relay,
+            "webhook" => TargetKind::Webhook,
+            "program" => TargetKind::Program,
+            other => {
+                r.error(key, format!("{other:?} is not a target"));
+                continue;
+            }
+        };
+        let configured = match k {
+            TargetKind::Store => true,
+            TargetKind::Relay => delivery.relay.is_some(),
+            TargetKind::Webhook => delivery.webhook.is_some(),
+            TargetKind::Program => delivery.program.is_some(),
+        };
+        if !configured {
+            r.error(key, format!("{n:?} needs its section ([{n}])"));
+        }
+        if !kinds.contains(&k) {
+            kinds.push(k);
+        }
+    }
+    if kinds.is_empty() {
+        r.error(key, "at least one target is needed");
+    }
+    kinds
+}
+
+/// `[[route]]` tables.
+fn read_routes(r: &mut Reader<'_>, delivery: &DeliverySettings) -> Vec<RouteSettings> {
+    let mut out = Vec::new();
+    for (i, t) in r.tables("route").into_iter().enumerate() {
+        let key = |k: &str| format!("route[{i}].{k}");
+        for k in t.keys() {
+            if k != "domains" && k != "targets" {
+                r.error(&key(k), "unknown setting");
+            }
+        }
+        let patterns: Vec<String> = t
+            .get("domains")
+            .and_then(|v| v.clone().try_into().ok())
+            .unwrap_or_default();
+        if patterns.is_empty() {
+            r.error(
+                &key("domains"),
+                "expected a list of domains such as [\"example.com\"]",
+            );
+            continue;
+        }
+        let domains = match DomainPolicy::new(&patterns) {
+            Ok(d) => d,
+            Err(e) => {
+                r.error(&key("domains"), e);
+                continue;
+            }
+        };
+        let Some(v) = t.get("targets") else {
+            r.error(&key("targets"), "expected a list such as [\"relay\"]");
+            continue;
+        };
+        let targets = read_target_list(r, &key("targets"), v, delivery);
+        out.push(RouteSettings { domains, targets });
+    }
+    out
+}
+
 /// `[[listener]]` tables; `default` is the default listener's address (no two alike).
 fn read_listeners(
     r: &mut Reader<'_>,
@@ -824,41 +918,7 @@ fn read_listeners(
         };
         let targets = match t.get("targets") {
             None => delivery.targets.clone(),
-            Some(v) => {
-                let names: Vec<String> = v.clone().try_into().unwrap_or_else(|_| {
-                    r.error(&key("targets"), "expected a list such as [\"store\"]");
-                    Vec::new()
-                });
-                let mut kinds = Vec::new();
-                for n in names {
-                    let k = match n.as_str() {
-                        "store" => TargetKind::Store,
-                        "relay" => TargetKind::Relay,
-                        "webhook" => TargetKind::Webhook,
-                        "program" => TargetKind::Program,
-                        other => {
-                            r.error(&key("targets"), format!("{other:?} is not a target"));
-                            continue;
-                        }
-                    };
-                    let configured = match k {
-                        TargetKind::Store => true,
-                        TargetKind::Relay => delivery.relay.is_some(),
-                        TargetKind::Webhook => delivery.webhook.is_some(),
-                        TargetKind::Program => delivery.program.is_some(),
-                    };
-                    if !configured {
-                        r.error(&key("targets"), format!("{n:?} needs its section ([{n}])"));
-                    }
-                    if !kinds.contains(&k) {
-                        kinds.push(k);
-                    }
-                }
-                if kinds.is_empty() {
-                    r.error(&key("targets"), "at least one target is needed");
-                }
-                kinds
-            }
+            Some(v) => read_target_list(r, &key("targets"), v, delivery),
         };
         out.push(ListenerSettings {
             name,
@@ -1238,6 +1298,26 @@ mod tests {
             ("app", AuthMode::Required, PolicyProfile::None)
         );
         assert_eq!(l.targets, [TargetKind::Store], "the default targets");
+    }
+
+    #[test]
+    fn routes_need_domains_and_configured_targets() {
+        let errs = load(
+            "[[route]]\ndomains = [\"a@b\"]\ntargets = [\"store\"]\n\
+             [[route]]\ndomains = [\"x.test\"]\ntargets = [\"webhook\"]\n\
+             [[route]]\ntargets = [\"store\"]\nwhat = 1\n",
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        for k in [
+            "route[0].domains",
+            "route[1].targets",
+            "route[2].domains",
+            "route[2].what",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
     }
 
     #[test]

@@ -172,3 +172,26 @@ async fn a_downstream_without_starttls_gets_nothing_when_tls_is_required() {
     assert!(down.subjects("alice@example.test").await.is_empty());
     let _ = Client::connect(gw.addr).await; // the gateway still serves
 }
+
+#[tokio::test]
+async fn routes_send_some_domains_downstream_and_keep_the_rest() {
+    let down = TestServer::start("[smtp]\ndomains = [\"relayed.test\"]\n").await;
+    let gw = TestServer::start(&format!(
+        "[delivery]\ntargets = [\"store\"]\n[relay]\nserver = \"{}\"\n\
+         [[route]]\ndomains = [\"relayed.test\"]\ntargets = [\"relay\"]\n",
+        down.addr
+    ))
+    .await;
+    let r = send(gw.addr, &["a@local.test", "b@Relayed.test"], "split").await;
+    assert_eq!(r.head(), "250 2.0.0", "{}", r.text());
+    assert_eq!(gw.subjects("a@local.test").await, ["split"]);
+    assert!(
+        gw.subjects("b@relayed.test").await.is_empty(),
+        "not kept here"
+    );
+    assert_eq!(down.subjects("b@relayed.test").await, ["split"]);
+    assert!(
+        down.subjects("a@local.test").await.is_empty(),
+        "not sent there"
+    );
+}
