@@ -253,6 +253,8 @@ fn listener_service(
 /// that use it, so that a relay's connection limit holds for the whole process).
 struct TargetSet {
     routes: Vec<intake_core::Route>,
+    /// The relay itself (for recipient verification).
+    relay_target: Option<Arc<intake_smtp::relay::RelayTarget>>,
     store: Arc<dyn intake_core::DeliveryTarget>,
     relay: Option<Arc<dyn intake_core::DeliveryTarget>>,
     webhook: Option<Arc<dyn intake_core::DeliveryTarget>>,
@@ -284,10 +286,60 @@ impl TargetSet {
     }
 }
 
+/// The policy checks of a listener whose targets are `kinds`: the `[recipients]` and
+/// `[greylist]` checks, then, with `relay.verify_recipients`, the downstream's word on each
+/// recipient that goes to the relay (by `kinds` or a `[[route]]`).
+fn checks_for(
+    settings: &Settings,
+    store: &Arc<dyn MailStore>,
+    targets: &TargetSet,
+    kinds: &[crate::config::TargetKind],
+) -> intake_core::Pipeline {
+    use crate::config::TargetKind;
+    let mut checks =
+        intake_policy::pipeline(&settings.policy, store.clone(), settings.smtp.clock.clone());
+    let relays = |k: &[TargetKind]| k.contains(&TargetKind::Relay);
+    let any_relay = relays(kinds) || settings.routes.iter().any(|r| relays(&r.targets));
+    if let (true, true, Some(relay)) = (
+        settings.delivery.relay_verify,
+        any_relay,
+        targets.relay_target.clone(),
+    ) {
+        let routes: Vec<(intake_smtp::DomainPolicy, bool)> = settings
+            .routes
+            .iter()
+            .map(|r| (r.domains.clone(), relays(&r.targets)))
+            .collect();
+        let default = relays(kinds);
+        let skip = Arc::new(move |rcpt: &str| {
+            let domain = rcpt.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+            let relayed = routes
+                .iter()
+                .find(|(d, _)| d.accepts(domain))
+                .map(|(_, r)| *r)
+                .unwrap_or(default);
+            !relayed
+        });
+        let c = settings
+            .delivery
+            .relay
+            .as_ref()
+            .expect("a relay target has settings");
+        let deadline = c.connect_timeout + c.command_timeout * 4;
+        checks.add(
+            Arc::new(intake_smtp::relay::RecipientVerify::new(relay, skip)),
+            deadline,
+            intake_core::OnError::Defer,
+        );
+    }
+    checks
+}
+
 /// Every configured delivery target.
 fn target_set(settings: &Settings, store: &Arc<dyn MailStore>) -> anyhow::Result<TargetSet> {
     let mut set = TargetSet {
         routes: Vec::new(),
+        relay_target: None,
         store: Arc::new(intake_core::StoreTarget(store.clone())),
         relay: None,
         webhook: None,
@@ -296,10 +348,12 @@ fn target_set(settings: &Settings, store: &Arc<dyn MailStore>) -> anyhow::Result
     let d = &settings.delivery;
     if let Some(cfg) = d.relay.clone() {
         let server = cfg.server.clone();
-        set.relay = Some(Arc::new(
+        let relay = Arc::new(
             intake_smtp::relay::RelayTarget::new(cfg)
                 .with_context(|| format!("setting up the relay to {server} (relay.tls_ca)"))?,
-        ));
+        );
+        set.relay_target = Some(relay.clone());
+        set.relay = Some(relay);
     }
     if let Some(cfg) = d.webhook.clone() {
         set.webhook = Some(Arc::new(
@@ -363,9 +417,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         None => None,
     };
     // The policy checks, wired here so that the session never depends on their backends.
-    let checks =
-        intake_policy::pipeline(&settings.policy, store.clone(), settings.smtp.clock.clone());
     let targets = target_set(settings, &store)?;
+    let checks = checks_for(settings, &store, &targets, &settings.delivery.targets);
     let auth = authenticator(settings, &store);
     let svc = intake_smtp::Service {
         cfg: Arc::new(intake_smtp::SessionConfig {
@@ -405,7 +458,12 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
             .await
             .with_context(|| format!("binding listener {:?} to {}", l.name, l.address))?;
         let addr = bound.local_addr()?;
-        let svc = listener_service(l, &svc, &targets, &auth)?;
+        let mut svc = listener_service(l, &svc, &targets, &auth)?;
+        if l.policy == crate::config::PolicyProfile::Default {
+            let mut cfg = (*svc.cfg).clone();
+            cfg.checks = Arc::new(checks_for(settings, &store, &targets, &l.targets));
+            svc.cfg = Arc::new(cfg);
+        }
         tracing::info!(listener = %l.name, address = %addr, tls = ?l.tls, auth = ?l.auth,
             targets = ?l.targets, "extra SMTP listener");
         extra.push((

@@ -74,6 +74,8 @@ pub struct DeliverySettings {
     pub targets: Vec<TargetKind>,
     /// The downstream server, when a listener relays.
     pub relay: Option<RelayConfig>,
+    /// Ask the downstream about each recipient at RCPT time.
+    pub relay_verify: bool,
     /// The webhook, when a listener posts.
     pub webhook: Option<WebhookConfig>,
     /// The program, when a listener runs one.
@@ -665,6 +667,7 @@ fn read_delivery(r: &mut Reader<'_>, hostname: &str, domains: &DomainPolicy) -> 
     let command_timeout = read_timeout(r, "relay.command_timeout", d.command_timeout);
     let data_timeout = read_timeout(r, "relay.data_timeout", d.data_timeout);
     let idle_timeout = r.duration("relay.idle_timeout", d.idle_timeout);
+    let relay_verify: bool = r.get("relay.verify_recipients", false);
     let wanted = targets.contains(&TargetKind::Relay);
     let relay = if server.is_empty() {
         if wanted {
@@ -713,6 +716,7 @@ fn read_delivery(r: &mut Reader<'_>, hostname: &str, domains: &DomainPolicy) -> 
     DeliverySettings {
         targets,
         relay,
+        relay_verify,
         webhook,
         program,
     }

@@ -195,3 +195,53 @@ async fn routes_send_some_domains_downstream_and_keep_the_rest() {
         "not sent there"
     );
 }
+
+#[tokio::test]
+async fn verify_recipients_answers_each_rcpt_with_the_downstreams_word() {
+    let down = TestServer::start(
+        "[smtp]\ndomains = [\"example.test\"]\n[recipients]\naddresses = [\"alice@example.test\"]\n",
+    )
+    .await;
+    let gw = TestServer::start(&format!(
+        "[delivery]\ntargets = [\"relay\"]\n[relay]\nserver = \"{}\"\nverify_recipients = true\n",
+        down.addr
+    ))
+    .await;
+    let mut c = Client::greeted(gw.addr).await;
+    let replies = c
+        .transcript(
+            "C: EHLO client.test
+             S: 250
+             C: MAIL FROM:<sender@example.net>
+             S: 250 2.1.0
+             C: RCPT TO:<bob@example.test>
+             S: 550 5.1.1
+             C: RCPT TO:<carol@elsewhere.test>
+             S: 550 5.7.1
+             C: RCPT TO:<alice@example.test>
+             S: 250 2.1.5
+             C: DATA
+             S: 354",
+        )
+        .await;
+    assert!(
+        replies[3]
+            .text()
+            .contains("Downstream: Relay access denied"),
+        "{}",
+        replies[3].text()
+    );
+    c.send(b"Subject: verified\r\n\r\nhi\r\n.\r\n").await;
+    // Only the recipient the downstream takes is in the envelope: a plain 250.
+    assert_eq!(c.reply().await.head(), "250 2.0.0");
+    assert_eq!(down.subjects("alice@example.test").await, ["verified"]);
+    // The downstream gone: RCPT is deferred (the check cannot decide), never accepted.
+    down.stop().await;
+    let mut c = Client::greeted(gw.addr).await;
+    c.cmd("EHLO client.test").await;
+    c.cmd("MAIL FROM:<sender@example.net>").await;
+    assert_eq!(
+        c.cmd("RCPT TO:<alice@example.test>").await.head(),
+        "451 4.4.3"
+    );
+}

@@ -263,6 +263,21 @@ impl Client {
         Ok(outcomes)
     }
 
+    /// Asks whether the downstream would take mail from `mail_from` to `rcpt` (MAIL, RCPT,
+    /// RSET): its RCPT reply, or the MAIL reply if MAIL was refused.
+    pub async fn probe(&mut self, mail_from: &str, rcpt: &str) -> Result<Response, ClientError> {
+        let r = self
+            .command(&format!("MAIL FROM:<{mail_from}>\r\n"))
+            .await?;
+        if r.code != 250 {
+            self.reset().await?;
+            return Ok(r);
+        }
+        let r = self.command(&format!("RCPT TO:<{rcpt}>\r\n")).await?;
+        self.reset().await?;
+        Ok(r)
+    }
+
     /// Sends QUIT without waiting long for the answer.
     pub async fn quit(mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(1), async {

@@ -11,6 +11,9 @@
 //! - STARTTLS (`tls`) and AUTH PLAIN (`auth`) to the downstream.
 
 mod client;
+mod verify;
+
+pub use verify::RecipientVerify;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -168,6 +171,19 @@ impl RelayTarget {
         }
     }
 
+    /// Puts a connection back for reuse (or closes it when nothing is kept idle).
+    async fn checkin(&self, client: Client, permit: OwnedSemaphorePermit) {
+        if self.cfg.idle_timeout.is_zero() {
+            client.quit().await;
+        } else {
+            self.idle.lock().expect("pool lock").push(Idle {
+                client,
+                permit,
+                since: Instant::now(),
+            });
+        }
+    }
+
     async fn open(
         &self,
         permit: OwnedSemaphorePermit,
@@ -197,15 +213,7 @@ impl DeliveryTarget for RelayTarget {
         match client.send(msg, self.cfg.lmtp, self.cfg.data_timeout).await {
             Ok(outcomes) => {
                 tracing::debug!(id = %msg.message.id, server = %self.cfg.server, ?outcomes, "relayed");
-                if self.cfg.idle_timeout.is_zero() {
-                    client.quit().await;
-                } else {
-                    self.idle.lock().expect("pool lock").push(Idle {
-                        client,
-                        permit,
-                        since: Instant::now(),
-                    });
-                }
+                self.checkin(client, permit).await;
                 outcomes
             }
             Err(e) => {
