@@ -5,7 +5,10 @@
 # on loopback only. For each configuration (parallel sessions x messages per
 # session) and each server it reports messages/second, the server's CPU
 # seconds per 1,000 messages and the Intake/smtp-sink ratios. At the end it
-# reports the peak RSS of both servers. Run it from the repo root:
+# reports the peak RSS of both servers. A third server, "relay", is Intake
+# relaying every message to the same smtp-sink before it replies (the gateway
+# setup: INTAKE_DELIVERY__TARGETS='["relay"]'); its CPU is Intake's only.
+# Run it from the repo root:
 #
 #     bench/core.sh
 #
@@ -27,7 +30,9 @@ BENCH_PROBE=${BENCH_PROBE:-1000}               # messages in the probe/warm-up r
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-300}            # hard limit, seconds, for any single smtp-source run
 BENCH_START_SECS=${BENCH_START_SECS:-30}       # how long to wait for a server's 220 greeting
 BENCH_SETTLE=${BENCH_SETTLE:-0.2}              # pause after a run before the CPU counters are read
-BENCH_ONLY=${BENCH_ONLY:-}                     # "sink" or "intake": run one server only (debugging)
+BENCH_ONLY=${BENCH_ONLY:-}                     # "sink", "intake" or "relay": run one server only (relay also starts the sink)
+BENCH_RELAY=${BENCH_RELAY:-1}                  # 0: leave out the relay figures
+BENCH_RELAY_PORT=${BENCH_RELAY_PORT:-}
 BENCH_OUT=${BENCH_OUT:-$REPO_ROOT/bench/out}
 BENCH_KEEP=${BENCH_KEEP:-0}                    # 1: keep the temporary directory (store, logs)
 BENCH_INTAKE_PORT=${BENCH_INTAKE_PORT:-}       # default: a free port in 20000-29999
@@ -46,10 +51,11 @@ for s in $BENCH_SESSIONS $BENCH_PER_SESSION; do
     is_uint "$s" && ((s > 0)) || die "BENCH_SESSIONS / BENCH_PER_SESSION must list positive integers"
 done
 case "$BENCH_ONLY" in
-    "") SERVERS=(sink intake) ;;
+    "") SERVERS=(sink intake); [[ $BENCH_RELAY == 1 ]] && SERVERS+=(relay) ;;
     sink) SERVERS=(sink) ;;
     intake) SERVERS=(intake) ;;
-    *) die "BENCH_ONLY must be empty, 'sink' or 'intake'" ;;
+    relay) SERVERS=(relay) ;;
+    *) die "BENCH_ONLY must be empty, 'sink', 'intake' or 'relay'" ;;
 esac
 case "$BENCH_CHECKS" in
     0) ;;
@@ -57,12 +63,14 @@ case "$BENCH_CHECKS" in
     *) die "BENCH_CHECKS must be 0 or 1" ;;
 esac
 want() { [[ " ${SERVERS[*]} " == *" $1 "* ]]; }
+need_sink() { want sink || want relay; }
 
 # ---------------------------------------------------------------- cleanup --
 
 WORK=""
 SINK_PID=""
 INTAKE_PID=""
+RELAY_PID=""
 CHECKS_PID=""         # Intake with the policy checks on (BENCH_CHECKS=1)
 DNS_PID=""            # its DNS server (bench/dns-fixture.py)
 RUN_PID=""            # the `timeout` wrapping the current smtp-source run
@@ -91,6 +99,7 @@ cleanup() {
     fi
     [[ -z ${SCRAPER_PID:-} ]] || kill "$SCRAPER_PID" 2>/dev/null || true
     stop_pid "$INTAKE_PID"
+    stop_pid "$RELAY_PID"
     stop_pid "$CHECKS_PID"
     stop_pid "$DNS_PID"
     stop_pid "$SINK_PID"
@@ -174,7 +183,7 @@ for t in timeout xargs getconf awk; do command -v "$t" >/dev/null || die "$t is 
 # ------------------------------------------------------------ Intake binary --
 
 BIN=""
-if want intake || want checks; then
+if want intake || want relay || want checks; then
     if [[ -n ${INTAKE_BIN:-} ]]; then
         BIN=$INTAKE_BIN
     else
@@ -234,7 +243,7 @@ wait_greeting() { # name pid port: wait for "220" on 127.0.0.1:port while pid li
 # ------------------------------------------------------------ start servers --
 
 declare -A PORT PID
-if want sink; then
+if need_sink; then
     PORT[sink]=${BENCH_SINK_PORT:-$(pick_port)}
     sink_args=(-a -C -F -m 256)
     # smtp-sink refuses to run as root without -u.
@@ -243,7 +252,7 @@ if want sink; then
     log "starting: ${SINK_CMD[*]}"
     "${SINK_CMD[@]}" >"$WORK/sink.log" 2>&1 &
     SINK_PID=$!
-    PID[sink]=$SINK_PID
+    want sink && PID[sink]=$SINK_PID
     wait_greeting smtp-sink "$SINK_PID" "${PORT[sink]}" || { cat "$WORK/sink.log" >&2; die "smtp-sink did not start"; }
 fi
 if want intake; then
@@ -271,6 +280,24 @@ if want intake; then
     (while kill -0 "$INTAKE_PID" 2>/dev/null; do scrape >"$WORK/metrics-last.txt.new" && mv "$WORK/metrics-last.txt.new" "$WORK/metrics-last.txt"; sleep 5; done) &
     SCRAPER_PID=$!
 fi
+if want relay; then
+    PORT[relay]=${BENCH_RELAY_PORT:-$(pick_port)}
+    while [[ ${PORT[relay]} == "${PORT[sink]:-}" || ${PORT[relay]} == "${PORT[intake]:-}" ]]; do PORT[relay]=$(pick_port); done
+    mkdir -p "$WORK/relay-data"
+    # The downstream pool must hold every session: at its limit Intake answers 451 at once.
+    log "starting: Intake relaying to smtp-sink on 127.0.0.1:${PORT[relay]}"
+    INTAKE_SMTP__LISTEN="127.0.0.1:${PORT[relay]}" INTAKE_STORE__PATH="$WORK/relay-data" \
+        INTAKE_HTTP__LISTEN="" INTAKE_DELIVERY__TARGETS='["relay"]' \
+        INTAKE_RELAY__SERVER="127.0.0.1:${PORT[sink]}" INTAKE_RELAY__TLS=off \
+        INTAKE_RELAY__MAX_CONNECTIONS=256 \
+        "$BIN" serve >"$WORK/relay.log" 2>&1 &
+    RELAY_PID=$!
+    PID[relay]=$RELAY_PID
+    if ! wait_greeting "Intake (relay)" "$RELAY_PID" "${PORT[relay]}"; then
+        tail -n 30 "$WORK/relay.log" >&2 || true
+        die "Intake (relay) did not start"
+    fi
+fi
 
 # ---------------------------------------------------------------- workload --
 
@@ -292,7 +319,7 @@ if want checks; then
         INTAKE_HELO__REJECT_NON_FQDN=true INTAKE_HELO__REJECT_BARE_IP=true
         INTAKE_RECIPIENTS__ADDRESSES="[\"$BENCH_RCPT\"]"
         INTAKE_GREYLIST__ENABLED=true INTAKE_GREYLIST__ALLOW_NETWORKS='["127.0.0.0/8"]'
-        INTAKE_AUTH__ENABLED=true INTAKE_HTTP__LISTEN=""
+        INTAKE_SENDER_AUTH__ENABLED=true INTAKE_HTTP__LISTEN=""
     )
     log "starting (checks on): ${CHECKS_ENV[*]} $BIN serve"
     env "${CHECKS_ENV[@]}" "$BIN" serve >"$WORK/checks.log" 2>&1 &
@@ -493,10 +520,12 @@ render_table() {
     function cpu(t, n) { return t / tck / n * 1000 }
     function ok(s) { return s == "ok" }
     BEGIN {
-        ns = split(servers, srv, " ")
+        ns = split(servers, srv, " "); is = 0; ii = 0; ic = 0
         for (i = 1; i <= ns; i++) {
-            name[i] = (srv[i] == "sink" ? "smtp-sink" : srv[i] == "checks" ? "Intake+checks" : "Intake")
-            if (srv[i] == "sink") is = i; if (srv[i] == "intake") ii = i; if (srv[i] == "checks") ic = i
+            name[i] = (srv[i] == "sink" ? "smtp-sink" : (srv[i] == "relay" ? "Intake relay" : (srv[i] == "checks" ? "Intake+checks" : "Intake")))
+            if (srv[i] == "sink") is = i
+            if (srv[i] == "intake") ii = i
+            if (srv[i] == "checks") ic = i
         }
         both = is && ii
         h = "| sessions | msgs/session | messages |"; sep = "|---:|---:|---:|"
@@ -541,6 +570,10 @@ OUT_FILE="$BENCH_OUT/core-$(date -u +%Y%m%d-%H%M%S).md"
     echo "msg/s: messages divided by smtp-source's wall time. CPU s/1k msgs: the server process's user+system CPU"
     echo "(/proc/<pid>/stat) per 1,000 messages. Ratios are Intake divided by smtp-sink (msg/s: higher is better"
     echo "for Intake; CPU: lower is better)."
+    if want relay; then
+        echo "Intake relay: Intake with \`delivery.targets = [\"relay\"]\` handing every message to the smtp-sink above"
+        echo "before its 250 (no local store); its CPU column is Intake's process only."
+    fi
     if want checks; then
         echo "Intake+checks: a second Intake with every local policy check on (DNS lists answered from the"
         echo "resolver's cache after the first lookup, HELO checks, valid recipients, greylisting with loopback"
@@ -549,7 +582,7 @@ OUT_FILE="$BENCH_OUT/core-$(date -u +%Y%m%d-%H%M%S).md"
     fi
     echo
     for srv in "${SERVERS[@]}"; do
-        case $srv in sink) n="smtp-sink" ;; checks) n="Intake+checks" ;; *) n="Intake" ;; esac
+        case $srv in sink) n="smtp-sink" ;; relay) n="Intake relay" ;; checks) n="Intake+checks" ;; *) n="Intake" ;; esac
         if [[ -n ${RSS[$srv]:-} ]]; then
             echo "- $n peak RSS (VmHWM): $(awk -v k="${RSS[$srv]}" 'BEGIN { printf "%.1f MiB", k / 1024 }')$(kill -0 "${PID[$srv]}" 2>/dev/null || echo ' (last seen; the process exited)')"
         else

@@ -434,7 +434,7 @@ test("the message view shows what the policy checks recorded", { timeout: 30_000
       INTAKE_HTTP__LISTEN: `127.0.0.1:${httpP}`,
       INTAKE_STORE__PATH: dir,
       INTAKE_LOG__LEVEL: "error",
-      INTAKE_AUTH__ENABLED: "true",
+      INTAKE_SENDER_AUTH__ENABLED: "true",
       INTAKE_DNS__SERVERS: `["127.0.0.1:${dns.address().port}"]`,
       INTAKE_DNS__TIMEOUT: "200ms",
       INTAKE_DNS__ATTEMPTS: "1",

@@ -230,6 +230,7 @@ pub trait Check: Send + Sync + 'static {
     async fn check(&self, cx: &CheckCtx) -> Result<Verdict, CheckError>;
 }
 
+#[derive(Clone)]
 struct Entry {
     check: Arc<dyn Check>,
     deadline: Duration,
@@ -237,7 +238,7 @@ struct Entry {
 }
 
 /// The checks of a listener, in the order they run.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Pipeline {
     entries: Vec<Entry>,
 }

@@ -9,17 +9,25 @@
 #![warn(missing_docs)]
 
 pub mod alias;
+pub mod auth;
 pub mod check;
+pub mod delivery;
 pub mod events;
 pub mod message;
 pub mod mime;
 pub mod net;
+pub mod password;
 pub mod search;
 pub mod store;
 
+pub use auth::{AuthResult, Authenticator, Credentials, FailureLimit, StoreAuthenticator};
 pub use check::{
     Check, CheckCtx, CheckError, Clock, Findings, IdSource, OnError, Pipeline, RandomIds, Reason,
     Stage, SystemClock, Verdict,
+};
+pub use delivery::{
+    BodyType, DeliveryReport, DeliveryTarget, DownstreamReply, Handoff, MailParams, RcptOutcome,
+    Route, StoreTarget, Targets,
 };
 pub use events::{Event, EventBus};
 pub use message::{
@@ -29,4 +37,5 @@ pub use message::{
 pub use search::{Query, QueryError};
 pub use store::{
     ArrivalGuard, Arrivals, Evicted, GreyRecord, Listing, MailStore, Page, Retention, StoreError,
+    User,
 };

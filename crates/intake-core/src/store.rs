@@ -200,6 +200,34 @@ pub trait MailStore: Send + Sync + 'static {
     async fn greylist_expire(&self, _before_ms: i64) -> Result<u64, StoreError> {
         Err(not_kept("greylisting state"))
     }
+
+    // SMTP AUTH users. Stores that keep none answer `Unavailable` (AUTH then fails
+    // temporarily, never with a wrong-password reply).
+
+    /// A user by address (lower-cased).
+    async fn user_get(&self, _address: &str) -> Result<Option<crate::User>, StoreError> {
+        Err(not_kept("users"))
+    }
+
+    /// Adds a user; false if the address exists already.
+    async fn user_add(&self, _user: crate::User) -> Result<bool, StoreError> {
+        Err(not_kept("users"))
+    }
+
+    /// Replaces a user's password hash; false if there is no such user.
+    async fn user_set_password(&self, _address: &str, _hash: &str) -> Result<bool, StoreError> {
+        Err(not_kept("users"))
+    }
+
+    /// Enables or disables a user; false if there is no such user.
+    async fn user_set_enabled(&self, _address: &str, _enabled: bool) -> Result<bool, StoreError> {
+        Err(not_kept("users"))
+    }
+
+    /// Every user, by address.
+    async fn user_list(&self) -> Result<Vec<crate::User>, StoreError> {
+        Err(not_kept("users"))
+    }
 }
 
 fn not_kept(what: &str) -> StoreError {
@@ -216,4 +244,64 @@ pub struct GreyRecord {
     pub last_seen: i64,
     /// For a triplet: times it passed; for a client network: triplets that passed.
     pub passes: u32,
+}
+
+/// An SMTP AUTH user (the `users` table).
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    /// The login, an address; lower-cased.
+    pub address: String,
+    /// The password hash (see [`crate::password`]).
+    pub password_hash: String,
+    /// A disabled user cannot log in.
+    pub enabled: bool,
+    /// Envelope senders the user may use (`user@example.com`, or `@example.com` for a whole
+    /// domain); empty: only the user's own address.
+    pub senders: Vec<String>,
+}
+
+impl User {
+    /// Whether the user may send with `mail_from` as the envelope sender.
+    pub fn may_send_as(&self, mail_from: &str) -> bool {
+        let from = mail_from.to_lowercase();
+        if from == self.address {
+            return true;
+        }
+        let domain = from.rsplit_once('@').map(|(_, d)| format!("@{d}"));
+        self.senders
+            .iter()
+            .any(|s| *s == from || Some(s) == domain.as_ref())
+    }
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("address", &self.address)
+            .field("enabled", &self.enabled)
+            .field("senders", &self.senders)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod user_tests {
+    use super::User;
+
+    #[test]
+    fn a_user_sends_as_itself_and_as_listed_senders_only() {
+        let u = User {
+            address: "alice@example.test".into(),
+            password_hash: String::new(),
+            enabled: true,
+            senders: vec!["sales@example.test".into(), "@alice.test".into()],
+        };
+        assert!(u.may_send_as("Alice@Example.test"));
+        assert!(u.may_send_as("sales@example.test"));
+        assert!(u.may_send_as("anything@alice.test"));
+        assert!(!u.may_send_as("bob@example.test"));
+        assert!(!u.may_send_as("x@sub.alice.test"));
+        assert!(!u.may_send_as(""), "not the null sender");
+        assert!(!format!("{u:?}").contains("password"), "no hash in logs");
+    }
 }

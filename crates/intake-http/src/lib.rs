@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod access;
+pub mod admin;
 mod api;
 mod conn;
 pub mod error;
@@ -103,6 +104,8 @@ pub struct AppState {
     metrics: Option<MetricsRender>,
     /// Cancelled when the server starts draining (`/readyz` turns 503).
     draining: CancellationToken,
+    /// Tokens of the users admin API (`admin.tokens`), beside the `admin` scope.
+    admin_tokens: Vec<String>,
 }
 
 /// Renders the process's metrics in Prometheus' text format.
@@ -125,7 +128,14 @@ impl AppState {
             registered_aliases: Arc::default(),
             metrics: None,
             draining: CancellationToken::new(),
+            admin_tokens: Vec::new(),
         }
+    }
+
+    /// The users admin API also accepts these tokens (`admin.tokens`).
+    pub fn with_admin_tokens(mut self, tokens: Vec<String>) -> Self {
+        self.admin_tokens = tokens;
+        self
     }
 
     /// Serves `/metrics` with this renderer.
@@ -150,7 +160,11 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(docs)
         .merge(ui::routes())
-        .merge(ops::routes(state.clone()));
+        .merge(ops::routes(state.clone()))
+        .merge(admin::router(
+            state.store.clone(),
+            state.admin_tokens.clone(),
+        ));
     let app = match ui::cors(&state.config.cors_origins) {
         Some(cors) => app.layer(cors),
         None => app,

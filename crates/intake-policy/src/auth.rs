@@ -111,7 +111,7 @@ fn policy_name(p: Policy) -> &'static str {
 #[async_trait]
 impl Check for SenderAuth {
     fn name(&self) -> &'static str {
-        "auth"
+        "sender_auth"
     }
 
     fn stage(&self) -> Stage {

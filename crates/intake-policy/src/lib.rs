@@ -6,7 +6,7 @@
 //! | `helo` | HELO | [`helo`]: refuse non-FQDN or bare-IP names |
 //! | `recipients` | RCPT | [`recipients`]: valid recipients (config, file, store), `550 5.1.1` |
 //! | `greylist` | RCPT | [`greylist`]: defer a new (network, sender, recipient) triplet |
-//! | `auth` | end of data | [`auth`]: SPF, DKIM, DMARC, ARC; `Authentication-Results:` |
+//! | `sender_auth` | end of data | [`auth`]: SPF, DKIM, DMARC, ARC; `Authentication-Results:` |
 //! | `rspamd` | end of data | [`rspamd`]: rspamd's `/checkv2` action |
 //! | `spamd` | end of data | [`spamd`]: SpamAssassin's score, by our thresholds |
 //!
@@ -53,7 +53,7 @@ pub const CHECKS: &[&str] = &[
     "helo",
     "recipients",
     "greylist",
-    "auth",
+    "sender_auth",
     "rspamd",
     "spamd",
 ];
@@ -75,7 +75,7 @@ pub struct PolicyConfig {
     /// Greylisting.
     pub greylist: GreylistConfig,
     /// SPF, DKIM, DMARC, ARC.
-    pub auth: AuthConfig,
+    pub sender_auth: AuthConfig,
     /// rspamd.
     pub rspamd: RspamdConfig,
     /// SpamAssassin's spamd.
@@ -92,7 +92,7 @@ impl PolicyConfig {
             self.helo.enabled(),
             true, // recipients: accepts everyone until a source lists someone
             self.greylist.enabled,
-            self.auth.enabled,
+            self.sender_auth.enabled,
             self.rspamd.enabled,
             self.spamd.enabled,
         ];
@@ -155,7 +155,7 @@ impl Profiles {
             }
         }
         let uses = |c: &str| wanted.iter().any(|(_, cs)| cs.iter().any(|x| x == c));
-        let dns = if uses("dnsbl") || uses("auth") {
+        let dns = if uses("dnsbl") || uses("sender_auth") {
             Some(dns::resolver(&cfg.dns)?)
         } else {
             None
@@ -189,14 +189,14 @@ impl Profiles {
                     cfg.greylist.timeout,
                     cfg.greylist.on_error,
                 ),
-                "auth" => (
+                "sender_auth" => (
                     Arc::new(SenderAuth::new(
-                        cfg.auth.clone(),
+                        cfg.sender_auth.clone(),
                         dns.clone().expect("built"),
                         caches.clone(),
                     )),
-                    cfg.auth.timeout,
-                    cfg.auth.on_error,
+                    cfg.sender_auth.timeout,
+                    cfg.sender_auth.on_error,
                 ),
                 "rspamd" => (
                     Arc::new(Rspamd::new(cfg.rspamd.clone())),

@@ -46,6 +46,17 @@ pub struct RcptTo {
     pub address: String,
 }
 
+/// A SASL mechanism named in AUTH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    /// PLAIN (RFC 4616).
+    Plain,
+    /// LOGIN (draft-murchison-sasl-login).
+    Login,
+    /// Any other mechanism (not offered).
+    Other,
+}
+
 /// One SMTP command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -78,7 +89,14 @@ pub enum Command {
     Help,
     /// `STARTTLS`.
     StartTls,
-    /// A known verb that Intake does not implement (EXPN, ETRN, AUTH, ...).
+    /// `AUTH mechanism [initial-response]` (RFC 4954).
+    Auth {
+        /// The SASL mechanism.
+        mechanism: Mechanism,
+        /// The initial response (base64) if given; `Some("")` for `=` (an empty one).
+        initial: Option<String>,
+    },
+    /// A known verb that Intake does not implement (EXPN, ETRN, ...).
     NotImplemented(&'static str),
 }
 
@@ -98,6 +116,7 @@ impl Command {
             Command::Vrfy => "VRFY",
             Command::Help => "HELP",
             Command::StartTls => "STARTTLS",
+            Command::Auth { .. } => "AUTH",
             Command::NotImplemented(v) => v,
         }
     }
@@ -296,6 +315,23 @@ fn convert(req: Request<String>, raw: &[u8]) -> Command {
         Request::Vrfy { .. } => Command::Vrfy,
         Request::Help { .. } => Command::Help,
         Request::StartTls => Command::StartTls,
+        Request::Auth {
+            mechanism,
+            initial_response,
+        } => Command::Auth {
+            mechanism: match mechanism {
+                smtp_proto::AUTH_PLAIN => Mechanism::Plain,
+                smtp_proto::AUTH_LOGIN => Mechanism::Login,
+                _ => Mechanism::Other,
+            },
+            initial: (!initial_response.is_empty()).then(|| {
+                if initial_response == "=" {
+                    String::new()
+                } else {
+                    initial_response
+                }
+            }),
+        },
         other => Command::NotImplemented(other.name()),
     }
 }
@@ -487,5 +523,34 @@ mod tests {
                 Ok(Command::NotImplemented("ETRN"))
             ]
         );
+    }
+
+    #[test]
+    fn auth_commands_and_the_auth_parameter_of_mail() {
+        let got = decode_all(
+            b"AUTH PLAIN AGEAYg==\r\nAUTH LOGIN\r\nAUTH PLAIN =\r\nAUTH CRAM-MD5\r\n\
+              MAIL FROM:<a@b.test> AUTH=<>\r\nMAIL FROM:<a@b.test> AUTH=a+40b.test\r\n",
+        );
+        let auth = |m, i: Option<&str>| {
+            Ok(Command::Auth {
+                mechanism: m,
+                initial: i.map(str::to_string),
+            })
+        };
+        assert_eq!(got[0], auth(Mechanism::Plain, Some("AGEAYg==")));
+        assert_eq!(got[1], auth(Mechanism::Login, None));
+        assert_eq!(
+            got[2],
+            auth(Mechanism::Plain, Some("")),
+            "= is an empty response"
+        );
+        assert_eq!(got[3], auth(Mechanism::Other, None));
+        // RFC 4954 §5: AUTH= on MAIL is accepted (and not acted on).
+        for g in &got[4..] {
+            assert!(
+                matches!(g, Ok(Command::Mail(m)) if m.address == "a@b.test"),
+                "{g:?}"
+            );
+        }
     }
 }

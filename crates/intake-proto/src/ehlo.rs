@@ -8,6 +8,8 @@ use crate::reply::Reply;
 pub struct Extensions {
     /// Offer STARTTLS (RFC 3207).
     pub starttls: bool,
+    /// Offer AUTH PLAIN LOGIN (RFC 4954).
+    pub auth: bool,
 }
 
 /// Builds the multi-line EHLO reply: `250-<host> greets <client>` then one keyword per line.
@@ -23,6 +25,9 @@ pub fn ehlo_reply(hostname: &str, client: &str, max_size: u64, ext: Extensions) 
     text.push_str("\nPIPELINING\nSIZE ");
     text.push_str(&max_size.to_string());
     text.push_str("\n8BITMIME\nSMTPUTF8\nENHANCEDSTATUSCODES\nCHUNKING");
+    if ext.auth {
+        text.push_str("\nAUTH PLAIN LOGIN");
+    }
     if ext.starttls {
         text.push_str("\nSTARTTLS");
     }

@@ -18,7 +18,7 @@ pub mod ehlo;
 pub mod replies;
 pub mod reply;
 
-pub use command::{Body, Command, CommandDecoder, MailFrom, ProtoError, RcptTo};
+pub use command::{Body, Command, CommandDecoder, MailFrom, Mechanism, ProtoError, RcptTo};
 pub use data::{BdatDecoder, DataDecoder, DataOutcome, LineEndings};
 pub use ehlo::Extensions;
 pub use reply::{EnhancedStatus, Reply};

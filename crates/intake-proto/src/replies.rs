@@ -46,6 +46,23 @@ pub const STORE_FAILED: Reply = Reply::new(
     S(4, 3, 0),
     "Message not stored: temporary local problem, try again later",
 );
+/// A delivery target (relay, webhook, program) failed temporarily with nothing of its own
+/// to say (timeout, no connection, a crash): the client should retry later.
+pub const DELIVERY_DEFERRED: Reply = Reply::new(
+    451,
+    S(4, 4, 0),
+    "Message not delivered: temporary problem downstream, try again later",
+);
+/// Several recipients, and not all of them took the message: the client retries the
+/// whole message (an SMTP server has only one reply after DATA).
+pub const DELIVERY_PARTIAL: Reply = Reply::new(
+    451,
+    S(4, 5, 0),
+    "Message not delivered to every recipient, try again later",
+);
+/// A delivery target refused the message for good with nothing of its own to say.
+pub const DELIVERY_REFUSED: Reply =
+    Reply::new(550, S(5, 0, 0), "Message refused by the delivery target");
 /// Too many errors in one session.
 pub const TOO_MANY_ERRORS: Reply =
     Reply::new(421, S(4, 7, 0), "Too many errors, closing connection");
@@ -139,6 +156,37 @@ pub const TLS_UNAVAILABLE: Reply =
     Reply::new(454, S(4, 7, 0), "TLS not available due to temporary reason");
 /// Known verb that Intake does not implement.
 pub const NOT_IMPLEMENTED: Reply = Reply::new(502, S(5, 5, 1), "Command not implemented");
+/// AUTH succeeded (RFC 4954 §6).
+pub const AUTH_OK: Reply = Reply::new(235, S(2, 7, 0), "Authentication successful");
+/// Wrong login: unknown user, disabled user and wrong password look the same.
+pub const AUTH_INVALID: Reply = Reply::new(535, S(5, 7, 8), "Authentication credentials invalid");
+/// Users could not be read, or too many failed logins lately (RFC 4954 §6: 454 4.7.0).
+pub const AUTH_TEMPORARY: Reply = Reply::new(
+    454,
+    S(4, 7, 0),
+    "Temporary authentication failure, try again later",
+);
+/// AUTH before TLS on a listener that allows it only over TLS (RFC 4954 §6).
+pub const AUTH_NEEDS_TLS: Reply = Reply::new(
+    538,
+    S(5, 7, 11),
+    "Encryption required for requested authentication mechanism",
+);
+/// A mechanism we do not offer.
+pub const AUTH_MECHANISM: Reply = Reply::new(504, S(5, 5, 4), "Unrecognized authentication type");
+/// The client cancelled the exchange with `*`, or sent something that is not base64.
+pub const AUTH_CANCELLED: Reply =
+    Reply::new(501, S(5, 5, 2), "Authentication cancelled or malformed");
+/// AUTH after a successful AUTH, or inside a transaction.
+pub const AUTH_ALREADY: Reply = Reply::new(503, S(5, 5, 1), "Already authenticated");
+/// MAIL without AUTH on a listener that requires it (RFC 4954 §6).
+pub const AUTH_REQUIRED: Reply = Reply::new(530, S(5, 7, 0), "Authentication required");
+/// MAIL FROM with an address the logged-in user may not use.
+pub const SENDER_NOT_OWNED: Reply = Reply::new(
+    553,
+    S(5, 7, 1),
+    "Sender address not owned by the authenticated user",
+);
 /// Command out of sequence.
 pub const BAD_SEQUENCE: Reply = Reply::new(503, S(5, 5, 1), "Bad sequence of commands");
 /// MAIL before EHLO/HELO.

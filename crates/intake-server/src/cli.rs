@@ -1,5 +1,5 @@
 //! The command line: `serve`, `check-config`, `mailbox list`, `message show`,
-//! `recipient add|remove|list`.
+//! `recipient add|remove|list`, `user add|passwd|disable|enable|list`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -47,6 +47,51 @@ pub enum Command {
         #[command(subcommand)]
         command: RecipientCommand,
     },
+    /// SMTP AUTH users kept in the store (the next AUTH sees a change, no reload).
+    User {
+        /// What to do with the user table.
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+/// `intake user ...`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user. The password is read from the first line of standard input (never from
+    /// the command line) and stored as an argon2id hash.
+    Add {
+        /// The login: the user's address.
+        address: String,
+        /// Another envelope sender the user may use (`other@example.com`, or `@example.com`
+        /// for a whole domain); repeat for more. The user's own address is always allowed.
+        #[arg(long = "sender")]
+        senders: Vec<String>,
+        /// Read an existing hash (argon2, bcrypt, SHA-512-crypt, Dovecot `{SCHEME}hash`)
+        /// from standard input instead of a password.
+        #[arg(long)]
+        hash: bool,
+    },
+    /// Set a user's password (read from standard input; `--hash`: an existing hash).
+    Passwd {
+        /// The user's address.
+        address: String,
+        /// Read an existing hash instead of a password.
+        #[arg(long)]
+        hash: bool,
+    },
+    /// Stop a user from logging in.
+    Disable {
+        /// The user's address.
+        address: String,
+    },
+    /// Let a disabled user log in again.
+    Enable {
+        /// The user's address.
+        address: String,
+    },
+    /// List users: address, enabled or disabled, allowed senders.
+    List,
 }
 
 /// `intake recipient ...`
@@ -305,6 +350,103 @@ pub async fn recipient(settings: &Settings, command: &RecipientCommand) -> anyho
             println!("removed {}", address.trim().to_lowercase());
         }
         RecipientCommand::List => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+/// The first line of standard input: a password, or with `is_hash` a hash to import.
+fn secret_from_stdin(is_hash: bool) -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading standard input")?;
+    let line = line.trim_end_matches(['\r', '\n']).to_string();
+    if line.is_empty() {
+        bail!(
+            "expected the {} on standard input",
+            if is_hash { "hash" } else { "password" }
+        );
+    }
+    if is_hash {
+        // An imported hash must be one AUTH can check (no plain-text schemes).
+        let known = ["$argon2", "$2a$", "$2b$", "$2y$", "$6$", "$5$", "{"];
+        let bare = line.split_once('}').map(|(_, h)| h).unwrap_or(&line);
+        if !known.iter().any(|k| line.starts_with(k)) || !bare.starts_with('$') {
+            bail!(
+                "not a hash Intake can verify (argon2, bcrypt, SHA-512-crypt, SHA-256-crypt, optionally as {{SCHEME}}hash)"
+            );
+        }
+        Ok(line)
+    } else {
+        Ok(intake_core::password::hash(&line))
+    }
+}
+
+/// `intake user add|passwd|disable|enable|list`.
+pub async fn user(settings: &Settings, command: &UserCommand) -> anyhow::Result<()> {
+    let StoreSettings::Sqlite(c) = &settings.store;
+    if let UserCommand::List = command {
+        let store = open_existing(settings)?;
+        let list = store.user_list().await?;
+        store.close().await;
+        let mut out = std::io::stdout().lock();
+        for u in list {
+            let state = if u.enabled { "enabled" } else { "disabled" };
+            writeln!(out, "{}\t{state}\t{}", u.address, u.senders.join(","))?;
+        }
+        return Ok(());
+    }
+    let store = intake_store::SqliteStore::open_admin(c.clone())
+        .with_context(|| format!("opening {}", c.db_file().display()))?;
+    let shown = |a: &str| a.trim().to_lowercase();
+    match command {
+        UserCommand::Add {
+            address,
+            senders,
+            hash,
+        } => {
+            if !address.contains('@') || address.contains(char::is_whitespace) {
+                bail!("{address:?} is not an address (user@example.com)");
+            }
+            for s in senders {
+                if !s.contains('@') || s.contains(char::is_whitespace) {
+                    bail!("--sender {s:?} is not an address or @domain");
+                }
+            }
+            let password_hash = secret_from_stdin(*hash)?;
+            let user = intake_core::User {
+                address: shown(address),
+                password_hash,
+                enabled: true,
+                senders: senders.clone(),
+            };
+            if !store.user_add(user).await? {
+                bail!(
+                    "{} exists already (use `intake user passwd`)",
+                    shown(address)
+                );
+            }
+            println!("added {}", shown(address));
+        }
+        UserCommand::Passwd { address, hash } => {
+            let h = secret_from_stdin(*hash)?;
+            if !store.user_set_password(address, &h).await? {
+                bail!("no user {}", shown(address));
+            }
+            println!("password changed for {}", shown(address));
+        }
+        UserCommand::Disable { address } | UserCommand::Enable { address } => {
+            let enable = matches!(command, UserCommand::Enable { .. });
+            if !store.user_set_enabled(address, enable).await? {
+                bail!("no user {}", shown(address));
+            }
+            println!(
+                "{} {}",
+                if enable { "enabled" } else { "disabled" },
+                shown(address)
+            );
+        }
+        UserCommand::List => unreachable!("handled above"),
     }
     Ok(())
 }

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         Command::Recipient { command } => {
             run_small(|| async { cli::recipient(&settings, &command).await })
         }
+        Command::User { command } => run_small(|| async { cli::user(&settings, &command).await }),
         Command::CheckConfig => unreachable!("handled above"),
     };
     match result {

@@ -68,6 +68,8 @@ pub struct Running {
     pub smtp_addr: SocketAddr,
     /// Where implicit-TLS SMTP listens, if it does.
     pub smtps_addr: Option<SocketAddr>,
+    /// The `[[listener]]`s: name and where each listens.
+    pub listener_addrs: Vec<(String, SocketAddr)>,
     /// Where HTTP listens, if it does.
     pub http_addr: Option<SocketAddr>,
     /// Where the Mailpit-compatible API listens, if it does.
@@ -81,6 +83,7 @@ pub struct Running {
     shutdown: CancellationToken,
     smtp: JoinHandle<std::io::Result<()>>,
     smtps: Option<JoinHandle<std::io::Result<()>>>,
+    listeners: Vec<JoinHandle<std::io::Result<()>>>,
     http: Option<JoinHandle<std::io::Result<()>>>,
     mailpit: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -98,6 +101,9 @@ impl Running {
         let r = self.smtp.await.context("SMTP task")?;
         if let Some(h) = self.smtps {
             h.await.context("SMTPS task")?.context("SMTPS listener")?;
+        }
+        for h in self.listeners {
+            h.await.context("listener task")?.context("SMTP listener")?;
         }
         if let Some(h) = self.mailpit {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), h).await;
@@ -184,6 +190,193 @@ fn check_descriptors(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The one authenticator of the process (users from the store), shared by every listener
+/// so that failed logins count wherever they happen.
+fn authenticator(
+    settings: &Settings,
+    store: &Arc<dyn MailStore>,
+) -> Arc<dyn intake_core::Authenticator> {
+    let a = &settings.auth;
+    Arc::new(intake_core::StoreAuthenticator::new(
+        store.clone(),
+        a.per_client,
+        a.per_account,
+    ))
+}
+
+/// AUTH of the default listener, from `[auth]`.
+fn auth_settings(
+    settings: &Settings,
+    authenticator: &Arc<dyn intake_core::Authenticator>,
+) -> intake_smtp::config::AuthSettings {
+    let a = &settings.auth;
+    intake_smtp::config::AuthSettings {
+        authenticator: a.enabled.then(|| authenticator.clone()),
+        allow_plaintext: a.allow_plaintext,
+        required: a.required,
+        restrict_senders: a.restrict_senders,
+        relay: a.relay,
+    }
+}
+
+/// The service of one `[[listener]]`: the default listener's settings with its own TLS,
+/// AUTH, checks and targets.
+fn listener_service(
+    l: &crate::config::ListenerSettings,
+    default: &intake_smtp::Service,
+    targets: &TargetSet,
+    authenticator: &Arc<dyn intake_core::Authenticator>,
+) -> anyhow::Result<intake_smtp::Service> {
+    use crate::config::{AuthMode, PolicyProfile, TlsPolicy};
+    let mut cfg = (*default.cfg).clone();
+    cfg.tls = match l.tls {
+        TlsPolicy::Off => intake_smtp::TlsMode::Off,
+        TlsPolicy::Optional | TlsPolicy::Implicit => intake_smtp::TlsMode::Optional,
+        TlsPolicy::Required => intake_smtp::TlsMode::Required,
+    };
+    if l.policy == PolicyProfile::None {
+        cfg.checks = Arc::new(intake_core::Pipeline::new());
+    }
+    cfg.auth = intake_smtp::config::AuthSettings {
+        authenticator: (l.auth != AuthMode::Off).then(|| authenticator.clone()),
+        allow_plaintext: l.allow_plaintext_auth,
+        required: l.auth == AuthMode::Required,
+        restrict_senders: l.restrict_senders,
+        relay: l.relay,
+    };
+    Ok(intake_smtp::Service {
+        cfg: Arc::new(cfg),
+        targets: targets.pick(&l.targets)?,
+        tls: default.tls.clone(),
+        implicit_tls: l.tls == TlsPolicy::Implicit,
+        proxy: default.proxy.clone(),
+    })
+}
+
+/// Delivery targets of these kinds (one instance of each kind, shared by the listeners
+/// that use it, so that a relay's connection limit holds for the whole process).
+struct TargetSet {
+    routes: Vec<intake_core::Route>,
+    /// The relay itself (for recipient verification).
+    relay_target: Option<Arc<intake_smtp::relay::RelayTarget>>,
+    store: Arc<dyn intake_core::DeliveryTarget>,
+    relay: Option<Arc<dyn intake_core::DeliveryTarget>>,
+    webhook: Option<Arc<dyn intake_core::DeliveryTarget>>,
+    program: Option<Arc<dyn intake_core::DeliveryTarget>>,
+}
+
+impl TargetSet {
+    /// The targets of these kinds, with the `[[route]]`s tried first.
+    fn pick(&self, kinds: &[crate::config::TargetKind]) -> anyhow::Result<intake_core::Targets> {
+        Ok(intake_core::Targets::new(self.list(kinds)?).with_routes(self.routes.clone()))
+    }
+
+    fn list(
+        &self,
+        kinds: &[crate::config::TargetKind],
+    ) -> anyhow::Result<Vec<Arc<dyn intake_core::DeliveryTarget>>> {
+        use crate::config::TargetKind;
+        let mut list = Vec::new();
+        for k in kinds {
+            let t = match k {
+                TargetKind::Store => Some(self.store.clone()),
+                TargetKind::Relay => self.relay.clone(),
+                TargetKind::Webhook => self.webhook.clone(),
+                TargetKind::Program => self.program.clone(),
+            };
+            list.push(t.with_context(|| format!("delivery target {k:?} is not configured"))?);
+        }
+        Ok(list)
+    }
+}
+
+/// The policy checks of a listener whose targets are `kinds`: the `[recipients]` and
+/// `[greylist]` checks, then, with `relay.verify_recipients`, the downstream's word on each
+/// recipient that goes to the relay (by `kinds` or a `[[route]]`).
+fn checks_for(
+    settings: &Settings,
+    profiles: &intake_policy::Profiles,
+    targets: &TargetSet,
+    kinds: &[crate::config::TargetKind],
+) -> intake_core::Pipeline {
+    use crate::config::TargetKind;
+    // The `default` profile's checks, then (for relayed mail) recipient verification.
+    let mut checks = (*profiles.default_pipeline()).clone();
+    let relays = |k: &[TargetKind]| k.contains(&TargetKind::Relay);
+    let any_relay = relays(kinds) || settings.routes.iter().any(|r| relays(&r.targets));
+    if let (true, true, Some(relay)) = (
+        settings.delivery.relay_verify,
+        any_relay,
+        targets.relay_target.clone(),
+    ) {
+        let routes: Vec<(intake_smtp::DomainPolicy, bool)> = settings
+            .routes
+            .iter()
+            .map(|r| (r.domains.clone(), relays(&r.targets)))
+            .collect();
+        let default = relays(kinds);
+        let skip = Arc::new(move |rcpt: &str| {
+            let domain = rcpt.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+            let relayed = routes
+                .iter()
+                .find(|(d, _)| d.accepts(domain))
+                .map(|(_, r)| *r)
+                .unwrap_or(default);
+            !relayed
+        });
+        let c = settings
+            .delivery
+            .relay
+            .as_ref()
+            .expect("a relay target has settings");
+        let deadline = c.connect_timeout + c.command_timeout * 4;
+        checks.add(
+            Arc::new(intake_smtp::relay::RecipientVerify::new(relay, skip)),
+            deadline,
+            intake_core::OnError::Defer,
+        );
+    }
+    checks
+}
+
+/// Every configured delivery target.
+fn target_set(settings: &Settings, store: &Arc<dyn MailStore>) -> anyhow::Result<TargetSet> {
+    let mut set = TargetSet {
+        routes: Vec::new(),
+        relay_target: None,
+        store: Arc::new(intake_core::StoreTarget(store.clone())),
+        relay: None,
+        webhook: None,
+        program: None,
+    };
+    let d = &settings.delivery;
+    if let Some(cfg) = d.relay.clone() {
+        let server = cfg.server.clone();
+        let relay = Arc::new(
+            intake_smtp::relay::RelayTarget::new(cfg)
+                .with_context(|| format!("setting up the relay to {server} (relay.tls_ca)"))?,
+        );
+        set.relay_target = Some(relay.clone());
+        set.relay = Some(relay);
+    }
+    if let Some(cfg) = d.webhook.clone() {
+        set.webhook = Some(Arc::new(
+            intake_smtp::webhook::WebhookTarget::new(cfg).context("webhook.url")?,
+        ));
+    }
+    if let Some(cfg) = d.program.clone() {
+        set.program = Some(Arc::new(intake_smtp::program::ProgramTarget::new(cfg)));
+    }
+    for r in &settings.routes {
+        let domains = r.domains.clone();
+        set.routes.push(intake_core::Route {
+            matches: Arc::new(move |d: &str| domains.accepts(d)),
+            targets: set.list(&r.targets)?,
+        });
+    }
+    Ok(set)
+}
+
 /// Opens the store, binds SMTP and HTTP and starts serving in the background.
 pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     check_descriptors(settings)?;
@@ -216,6 +409,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
             if let Some(render) = crate::metrics::render() {
                 state = state.with_metrics(render);
             }
+            let state = state.with_admin_tokens(settings.admin_tokens.clone());
             let app = intake_http::router(state);
             let cfg = settings.http.config.clone();
             let token = shutdown.clone();
@@ -244,7 +438,9 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     )
     .map_err(anyhow::Error::msg)
     .context("setting up the policy checks")?;
-    let checks = profiles.default_pipeline();
+    let targets = target_set(settings, &store)?;
+    let checks = checks_for(settings, &profiles, &targets, &settings.delivery.targets);
+    let auth = authenticator(settings, &store);
     let (mailpit, mailpit_addr) = match settings.http.mailpit_listen {
         Some(addr) => {
             let l = TcpListener::bind(addr)
@@ -271,10 +467,11 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     };
     let svc = intake_smtp::Service {
         cfg: Arc::new(intake_smtp::SessionConfig {
-            checks,
+            checks: Arc::new(checks),
+            auth: auth_settings(settings, &auth),
             ..settings.smtp.clone()
         }),
-        store: store.clone(),
+        targets: targets.pick(&settings.delivery.targets)?,
         tls: tls.clone(),
         implicit_tls: false,
         proxy: settings.proxy.clone(),
@@ -300,6 +497,26 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         }
         None => (None, None),
     };
+    let mut extra = Vec::new();
+    for l in &settings.listeners {
+        let bound = TcpListener::bind(l.address)
+            .await
+            .with_context(|| format!("binding listener {:?} to {}", l.name, l.address))?;
+        let addr = bound.local_addr()?;
+        let mut svc = listener_service(l, &svc, &targets, &auth)?;
+        if l.policy == crate::config::PolicyProfile::Default {
+            let mut cfg = (*svc.cfg).clone();
+            cfg.checks = Arc::new(checks_for(settings, &profiles, &targets, &l.targets));
+            svc.cfg = Arc::new(cfg);
+        }
+        tracing::info!(listener = %l.name, address = %addr, tls = ?l.tls, auth = ?l.auth,
+            targets = ?l.targets, "extra SMTP listener");
+        extra.push((
+            l.name.clone(),
+            addr,
+            tokio::spawn(intake_smtp::serve_with(bound, svc, shutdown.clone())),
+        ));
+    }
     let smtp = tokio::spawn(intake_smtp::serve_with(listener, svc, shutdown.clone()));
     spawn_retention(
         store.clone(),
@@ -319,6 +536,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         "Intake is listening"
     );
     Ok(Running {
+        listener_addrs: extra.iter().map(|(n, a, _)| (n.clone(), *a)).collect(),
+        listeners: extra.into_iter().map(|(_, _, h)| h).collect(),
         smtp_addr,
         smtps_addr,
         http_addr,

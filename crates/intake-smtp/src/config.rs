@@ -81,6 +81,34 @@ pub enum ViolationPolicy {
     Reject,
 }
 
+/// SMTP AUTH on a listener (RFC 4954).
+#[derive(Clone, Default)]
+pub struct AuthSettings {
+    /// Checks logins; `None`: AUTH is not offered.
+    pub authenticator: Option<Arc<dyn intake_core::Authenticator>>,
+    /// Offer AUTH without TLS (a password in clear text): only for trusted networks.
+    pub allow_plaintext: bool,
+    /// MAIL needs a login first (`530 5.7.0`).
+    pub required: bool,
+    /// MAIL FROM must be the user's address or one of its senders (`553 5.7.1`).
+    pub restrict_senders: bool,
+    /// A logged-in user may send to any domain (submission); without a login only
+    /// `smtp.domains` are accepted. Never an open relay: without AUTH this does nothing.
+    pub relay: bool,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("offered", &self.authenticator.is_some())
+            .field("allow_plaintext", &self.allow_plaintext)
+            .field("required", &self.required)
+            .field("restrict_senders", &self.restrict_senders)
+            .field("relay", &self.relay)
+            .finish()
+    }
+}
+
 /// Settings every session of a listener shares.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -133,6 +161,8 @@ pub struct SessionConfig {
     pub clock: Arc<dyn Clock>,
     /// Where message ids come from.
     pub ids: Arc<dyn IdSource>,
+    /// SMTP AUTH.
+    pub auth: AuthSettings,
 }
 
 impl Default for SessionConfig {
@@ -162,6 +192,7 @@ impl Default for SessionConfig {
             deliver_timeout: Duration::from_secs(60),
             clock: Arc::new(SystemClock),
             ids: Arc::new(RandomIds),
+            auth: AuthSettings::default(),
         }
     }
 }

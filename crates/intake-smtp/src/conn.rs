@@ -12,7 +12,9 @@ use std::time::Instant;
 use futures_util::FutureExt;
 
 use bytes::BytesMut;
-use intake_core::{ArrivalGuard, Incoming, MailStore, Stage, StoreError};
+use intake_core::{
+    ArrivalGuard, AuthResult, DeliveryReport, Handoff, Incoming, RcptOutcome, Stage, Targets,
+};
 use intake_proto::{BdatDecoder, CommandDecoder, DataDecoder, Reply, replies};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
@@ -24,6 +26,8 @@ use crate::session::{Delivery, Effect, Outcome, Session, Step};
 /// How input is being read.
 enum Mode {
     Command,
+    /// One raw line of a SASL exchange (AUTH), not a command.
+    Line,
     Data(DataDecoder),
     Bdat(BdatDecoder),
 }
@@ -58,7 +62,8 @@ pub struct Connection<S> {
     inbuf: BytesMut,
     content: BytesMut,
     out: Vec<u8>,
-    store: Arc<dyn MailStore>,
+    /// Where accepted messages go (the store, a relay, ...).
+    targets: Targets,
     client: SocketAddr,
     /// Held while message content is being received, so a batching store can wait for it.
     arrival: Option<ArrivalGuard>,
@@ -74,14 +79,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         io: S,
         client: SocketAddr,
         cfg: Arc<SessionConfig>,
-        store: Arc<dyn MailStore>,
+        targets: impl Into<Targets>,
     ) -> Self {
-        Connection::resume(io, Session::new(cfg, client), store, true)
+        Connection::resume(io, Session::new(cfg, client), targets.into(), true)
     }
 
     /// Continues `session` over a new stream (after a TLS handshake); `greet` sends the 220
     /// first (implicit TLS) or not (STARTTLS, where the client says EHLO next).
-    pub fn resume(io: S, session: Session, store: Arc<dyn MailStore>, greet: bool) -> Self {
+    pub fn resume(io: S, session: Session, targets: Targets, greet: bool) -> Self {
         let cfg = session.config();
         let decoder = CommandDecoder::new(cfg.max_line_length, cfg.line_endings);
         let client = session.client();
@@ -93,7 +98,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             inbuf: BytesMut::new(),
             content: BytesMut::new(),
             out: Vec::with_capacity(256),
-            store,
+            targets,
             client,
             arrival: None,
             greet,
@@ -141,7 +146,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Flow::Continue => {}
             }
             self.flush().await?;
-            let in_content = !matches!(self.mode, Mode::Command);
+            let in_content = matches!(self.mode, Mode::Data(_) | Mode::Bdat(_));
             let idle = if in_content {
                 self.session.config().data_timeout
             } else {
@@ -279,6 +284,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         self.session.on_proto_error(&e)
                     }
                 },
+                Mode::Line => {
+                    let Some(end) = self.inbuf.iter().position(|&b| b == b'\n') else {
+                        if self.inbuf.len() > self.session.config().max_line_length {
+                            // RFC 4954 §4: a response line may be long, but not without end.
+                            self.inbuf.clear();
+                            self.mode = Mode::Command;
+                            replies::AUTH_CANCELLED.write_to(&mut self.out);
+                            return Flow::Close;
+                        }
+                        return Flow::Continue;
+                    };
+                    let line = self.inbuf.split_to(end + 1);
+                    self.mode = Mode::Command;
+                    self.line_started = None;
+                    let text = String::from_utf8_lossy(&line).into_owned();
+                    self.session.on_line(&text)
+                }
                 Mode::Data(dec) => match dec.decode(&mut self.inbuf, &mut self.content) {
                     None => {
                         if dec.is_over_limit() && !self.content.is_empty() {
@@ -355,7 +377,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     r.write_to(&mut self.out);
                     self.content.clear();
                     self.mode = Mode::Data(dec);
-                    self.arrival = self.store.arrivals().map(|a| a.start());
+                    self.arrival = self.targets.arrivals().map(|a| a.start());
                 }
                 Step::ReadChunk { decoder, keep } => {
                     if !keep {
@@ -363,7 +385,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     }
                     self.mode = Mode::Bdat(decoder);
                     if keep {
-                        self.arrival = self.store.arrivals().map(|a| a.start());
+                        self.arrival = self.targets.arrivals().map(|a| a.start());
                     }
                 }
                 Step::Await(effect) => {
@@ -377,6 +399,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Step::StartTls(r) => {
                     r.write_to(&mut self.out);
                     return Flow::UpgradeTls;
+                }
+                Step::ReadLine(r) => {
+                    r.write_to(&mut self.out);
+                    self.mode = Mode::Line;
                 }
             }
         }
@@ -406,21 +432,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     delivered = true;
                     Outcome::Delivered(self.deliver(d).await)
                 }
+                Effect::Authenticate(c) => {
+                    let auth = self.session.config().auth.authenticator.clone();
+                    let limit = self.session.config().command_timeout;
+                    match auth {
+                        Some(a) => match timeout(limit, a.authenticate(&c)).await {
+                            Ok(r) => Outcome::Authenticated(r),
+                            Err(_) => Outcome::Authenticated(AuthResult::Unavailable),
+                        },
+                        None => Outcome::Authenticated(AuthResult::Unavailable),
+                    }
+                }
             };
             step = self.session.resume(outcome);
         }
         (step, delivered)
     }
 
-    /// Stores a message under the delivery deadline and logs the outcome.
-    async fn deliver(&mut self, d: Delivery) -> Result<(), StoreError> {
+    /// Hands a message to the delivery targets under the delivery deadline and logs the
+    /// outcome.
+    async fn deliver(&mut self, d: Delivery) -> DeliveryReport {
         let started = Instant::now();
         let rcpts = d.envelope.rcpt_to.len();
         let sender = d.envelope.mail_from.clone();
         // RFC 8601 §5: Authentication-Results fields that claim to be ours are forgeries.
         let content =
             intake_core::mime::without_auth_results(&self.content, &self.session.config().hostname);
-        let mut msg = Incoming::new(
+        let mut message = Incoming::new(
             d.id,
             d.received_at.as_millisecond(),
             d.envelope,
@@ -429,37 +467,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             &content,
         );
         drop(content);
-        msg.findings = *d.findings;
-        let size = msg.size;
+        message.findings = *d.findings;
+        let size = message.size;
         self.discard_content();
-        let limit = self.session.config().deliver_timeout;
-        let result = match timeout(limit, self.store.deliver(msg)).await {
-            Ok(r) => r,
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "not durable within {limit:?} (smtp.deliver_timeout)"
-            ))),
+        let handoff = Handoff {
+            message,
+            params: d.params,
         };
-        match &result {
-            Ok(()) => {
-                tracing::info!(
-                    id = %d.id, client = %self.client, sender = %sender, rcpts, size,
-                    micros = started.elapsed().as_micros() as u64, outcome = "accepted", "message stored"
-                );
-                metrics::counter!("intake_smtp_messages_total", "result" => "accepted")
-                    .increment(1);
-                metrics::counter!("intake_smtp_received_bytes_total").increment(size);
-                metrics::histogram!("intake_smtp_deliver_seconds").record(started.elapsed());
+        let limit = self.session.config().deliver_timeout;
+        let report = match timeout(limit, self.targets.deliver(&handoff)).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::error!(id = %d.id, targets = ?self.targets.names(), ?limit,
+                    "delivery not finished within smtp.deliver_timeout");
+                DeliveryReport::all(rcpts, RcptOutcome::TEMP, self.targets.has_store())
             }
-            Err(e) => {
-                tracing::error!(
-                    id = %d.id, client = %self.client, sender = %sender, rcpts, size,
-                    error = %e, outcome = %crate::failure::store_error(e), "message not stored"
-                );
-                metrics::counter!("intake_smtp_messages_total", "result" => "deferred")
-                    .increment(1);
-            }
+        };
+        let accepted = report.rcpts.iter().filter(|o| o.is_accepted()).count();
+        let outcome = crate::session::final_reply(d.id, &report);
+        if accepted == rcpts {
+            tracing::info!(
+                id = %d.id, client = %self.client, sender = %sender, rcpts, size,
+                micros = started.elapsed().as_micros() as u64, outcome = "accepted",
+                targets = ?self.targets.names(), "message delivered"
+            );
+            metrics::counter!("intake_smtp_messages_total", "result" => "accepted").increment(1);
+            metrics::counter!("intake_smtp_received_bytes_total").increment(size);
+            metrics::histogram!("intake_smtp_deliver_seconds").record(started.elapsed());
+        } else {
+            tracing::error!(
+                id = %d.id, client = %self.client, sender = %sender, rcpts, accepted, size,
+                outcomes = ?report.rcpts, outcome = %outcome, "message not delivered"
+            );
+            count_refused(&outcome);
         }
-        result
+        report
     }
 }
 
@@ -484,7 +526,7 @@ mod tests {
 
     use async_trait::async_trait;
     use intake_core::{
-        Evicted, Listing, MessageId, Page, Query, Retention, StoreError, StoredMessage,
+        Evicted, Listing, MailStore, MessageId, Page, Query, Retention, StoreError, StoredMessage,
     };
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadBuf};
 

@@ -10,3 +10,9 @@ use intake_proto::{Reply, replies};
 pub fn store_error(_e: &StoreError) -> Reply {
     replies::STORE_FAILED
 }
+
+/// The reply for a delivery that failed on our side with no downstream reply to pass on
+/// (the store failed or a target missed `smtp.deliver_timeout`); the detail is in the log.
+pub fn delivery_failed() -> Reply {
+    replies::STORE_FAILED
+}

@@ -18,9 +18,12 @@ pub mod conn;
 pub mod failure;
 pub mod limits;
 pub mod listener;
+pub mod program;
 pub mod proxy;
+pub mod relay;
 pub mod session;
 pub mod tls;
+pub mod webhook;
 
 pub use config::{DomainPolicy, SessionConfig, TlsMode};
 pub use listener::{Service, serve, serve_with};

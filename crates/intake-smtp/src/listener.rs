@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use intake_core::MailStore;
 use intake_core::net::{AcceptBackoff, LogEvery};
+use intake_core::{MailStore, Targets};
 use intake_proto::replies;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -24,8 +24,9 @@ use crate::tls::{TlsCerts, tls_info};
 pub struct Service {
     /// Session settings.
     pub cfg: Arc<SessionConfig>,
-    /// Where mail goes.
-    pub store: Arc<dyn MailStore>,
+    /// Where accepted mail goes: the store, a relay, ... ([`Targets::store`] for the store
+    /// alone).
+    pub targets: Targets,
     /// Certificates, for STARTTLS and implicit TLS.
     pub tls: Option<Arc<TlsCerts>>,
     /// Implicit TLS (port 465 style): the handshake comes before the greeting.
@@ -45,7 +46,7 @@ pub async fn serve(
         listener,
         Service {
             cfg,
-            store,
+            targets: Targets::store(store),
             tls: None,
             implicit_tls: false,
             proxy: None,
@@ -189,7 +190,7 @@ async fn handle(
             .expect("implicit TLS listeners have certificates");
         return Box::pin(encrypted(sock, session, &svc, certs, true, token)).await;
     }
-    match Connection::resume(sock, session, svc.store.clone(), true)
+    match Connection::resume(sock, session, svc.targets.clone(), true)
         .run(token.clone())
         .await?
     {
@@ -229,7 +230,7 @@ async fn encrypted(
     };
     session.tls_started(tls_info(stream.get_ref().1));
     // Inside TLS a second STARTTLS is refused by the session, so this ends the connection.
-    Connection::resume(stream, session, svc.store.clone(), greet)
+    Connection::resume(stream, session, svc.targets.clone(), greet)
         .run(token)
         .await?;
     Ok(())

@@ -13,5 +13,6 @@ mod settings;
 pub use env::{ENV_PREFIX, load_table};
 pub use reader::{ConfigError, Origin, Sources};
 pub use settings::{
-    HttpSettings, LogFormat, RetentionSettings, Settings, StoreSettings, known_keys,
+    AuthConfig, AuthMode, DeliverySettings, HttpSettings, ListenerSettings, LogFormat,
+    PolicyProfile, RetentionSettings, Settings, StoreSettings, TargetKind, TlsPolicy, known_keys,
 };

@@ -64,6 +64,9 @@ pub struct Reader<'a> {
     pub errors: Vec<ConfigError>,
     /// Problems that do not stop Intake (unknown variables in the environment).
     pub warnings: Vec<ConfigError>,
+    /// Top-level keys read as a whole (arrays of tables such as `[[listener]]`): not
+    /// unknown, and not in [`Reader::known`] (they have no `section.key` form).
+    pub handled: BTreeSet<String>,
 }
 
 impl<'a> Reader<'a> {
@@ -73,6 +76,7 @@ impl<'a> Reader<'a> {
             table,
             sources,
             known: BTreeSet::new(),
+            handled: BTreeSet::new(),
             errors: Vec::new(),
             warnings: Vec::new(),
         }
@@ -89,6 +93,29 @@ impl<'a> Reader<'a> {
     pub fn error(&mut self, key: &str, message: impl Into<String>) {
         let origin = self.origin(key);
         self.errors
+            .push(ConfigError::new(key.to_string(), origin, message.into()));
+    }
+
+    /// The tables of a top-level array of tables (`[[name]]`), marked as handled; an error
+    /// if `name` is something else.
+    pub fn tables(&mut self, name: &str) -> Vec<toml::Table> {
+        self.handled.insert(name.to_string());
+        match self.table.get(name) {
+            None => Vec::new(),
+            Some(toml::Value::Array(items)) if items.iter().all(toml::Value::is_table) => {
+                items.iter().filter_map(|v| v.as_table().cloned()).collect()
+            }
+            Some(_) => {
+                self.error(name, format!("expected [[{name}]] tables"));
+                Vec::new()
+            }
+        }
+    }
+
+    /// Records a warning for `key` (loading goes on).
+    pub fn warn(&mut self, key: &str, message: impl Into<String>) {
+        let origin = self.origin(key);
+        self.warnings
             .push(ConfigError::new(key.to_string(), origin, message.into()));
     }
 
@@ -189,7 +216,11 @@ impl<'a> Reader<'a> {
         walk(self.table, "", &mut found);
         for key in found {
             let is_prefix_of_known = self.known.iter().any(|k| k.starts_with(&format!("{key}.")));
-            if self.known.contains(&key) || is_prefix_of_known {
+            let handled = self
+                .handled
+                .iter()
+                .any(|h| key == *h || key.starts_with(&format!("{h}.")));
+            if self.known.contains(&key) || is_prefix_of_known || handled {
                 continue;
             }
             match self.origin(&key) {

@@ -8,13 +8,16 @@ use std::time::Duration;
 use intake_core::{OnError, Retention};
 use intake_http::{AccessConfig, AccessMode, HttpConfig, RateLimit, Scopes, Token};
 use intake_policy::{
-    AuthConfig, DnsConfig, DnsblAction, DnsblConfig, GreylistConfig, HeloConfig, PolicyConfig,
+    DnsConfig, DnsblAction, DnsblConfig, GreylistConfig, HeloConfig, PolicyConfig,
     RecipientsConfig, RspamdConfig, SpamdConfig,
 };
 use intake_proto::LineEndings;
 use intake_smtp::config::ViolationPolicy;
 use intake_smtp::limits::{ClientLimits, LimitSettings};
+use intake_smtp::program::ProgramConfig;
 use intake_smtp::proxy::ProxySettings;
+use intake_smtp::relay::{RelayConfig, RelayTls};
+use intake_smtp::webhook::{HttpUrl, WebhookConfig};
 use intake_smtp::{DomainPolicy, SessionConfig, TlsMode};
 use intake_store::SqliteConfig;
 
@@ -58,6 +61,118 @@ pub enum StoreSettings {
     Sqlite(SqliteConfig),
 }
 
+/// A kind of delivery target (`delivery.targets`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    /// The local store.
+    Store,
+    /// A downstream SMTP/LMTP server (`[relay]`).
+    Relay,
+    /// An HTTP POST (`[webhook]`).
+    Webhook,
+    /// A command, the message on its standard input (`[program]`).
+    Program,
+}
+
+/// Where accepted mail goes.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// The targets of the default listener, in order (250 only when all took the message).
+    pub targets: Vec<TargetKind>,
+    /// The downstream server, when a listener relays.
+    pub relay: Option<RelayConfig>,
+    /// Ask the downstream about each recipient at RCPT time.
+    pub relay_verify: bool,
+    /// The webhook, when a listener posts.
+    pub webhook: Option<WebhookConfig>,
+    /// The program, when a listener runs one.
+    pub program: Option<ProgramConfig>,
+}
+
+/// SMTP AUTH of the default listener (`[auth]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// Offer AUTH (users from the store).
+    pub enabled: bool,
+    /// Offer it without TLS too.
+    pub allow_plaintext: bool,
+    /// MAIL needs a login.
+    pub required: bool,
+    /// MAIL FROM must be the user's address or one of its senders.
+    pub restrict_senders: bool,
+    /// Logged-in users may send to any domain.
+    pub relay: bool,
+    /// Failed logins allowed per client address within the window.
+    pub per_client: intake_core::FailureLimit,
+    /// Failed logins allowed per account within the window.
+    pub per_account: intake_core::FailureLimit,
+}
+
+/// TLS on an extra listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsPolicy {
+    /// No TLS.
+    Off,
+    /// STARTTLS offered.
+    Optional,
+    /// STARTTLS offered and needed before MAIL.
+    Required,
+    /// The handshake first (port 465, RFC 8314).
+    Implicit,
+}
+
+/// SMTP AUTH on an extra listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Not offered.
+    Off,
+    /// Offered; mail without a login is accepted as on an MX.
+    Optional,
+    /// MAIL needs a login.
+    Required,
+}
+
+/// Which policy checks a listener runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyProfile {
+    /// The checks of `[recipients]` and `[greylist]`.
+    Default,
+    /// None (submission: users are known, the checks are for strangers).
+    None,
+}
+
+/// One `[[listener]]` besides the default one (`smtp.listen`, `smtp.tls_listen`).
+#[derive(Debug, Clone)]
+pub struct ListenerSettings {
+    /// For logs.
+    pub name: String,
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// TLS.
+    pub tls: TlsPolicy,
+    /// AUTH.
+    pub auth: AuthMode,
+    /// Offer AUTH without TLS.
+    pub allow_plaintext_auth: bool,
+    /// Logged-in users may send to any domain.
+    pub relay: bool,
+    /// MAIL FROM must be the logged-in user's.
+    pub restrict_senders: bool,
+    /// The policy checks.
+    pub policy: PolicyProfile,
+    /// Where its mail goes.
+    pub targets: Vec<TargetKind>,
+}
+
+/// A `[[route]]`: recipients at these domains go to these targets, on every listener.
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    /// Domain patterns (`example.com`, `*.example.com`).
+    pub domains: DomainPolicy,
+    /// The targets.
+    pub targets: Vec<TargetKind>,
+}
+
 /// Everything `intake` needs to run, validated.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -81,6 +196,16 @@ pub struct Settings {
     pub alias_secret: String,
     /// Policy checks: valid recipients, greylisting.
     pub policy: PolicyConfig,
+    /// Delivery targets: store, relay.
+    pub delivery: DeliverySettings,
+    /// SMTP AUTH.
+    pub auth: AuthConfig,
+    /// Listeners besides the default one.
+    pub listeners: Vec<ListenerSettings>,
+    /// Targets by recipient domain (before a listener's own).
+    pub routes: Vec<RouteSettings>,
+    /// Bearer tokens of the admin API (`/api/v1/admin`); empty: no admin API.
+    pub admin_tokens: Vec<String>,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `intake=debug`.
     pub log_level: String,
     /// Log format.
@@ -327,10 +452,25 @@ fn read(r: &mut Reader<'_>) -> Settings {
         }
     };
 
-    let http = read_http(r, tls_files.is_some());
+    let mut http = read_http(r, tls_files.is_some());
     let retention = read_retention(r);
     let alias_secret: String = r.get("aliases.secret", String::new());
     let mut policy = read_policy(r);
+    let delivery = read_delivery(r, &hostname, &domains);
+    let auth = read_auth(r, tls_files.is_some());
+    let listeners = read_listeners(r, tls_files.is_some(), &delivery, smtp_listen);
+    let routes = read_routes(r, &delivery);
+    let admin_tokens: Vec<String> = r.get("admin.tokens", Vec::new());
+    if admin_tokens.iter().any(|t| t.len() < 16) {
+        r.error(
+            "admin.tokens",
+            "each token must be at least 16 characters (e.g. openssl rand -hex 32)",
+        );
+    }
+    // The access guard knows them too: an admin token is an HTTP token with the admin scope.
+    for t in admin_tokens.iter().filter(|t| !t.is_empty()) {
+        http.config.access.tokens.push(Token::new(t, Scopes::ADMIN));
+    }
 
     let run = crate::privileges::RunAs {
         user: r.get("run.user", String::new()),
@@ -360,7 +500,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
         }
     };
     // Our Authentication-Results name is our host name.
-    policy.auth.hostname = hostname.clone();
+    policy.sender_auth.hostname = hostname.clone();
 
     Settings {
         smtp_listen,
@@ -396,6 +536,11 @@ fn read(r: &mut Reader<'_>) -> Settings {
         retention,
         alias_secret,
         policy,
+        delivery,
+        auth,
+        listeners,
+        routes,
+        admin_tokens,
         log_level,
         log_format,
         run,
@@ -486,7 +631,7 @@ fn read_policy(r: &mut Reader<'_>) -> PolicyConfig {
         },
         recipients,
         greylist,
-        auth: read_auth(r),
+        sender_auth: read_sender_auth(r),
         rspamd: read_rspamd(r),
         spamd: read_spamd(r),
         profiles: read_profiles(r),
@@ -564,14 +709,14 @@ fn read_dnsbl(r: &mut Reader<'_>) -> DnsblConfig {
     }
 }
 
-fn read_auth(r: &mut Reader<'_>) -> AuthConfig {
-    let d = AuthConfig::default();
-    AuthConfig {
-        enabled: r.get("auth.enabled", d.enabled),
+fn read_sender_auth(r: &mut Reader<'_>) -> intake_policy::AuthConfig {
+    let d = intake_policy::AuthConfig::default();
+    intake_policy::AuthConfig {
+        enabled: r.get("sender_auth.enabled", d.enabled),
         hostname: d.hostname, // smtp.hostname, set by the caller
-        dmarc_enforce: r.get("auth.dmarc_enforce", d.dmarc_enforce),
-        timeout: read_timeout(r, "auth.timeout", d.timeout),
-        on_error: read_on_error(r, "auth.on_error", d.on_error),
+        dmarc_enforce: r.get("sender_auth.dmarc_enforce", d.dmarc_enforce),
+        timeout: read_timeout(r, "sender_auth.timeout", d.timeout),
+        on_error: read_on_error(r, "sender_auth.on_error", d.on_error),
     }
 }
 
@@ -625,6 +770,434 @@ fn read_profiles(r: &mut Reader<'_>) -> std::collections::BTreeMap<String, Vec<S
         out.insert(name, checks);
     }
     out
+}
+
+fn read_delivery(r: &mut Reader<'_>, hostname: &str, domains: &DomainPolicy) -> DeliverySettings {
+    let names: Vec<String> = r.get("delivery.targets", vec!["store".to_string()]);
+    let mut targets = Vec::new();
+    for n in &names {
+        let kind = match n.as_str() {
+            "store" => TargetKind::Store,
+            "relay" => TargetKind::Relay,
+            "webhook" => TargetKind::Webhook,
+            "program" => TargetKind::Program,
+            other => {
+                r.error(
+                    "delivery.targets",
+                    format!("{other:?}: expected \"store\", \"relay\", \"webhook\" or \"program\""),
+                );
+                continue;
+            }
+        };
+        if targets.contains(&kind) {
+            r.error("delivery.targets", format!("{n:?} is listed twice"));
+        }
+        targets.push(kind);
+    }
+    if names.is_empty() {
+        r.error(
+            "delivery.targets",
+            "at least one target is needed (\"store\", \"relay\")",
+        );
+    }
+    let d = RelayConfig::new("");
+    let server: String = r.get("relay.server", String::new());
+    let lmtp: bool = r.get("relay.lmtp", false);
+    let helo: String = r.get("relay.helo", String::new());
+    let tls: String = r.get("relay.tls", "optional".to_string());
+    let tls = match tls.as_str() {
+        "off" => RelayTls::Off,
+        "optional" => RelayTls::Optional,
+        "required" => RelayTls::Required,
+        other => {
+            r.error(
+                "relay.tls",
+                format!("{other:?}: expected \"off\", \"optional\" or \"required\""),
+            );
+            RelayTls::Optional
+        }
+    };
+    let tls_ca: String = r.get("relay.tls_ca", String::new());
+    let tls_name: String = r.get("relay.tls_name", String::new());
+    let user: String = r.get("relay.auth_user", String::new());
+    let password: String = r.get("relay.auth_password", String::new());
+    if user.is_empty() != password.is_empty() {
+        r.error(
+            "relay.auth_user",
+            "relay.auth_user and relay.auth_password go together",
+        );
+    }
+    let max_connections: usize = r.get("relay.max_connections", d.max_connections);
+    if max_connections == 0 {
+        r.error("relay.max_connections", "must be at least 1");
+    }
+    let connect_timeout = read_timeout(r, "relay.connect_timeout", d.connect_timeout);
+    let command_timeout = read_timeout(r, "relay.command_timeout", d.command_timeout);
+    let data_timeout = read_timeout(r, "relay.data_timeout", d.data_timeout);
+    let idle_timeout = r.duration("relay.idle_timeout", d.idle_timeout);
+    let relay_verify: bool = r.get("relay.verify_recipients", false);
+    let wanted = targets.contains(&TargetKind::Relay);
+    let relay = if server.is_empty() {
+        if wanted {
+            r.error(
+                "relay.server",
+                "delivery.targets has \"relay\": the downstream host:port is needed",
+            );
+        }
+        None
+    } else if !server.contains(':') {
+        r.error(
+            "relay.server",
+            format!("{server:?} is not host:port such as 127.0.0.1:24"),
+        );
+        None
+    } else {
+        let mut c = RelayConfig::new(server);
+        if !tls_name.is_empty() && !c.set_tls_name(&tls_name) {
+            r.error("relay.tls_name", format!("{tls_name:?} is not a host name"));
+        }
+        c.lmtp = lmtp;
+        c.helo = if helo.is_empty() {
+            hostname.to_string()
+        } else {
+            helo
+        };
+        c.tls = tls;
+        c.tls_ca = (!tls_ca.is_empty()).then(|| PathBuf::from(tls_ca));
+        c.auth = (!user.is_empty()).then_some((user, password));
+        c.max_connections = max_connections.max(1);
+        c.connect_timeout = connect_timeout;
+        c.command_timeout = command_timeout;
+        c.data_timeout = data_timeout;
+        c.idle_timeout = idle_timeout;
+        Some(c)
+    };
+    if wanted && domains.is_catch_all() {
+        r.warn(
+            "smtp.domains",
+            "mail for every domain is relayed: list the domains the downstream serves, \
+             unless it refuses the others itself",
+        );
+    }
+    let webhook = read_webhook(r, targets.contains(&TargetKind::Webhook));
+    let program = read_program(r, targets.contains(&TargetKind::Program));
+    DeliverySettings {
+        targets,
+        relay,
+        relay_verify,
+        webhook,
+        program,
+    }
+}
+
+/// A list of target names from a `[[listener]]` or `[[route]]` table; each must have its
+/// section configured.
+fn read_target_list(
+    r: &mut Reader<'_>,
+    key: &str,
+    v: &toml::Value,
+    delivery: &DeliverySettings,
+) -> Vec<TargetKind> {
+    let names: Vec<String> = v.clone().try_into().unwrap_or_else(|_| {
+        r.error(key, "expected a list such as [\"store\"]");
+        Vec::new()
+    });
+    let mut kinds = Vec::new();
+    for n in names {
+        let k = match n.as_str() {
+            "store" => TargetKind::Store,
+            "relay" => TargetKind::Relay,
+            "webhook" => TargetKind::Webhook,
+            "program" => TargetKind::Program,
+            other => {
+                r.error(key, format!("{other:?} is not a target"));
+                continue;
+            }
+        };
+        let configured = match k {
+            TargetKind::Store => true,
+            TargetKind::Relay => delivery.relay.is_some(),
+            TargetKind::Webhook => delivery.webhook.is_some(),
+            TargetKind::Program => delivery.program.is_some(),
+        };
+        if !configured {
+            r.error(key, format!("{n:?} needs its section ([{n}])"));
+        }
+        if !kinds.contains(&k) {
+            kinds.push(k);
+        }
+    }
+    if kinds.is_empty() {
+        r.error(key, "at least one target is needed");
+    }
+    kinds
+}
+
+/// `[[route]]` tables.
+fn read_routes(r: &mut Reader<'_>, delivery: &DeliverySettings) -> Vec<RouteSettings> {
+    let mut out = Vec::new();
+    for (i, t) in r.tables("route").into_iter().enumerate() {
+        let key = |k: &str| format!("route[{i}].{k}");
+        for k in t.keys() {
+            if k != "domains" && k != "targets" {
+                r.error(&key(k), "unknown setting");
+            }
+        }
+        let patterns: Vec<String> = t
+            .get("domains")
+            .and_then(|v| v.clone().try_into().ok())
+            .unwrap_or_default();
+        if patterns.is_empty() {
+            r.error(
+                &key("domains"),
+                "expected a list of domains such as [\"example.com\"]",
+            );
+            continue;
+        }
+        let domains = match DomainPolicy::new(&patterns) {
+            Ok(d) => d,
+            Err(e) => {
+                r.error(&key("domains"), e);
+                continue;
+            }
+        };
+        let Some(v) = t.get("targets") else {
+            r.error(&key("targets"), "expected a list such as [\"relay\"]");
+            continue;
+        };
+        let targets = read_target_list(r, &key("targets"), v, delivery);
+        out.push(RouteSettings { domains, targets });
+    }
+    out
+}
+
+/// `[[listener]]` tables; `default` is the default listener's address (no two alike).
+fn read_listeners(
+    r: &mut Reader<'_>,
+    have_tls: bool,
+    delivery: &DeliverySettings,
+    default: SocketAddr,
+) -> Vec<ListenerSettings> {
+    const KEYS: &[&str] = &[
+        "name",
+        "address",
+        "tls",
+        "auth",
+        "allow_plaintext_auth",
+        "relay",
+        "restrict_senders",
+        "policy",
+        "targets",
+    ];
+    let mut out: Vec<ListenerSettings> = Vec::new();
+    for (i, t) in r.tables("listener").into_iter().enumerate() {
+        let key = |k: &str| format!("listener[{i}].{k}");
+        for k in t.keys() {
+            if !KEYS.contains(&k.as_str()) {
+                r.error(&key(k), "unknown setting");
+            }
+        }
+        let text = |r: &mut Reader<'_>, k: &str, default: &str| -> String {
+            match t.get(k) {
+                None => default.to_string(),
+                Some(toml::Value::String(s)) => s.clone(),
+                Some(_) => {
+                    r.error(&key(k), "expected a string");
+                    default.to_string()
+                }
+            }
+        };
+        let flag = |r: &mut Reader<'_>, k: &str, default: bool| -> bool {
+            match t.get(k) {
+                None => default,
+                Some(toml::Value::Boolean(b)) => *b,
+                Some(_) => {
+                    r.error(&key(k), "expected true or false");
+                    default
+                }
+            }
+        };
+        let name = text(r, "name", &format!("listener{i}"));
+        let address = text(r, "address", "");
+        let address = match address.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                r.error(
+                    &key("address"),
+                    format!("{address:?} is not an address:port such as 0.0.0.0:587"),
+                );
+                continue;
+            }
+        };
+        if address.port() != 0 && (address == default || out.iter().any(|l| l.address == address)) {
+            r.error(
+                &key("address"),
+                format!("{address} is used by another listener"),
+            );
+        }
+        let tls = match text(r, "tls", "off").as_str() {
+            "off" => TlsPolicy::Off,
+            "optional" => TlsPolicy::Optional,
+            "required" => TlsPolicy::Required,
+            "implicit" => TlsPolicy::Implicit,
+            other => {
+                r.error(
+                    &key("tls"),
+                    format!(
+                        "{other:?}: expected \"off\", \"optional\", \"required\" or \"implicit\""
+                    ),
+                );
+                TlsPolicy::Off
+            }
+        };
+        if tls != TlsPolicy::Off && !have_tls {
+            r.error(&key("tls"), "needs tls.certificate and tls.key");
+        }
+        let auth = match text(r, "auth", "off").as_str() {
+            "off" => AuthMode::Off,
+            "optional" => AuthMode::Optional,
+            "required" => AuthMode::Required,
+            other => {
+                r.error(
+                    &key("auth"),
+                    format!("{other:?}: expected \"off\", \"optional\" or \"required\""),
+                );
+                AuthMode::Off
+            }
+        };
+        let allow_plaintext_auth = flag(r, "allow_plaintext_auth", false);
+        if auth != AuthMode::Off && tls == TlsPolicy::Off && !allow_plaintext_auth {
+            r.error(
+                &key("auth"),
+                "AUTH is offered only over TLS: set tls, or allow_plaintext_auth on a trusted network",
+            );
+        }
+        let relay = flag(r, "relay", false);
+        if relay && auth == AuthMode::Off {
+            r.error(&key("relay"), "relaying needs a login: set auth");
+        }
+        let restrict_senders = flag(r, "restrict_senders", true);
+        let policy = match text(r, "policy", "default").as_str() {
+            "default" => PolicyProfile::Default,
+            "none" => PolicyProfile::None,
+            other => {
+                r.error(
+                    &key("policy"),
+                    format!("{other:?}: expected \"default\" or \"none\""),
+                );
+                PolicyProfile::Default
+            }
+        };
+        let targets = match t.get("targets") {
+            None => delivery.targets.clone(),
+            Some(v) => read_target_list(r, &key("targets"), v, delivery),
+        };
+        out.push(ListenerSettings {
+            name,
+            address,
+            tls,
+            auth,
+            allow_plaintext_auth,
+            relay,
+            restrict_senders,
+            policy,
+            targets,
+        });
+    }
+    out
+}
+
+fn read_auth(r: &mut Reader<'_>, have_tls: bool) -> AuthConfig {
+    let enabled: bool = r.get("auth.enabled", false);
+    let allow_plaintext: bool = r.get("auth.allow_plaintext", false);
+    let required: bool = r.get("auth.required", false);
+    let restrict_senders: bool = r.get("auth.restrict_senders", true);
+    let relay: bool = r.get("auth.relay", false);
+    let window = read_timeout(r, "auth.failure_window", Duration::from_secs(900));
+    let per_client: u32 = r.get("auth.max_failures_per_client", 10);
+    let per_account: u32 = r.get("auth.max_failures_per_account", 10);
+    if enabled && !have_tls && !allow_plaintext {
+        r.error(
+            "auth.enabled",
+            "AUTH is offered only over TLS: set tls.certificate and tls.key (or auth.allow_plaintext for a trusted network)",
+        );
+    }
+    if required && !enabled {
+        r.error("auth.required", "needs auth.enabled");
+    }
+    AuthConfig {
+        enabled,
+        allow_plaintext,
+        required,
+        restrict_senders,
+        relay,
+        per_client: intake_core::FailureLimit {
+            max_failures: per_client.max(1),
+            window,
+        },
+        per_account: intake_core::FailureLimit {
+            max_failures: per_account.max(1),
+            window,
+        },
+    }
+}
+
+fn read_webhook(r: &mut Reader<'_>, wanted: bool) -> Option<WebhookConfig> {
+    let url: String = r.get("webhook.url", String::new());
+    let secret: String = r.get("webhook.secret", String::new());
+    let timeout = read_timeout(r, "webhook.timeout", Duration::from_secs(30));
+    if url.is_empty() {
+        if wanted {
+            r.error(
+                "webhook.url",
+                "delivery.targets has \"webhook\": the URL is needed",
+            );
+        }
+        return None;
+    }
+    if HttpUrl::parse(&url).is_none() {
+        r.error(
+            "webhook.url",
+            format!("{url:?} is not http://host[:port]/path"),
+        );
+        return None;
+    }
+    if secret.is_empty() {
+        r.warn("webhook.secret", "webhook requests will not be signed");
+    }
+    Some(WebhookConfig {
+        url,
+        secret,
+        timeout,
+    })
+}
+
+fn read_program(r: &mut Reader<'_>, wanted: bool) -> Option<ProgramConfig> {
+    let command: Vec<String> = r.get("program.command", Vec::new());
+    let d = ProgramConfig::new(Vec::new());
+    let timeout = read_timeout(r, "program.timeout", d.timeout);
+    let max_running: usize = r.get("program.max_running", d.max_running);
+    if max_running == 0 {
+        r.error("program.max_running", "must be at least 1");
+    }
+    let path: String = r.get("program.path", d.path.clone());
+    let dir: String = r.get("program.directory", String::new());
+    if command.is_empty() || command[0].is_empty() {
+        if wanted {
+            r.error(
+                "program.command",
+                "delivery.targets has \"program\": the command is needed, e.g. [\"/usr/local/bin/deliver\", \"--queue\"]",
+            );
+        }
+        return None;
+    }
+    Some(ProgramConfig {
+        command,
+        timeout,
+        max_running: max_running.max(1),
+        path,
+        dir: (!dir.is_empty()).then(|| PathBuf::from(dir)),
+    })
 }
 
 fn read_http(r: &mut Reader<'_>, have_certificate: bool) -> HttpSettings {
@@ -920,6 +1493,108 @@ mod tests {
     }
 
     #[test]
+    fn delivery_targets_and_their_settings() {
+        // The acceptance check's contract, from the environment alone.
+        let s = load(
+            "",
+            &[
+                ("INTAKE_DELIVERY__TARGETS", "[\"relay\"]"),
+                ("INTAKE_RELAY__SERVER", "127.0.0.1:2526"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.delivery.targets, [TargetKind::Relay]);
+        assert_eq!(s.delivery.relay.as_ref().unwrap().server, "127.0.0.1:2526");
+        assert!(
+            s.warnings.iter().any(|w| w.key == "smtp.domains"),
+            "relaying every domain is worth a warning"
+        );
+        assert_eq!(Settings::defaults().delivery.targets, [TargetKind::Store]);
+        // Each target without what it needs, and nonsense, is an error with its key.
+        let errs = load(
+            "[delivery]\ntargets = [\"relay\", \"webhook\", \"program\", \"fax\"]\n\
+             [relay]\ntls = \"maybe\"\n",
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        for k in [
+            "delivery.targets",
+            "relay.server",
+            "relay.tls",
+            "webhook.url",
+            "program.command",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
+        let errs = load("[webhook]\nurl = \"https://x.test/\"\n", &[]).unwrap_err();
+        assert_eq!(errs[0].key, "webhook.url");
+        let s = load(
+            "[delivery]\ntargets = [\"store\", \"program\"]\n\
+             [program]\ncommand = [\"/bin/cat\"]\ntimeout = \"5s\"\n",
+            &[],
+        )
+        .unwrap();
+        let p = s.delivery.program.unwrap();
+        assert_eq!((p.command.len(), p.timeout.as_secs()), (1, 5));
+    }
+
+    #[test]
+    fn listeners_that_could_relay_openly_or_leak_passwords_do_not_load() {
+        let errs = load(
+            "[[listener]]\naddress = \"127.0.0.1:2587\"\nrelay = true\n\
+             [[listener]]\naddress = \"127.0.0.1:2588\"\nauth = \"required\"\n\
+             [[listener]]\naddress = \"127.0.0.1:2589\"\ntls = \"implicit\"\ntypo = 1\n\
+             [[listener]]\naddress = \"127.0.0.1:2589\"\ntargets = [\"relay\"]\n",
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        for k in [
+            "listener[0].relay",   // relaying without a login
+            "listener[1].auth",    // AUTH without TLS
+            "listener[2].tls",     // TLS without a certificate
+            "listener[2].typo",    // unknown key
+            "listener[3].address", // the same address twice
+            "listener[3].targets", // relay without [relay]
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
+        let s = load(
+            "[[listener]]\nname = \"app\"\naddress = \"127.0.0.1:2587\"\nauth = \"required\"\n\
+             allow_plaintext_auth = true\npolicy = \"none\"\n",
+            &[],
+        )
+        .unwrap();
+        let l = &s.listeners[0];
+        assert_eq!(
+            (l.name.as_str(), l.auth, l.policy),
+            ("app", AuthMode::Required, PolicyProfile::None)
+        );
+        assert_eq!(l.targets, [TargetKind::Store], "the default targets");
+    }
+
+    #[test]
+    fn routes_need_domains_and_configured_targets() {
+        let errs = load(
+            "[[route]]\ndomains = [\"a@b\"]\ntargets = [\"store\"]\n\
+             [[route]]\ndomains = [\"x.test\"]\ntargets = [\"webhook\"]\n\
+             [[route]]\ntargets = [\"store\"]\nwhat = 1\n",
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        for k in [
+            "route[0].domains",
+            "route[1].targets",
+            "route[2].domains",
+            "route[2].what",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
+    }
+
+    #[test]
     fn known_keys_cover_every_section() {
         let keys = known_keys();
         for k in ["smtp.listen", "smtp.domains", "store.path", "log.level"] {
@@ -976,16 +1651,23 @@ mod doc_tests {
         assert_eq!(mx.dnsbl.action, intake_policy::DnsblAction::Reject);
         assert!(mx.greylist.enabled);
         assert!(mx.rspamd.enabled && !mx.rspamd.refuse);
-        assert!(mx.auth.enabled && !mx.auth.dmarc_enforce);
-        assert_eq!(mx.auth.hostname, "mx.inbox.example");
+        assert!(mx.sender_auth.enabled && !mx.sender_auth.dmarc_enforce);
+        assert_eq!(mx.sender_auth.hostname, "mx.inbox.example");
         assert_eq!(
             mx.profile(intake_policy::DEFAULT_PROFILE).unwrap(),
-            ["dnsbl", "helo", "recipients", "greylist", "auth", "rspamd"]
+            [
+                "dnsbl",
+                "helo",
+                "recipients",
+                "greylist",
+                "sender_auth",
+                "rspamd"
+            ]
         );
         // The gateway: only valid recipients.
         let gw = load(blocks[1]).policy;
         assert!(gw.recipients.file.is_some());
-        assert!(gw.greylist.enabled && gw.auth.dmarc_enforce);
+        assert!(gw.greylist.enabled && gw.sender_auth.dmarc_enforce);
         assert_eq!(gw.spamd.reject_score, Some(10.0));
     }
 }

@@ -286,7 +286,7 @@ async fn the_mx_records_authentication_and_lists_and_the_api_shows_them() {
          [dns]\nservers = [\"{dns}\"]\n\
          [dnsbl]\nzones = [\"bl.test\"]\naction = \"tag\"\n\
          [helo]\nreject_bare_ip = true\nreject_non_fqdn = true\n\
-         [auth]\nenabled = true\ndmarc_enforce = true\n"
+         [sender_auth]\nenabled = true\ndmarc_enforce = true\n"
     ))
     .await;
     let http = srv.running.http_addr.unwrap();

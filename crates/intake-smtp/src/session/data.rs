@@ -1,7 +1,7 @@
 //! DATA (RFC 5321 §4.1.1.4), BDAT (RFC 3030) and the end of a transaction.
 
-use intake_core::{Envelope, Stage};
-use intake_proto::{BdatDecoder, DataDecoder, DataOutcome, replies};
+use intake_core::{BodyType, Envelope, MailParams, Stage};
+use intake_proto::{BdatDecoder, Body, DataDecoder, DataOutcome, replies};
 
 use super::{ContentMode, Delivery, Effect, Pending, Session, Step};
 
@@ -97,7 +97,7 @@ impl Session {
             .unwrap_or_else(|| self.deliver())
     }
 
-    /// Asks the driver to store the message.
+    /// Asks the driver to hand the message to the delivery targets.
     pub(super) fn deliver(&mut self) -> Step {
         let tx = self.tx.as_ref().expect("content only inside a transaction");
         let id = self.cfg.ids.next_id();
@@ -116,6 +116,13 @@ impl Session {
                 rcpt_to: tx.rcpt_to.clone(),
             },
             session: self.info(),
+            params: MailParams {
+                body: match tx.body {
+                    Body::EightBitMime | Body::BinaryMime => BodyType::EightBitMime,
+                    Body::SevenBit => BodyType::SevenBit,
+                },
+                smtputf8: tx.smtputf8,
+            },
             headers,
             id,
             received_at: now,

@@ -31,6 +31,7 @@ impl Session {
                 self.cfg.max_message_size,
                 Extensions {
                     starttls: self.offers_starttls(),
+                    auth: self.offers_auth(),
                 },
             )
         } else if name.is_empty() {

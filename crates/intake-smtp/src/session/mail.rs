@@ -16,6 +16,9 @@ impl Session {
         if self.cfg.tls == crate::config::TlsMode::Required && self.tls.is_none() {
             return self.client_error(replies::TLS_REQUIRED);
         }
+        if let Some(refusal) = self.mail_allowed(&from.address) {
+            return self.client_error(refusal);
+        }
         if from.body == Body::BinaryMime {
             return self.client_error(
                 replies::UNSUPPORTED_PARAMETER.with_text("BODY=BINARYMIME is not supported"),

@@ -11,7 +11,10 @@
 //! depends on what runs a check: it sees [`Verdict`]s and maps them to replies from the
 //! catalogue ([`policy`]).
 
+mod auth;
 mod data;
+mod delivered;
+pub use delivered::final_reply;
 mod helo;
 mod mail;
 mod policy;
@@ -25,7 +28,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use intake_core::{
-    CheckCtx, Envelope, MessageId, SessionInfo, Stage, StoreError, TlsInfo, Verdict,
+    AuthResult, CheckCtx, Credentials, DeliveryReport, Envelope, MailParams, MessageId,
+    SessionInfo, Stage, TlsInfo, User, Verdict,
 };
 use intake_proto::{BdatDecoder, Body, Command, DataDecoder, MailFrom, ProtoError, Reply, replies};
 
@@ -51,6 +55,9 @@ pub enum Step {
     /// commands after STARTTLS are never executed), then run the TLS handshake and call
     /// [`Session::tls_started`].
     StartTls(Reply),
+    /// Send this reply (a SASL challenge), then read one line as it is, not as a command,
+    /// and hand it to [`Session::on_line`].
+    ReadLine(Reply),
     /// Carry out this effect (checks, delivery), then hand its result to
     /// [`Session::resume`]. Nothing else happens in the session meanwhile.
     Await(Effect),
@@ -64,9 +71,13 @@ pub enum Effect {
     /// Run the checks of `ctx.stage` (the driver adds the content at [`Stage::Data`]) and
     /// resume with [`Outcome::Checked`].
     Check(CheckCtx),
-    /// Store the message (with [`Delivery::headers`] prepended to the content) and resume
-    /// with [`Outcome::Delivered`].
+    /// Hand the message (with [`Delivery::headers`] prepended to the content) to the
+    /// listener's delivery targets (the store, a relay, ...) and resume with
+    /// [`Outcome::Delivered`].
     Deliver(Delivery),
+    /// Check a login with the listener's authenticator (slow hash work off the runtime)
+    /// and resume with [`Outcome::Authenticated`].
+    Authenticate(Credentials),
 }
 
 /// The result of an [`Effect`].
@@ -75,9 +86,11 @@ pub enum Outcome {
     /// The verdicts of the checks that ran (the pipeline stops at the first deferral or
     /// rejection; a check that could not decide is already a pass or a deferral).
     Checked(Vec<Verdict>),
-    /// What the store said about the message of the last [`Effect::Deliver`] (a delivery
-    /// that missed its deadline is an error).
-    Delivered(Result<(), StoreError>),
+    /// What the targets said about the message of the last [`Effect::Deliver`], per
+    /// recipient (a delivery that missed its deadline is a temporary failure).
+    Delivered(DeliveryReport),
+    /// What the authenticator said about the login of the last [`Effect::Authenticate`].
+    Authenticated(AuthResult),
 }
 
 /// A complete message's envelope and header fields, ready for the store.
@@ -90,6 +103,8 @@ pub struct Delivery {
     /// Header fields to prepend, in order, each CRLF-terminated: our `Received:` first,
     /// then those added by checks.
     pub headers: Vec<String>,
+    /// MAIL FROM parameters a relay passes on (BODY, SMTPUTF8).
+    pub params: MailParams,
     /// The message id the `Received:` header names.
     pub id: MessageId,
     /// When the end of data was received (the session's clock).
@@ -113,6 +128,8 @@ enum Pending {
     Data,
     /// The store.
     Deliver(MessageId),
+    /// The authenticator.
+    Auth,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +148,6 @@ struct Transaction {
     mail_from: String,
     rcpt_to: Vec<String>,
     smtputf8: bool,
-    #[allow(dead_code)]
     body: Body,
     mode: ContentMode,
     /// Octets of BDAT content announced so far.
@@ -171,6 +187,10 @@ pub struct Session {
     session_headers: Vec<String>,
     /// What connect and HELO checks found, for every message of the session.
     session_findings: intake_core::Findings,
+    /// The logged-in user (AUTH), if any.
+    user: Option<User>,
+    /// A SASL exchange in progress.
+    sasl: Option<auth::Sasl>,
 }
 
 impl Session {
@@ -190,6 +210,8 @@ impl Session {
             pending: None,
             session_headers: Vec::new(),
             session_findings: intake_core::Findings::default(),
+            user: None,
+            sasl: None,
         }
     }
 
@@ -267,6 +289,7 @@ impl Session {
             Command::Help => Step::Reply(replies::HELP),
             Command::Quit => Step::Close(replies::BYE),
             Command::StartTls => self.handle_starttls(),
+            Command::Auth { mechanism, initial } => self.handle_auth(mechanism, initial),
             Command::NotImplemented(_) => self.client_error(replies::NOT_IMPLEMENTED),
         }
     }

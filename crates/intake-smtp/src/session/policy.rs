@@ -8,7 +8,6 @@ use intake_core::{CheckCtx, Reason, Stage, Verdict};
 use intake_proto::{Reply, replies};
 
 use super::{Effect, Outcome, Pending, Session, Step};
-use crate::failure;
 
 /// The sum of what passing checks said: header fields to add and a score.
 #[derive(Debug, Default)]
@@ -68,9 +67,10 @@ impl Session {
             return Step::Reply(replies::BAD_SEQUENCE);
         };
         match (pending, outcome) {
-            (Pending::Deliver(id), Outcome::Delivered(result)) => {
-                Step::Reply(self.delivered(id, &result))
+            (Pending::Deliver(id), Outcome::Delivered(report)) => {
+                Step::Reply(self.delivered(id, &report))
             }
+            (Pending::Auth, Outcome::Authenticated(result)) => self.authenticated_as(result),
             (pending, Outcome::Checked(verdicts)) => {
                 let decision = decide(verdicts, &pending);
                 self.checked(pending, decision)
@@ -119,6 +119,10 @@ impl Session {
                 } else {
                     Step::Reply(r)
                 }
+            }
+            (Pending::Auth, _) => {
+                tracing::error!("authentication resumed with verdicts");
+                Step::Reply(replies::AUTH_TEMPORARY)
             }
             (Pending::Deliver(id), _) => {
                 // Checks answered where the store should have.
@@ -202,25 +206,5 @@ fn clean(text: &str) -> String {
         "Refused by policy".into()
     } else {
         t
-    }
-}
-
-impl Session {
-    /// The store answered for message `id`: ends the transaction and gives the final
-    /// reply. 250 only if the store said it is durable.
-    pub(super) fn delivered(
-        &mut self,
-        id: intake_core::MessageId,
-        result: &Result<(), intake_core::StoreError>,
-    ) -> Reply {
-        self.tx = None;
-        match result {
-            Ok(()) => Reply::dynamic(
-                250,
-                intake_proto::EnhancedStatus(2, 0, 0),
-                format!("Message stored as {id}"),
-            ),
-            Err(e) => failure::store_error(e),
-        }
     }
 }

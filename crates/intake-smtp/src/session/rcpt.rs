@@ -30,7 +30,7 @@ impl Session {
             let Some((_, domain)) = to.address.rsplit_once('@') else {
                 return self.client_error(replies::BAD_RECIPIENT);
             };
-            if !self.cfg.domains.accepts(domain) {
+            if !self.cfg.domains.accepts(domain) && !self.may_relay() {
                 tracing::debug!(recipient = %to.address, "relay denied");
                 return self.client_error(replies::RELAY_DENIED);
             }

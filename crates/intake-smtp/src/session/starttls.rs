@@ -31,6 +31,8 @@ impl Session {
         self.helo = None;
         self.esmtp = false;
         self.tx = None;
+        self.user = None;
+        self.sasl = None;
         self.tls = Some(tls);
     }
 }

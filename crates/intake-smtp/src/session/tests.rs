@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use intake_core::StoreError;
+use intake_core::{DeliveryReport, RcptOutcome};
 use intake_proto::{Body, Command, DataOutcome, MailFrom, RcptTo};
 
 use super::*;
@@ -19,6 +19,11 @@ fn session(f: impl FnOnce(&mut SessionConfig)) -> Session {
     };
     f(&mut cfg);
     Session::new(Arc::new(cfg), "192.0.2.7:40000".parse().unwrap())
+}
+
+/// The store took the message for all `n` recipients.
+fn stored(n: usize) -> Outcome {
+    Outcome::Delivered(DeliveryReport::all(n, RcptOutcome::Accepted, true))
 }
 
 fn mail(addr: &str) -> Command {
@@ -38,15 +43,18 @@ fn rcpt(addr: &str) -> Command {
 
 fn code(step: Step) -> String {
     match step {
-        Step::Reply(r) | Step::Close(r) | Step::ReadData(r, _) | Step::StartTls(r) => {
-            match r.status {
-                Some(s) => format!("{} {}", r.code, s),
-                None => r.code.to_string(),
-            }
-        }
+        Step::Reply(r)
+        | Step::Close(r)
+        | Step::ReadData(r, _)
+        | Step::StartTls(r)
+        | Step::ReadLine(r) => match r.status {
+            Some(s) => format!("{} {}", r.code, s),
+            None => r.code.to_string(),
+        },
         Step::ReadChunk { keep, .. } => format!("chunk keep={keep}"),
         Step::Await(Effect::Deliver(_)) => "deliver".into(),
         Step::Await(Effect::Check(cx)) => format!("check {}", cx.stage),
+        Step::Await(Effect::Authenticate(c)) => format!("authenticate {}", c.username),
     }
 }
 
@@ -88,7 +96,7 @@ fn full_transaction() {
         !d.headers[0].contains("for <"),
         "no recipient named when there are several"
     );
-    let r = reply(s.resume(Outcome::Delivered(Ok(()))));
+    let r = reply(s.resume(stored(1)));
     assert_eq!(r.code, 250);
     assert!(r.text.contains(&d.id.to_string()));
     assert!(!s.in_transaction());
@@ -217,9 +225,11 @@ fn store_failure_is_451_never_250() {
     s.on_command(rcpt("x@example.com"));
     s.on_command(Command::Data);
     delivery(s.data_done(DataOutcome::Complete));
-    let r = reply(s.resume(Outcome::Delivered(Err(StoreError::Unavailable(
-        "disk full".into(),
-    )))));
+    let r = reply(s.resume(Outcome::Delivered(DeliveryReport::all(
+        1,
+        RcptOutcome::TEMP,
+        true,
+    ))));
     assert_eq!(
         (r.code, r.status.unwrap().to_string()),
         (451, "4.3.0".into())
@@ -265,7 +275,7 @@ fn bdat_chunks() {
         "chunk keep=true"
     );
     delivery(s.bdat_done());
-    s.resume(Outcome::Delivered(Ok(())));
+    s.resume(stored(1));
     // Over the size limit across chunks: later chunks dropped, 552 until LAST.
     s.on_command(mail("a@b"));
     s.on_command(rcpt("x@example.com"));
@@ -465,7 +475,7 @@ fn the_clock_and_ids_are_injected() {
             "Received: from client.example ([192.0.2.7] port 40000)\r\n\tby mx.test (Intake) with ESMTP\r\n\tid 01900000-0000-7000-8000-000000000001\r\n\tfor <x@example.com>;\r\n\tWed, 4 Mar 2026 05:06:07 +0000\r\n"
         ]
     );
-    let r = reply(s.resume(Outcome::Delivered(Ok(()))));
+    let r = reply(s.resume(stored(1)));
     assert_eq!(
         r.to_wire(),
         "250 2.0.0 Message stored as 01900000-0000-7000-8000-000000000001\r\n"
@@ -662,7 +672,7 @@ fn tags_become_headers_after_received() {
         ["X-Connect: 1", "X-Rcpt: 1", "X-Data: 1"]
     );
     assert_eq!(d.findings.score, 3.0);
-    s.resume(Outcome::Delivered(Ok(())));
+    s.resume(stored(1));
     // The next message keeps the connection's tags but not the last message's.
     s.on_command(mail("a@b"));
     check_ctx(s.on_command(rcpt("x@example.com")));
@@ -721,4 +731,277 @@ fn connect_decisions() {
     assert_eq!(code(s.on_unoffered_pipelining(Command::Noop)), "503 5.5.0");
     let mut s = session(|_| {});
     assert_eq!(code(s.on_unoffered_pipelining(Command::Noop)), "250 2.0.0");
+}
+
+/// A transaction to three recipients, up to the delivery.
+fn three_recipients(s: &mut Session) -> Delivery {
+    s.on_command(Command::Ehlo("c".into()));
+    s.on_command(Command::Mail(MailFrom {
+        address: "a@b".into(),
+        size: None,
+        body: Body::EightBitMime,
+        smtputf8: true,
+    }));
+    for r in ["x@example.com", "y@example.com", "z@example.com"] {
+        assert_eq!(reply(s.on_command(rcpt(r))).code, 250);
+    }
+    s.on_command(Command::Data);
+    delivery(s.data_done(DataOutcome::Complete))
+}
+
+#[test]
+fn the_delivery_keeps_body_and_smtputf8_for_a_relay() {
+    let mut s = session(|_| {});
+    let d = three_recipients(&mut s);
+    assert_eq!(
+        d.params,
+        intake_core::MailParams {
+            body: intake_core::BodyType::EightBitMime,
+            smtputf8: true
+        }
+    );
+    assert_eq!(d.envelope.rcpt_to.len(), 3);
+}
+
+#[test]
+fn per_recipient_outcomes_fold_into_one_reply_after_data() {
+    let ok = RcptOutcome::Accepted;
+    let no = RcptOutcome::from_reply(550, "5.1.1 <y@example.com> User unknown");
+    let later = RcptOutcome::from_reply(452, "4.2.2 Mailbox full");
+    let cases = [
+        (
+            vec![ok.clone(), ok.clone(), ok.clone()],
+            "250 2.0.0 Message accepted as ",
+        ),
+        (
+            vec![no.clone(), no.clone(), no.clone()],
+            "550 5.1.1 Downstream: <y@example.com> User unknown",
+        ),
+        (
+            vec![ok.clone(), later.clone(), no.clone()],
+            "452 4.2.2 Downstream: Mailbox full",
+        ),
+        // One of three refused for good: never a 250 that hides it, never a 5xx that
+        // bounces mail two recipients got.
+        (vec![ok.clone(), no.clone(), ok.clone()], "451 4.5.0 "),
+    ];
+    for (outcomes, want) in cases {
+        let mut s = session(|_| {});
+        three_recipients(&mut s);
+        let report = DeliveryReport {
+            rcpts: outcomes.clone(),
+            stored: false,
+            store_failed: false,
+        };
+        let r = reply(s.resume(Outcome::Delivered(report))).to_wire();
+        assert!(r.starts_with(want), "{outcomes:?}: {r}");
+        // Whatever the reply, the transaction is over: the client may start the next one.
+        assert!(!s.in_transaction());
+        assert_eq!(reply(s.on_command(mail("c@d"))).code, 250);
+    }
+}
+
+/// Never called: session tests resume with the outcome themselves.
+struct NoAuthenticator;
+
+#[async_trait::async_trait]
+impl intake_core::Authenticator for NoAuthenticator {
+    async fn authenticate(&self, _: &intake_core::Credentials) -> intake_core::AuthResult {
+        unreachable!("the driver calls this, not the session")
+    }
+}
+
+fn auth_session(f: impl FnOnce(&mut crate::config::AuthSettings)) -> Session {
+    session(|c| {
+        c.auth.authenticator = Some(Arc::new(NoAuthenticator));
+        f(&mut c.auth);
+    })
+}
+
+fn tls() -> intake_core::TlsInfo {
+    intake_core::TlsInfo {
+        version: "TLSv1.3".into(),
+        cipher: "TLS13_AES_256_GCM_SHA384".into(),
+    }
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn auth(mechanism: intake_proto::Mechanism, initial: Option<&str>) -> Command {
+    Command::Auth {
+        mechanism,
+        initial: initial.map(str::to_string),
+    }
+}
+
+fn alice() -> intake_core::User {
+    intake_core::User {
+        address: "alice@example.com".into(),
+        password_hash: String::new(),
+        enabled: true,
+        senders: vec![],
+    }
+}
+
+/// The wire form of a SASL challenge step.
+fn challenge(step: Step) -> String {
+    match step {
+        Step::ReadLine(r) => r.to_wire(),
+        other => panic!("expected a challenge, got {other:?}"),
+    }
+}
+
+fn ehlo_text(s: &mut Session) -> String {
+    reply(s.on_command(Command::Ehlo("c".into()))).to_wire()
+}
+
+#[test]
+fn auth_is_offered_only_over_tls_unless_plaintext_is_allowed() {
+    use intake_proto::Mechanism::Plain;
+    let mut s = auth_session(|_| {});
+    assert!(!ehlo_text(&mut s).contains("AUTH"));
+    assert_eq!(
+        code(s.on_command(auth(Plain, Some(&b64("\0a\0b"))))),
+        "538 5.7.11"
+    );
+    s.set_tls(tls());
+    assert!(ehlo_text(&mut s).contains("AUTH PLAIN LOGIN\r\n"));
+    let mut s = auth_session(|a| a.allow_plaintext = true);
+    assert!(ehlo_text(&mut s).contains("AUTH PLAIN LOGIN"));
+    // Without an authenticator AUTH does not exist.
+    let mut s = session(|_| {});
+    s.set_tls(tls());
+    assert!(!ehlo_text(&mut s).contains("AUTH"));
+    assert_eq!(code(s.on_command(auth(Plain, Some("=")))), "502 5.5.1");
+}
+
+#[test]
+fn auth_plain_with_an_initial_response_then_235() {
+    let mut s = auth_session(|_| {});
+    s.set_tls(tls());
+    ehlo_text(&mut s);
+    let step = s.on_command(auth(
+        intake_proto::Mechanism::Plain,
+        Some(&b64("\0alice@example.com\0pa ss")),
+    ));
+    let Step::Await(Effect::Authenticate(c)) = step else {
+        panic!("{step:?}")
+    };
+    assert_eq!(
+        (c.username.as_str(), c.password.as_str()),
+        ("alice@example.com", "pa ss")
+    );
+    assert_eq!(
+        code(s.resume(Outcome::Authenticated(intake_core::AuthResult::Ok(alice())))),
+        "235 2.7.0"
+    );
+    assert_eq!(s.authenticated(), Some("alice@example.com"));
+    assert!(!ehlo_text(&mut s).contains("AUTH"), "not offered twice");
+    assert_eq!(
+        code(s.on_command(auth(intake_proto::Mechanism::Plain, Some("=")))),
+        "503 5.5.1"
+    );
+}
+
+#[test]
+fn auth_login_exchange_and_cancel() {
+    let mut s = auth_session(|_| {});
+    s.set_tls(tls());
+    ehlo_text(&mut s);
+    let r = challenge(s.on_command(auth(intake_proto::Mechanism::Login, None)));
+    assert_eq!(r, "334 VXNlcm5hbWU6\r\n");
+    assert_eq!(
+        challenge(s.on_line(&b64("alice@example.com"))),
+        "334 UGFzc3dvcmQ6\r\n"
+    );
+    assert_eq!(
+        code(s.on_line(&b64("secret"))),
+        "authenticate alice@example.com"
+    );
+    assert_eq!(
+        code(s.resume(Outcome::Authenticated(intake_core::AuthResult::Invalid))),
+        "535 5.7.8"
+    );
+    assert_eq!(
+        code(s.resume(Outcome::Authenticated(intake_core::AuthResult::RateLimited))),
+        "503 5.5.1"
+    );
+    // PLAIN without an initial response: an empty challenge; `*` cancels.
+    assert_eq!(
+        challenge(s.on_command(auth(intake_proto::Mechanism::Plain, None))),
+        "334 \r\n"
+    );
+    assert_eq!(code(s.on_line("*")), "501 5.5.2");
+    assert_eq!(
+        code(s.on_command(auth(intake_proto::Mechanism::Plain, Some("not base64!")))),
+        "501 5.5.2"
+    );
+    assert_eq!(
+        code(s.on_command(auth(intake_proto::Mechanism::Other, None))),
+        "504 5.5.4"
+    );
+    // Rate limited or users unavailable: a temporary failure, the same for everyone.
+    s.on_command(auth(intake_proto::Mechanism::Plain, Some(&b64("\0x\0y"))));
+    assert_eq!(
+        code(s.resume(Outcome::Authenticated(intake_core::AuthResult::RateLimited))),
+        "454 4.7.0"
+    );
+}
+
+#[test]
+fn submission_requires_auth_and_owns_the_sender() {
+    let mut s = auth_session(|a| {
+        a.required = true;
+        a.restrict_senders = true;
+        a.relay = true;
+    });
+    s.set_tls(tls());
+    ehlo_text(&mut s);
+    assert_eq!(code(s.on_command(mail("alice@example.com"))), "530 5.7.0");
+    s.on_command(auth(
+        intake_proto::Mechanism::Plain,
+        Some(&b64("\0alice@example.com\0p")),
+    ));
+    s.resume(Outcome::Authenticated(intake_core::AuthResult::Ok(alice())));
+    assert_eq!(code(s.on_command(mail("bob@example.com"))), "553 5.7.1");
+    assert_eq!(code(s.on_command(mail("Alice@example.com"))), "250 2.1.0");
+    // Logged in on a listener that relays: any domain.
+    assert_eq!(
+        code(s.on_command(rcpt("someone@elsewhere.test"))),
+        "250 2.1.5"
+    );
+}
+
+#[test]
+fn never_an_open_relay() {
+    // Whatever the AUTH settings, a foreign domain without a login is refused.
+    for relay in [false, true] {
+        let mut s = auth_session(|a| {
+            a.relay = relay;
+            a.allow_plaintext = true;
+        });
+        ehlo_text(&mut s);
+        s.on_command(mail("x@y.test"));
+        assert_eq!(
+            code(s.on_command(rcpt("victim@elsewhere.test"))),
+            "550 5.7.1"
+        );
+        assert_eq!(code(s.on_command(rcpt("ok@example.com"))), "250 2.1.5");
+    }
+    // Logged in, on a listener that does not let users relay: still refused.
+    let mut s = auth_session(|a| a.allow_plaintext = true);
+    ehlo_text(&mut s);
+    s.on_command(auth(
+        intake_proto::Mechanism::Plain,
+        Some(&b64("\0alice@example.com\0p")),
+    ));
+    s.resume(Outcome::Authenticated(intake_core::AuthResult::Ok(alice())));
+    s.on_command(mail("alice@example.com"));
+    assert_eq!(
+        code(s.on_command(rcpt("victim@elsewhere.test"))),
+        "550 5.7.1"
+    );
 }

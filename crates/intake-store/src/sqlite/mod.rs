@@ -23,6 +23,7 @@
 mod policy;
 mod read;
 mod schema;
+mod users;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -369,6 +370,31 @@ impl MailStore for SqliteStore {
     async fn greylist_expire(&self, before_ms: i64) -> Result<u64, StoreError> {
         self.policy(move |c| policy::greylist_expire(c, before_ms))
             .await
+    }
+
+    async fn user_get(&self, address: &str) -> Result<Option<intake_core::User>, StoreError> {
+        let a = users::key(address);
+        self.read(move |c| users::get(c, &a).map_err(unavailable))
+            .await
+    }
+
+    async fn user_add(&self, user: intake_core::User) -> Result<bool, StoreError> {
+        self.policy(move |c| users::add(c, &user)).await
+    }
+
+    async fn user_set_password(&self, address: &str, hash: &str) -> Result<bool, StoreError> {
+        let (a, h) = (users::key(address), hash.to_string());
+        self.policy(move |c| users::set_password(c, &a, &h)).await
+    }
+
+    async fn user_set_enabled(&self, address: &str, enabled: bool) -> Result<bool, StoreError> {
+        let a = users::key(address);
+        self.policy(move |c| users::set_enabled(c, &a, enabled))
+            .await
+    }
+
+    async fn user_list(&self) -> Result<Vec<intake_core::User>, StoreError> {
+        self.read(|c| users::list(c).map_err(unavailable)).await
     }
 
     async fn close(&self) {

@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// Current schema version (`PRAGMA user_version`).
-const VERSION: i64 = 5; // 4 is the gateway's `users` table; 5 adds `message_checks`
+const VERSION: i64 = 5; // 4 added the `users` table; 5 adds `message_checks`
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS messages (
@@ -62,6 +62,15 @@ CREATE TABLE IF NOT EXISTS greylist (
     passes     INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS greylist_last_seen ON greylist (last_seen);
+-- SMTP AUTH users (version 4): lower-cased address, password hash (argon2id, or an
+-- imported bcrypt / SHA-512-crypt / Dovecot {SCHEME} one), enabled flag, and the envelope
+-- senders the user may use as a JSON array.
+CREATE TABLE IF NOT EXISTS users (
+    address       TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    enabled       INTEGER NOT NULL DEFAULT 1,
+    senders       TEXT NOT NULL DEFAULT '[]'
+) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS search_index USING fts5(
     subject, addresses, body, headers,
     content = '', contentless_delete = 1,

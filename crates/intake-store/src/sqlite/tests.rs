@@ -548,3 +548,53 @@ async fn a_poison_message_fails_alone_and_its_batch_is_stored() {
     assert_eq!(list.total, 4);
     store.close().await;
 }
+
+#[tokio::test]
+async fn users_table_changes_are_seen_at_once_by_another_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = open_in(dir.path());
+    assert_eq!(server.user_get("a@example.test").await.unwrap(), None);
+    // The CLI is another process with its own handle on the same database.
+    let admin = SqliteStore::open_admin(SqliteConfig::new(dir.path())).unwrap();
+    let user = intake_core::User {
+        address: "Alice@Example.test".into(),
+        password_hash: "$argon2id$x".into(),
+        enabled: true,
+        senders: vec!["@Example.test".into()],
+    };
+    assert!(admin.user_add(user.clone()).await.unwrap());
+    assert!(!admin.user_add(user).await.unwrap(), "no second alice");
+    let got = server
+        .user_get("alice@EXAMPLE.test")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.address, "alice@example.test");
+    assert_eq!(got.senders, ["@example.test"]);
+    assert!(got.enabled);
+    assert!(
+        admin
+            .user_set_password("alice@example.test", "$6$new")
+            .await
+            .unwrap()
+    );
+    assert!(
+        admin
+            .user_set_enabled("alice@example.test", false)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !admin
+            .user_set_enabled("nobody@example.test", false)
+            .await
+            .unwrap()
+    );
+    let got = server
+        .user_get("alice@example.test")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((got.password_hash.as_str(), got.enabled), ("$6$new", false));
+    assert_eq!(server.user_list().await.unwrap().len(), 1);
+}

@@ -1,0 +1,128 @@
+//! Several listeners in one process: the default listener as an MX, a submission listener
+//! (STARTTLS required, AUTH required, users may relay) and an implicit-TLS one; what each
+//! accepts with and without a login.
+
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::support::{Client, TestServer};
+
+async fn three_listeners() -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = crate::tls::make_cert(dir.path(), "mail.example.test");
+    let srv = TestServer::start(&format!(
+        "[smtp]\ndomains = [\"example.test\"]\n\
+         [tls]\ncertificate = \"{}\"\nkey = \"{}\"\n\
+         [[listener]]\nname = \"submission\"\naddress = \"127.0.0.1:0\"\ntls = \"required\"\n\
+         auth = \"required\"\nrelay = true\npolicy = \"none\"\n\
+         [[listener]]\nname = \"submissions\"\naddress = \"127.0.0.1:0\"\ntls = \"implicit\"\n\
+         auth = \"required\"\nrelay = true\n",
+        cert.display(),
+        key.display()
+    ))
+    .await;
+    let data = srv.data();
+    let mut add = std::process::Command::new(env!("CARGO_BIN_EXE_intake"))
+        .args(["user", "add", "alice@example.test"])
+        .env("INTAKE_STORE__PATH", &data)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    add.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    assert!(add.wait().unwrap().success());
+    (srv, dir)
+}
+
+fn addr(srv: &TestServer, name: &str) -> std::net::SocketAddr {
+    srv.running
+        .listener_addrs
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, a)| *a)
+        .unwrap()
+}
+
+async fn submit(port_addr: std::net::SocketAddr, tls: Tls, login: bool) -> Result<(), String> {
+    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(port_addr.ip().to_string())
+        .port(port_addr.port())
+        .tls(tls);
+    if login {
+        b = b
+            .credentials(Credentials::new(
+                "alice@example.test".into(),
+                "s3cret".into(),
+            ))
+            .authentication(vec![Mechanism::Login]);
+    }
+    let email = Message::builder()
+        .from("alice@example.test".parse().unwrap())
+        .to("friend@elsewhere.test".parse().unwrap())
+        .subject("out")
+        .body("hi".to_string())
+        .unwrap();
+    b.build()
+        .send(email)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn tls_params() -> TlsParameters {
+    TlsParameters::builder("mail.example.test".into())
+        .dangerous_accept_invalid_certs(true)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn mx_submission_and_implicit_tls_in_one_process() {
+    let (srv, _dir) = three_listeners().await;
+    let submission = addr(&srv, "submission");
+    let submissions = addr(&srv, "submissions");
+
+    // Submission: STARTTLS then AUTH, then any domain.
+    submit(submission, Tls::Required(tls_params()), true)
+        .await
+        .expect("submission with a login");
+    // Implicit TLS (465 style).
+    submit(submissions, Tls::Wrapper(tls_params()), true)
+        .await
+        .expect("implicit TLS with a login");
+    assert_eq!(srv.subjects("friend@elsewhere.test").await, ["out", "out"]);
+
+    // Without a login neither takes mail at all.
+    let e = submit(submission, Tls::Required(tls_params()), false)
+        .await
+        .unwrap_err();
+    assert!(e.contains("530"), "{e}");
+    let e = submit(submissions, Tls::Wrapper(tls_params()), false)
+        .await
+        .unwrap_err();
+    assert!(e.contains("530"), "{e}");
+
+    // The MX (default listener) is unchanged: our domains only, no AUTH offered.
+    let mut c = Client::greeted(srv.addr).await;
+    let ehlo = c.cmd("EHLO client.test").await;
+    assert!(!ehlo.text().contains("AUTH"), "{}", ehlo.text());
+    c.cmd("MAIL FROM:<alice@example.test>").await;
+    assert_eq!(
+        c.cmd("RCPT TO:<friend@elsewhere.test>").await.head(),
+        "550 5.7.1"
+    );
+    assert_eq!(
+        c.cmd("RCPT TO:<bob@example.test>").await.head(),
+        "250 2.1.5"
+    );
+
+    // The submission listener in plain text: STARTTLS first, and no AUTH before it.
+    let mut c = Client::greeted(submission).await;
+    let ehlo = c.cmd("EHLO client.test").await;
+    assert!(ehlo.text().contains("STARTTLS") && !ehlo.text().contains("AUTH"));
+    assert_eq!(
+        c.cmd("MAIL FROM:<alice@example.test>").await.head(),
+        "530 5.7.0"
+    );
+    assert_eq!(c.cmd("AUTH LOGIN").await.head(), "538 5.7.11");
+}
