@@ -377,6 +377,12 @@ fn target_set(settings: &Settings, store: &Arc<dyn MailStore>) -> anyhow::Result
     Ok(set)
 }
 
+/// Runs `fut` once `go` is cancelled (the start gate).
+async fn gated<F: std::future::Future>(go: CancellationToken, fut: F) -> F::Output {
+    go.cancelled().await;
+    fut.await
+}
+
 /// Opens the store, binds SMTP and HTTP and starts serving in the background.
 pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     check_descriptors(settings)?;
@@ -386,6 +392,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         .with_context(|| format!("binding SMTP to {} (smtp.listen)", settings.smtp_listen))?;
     let smtp_addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
+    // Opened once every listener is bound and privileges are dropped: no accept before.
+    let go = CancellationToken::new();
     let tls = match &settings.tls_files {
         Some((cert, key)) => Some(Arc::new(
             intake_smtp::tls::TlsCerts::load(cert, key)
@@ -421,9 +429,9 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
                 _ => None,
             };
             (
-                Some(tokio::spawn(async move {
+                Some(tokio::spawn(gated(go.clone(), async move {
                     intake_http::serve(l, app, &cfg, https, token).await
-                })),
+                }))),
                 Some(bound),
             )
         }
@@ -449,9 +457,9 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
             let cfg = settings.http.config.clone();
             let token = shutdown.clone();
             (
-                Some(tokio::spawn(async move {
+                Some(tokio::spawn(gated(go.clone(), async move {
                     intake_http::serve(l, app, &cfg, None, token).await
-                })),
+                }))),
                 Some(bound),
             )
         }
@@ -479,10 +487,9 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
                 ..svc.clone()
             };
             (
-                Some(tokio::spawn(intake_smtp::serve_with(
-                    l,
-                    svc,
-                    shutdown.clone(),
+                Some(tokio::spawn(gated(
+                    go.clone(),
+                    intake_smtp::serve_with(l, svc, shutdown.clone()),
                 ))),
                 Some(bound),
             )
@@ -506,10 +513,24 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         extra.push((
             l.name.clone(),
             addr,
-            tokio::spawn(intake_smtp::serve_with(bound, svc, shutdown.clone())),
+            tokio::spawn(gated(
+                go.clone(),
+                intake_smtp::serve_with(bound, svc, shutdown.clone()),
+            )),
         ));
     }
-    let smtp = tokio::spawn(intake_smtp::serve_with(listener, svc, shutdown.clone()));
+    let smtp = tokio::spawn(gated(
+        go.clone(),
+        intake_smtp::serve_with(listener, svc, shutdown.clone()),
+    ));
+    // Every listener is bound: become the configured user before anything is accepted.
+    if let Err(e) = crate::privileges::drop_privileges(&settings.run) {
+        // The gated tasks start, see the shutdown, and end without accepting.
+        shutdown.cancel();
+        go.cancel();
+        return Err(e);
+    }
+    go.cancel();
     spawn_retention(
         store.clone(),
         settings.retention.policy,

@@ -61,3 +61,50 @@ async fn metrics_count_accepted_messages_and_commits_and_probes_answer() {
     assert!(after.contains("# HELP intake_smtp_messages_total"));
     p.terminate();
 }
+
+fn uid_of(pid: u32) -> u32 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn started_as_root_it_drops_to_the_configured_user_and_still_takes_mail() {
+    if uid_of(std::process::id()) != 0 {
+        eprintln!("not root: the privilege drop needs a root test run (CI runs as root)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = Process::start(&dir.path().join("data"), &[("INTAKE_RUN__USER", "nobody")]);
+    let nobody = std::process::Command::new("id")
+        .args(["-u", "nobody"])
+        .output()
+        .unwrap();
+    let nobody: u32 = String::from_utf8_lossy(&nobody.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(uid_of(p.pid()), nobody, "the server runs as nobody");
+    let r = send_message(
+        p.addr,
+        "a@example.net",
+        &["drop@example.test"],
+        "Subject: x\r\n\r\nx\r\n",
+    )
+    .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    assert!(p.terminate().success());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_intake"))
+        .arg("serve")
+        .env("INTAKE_SMTP__LISTEN", "127.0.0.1:0")
+        .env("INTAKE_HTTP__LISTEN", "")
+        .env("INTAKE_STORE__PATH", dir.path().join("data2"))
+        .env("INTAKE_RUN__USER", "no-such-user-here")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-user-here"));
+}
