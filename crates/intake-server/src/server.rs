@@ -64,6 +64,8 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 
 /// A running server.
 pub struct Running {
+    /// Applies a new configuration to the running listeners (SIGHUP).
+    pub reloader: Arc<Reloader>,
     /// Where SMTP listens (the real port when the configured one was 0).
     pub smtp_addr: SocketAddr,
     /// Where implicit-TLS SMTP listens, if it does.
@@ -250,6 +252,7 @@ fn listener_service(
         tls: default.tls.clone(),
         implicit_tls: l.tls == TlsPolicy::Implicit,
         proxy: default.proxy.clone(),
+        live: None,
     })
 }
 
@@ -377,6 +380,146 @@ fn target_set(settings: &Settings, store: &Arc<dyn MailStore>) -> anyhow::Result
     Ok(set)
 }
 
+/// The default listener's session settings.
+fn default_session(
+    settings: &Settings,
+    checks: Arc<intake_core::Pipeline>,
+    auth: &Arc<dyn intake_core::Authenticator>,
+) -> Arc<intake_smtp::SessionConfig> {
+    Arc::new(intake_smtp::SessionConfig {
+        checks,
+        auth: auth_settings(settings, auth),
+        ..settings.smtp.clone()
+    })
+}
+
+/// A `[[listener]]`'s service, from the default one.
+fn extra_service(
+    settings: &Settings,
+    l: &crate::config::ListenerSettings,
+    default: &intake_smtp::Service,
+    targets: &TargetSet,
+    auth: &Arc<dyn intake_core::Authenticator>,
+    store: &Arc<dyn MailStore>,
+) -> anyhow::Result<intake_smtp::Service> {
+    let mut svc = listener_service(l, default, targets, auth)?;
+    if l.policy == crate::config::PolicyProfile::Default {
+        let mut cfg = (*svc.cfg).clone();
+        cfg.checks = Arc::new(checks_for(settings, store, targets, &l.targets));
+        svc.cfg = Arc::new(cfg);
+    }
+    Ok(svc)
+}
+
+/// What SIGHUP replaces: the session settings of every SMTP listener (domains, limits,
+/// sizes, timeouts, recipients, checks, AUTH rules), for new connections; sessions already
+/// open keep theirs. Addresses, connection caps, the store, targets and HTTP settings need a
+/// restart: a reload that changes them says so in the log.
+pub struct Reloader {
+    store: Arc<dyn MailStore>,
+    targets: Arc<TargetSet>,
+    auth: Arc<dyn intake_core::Authenticator>,
+    default: intake_smtp::Service,
+    extra: Vec<(String, Arc<intake_smtp::LiveConfig>)>,
+    started: Settings,
+}
+
+impl Reloader {
+    /// Applies `new` (already validated) to every listener.
+    pub fn apply(&self, new: &Settings) -> anyhow::Result<()> {
+        let checks = checks_for(new, &self.store, &self.targets, &new.delivery.targets);
+        let default = intake_smtp::Service {
+            cfg: default_session(new, Arc::new(checks), &self.auth),
+            ..self.default.clone()
+        };
+        let mut updates = vec![(
+            default.live.clone().expect("the default listener is live"),
+            default.cfg.clone(),
+        )];
+        for (name, live) in &self.extra {
+            match new.listeners.iter().find(|l| &l.name == name) {
+                Some(l) => {
+                    let svc =
+                        extra_service(new, l, &default, &self.targets, &self.auth, &self.store)?;
+                    updates.push((live.clone(), svc.cfg));
+                }
+                None => tracing::warn!(listener = %name,
+                    "SIGHUP: listener removed from the configuration; it runs until a restart"),
+            }
+        }
+        for (live, cfg) in updates {
+            live.set(cfg);
+        }
+        for key in restart_needed(&self.started, new) {
+            tracing::warn!(
+                key,
+                "SIGHUP: this setting changed and takes effect after a restart"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Settings a reload does not apply.
+fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let mut differs = |key, a: String, b: String| {
+        if a != b {
+            keys.push(key);
+        }
+    };
+    differs(
+        "smtp.listen",
+        format!("{:?}", old.smtp_listen),
+        format!("{:?}", new.smtp_listen),
+    );
+    differs(
+        "smtp.tls_listen",
+        format!("{:?}", old.smtps_listen),
+        format!("{:?}", new.smtps_listen),
+    );
+    differs(
+        "smtp.max_connections",
+        old.smtp.max_connections.to_string(),
+        new.smtp.max_connections.to_string(),
+    );
+    differs(
+        "store",
+        format!("{:?}", old.store),
+        format!("{:?}", new.store),
+    );
+    differs("http", format!("{:?}", old.http), format!("{:?}", new.http));
+    differs(
+        "delivery",
+        format!("{:?}", old.delivery),
+        format!("{:?}", new.delivery),
+    );
+    differs(
+        "listener",
+        format!(
+            "{:?}",
+            old.listeners
+                .iter()
+                .map(|l| (&l.name, l.address))
+                .collect::<Vec<_>>()
+        ),
+        format!(
+            "{:?}",
+            new.listeners
+                .iter()
+                .map(|l| (&l.name, l.address))
+                .collect::<Vec<_>>()
+        ),
+    );
+    differs(
+        "tls",
+        format!("{:?}", old.tls_files),
+        format!("{:?}", new.tls_files),
+    );
+    differs("run", format!("{:?}", old.run), format!("{:?}", new.run));
+    keys
+}
+
 /// Runs `fut` once `go` is cancelled (the start gate).
 async fn gated<F: std::future::Future>(go: CancellationToken, fut: F) -> F::Output {
     go.cancelled().await;
@@ -438,7 +581,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         None => (None, None),
     };
     // The policy checks, wired here so that the session never depends on their backends.
-    let targets = target_set(settings, &store)?;
+    let targets = Arc::new(target_set(settings, &store)?);
     let checks = checks_for(settings, &store, &targets, &settings.delivery.targets);
     let auth = authenticator(settings, &store);
     let (mailpit, mailpit_addr) = match settings.http.mailpit_listen {
@@ -466,15 +609,12 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         None => (None, None),
     };
     let svc = intake_smtp::Service {
-        cfg: Arc::new(intake_smtp::SessionConfig {
-            checks: Arc::new(checks),
-            auth: auth_settings(settings, &auth),
-            ..settings.smtp.clone()
-        }),
+        cfg: default_session(settings, Arc::new(checks), &auth),
         targets: targets.pick(&settings.delivery.targets)?,
         tls: tls.clone(),
         implicit_tls: false,
         proxy: settings.proxy.clone(),
+        live: Some(Arc::new(intake_smtp::LiveConfig::default())),
     };
     let (smtps, smtps_addr) = match settings.smtps_listen {
         Some(addr) => {
@@ -497,17 +637,16 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         None => (None, None),
     };
     let mut extra = Vec::new();
+    let mut extra_live = Vec::new();
     for l in &settings.listeners {
         let bound = TcpListener::bind(l.address)
             .await
             .with_context(|| format!("binding listener {:?} to {}", l.name, l.address))?;
         let addr = bound.local_addr()?;
-        let mut svc = listener_service(l, &svc, &targets, &auth)?;
-        if l.policy == crate::config::PolicyProfile::Default {
-            let mut cfg = (*svc.cfg).clone();
-            cfg.checks = Arc::new(checks_for(settings, &store, &targets, &l.targets));
-            svc.cfg = Arc::new(cfg);
-        }
+        let mut svc = extra_service(settings, l, &svc, &targets, &auth, &store)?;
+        let live = Arc::new(intake_smtp::LiveConfig::default());
+        svc.live = Some(live.clone());
+        extra_live.push((l.name.clone(), live));
         tracing::info!(listener = %l.name, address = %addr, tls = ?l.tls, auth = ?l.auth,
             targets = ?l.targets, "extra SMTP listener");
         extra.push((
@@ -519,6 +658,14 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
             )),
         ));
     }
+    let reloader = Arc::new(Reloader {
+        store: store.clone(),
+        targets: targets.clone(),
+        auth: auth.clone(),
+        default: svc.clone(),
+        extra: extra_live,
+        started: settings.clone(),
+    });
     let smtp = tokio::spawn(gated(
         go.clone(),
         intake_smtp::serve_with(listener, svc, shutdown.clone()),
@@ -549,6 +696,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         "Intake is listening"
     );
     Ok(Running {
+        reloader,
         listener_addrs: extra.iter().map(|(n, a, _)| (n.clone(), *a)).collect(),
         listeners: extra.into_iter().map(|(_, _, h)| h).collect(),
         smtp_addr,
