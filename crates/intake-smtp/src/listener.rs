@@ -256,6 +256,7 @@ async fn encrypted(
     let stream = match handshake {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
+            metrics::counter!("intake_smtp_tls_failures_total").increment(1);
             tracing::info!(client = %peer, error = %e, "TLS handshake failed");
             return Ok(());
         }
@@ -264,7 +265,10 @@ async fn encrypted(
             return Ok(());
         }
     };
-    session.tls_started(tls_info(stream.get_ref().1));
+    let info = tls_info(stream.get_ref().1);
+    metrics::counter!("intake_smtp_tls_sessions_total", "version" => info.version.clone())
+        .increment(1);
+    session.tls_started(info);
     // Inside TLS a second STARTTLS is refused by the session, so this ends the connection.
     Connection::resume(stream, session, svc.targets.clone(), greet)
         .run(token)
