@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve => serve(settings),
+        Command::Serve => serve(settings, cli.config.clone()),
         Command::Mailbox {
             command: MailboxCommand::List { address, limit },
         } => run_small(|| async { cli::mailbox_list(&settings, &address, limit).await }),
@@ -54,7 +54,7 @@ where
         .block_on(f())
 }
 
-fn serve(settings: Settings) -> anyhow::Result<()> {
+fn serve(settings: Settings, config: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let _log_flusher = logging::init(&settings);
     for w in &settings.warnings {
         tracing::warn!("config: {w}");
@@ -65,18 +65,34 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
     rt.block_on(async {
         let running = server::start(&settings).await?;
         let token = running.shutdown_token();
-        if let Some(certs) = running.tls.clone() {
-            tokio::spawn(async move {
-                use tokio::signal::unix::{SignalKind, signal};
-                let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
-                while hup.recv().await.is_some() {
+        // SIGHUP: read the configuration again (file and environment) and the certificates.
+        // A configuration with errors is refused and logged; the old one stays in force.
+        let certs = running.tls.clone();
+        let reloader = running.reloader.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+            while hup.recv().await.is_some() {
+                if let Some(certs) = &certs {
                     match certs.reload() {
                         Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
                         Err(e) => tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; the old one stays in use"),
                     }
                 }
-            });
-        }
+                match cli::load_settings(config.as_deref()) {
+                    Err(errors) => {
+                        for e in &errors {
+                            tracing::error!("SIGHUP: config error: {e}");
+                        }
+                        tracing::error!(errors = errors.len(), "SIGHUP: configuration refused; the old one stays in force");
+                    }
+                    Ok(new) => match reloader.apply(&new) {
+                        Ok(()) => tracing::info!("SIGHUP: configuration reloaded for new connections"),
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: configuration not applied; the old one stays in force"),
+                    },
+                }
+            }
+        });
         tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: no new connections, finishing open transactions");

@@ -66,6 +66,14 @@ fn describe() {
         Unit::Seconds,
         "Time to write and commit one batch"
     );
+    describe_counter!(
+        "intake_smtp_tls_sessions_total",
+        "TLS handshakes completed (STARTTLS and implicit TLS), by protocol version"
+    );
+    describe_counter!(
+        "intake_smtp_tls_failures_total",
+        "TLS handshakes that failed"
+    );
     describe_gauge!(
         "intake_store_messages",
         "Messages stored (read at scrape time)"

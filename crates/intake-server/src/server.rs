@@ -64,6 +64,8 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 
 /// A running server.
 pub struct Running {
+    /// Applies a new configuration to the running listeners (SIGHUP).
+    pub reloader: Arc<Reloader>,
     /// Where SMTP listens (the real port when the configured one was 0).
     pub smtp_addr: SocketAddr,
     /// Where implicit-TLS SMTP listens, if it does.
@@ -250,6 +252,7 @@ fn listener_service(
         tls: default.tls.clone(),
         implicit_tls: l.tls == TlsPolicy::Implicit,
         proxy: default.proxy.clone(),
+        live: None,
     })
 }
 
@@ -293,6 +296,16 @@ impl TargetSet {
 /// The policy checks of a listener whose targets are `kinds`: the `[recipients]` and
 /// `[greylist]` checks, then, with `relay.verify_recipients`, the downstream's word on each
 /// recipient that goes to the relay (by `kinds` or a `[[route]]`).
+/// Every policy profile's checks, built once from the settings (one resolver for all).
+fn policy_profiles(
+    settings: &Settings,
+    store: &Arc<dyn MailStore>,
+) -> anyhow::Result<intake_policy::Profiles> {
+    intake_policy::Profiles::build(&settings.policy, store.clone(), settings.smtp.clock.clone())
+        .map_err(anyhow::Error::msg)
+        .context("setting up the policy checks")
+}
+
 fn checks_for(
     settings: &Settings,
     profiles: &intake_policy::Profiles,
@@ -377,6 +390,155 @@ fn target_set(settings: &Settings, store: &Arc<dyn MailStore>) -> anyhow::Result
     Ok(set)
 }
 
+/// The default listener's session settings.
+fn default_session(
+    settings: &Settings,
+    checks: Arc<intake_core::Pipeline>,
+    auth: &Arc<dyn intake_core::Authenticator>,
+) -> Arc<intake_smtp::SessionConfig> {
+    Arc::new(intake_smtp::SessionConfig {
+        checks,
+        auth: auth_settings(settings, auth),
+        ..settings.smtp.clone()
+    })
+}
+
+/// A `[[listener]]`'s service, from the default one.
+fn extra_service(
+    settings: &Settings,
+    l: &crate::config::ListenerSettings,
+    default: &intake_smtp::Service,
+    targets: &TargetSet,
+    auth: &Arc<dyn intake_core::Authenticator>,
+    profiles: &intake_policy::Profiles,
+) -> anyhow::Result<intake_smtp::Service> {
+    let mut svc = listener_service(l, default, targets, auth)?;
+    if l.policy == crate::config::PolicyProfile::Default {
+        let mut cfg = (*svc.cfg).clone();
+        cfg.checks = Arc::new(checks_for(settings, profiles, targets, &l.targets));
+        svc.cfg = Arc::new(cfg);
+    }
+    Ok(svc)
+}
+
+/// What SIGHUP replaces: the session settings of every SMTP listener (domains, limits,
+/// sizes, timeouts, recipients, checks, AUTH rules), for new connections; sessions already
+/// open keep theirs. Addresses, connection caps, the store, targets and HTTP settings need a
+/// restart: a reload that changes them says so in the log.
+pub struct Reloader {
+    store: Arc<dyn MailStore>,
+    targets: Arc<TargetSet>,
+    auth: Arc<dyn intake_core::Authenticator>,
+    default: intake_smtp::Service,
+    extra: Vec<(String, Arc<intake_smtp::LiveConfig>)>,
+    started: Settings,
+}
+
+impl Reloader {
+    /// Applies `new` (already validated) to every listener.
+    pub fn apply(&self, new: &Settings) -> anyhow::Result<()> {
+        // The checks are built again from the new settings (a resolver that cannot be made
+        // refuses the reload; the old checks stay).
+        let profiles = policy_profiles(new, &self.store)?;
+        let checks = checks_for(new, &profiles, &self.targets, &new.delivery.targets);
+        let default = intake_smtp::Service {
+            cfg: default_session(new, Arc::new(checks), &self.auth),
+            ..self.default.clone()
+        };
+        let mut updates = vec![(
+            default.live.clone().expect("the default listener is live"),
+            default.cfg.clone(),
+        )];
+        for (name, live) in &self.extra {
+            match new.listeners.iter().find(|l| &l.name == name) {
+                Some(l) => {
+                    let svc =
+                        extra_service(new, l, &default, &self.targets, &self.auth, &profiles)?;
+                    updates.push((live.clone(), svc.cfg));
+                }
+                None => tracing::warn!(listener = %name,
+                    "SIGHUP: listener removed from the configuration; it runs until a restart"),
+            }
+        }
+        for (live, cfg) in updates {
+            live.set(cfg);
+        }
+        for key in restart_needed(&self.started, new) {
+            tracing::warn!(
+                key,
+                "SIGHUP: this setting changed and takes effect after a restart"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Settings a reload does not apply.
+fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let mut differs = |key, a: String, b: String| {
+        if a != b {
+            keys.push(key);
+        }
+    };
+    differs(
+        "smtp.listen",
+        format!("{:?}", old.smtp_listen),
+        format!("{:?}", new.smtp_listen),
+    );
+    differs(
+        "smtp.tls_listen",
+        format!("{:?}", old.smtps_listen),
+        format!("{:?}", new.smtps_listen),
+    );
+    differs(
+        "smtp.max_connections",
+        old.smtp.max_connections.to_string(),
+        new.smtp.max_connections.to_string(),
+    );
+    differs(
+        "store",
+        format!("{:?}", old.store),
+        format!("{:?}", new.store),
+    );
+    differs("http", format!("{:?}", old.http), format!("{:?}", new.http));
+    differs(
+        "delivery",
+        format!("{:?}", old.delivery),
+        format!("{:?}", new.delivery),
+    );
+    differs(
+        "listener",
+        format!(
+            "{:?}",
+            old.listeners
+                .iter()
+                .map(|l| (&l.name, l.address))
+                .collect::<Vec<_>>()
+        ),
+        format!(
+            "{:?}",
+            new.listeners
+                .iter()
+                .map(|l| (&l.name, l.address))
+                .collect::<Vec<_>>()
+        ),
+    );
+    differs(
+        "tls",
+        format!("{:?}", old.tls_files),
+        format!("{:?}", new.tls_files),
+    );
+    differs("run", format!("{:?}", old.run), format!("{:?}", new.run));
+    keys
+}
+
+/// Runs `fut` once `go` is cancelled (the start gate).
+async fn gated<F: std::future::Future>(go: CancellationToken, fut: F) -> F::Output {
+    go.cancelled().await;
+    fut.await
+}
+
 /// Opens the store, binds SMTP and HTTP and starts serving in the background.
 pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     check_descriptors(settings)?;
@@ -386,6 +548,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         .with_context(|| format!("binding SMTP to {} (smtp.listen)", settings.smtp_listen))?;
     let smtp_addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
+    // Opened once every listener is bound and privileges are dropped: no accept before.
+    let go = CancellationToken::new();
     let tls = match &settings.tls_files {
         Some((cert, key)) => Some(Arc::new(
             intake_smtp::tls::TlsCerts::load(cert, key)
@@ -421,9 +585,9 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
                 _ => None,
             };
             (
-                Some(tokio::spawn(async move {
+                Some(tokio::spawn(gated(go.clone(), async move {
                     intake_http::serve(l, app, &cfg, https, token).await
-                })),
+                }))),
                 Some(bound),
             )
         }
@@ -431,14 +595,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     };
     // The policy checks, wired here so that the session never depends on their backends.
     // Each listener runs the checks of its profile; the default listener's is `default`.
-    let profiles = intake_policy::Profiles::build(
-        &settings.policy,
-        store.clone(),
-        settings.smtp.clock.clone(),
-    )
-    .map_err(anyhow::Error::msg)
-    .context("setting up the policy checks")?;
-    let targets = target_set(settings, &store)?;
+    let profiles = policy_profiles(settings, &store)?;
+    let targets = Arc::new(target_set(settings, &store)?);
     let checks = checks_for(settings, &profiles, &targets, &settings.delivery.targets);
     let auth = authenticator(settings, &store);
     let (mailpit, mailpit_addr) = match settings.http.mailpit_listen {
@@ -457,24 +615,21 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
             let cfg = settings.http.config.clone();
             let token = shutdown.clone();
             (
-                Some(tokio::spawn(async move {
+                Some(tokio::spawn(gated(go.clone(), async move {
                     intake_http::serve(l, app, &cfg, None, token).await
-                })),
+                }))),
                 Some(bound),
             )
         }
         None => (None, None),
     };
     let svc = intake_smtp::Service {
-        cfg: Arc::new(intake_smtp::SessionConfig {
-            checks: Arc::new(checks),
-            auth: auth_settings(settings, &auth),
-            ..settings.smtp.clone()
-        }),
+        cfg: default_session(settings, Arc::new(checks), &auth),
         targets: targets.pick(&settings.delivery.targets)?,
         tls: tls.clone(),
         implicit_tls: false,
         proxy: settings.proxy.clone(),
+        live: Some(Arc::new(intake_smtp::LiveConfig::default())),
     };
     let (smtps, smtps_addr) = match settings.smtps_listen {
         Some(addr) => {
@@ -487,10 +642,9 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
                 ..svc.clone()
             };
             (
-                Some(tokio::spawn(intake_smtp::serve_with(
-                    l,
-                    svc,
-                    shutdown.clone(),
+                Some(tokio::spawn(gated(
+                    go.clone(),
+                    intake_smtp::serve_with(l, svc, shutdown.clone()),
                 ))),
                 Some(bound),
             )
@@ -498,26 +652,47 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         None => (None, None),
     };
     let mut extra = Vec::new();
+    let mut extra_live = Vec::new();
     for l in &settings.listeners {
         let bound = TcpListener::bind(l.address)
             .await
             .with_context(|| format!("binding listener {:?} to {}", l.name, l.address))?;
         let addr = bound.local_addr()?;
-        let mut svc = listener_service(l, &svc, &targets, &auth)?;
-        if l.policy == crate::config::PolicyProfile::Default {
-            let mut cfg = (*svc.cfg).clone();
-            cfg.checks = Arc::new(checks_for(settings, &profiles, &targets, &l.targets));
-            svc.cfg = Arc::new(cfg);
-        }
+        let mut svc = extra_service(settings, l, &svc, &targets, &auth, &profiles)?;
+        let live = Arc::new(intake_smtp::LiveConfig::default());
+        svc.live = Some(live.clone());
+        extra_live.push((l.name.clone(), live));
         tracing::info!(listener = %l.name, address = %addr, tls = ?l.tls, auth = ?l.auth,
             targets = ?l.targets, "extra SMTP listener");
         extra.push((
             l.name.clone(),
             addr,
-            tokio::spawn(intake_smtp::serve_with(bound, svc, shutdown.clone())),
+            tokio::spawn(gated(
+                go.clone(),
+                intake_smtp::serve_with(bound, svc, shutdown.clone()),
+            )),
         ));
     }
-    let smtp = tokio::spawn(intake_smtp::serve_with(listener, svc, shutdown.clone()));
+    let reloader = Arc::new(Reloader {
+        store: store.clone(),
+        targets: targets.clone(),
+        auth: auth.clone(),
+        default: svc.clone(),
+        extra: extra_live,
+        started: settings.clone(),
+    });
+    let smtp = tokio::spawn(gated(
+        go.clone(),
+        intake_smtp::serve_with(listener, svc, shutdown.clone()),
+    ));
+    // Every listener is bound: become the configured user before anything is accepted.
+    if let Err(e) = crate::privileges::drop_privileges(&settings.run) {
+        // The gated tasks start, see the shutdown, and end without accepting.
+        shutdown.cancel();
+        go.cancel();
+        return Err(e);
+    }
+    go.cancel();
     spawn_retention(
         store.clone(),
         settings.retention.policy,
@@ -536,6 +711,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         "Intake is listening"
     );
     Ok(Running {
+        reloader,
         listener_addrs: extra.iter().map(|(n, a, _)| (n.clone(), *a)).collect(),
         listeners: extra.into_iter().map(|(_, _, h)| h).collect(),
         smtp_addr,

@@ -116,7 +116,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 tracing::info!(client = %self.client, "early talker: data before the greeting");
             }
             let step = self.session.on_connect(early);
-            match self.settle(step).await.0 {
+            match Box::pin(self.settle(step)).await.0 {
                 Step::Reply(r) => r.write_to(&mut self.out),
                 Step::Close(r) => {
                     tracing::info!(client = %self.client, reply = %r, "refused at connect");
@@ -319,7 +319,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                             .map(|(s, n)| (s.to_string(), n))
                             .unwrap_or_default();
                         let step = self.session.data_done(outcome);
-                        let (step, delivered) = self.settle(step).await;
+                        let (step, delivered) = Box::pin(self.settle(step)).await;
                         if let (Step::Reply(r) | Step::Close(r), false) = (&step, delivered) {
                             tracing::info!(
                                 id = "-", client = %self.client, sender = %sender, rcpts, size,
@@ -342,7 +342,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         .transaction_summary()
                         .map(|(s, n)| (s.to_string(), n));
                     let step = self.session.bdat_done();
-                    let (step, delivered) = self.settle(step).await;
+                    let (step, delivered) = Box::pin(self.settle(step)).await;
                     if let Step::Reply(r) = &step
                         && r.is_error()
                         && !delivered
@@ -362,7 +362,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 }
             };
             let step = match step {
-                Step::Await(_) => self.settle(step).await.0,
+                Step::Await(_) => Box::pin(self.settle(step)).await.0,
                 other => other,
             };
             match step {
@@ -426,17 +426,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         cx.content = bytes::Bytes::copy_from_slice(&self.content);
                     }
                     let checks = self.session.config().checks.clone();
-                    Outcome::Checked(checks.run(&cx).await)
+                    Outcome::Checked(Box::pin(checks.run(&cx)).await)
                 }
                 Effect::Deliver(d) => {
                     delivered = true;
-                    Outcome::Delivered(self.deliver(d).await)
+                    Outcome::Delivered(Box::pin(self.deliver(d)).await)
                 }
                 Effect::Authenticate(c) => {
                     let auth = self.session.config().auth.authenticator.clone();
                     let limit = self.session.config().command_timeout;
                     match auth {
-                        Some(a) => match timeout(limit, a.authenticate(&c)).await {
+                        Some(a) => match Box::pin(timeout(limit, a.authenticate(&c))).await {
                             Ok(r) => Outcome::Authenticated(r),
                             Err(_) => Outcome::Authenticated(AuthResult::Unavailable),
                         },

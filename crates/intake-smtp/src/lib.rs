@@ -26,4 +26,4 @@ pub mod tls;
 pub mod webhook;
 
 pub use config::{DomainPolicy, SessionConfig, TlsMode};
-pub use listener::{Service, serve, serve_with};
+pub use listener::{LiveConfig, Service, serve, serve_with};

@@ -33,6 +33,35 @@ pub struct Service {
     pub implicit_tls: bool,
     /// Expect a PROXY protocol header from a trusted load balancer first.
     pub proxy: Option<crate::proxy::ProxySettings>,
+    /// Settings replaced at run time (SIGHUP); None: `cfg` for good.
+    pub live: Option<Arc<LiveConfig>>,
+}
+
+/// A listener's session settings, replaceable while it runs: each new connection takes the
+/// current ones, sessions already open keep theirs. The connection cap (`max_connections`)
+/// is fixed when the listener starts.
+#[derive(Default)]
+pub struct LiveConfig(std::sync::RwLock<Option<Arc<SessionConfig>>>);
+
+impl LiveConfig {
+    /// Settings for new connections from now on.
+    pub fn set(&self, cfg: Arc<SessionConfig>) {
+        *self.0.write().expect("live config lock") = Some(cfg);
+    }
+
+    fn get(&self) -> Option<Arc<SessionConfig>> {
+        self.0.read().expect("live config lock").clone()
+    }
+}
+
+impl Service {
+    /// The settings a new connection gets.
+    pub fn config(&self) -> Arc<SessionConfig> {
+        self.live
+            .as_ref()
+            .and_then(|l| l.get())
+            .unwrap_or_else(|| self.cfg.clone())
+    }
 }
 
 /// Serves plaintext SMTP (no TLS) on `listener` until `shutdown` is cancelled.
@@ -47,6 +76,7 @@ pub async fn serve(
         Service {
             cfg,
             targets: Targets::store(store),
+            live: None,
             tls: None,
             implicit_tls: false,
             proxy: None,
@@ -67,14 +97,16 @@ pub async fn serve_with(
 ) -> std::io::Result<()> {
     let limit = Arc::new(Semaphore::new(svc.cfg.max_connections));
     let tracker = TaskTracker::new();
-    if let Some(limits) = svc.cfg.limits.clone() {
-        // Forget the rate state of clients not seen lately, so memory stays bounded.
+    if svc.cfg.limits.is_some() || svc.live.is_some() {
+        // Forget the rate state of clients not seen lately, so memory stays bounded (the
+        // limits in force now: a reload may have replaced them).
         let token = shutdown.clone();
+        let svc = svc.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
             loop {
                 tokio::select! {
-                    _ = tick.tick() => limits.forget_idle(),
+                    _ = tick.tick() => if let Some(l) = svc.config().limits.clone() { l.forget_idle() },
                     _ = token.cancelled() => break,
                 }
             }
@@ -166,7 +198,8 @@ async fn handle(
         }
     };
     let mut sock = Prefixed::new(early, sock);
-    let _guard = match svc.cfg.limits.as_ref().map(|l| l.admit(client.ip())) {
+    let cfg = svc.config();
+    let _guard = match cfg.limits.as_ref().map(|l| l.admit(client.ip())) {
         None => None,
         Some(Ok(g)) => g,
         Some(Err(refusal)) => {
@@ -182,7 +215,7 @@ async fn handle(
             return Ok(());
         }
     };
-    let session = Session::new(svc.cfg.clone(), client);
+    let session = Session::new(cfg, client);
     if svc.implicit_tls {
         let certs = svc
             .tls
@@ -215,11 +248,15 @@ async fn encrypted(
     token: CancellationToken,
 ) -> std::io::Result<()> {
     let peer = session.client();
-    let handshake =
-        tokio::time::timeout(svc.cfg.tls_handshake_timeout, certs.acceptor().accept(sock)).await;
+    let handshake = tokio::time::timeout(
+        session.config().tls_handshake_timeout,
+        certs.acceptor().accept(sock),
+    )
+    .await;
     let stream = match handshake {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
+            metrics::counter!("intake_smtp_tls_failures_total").increment(1);
             tracing::info!(client = %peer, error = %e, "TLS handshake failed");
             return Ok(());
         }
@@ -228,7 +265,10 @@ async fn encrypted(
             return Ok(());
         }
     };
-    session.tls_started(tls_info(stream.get_ref().1));
+    let info = tls_info(stream.get_ref().1);
+    metrics::counter!("intake_smtp_tls_sessions_total", "version" => info.version.clone())
+        .increment(1);
+    session.tls_started(info);
     // Inside TLS a second STARTTLS is refused by the session, so this ends the connection.
     Connection::resume(stream, session, svc.targets.clone(), greet)
         .run(token)

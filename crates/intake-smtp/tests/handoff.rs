@@ -29,6 +29,7 @@ async fn intake(target: Arc<dyn DeliveryTarget>) -> (SocketAddr, CancellationTok
         tls: None,
         implicit_tls: false,
         proxy: None,
+        live: None,
     };
     let token = CancellationToken::new();
     tokio::spawn(intake_smtp::serve_with(l, svc, token.clone()));

@@ -87,6 +87,7 @@ async fn intake(relay: RelayConfig) -> (SocketAddr, CancellationToken) {
         tls: None,
         implicit_tls: false,
         proxy: None,
+        live: None,
     };
     let token = CancellationToken::new();
     tokio::spawn(intake_smtp::serve_with(l, svc, token.clone()));

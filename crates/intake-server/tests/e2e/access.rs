@@ -590,3 +590,19 @@ async fn https_with_the_smtp_certificate_and_a_verifying_client() {
     assert!(!String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_users_admin_api_needs_the_admin_scope() {
+    let (server, addr, _) = start("public", "").await;
+    let list = "/api/v1/admin/users";
+    for (auth, want) in [
+        (None, 403),
+        (Some("Bearer reader-token"), 403),
+        (Some("Bearer deleter-token"), 403),
+        (Some("Bearer admin-token"), 200),
+    ] {
+        let s = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(status(s, "GET", list, auth).await, want, "{auth:?}");
+    }
+    server.stop().await;
+}

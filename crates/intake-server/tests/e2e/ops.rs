@@ -61,3 +61,109 @@ async fn metrics_count_accepted_messages_and_commits_and_probes_answer() {
     assert!(after.contains("# HELP intake_smtp_messages_total"));
     p.terminate();
 }
+
+fn uid_of(pid: u32) -> u32 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn started_as_root_it_drops_to_the_configured_user_and_still_takes_mail() {
+    if uid_of(std::process::id()) != 0 {
+        eprintln!("not root: the privilege drop needs a root test run (CI runs as root)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = Process::start(&dir.path().join("data"), &[("INTAKE_RUN__USER", "nobody")]);
+    let nobody = std::process::Command::new("id")
+        .args(["-u", "nobody"])
+        .output()
+        .unwrap();
+    let nobody: u32 = String::from_utf8_lossy(&nobody.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(uid_of(p.pid()), nobody, "the server runs as nobody");
+    let r = send_message(
+        p.addr,
+        "a@example.net",
+        &["drop@example.test"],
+        "Subject: x\r\n\r\nx\r\n",
+    )
+    .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    assert!(p.terminate().success());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_intake"))
+        .arg("serve")
+        .env("INTAKE_SMTP__LISTEN", "127.0.0.1:0")
+        .env("INTAKE_HTTP__LISTEN", "")
+        .env("INTAKE_STORE__PATH", dir.path().join("data2"))
+        .env("INTAKE_RUN__USER", "no-such-user-here")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-user-here"));
+}
+
+fn hup(pid: u32) {
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap();
+}
+
+/// RCPT to `rcpt` in a fresh session: the reply code.
+async fn rcpt_code(addr: SocketAddr, rcpt: &str) -> u16 {
+    let mut c = crate::support::Client::greeted(addr).await;
+    c.cmd("EHLO client.example").await;
+    c.cmd("MAIL FROM:<s@example.net>").await;
+    let r = c.cmd(&format!("RCPT TO:<{rcpt}>")).await;
+    c.cmd("QUIT").await;
+    r.code
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_configuration_without_dropping_sessions_and_refuses_a_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("intake.toml");
+    std::fs::write(&file, "[smtp]\ndomains = [\"a.test\"]\n").unwrap();
+    let p = Process::start(
+        &dir.path().join("data"),
+        &[("INTAKE_CONFIG", file.to_str().unwrap())],
+    );
+    assert_eq!(rcpt_code(p.addr, "x@b.test").await, 550);
+    // A session opened before the reload.
+    let mut open = crate::support::Client::greeted(p.addr).await;
+    open.cmd("EHLO client.example").await;
+
+    std::fs::write(&file, "[smtp]\ndomains = [\"a.test\", \"b.test\"]\n").unwrap();
+    hup(p.pid());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while rcpt_code(p.addr, "x@b.test").await != 250 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new domain list was not applied"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The session opened before keeps its settings and is not dropped.
+    assert_eq!(open.cmd("MAIL FROM:<s@example.net>").await.code, 250);
+    assert_eq!(open.cmd("RCPT TO:<x@b.test>").await.code, 550);
+    assert_eq!(open.cmd("RCPT TO:<y@a.test>").await.code, 250);
+    assert_eq!(open.cmd("DATA").await.code, 354);
+    open.send(b"Subject: across a reload\r\n\r\nx\r\n.\r\n")
+        .await;
+    assert_eq!(open.reply().await.code, 250);
+
+    // A broken file is refused: the last good configuration stays in force.
+    std::fs::write(&file, "[smtp\ndomains = oops\n").unwrap();
+    hup(p.pid());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(rcpt_code(p.addr, "x@b.test").await, 250);
+    assert_eq!(rcpt_code(p.addr, "x@c.test").await, 550);
+    assert!(p.terminate().success());
+}
