@@ -480,8 +480,8 @@ if want intake; then
     [[ -z $SCRAPER_PID ]] || { kill "$SCRAPER_PID" 2>/dev/null; wait "$SCRAPER_PID" 2>/dev/null || true; }
     scrape >"$WORK/metrics-last.txt"
     metric() { awk -v n="$1" '$1 == n { print $2; f = 1 } END { if (!f) print 0 }' "$2"; }
-    acc='intake_smtp_messages_total{result="accepted"}'
-    prom_accepted=$(awk -v a="$(metric "$acc" "$WORK/metrics-last.txt")" -v b="$(metric "$acc" "$WORK/metrics-first.txt")" 'BEGIN { printf "%.0f", a - b }')
+    accepted() { awk 'index($1, "intake_smtp_messages_total{") == 1 && index($1, "result=\"accepted\"") { s += $2 } END { print s + 0 }' "$1"; }
+    prom_accepted=$(awk -v a="$(accepted "$WORK/metrics-last.txt")" -v b="$(accepted "$WORK/metrics-first.txt")" 'BEGIN { printf "%.0f", a - b }')
     d_sum=$(metric intake_smtp_deliver_seconds_sum "$WORK/metrics-last.txt")
     d_cnt=$(metric intake_smtp_deliver_seconds_count "$WORK/metrics-last.txt")
     b_sum=$(metric intake_store_commit_batch_size_sum "$WORK/metrics-last.txt")

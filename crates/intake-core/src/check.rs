@@ -287,10 +287,13 @@ impl Pipeline {
     pub async fn run(&self, cx: &CheckCtx) -> Vec<Verdict> {
         let mut out = Vec::new();
         for e in self.entries.iter().filter(|e| e.check.stage() == cx.stage) {
+            let started = std::time::Instant::now();
             let result = match tokio::time::timeout(e.deadline, e.check.check(cx)).await {
                 Ok(r) => r,
                 Err(_) => Err(CheckError::Timeout(e.deadline)),
             };
+            metrics::histogram!("intake_check_seconds", "check" => e.check.name())
+                .record(started.elapsed());
             let verdict = match result {
                 Ok(v) => v,
                 Err(err) => {
@@ -312,6 +315,9 @@ impl Pipeline {
                     rcpt = cx.rcpt_to.as_deref().unwrap_or(""), verdict = ?verdict, "policy decision"
                 );
             }
+            metrics::counter!("intake_check_verdicts_total",
+                "check" => e.check.name(), "verdict" => result_kind(&verdict))
+            .increment(1);
             let stop = verdict.is_final();
             out.push(verdict);
             if stop {
@@ -319,6 +325,16 @@ impl Pipeline {
             }
         }
         out
+    }
+}
+
+/// A verdict's name for metrics.
+fn result_kind(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "pass",
+        Verdict::Tag { .. } => "tag",
+        Verdict::Defer { .. } => "defer",
+        Verdict::Reject { .. } => "reject",
     }
 }
 

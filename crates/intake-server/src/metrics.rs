@@ -79,6 +79,15 @@ fn describe() {
         "Messages stored (read at scrape time)"
     );
     describe_gauge!("intake_store_unread_messages", "Unread messages stored");
+    describe_histogram!(
+        "intake_check_seconds",
+        Unit::Seconds,
+        "Time one policy check took, by check"
+    );
+    describe_counter!(
+        "intake_check_verdicts_total",
+        "Policy verdicts by check and verdict (pass, tag, defer, reject)"
+    );
     describe_counter!("intake_http_connections_total", "HTTP connections accepted");
     describe_counter!(
         "intake_http_connections_refused_total",

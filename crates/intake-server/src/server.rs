@@ -231,6 +231,7 @@ fn listener_service(
 ) -> anyhow::Result<intake_smtp::Service> {
     use crate::config::{AuthMode, PolicyProfile, TlsPolicy};
     let mut cfg = (*default.cfg).clone();
+    cfg.listener = l.name.as_str().into();
     cfg.tls = match l.tls {
         TlsPolicy::Off => intake_smtp::TlsMode::Off,
         TlsPolicy::Optional | TlsPolicy::Implicit => intake_smtp::TlsMode::Optional,

@@ -112,6 +112,8 @@ impl std::fmt::Debug for AuthSettings {
 /// Settings every session of a listener shares.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
+    /// The listener's name in logs and metrics (`default`, or a `[[listener]]`'s name).
+    pub listener: std::sync::Arc<str>,
     /// Our name in the greeting, EHLO reply and `Received:` header.
     pub hostname: String,
     /// Recipient domains we accept.
@@ -168,6 +170,7 @@ pub struct SessionConfig {
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
+            listener: "default".into(),
             hostname: "localhost".into(),
             domains: DomainPolicy::default(),
             max_message_size: 25 * 1024 * 1024,

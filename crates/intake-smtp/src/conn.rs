@@ -325,7 +325,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                                 id = "-", client = %self.client, sender = %sender, rcpts, size,
                                 outcome = %r, "message rejected"
                             );
-                            count_refused(r);
+                            count_refused(r, &self.session.config().listener);
                             self.discard_content();
                         }
                         step
@@ -354,7 +354,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                                 id = "-", client = %self.client, sender = %sender, rcpts,
                                 outcome = %r, "message rejected"
                             );
-                            count_refused(r);
+                            count_refused(r, &self.session.config().listener);
                         }
                         self.discard_content();
                     }
@@ -491,7 +491,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 micros = started.elapsed().as_micros() as u64, outcome = "accepted",
                 targets = ?self.targets.names(), "message delivered"
             );
-            metrics::counter!("intake_smtp_messages_total", "result" => "accepted").increment(1);
+            metrics::counter!("intake_smtp_messages_total", "result" => "accepted",
+                "reason" => "2.0.0", "listener" => self.session.config().listener.to_string())
+            .increment(1);
             metrics::counter!("intake_smtp_received_bytes_total").increment(size);
             metrics::histogram!("intake_smtp_deliver_seconds").record(started.elapsed());
         } else {
@@ -499,20 +501,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 id = %d.id, client = %self.client, sender = %sender, rcpts, accepted, size,
                 outcomes = ?report.rcpts, outcome = %outcome, "message not delivered"
             );
-            count_refused(&outcome);
+            count_refused(&outcome, &self.session.config().listener);
         }
         report
     }
 }
 
-/// Counts a message refused at the end of its content: 5xx rejected, 4xx deferred.
-fn count_refused(r: &Reply) {
+/// Counts a message refused at the end of its content: 5xx rejected, 4xx deferred, by its
+/// enhanced status code and listener.
+fn count_refused(r: &Reply, listener: &str) {
     let result = if r.code >= 500 {
         "rejected"
     } else {
         "deferred"
     };
-    metrics::counter!("intake_smtp_messages_total", "result" => result).increment(1);
+    let reason = r
+        .status
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| r.code.to_string());
+    metrics::counter!("intake_smtp_messages_total", "result" => result, "reason" => reason,
+        "listener" => listener.to_string())
+    .increment(1);
 }
 
 #[cfg(test)]

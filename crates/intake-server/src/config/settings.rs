@@ -505,6 +505,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
     Settings {
         smtp_listen,
         smtp: SessionConfig {
+            listener: "default".into(),
             hostname,
             domains,
             max_message_size,

@@ -14,6 +14,15 @@ fn series(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The sum of a metric's series whose labels contain every one of `labels`.
+fn sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 #[tokio::test]
 async fn metrics_count_accepted_messages_and_commits_and_probes_answer() {
     let dir = tempfile::tempdir().unwrap();
@@ -42,11 +51,20 @@ async fn metrics_count_accepted_messages_and_commits_and_probes_answer() {
     assert_eq!(m.status, 200);
     assert!(m.header("content-type").unwrap().starts_with("text/plain"));
     let after = m.text();
-    let accepted = "intake_smtp_messages_total{result=\"accepted\"}";
-    assert_eq!(
-        series(&after, accepted) - series(&before, accepted),
-        3.0,
-        "{after}"
+    let accepted = |t: &str| {
+        sum(
+            t,
+            "intake_smtp_messages_total",
+            &["result=\"accepted\"", "listener=\"default\""],
+        )
+    };
+    assert_eq!(accepted(&after) - accepted(&before), 3.0, "{after}");
+    // A check's latency is recorded (the recipient list refuses at RCPT).
+    assert_eq!(rcpt_code(p.addr, "nobody@example.test").await, 550);
+    let checked = http::get(http_addr, "/metrics").await.text();
+    assert!(
+        checked.contains("intake_check_seconds_count{check=\"recipients\"}"),
+        "{checked}"
     );
     assert!(series(&after, "intake_smtp_received_bytes_total") > 0.0);
     assert!(
