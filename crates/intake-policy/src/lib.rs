@@ -160,7 +160,8 @@ impl Profiles {
         } else {
             None
         };
-        let caches = Arc::new(dns::Caches::new(cfg.dns.cache_size));
+        // mail-auth's parsed-record caches, only when sender authentication runs.
+        let caches = uses("sender_auth").then(|| Arc::new(dns::Caches::new(cfg.dns.cache_size)));
         // One instance of each check, shared by the profiles that use it.
         let mut built: HashMap<&str, Built> = HashMap::new();
         for name in CHECKS.iter().copied().filter(|c| uses(c)) {
@@ -193,7 +194,7 @@ impl Profiles {
                     Arc::new(SenderAuth::new(
                         cfg.sender_auth.clone(),
                         dns.clone().expect("built"),
-                        caches.clone(),
+                        caches.clone().expect("built"),
                     )),
                     cfg.sender_auth.timeout,
                     cfg.sender_auth.on_error,
