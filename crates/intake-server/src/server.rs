@@ -310,12 +310,16 @@ fn policy_profiles(
 fn checks_for(
     settings: &Settings,
     profiles: &intake_policy::Profiles,
+    profile: &str,
     targets: &TargetSet,
     kinds: &[crate::config::TargetKind],
-) -> intake_core::Pipeline {
+) -> anyhow::Result<intake_core::Pipeline> {
     use crate::config::TargetKind;
-    // The `default` profile's checks, then (for relayed mail) recipient verification.
-    let mut checks = (*profiles.default_pipeline()).clone();
+    // The profile's checks, then (for relayed mail) recipient verification.
+    let mut checks = (*profiles
+        .get(profile)
+        .with_context(|| format!("no policy profile {profile:?} (policy.profiles)"))?)
+    .clone();
     let relays = |k: &[TargetKind]| k.contains(&TargetKind::Relay);
     let any_relay = relays(kinds) || settings.routes.iter().any(|r| relays(&r.targets));
     if let (true, true, Some(relay)) = (
@@ -350,7 +354,7 @@ fn checks_for(
             intake_core::OnError::Defer,
         );
     }
-    checks
+    Ok(checks)
 }
 
 /// Every configured delivery target.
@@ -414,9 +418,16 @@ fn extra_service(
     profiles: &intake_policy::Profiles,
 ) -> anyhow::Result<intake_smtp::Service> {
     let mut svc = listener_service(l, default, targets, auth)?;
-    if l.policy == crate::config::PolicyProfile::Default {
+    let profile = match &l.policy {
+        crate::config::PolicyProfile::Default => Some("default"),
+        crate::config::PolicyProfile::Named(name) => Some(name.as_str()),
+        crate::config::PolicyProfile::None => None,
+    };
+    if let Some(profile) = profile {
         let mut cfg = (*svc.cfg).clone();
-        cfg.checks = Arc::new(checks_for(settings, profiles, targets, &l.targets));
+        cfg.checks = Arc::new(checks_for(
+            settings, profiles, profile, targets, &l.targets,
+        )?);
         svc.cfg = Arc::new(cfg);
     }
     Ok(svc)
@@ -441,7 +452,13 @@ impl Reloader {
         // The checks are built again from the new settings (a resolver that cannot be made
         // refuses the reload; the old checks stay).
         let profiles = policy_profiles(new, &self.store)?;
-        let checks = checks_for(new, &profiles, &self.targets, &new.delivery.targets);
+        let checks = checks_for(
+            new,
+            &profiles,
+            "default",
+            &self.targets,
+            &new.delivery.targets,
+        )?;
         let default = intake_smtp::Service {
             cfg: default_session(new, Arc::new(checks), &self.auth),
             ..self.default.clone()
@@ -598,7 +615,13 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     // Each listener runs the checks of its profile; the default listener's is `default`.
     let profiles = policy_profiles(settings, &store)?;
     let targets = Arc::new(target_set(settings, &store)?);
-    let checks = checks_for(settings, &profiles, &targets, &settings.delivery.targets);
+    let checks = checks_for(
+        settings,
+        &profiles,
+        "default",
+        &targets,
+        &settings.delivery.targets,
+    )?;
     let auth = authenticator(settings, &store);
     let (mailpit, mailpit_addr) = match settings.http.mailpit_listen {
         Some(addr) => {

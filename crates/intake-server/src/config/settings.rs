@@ -133,12 +133,14 @@ pub enum AuthMode {
 }
 
 /// Which policy checks a listener runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PolicyProfile {
-    /// The checks of `[recipients]` and `[greylist]`.
+    /// The `default` profile (the enabled checks, or `[policy.profiles.default]`).
     Default,
     /// None (submission: users are known, the checks are for strangers).
     None,
+    /// A profile of `[policy.profiles.<name>]`.
+    Named(String),
 }
 
 /// One `[[listener]]` besides the default one (`smtp.listen`, `smtp.tls_listen`).
@@ -460,6 +462,19 @@ fn read(r: &mut Reader<'_>) -> Settings {
     let auth = read_auth(r, tls_files.is_some());
     let listeners = read_listeners(r, tls_files.is_some(), &delivery, smtp_listen);
     let routes = read_routes(r, &delivery);
+    for (i, l) in listeners.iter().enumerate() {
+        if let PolicyProfile::Named(name) = &l.policy
+            && !policy.profiles.contains_key(name)
+        {
+            r.error(
+                &format!("listener[{i}].policy"),
+                format!(
+                    "{name:?}: expected \"default\", \"none\" or a profile of [policy.profiles] ({})",
+                    policy.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            );
+        }
+    }
     let admin_tokens: Vec<String> = r.get("admin.tokens", Vec::new());
     if admin_tokens.iter().any(|t| t.len() < 16) {
         r.error(
@@ -1081,13 +1096,8 @@ fn read_listeners(
         let policy = match text(r, "policy", "default").as_str() {
             "default" => PolicyProfile::Default,
             "none" => PolicyProfile::None,
-            other => {
-                r.error(
-                    &key("policy"),
-                    format!("{other:?}: expected \"default\" or \"none\""),
-                );
-                PolicyProfile::Default
-            }
+            // Checked against [policy.profiles] once both are read.
+            other => PolicyProfile::Named(other.to_string()),
         };
         let targets = match t.get("targets") {
             None => delivery.targets.clone(),
@@ -1569,10 +1579,38 @@ mod tests {
         .unwrap();
         let l = &s.listeners[0];
         assert_eq!(
-            (l.name.as_str(), l.auth, l.policy),
+            (l.name.as_str(), l.auth, l.policy.clone()),
             ("app", AuthMode::Required, PolicyProfile::None)
         );
         assert_eq!(l.targets, [TargetKind::Store], "the default targets");
+    }
+
+    #[test]
+    fn a_listener_names_an_existing_policy_profile() {
+        let s = load(
+            "[policy.profiles.lenient]\nchecks = []\n\
+             [[listener]]\nname = \"mx2\"\naddress = \"127.0.0.1:2526\"\npolicy = \"lenient\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            s.listeners[0].policy,
+            PolicyProfile::Named("lenient".into())
+        );
+        let errors = load(
+            "[[listener]]\nname = \"mx2\"\naddress = \"127.0.0.1:2526\"\npolicy = \"strict\"\n",
+            &[],
+        )
+        .unwrap_err();
+        let text = errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            text.contains("\"strict\"") && text.contains("policy.profiles"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -126,3 +126,32 @@ async fn mx_submission_and_implicit_tls_in_one_process() {
     );
     assert_eq!(c.cmd("AUTH LOGIN").await.head(), "538 5.7.11");
 }
+
+/// A `[[listener]]` runs the checks of the profile it names.
+#[tokio::test]
+async fn each_listener_runs_the_checks_of_its_profile() {
+    let srv = TestServer::start(
+        "[smtp]\ndomains = [\"example.test\"]\n\
+         [recipients]\naddresses = [\"alice@example.test\"]\n\
+         [policy.profiles.lenient]\nchecks = []\n\
+         [[listener]]\nname = \"inbound-lenient\"\naddress = \"127.0.0.1:0\"\npolicy = \"lenient\"\n",
+    )
+    .await;
+    let rcpt = |a| async move {
+        let mut c = Client::greeted(a).await;
+        c.cmd("EHLO client.example").await;
+        c.cmd("MAIL FROM:<s@example.net>").await;
+        c.cmd("RCPT TO:<bob@example.test>").await.head()
+    };
+    assert_eq!(
+        rcpt(srv.addr).await,
+        "550 5.1.1",
+        "the default profile checks recipients"
+    );
+    assert_eq!(
+        rcpt(addr(&srv, "inbound-lenient")).await,
+        "250 2.1.5",
+        "the lenient profile runs no check"
+    );
+    srv.stop().await;
+}
