@@ -29,8 +29,8 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use governor::Quota;
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -465,7 +465,7 @@ pub(crate) struct Guard {
     classify: Classifier,
     cfg: Arc<AccessConfig>,
     htpasswd: Option<Arc<Htpasswd>>,
-    failures: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
+    failures: Option<crate::ratelimit::Limiter>,
     locked: Arc<Mutex<HashMap<IpAddr, Instant>>>,
 }
 
@@ -477,19 +477,8 @@ pub(crate) struct Granted {
 
 impl Guard {
     pub(crate) fn new(cfg: AccessConfig, classify: Classifier) -> Guard {
-        let failures = std::num::NonZeroU32::new(cfg.auth_failures_per_minute).map(|n| {
-            let l = Arc::new(RateLimiter::keyed(Quota::per_minute(n)));
-            let weak = Arc::downgrade(&l);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(60));
-                loop {
-                    tick.tick().await;
-                    let Some(l) = weak.upgrade() else { break };
-                    l.retain_recent();
-                }
-            });
-            l
-        });
+        let failures = std::num::NonZeroU32::new(cfg.auth_failures_per_minute)
+            .map(|n| crate::ratelimit::keyed(Quota::per_minute(n)));
         Guard {
             classify,
             htpasswd: cfg.htpasswd.clone().map(|p| Arc::new(Htpasswd::new(p))),

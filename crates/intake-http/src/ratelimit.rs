@@ -23,7 +23,7 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-type Limiter = Arc<DefaultKeyedRateLimiter<IpAddr>>;
+pub(crate) type Limiter = Arc<DefaultKeyedRateLimiter<IpAddr>>;
 
 async fn check(State(limiter): State<Limiter>, req: Request, next: Next) -> Response {
     let ip = crate::slots::client_ip(req.extensions());
@@ -41,10 +41,14 @@ pub(crate) fn layer(api: axum::Router, cfg: &HttpConfig) -> axum::Router {
     let Some(rl) = cfg.rate_limit else { return api };
     let per_second = std::num::NonZeroU32::new(rl.per_second.max(1)).expect("non-zero");
     let burst = std::num::NonZeroU32::new(rl.burst.max(1)).expect("non-zero");
-    let limiter: Limiter = Arc::new(RateLimiter::keyed(
-        Quota::per_second(per_second).allow_burst(burst),
-    ));
-    // Forget idle clients now and then so that the key map stays small.
+    let limiter = keyed(Quota::per_second(per_second).allow_burst(burst));
+    api.layer(middleware::from_fn_with_state(limiter, check))
+}
+
+/// A limiter keyed by client IP that forgets idle clients now and then, so that its key map
+/// stays small (the timer ends with the limiter).
+pub(crate) fn keyed(quota: Quota) -> Limiter {
+    let limiter: Limiter = Arc::new(RateLimiter::keyed(quota));
     let weak = Arc::downgrade(&limiter);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -54,5 +58,5 @@ pub(crate) fn layer(api: axum::Router, cfg: &HttpConfig) -> axum::Router {
             l.retain_recent();
         }
     });
-    api.layer(middleware::from_fn_with_state(limiter, check))
+    limiter
 }
