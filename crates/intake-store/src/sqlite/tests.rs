@@ -460,7 +460,9 @@ async fn check_findings_are_stored_with_the_message_and_deleted_with_it() {
         store.fetch(unchecked).await.unwrap().unwrap().findings,
         None
     );
-    // Kept across a restart; gone with the message.
+    // Kept across a restart (the first store closed after its last write); gone with the
+    // message.
+    store.close().await;
     drop(store);
     let store = open_in(dir.path());
     assert_eq!(
@@ -482,6 +484,7 @@ async fn a_database_from_before_message_checks_is_upgraded_on_open() {
     let old = incoming(&["a@example.com"], "old");
     let old_id = old.id;
     store.deliver(old).await.unwrap();
+    store.close().await;
     drop(store);
     // As the previous release left it: no message_checks table, schema version 3.
     let conn = rusqlite::Connection::open(dir.path().join("intake.db")).unwrap();
