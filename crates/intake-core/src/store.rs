@@ -152,6 +152,11 @@ pub trait MailStore: Send + Sync + 'static {
     /// Applies a retention policy once.
     async fn evict(&self, policy: &Retention) -> Result<Evicted, StoreError>;
 
+    /// Bytes the store takes on disk, when the backend can tell cheaply (metrics).
+    fn size_on_disk(&self) -> Option<u64> {
+        None
+    }
+
     /// The counter of sessions receiving content, for stores that batch commits.
     fn arrivals(&self) -> Option<Arrivals> {
         None

@@ -42,6 +42,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
         metrics::gauge!("intake_store_messages").set(l.total as f64);
         metrics::gauge!("intake_store_unread_messages").set(l.unread as f64);
     }
+    if let Some(bytes) = state.store.size_on_disk() {
+        metrics::gauge!("intake_store_bytes").set(bytes as f64);
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -79,6 +79,11 @@ fn describe() {
         "Messages stored (read at scrape time)"
     );
     describe_gauge!("intake_store_unread_messages", "Unread messages stored");
+    describe_gauge!(
+        "intake_store_bytes",
+        Unit::Bytes,
+        "Bytes the store takes on disk (read at scrape time)"
+    );
     describe_histogram!(
         "intake_check_seconds",
         Unit::Seconds,

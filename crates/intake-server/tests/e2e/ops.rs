@@ -76,6 +76,7 @@ async fn metrics_count_accepted_messages_and_commits_and_probes_answer() {
         "a histogram: {after}"
     );
     assert_eq!(series(&after, "intake_store_messages"), 3.0);
+    assert!(series(&after, "intake_store_bytes") > 0.0, "{after}");
     assert!(after.contains("# HELP intake_smtp_messages_total"));
     p.terminate();
 }

@@ -330,6 +330,14 @@ impl MailStore for SqliteStore {
         Ok(out)
     }
 
+    fn size_on_disk(&self) -> Option<u64> {
+        // The database and its write-ahead log (the -shm index is a few KiB).
+        let db = self.cfg.db_file();
+        let wal = db.with_extension("db-wal");
+        let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        Some(size(&db) + size(&wal))
+    }
+
     fn arrivals(&self) -> Option<Arrivals> {
         Some(self.arrivals.clone())
     }
