@@ -207,10 +207,10 @@ pub(crate) enum Need {
 
 /// The query parameter `key`, percent-decoded.
 fn query_param(query: Option<&str>, key: &str) -> Option<String> {
-    let uri: axum::http::Uri = format!("/?{}", query?).parse().ok()?;
-    let axum::extract::Query(pairs) =
-        axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri).ok()?;
-    pairs.into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    crate::model::form_pairs(query?)?
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
 }
 
 /// A search query scoped to one mailbox (`mailbox:` filter)?

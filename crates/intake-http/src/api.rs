@@ -563,14 +563,9 @@ async fn message_html(
 ) -> Result<Response, ApiError> {
     let m = load(&state, &id).await?;
     let raw = m.raw.clone();
-    let html = tokio::task::spawn_blocking(move || {
-        mime::html_body(&raw).unwrap_or_else(|| {
-            let text = mime::plain_text(&raw).unwrap_or_default();
-            format!("<pre>{}</pre>", escape_html(&text))
-        })
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let html = tokio::task::spawn_blocking(move || html_or_text(&raw))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(sandboxed_html(html, opts.images == Some(1)))
 }
 
@@ -604,6 +599,14 @@ pub(crate) fn sandboxed_html(html: String, images: bool) -> Response {
         HeaderValue::from_static("no-referrer"),
     );
     (h, html).into_response()
+}
+
+/// The HTML body, or for a text-only message its text, escaped in a `<pre>`.
+pub(crate) fn html_or_text(raw: &[u8]) -> String {
+    mime::html_body(raw).unwrap_or_else(|| {
+        let text = mime::plain_text(raw).unwrap_or_default();
+        format!("<pre>{}</pre>", escape_html(&text))
+    })
 }
 
 pub(crate) fn escape_html(s: &str) -> String {

@@ -266,12 +266,8 @@ fn selection(headers: &HeaderMap, body: &Bytes) -> Result<Selection, ApiError> {
     if form {
         let text = std::str::from_utf8(body)
             .map_err(|_| ApiError::BadRequest("the form is not UTF-8".into()))?;
-        let uri: axum::http::Uri = format!("/?{text}")
-            .parse()
-            .map_err(|_| ApiError::BadRequest("not a form".into()))?;
-        let axum::extract::Query(pairs) =
-            axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri)
-                .map_err(|e| ApiError::BadRequest(format!("form: {e}")))?;
+        let pairs = crate::model::form_pairs(text)
+            .ok_or_else(|| ApiError::BadRequest("not a form".into()))?;
         let mut s = Selection::default();
         for (k, v) in pairs {
             match k.to_ascii_lowercase().as_str() {
@@ -585,14 +581,9 @@ async fn view(
     let m = load(&state, &id).await?;
     let raw = m.raw.clone();
     if html {
-        let body = tokio::task::spawn_blocking(move || {
-            mime::html_body(&raw).unwrap_or_else(|| {
-                let t = mime::plain_text(&raw).unwrap_or_default();
-                format!("<pre>{}</pre>", crate::api::escape_html(&t))
-            })
-        })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let body = tokio::task::spawn_blocking(move || crate::api::html_or_text(&raw))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
         return Ok(sandboxed_html(body, false));
     }
     let text = tokio::task::spawn_blocking(move || mime::plain_text(&raw).unwrap_or_default())

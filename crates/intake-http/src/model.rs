@@ -57,3 +57,11 @@ impl From<&Summary> for MessageSummary {
 pub(crate) fn parse_query(text: &str) -> Result<Query, ApiError> {
     Query::parse(text).map_err(|e| ApiError::BadRequest(format!("query: {e}")))
 }
+
+/// The `key=value` pairs of a query string or url-encoded form, percent-decoded, in order.
+pub(crate) fn form_pairs(text: &str) -> Option<Vec<(String, String)>> {
+    let uri: axum::http::Uri = format!("/?{text}").parse().ok()?;
+    let axum::extract::Query(pairs) =
+        axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri).ok()?;
+    Some(pairs)
+}

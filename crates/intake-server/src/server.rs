@@ -575,6 +575,12 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         )),
         None => None,
     };
+    // The alias secret, read (or made) once for the HTTP listeners that need it.
+    let secret = if settings.http.listen.is_some() || settings.http.mailpit_listen.is_some() {
+        alias_secret(settings)?
+    } else {
+        Vec::new()
+    };
     let (http, http_addr) = match settings.http.listen {
         Some(addr) => {
             let l = TcpListener::bind(addr)
@@ -584,7 +590,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
             let mut state = intake_http::AppState::new(
                 store.clone(),
                 events.clone(),
-                alias_secret(settings)?,
+                secret.clone(),
                 settings.http.config.clone(),
             )
             .with_draining(shutdown.clone());
@@ -632,7 +638,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
             let state = intake_http::AppState::new(
                 store.clone(),
                 events.clone(),
-                alias_secret(settings)?,
+                secret.clone(),
                 settings.http.config.clone(),
             );
             let app = intake_http::mailpit_router(state);
