@@ -379,7 +379,8 @@ fn target_set(settings: &Settings, store: &Arc<dyn MailStore>) -> anyhow::Result
     }
     if let Some(cfg) = d.webhook.clone() {
         set.webhook = Some(Arc::new(
-            intake_smtp::webhook::WebhookTarget::new(cfg).context("webhook.url")?,
+            intake_smtp::webhook::WebhookTarget::new(cfg)
+                .context("setting up the webhook (webhook.url, webhook.tls_ca)")?,
         ));
     }
     if let Some(cfg) = d.program.clone() {

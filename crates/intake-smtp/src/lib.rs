@@ -23,6 +23,7 @@ pub mod proxy;
 pub mod relay;
 pub mod session;
 pub mod tls;
+pub mod tls_client;
 pub mod webhook;
 
 pub use config::{DomainPolicy, SessionConfig, TlsMode};

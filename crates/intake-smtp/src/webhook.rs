@@ -7,8 +7,10 @@
 //! A 2xx answer accepts the message for every recipient; any other answer, no connection
 //! or a timeout is a temporary failure (the client gets a 4xx and retries).
 //!
-//! Plain `http://` only (loopback or a trusted network; put a TLS proxy in front for
-//! anything else): a small HTTP/1.1 client of our own, one connection per message.
+//! `http://` (loopback or a trusted network) or `https://`, verified against the system's
+//! trusted roots or against `tls_ca` alone: a small HTTP/1.1 client of our own, one
+//! connection per message (Intake sends nothing but this one POST and reads only the status
+//! line, so a general HTTP client would add more than it saves).
 
 use std::time::Duration;
 
@@ -17,14 +19,19 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use intake_core::{DeliveryTarget, Handoff, RcptOutcome};
 use sha2::Sha256;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::tls_client::{self, Trust};
 
 /// Where and how to POST.
 #[derive(Clone)]
 pub struct WebhookConfig {
-    /// `http://host:port/path`.
+    /// `http://host:port/path` or `https://…`.
     pub url: String,
+    /// For `https://`: trust only the CA certificates in this PEM file (a private CA, a
+    /// self-signed application); without it, the system's trusted roots.
+    pub tls_ca: Option<std::path::PathBuf>,
     /// The HMAC key; empty: requests are not signed.
     pub secret: String,
     /// How long connecting, sending and the answer may take together.
@@ -37,13 +44,16 @@ impl std::fmt::Debug for WebhookConfig {
             .field("url", &self.url)
             .field("secret", &if self.secret.is_empty() { "" } else { "***" })
             .field("timeout", &self.timeout)
+            .field("tls_ca", &self.tls_ca)
             .finish()
     }
 }
 
-/// A parsed `http://` URL.
+/// A parsed `http://` or `https://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl {
+    /// `https://`.
+    pub tls: bool,
     /// `host:port` to connect to.
     pub authority: String,
     /// The `Host:` header value.
@@ -53,9 +63,12 @@ pub struct HttpUrl {
 }
 
 impl HttpUrl {
-    /// Parses `http://host[:port][/path]`; `None` for anything else.
+    /// Parses `http[s]://host[:port][/path]`; `None` for anything else.
     pub fn parse(url: &str) -> Option<HttpUrl> {
-        let rest = url.strip_prefix("http://")?;
+        let (tls, rest) = match url.strip_prefix("https://") {
+            Some(rest) => (true, rest),
+            None => (false, url.strip_prefix("http://")?),
+        };
         let (host, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -70,13 +83,22 @@ impl HttpUrl {
         let authority = if has_port {
             host.to_string()
         } else {
-            format!("{host}:80")
+            format!("{host}:{}", if tls { 443 } else { 80 })
         };
         Some(HttpUrl {
+            tls,
             authority,
             host: host.to_string(),
             path: path.to_string(),
         })
+    }
+
+    /// The host name without the port (what a certificate must name).
+    pub fn hostname(&self) -> &str {
+        match self.host.rfind(':') {
+            Some(i) if !self.host[i..].contains(']') => &self.host[..i],
+            _ => &self.host,
+        }
     }
 }
 
@@ -84,13 +106,35 @@ impl HttpUrl {
 pub struct WebhookTarget {
     cfg: WebhookConfig,
     url: HttpUrl,
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    )>,
 }
 
 impl WebhookTarget {
-    /// A webhook for `cfg`; `None` when the URL is not `http://…`.
-    pub fn new(cfg: WebhookConfig) -> Option<WebhookTarget> {
-        let url = HttpUrl::parse(&cfg.url)?;
-        Some(WebhookTarget { cfg, url })
+    /// A webhook for `cfg`. Fails when the URL is not `http[s]://…`, or, for `https://`,
+    /// when the CA file (or the system's roots) cannot be read.
+    pub fn new(cfg: WebhookConfig) -> std::io::Result<WebhookTarget> {
+        let url = HttpUrl::parse(&cfg.url).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{:?} is not an http:// or https:// URL", cfg.url),
+            )
+        })?;
+        let tls = if url.tls {
+            let trust = match cfg.tls_ca.as_deref() {
+                Some(ca) => Trust::CaFile(ca),
+                None => Trust::System,
+            };
+            Some((
+                tls_client::connector(trust)?,
+                tls_client::server_name(url.hostname())?,
+            ))
+        } else {
+            None
+        };
+        Ok(WebhookTarget { cfg, url, tls })
     }
 }
 
@@ -156,32 +200,47 @@ impl WebhookTarget {
             ));
         }
         head.push_str("\r\n");
-        let mut s = TcpStream::connect(&self.url.authority).await?;
+        let s = TcpStream::connect(&self.url.authority).await?;
         let _ = s.set_nodelay(true);
-        s.write_all(head.as_bytes()).await?;
-        s.write_all(&body).await?;
-        s.flush().await?;
-        // Only the status line matters.
-        let mut buf = Vec::with_capacity(256);
-        loop {
-            if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
-                return status_code(&buf[..end]).ok_or_else(|| {
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, "bad HTTP status line")
-                });
+        match &self.tls {
+            Some((connector, name)) => {
+                let s = connector.connect(name.clone(), s).await?;
+                exchange(s, head.as_bytes(), &body).await
             }
-            if buf.len() > 8192 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "status line too long",
-                ));
-            }
-            let mut chunk = [0u8; 1024];
-            let n = s.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            buf.extend_from_slice(&chunk[..n]);
+            None => exchange(s, head.as_bytes(), &body).await,
         }
+    }
+}
+
+/// Sends the request and reads the status code.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    head: &[u8],
+    body: &[u8],
+) -> std::io::Result<u16> {
+    s.write_all(head).await?;
+    s.write_all(body).await?;
+    s.flush().await?;
+    // Only the status line matters.
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
+            return status_code(&buf[..end]).ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "bad HTTP status line")
+            });
+        }
+        if buf.len() > 8192 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "status line too long",
+            ));
+        }
+        let mut chunk = [0u8; 1024];
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -247,7 +306,19 @@ mod tests {
         );
         let u = HttpUrl::parse("http://[::1]/in").unwrap();
         assert_eq!(u.authority, "[::1]:80");
-        assert!(HttpUrl::parse("https://example.com/").is_none());
+        let u = HttpUrl::parse("https://hooks.example.com/in").unwrap();
+        assert!(u.tls);
+        assert_eq!(
+            (u.authority.as_str(), u.hostname()),
+            ("hooks.example.com:443", "hooks.example.com")
+        );
+        let u = HttpUrl::parse("https://[::1]:8443/in").unwrap();
+        assert_eq!(
+            (u.authority.as_str(), u.hostname()),
+            ("[::1]:8443", "[::1]")
+        );
+        assert!(!HttpUrl::parse("http://a/").unwrap().tls);
+        assert!(HttpUrl::parse("ftp://example.com/").is_none());
         assert!(HttpUrl::parse("http://u:p@host/").is_none());
         assert!(HttpUrl::parse("http://host/a b").is_none());
     }

@@ -1,6 +1,6 @@
-//! The webhook and program targets, seen from the sending client: a small HTTP server
-//! written here (success, 500, no answer, the signature checked) and small shell scripts
-//! (exit 0, 75, 1, a hang).
+//! The webhook and program targets, seen from the sending client: a small HTTP(S) server
+//! written here (success, 500, no answer, the signature checked, HTTPS with a trusted and an
+//! untrusted certificate) and small shell scripts (exit 0, 75, 1, a hang).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -84,6 +84,15 @@ struct Request {
 /// A small HTTP/1.1 server: answers every POST with `status` (after `delay`), or never
 /// (`status` 0). Returns its address and what it received.
 async fn http_server(status: u16, delay: Duration) -> (SocketAddr, Arc<Mutex<Vec<Request>>>) {
+    serve_http(status, delay, None).await
+}
+
+/// The same over TLS with this acceptor (HTTPS).
+async fn serve_http(
+    status: u16,
+    delay: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> (SocketAddr, Arc<Mutex<Vec<Request>>>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -92,7 +101,15 @@ async fn http_server(status: u16, delay: Duration) -> (SocketAddr, Arc<Mutex<Vec
         loop {
             let (sock, _) = l.accept().await.unwrap();
             let log = log.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
+                let sock: Box<dyn Stream> = match tls {
+                    Some(acceptor) => match acceptor.accept(sock).await {
+                        Ok(s) => Box::new(s),
+                        Err(_) => return, // the client refused our certificate
+                    },
+                    None => Box::new(sock),
+                };
                 let mut r = BufReader::new(sock);
                 let mut head = String::new();
                 loop {
@@ -128,15 +145,105 @@ async fn http_server(status: u16, delay: Duration) -> (SocketAddr, Arc<Mutex<Vec
     (addr, seen)
 }
 
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 fn webhook(addr: SocketAddr, timeout: Duration) -> Arc<dyn DeliveryTarget> {
     Arc::new(
         WebhookTarget::new(WebhookConfig {
             url: format!("http://{addr}/incoming"),
             secret: "s3cret".into(),
             timeout,
+            tls_ca: None,
         })
         .unwrap(),
     )
+}
+
+/// A self-signed certificate for 127.0.0.1: the acceptor and the certificate's PEM.
+fn https_identity() -> (tokio_rustls::TlsAcceptor, String) {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .unwrap();
+    (
+        tokio_rustls::TlsAcceptor::from(Arc::new(cfg)),
+        ck.cert.pem(),
+    )
+}
+
+fn https_webhook(addr: SocketAddr, ca: Option<std::path::PathBuf>) -> Arc<dyn DeliveryTarget> {
+    Arc::new(
+        WebhookTarget::new(WebhookConfig {
+            url: format!("https://{addr}/incoming"),
+            secret: "s3cret".into(),
+            timeout: Duration::from_secs(5),
+            tls_ca: ca,
+        })
+        .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn an_https_webhook_is_verified_against_its_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acceptor, pem) = https_identity();
+    let ca = dir.path().join("app-ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let (http, seen) = serve_http(200, Duration::ZERO, Some(acceptor)).await;
+    let (addr, _stop) = intake(https_webhook(http, Some(ca))).await;
+    let r = send(addr, "user@example.org", &["app@example.test"]).await;
+    assert!(r.starts_with("250 2.0.0 Message accepted as "), "{r}");
+    let req = seen.lock().unwrap()[0].clone();
+    assert!(req.head.starts_with("POST /incoming HTTP/1.1\r\n"));
+    assert!(req.head.contains("X-Intake-Signature: t="), "{}", req.head);
+    let v: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+    assert_eq!(
+        v["envelope"]["rcpt_to"],
+        serde_json::json!(["app@example.test"])
+    );
+}
+
+#[tokio::test]
+async fn an_https_webhook_with_a_certificate_we_do_not_trust_is_a_4xx_and_gets_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acceptor, _pem) = https_identity();
+    // Another CA than the server's, then the system's roots: neither issued it.
+    let (_, other) = https_identity();
+    let ca = dir.path().join("other-ca.pem");
+    std::fs::write(&ca, other).unwrap();
+    let (http, seen) = serve_http(200, Duration::ZERO, Some(acceptor)).await;
+    for target in [
+        https_webhook(http, Some(ca.clone())),
+        https_webhook(http, None),
+    ] {
+        let (addr, _stop) = intake(target).await;
+        let r = send(addr, "user@example.org", &["app@example.test"]).await;
+        assert!(r.starts_with("451 4.4.0 "), "{r}");
+    }
+    assert!(seen.lock().unwrap().is_empty(), "no message left over TLS");
+}
+
+#[test]
+fn a_webhook_refuses_urls_it_cannot_post_to() {
+    let cfg = |url: &str| WebhookConfig {
+        url: url.into(),
+        secret: String::new(),
+        timeout: Duration::from_secs(1),
+        tls_ca: None,
+    };
+    assert!(WebhookTarget::new(cfg("ftp://127.0.0.1/")).is_err());
+    let mut c = cfg("https://127.0.0.1/");
+    c.tls_ca = Some("/nonexistent/ca.pem".into());
+    assert!(
+        WebhookTarget::new(c).is_err(),
+        "an unreadable CA file fails at start"
+    );
 }
 
 #[tokio::test]

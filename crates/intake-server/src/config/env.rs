@@ -17,6 +17,13 @@ const NOT_SETTINGS: &[&str] = &["INTAKE_CONFIG"];
 /// is split at `__` into the key path and lower-cased. The value is read as a TOML literal
 /// (`50`, `true`, `["a.example", "b.example"]`, `"quoted"`) and otherwise taken as a plain
 /// string, so `INTAKE_SMTP__LISTEN=0.0.0.0:25` needs no quotes.
+///
+/// Arrays of tables (`[[listener]]`, `[[route]]`) take an index as a segment:
+/// `INTAKE_LISTENER__0__ADDRESS=0.0.0.0:587` sets the first listener's address, in a table
+/// from the file or a new one; the next free index adds a table (`INTAKE_LISTENER__1__…`
+/// when the file has one). A whole array can also be given as a TOML literal:
+/// `INTAKE_ROUTE='[{domains = ["dev.example.com"], targets = ["store"]}]'`, which replaces
+/// the file's. Variables are applied in index order, so `…__10__…` comes after `…__9__…`.
 pub fn load_table(
     file: Option<&Path>,
     vars: impl IntoIterator<Item = (String, String)>,
@@ -40,14 +47,20 @@ pub fn load_table(
         })?;
     }
     let mut errors = Vec::new();
-    let vars: BTreeMap<String, String> = vars.into_iter().collect();
-    for (name, value) in vars {
-        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
-            continue;
-        };
-        if NOT_SETTINGS.contains(&name.as_str()) || rest.is_empty() {
-            continue;
-        }
+    // Ordered by key path, indices as numbers: a whole array before its items, items in order.
+    let vars: BTreeMap<(Vec<Segment>, String), String> = vars
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let rest = name.strip_prefix(ENV_PREFIX)?;
+            if NOT_SETTINGS.contains(&name.as_str()) || rest.is_empty() {
+                return None;
+            }
+            let order = rest.split("__").map(Segment::of).collect();
+            Some(((order, name), value))
+        })
+        .collect();
+    for ((_, name), value) in vars {
+        let rest = &name[ENV_PREFIX.len()..];
         let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
         if path.iter().any(String::is_empty) {
             errors.push(ConfigError::new(
@@ -82,20 +95,84 @@ fn parse_env_value(raw: &str) -> toml::Value {
     }
 }
 
+/// A key path segment as variables are ordered: names as text, indices as numbers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Segment {
+    Index(usize),
+    Name(String),
+}
+
+impl Segment {
+    fn of(s: &str) -> Segment {
+        match s.parse() {
+            Ok(i) if !s.starts_with('+') => Segment::Index(i),
+            _ => Segment::Name(s.to_ascii_lowercase()),
+        }
+    }
+}
+
 fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
-    let (last, parents) = path.split_last().expect("non-empty path");
-    let mut t = table;
-    for p in parents {
-        let entry = t
-            .entry(p.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        t = match entry {
-            toml::Value::Table(inner) => inner,
-            _ => return Err(format!("`{p}` is not a section")),
+    let mut slot = Slot::Table(table);
+    let mut value = Some(value);
+    for (i, p) in path.iter().enumerate() {
+        let last = i + 1 == path.len();
+        slot = match slot {
+            Slot::Table(t) => {
+                if last {
+                    t.insert(p.clone(), value.take().expect("set once"));
+                    return Ok(());
+                }
+                let next_is_index = matches!(Segment::of(&path[i + 1]), Segment::Index(_));
+                let entry = t.entry(p.clone()).or_insert_with(|| {
+                    if next_is_index {
+                        toml::Value::Array(Vec::new())
+                    } else {
+                        toml::Value::Table(toml::Table::new())
+                    }
+                });
+                match entry {
+                    toml::Value::Table(inner) => Slot::Table(inner),
+                    toml::Value::Array(items) if next_is_index => Slot::Array(items),
+                    _ => return Err(format!("`{p}` is not a section")),
+                }
+            }
+            Slot::Array(items) => {
+                let Segment::Index(n) = Segment::of(p) else {
+                    return Err(format!("`{p}` is not an index"));
+                };
+                if n > items.len() {
+                    return Err(format!(
+                        "index {n} skips entries: there are {} (the next one is {})",
+                        items.len(),
+                        items.len()
+                    ));
+                }
+                if last {
+                    let v = value.take().expect("set once");
+                    if n == items.len() {
+                        items.push(v);
+                    } else {
+                        items[n] = v;
+                    }
+                    return Ok(());
+                }
+                if n == items.len() {
+                    items.push(toml::Value::Table(toml::Table::new()));
+                }
+                match &mut items[n] {
+                    toml::Value::Table(inner) => Slot::Table(inner),
+                    _ => return Err(format!("entry {n} is not a table")),
+                }
+            }
         };
     }
-    t.insert(last.clone(), value);
-    Ok(())
+    unreachable!("the last segment returns")
+}
+
+/// Where the next segment of a key path goes.
+enum Slot<'a> {
+    Table(&'a mut toml::Table),
+    Array(&'a mut Vec<toml::Value>),
 }
 
 #[cfg(test)]
@@ -140,6 +217,76 @@ mod tests {
             Some("INTAKE_SMTP__LISTEN")
         );
         assert!(!t.contains_key("config"));
+    }
+
+    #[test]
+    fn array_tables_take_indices_and_whole_literals() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("intake.toml");
+        std::fs::write(
+            &f,
+            "[[listener]]\nname = \"mx\"\naddress = \"0.0.0.0:25\"\n",
+        )
+        .unwrap();
+        let (t, src) = load_table(
+            Some(&f),
+            vars(&[
+                ("INTAKE_LISTENER__0__ADDRESS", "0.0.0.0:2525"),
+                ("INTAKE_LISTENER__1__NAME", "submission"),
+                ("INTAKE_LISTENER__1__ADDRESS", "0.0.0.0:587"),
+                ("INTAKE_LISTENER__1__TARGETS", r#"["webhook"]"#),
+                (
+                    "INTAKE_ROUTE",
+                    r#"[{domains = ["dev.example.com"], targets = ["store"]}]"#,
+                ),
+                ("INTAKE_ROUTE__1__DOMAINS", r#"["example.com"]"#),
+                ("INTAKE_ROUTE__1__TARGETS", r#"["relay"]"#),
+            ]),
+        )
+        .unwrap();
+        let l = t["listener"].as_array().unwrap();
+        assert_eq!(l.len(), 2);
+        assert_eq!(
+            l[0]["name"].as_str(),
+            Some("mx"),
+            "the file's other keys stay"
+        );
+        assert_eq!(l[0]["address"].as_str(), Some("0.0.0.0:2525"));
+        assert_eq!(l[1]["address"].as_str(), Some("0.0.0.0:587"));
+        assert_eq!(l[1]["targets"][0].as_str(), Some("webhook"));
+        let r = t["route"].as_array().unwrap();
+        assert_eq!(r.len(), 2, "the literal first, then item 1 added to it");
+        assert_eq!(r[0]["domains"][0].as_str(), Some("dev.example.com"));
+        assert_eq!(r[1]["targets"][0].as_str(), Some("relay"));
+        assert_eq!(
+            src.env.get("listener.1.address").map(String::as_str),
+            Some("INTAKE_LISTENER__1__ADDRESS")
+        );
+
+        // Indices in numeric order: 10 after 9 (not after 1).
+        let many: Vec<(String, String)> = (0..12)
+            .map(|i| {
+                (
+                    format!("INTAKE_ROUTE__{i}__TARGETS"),
+                    r#"["store"]"#.to_string(),
+                )
+            })
+            .collect();
+        let (t, _) = load_table(None, many).unwrap();
+        assert_eq!(t["route"].as_array().unwrap().len(), 12);
+
+        // A gap is an error naming the variable.
+        let e = load_table(
+            None,
+            vars(&[("INTAKE_LISTENER__2__ADDRESS", "0.0.0.0:587")]),
+        )
+        .unwrap_err();
+        assert!(
+            e[0].to_string().contains("INTAKE_LISTENER__2__ADDRESS"),
+            "{}",
+            e[0]
+        );
+        assert!(e[0].to_string().contains("skips"), "{}", e[0]);
     }
 
     #[test]

@@ -82,10 +82,19 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Where `key` was set: the variable that set it or a table or array holding it
+    /// (`listener[1].address` by `INTAKE_LISTENER__1__ADDRESS` or by `INTAKE_LISTENER`),
+    /// else the file.
     fn origin(&self, key: &str) -> Origin {
-        match self.sources.env.get(key) {
-            Some(v) => Origin::Env(v.clone()),
-            None => Origin::File,
+        let mut k = key.replace('[', ".").replace(']', "");
+        loop {
+            if let Some(v) = self.sources.env.get(&k) {
+                return Origin::Env(v.clone());
+            }
+            match k.rfind('.') {
+                Some(i) => k.truncate(i),
+                None => return Origin::File,
+            }
         }
     }
 

@@ -1157,6 +1157,7 @@ fn read_webhook(r: &mut Reader<'_>, wanted: bool) -> Option<WebhookConfig> {
     let url: String = r.get("webhook.url", String::new());
     let secret: String = r.get("webhook.secret", String::new());
     let timeout = read_timeout(r, "webhook.timeout", Duration::from_secs(30));
+    let tls_ca: String = r.get("webhook.tls_ca", String::new());
     if url.is_empty() {
         if wanted {
             r.error(
@@ -1166,12 +1167,15 @@ fn read_webhook(r: &mut Reader<'_>, wanted: bool) -> Option<WebhookConfig> {
         }
         return None;
     }
-    if HttpUrl::parse(&url).is_none() {
+    let Some(parsed) = HttpUrl::parse(&url) else {
         r.error(
             "webhook.url",
-            format!("{url:?} is not http://host[:port]/path"),
+            format!("{url:?} is not http://host[:port]/path or https://…"),
         );
         return None;
+    };
+    if !parsed.tls && !tls_ca.is_empty() {
+        r.warn("webhook.tls_ca", "ignored: webhook.url is not https://");
     }
     if secret.is_empty() {
         r.warn("webhook.secret", "webhook requests will not be signed");
@@ -1180,6 +1184,7 @@ fn read_webhook(r: &mut Reader<'_>, wanted: bool) -> Option<WebhookConfig> {
         url,
         secret,
         timeout,
+        tls_ca: (!tls_ca.is_empty()).then(|| PathBuf::from(tls_ca)),
     })
 }
 
@@ -1538,7 +1543,7 @@ mod tests {
         ] {
             assert!(keys.contains(&k), "{k} missing from {keys:?}");
         }
-        let errs = load("[webhook]\nurl = \"https://x.test/\"\n", &[]).unwrap_err();
+        let errs = load("[webhook]\nurl = \"ftp://x.test/\"\n", &[]).unwrap_err();
         assert_eq!(errs[0].key, "webhook.url");
         let s = load(
             "[delivery]\ntargets = [\"store\", \"program\"]\n\
@@ -1611,6 +1616,44 @@ mod tests {
             text.contains("\"strict\"") && text.contains("policy.profiles"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn listeners_and_routes_come_from_the_environment_too() {
+        let s = load(
+            "[[listener]]\nname = \"mx2\"\naddress = \"127.0.0.1:2526\"\n",
+            &[
+                ("INTAKE_LISTENER__0__ADDRESS", "127.0.0.1:2600"),
+                ("INTAKE_LISTENER__1__NAME", "hook"),
+                ("INTAKE_LISTENER__1__ADDRESS", "127.0.0.1:2601"),
+                ("INTAKE_LISTENER__1__POLICY", "none"),
+                ("INTAKE_ROUTE__0__DOMAINS", r#"["dev.example.com"]"#),
+                ("INTAKE_ROUTE__0__TARGETS", r#"["store"]"#),
+            ],
+        )
+        .unwrap();
+        let got: Vec<(&str, String)> = s
+            .listeners
+            .iter()
+            .map(|l| (l.name.as_str(), l.address.to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("mx2", "127.0.0.1:2600".to_string()),
+                ("hook", "127.0.0.1:2601".to_string())
+            ]
+        );
+        assert_eq!(s.routes.len(), 1);
+        assert!(s.routes[0].domains.accepts("dev.example.com"));
+        // A mistake names the variable it came from.
+        let errs = load("", &[("INTAKE_LISTENER__0__ADDRESS", "nowhere")]).unwrap_err();
+        let text = errs
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(text.contains("INTAKE_LISTENER__0__ADDRESS"), "{text}");
     }
 
     #[test]

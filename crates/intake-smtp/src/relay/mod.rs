@@ -140,7 +140,10 @@ impl RelayTarget {
     pub fn new(cfg: RelayConfig) -> std::io::Result<RelayTarget> {
         let tls = match cfg.tls {
             RelayTls::Off => None,
-            _ => Some(tls::connector(cfg.tls_ca.as_deref())?),
+            _ => Some(crate::tls_client::connector(match cfg.tls_ca.as_deref() {
+                Some(ca) => crate::tls_client::Trust::CaFile(ca),
+                None => crate::tls_client::Trust::Any,
+            })?),
         };
         Ok(RelayTarget {
             slots: Arc::new(Semaphore::new(cfg.max_connections.max(1))),
@@ -221,93 +224,6 @@ impl DeliveryTarget for RelayTarget {
                     "relay: the downstream session failed during the transaction");
                 vec![e.outcome(); n]
             }
-        }
-    }
-}
-
-mod tls {
-    //! The TLS client for STARTTLS to the downstream (rustls, ring).
-
-    use std::path::Path;
-    use std::sync::Arc;
-
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::crypto::CryptoProvider;
-    use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-
-    /// A connector that verifies against the certificates in `ca` (PEM), or, without
-    /// them, encrypts without verifying.
-    pub fn connector(ca: Option<&Path>) -> std::io::Result<tokio_rustls::TlsConnector> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(std::io::Error::other)?;
-        let config = match ca {
-            Some(path) => {
-                let mut roots = RootCertStore::empty();
-                for cert in CertificateDer::pem_file_iter(path).map_err(std::io::Error::other)? {
-                    roots
-                        .add(cert.map_err(std::io::Error::other)?)
-                        .map_err(std::io::Error::other)?;
-                }
-                builder.with_root_certificates(roots).with_no_client_auth()
-            }
-            None => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
-                .with_no_client_auth(),
-        };
-        Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
-    }
-
-    /// Accepts any certificate, checking only that the handshake is signed with it.
-    #[derive(Debug)]
-    struct Unverified(Arc<CryptoProvider>);
-
-    impl ServerCertVerifier for Unverified {
-        fn verify_server_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp_response: &[u8],
-            _now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
         }
     }
 }
