@@ -180,10 +180,12 @@ async fn behind_a_real_haproxy() {
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(haproxy)
-        .args(["-f", cfg.to_str().unwrap(), "-db"])
-        .spawn()
-        .unwrap();
+    let haproxy = crate::support::KillOnDrop(
+        std::process::Command::new(haproxy)
+            .args(["-f", cfg.to_str().unwrap(), "-db"])
+            .spawn()
+            .unwrap(),
+    );
     let front_addr: SocketAddr = format!("127.0.0.1:{front}").parse().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(front_addr).await.is_err() {
@@ -206,8 +208,7 @@ async fn behind_a_real_haproxy() {
     c.send(b"Subject: via haproxy\r\n\r\n.\r\n").await;
     assert_eq!(c.reply().await.code, 250);
     let client = client_of(&srv, "ha@q.test").await;
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(haproxy);
     assert_eq!(
         client.ip().to_string(),
         "127.0.0.2",

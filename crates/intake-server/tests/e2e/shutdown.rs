@@ -40,11 +40,13 @@ async fn sigterm_finishes_transactions_and_closes_idle_sessions() {
     // ...and the session ends after it.
     let r = busy.reply().await;
     assert_eq!(r.head(), "421 4.3.2", "{r:?}");
-    let mut child = p.child;
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        let mut p = p;
+        p.child.wait()
+    })
+    .await
+    .unwrap()
+    .unwrap();
     assert!(status.success(), "{status}");
     let (_, out, _) = cli(dir.path(), &["mailbox", "list", "inflight@q.test"]);
     assert!(

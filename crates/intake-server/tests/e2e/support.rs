@@ -253,7 +253,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The `intake` binary running as a child process.
+/// The `intake` binary running as a child process; killed when dropped, so a failing test
+/// leaves no server behind.
 pub struct Process {
     pub child: Child,
     pub addr: SocketAddr,
@@ -328,6 +329,28 @@ impl Process {
             .status()
             .unwrap();
         self.child.wait().unwrap()
+    }
+}
+
+/// Any other child process a test starts (HAProxy, a sink): killed when dropped.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // Only if it still runs: a reaped child's PID may belong to another process by now.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
