@@ -1675,6 +1675,49 @@ mod tests {
     }
 
     #[test]
+    fn store_settings_are_backend_neutral() {
+        let s = load(
+            "[store]\npath = \"/srv/mail\"\nmax_batch = 64\nbusy_timeout = \"2s\"\n",
+            &[("INTAKE_STORE__COMMIT_DELAY", "0")],
+        )
+        .unwrap();
+        assert_eq!(s.store.kind, intake_store::StoreKind::Sqlite);
+        assert_eq!(s.store.path, PathBuf::from("/srv/mail"));
+        assert_eq!(
+            (s.store.max_batch, s.store.commit_delay),
+            (64, Duration::ZERO)
+        );
+        assert_eq!(s.store.sqlite.busy_timeout, Duration::from_secs(2));
+        let s = load(
+            "[store]\ntype = \"postgres\"\n",
+            &[("INTAKE_STORE__URL", "postgres://intake:pw@db/intake")],
+        )
+        .unwrap();
+        assert_eq!(s.store.kind, intake_store::StoreKind::Postgres);
+        assert_eq!(
+            s.store.describe(),
+            "postgres at postgres://intake:***@db/intake"
+        );
+        for (file, key) in [
+            ("[store]\ntype = \"redis\"\n", "store.url"),
+            ("[store]\nurl = \"postgres://db/x\"\n", "store.url"),
+            ("[store]\ntype = \"oracle\"\n", "store.type"),
+            (
+                "[aliases]\nsecret = \"a\"\nsecret_file = \"/run/secrets/alias\"\n",
+                "aliases.secret_file",
+            ),
+        ] {
+            let errs = load(file, &[]).unwrap_err();
+            assert!(errs.iter().any(|e| e.key == key), "{file}: {errs:?}");
+        }
+        let s = load("[aliases]\nsecret_file = \"/run/secrets/alias\"\n", &[]).unwrap();
+        assert_eq!(
+            s.alias_secret_file.as_deref(),
+            Some(std::path::Path::new("/run/secrets/alias"))
+        );
+    }
+
+    #[test]
     fn known_keys_cover_every_section() {
         let keys = known_keys();
         for k in ["smtp.listen", "smtp.domains", "store.path", "log.level"] {
