@@ -506,6 +506,14 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("opening the store ({})", settings.store.describe()))?;
     let events = opened.events().clone();
+    // The alias secret, read (or made) once for the HTTP listeners that need it; before any
+    // listener is bound, so that a client finding SMTP up finds HTTP up too.
+    let secret = if settings.http.listen.is_some() || settings.http.mailpit_listen.is_some() {
+        alias_secret(settings, &opened).await?
+    } else {
+        Vec::new()
+    };
+    let store: Arc<dyn MailStore> = opened;
     let listener = bind(settings.smtp_listen)
         .with_context(|| format!("binding SMTP to {} (smtp.listen)", settings.smtp_listen))?;
     let smtp_addr = listener.local_addr()?;
@@ -519,13 +527,6 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         )),
         None => None,
     };
-    // The alias secret, read (or made) once for the HTTP listeners that need it.
-    let secret = if settings.http.listen.is_some() || settings.http.mailpit_listen.is_some() {
-        alias_secret(settings, &opened).await?
-    } else {
-        Vec::new()
-    };
-    let store: Arc<dyn MailStore> = opened;
     let (http, http_addr) = match settings.http.listen {
         Some(addr) => {
             let l = TcpListener::bind(addr)
