@@ -1,6 +1,8 @@
 //! Change notifications: what the SSE stream, wait-for-mail and the web page listen to.
 //!
-//! A store publishes an event after the change is committed, never before.
+//! The store layer (`intake_store::Store`) publishes an event after the change is
+//! committed, never before: on the local [`EventBus`], and on an [`EventFeed`] when one is
+//! configured (a feed between nodes sharing one database).
 
 use tokio::sync::broadcast;
 
@@ -67,4 +69,16 @@ impl Default for EventBus {
     fn default() -> Self {
         EventBus::new(4096)
     }
+}
+
+/// Another destination for committed changes, besides the local [`EventBus`]: the hook for a
+/// feed between nodes that share one database (PostgreSQL `LISTEN/NOTIFY`, Redis pub/sub).
+///
+/// The store layer calls [`EventFeed::publish`] after each committed change, in commit
+/// order, and never waits for it: an implementation queues the event and sends it from a
+/// task of its own. Receiving the other nodes' events is the feed's job too: it publishes
+/// them on the node's `EventBus` (skipping its own, which the layer already published).
+pub trait EventFeed: Send + Sync + 'static {
+    /// Announces one committed change to the other nodes. Must not block.
+    fn publish(&self, event: &Event);
 }

@@ -3,7 +3,9 @@
 //! - [`message`]: what a session hands to a store ([`Incoming`]) and what a store gives back
 //!   ([`Summary`], [`StoredMessage`]), with the time-ordered [`MessageId`].
 //! - [`mime`]: every call into mail-parser lives here, so that its upgrade stays local.
-//! - [`store`]: the [`MailStore`] trait every backend implements, and [`StoreError`].
+//! - [`store`]: the [`Backend`] trait every storage engine implements, the [`MailStore`]
+//!   trait the rest of Intake uses (implemented by `intake_store::Store` above a backend),
+//!   and [`StoreError`].
 //! - [`check`]: the policy seam: [`Check`], [`Verdict`], [`Pipeline`] (deadlines, fail
 //!   open or defer), and the injected [`Clock`] and [`IdSource`].
 #![warn(missing_docs)]
@@ -29,13 +31,13 @@ pub use delivery::{
     BodyType, DeliveryReport, DeliveryTarget, DownstreamReply, Handoff, MailParams, RcptOutcome,
     Route, StoreTarget, Targets,
 };
-pub use events::{Event, EventBus};
+pub use events::{Event, EventBus, EventFeed};
 pub use message::{
     Attachment, Envelope, Incoming, MessageId, ParsedMeta, SessionInfo, StoredMessage, Summary,
     TlsInfo, mailbox_key,
 };
 pub use search::{Query, QueryError};
 pub use store::{
-    ArrivalGuard, Arrivals, Evicted, GreyRecord, Listing, MailStore, Page, Retention, StoreError,
-    User,
+    ArrivalGuard, Arrivals, Backend, Evicted, Eviction, GreyRecord, Listing, MailStore, Page,
+    Removal, Retention, StoreError, User,
 };

@@ -1,4 +1,12 @@
-//! The storage trait every backend implements.
+//! The two storage traits.
+//!
+//! - [`Backend`]: what a storage engine implements (SQLite today; PostgreSQL, MariaDB, Redis
+//!   next). Storage only: it files a message under the mailboxes it is given, and reports
+//!   what a delete or an eviction removed instead of announcing it.
+//! - [`MailStore`]: what the rest of Intake uses (`Arc<dyn MailStore>`: the SMTP driver, the
+//!   HTTP API, the policy checks, the CLI). It is implemented once, by `intake_store::Store`,
+//!   the layer above every backend that resolves aliases, publishes [`crate::Event`]s and
+//!   runs the retention schedule.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -86,6 +94,25 @@ pub struct Evicted {
     pub by_size: u64,
 }
 
+/// A message that left some mailboxes: deleted, or unfiled from these mailboxes while
+/// others still hold it. Each becomes one [`crate::Event::Deleted`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// The message.
+    pub id: MessageId,
+    /// The mailboxes it left.
+    pub mailboxes: Vec<String>,
+}
+
+/// What a backend's eviction pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Eviction {
+    /// The counts (logged by the retention schedule).
+    pub evicted: Evicted,
+    /// Every message that left a mailbox, in the order it happened.
+    pub removed: Vec<Removal>,
+}
+
 /// Counts sessions that are receiving message content right now: deliveries that will reach
 /// the store within moments. A store doing group commit lingers for them before a commit
 /// and commits at once when none are on their way.
@@ -115,7 +142,8 @@ impl Drop for ArrivalGuard {
     }
 }
 
-/// Durable mail.
+/// Durable mail, as the rest of Intake sees it. Implemented by `intake_store::Store` on top
+/// of a [`Backend`]; implement [`Backend`] for a new storage engine, not this.
 #[async_trait]
 pub trait MailStore: Send + Sync + 'static {
     /// Stores one message, once, indexed under each of its recipients' mailboxes.
@@ -233,6 +261,112 @@ pub trait MailStore: Send + Sync + 'static {
     async fn user_list(&self) -> Result<Vec<crate::User>, StoreError> {
         Err(not_kept("users"))
     }
+}
+
+/// A storage engine: storage only.
+///
+/// The layer above (`intake_store::Store`) resolves alias recipients before
+/// [`Backend::deliver`], publishes events from what each write returns, and decides when
+/// retention runs; a backend does none of that. Every implementation must pass the
+/// conformance suite in `intake_store::conformance` unchanged.
+///
+/// Keys reach a backend normalized by the layer: mailboxes and aliases lower-cased
+/// ([`crate::mailbox_key`]), recipient entries and user addresses (and senders) trimmed and
+/// lower-cased. A backend stores and compares them as they are.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Stores one message, once, filed under each of `mailboxes` (lower-cased, distinct,
+    /// aliases already resolved).
+    ///
+    /// Returns only once the message survives a crash (committed and synced): the SMTP
+    /// `250` after DATA depends on it. A backend may commit many sessions' messages at once
+    /// (group commit); each caller still gets its own result.
+    async fn deliver(&self, msg: Incoming, mailboxes: Vec<String>) -> Result<(), StoreError>;
+
+    /// A mailbox's messages, newest first, with its totals.
+    async fn list_mailbox(&self, mailbox: &str, page: Page) -> Result<Listing, StoreError>;
+
+    /// All messages, newest first.
+    async fn list_all(&self, page: Page) -> Result<Listing, StoreError>;
+
+    /// Messages matching a query, newest first. The index may lag behind deliveries a
+    /// little (the conformance suite waits up to a few seconds for it).
+    async fn search(&self, query: &Query, page: Page) -> Result<Listing, StoreError>;
+
+    /// One message with its raw bytes.
+    async fn fetch(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError>;
+
+    /// Deletes a message from every mailbox: its former mailboxes, or `None` if there was
+    /// no such message.
+    async fn delete(&self, id: MessageId) -> Result<Option<Removal>, StoreError>;
+
+    /// Unfiles every message of a mailbox, deleting those no other mailbox holds. One
+    /// [`Removal`] (with just this mailbox) per message the mailbox held.
+    async fn delete_mailbox(&self, mailbox: &str) -> Result<Vec<Removal>, StoreError>;
+
+    /// Marks a message read or unread. False if there was none.
+    async fn set_seen(&self, id: MessageId, seen: bool) -> Result<bool, StoreError>;
+
+    /// Applies a retention policy once, `now_ms` being the current time (Unix ms).
+    ///
+    /// Per-mailbox caps unfile the oldest messages of a mailbox over its cap (a
+    /// [`Removal`] with that mailbox; counted in `by_mailbox_cap` when no mailbox keeps the
+    /// message any more); age and size delete whole messages (a [`Removal`] with all their
+    /// mailboxes). Delete in small transactions: deliveries must not wait long.
+    async fn evict(&self, policy: &Retention, now_ms: i64) -> Result<Eviction, StoreError>;
+
+    /// Records that mail to `alias` is filed in `mailbox` (replacing an earlier mailbox).
+    async fn alias_put(&self, alias: &str, mailbox: &str) -> Result<(), StoreError>;
+
+    /// The mailbox of an alias, if registered.
+    async fn alias_get(&self, alias: &str) -> Result<Option<String>, StoreError>;
+
+    /// A small setting shared by every node on the same data (the alias secret): the value
+    /// stored under `key`, storing `value` first if there was none. The first writer wins,
+    /// atomically, also between processes.
+    async fn meta_get_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError>;
+
+    /// See [`MailStore::recipient_add`].
+    async fn recipient_add(&self, address: &str) -> Result<bool, StoreError>;
+    /// See [`MailStore::recipient_remove`].
+    async fn recipient_remove(&self, address: &str) -> Result<bool, StoreError>;
+    /// See [`MailStore::recipient_list`].
+    async fn recipient_list(&self) -> Result<Vec<String>, StoreError>;
+    /// See [`MailStore::recipient_lookup`].
+    async fn recipient_lookup(&self, address: &str) -> Result<Option<bool>, StoreError>;
+
+    /// See [`MailStore::greylist_get`]. Policy state need not be fsync'd: a lost record
+    /// costs a retry, not mail.
+    async fn greylist_get(&self, key: &str) -> Result<Option<GreyRecord>, StoreError>;
+    /// See [`MailStore::greylist_put`].
+    async fn greylist_put(&self, key: &str, record: GreyRecord) -> Result<(), StoreError>;
+    /// See [`MailStore::greylist_expire`].
+    async fn greylist_expire(&self, before_ms: i64) -> Result<u64, StoreError>;
+
+    /// See [`MailStore::user_get`].
+    async fn user_get(&self, address: &str) -> Result<Option<crate::User>, StoreError>;
+    /// See [`MailStore::user_add`].
+    async fn user_add(&self, user: crate::User) -> Result<bool, StoreError>;
+    /// See [`MailStore::user_set_password`].
+    async fn user_set_password(&self, address: &str, hash: &str) -> Result<bool, StoreError>;
+    /// See [`MailStore::user_set_enabled`].
+    async fn user_set_enabled(&self, address: &str, enabled: bool) -> Result<bool, StoreError>;
+    /// See [`MailStore::user_list`].
+    async fn user_list(&self) -> Result<Vec<crate::User>, StoreError>;
+
+    /// Bytes the data takes on disk, when the backend can tell cheaply (metrics).
+    fn size_on_disk(&self) -> Option<u64> {
+        None
+    }
+
+    /// The counter of sessions receiving content, for backends that batch commits.
+    fn arrivals(&self) -> Option<Arrivals> {
+        None
+    }
+
+    /// Waits until queued writes are done and stops taking new ones (later writes answer
+    /// [`StoreError::Closed`]).
+    async fn close(&self);
 }
 
 fn not_kept(what: &str) -> StoreError {

@@ -18,6 +18,8 @@ mod model;
 mod ops;
 mod ratelimit;
 mod slots;
+#[cfg(test)]
+mod tests;
 mod ui;
 
 use std::collections::HashSet;

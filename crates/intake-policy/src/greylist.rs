@@ -260,7 +260,7 @@ impl Check for Greylist {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use intake_store::{SqliteConfig, SqliteStore};
+    use intake_store::{Mode, StoreSettings};
 
     /// A clock the test moves.
     #[derive(Debug, Default)]
@@ -285,13 +285,14 @@ mod tests {
     struct Fixture {
         check: Greylist,
         clock: Arc<ManualClock>,
-        store: Arc<SqliteStore>,
-        _dir: tempfile::TempDir,
+        store: Arc<dyn MailStore>,
     }
 
     fn fixture(f: impl FnOnce(&mut GreylistConfig)) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(SqliteConfig::new(dir.path())).unwrap());
+        fixture_on(intake_store::memory::store(), f)
+    }
+
+    fn fixture_on(store: Arc<dyn MailStore>, f: impl FnOnce(&mut GreylistConfig)) -> Fixture {
         let clock = Arc::new(ManualClock::default());
         let mut cfg = GreylistConfig {
             enabled: true,
@@ -302,7 +303,6 @@ mod tests {
             check: Greylist::new(cfg, store.clone(), clock.clone()),
             clock,
             store,
-            _dir: dir,
         }
     }
 
@@ -442,14 +442,20 @@ mod tests {
 
     #[tokio::test]
     async fn state_survives_a_restart_and_store_failures_are_errors() {
-        let f = fixture(|_| {});
+        let dir = tempfile::tempdir().unwrap();
+        let settings = StoreSettings::sqlite(dir.path());
+        let sqlite = intake_store::open(&settings, Mode::ReadWrite)
+            .await
+            .unwrap();
+        let f = fixture_on(sqlite, |_| {});
         assert_eq!(
             attempt(&f.check, "192.0.2.10", "", "b@y.test").await,
             "defer"
         );
         f.store.close().await;
-        let path = f._dir.path().to_path_buf();
-        let store = Arc::new(SqliteStore::open(SqliteConfig::new(&path)).unwrap());
+        let store = intake_store::open(&settings, Mode::ReadWrite)
+            .await
+            .unwrap();
         let cfg = GreylistConfig {
             enabled: true,
             ..GreylistConfig::default()
@@ -458,7 +464,7 @@ mod tests {
         f.clock.advance(6 * MIN);
         assert_eq!(attempt(&check, "192.0.2.10", "", "b@y.test").await, "pass");
         store.close().await;
-        let ro = Arc::new(SqliteStore::open_read_only(SqliteConfig::new(&path)).unwrap());
+        let ro = intake_store::open(&settings, Mode::ReadOnly).await.unwrap();
         let check = Greylist::new(cfg, ro, f.clock.clone());
         assert_eq!(
             attempt(&check, "192.0.2.10", "", "b@y.test").await,

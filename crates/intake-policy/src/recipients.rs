@@ -228,7 +228,7 @@ impl Check for RecipientExists {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use intake_store::{SqliteConfig, SqliteStore};
+    use intake_store::{Mode, StoreSettings};
 
     fn cx(rcpt: &str) -> CheckCtx {
         let mut c = CheckCtx::new(Stage::RcptTo, "192.0.2.1:25".parse().unwrap());
@@ -251,8 +251,8 @@ mod tests {
         out
     }
 
-    fn store(dir: &std::path::Path) -> Arc<SqliteStore> {
-        Arc::new(SqliteStore::open(SqliteConfig::new(dir)).unwrap())
+    fn store() -> Arc<intake_store::Store> {
+        intake_store::memory::store()
     }
 
     #[test]
@@ -273,12 +273,11 @@ mod tests {
 
     #[tokio::test]
     async fn config_list_with_catch_all_and_postmaster() {
-        let dir = tempfile::tempdir().unwrap();
         let cfg = RecipientsConfig {
             addresses: vec!["alice@example.test".into(), "@catch.test".into()],
             ..RecipientsConfig::default()
         };
-        let check = RecipientExists::new(&cfg, store(dir.path()));
+        let check = RecipientExists::new(&cfg, store());
         assert_eq!(
             verdicts(
                 &check,
@@ -297,8 +296,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_source_accepts_everything() {
-        let dir = tempfile::tempdir().unwrap();
-        let check = RecipientExists::new(&RecipientsConfig::default(), store(dir.path()));
+        let check = RecipientExists::new(&RecipientsConfig::default(), store());
         assert_eq!(verdicts(&check, &["anyone@anywhere.test"]).await, ["pass"]);
     }
 
@@ -310,7 +308,7 @@ mod tests {
             file: Some(file.clone()),
             ..RecipientsConfig::default()
         };
-        let check = RecipientExists::new(&cfg, store(&dir.path().join("data")));
+        let check = RecipientExists::new(&cfg, store());
         assert_eq!(
             verdicts(&check, &["alice@example.test"]).await,
             ["error"],
@@ -348,8 +346,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_store_table_takes_effect_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(dir.path());
+        let s = store();
         let check = RecipientExists::new(&RecipientsConfig::default(), s.clone())
             .with_empty_table_cache(Duration::ZERO);
         assert_eq!(verdicts(&check, &["carol@example.test"]).await, ["pass"]);
@@ -380,10 +377,13 @@ mod tests {
     #[tokio::test]
     async fn a_failing_store_cannot_decide() {
         let dir = tempfile::tempdir().unwrap();
-        let s = store(dir.path());
+        let settings = StoreSettings::sqlite(dir.path());
+        let s = intake_store::open(&settings, Mode::ReadWrite)
+            .await
+            .unwrap();
         s.close().await;
         // Read-only and with the database gone: every lookup fails.
-        let ro = Arc::new(SqliteStore::open_read_only(SqliteConfig::new(dir.path())).unwrap());
+        let ro = intake_store::open(&settings, Mode::ReadOnly).await.unwrap();
         std::fs::remove_file(dir.path().join("intake.db")).unwrap();
         let check = RecipientExists::new(&RecipientsConfig::default(), ro);
         assert_eq!(verdicts(&check, &["a@example.test"]).await, ["error"]);

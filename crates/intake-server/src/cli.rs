@@ -3,12 +3,13 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use intake_core::{MailStore, MessageId, Page};
+use intake_core::{MessageId, Page};
 
-use crate::config::{ConfigError, Settings, StoreSettings, load_table};
+use crate::config::{ConfigError, Settings, load_table};
 
 /// Intake: a receive-only mail server.
 #[derive(Debug, Parser)]
@@ -160,9 +161,7 @@ pub fn check_config(file: Option<&std::path::Path>) -> i32 {
             println!(
                 "configuration OK: SMTP on {}, store {}",
                 s.smtp_listen,
-                match &s.store {
-                    StoreSettings::Sqlite(c) => format!("sqlite in {}", c.path.display()),
-                }
+                s.store.describe()
             );
             0
         }
@@ -180,19 +179,17 @@ fn format_time(ms: i64) -> String {
         .unwrap_or_else(|_| ms.to_string())
 }
 
-fn open_existing(
+/// The store for listings: read-only, and only if it has data.
+async fn open_existing(settings: &Settings) -> anyhow::Result<Arc<dyn intake_core::MailStore>> {
+    open(settings, intake_store::Mode::ReadOnly).await
+}
+
+async fn open(
     settings: &Settings,
-) -> anyhow::Result<std::sync::Arc<dyn intake_core::MailStore>> {
-    let StoreSettings::Sqlite(c) = &settings.store;
-    if !intake_store::database_exists(&c.path) {
-        bail!(
-            "no Intake data in {} (store.path); has `intake serve` run with the same settings?",
-            c.path.display()
-        );
-    }
-    let store = intake_store::SqliteStore::open_read_only(c.clone())
-        .with_context(|| format!("opening {}", c.db_file().display()))?;
-    Ok(std::sync::Arc::new(store))
+    mode: intake_store::Mode,
+) -> anyhow::Result<Arc<dyn intake_core::MailStore>> {
+    let store = intake_store::open(&settings.store, mode).await?;
+    Ok(store)
 }
 
 /// `intake mailbox list`.
@@ -201,7 +198,7 @@ pub async fn mailbox_list(
     address: &str,
     limit: Option<u64>,
 ) -> anyhow::Result<()> {
-    let store = open_existing(settings)?;
+    let store = open_existing(settings).await?;
     let mut out = std::io::stdout().lock();
     let mut offset = 0;
     let want = limit.unwrap_or(u64::MAX);
@@ -246,7 +243,7 @@ pub async fn message_show(settings: &Settings, id: &str, raw: bool) -> anyhow::R
     let id: MessageId = id
         .parse()
         .with_context(|| format!("{id:?} is not a message id"))?;
-    let store = open_existing(settings)?;
+    let store = open_existing(settings).await?;
     let Some(m) = store.fetch(id).await? else {
         bail!("no message {id}");
     };
@@ -316,9 +313,8 @@ pub async fn message_show(settings: &Settings, id: &str, raw: bool) -> anyhow::R
 
 /// `intake recipient add|remove|list`.
 pub async fn recipient(settings: &Settings, command: &RecipientCommand) -> anyhow::Result<()> {
-    let StoreSettings::Sqlite(c) = &settings.store;
     if let RecipientCommand::List = command {
-        let store = open_existing(settings)?;
+        let store = open_existing(settings).await?;
         let list = store.recipient_list().await?;
         store.close().await;
         let mut out = std::io::stdout().lock();
@@ -327,8 +323,7 @@ pub async fn recipient(settings: &Settings, command: &RecipientCommand) -> anyho
         }
         return Ok(());
     }
-    let store = intake_store::SqliteStore::open_admin(c.clone())
-        .with_context(|| format!("opening {}", c.db_file().display()))?;
+    let store = open(settings, intake_store::Mode::Admin).await?;
     match command {
         RecipientCommand::Add { address } => {
             let (_, bad) = intake_policy::recipients::RecipientList::parse([address]);
@@ -384,9 +379,8 @@ fn secret_from_stdin(is_hash: bool) -> anyhow::Result<String> {
 
 /// `intake user add|passwd|disable|enable|list`.
 pub async fn user(settings: &Settings, command: &UserCommand) -> anyhow::Result<()> {
-    let StoreSettings::Sqlite(c) = &settings.store;
     if let UserCommand::List = command {
-        let store = open_existing(settings)?;
+        let store = open_existing(settings).await?;
         let list = store.user_list().await?;
         store.close().await;
         let mut out = std::io::stdout().lock();
@@ -396,8 +390,7 @@ pub async fn user(settings: &Settings, command: &UserCommand) -> anyhow::Result<
         }
         return Ok(());
     }
-    let store = intake_store::SqliteStore::open_admin(c.clone())
-        .with_context(|| format!("opening {}", c.db_file().display()))?;
+    let store = open(settings, intake_store::Mode::Admin).await?;
     let shown = |a: &str| a.trim().to_lowercase();
     match command {
         UserCommand::Add {

@@ -1,65 +1,40 @@
 //! Wiring: open the store, bind the listeners, run until shut down.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use intake_core::{EventBus, MailStore, Retention};
-use intake_store::SqliteStore;
+use intake_core::{EventBus, MailStore};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Settings, StoreSettings};
+use crate::config::Settings;
 use crate::fdlimit;
 
-/// Opens the configured store; committed changes are announced on `events`.
-pub fn open_store(settings: &Settings, events: &EventBus) -> anyhow::Result<Arc<dyn MailStore>> {
-    match &settings.store {
-        StoreSettings::Sqlite(cfg) => {
-            let mut cfg = cfg.clone();
-            cfg.events = events.clone();
-            let store = SqliteStore::open(cfg.clone())
-                .with_context(|| format!("opening the SQLite store in {}", cfg.path.display()))?;
-            Ok(Arc::new(store))
-        }
-    }
-}
-
-/// The alias secret: configured, or random and kept in the data directory.
-fn alias_secret(settings: &Settings) -> anyhow::Result<Vec<u8>> {
+/// The alias secret: `aliases.secret`, the contents of `aliases.secret_file`, or else one
+/// generated once and kept in the store (shared by every node on the same data; an
+/// `alias.key` an older version left in `store.path` is imported).
+async fn alias_secret(settings: &Settings, store: &intake_store::Store) -> anyhow::Result<Vec<u8>> {
     if !settings.alias_secret.is_empty() {
         return Ok(settings.alias_secret.as_bytes().to_vec());
     }
-    let StoreSettings::Sqlite(c) = &settings.store;
-    let file = c.path.join("alias.key");
-    if let Ok(existing) = std::fs::read_to_string(&file) {
-        let key = existing.trim();
-        if key.len() >= 32 {
-            return Ok(key.as_bytes().to_vec());
-        }
+    if let Some(file) = &settings.alias_secret_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading {} (aliases.secret_file)", file.display()))?;
+        let key = text.trim();
+        anyhow::ensure!(
+            !key.is_empty(),
+            "{} (aliases.secret_file) is empty",
+            file.display()
+        );
+        return Ok(key.as_bytes().to_vec());
     }
-    let key = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
-    write_private(&file, &key).with_context(|| format!("writing {}", file.display()))?;
-    Ok(key.into_bytes())
-}
-
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()
+    let legacy = settings.store.path.join("alias.key");
+    store
+        .alias_secret(Some(&legacy))
+        .await
+        .context("reading the alias secret from the store")
 }
 
 /// A running server.
@@ -122,39 +97,6 @@ impl Running {
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
-}
-
-/// Runs the retention policy every `interval` until shutdown.
-fn spawn_retention(
-    store: Arc<dyn MailStore>,
-    policy: Retention,
-    interval: std::time::Duration,
-    shutdown: CancellationToken,
-) {
-    if policy == Retention::default() {
-        return;
-    }
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.cancelled() => break,
-            }
-            match store.evict(&policy).await {
-                Ok(e) if e.messages > 0 => tracing::info!(
-                    deleted = e.messages,
-                    by_mailbox_cap = e.by_mailbox_cap,
-                    by_age = e.by_age,
-                    by_size = e.by_size,
-                    "retention: evicted old mail"
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "retention pass failed; will retry"),
-            }
-        }
-    });
 }
 
 /// Binds an SMTP listener with a deep accept queue: a burst of connections (a restart of a
@@ -561,8 +503,18 @@ async fn gated<F: std::future::Future>(go: CancellationToken, fut: F) -> F::Outp
 /// Opens the store, binds SMTP and HTTP and starts serving in the background.
 pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     check_descriptors(settings)?;
-    let events = EventBus::default();
-    let store = open_store(settings, &events)?;
+    let opened = intake_store::open(&settings.store, intake_store::Mode::ReadWrite)
+        .await
+        .with_context(|| format!("opening the store ({})", settings.store.describe()))?;
+    let events = opened.events().clone();
+    // The alias secret, read (or made) once for the HTTP listeners that need it; before any
+    // listener is bound, so that a client finding SMTP up finds HTTP up too.
+    let secret = if settings.http.listen.is_some() || settings.http.mailpit_listen.is_some() {
+        alias_secret(settings, &opened).await?
+    } else {
+        Vec::new()
+    };
+    let store: Arc<dyn MailStore> = opened;
     let listener = bind(settings.smtp_listen)
         .with_context(|| format!("binding SMTP to {} (smtp.listen)", settings.smtp_listen))?;
     let smtp_addr = listener.local_addr()?;
@@ -575,12 +527,6 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
                 .context("loading the TLS certificate (tls.certificate, tls.key)")?,
         )),
         None => None,
-    };
-    // The alias secret, read (or made) once for the HTTP listeners that need it.
-    let secret = if settings.http.listen.is_some() || settings.http.mailpit_listen.is_some() {
-        alias_secret(settings)?
-    } else {
-        Vec::new()
     };
     let (http, http_addr) = match settings.http.listen {
         Some(addr) => {
@@ -724,7 +670,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         return Err(e);
     }
     go.cancel();
-    spawn_retention(
+    intake_store::spawn_retention(
         store.clone(),
         settings.retention.policy,
         settings.retention.interval,

@@ -529,56 +529,28 @@ mod tests {
     //! The driver over an in-memory stream: what the client sees, and how it is written.
 
     use std::pin::Pin;
-    use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::{Context, Poll};
 
     use async_trait::async_trait;
-    use intake_core::{
-        Evicted, Listing, MailStore, MessageId, Page, Query, Retention, StoreError, StoredMessage,
-    };
+    use intake_core::{MailStore, Page, StoredMessage};
+    use intake_store::Store;
+    use intake_store::memory::MemoryBackend;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadBuf};
 
     use super::*;
 
-    /// Keeps delivered messages in memory; nothing else is needed by the driver.
-    #[derive(Default)]
-    struct MemoryStore(Mutex<Vec<Incoming>>);
-
-    #[async_trait]
-    impl MailStore for MemoryStore {
-        async fn deliver(&self, msg: Incoming) -> Result<(), StoreError> {
-            self.0.lock().unwrap().push(msg);
-            Ok(())
+    /// Every message the store holds, oldest first.
+    async fn stored(store: &Store) -> Vec<StoredMessage> {
+        let all = Page {
+            offset: 0,
+            limit: 1000,
+        };
+        let mut out = Vec::new();
+        for m in store.list_all(all).await.unwrap().messages.iter().rev() {
+            out.push(store.fetch(m.id).await.unwrap().unwrap());
         }
-        async fn list_mailbox(&self, _: &str, _: Page) -> Result<Listing, StoreError> {
-            Ok(Listing::default())
-        }
-        async fn list_all(&self, _: Page) -> Result<Listing, StoreError> {
-            Ok(Listing::default())
-        }
-        async fn search(&self, _: &Query, _: Page) -> Result<Listing, StoreError> {
-            Ok(Listing::default())
-        }
-        async fn fetch(&self, _: MessageId) -> Result<Option<StoredMessage>, StoreError> {
-            Ok(None)
-        }
-        async fn delete(&self, _: MessageId) -> Result<bool, StoreError> {
-            Ok(false)
-        }
-        async fn delete_mailbox(&self, _: &str) -> Result<u64, StoreError> {
-            Ok(0)
-        }
-        async fn set_seen(&self, _: MessageId, _: bool) -> Result<bool, StoreError> {
-            Ok(false)
-        }
-        async fn register_alias(&self, _: &str, _: &str) -> Result<(), StoreError> {
-            Ok(())
-        }
-        async fn evict(&self, _: &Retention) -> Result<Evicted, StoreError> {
-            Ok(Evicted::default())
-        }
-        async fn close(&self) {}
+        out
     }
 
     /// The server's end of the connection, counting the writes it makes.
@@ -640,7 +612,7 @@ mod tests {
     async fn a_pipelined_batch_is_answered_in_one_write() {
         let (mut client, server) = tokio::io::duplex(1 << 16);
         let writes = Arc::new(AtomicUsize::new(0));
-        let store = Arc::new(MemoryStore::default());
+        let store = intake_store::memory::store();
         let conn = Connection::new(
             Counting {
                 inner: server,
@@ -674,7 +646,7 @@ mod tests {
         let text = read_replies(&mut client, 2).await;
         assert!(text.starts_with("250 2.0.0 Message stored as "), "{text}");
         assert!(matches!(task.await.unwrap().unwrap(), Ended::Closed));
-        let stored = store.0.lock().unwrap();
+        let stored = stored(&store).await;
         assert_eq!(stored.len(), 1);
         assert_eq!(stored[0].envelope.rcpt_to, ["x@y.test", "z@y.test"]);
         assert!(stored[0].raw.ends_with(b"Subject: x\r\n\r\nhi\r\n"));
@@ -688,7 +660,7 @@ mod tests {
             server,
             "192.0.2.9:1234".parse().unwrap(),
             Arc::new(SessionConfig::default()),
-            Arc::new(MemoryStore::default()),
+            intake_store::memory::store(),
         );
         let task = tokio::spawn(conn.run(token.clone()));
         read_replies(&mut client, 1).await;
@@ -753,7 +725,7 @@ mod tests {
     #[tokio::test]
     async fn checks_see_the_content_and_their_deadline_is_kept() {
         let (mut client, server) = tokio::io::duplex(1 << 16);
-        let store = Arc::new(MemoryStore::default());
+        let store = intake_store::memory::store();
         let cfg = with_checks(vec![
             (intake_core::Stage::Data, 0),
             (intake_core::Stage::MailFrom, 10_000),
@@ -809,7 +781,7 @@ mod tests {
         let text = read_replies(&mut client, 2).await;
         assert!(text.starts_with("250 2.0.0 Message stored as "), "{text}");
         task.await.unwrap().unwrap();
-        let stored = store.0.lock().unwrap();
+        let stored = stored(&store).await;
         assert_eq!(stored.len(), 1, "the refused message was not stored");
         let raw = String::from_utf8_lossy(&stored[0].raw);
         assert!(raw.starts_with("Received: from c "), "{raw}");
@@ -821,42 +793,10 @@ mod tests {
     }
 
     /// A store that never answers in time.
-    struct StuckStore;
-
-    #[async_trait]
-    impl MailStore for StuckStore {
-        async fn deliver(&self, _: Incoming) -> Result<(), StoreError> {
-            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
-            Ok(())
-        }
-        async fn list_mailbox(&self, _: &str, _: Page) -> Result<Listing, StoreError> {
-            Ok(Listing::default())
-        }
-        async fn list_all(&self, _: Page) -> Result<Listing, StoreError> {
-            Ok(Listing::default())
-        }
-        async fn search(&self, _: &Query, _: Page) -> Result<Listing, StoreError> {
-            Ok(Listing::default())
-        }
-        async fn fetch(&self, _: MessageId) -> Result<Option<StoredMessage>, StoreError> {
-            Ok(None)
-        }
-        async fn delete(&self, _: MessageId) -> Result<bool, StoreError> {
-            Ok(false)
-        }
-        async fn delete_mailbox(&self, _: &str) -> Result<u64, StoreError> {
-            Ok(0)
-        }
-        async fn set_seen(&self, _: MessageId, _: bool) -> Result<bool, StoreError> {
-            Ok(false)
-        }
-        async fn register_alias(&self, _: &str, _: &str) -> Result<(), StoreError> {
-            Ok(())
-        }
-        async fn evict(&self, _: &Retention) -> Result<Evicted, StoreError> {
-            Ok(Evicted::default())
-        }
-        async fn close(&self) {}
+    fn stuck_store() -> Arc<Store> {
+        let backend = Arc::new(MemoryBackend::new());
+        backend.stall(true);
+        Arc::new(Store::new(backend))
     }
 
     #[tokio::test]
@@ -870,7 +810,7 @@ mod tests {
             server,
             "192.0.2.9:1234".parse().unwrap(),
             cfg,
-            Arc::new(StuckStore),
+            stuck_store(),
         );
         let task = tokio::spawn(conn.run(CancellationToken::new()));
         read_replies(&mut client, 1).await;

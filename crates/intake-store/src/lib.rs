@@ -1,11 +1,29 @@
 //! Intake's mail stores.
 //!
-//! The embedded default is [`SqliteStore`]: one SQLite database (WAL) in the data directory,
-//! written by a single thread that commits many sessions' messages at once (group commit)
-//! with `synchronous=FULL`, so every message is fsync'd before its session answers 250.
-//! Reads use separate connections and never wait for the writer.
+//! Three layers, top down:
+//!
+//! - [`open`]: the one factory, from `[store]` ([`StoreSettings`]) and a [`Mode`] to a
+//!   [`Store`]. The server, the CLI and the tests all open stores through it.
+//! - [`Store`]: the layer every consumer uses (it implements [`intake_core::MailStore`]).
+//!   It resolves alias recipients before a delivery, publishes [`intake_core::Event`]s
+//!   after each committed change (on the local [`intake_core::EventBus`], and on an
+//!   [`intake_core::EventFeed`] when one is set), and runs the retention schedule
+//!   ([`spawn_retention`]).
+//! - Backends ([`intake_core::Backend`]): storage only. [`SqliteStore`] is the embedded
+//!   default: one SQLite database (WAL) in the data directory, written by a single thread
+//!   that commits many sessions' messages at once (group commit) with `synchronous=FULL`.
+//!   [`memory::MemoryBackend`] keeps everything in memory, for tests.
+//!
+//! Every backend passes the same [`conformance`] suite (feature `testing`).
 #![warn(missing_docs)]
 
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
+mod layer;
+pub mod memory;
+mod settings;
 mod sqlite;
 
+pub use layer::{Store, spawn_retention};
+pub use settings::{Mode, SqliteOptions, StoreKind, StoreSettings, open};
 pub use sqlite::{SqliteConfig, SqliteStore, database_exists};

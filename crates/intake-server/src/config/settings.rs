@@ -19,7 +19,8 @@ use intake_smtp::proxy::ProxySettings;
 use intake_smtp::relay::{RelayConfig, RelayTls};
 use intake_smtp::webhook::{HttpUrl, WebhookConfig};
 use intake_smtp::{DomainPolicy, SessionConfig, TlsMode};
-use intake_store::SqliteConfig;
+use intake_store::StoreKind;
+pub use intake_store::StoreSettings;
 
 use super::reader::{ConfigError, Reader, Sources};
 
@@ -52,13 +53,6 @@ pub struct RetentionSettings {
     pub policy: Retention,
     /// How often eviction runs.
     pub interval: Duration,
-}
-
-/// Which store to use and its settings.
-#[derive(Debug, Clone)]
-pub enum StoreSettings {
-    /// The embedded SQLite store.
-    Sqlite(SqliteConfig),
 }
 
 /// A kind of delivery target (`delivery.targets`).
@@ -194,8 +188,11 @@ pub struct Settings {
     pub http: HttpSettings,
     /// How much mail to keep.
     pub retention: RetentionSettings,
-    /// Secret for mailbox aliases; empty: a random one kept in the data directory.
+    /// Secret for mailbox aliases (`aliases.secret`); empty: see `alias_secret_file`.
     pub alias_secret: String,
+    /// File holding the alias secret (`aliases.secret_file`); None: a random secret kept
+    /// in the store.
+    pub alias_secret_file: Option<PathBuf>,
     /// Policy checks: valid recipients, greylisting.
     pub policy: PolicyConfig,
     /// Delivery targets: store, relay.
@@ -433,30 +430,19 @@ fn read(r: &mut Reader<'_>) -> Settings {
         }
     };
 
-    let kind: String = r.get("store.type", "sqlite".to_string());
-    let path: String = r.get("store.path", "./intake-data".to_string());
-    let mut sqlite = SqliteConfig::new(PathBuf::from(path));
-    sqlite.max_batch = r.get("store.max_batch", sqlite.max_batch);
-    if sqlite.max_batch == 0 {
-        r.error("store.max_batch", "must be at least 1");
-    }
-    sqlite.commit_delay = r.duration("store.commit_delay", sqlite.commit_delay);
-    sqlite.busy_timeout = r.duration("store.busy_timeout", sqlite.busy_timeout);
-    sqlite.index_max_lag = r.duration("store.index_max_lag", sqlite.index_max_lag);
-    let store = match kind.as_str() {
-        "sqlite" => StoreSettings::Sqlite(sqlite),
-        other => {
-            r.error(
-                "store.type",
-                format!("{other:?}: this build supports \"sqlite\""),
-            );
-            StoreSettings::Sqlite(sqlite)
-        }
-    };
+    let store = read_store(r);
 
     let mut http = read_http(r, tls_files.is_some());
     let retention = read_retention(r);
     let alias_secret: String = r.get("aliases.secret", String::new());
+    let secret_file: String = r.get("aliases.secret_file", String::new());
+    let alias_secret_file = (!secret_file.is_empty()).then(|| PathBuf::from(secret_file));
+    if !alias_secret.is_empty() && alias_secret_file.is_some() {
+        r.error(
+            "aliases.secret_file",
+            "set aliases.secret or aliases.secret_file, not both",
+        );
+    }
     let mut policy = read_policy(r);
     let delivery = read_delivery(r, &hostname, &domains);
     let auth = read_auth(r, tls_files.is_some());
@@ -551,6 +537,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
         http,
         retention,
         alias_secret,
+        alias_secret_file,
         policy,
         delivery,
         auth,
@@ -1382,6 +1369,61 @@ fn read_access(r: &mut Reader<'_>, listen: Option<SocketAddr>) -> AccessConfig {
     }
 }
 
+/// `[store]`: the backend and its settings (SQLite's own keys are read whatever the type,
+/// so that switching back keeps them).
+fn read_store(r: &mut Reader<'_>) -> StoreSettings {
+    let d = StoreSettings::sqlite("./intake-data");
+    let kind: String = r.get("store.type", "sqlite".to_string());
+    let url: String = r.get("store.url", String::new());
+    let path: String = r.get("store.path", "./intake-data".to_string());
+    let mut s = StoreSettings {
+        kind: StoreKind::parse(&kind).unwrap_or_else(|| {
+            r.error(
+                "store.type",
+                format!(
+                    "{kind:?}: expected one of {}",
+                    StoreKind::NAMES
+                        .iter()
+                        .map(|n| format!("{n:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            StoreKind::Sqlite
+        }),
+        url,
+        path: PathBuf::from(path),
+        max_batch: r.get("store.max_batch", d.max_batch),
+        commit_delay: r.duration("store.commit_delay", d.commit_delay),
+        sqlite: intake_store::SqliteOptions {
+            busy_timeout: r.duration("store.busy_timeout", d.sqlite.busy_timeout),
+            index_max_lag: r.duration("store.index_max_lag", d.sqlite.index_max_lag),
+        },
+    };
+    if s.max_batch == 0 {
+        r.error("store.max_batch", "must be at least 1");
+        s.max_batch = 1;
+    }
+    if s.kind.needs_url() && s.url.is_empty() {
+        r.error(
+            "store.url",
+            format!(
+                "store.type = {:?} needs the server's address, such as {}",
+                s.kind.name(),
+                match s.kind {
+                    StoreKind::Postgres => "\"postgres://intake@db.internal/intake\"",
+                    StoreKind::Mysql => "\"mysql://intake@db.internal/intake\"",
+                    _ => "\"redis://cache.internal:6379/0\"",
+                }
+            ),
+        );
+    }
+    if !s.kind.needs_url() && !s.url.is_empty() {
+        r.error("store.url", "the sqlite store takes store.path, not a URL");
+    }
+    s
+}
+
 fn read_retention(r: &mut Reader<'_>) -> RetentionSettings {
     let per_mailbox: u64 = r.get("retention.per_mailbox", 1000);
     let max_age = r.duration("retention.max_age", Duration::from_secs(7 * 86_400));
@@ -1418,8 +1460,7 @@ mod tests {
     fn defaults() {
         let s = Settings::defaults();
         assert_eq!(s.smtp_listen.to_string(), "127.0.0.1:2525");
-        let StoreSettings::Sqlite(c) = &s.store;
-        assert_eq!(c.path, PathBuf::from("./intake-data"));
+        assert_eq!(s.store, StoreSettings::sqlite("./intake-data"));
         assert!(s.smtp.domains.is_catch_all());
         assert!(s.smtp.lenient_helo);
     }
@@ -1674,6 +1715,49 @@ mod tests {
         ] {
             assert!(keys.contains(&k), "{k} missing from {keys:?}");
         }
+    }
+
+    #[test]
+    fn store_settings_are_backend_neutral() {
+        let s = load(
+            "[store]\npath = \"/srv/mail\"\nmax_batch = 64\nbusy_timeout = \"2s\"\n",
+            &[("INTAKE_STORE__COMMIT_DELAY", "0")],
+        )
+        .unwrap();
+        assert_eq!(s.store.kind, intake_store::StoreKind::Sqlite);
+        assert_eq!(s.store.path, PathBuf::from("/srv/mail"));
+        assert_eq!(
+            (s.store.max_batch, s.store.commit_delay),
+            (64, Duration::ZERO)
+        );
+        assert_eq!(s.store.sqlite.busy_timeout, Duration::from_secs(2));
+        let s = load(
+            "[store]\ntype = \"postgres\"\n",
+            &[("INTAKE_STORE__URL", "postgres://intake:pw@db/intake")],
+        )
+        .unwrap();
+        assert_eq!(s.store.kind, intake_store::StoreKind::Postgres);
+        assert_eq!(
+            s.store.describe(),
+            "postgres at postgres://intake:***@db/intake"
+        );
+        for (file, key) in [
+            ("[store]\ntype = \"redis\"\n", "store.url"),
+            ("[store]\nurl = \"postgres://db/x\"\n", "store.url"),
+            ("[store]\ntype = \"oracle\"\n", "store.type"),
+            (
+                "[aliases]\nsecret = \"a\"\nsecret_file = \"/run/secrets/alias\"\n",
+                "aliases.secret_file",
+            ),
+        ] {
+            let errs = load(file, &[]).unwrap_err();
+            assert!(errs.iter().any(|e| e.key == key), "{file}: {errs:?}");
+        }
+        let s = load("[aliases]\nsecret_file = \"/run/secrets/alias\"\n", &[]).unwrap();
+        assert_eq!(
+            s.alias_secret_file.as_deref(),
+            Some(std::path::Path::new("/run/secrets/alias"))
+        );
     }
 
     #[test]

@@ -3,8 +3,11 @@
 //! Layout ([`schema`]): `messages` holds one row of metadata per message, `bodies` the raw
 //! bytes (kept apart so that listings scan small rows), `mailbox_messages` files a message
 //! under each distinct recipient mailbox (a message is stored once however many recipients
-//! it has), `aliases` maps alias addresses to mailboxes, `search_index` is a contentless
-//! FTS5 index filled after the commit, off the SMTP path.
+//! it has), `aliases` maps alias addresses to mailboxes, `meta` keeps the alias secret,
+//! `search_index` is a contentless FTS5 index filled after the commit, off the SMTP path.
+//!
+//! A [`Backend`]: storage only. Alias resolution, events and the retention schedule are the
+//! layer's (`crate::Store`).
 //!
 //! Writes: every write goes to one writer thread ([`writer`]). Sessions send an
 //! [`Incoming`] with a oneshot over a bounded channel; the writer takes everything queued
@@ -33,7 +36,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use intake_core::{
-    Arrivals, EventBus, Evicted, GreyRecord, Incoming, Listing, MailStore, MessageId, Page, Query,
+    Arrivals, Backend, Eviction, GreyRecord, Incoming, Listing, MessageId, Page, Query, Removal,
     Retention, StoreError, StoredMessage,
 };
 use rusqlite::{Connection, OpenFlags};
@@ -57,8 +60,6 @@ pub struct SqliteConfig {
     /// Under sustained load, index new mail for search at least this often (otherwise the
     /// index is updated whenever the writer is idle).
     pub index_max_lag: Duration,
-    /// Where committed changes are announced.
-    pub events: EventBus,
 }
 
 impl SqliteConfig {
@@ -70,7 +71,17 @@ impl SqliteConfig {
             commit_delay: Duration::from_millis(1),
             busy_timeout: Duration::from_secs(5),
             index_max_lag: Duration::from_secs(5),
-            events: EventBus::default(),
+        }
+    }
+
+    /// The settings of `[store]` for SQLite.
+    pub fn from_settings(s: &crate::StoreSettings) -> Self {
+        SqliteConfig {
+            path: s.path.clone(),
+            max_batch: s.max_batch,
+            commit_delay: s.commit_delay,
+            busy_timeout: s.sqlite.busy_timeout,
+            index_max_lag: s.sqlite.index_max_lag,
         }
     }
 
@@ -259,9 +270,10 @@ impl SqliteStore {
 const EVICT_CHUNK: usize = 500;
 
 #[async_trait]
-impl MailStore for SqliteStore {
-    async fn deliver(&self, msg: Incoming) -> Result<(), StoreError> {
-        self.write(|done| Job::Deliver(Box::new(msg), done)).await
+impl Backend for SqliteStore {
+    async fn deliver(&self, msg: Incoming, mailboxes: Vec<String>) -> Result<(), StoreError> {
+        self.write(|done| Job::Deliver(Box::new((msg, mailboxes)), done))
+            .await
     }
 
     async fn list_mailbox(&self, mailbox: &str, page: Page) -> Result<Listing, StoreError> {
@@ -283,11 +295,11 @@ impl MailStore for SqliteStore {
         self.read(move |c| read::fetch(c, id)).await
     }
 
-    async fn delete(&self, id: MessageId) -> Result<bool, StoreError> {
+    async fn delete(&self, id: MessageId) -> Result<Option<Removal>, StoreError> {
         self.write(|done| Job::Delete(id, done)).await
     }
 
-    async fn delete_mailbox(&self, mailbox: &str) -> Result<u64, StoreError> {
+    async fn delete_mailbox(&self, mailbox: &str) -> Result<Vec<Removal>, StoreError> {
         let mailbox = mailbox.to_string();
         self.write(|done| Job::DeleteMailbox(mailbox, done)).await
     }
@@ -296,37 +308,54 @@ impl MailStore for SqliteStore {
         self.write(|done| Job::SetSeen(id, seen, done)).await
     }
 
-    async fn register_alias(&self, alias: &str, mailbox: &str) -> Result<(), StoreError> {
+    async fn alias_put(&self, alias: &str, mailbox: &str) -> Result<(), StoreError> {
         let (alias, mailbox) = (alias.to_string(), mailbox.to_string());
         self.write(|done| Job::RegisterAlias(alias, mailbox, done))
             .await
     }
 
-    async fn evict(&self, policy: &Retention) -> Result<Evicted, StoreError> {
-        let mut out = Evicted::default();
+    async fn alias_get(&self, alias: &str) -> Result<Option<String>, StoreError> {
+        let alias = alias.to_string();
+        self.read(move |c| read::alias_get(c, &alias)).await
+    }
+
+    async fn meta_get_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.write(|done| Job::MetaInit(key, value, done)).await
+    }
+
+    async fn evict(&self, policy: &Retention, now_ms: i64) -> Result<Eviction, StoreError> {
+        let mut out = Eviction::default();
         if let Some(keep) = policy.per_mailbox {
             let links = self.read(move |c| read::over_mailbox_cap(c, keep)).await?;
             for chunk in links.chunks(EVICT_CHUNK) {
                 let chunk = chunk.to_vec();
-                out.by_mailbox_cap += self.write(|done| Job::Unlink(chunk, done)).await?;
+                let (deleted, removed) = self.write(|done| Job::Unlink(chunk, done)).await?;
+                out.evicted.by_mailbox_cap += deleted;
+                out.removed.extend(removed);
             }
         }
         if let Some(age) = policy.max_age {
-            let before = jiff::Timestamp::now().as_millisecond() - age.as_millis() as i64;
+            let before = now_ms - age.as_millis() as i64;
             let seqs = self.read(move |c| read::older_than(c, before)).await?;
             for chunk in seqs.chunks(EVICT_CHUNK) {
                 let chunk = chunk.to_vec();
-                out.by_age += self.write(|done| Job::DeleteSeqs(chunk, done)).await?;
+                let removed = self.write(|done| Job::DeleteSeqs(chunk, done)).await?;
+                out.evicted.by_age += removed.len() as u64;
+                out.removed.extend(removed);
             }
         }
         if let Some(max) = policy.max_bytes {
             let seqs = self.read(move |c| read::over_size_cap(c, max)).await?;
             for chunk in seqs.chunks(EVICT_CHUNK) {
                 let chunk = chunk.to_vec();
-                out.by_size += self.write(|done| Job::DeleteSeqs(chunk, done)).await?;
+                let removed = self.write(|done| Job::DeleteSeqs(chunk, done)).await?;
+                out.evicted.by_size += removed.len() as u64;
+                out.removed.extend(removed);
             }
         }
-        out.messages = out.by_mailbox_cap + out.by_age + out.by_size;
+        let e = &mut out.evicted;
+        e.messages = e.by_mailbox_cap + e.by_age + e.by_size;
         Ok(out)
     }
 

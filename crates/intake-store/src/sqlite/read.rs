@@ -356,3 +356,14 @@ pub(super) fn over_size_cap(conn: &Connection, max_bytes: u64) -> Result<Vec<i64
     }
     Ok(out)
 }
+
+/// The mailbox an alias is registered for.
+pub(super) fn alias_get(conn: &Connection, alias: &str) -> Result<Option<String>, StoreError> {
+    conn.query_row(
+        "SELECT mailbox FROM aliases WHERE alias = ?1",
+        [alias],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(unavailable)
+}

@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// Current schema version (`PRAGMA user_version`).
-const VERSION: i64 = 5; // 4 added the `users` table; 5 adds `message_checks`
+const VERSION: i64 = 6; // 4 added the `users` table; 5 `message_checks`; 6 `meta`
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS messages (
@@ -48,6 +48,11 @@ CREATE TABLE IF NOT EXISTS aliases (
 CREATE TABLE IF NOT EXISTS state (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
+) WITHOUT ROWID;
+-- Small settings shared by every process on this database (version 6): the alias secret.
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 ) WITHOUT ROWID;
 -- Policy state (version 3). Valid recipients: lower-cased addresses, or `@domain` for
 -- every address of a domain.

@@ -2,16 +2,14 @@
 //!
 //! Deliveries are batched into one transaction per commit (group commit, see the module
 //! docs of `super`); every other write (delete, mark read, alias, eviction chunk) is a short
-//! transaction of its own between batches. Events are published after the commit. When no
-//! delivery is waiting, the writer indexes new messages for search, so that indexing never
+//! transaction of its own between batches. Each write answers what it changed (the layer
+//! above publishes events from that, after the commit). When no delivery is waiting, the writer indexes new messages for search, so that indexing never
 //! delays a 250; under sustained load it still indexes a chunk at least every
 //! `SqliteConfig::index_max_lag`.
 
 use std::time::{Duration, Instant};
 
-use intake_core::{
-    Arrivals, Event, EventBus, Incoming, MessageId, StoreError, Summary, mailbox_key, mime,
-};
+use intake_core::{Arrivals, Incoming, MessageId, Removal, StoreError, mailbox_key, mime};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
 
@@ -21,16 +19,23 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// One write for the writer thread.
 pub(super) enum Job {
-    Deliver(Box<Incoming>, Reply<()>),
-    Delete(MessageId, Reply<bool>),
-    DeleteMailbox(String, Reply<u64>),
+    /// A message and the mailboxes to file it under.
+    Deliver(Box<(Incoming, Vec<String>)>, Reply<()>),
+    Delete(MessageId, Reply<Option<Removal>>),
+    DeleteMailbox(String, Reply<Vec<Removal>>),
     SetSeen(MessageId, bool, Reply<bool>),
     RegisterAlias(String, String, Reply<()>),
+    /// Store a value under a key unless one is there; answer the stored value.
+    MetaInit(String, String, Reply<String>),
     /// Remove these mailbox links, then delete the messages no mailbox keeps any more.
-    Unlink(Vec<(String, i64)>, Reply<u64>),
+    /// Answers how many messages were deleted, and every link removed.
+    Unlink(Vec<(String, i64)>, Reply<(u64, Vec<Removal>)>),
     /// Delete these messages entirely.
-    DeleteSeqs(Vec<i64>, Reply<u64>),
+    DeleteSeqs(Vec<i64>, Reply<Vec<Removal>>),
 }
+
+/// A delivery waiting in a batch.
+type Queued = (Box<(Incoming, Vec<String>)>, Reply<()>);
 
 /// Messages one indexing step takes (a few milliseconds of work, so that a delivery
 /// arriving meanwhile waits little).
@@ -79,10 +84,6 @@ fn read_state(conn: &Connection, key: &str) -> Option<i64> {
 }
 
 impl Writer {
-    fn events(&self) -> &EventBus {
-        &self.cfg.events
-    }
-
     fn max_seq(&self) -> i64 {
         self.conn
             .query_row("SELECT coalesce(max(seq), 0) FROM messages", [], |r| {
@@ -145,7 +146,7 @@ impl Writer {
     async fn gather(
         &mut self,
         rx: &mut mpsc::Receiver<Job>,
-        batch: &mut Vec<(Box<Incoming>, Reply<()>)>,
+        batch: &mut Vec<Queued>,
         others: &mut Vec<Job>,
     ) {
         let max = self.cfg.max_batch;
@@ -183,7 +184,7 @@ impl Writer {
         }
     }
 
-    fn commit_deliveries(&mut self, batch: Vec<(Box<Incoming>, Reply<()>)>) {
+    fn commit_deliveries(&mut self, batch: Vec<Queued>) {
         let started = Instant::now();
         let results = write_batch(&mut self.conn, &batch);
         let n = batch.len();
@@ -203,22 +204,8 @@ impl Writer {
                 "commit: some messages not stored; answering 451 to those"
             );
         }
-        let publish = self.events().has_listeners();
-        for ((msg, done), result) in batch.into_iter().zip(results) {
-            match result {
-                Ok(mailboxes) => {
-                    if publish {
-                        self.events().publish(Event::New {
-                            mailboxes,
-                            message: Summary::of(&msg),
-                        });
-                    }
-                    let _ = done.send(Ok(()));
-                }
-                Err(e) => {
-                    let _ = done.send(Err(e));
-                }
-            }
+        for ((_, done), result) in batch.into_iter().zip(results) {
+            let _ = done.send(result);
         }
     }
 
@@ -226,7 +213,7 @@ impl Writer {
         match job {
             Job::Deliver(..) => unreachable!("batched"),
             Job::Delete(id, done) => {
-                let r = self.delete_ids(&[id]).map(|n| n > 0);
+                let r = self.delete_ids(&[id]).map(|mut gone| gone.pop());
                 let _ = done.send(r);
             }
             Job::DeleteMailbox(mailbox, done) => {
@@ -256,6 +243,10 @@ impl Writer {
                     .map_err(unavailable);
                 let _ = done.send(r);
             }
+            Job::MetaInit(key, value, done) => {
+                let r = meta_init(&self.conn, &key, &value).map_err(unavailable);
+                let _ = done.send(r);
+            }
             Job::Unlink(links, done) => {
                 let r = self.unlink(&links);
                 let _ = done.send(r);
@@ -267,8 +258,8 @@ impl Writer {
         }
     }
 
-    /// Deletes messages by id; publishes one event per message.
-    fn delete_ids(&mut self, ids: &[MessageId]) -> Result<u64, StoreError> {
+    /// Deletes messages by id; answers each one deleted.
+    fn delete_ids(&mut self, ids: &[MessageId]) -> Result<Vec<Removal>, StoreError> {
         let mut seqs = Vec::new();
         for id in ids {
             let seq: Option<i64> = self
@@ -285,23 +276,19 @@ impl Writer {
         self.delete_seqs(&seqs)
     }
 
-    fn delete_seqs(&mut self, seqs: &[i64]) -> Result<u64, StoreError> {
+    fn delete_seqs(&mut self, seqs: &[i64]) -> Result<Vec<Removal>, StoreError> {
         let tx = self.conn.transaction().map_err(unavailable)?;
         let mut gone = Vec::new();
         for &seq in seqs {
-            if let Some(ev) = delete_message(&tx, seq).map_err(unavailable)? {
-                gone.push(ev);
+            if let Some((id, mailboxes)) = delete_message(&tx, seq).map_err(unavailable)? {
+                gone.push(Removal { id, mailboxes });
             }
         }
         tx.commit().map_err(unavailable)?;
-        let n = gone.len() as u64;
-        for (id, mailboxes) in gone {
-            self.events().publish(Event::Deleted { mailboxes, id });
-        }
-        Ok(n)
+        Ok(gone)
     }
 
-    fn delete_mailbox(&mut self, mailbox: &str) -> Result<u64, StoreError> {
+    fn delete_mailbox(&mut self, mailbox: &str) -> Result<Vec<Removal>, StoreError> {
         let mailbox = mailbox_key(mailbox);
         let seqs: Vec<i64> = {
             let mut stmt = self
@@ -314,15 +301,15 @@ impl Writer {
             rows.collect::<Result<_, _>>().map_err(unavailable)?
         };
         let links: Vec<(String, i64)> = seqs.iter().map(|&s| (mailbox.clone(), s)).collect();
-        self.unlink(&links)?;
-        Ok(seqs.len() as u64)
+        let (_, removed) = self.unlink(&links)?;
+        Ok(removed)
     }
 
-    /// Removes mailbox links; deletes messages left in no mailbox. Publishes a `Deleted`
-    /// event per link removed (for the mailbox that lost it).
-    fn unlink(&mut self, links: &[(String, i64)]) -> Result<u64, StoreError> {
+    /// Removes mailbox links; deletes messages left in no mailbox. Answers how many
+    /// messages were deleted, and a removal per link (for the mailbox that lost it).
+    fn unlink(&mut self, links: &[(String, i64)]) -> Result<(u64, Vec<Removal>), StoreError> {
         let tx = self.conn.transaction().map_err(unavailable)?;
-        let mut events = Vec::new();
+        let mut removed = Vec::new();
         let mut deleted = 0;
         for (mailbox, seq) in links {
             let Some((id, mut boxes)) = mailboxes_of(&tx, *seq).map_err(unavailable)? else {
@@ -335,9 +322,9 @@ impl Writer {
             tx.prepare_cached("DELETE FROM mailbox_messages WHERE mailbox = ?1 AND seq = ?2")
                 .and_then(|mut st| st.execute(params![mailbox, seq]))
                 .map_err(unavailable)?;
-            events.push(Event::Deleted {
-                mailboxes: vec![mailbox.clone()],
+            removed.push(Removal {
                 id,
+                mailboxes: vec![mailbox.clone()],
             });
             if boxes.is_empty() {
                 delete_message(&tx, *seq).map_err(unavailable)?;
@@ -354,10 +341,7 @@ impl Writer {
             }
         }
         tx.commit().map_err(unavailable)?;
-        for e in events {
-            self.events().publish(e);
-        }
-        Ok(deleted)
+        Ok((deleted, removed))
     }
 
     /// Indexes the next `limit` messages for search. Returns whether more remain.
@@ -377,7 +361,7 @@ impl Writer {
     }
 }
 
-fn sort(job: Job, batch: &mut Vec<(Box<Incoming>, Reply<()>)>, others: &mut Vec<Job>) {
+fn sort(job: Job, batch: &mut Vec<Queued>, others: &mut Vec<Job>) {
     match job {
         Job::Deliver(m, done) => batch.push((m, done)),
         other => others.push(other),
@@ -424,29 +408,36 @@ fn delete_message(
     Ok(Some((id, mailboxes)))
 }
 
-/// What became of each message of a batch: its mailboxes, or why it was not written.
-type BatchResult = Vec<Result<Vec<String>, StoreError>>;
+/// What became of each message of a batch: stored, or why it was not.
+type BatchResult = Vec<Result<(), StoreError>>;
+
+/// The value under `key` in `meta`, inserting `value` first if there is none.
+fn meta_init(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<String> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+        params![key, value],
+    )?;
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+}
 
 /// Writes a batch of deliveries in one transaction (the fast path). When one message fails
 /// (a poison message: a constraint, a value the database refuses), the batch is written
 /// again with each message in a savepoint of its own, so only that message fails and every
 /// other sender in the batch still gets its 250. A failure of the transaction itself (disk
 /// full, I/O) fails every message.
-fn write_batch(conn: &mut Connection, batch: &[(Box<Incoming>, Reply<()>)]) -> BatchResult {
+fn write_batch(conn: &mut Connection, batch: &[Queued]) -> BatchResult {
     let fail_all = |e: rusqlite::Error| -> BatchResult {
         batch.iter().map(|_| Err(unavailable(&e))).collect()
     };
-    let first = (|| -> rusqlite::Result<Vec<Vec<String>>> {
+    let first = (|| -> rusqlite::Result<()> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut filed_all = Vec::with_capacity(batch.len());
         for (m, _) in batch {
-            filed_all.push(insert_message(&tx, m)?);
+            insert_message(&tx, &m.0, &m.1)?;
         }
-        tx.commit()?;
-        Ok(filed_all)
+        tx.commit()
     })();
     let first_error = match first {
-        Ok(filed) => return filed.into_iter().map(Ok).collect(),
+        Ok(()) => return batch.iter().map(|_| Ok(())).collect(),
         Err(e) => e,
     };
     if batch.len() == 1 {
@@ -459,15 +450,15 @@ fn write_batch(conn: &mut Connection, batch: &[(Box<Incoming>, Reply<()>)]) -> B
         let mut results: BatchResult = Vec::with_capacity(batch.len());
         for (m, _) in batch {
             let mut sp = tx.savepoint()?;
-            match insert_message(&sp, m) {
-                Ok(filed) => {
+            match insert_message(&sp, &m.0, &m.1) {
+                Ok(()) => {
                     sp.commit()?;
-                    results.push(Ok(filed));
+                    results.push(Ok(()));
                 }
                 Err(e) => {
                     sp.rollback()?;
                     drop(sp);
-                    tracing::error!(id = %m.id, error = %e, "message not stored: answering 451 to its sender only");
+                    tracing::error!(id = %m.0.id, error = %e, "message not stored: answering 451 to its sender only");
                     results.push(Err(unavailable(&e)));
                 }
             }
@@ -478,8 +469,12 @@ fn write_batch(conn: &mut Connection, batch: &[(Box<Incoming>, Reply<()>)]) -> B
     isolated.unwrap_or_else(fail_all)
 }
 
-/// Inserts one message (metadata, body, mailbox links). Returns the mailboxes it is filed in.
-fn insert_message(tx: &rusqlite::Connection, m: &Incoming) -> rusqlite::Result<Vec<String>> {
+/// Inserts one message (metadata, body, links to the mailboxes it is filed in).
+fn insert_message(
+    tx: &rusqlite::Connection,
+    m: &Incoming,
+    filed: &[String],
+) -> rusqlite::Result<()> {
     let mut ins_msg = tx.prepare_cached(
         "INSERT INTO messages (id, received_at, mail_from, rcpt_to, helo, client_ip, client_port,
             tls_version, tls_cipher, size, sha256, message_id, from_addr, to_addr, cc_addr,
@@ -489,25 +484,9 @@ fn insert_message(tx: &rusqlite::Connection, m: &Incoming) -> rusqlite::Result<V
     let mut ins_body = tx.prepare_cached("INSERT INTO bodies (seq, raw) VALUES (?1, ?2)")?;
     let mut ins_box =
         tx.prepare_cached("INSERT OR IGNORE INTO mailbox_messages (mailbox, seq) VALUES (?1, ?2)")?;
-    let mut alias = tx.prepare_cached("SELECT mailbox FROM aliases WHERE alias = ?1")?;
-    let mut filed: Vec<String> = Vec::new();
-    for mailbox in m.mailboxes() {
-        // Mail to a mailbox's alias is filed in the mailbox itself.
-        let target = if intake_core::alias::looks_like_alias(&mailbox) {
-            alias
-                .query_row([&mailbox], |r| r.get::<_, String>(0))
-                .optional()?
-                .unwrap_or(mailbox)
-        } else {
-            mailbox
-        };
-        if !filed.contains(&target) {
-            filed.push(target);
-        }
-    }
     let rcpt = serde_json::to_string(&m.envelope.rcpt_to).expect("strings serialize");
     let attachments = serde_json::to_string(&m.meta.attachments).expect("attachments serialize");
-    let mailboxes = serde_json::to_string(&filed).expect("strings serialize");
+    let mailboxes = serde_json::to_string(filed).expect("strings serialize");
     ins_msg.execute(params![
         &m.id.as_bytes()[..],
         m.received_at,
@@ -538,10 +517,10 @@ fn insert_message(tx: &rusqlite::Connection, m: &Incoming) -> rusqlite::Result<V
         tx.prepare_cached("INSERT INTO message_checks (seq, findings) VALUES (?1, ?2)")?
             .execute(params![seq, findings])?;
     }
-    for target in &filed {
+    for target in filed {
         ins_box.execute(params![target, seq])?;
     }
-    Ok(filed)
+    Ok(())
 }
 
 /// Indexes up to `limit` messages after `after`. `Ok(None)`: nothing to index.

@@ -1,0 +1,377 @@
+//! The layer above every backend: what makes a [`Backend`] a [`MailStore`].
+//!
+//! - Aliases: a recipient shaped like an alias (`d-…@domain`) is looked up (through a small
+//!   cache) and the message filed in its mailbox; the backend only ever sees final mailboxes.
+//! - Events: after a backend's write has returned (committed), the layer publishes what it
+//!   changed: `Event::New` for a delivery, one `Event::Deleted` per [`Removal`]. On the
+//!   local [`EventBus`], and on an [`EventFeed`] when one is set (between nodes).
+//! - Retention: [`spawn_retention`] runs the policy on a timer, with the layer's clock.
+//! - Keys are normalized here (lower-cased mailboxes, trimmed recipients and users), so that
+//!   every backend stores them alike.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use intake_core::{
+    Arrivals, Backend, Event, EventBus, EventFeed, Evicted, GreyRecord, Incoming, Listing,
+    MailStore, MessageId, Page, Query, Removal, Retention, StoreError, StoredMessage, Summary,
+    User, alias, mailbox_key,
+};
+use tokio_util::sync::CancellationToken;
+
+/// Aliases kept in the cache at most (then it starts over).
+const ALIAS_CACHE: usize = 100_000;
+
+/// Where the generated alias secret is kept in the backend (see [`Store::alias_secret`]).
+const ALIAS_SECRET_KEY: &str = "alias_secret";
+
+/// A backend with aliases, events and normalized keys: the [`MailStore`] Intake uses.
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    events: EventBus,
+    feed: Option<Arc<dyn EventFeed>>,
+    /// Alias → mailbox, for aliases found registered (an alias never changes mailbox in
+    /// practice: it is derived from it). Misses are not cached: another node may register
+    /// the alias at any time.
+    aliases: Mutex<HashMap<String, String>>,
+}
+
+impl Store {
+    /// The layer over `backend`, publishing on a bus of its own.
+    pub fn new(backend: Arc<dyn Backend>) -> Store {
+        Store {
+            backend,
+            events: EventBus::default(),
+            feed: None,
+            aliases: Mutex::default(),
+        }
+    }
+
+    /// Publishes on `events` instead.
+    pub fn with_events(mut self, events: EventBus) -> Store {
+        self.events = events;
+        self
+    }
+
+    /// Also publishes every committed change on `feed` (for other nodes).
+    pub fn with_feed(mut self, feed: Arc<dyn EventFeed>) -> Store {
+        self.feed = Some(feed);
+        self
+    }
+
+    /// Where committed changes are announced.
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    /// The backend underneath.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The generated alias secret, shared by every node on the same data: created once
+    /// (first writer wins) and kept in the backend. An older version kept it in
+    /// `legacy_file` (`<store.path>/alias.key`); if that file exists when the backend has
+    /// none yet, its key is imported, so existing aliases keep working.
+    pub async fn alias_secret(&self, legacy_file: Option<&Path>) -> Result<Vec<u8>, StoreError> {
+        let legacy = legacy_file
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .map(|k| k.trim().to_string())
+            .filter(|k| k.len() >= 32);
+        let candidate = legacy.unwrap_or_else(|| {
+            format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            )
+        });
+        let key = self
+            .backend
+            .meta_get_or_insert(ALIAS_SECRET_KEY, &candidate)
+            .await?;
+        Ok(key.into_bytes())
+    }
+
+    fn publish(&self, event: Event) {
+        if let Some(feed) = &self.feed {
+            feed.publish(&event);
+        }
+        self.events.publish(event);
+    }
+
+    fn publish_removed(&self, removed: Vec<Removal>) {
+        for Removal { id, mailboxes } in removed {
+            self.publish(Event::Deleted { mailboxes, id });
+        }
+    }
+
+    /// The mailbox mail to `address` (lower-cased) is filed in.
+    async fn file_under(&self, address: String) -> Result<String, StoreError> {
+        if !alias::looks_like_alias(&address) {
+            return Ok(address);
+        }
+        if let Some(mailbox) = self.aliases.lock().expect("alias cache").get(&address) {
+            return Ok(mailbox.clone());
+        }
+        match self.backend.alias_get(&address).await? {
+            Some(mailbox) => {
+                self.remember_alias(address, mailbox.clone());
+                Ok(mailbox)
+            }
+            None => Ok(address),
+        }
+    }
+
+    fn remember_alias(&self, alias: String, mailbox: String) {
+        let mut cache = self.aliases.lock().expect("alias cache");
+        if cache.len() >= ALIAS_CACHE {
+            cache.clear();
+        }
+        cache.insert(alias, mailbox);
+    }
+}
+
+/// How a recipient entry is kept: trimmed, without a final dot, lower-cased.
+fn recipient_key(address: &str) -> String {
+    address.trim().trim_end_matches('.').to_lowercase()
+}
+
+/// How a user's address (or sender) is kept: trimmed and lower-cased.
+fn user_key(address: &str) -> String {
+    address.trim().to_lowercase()
+}
+
+#[async_trait]
+impl MailStore for Store {
+    async fn deliver(&self, msg: Incoming) -> Result<(), StoreError> {
+        let mut mailboxes: Vec<String> = Vec::new();
+        for address in msg.mailboxes() {
+            let mailbox = self.file_under(address).await?;
+            if !mailboxes.contains(&mailbox) {
+                mailboxes.push(mailbox);
+            }
+        }
+        // Made before the message moves into the backend (a few small clones).
+        let message = Summary::of(&msg);
+        self.backend.deliver(msg, mailboxes.clone()).await?;
+        self.publish(Event::New { mailboxes, message });
+        Ok(())
+    }
+
+    async fn list_mailbox(&self, mailbox: &str, page: Page) -> Result<Listing, StoreError> {
+        self.backend.list_mailbox(&mailbox_key(mailbox), page).await
+    }
+
+    async fn list_all(&self, page: Page) -> Result<Listing, StoreError> {
+        self.backend.list_all(page).await
+    }
+
+    async fn search(&self, query: &Query, page: Page) -> Result<Listing, StoreError> {
+        self.backend.search(query, page).await
+    }
+
+    async fn fetch(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
+        self.backend.fetch(id).await
+    }
+
+    async fn delete(&self, id: MessageId) -> Result<bool, StoreError> {
+        let removed = self.backend.delete(id).await?;
+        let found = removed.is_some();
+        self.publish_removed(removed.into_iter().collect());
+        Ok(found)
+    }
+
+    async fn delete_mailbox(&self, mailbox: &str) -> Result<u64, StoreError> {
+        let removed = self.backend.delete_mailbox(&mailbox_key(mailbox)).await?;
+        let n = removed.len() as u64;
+        self.publish_removed(removed);
+        Ok(n)
+    }
+
+    async fn set_seen(&self, id: MessageId, seen: bool) -> Result<bool, StoreError> {
+        self.backend.set_seen(id, seen).await
+    }
+
+    async fn register_alias(&self, alias: &str, mailbox: &str) -> Result<(), StoreError> {
+        let (alias, mailbox) = (mailbox_key(alias), mailbox_key(mailbox));
+        self.backend.alias_put(&alias, &mailbox).await?;
+        self.remember_alias(alias, mailbox);
+        Ok(())
+    }
+
+    async fn evict(&self, policy: &Retention) -> Result<Evicted, StoreError> {
+        let now = jiff::Timestamp::now().as_millisecond();
+        let done = self.backend.evict(policy, now).await?;
+        self.publish_removed(done.removed);
+        Ok(done.evicted)
+    }
+
+    fn size_on_disk(&self) -> Option<u64> {
+        self.backend.size_on_disk()
+    }
+
+    fn arrivals(&self) -> Option<Arrivals> {
+        self.backend.arrivals()
+    }
+
+    async fn close(&self) {
+        self.backend.close().await
+    }
+
+    async fn recipient_add(&self, address: &str) -> Result<bool, StoreError> {
+        self.backend.recipient_add(&recipient_key(address)).await
+    }
+
+    async fn recipient_remove(&self, address: &str) -> Result<bool, StoreError> {
+        self.backend.recipient_remove(&recipient_key(address)).await
+    }
+
+    async fn recipient_list(&self) -> Result<Vec<String>, StoreError> {
+        self.backend.recipient_list().await
+    }
+
+    async fn recipient_lookup(&self, address: &str) -> Result<Option<bool>, StoreError> {
+        self.backend.recipient_lookup(&recipient_key(address)).await
+    }
+
+    async fn greylist_get(&self, key: &str) -> Result<Option<GreyRecord>, StoreError> {
+        self.backend.greylist_get(key).await
+    }
+
+    async fn greylist_put(&self, key: &str, record: GreyRecord) -> Result<(), StoreError> {
+        self.backend.greylist_put(key, record).await
+    }
+
+    async fn greylist_expire(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.backend.greylist_expire(before_ms).await
+    }
+
+    async fn user_get(&self, address: &str) -> Result<Option<User>, StoreError> {
+        self.backend.user_get(&user_key(address)).await
+    }
+
+    async fn user_add(&self, user: User) -> Result<bool, StoreError> {
+        let user = User {
+            address: user_key(&user.address),
+            senders: user.senders.iter().map(|s| user_key(s)).collect(),
+            ..user
+        };
+        self.backend.user_add(user).await
+    }
+
+    async fn user_set_password(&self, address: &str, hash: &str) -> Result<bool, StoreError> {
+        self.backend
+            .user_set_password(&user_key(address), hash)
+            .await
+    }
+
+    async fn user_set_enabled(&self, address: &str, enabled: bool) -> Result<bool, StoreError> {
+        self.backend
+            .user_set_enabled(&user_key(address), enabled)
+            .await
+    }
+
+    async fn user_list(&self) -> Result<Vec<User>, StoreError> {
+        self.backend.user_list().await
+    }
+}
+
+/// Applies `policy` every `interval` until `shutdown`, logging what it removed. Nothing to
+/// do for an empty policy.
+pub fn spawn_retention(
+    store: Arc<dyn MailStore>,
+    policy: Retention,
+    interval: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    if policy == Retention::default() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => break,
+            }
+            match store.evict(&policy).await {
+                Ok(e) if e.messages > 0 => tracing::info!(
+                    deleted = e.messages,
+                    by_mailbox_cap = e.by_mailbox_cap,
+                    by_age = e.by_age,
+                    by_size = e.by_size,
+                    "retention: evicted old mail"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retention pass failed; will retry"),
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::incoming;
+    use crate::memory::MemoryBackend;
+
+    /// A feed that records what it is given.
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<Event>>);
+
+    impl EventFeed for Recorded {
+        fn publish(&self, event: &Event) {
+            self.0.lock().unwrap().push(event.clone());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_feed_sees_every_committed_change_even_without_local_listeners() {
+        let feed = Arc::new(Recorded::default());
+        let store = Store::new(Arc::new(MemoryBackend::new())).with_feed(feed.clone());
+        let m = incoming(&["a@x.test"], "hi");
+        let id = m.id;
+        store.deliver(m).await.unwrap();
+        assert!(store.delete(id).await.unwrap());
+        let seen = feed.0.lock().unwrap();
+        assert!(matches!(&seen[..], [Event::New { .. }, Event::Deleted { id: d, .. }] if *d == id));
+    }
+
+    #[tokio::test]
+    async fn a_failed_delivery_announces_nothing() {
+        let backend = Arc::new(MemoryBackend::new());
+        let store = Store::new(backend.clone());
+        let mut rx = store.events().subscribe();
+        backend.close().await;
+        assert!(store.deliver(incoming(&["a@x.test"], "hi")).await.is_err());
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn the_alias_secret_of_an_older_version_is_imported_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = dir.path().join("alias.key");
+        let old = "0123456789abcdef0123456789abcdef0123";
+        std::fs::write(&legacy, format!("{old}\n")).unwrap();
+        let store = Store::new(Arc::new(MemoryBackend::new()));
+        assert_eq!(
+            store.alias_secret(Some(&legacy)).await.unwrap(),
+            old.as_bytes()
+        );
+        // Kept in the store from now on, whatever becomes of the file.
+        std::fs::write(&legacy, "another-key-another-key-another-key!").unwrap();
+        assert_eq!(
+            store.alias_secret(Some(&legacy)).await.unwrap(),
+            old.as_bytes()
+        );
+        // A file too short to be a key is ignored; a missing one too.
+        let fresh = Store::new(Arc::new(MemoryBackend::new()));
+        std::fs::write(&legacy, "short").unwrap();
+        let made = fresh.alias_secret(Some(&legacy)).await.unwrap();
+        assert_eq!(made.len(), 64);
+        assert_eq!(fresh.alias_secret(None).await.unwrap(), made);
+    }
+}
