@@ -6,6 +6,7 @@
 //! - [`store`]: the [`MailStore`] trait every backend implements, and [`StoreError`].
 //! - [`check`]: the policy seam: [`Check`], [`Verdict`], [`Pipeline`] (deadlines, fail
 //!   open or defer), and the injected [`Clock`] and [`IdSource`].
+//! - [`shared`]: state the nodes of a cluster share ([`GreyState`], [`SharedLimits`]).
 #![warn(missing_docs)]
 
 pub mod alias;
@@ -18,6 +19,7 @@ pub mod mime;
 pub mod net;
 pub mod password;
 pub mod search;
+pub mod shared;
 pub mod store;
 
 pub use auth::{AuthResult, Authenticator, Credentials, FailureLimit, StoreAuthenticator};
@@ -35,6 +37,7 @@ pub use message::{
     TlsInfo, mailbox_key,
 };
 pub use search::{Query, QueryError};
+pub use shared::{ClientCounts, GreyState, SharedError, SharedLimits, StoreGreyState};
 pub use store::{
     ArrivalGuard, Arrivals, Evicted, GreyRecord, Listing, MailStore, Page, Retention, StoreError,
     User,
