@@ -88,6 +88,8 @@ pub struct Running {
     listeners: Vec<JoinHandle<std::io::Result<()>>>,
     http: Option<JoinHandle<std::io::Result<()>>>,
     mailpit: Option<JoinHandle<std::io::Result<()>>>,
+    /// The cluster's sync task: at shutdown it removes this node's counts from Redis.
+    cluster: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -113,6 +115,9 @@ impl Running {
         if let Some(h) = self.http {
             // HTTP gives open requests a short grace, then ends what is left (event streams).
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), h).await;
+        }
+        if let Some(h) = self.cluster {
+            let _ = h.await;
         }
         self.store.close().await;
         r.context("SMTP listener")
@@ -762,9 +767,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         return Err(e);
     }
     go.cancel();
-    if let Some(c) = &cluster {
-        c.spawn(shutdown.clone());
-    }
+    let cluster = cluster.map(|c| c.spawn(shutdown.clone()));
     spawn_retention(
         store.clone(),
         settings.retention.policy,
@@ -798,5 +801,6 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         smtps,
         http,
         mailpit,
+        cluster,
     })
 }
