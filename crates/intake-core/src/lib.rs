@@ -8,6 +8,7 @@
 //!   and [`StoreError`].
 //! - [`check`]: the policy seam: [`Check`], [`Verdict`], [`Pipeline`] (deadlines, fail
 //!   open or defer), and the injected [`Clock`] and [`IdSource`].
+//! - [`shared`]: state the nodes of a cluster share ([`GreyState`], [`SharedLimits`]).
 #![warn(missing_docs)]
 
 pub mod alias;
@@ -20,6 +21,7 @@ pub mod mime;
 pub mod net;
 pub mod password;
 pub mod search;
+pub mod shared;
 pub mod store;
 
 pub use auth::{AuthResult, Authenticator, Credentials, FailureLimit, StoreAuthenticator};
@@ -37,6 +39,7 @@ pub use message::{
     TlsInfo, mailbox_key,
 };
 pub use search::{Query, QueryError};
+pub use shared::{ClientCounts, GreyState, SharedError, SharedLimits, StoreGreyState};
 pub use store::{
     ArrivalGuard, Arrivals, Backend, Evicted, Eviction, GreyRecord, Listing, MailStore, Page,
     Removal, Retention, StoreError, User,

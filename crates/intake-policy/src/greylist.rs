@@ -5,18 +5,23 @@
 //! more. The defaults are Postgrey's: 5 minutes, 2 days, 35 days, 5 passes; client networks
 //! are /24 (IPv4) and /64 (IPv6), since big senders retry from another address nearby.
 //!
-//! State is kept in the store (`greylist` table), so it survives restarts. A store failure
-//! is "could not decide": by default the check then fails open (mail is not held up
-//! because greylisting state is unavailable).
+//! State is kept behind [`GreyState`]: in the store (`greylist` table) on a single node, so
+//! it survives restarts, or in Redis (`intake-cluster`) when several nodes share it. A
+//! failure of that state is "could not decide": by default the check then fails open (mail
+//! is not held up because greylisting state is unavailable). While the shared state is
+//! known to be down the check falls back at once, by its `on_error`, logging once a minute.
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use intake_core::net::LogEvery;
 use intake_core::{
-    Check, CheckCtx, CheckError, Clock, GreyRecord, MailStore, OnError, Reason, Stage, Verdict,
+    Check, CheckCtx, CheckError, Clock, GreyRecord, GreyState, MailStore, OnError, Reason,
+    SharedError, Stage, Verdict,
 };
 use ipnet::IpNet;
 
@@ -37,7 +42,7 @@ pub struct GreylistConfig {
     pub allow_networks: Vec<IpNet>,
     /// How long the check may take.
     pub timeout: Duration,
-    /// When the store fails: accept (default) or defer.
+    /// When its state (the store, or Redis) fails: accept (default) or defer.
     pub on_error: OnError,
 }
 
@@ -66,10 +71,12 @@ const REFRESH_EVERY_MS: i64 = 3_600_000;
 /// The greylisting check (at RCPT).
 pub struct Greylist {
     cfg: GreylistConfig,
-    store: Arc<dyn MailStore>,
+    state: Arc<dyn GreyState>,
     clock: Arc<dyn Clock>,
     /// When expired records were last deleted (Unix ms).
     last_expire: AtomicI64,
+    /// Fallbacks while the shared state is down: one log line a minute.
+    unavailable: Mutex<LogEvery>,
 }
 
 /// The network a client is greylisted as: its /24 or /64.
@@ -83,19 +90,62 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn backend(e: intake_core::StoreError) -> CheckError {
-    CheckError::Backend(format!("greylist state: {e}"))
+/// Why a check could not decide.
+enum Undecided {
+    /// The shared state is known to be down: fall back quietly.
+    Unavailable(String),
+    /// Anything else: the pipeline logs it and applies `on_error`.
+    Failed(CheckError),
+}
+
+impl From<SharedError> for Undecided {
+    fn from(e: SharedError) -> Self {
+        match e {
+            SharedError::Unavailable(why) => Undecided::Unavailable(why),
+            SharedError::Failed(why) => {
+                Undecided::Failed(CheckError::Backend(format!("greylist state: {why}")))
+            }
+        }
+    }
 }
 
 impl Greylist {
     /// A check keeping its state in `store`, reading the time from `clock`.
     pub fn new(cfg: GreylistConfig, store: Arc<dyn MailStore>, clock: Arc<dyn Clock>) -> Greylist {
+        Greylist::with_state(cfg, Arc::new(intake_core::StoreGreyState(store)), clock)
+    }
+
+    /// A check keeping its state in `state` (the store, or Redis for a cluster).
+    pub fn with_state(
+        cfg: GreylistConfig,
+        state: Arc<dyn GreyState>,
+        clock: Arc<dyn Clock>,
+    ) -> Greylist {
         Greylist {
             cfg,
-            store,
+            state,
             clock,
             last_expire: AtomicI64::new(0),
+            unavailable: Mutex::new(LogEvery::new(Duration::from_secs(60))),
         }
+    }
+
+    /// How long `r` is worth keeping from `now`: a triplet still waiting for its retry
+    /// until its retry window closes; a passed triplet or a client for its lifetime.
+    fn ttl(&self, r: &GreyRecord, now: i64) -> Duration {
+        let until = if r.passes == 0 {
+            r.first_seen
+                .saturating_add(millis(self.cfg.delay))
+                .saturating_add(millis(self.cfg.retry_window))
+        } else {
+            r.last_seen.saturating_add(millis(self.cfg.lifetime))
+        };
+        Duration::from_millis(u64::try_from(until.saturating_sub(now)).unwrap_or(0))
+            .max(Duration::from_secs(1))
+    }
+
+    async fn put(&self, key: &str, r: GreyRecord, now: i64) -> Result<(), Undecided> {
+        Ok(self.state.put(key, r, self.ttl(&r, now)).await?)
     }
 
     async fn expire(&self, now: i64) {
@@ -109,8 +159,8 @@ impl Greylist {
             return;
         }
         match self
-            .store
-            .greylist_expire(now.saturating_sub(millis(self.cfg.lifetime)))
+            .state
+            .expire(now.saturating_sub(millis(self.cfg.lifetime)))
             .await
         {
             Ok(n) if n > 0 => tracing::debug!(deleted = n, "greylist: expired records deleted"),
@@ -120,11 +170,11 @@ impl Greylist {
     }
 
     /// Whether the client network has passed often enough to skip greylisting.
-    async fn auto_allowed(&self, client_key: &str, now: i64) -> Result<bool, CheckError> {
+    async fn auto_allowed(&self, client_key: &str, now: i64) -> Result<bool, Undecided> {
         if self.cfg.auto_allow_after == 0 {
             return Ok(false);
         }
-        let Some(mut c) = self.store.greylist_get(client_key).await.map_err(backend)? else {
+        let Some(mut c) = self.state.get(client_key).await? else {
             return Ok(false);
         };
         if c.passes < self.cfg.auto_allow_after || now - c.last_seen > millis(self.cfg.lifetime) {
@@ -132,17 +182,14 @@ impl Greylist {
         }
         if now - c.last_seen > REFRESH_EVERY_MS {
             c.last_seen = now;
-            self.store
-                .greylist_put(client_key, c)
-                .await
-                .map_err(backend)?;
+            self.put(client_key, c, now).await?;
         }
         Ok(true)
     }
 
-    async fn count_client_pass(&self, client_key: &str, now: i64) -> Result<(), CheckError> {
+    async fn count_client_pass(&self, client_key: &str, now: i64) -> Result<(), Undecided> {
         let lifetime = millis(self.cfg.lifetime);
-        let c = match self.store.greylist_get(client_key).await.map_err(backend)? {
+        let c = match self.state.get(client_key).await? {
             Some(c) if now - c.last_seen <= lifetime => GreyRecord {
                 last_seen: now,
                 passes: c.passes.saturating_add(1),
@@ -154,10 +201,7 @@ impl Greylist {
                 passes: 1,
             },
         };
-        self.store
-            .greylist_put(client_key, c)
-            .await
-            .map_err(backend)
+        self.put(client_key, c, now).await
     }
 }
 
@@ -172,6 +216,27 @@ impl Check for Greylist {
     }
 
     async fn check(&self, cx: &CheckCtx) -> Result<Verdict, CheckError> {
+        match self.decide(cx).await {
+            Ok(v) => Ok(v),
+            Err(Undecided::Failed(e)) => Err(e),
+            Err(Undecided::Unavailable(why)) => {
+                if let Some(n) = self.unavailable.lock().expect("log lock").hit() {
+                    tracing::warn!(reason = %why, on_error = ?self.cfg.on_error, checks = n,
+                        "greylist: shared state unavailable, falling back");
+                }
+                Ok(match self.cfg.on_error {
+                    OnError::FailOpen => Verdict::Pass,
+                    OnError::Defer => Verdict::Defer {
+                        reason: Reason::CheckFailed,
+                    },
+                })
+            }
+        }
+    }
+}
+
+impl Greylist {
+    async fn decide(&self, cx: &CheckCtx) -> Result<Verdict, Undecided> {
         let ip = cx.client.ip().to_canonical();
         if self.cfg.allow_networks.iter().any(|n| n.contains(&ip)) {
             return Ok(Verdict::Pass);
@@ -201,7 +266,7 @@ impl Check for Greylist {
             last_seen: now,
             passes: 0,
         };
-        let record = self.store.greylist_get(&key).await.map_err(backend)?;
+        let record = self.state.get(&key).await?;
         let (record, verdict) = match record {
             Some(r) if now - r.last_seen <= millis(self.cfg.lifetime) && r.passes > 0 => {
                 if now - r.last_seen <= REFRESH_EVERY_MS {
@@ -249,10 +314,7 @@ impl Check for Greylist {
             // New, expired, or retried too late: start over.
             _ => (fresh, defer),
         };
-        self.store
-            .greylist_put(&key, record)
-            .await
-            .map_err(backend)?;
+        self.put(&key, record, now).await?;
         Ok(verdict)
     }
 }

@@ -36,7 +36,7 @@ pub mod testdns;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use intake_core::{Clock, MailStore, Pipeline};
+use intake_core::{Clock, GreyState, MailStore, Pipeline};
 
 pub use auth::{AuthConfig, SenderAuth};
 pub use dns::DnsConfig;
@@ -129,10 +129,22 @@ pub struct Profiles {
 
 impl Profiles {
     /// Builds every configured profile (and `default`). Fails on an unknown check name or
-    /// when a DNS check is wanted and no resolver can be made.
+    /// when a DNS check is wanted and no resolver can be made. Greylisting keeps its
+    /// records in `store`.
     pub fn build(
         cfg: &PolicyConfig,
         store: Arc<dyn MailStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Profiles, String> {
+        let grey = Arc::new(intake_core::StoreGreyState(store.clone()));
+        Profiles::build_with(cfg, store, grey, clock)
+    }
+
+    /// As [`Profiles::build`], with greylist records in `grey` (Redis, for a cluster).
+    pub fn build_with(
+        cfg: &PolicyConfig,
+        store: Arc<dyn MailStore>,
+        grey: Arc<dyn GreyState>,
         clock: Arc<dyn Clock>,
     ) -> Result<Profiles, String> {
         let mut names: Vec<String> = cfg.profiles.keys().cloned().collect();
@@ -182,9 +194,9 @@ impl Profiles {
                     cfg.recipients.on_error,
                 ),
                 "greylist" => (
-                    Arc::new(Greylist::new(
+                    Arc::new(Greylist::with_state(
                         cfg.greylist.clone(),
-                        store.clone(),
+                        grey.clone(),
                         clock.clone(),
                     )),
                     cfg.greylist.timeout,

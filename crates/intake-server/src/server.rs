@@ -63,6 +63,8 @@ pub struct Running {
     listeners: Vec<JoinHandle<std::io::Result<()>>>,
     http: Option<JoinHandle<std::io::Result<()>>>,
     mailpit: Option<JoinHandle<std::io::Result<()>>>,
+    /// The cluster's sync task: at shutdown it removes this node's counts from Redis.
+    cluster: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -88,6 +90,9 @@ impl Running {
         if let Some(h) = self.http {
             // HTTP gives open requests a short grace, then ends what is left (event streams).
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), h).await;
+        }
+        if let Some(h) = self.cluster {
+            let _ = h.await;
         }
         self.store.close().await;
         r.context("SMTP listener")
@@ -240,13 +245,39 @@ impl TargetSet {
 /// `[greylist]` checks, then, with `relay.verify_recipients`, the downstream's word on each
 /// recipient that goes to the relay (by `kinds` or a `[[route]]`).
 /// Every policy profile's checks, built once from the settings (one resolver for all).
+/// In a cluster, greylist records are kept in its Redis rather than in the store.
 fn policy_profiles(
     settings: &Settings,
     store: &Arc<dyn MailStore>,
+    cluster: Option<&Arc<intake_cluster::Cluster>>,
 ) -> anyhow::Result<intake_policy::Profiles> {
-    intake_policy::Profiles::build(&settings.policy, store.clone(), settings.smtp.clock.clone())
+    let grey: Arc<dyn intake_core::GreyState> = match cluster {
+        Some(c) => c.grey_state(),
+        None => Arc::new(intake_core::StoreGreyState(store.clone())),
+    };
+    intake_policy::Profiles::build_with(
+        &settings.policy,
+        store.clone(),
+        grey,
+        settings.smtp.clock.clone(),
+    )
+    .map_err(anyhow::Error::msg)
+    .context("setting up the policy checks")
+}
+
+/// The link to the cluster's Redis when `cluster.redis_url` is set; the client limits in
+/// `settings` count the other nodes from the first sync on.
+fn cluster(settings: &Settings) -> anyhow::Result<Option<Arc<intake_cluster::Cluster>>> {
+    if settings.cluster.redis_url.is_empty() {
+        return Ok(None);
+    }
+    let c = intake_cluster::Cluster::new(settings.cluster.clone())
         .map_err(anyhow::Error::msg)
-        .context("setting up the policy checks")
+        .context("setting up the cluster's Redis (cluster.redis_url)")?;
+    if let Some(l) = &settings.smtp.limits {
+        c.share_limits(l.clone());
+    }
+    Ok(Some(c))
 }
 
 fn checks_for(
@@ -382,6 +413,7 @@ fn extra_service(
 /// restart: a reload that changes them says so in the log.
 pub struct Reloader {
     store: Arc<dyn MailStore>,
+    cluster: Option<Arc<intake_cluster::Cluster>>,
     targets: Arc<TargetSet>,
     auth: Arc<dyn intake_core::Authenticator>,
     default: intake_smtp::Service,
@@ -394,7 +426,7 @@ impl Reloader {
     pub fn apply(&self, new: &Settings) -> anyhow::Result<()> {
         // The checks are built again from the new settings (a resolver that cannot be made
         // refuses the reload; the old checks stay).
-        let profiles = policy_profiles(new, &self.store)?;
+        let profiles = policy_profiles(new, &self.store, self.cluster.as_ref())?;
         let checks = checks_for(
             new,
             &profiles,
@@ -423,6 +455,10 @@ impl Reloader {
         }
         for (live, cfg) in updates {
             live.set(cfg);
+        }
+        // The new limits are the ones the cluster counts now.
+        if let (Some(c), Some(l)) = (&self.cluster, &new.smtp.limits) {
+            c.share_limits(l.clone());
         }
         for key in restart_needed(&self.started, new) {
             tracing::warn!(
@@ -491,6 +527,11 @@ fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
         format!("{:?}", new.tls_files),
     );
     differs("run", format!("{:?}", old.run), format!("{:?}", new.run));
+    differs(
+        "cluster",
+        format!("{:?}", old.cluster),
+        format!("{:?}", new.cluster),
+    );
     keys
 }
 
@@ -566,7 +607,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     };
     // The policy checks, wired here so that the session never depends on their backends.
     // Each listener runs the checks of its profile; the default listener's is `default`.
-    let profiles = policy_profiles(settings, &store)?;
+    let cluster = cluster(settings)?;
+    let profiles = policy_profiles(settings, &store, cluster.as_ref())?;
     let targets = Arc::new(target_set(settings, &store)?);
     let checks = checks_for(
         settings,
@@ -652,6 +694,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     }
     let reloader = Arc::new(Reloader {
         store: store.clone(),
+        cluster: cluster.clone(),
         targets: targets.clone(),
         auth: auth.clone(),
         default: svc.clone(),
@@ -670,6 +713,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         return Err(e);
     }
     go.cancel();
+    let cluster = cluster.map(|c| c.spawn(shutdown.clone()));
     intake_store::spawn_retention(
         store.clone(),
         settings.retention.policy,
@@ -703,5 +747,6 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         smtps,
         http,
         mailpit,
+        cluster,
     })
 }

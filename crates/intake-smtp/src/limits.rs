@@ -2,13 +2,23 @@
 //! and per network (/24 for IPv4, /64 for IPv6), and rates of connections, messages and
 //! recipients per IP (GCRA, governor). All checks are synchronous and never wait: over a
 //! limit the answer is a 4xx reply, and the client retries later.
+//!
+//! In a cluster (`intake-cluster`) the limits hold across nodes, approximately: a background
+//! task hands this node's counts to the others and theirs back once per sync interval
+//! ([`SharedLimits`]), and every check adds what the other nodes counted, as last synced, to
+//! what this node holds now. Rates are then also counted per IP over a sliding minute (two
+//! fixed windows, the older one weighted by how much of it is still in the last minute),
+//! since GCRA state cannot be added up across nodes. With nothing synced (one node, or Redis
+//! down) the limits are this node's alone, as before.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use intake_core::{ClientCounts, SharedLimits};
 
 /// The limits (0 or None: no limit of that kind).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -54,6 +64,131 @@ pub struct ClientLimits {
     connections: Option<DefaultKeyedRateLimiter<IpAddr>>,
     messages: Option<DefaultKeyedRateLimiter<IpAddr>>,
     recipients: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Set once the limits are shared with other nodes (the first sync).
+    shared: OnceLock<Shared>,
+}
+
+/// What a rate counts.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Connection = 0,
+    Message = 1,
+    Recipient = 2,
+}
+
+/// The rate windows: rates are per minute.
+const WINDOW: Duration = Duration::from_secs(60);
+
+/// One IP's events of one kind in the current and the previous fixed window.
+#[derive(Debug, Clone, Copy, Default)]
+struct Window {
+    index: u64,
+    current: u32,
+    previous: u32,
+}
+
+impl Window {
+    /// This window as of window `index`.
+    fn at(self, index: u64) -> Window {
+        if index == self.index {
+            self
+        } else if index == self.index + 1 {
+            Window {
+                index,
+                current: 0,
+                previous: self.current,
+            }
+        } else {
+            Window {
+                index,
+                ..Window::default()
+            }
+        }
+    }
+
+    /// Events over the last minute: the current window's, and the part of the previous
+    /// window's still inside the last minute (`elapsed`: how far into the current window).
+    fn estimate(&self, elapsed: f64) -> u32 {
+        let carried = (f64::from(self.previous) * (1.0 - elapsed)).ceil();
+        // In range: between 0 and `previous`.
+        self.current.saturating_add(carried as u32)
+    }
+}
+
+/// Cluster-wide counting: the other nodes' counts and this node's recent events.
+struct Shared {
+    /// What the other nodes counted, as last synced.
+    others: RwLock<Arc<ClientCounts>>,
+    /// This node's events per kind and IP (while they count).
+    recent: Mutex<[HashMap<IpAddr, Window>; 3]>,
+    /// The origin of window numbers.
+    start: Instant,
+}
+
+impl Shared {
+    /// The current window's number and how far into it we are (0..1).
+    fn now(&self) -> (u64, f64) {
+        let t = self.start.elapsed();
+        let index = t.as_secs() / WINDOW.as_secs();
+        let into = (t.as_secs_f64() % WINDOW.as_secs_f64()) / WINDOW.as_secs_f64();
+        (index, into)
+    }
+
+    /// Whether one more event of `kind` from `ip` fits in `per_minute` across the cluster.
+    fn fits(&self, kind: Kind, ip: IpAddr, per_minute: u32) -> bool {
+        let others = {
+            let o = self.others.read().expect("limits lock");
+            let map = match kind {
+                Kind::Connection => &o.connections,
+                Kind::Message => &o.messages,
+                Kind::Recipient => &o.recipients,
+            };
+            map.get(&ip).copied().unwrap_or(0)
+        };
+        if others == 0 {
+            // The local limiter decides alone.
+            return true;
+        }
+        let (index, into) = self.now();
+        let mine = self.recent.lock().expect("limits lock")[kind as usize]
+            .get(&ip)
+            .map_or(0, |w| w.at(index).estimate(into));
+        others.saturating_add(mine) < per_minute
+    }
+
+    /// Counts one event of `kind` from `ip`.
+    fn record(&self, kind: Kind, ip: IpAddr) {
+        let (index, _) = self.now();
+        let mut recent = self.recent.lock().expect("limits lock");
+        let w = recent[kind as usize].entry(ip).or_default();
+        *w = w.at(index);
+        w.current = w.current.saturating_add(1);
+    }
+
+    /// Other nodes' open connections from `ip` and from `net`.
+    fn open(&self, ip: IpAddr, net: IpAddr) -> (usize, usize) {
+        let o = self.others.read().expect("limits lock");
+        let n = |m: &HashMap<IpAddr, u32>, k| m.get(&k).map_or(0, |n| *n as usize);
+        (n(&o.open_ip, ip), n(&o.open_net, net))
+    }
+
+    /// This node's recent events per kind, forgetting those that no longer count.
+    fn estimates(&self) -> [HashMap<IpAddr, u32>; 3] {
+        let (index, into) = self.now();
+        let mut recent = self.recent.lock().expect("limits lock");
+        let mut out: [HashMap<IpAddr, u32>; 3] = Default::default();
+        for (map, out) in recent.iter_mut().zip(out.iter_mut()) {
+            map.retain(|ip, w| {
+                *w = w.at(index);
+                let n = w.estimate(into);
+                if n > 0 {
+                    out.insert(*ip, n);
+                }
+                w.current > 0 || w.previous > 0
+            });
+        }
+        out
+    }
 }
 
 impl std::fmt::Debug for ClientLimits {
@@ -110,7 +245,42 @@ impl ClientLimits {
             connections: limiter(settings.connection_rate),
             messages: limiter(settings.message_rate),
             recipients: limiter(settings.recipient_rate),
+            shared: OnceLock::new(),
         })
+    }
+
+    /// The cluster-wide state, created on the first sync.
+    fn shared(&self) -> &Shared {
+        self.shared.get_or_init(|| Shared {
+            others: RwLock::new(Arc::default()),
+            recent: Mutex::default(),
+            start: Instant::now(),
+        })
+    }
+
+    /// Whether one more event of `kind` from `ip` is within its rate: across the cluster
+    /// first (nothing is used up when that refuses), then this node's GCRA.
+    fn rate_allows(
+        &self,
+        kind: Kind,
+        ip: IpAddr,
+        limiter: &Option<DefaultKeyedRateLimiter<IpAddr>>,
+        per_minute: u32,
+    ) -> bool {
+        let Some(l) = limiter else {
+            return true;
+        };
+        let shared = self.shared.get();
+        if shared.is_some_and(|s| !s.fits(kind, ip, per_minute)) {
+            return false;
+        }
+        if l.check_key(&ip).is_err() {
+            return false;
+        }
+        if let Some(s) = shared {
+            s.record(kind, ip);
+        }
+        true
     }
 
     /// Whether `ip` is exempt from every limit.
@@ -123,16 +293,20 @@ impl ClientLimits {
         if self.is_exempt(ip) {
             return Ok(None);
         }
-        if let Some(l) = &self.connections
-            && l.check_key(&ip).is_err()
-        {
+        if !self.rate_allows(
+            Kind::Connection,
+            ip,
+            &self.connections,
+            self.settings.connection_rate,
+        ) {
             return Err(Refusal::Rate);
         }
         let net = network_of(ip);
+        let (other_ip, other_net) = self.shared.get().map_or((0, 0), |s| s.open(ip, net));
         let mut open = self.open.lock().expect("limits lock");
         let (ips, nets) = &mut *open;
-        let per_ip = ips.get(&ip).copied().unwrap_or(0);
-        let per_net = nets.get(&net).copied().unwrap_or(0);
+        let per_ip = ips.get(&ip).copied().unwrap_or(0) + other_ip;
+        let per_net = nets.get(&net).copied().unwrap_or(0) + other_net;
         if self.settings.connections_per_ip > 0 && per_ip >= self.settings.connections_per_ip {
             return Err(Refusal::PerIp);
         }
@@ -152,19 +326,23 @@ impl ClientLimits {
     /// One more message from `ip`: false when over its rate.
     pub fn allow_message(&self, ip: IpAddr) -> bool {
         self.is_exempt(ip)
-            || self
-                .messages
-                .as_ref()
-                .is_none_or(|l| l.check_key(&ip).is_ok())
+            || self.rate_allows(
+                Kind::Message,
+                ip,
+                &self.messages,
+                self.settings.message_rate,
+            )
     }
 
     /// One more recipient from `ip`: false when over its rate.
     pub fn allow_recipient(&self, ip: IpAddr) -> bool {
         self.is_exempt(ip)
-            || self
-                .recipients
-                .as_ref()
-                .is_none_or(|l| l.check_key(&ip).is_ok())
+            || self.rate_allows(
+                Kind::Recipient,
+                ip,
+                &self.recipients,
+                self.settings.recipient_rate,
+            )
     }
 
     /// Forgets rate state of clients not seen lately (call now and then).
@@ -175,6 +353,34 @@ impl ClientLimits {
         {
             l.retain_recent();
         }
+        if let Some(s) = self.shared.get() {
+            s.estimates();
+        }
+    }
+}
+
+impl SharedLimits for ClientLimits {
+    fn local_counts(&self) -> ClientCounts {
+        let mut counts = ClientCounts::default();
+        {
+            let open = self.open.lock().expect("limits lock");
+            let narrow = |m: &HashMap<IpAddr, usize>| {
+                m.iter()
+                    .map(|(k, n)| (*k, u32::try_from(*n).unwrap_or(u32::MAX)))
+                    .collect()
+            };
+            counts.open_ip = narrow(&open.0);
+            counts.open_net = narrow(&open.1);
+        }
+        let [connections, messages, recipients] = self.shared().estimates();
+        counts.connections = connections;
+        counts.messages = messages;
+        counts.recipients = recipients;
+        counts
+    }
+
+    fn set_others(&self, others: ClientCounts) {
+        *self.shared().others.write().expect("limits lock") = Arc::new(others);
     }
 }
 
@@ -235,5 +441,60 @@ mod tests {
         assert!(l.allow_recipient(ip));
         assert!(!l.allow_recipient(ip));
         assert!(l.allow_recipient("192.0.2.2".parse().unwrap()), "per IP");
+    }
+
+    /// Two nodes: each hands its counts to the other, as the sync task does.
+    fn sync(a: &ClientLimits, b: &ClientLimits) {
+        let (ca, cb) = (a.local_counts(), b.local_counts());
+        a.set_others(cb);
+        b.set_others(ca);
+    }
+
+    #[test]
+    fn other_nodes_count_once_synced() {
+        let settings = LimitSettings {
+            connections_per_ip: 3,
+            connections_per_network: 4,
+            message_rate: 5,
+            recipient_rate: 100,
+            ..Default::default()
+        };
+        let a = ClientLimits::new(settings, Vec::new());
+        let b = ClientLimits::new(settings, Vec::new());
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let held_a: Vec<_> = (0..2).map(|_| a.admit(ip).unwrap()).collect();
+        let _held_b = b.admit(ip).unwrap();
+        // Not synced yet: each node sees only its own.
+        let extra = b.admit(ip).unwrap();
+        drop(extra);
+        sync(&a, &b);
+        assert_eq!(a.admit(ip).err(), Some(Refusal::PerIp), "2 here + 1 there");
+        assert_eq!(b.admit(ip).err(), Some(Refusal::PerIp));
+        let _held_b9 = b
+            .admit("192.0.2.9".parse().unwrap())
+            .expect("the network has room for one more");
+        sync(&a, &b);
+        assert_eq!(
+            a.admit("192.0.2.10".parse().unwrap()).err(),
+            Some(Refusal::PerNetwork),
+            "4 open in the /24 across both nodes"
+        );
+        drop(held_a);
+        sync(&a, &b);
+        assert!(b.admit(ip).is_ok(), "freed on the other node");
+
+        // Messages: 3 on A, then B may take 2 more of the 5 a minute.
+        for _ in 0..3 {
+            assert!(a.allow_message(ip));
+        }
+        sync(&a, &b);
+        assert!(b.allow_message(ip) && b.allow_message(ip));
+        assert!(!b.allow_message(ip), "5 across the cluster");
+        assert!(b.allow_message("198.51.100.1".parse().unwrap()), "per IP");
+        sync(&a, &b);
+        assert!(!a.allow_message(ip), "A sees B's two");
+        // Without sync data (Redis down: the others are cleared) the local rate rules.
+        b.set_others(ClientCounts::default());
+        assert!(b.allow_message(ip), "B's own limit only: 2 of its 5 used");
     }
 }

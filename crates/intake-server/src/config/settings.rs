@@ -211,6 +211,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Who to run as after binding the listeners.
     pub run: crate::privileges::RunAs,
+    /// State shared by the nodes of a cluster (Redis); no `redis_url`: a single node.
+    pub cluster: intake_cluster::ClusterConfig,
     /// Problems that did not stop loading.
     pub warnings: Vec<ConfigError>,
 }
@@ -503,6 +505,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
     // Our Authentication-Results name is our host name.
     policy.sender_auth.hostname = hostname.clone();
 
+    let cluster = read_cluster(r);
     Settings {
         smtp_listen,
         smtp: SessionConfig {
@@ -547,7 +550,25 @@ fn read(r: &mut Reader<'_>) -> Settings {
         log_level,
         log_format,
         run,
+        cluster,
         warnings: Vec::new(),
+    }
+}
+
+/// `[cluster]`: the Redis that several nodes share short-lived state in.
+fn read_cluster(r: &mut Reader<'_>) -> intake_cluster::ClusterConfig {
+    let d = intake_cluster::ClusterConfig::default();
+    let redis_url: String = r.get("cluster.redis_url", d.redis_url.clone());
+    if !redis_url.is_empty()
+        && let Err(e) = intake_cluster::check_url(&redis_url)
+    {
+        r.error("cluster.redis_url", e);
+    }
+    intake_cluster::ClusterConfig {
+        redis_url,
+        key_prefix: r.get("cluster.key_prefix", d.key_prefix.clone()),
+        sync_interval: read_timeout(r, "cluster.sync_interval", d.sync_interval),
+        timeout: read_timeout(r, "cluster.timeout", d.timeout),
     }
 }
 

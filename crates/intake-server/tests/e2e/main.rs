@@ -12,6 +12,7 @@ mod admin;
 mod api;
 mod auth;
 mod cli;
+mod cluster;
 mod crash;
 mod deployments;
 mod hostile;
