@@ -258,6 +258,8 @@ pub fn free_port() -> u16 {
 pub struct Process {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The HTTP listener.
+    pub http: SocketAddr,
     pub data: PathBuf,
 }
 
@@ -276,10 +278,14 @@ impl Process {
     pub fn start_with(program: &Path, data: &Path, env: &[(&str, &str)], stderr: Stdio) -> Process {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let http: SocketAddr = match env.iter().find(|(k, _)| *k == "INTAKE_HTTP__LISTEN") {
+            Some((_, v)) => v.parse().unwrap_or_else(|_| "127.0.0.1:0".parse().unwrap()),
+            None => format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        };
         let mut cmd = Command::new(program);
         cmd.arg("serve")
             .env("INTAKE_SMTP__LISTEN", addr.to_string())
-            .env("INTAKE_HTTP__LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("INTAKE_HTTP__LISTEN", http.to_string())
             .env("INTAKE_STORE__PATH", data)
             .env("INTAKE_LOG__LEVEL", "warn")
             .stdout(Stdio::null())
@@ -299,6 +305,7 @@ impl Process {
         Process {
             child,
             addr,
+            http,
             data: data.to_path_buf(),
         }
     }
