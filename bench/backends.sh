@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# bench/backends.sh: Intake on each store engine against Postfix's smtp-sink, same run.
+#
+# For every backend in BENCH_BACKENDS it starts Intake on a fresh store (a new SQLite
+# directory, a new PostgreSQL or MariaDB database, a durable redis-server of its own with
+# appendfsync always), puts BENCH_SESSIONS sessions x BENCH_PER_SESSION messages on it with
+# smtp-source, and reports msg/s, Intake's CPU per 1,000 messages, the engine's own CPU per
+# 1,000 messages (every process of the engine: PostgreSQL's backends, mariadbd, our
+# redis-server), and the ratios to smtp-sink measured in the same run. Then, for
+# PostgreSQL, the same load split over two Intake nodes on one database (1 vs 2 nodes).
+# Finally it counts what each store holds against what smtp-source saw accepted.
+#
+#     bench/backends.sh                     # from the repo root
+#     BENCH_BACKENDS="sqlite postgres" bench/backends.sh
+#
+# Loopback only; every run is bounded by BENCH_TIMEOUT. It stops only what it started.
+set -Eeuo pipefail
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_BACKENDS=${BENCH_BACKENDS:-"sqlite postgres mysql redis"}
+BENCH_SESSIONS=${BENCH_SESSIONS:-100}
+BENCH_PER_SESSION=${BENCH_PER_SESSION:-100}
+BENCH_SIZE=${BENCH_SIZE:-4096}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-300}
+BENCH_TWO_NODES=${BENCH_TWO_NODES:-1}           # 0: leave out the 1 vs 2 nodes figure
+BENCH_PG_ADMIN=${BENCH_PG_ADMIN:-postgres://postgres@127.0.0.1:5432/test}
+BENCH_MYSQL_ADMIN=${BENCH_MYSQL_ADMIN:-mysql://root@127.0.0.1:3306/test}
+BENCH_OUT=${BENCH_OUT:-$REPO_ROOT/bench/out}
+RCPT=bench@example.test
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+find_tool() { command -v "$1" 2>/dev/null || { [[ -x /usr/sbin/$1 ]] && echo "/usr/sbin/$1"; } || true; }
+SMTP_SOURCE=$(find_tool smtp-source)
+SMTP_SINK=$(find_tool smtp-sink)
+[[ -n $SMTP_SOURCE && -n $SMTP_SINK ]] || die "smtp-source and smtp-sink are needed (apt-get install postfix; bench/core.sh can install it)"
+for t in psql mysql redis-server timeout xargs; do
+    command -v "$t" >/dev/null || log "note: $t not found; backends that need it are skipped"
+done
+
+BIN=${INTAKE_BIN:-}
+if [[ -z $BIN ]]; then
+    log "building: cargo build --release -p intake-server (set INTAKE_BIN to skip)"
+    (cd "$REPO_ROOT" && cargo build --release -q -p intake-server)
+    BIN=$REPO_ROOT/target/release/intake
+fi
+[[ -x $BIN ]] || die "no Intake binary at $BIN"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/intake-backends.XXXXXX")
+chmod 755 "$WORK"
+STARTED=()     # PIDs this script started
+DATABASES=()   # "pg NAME" / "my NAME" to drop at the end
+
+stop_pid() {
+    local pid=$1 i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+    local rc=$? pid db
+    trap - EXIT INT TERM
+    for pid in "${STARTED[@]}"; do stop_pid "$pid"; done
+    for db in "${DATABASES[@]}"; do
+        case $db in
+            pg\ *) psql "$BENCH_PG_ADMIN" -qc "DROP DATABASE IF EXISTS ${db#pg } WITH (FORCE)" >/dev/null 2>&1 || true ;;
+            my\ *) mysql -h 127.0.0.1 -u root -e "DROP DATABASE IF EXISTS ${db#my }" >/dev/null 2>&1 || true ;;
+        esac
+    done
+    rm -rf -- "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+CLK_TCK=$(getconf CLK_TCK)
+ticks_of() { # pid... -> summed utime+stime ticks
+    local sum=0 pid stat
+    for pid in "$@"; do
+        { stat=$(<"/proc/$pid/stat"); } 2>/dev/null || continue
+        stat=${stat##*) }
+        sum=$((sum + $(awk '{ print $12 + $13 }' <<<"$stat")))
+    done
+    echo "$sum"
+}
+pids_named() { # exact process names -> their PIDs (for reading CPU only; never signalled)
+    local name f comm
+    for f in /proc/[0-9]*/comm; do
+        { comm=$(<"$f"); } 2>/dev/null || continue
+        for name in "$@"; do [[ $comm == "$name" ]] && echo "${f//[^0-9]/}"; done
+    done
+}
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pick_port() { local p; for _ in $(seq 200); do p=$((30000 + RANDOM % 10000)); port_free "$p" && { echo "$p"; return; }; done; die "no free port"; }
+wait_greeting() { # pid port
+    local deadline=$((SECONDS + 30))
+    while ((SECONDS < deadline)); do
+        kill -0 "$1" 2>/dev/null || return 1
+        timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && IFS= read -r -t 2 l <&3 && [[ $l == 220* ]]' _ "$2" 2>/dev/null && return 0
+        sleep 0.2
+    done
+    return 1
+}
+
+# smtp-source: `sessions` connections at once, `per` messages each; returns wall ns.
+load() { # port sessions per -> sets L_NS, L_OK (1/0)
+    local port=$1 sessions=$2 per=$3 t0 rc=0
+    seq 1 "$sessions" >"$WORK/jobs.$port"
+    t0=$(date +%s%N)
+    timeout -k 5 "$BENCH_TIMEOUT" xargs -a "$WORK/jobs.$port" -P "$sessions" -I{} \
+        "$SMTP_SOURCE" -d -s 1 -m "$per" -l "$BENCH_SIZE" -f sender@example.test -t "$RCPT" \
+        -M client.example.test "inet:127.0.0.1:$port" >"$WORK/load.$port.log" 2>&1 || rc=$?
+    L_NS=$(($(date +%s%N) - t0))
+    L_OK=1
+    ((rc == 0)) && [[ ! -s $WORK/load.$port.log ]] || L_OK=0
+}
+
+start_intake() { # name env... -> sets I_PID I_PORT
+    local name=$1; shift
+    I_PORT=$(pick_port)
+    mkdir -p "$WORK/$name"
+    env INTAKE_SMTP__LISTEN="127.0.0.1:$I_PORT" INTAKE_HTTP__LISTEN="" INTAKE_STORE__PATH="$WORK/$name" \
+        INTAKE_LOG__LEVEL=warn "$@" "$BIN" serve >"$WORK/$name.log" 2>&1 &
+    I_PID=$!
+    STARTED+=("$I_PID")
+    wait_greeting "$I_PID" "$I_PORT" || { tail -20 "$WORK/$name.log" >&2; die "Intake ($name) did not start"; }
+}
+
+# A fresh store per backend: sets STORE_ENV (array) and ENGINE (process names for CPU).
+fresh_store() {
+    local kind=$1 name
+    STORE_ENV=() ENGINE=()
+    case $kind in
+        sqlite) STORE_ENV=(INTAKE_STORE__TYPE=sqlite) ;;
+        postgres)
+            command -v psql >/dev/null || return 1
+            name=intake_bench_$RANDOM$RANDOM
+            psql "$BENCH_PG_ADMIN" -qc "CREATE DATABASE $name" >/dev/null || return 1
+            DATABASES+=("pg $name")
+            STORE_ENV=(INTAKE_STORE__TYPE=postgres "INTAKE_STORE__URL=${BENCH_PG_ADMIN%/*}/$name")
+            ENGINE=(postgres) ;;
+        mysql)
+            command -v mysql >/dev/null || return 1
+            name=intake_bench_$RANDOM$RANDOM
+            mysql -h 127.0.0.1 -u root -e "CREATE DATABASE $name" || return 1
+            DATABASES+=("my $name")
+            STORE_ENV=(INTAKE_STORE__TYPE=mysql "INTAKE_STORE__URL=${BENCH_MYSQL_ADMIN%/*}/$name")
+            ENGINE=(mariadbd mysqld) ;;
+        redis)
+            command -v redis-server >/dev/null || return 1
+            local port; port=$(pick_port)
+            mkdir -p "$WORK/redis-$port"
+            redis-server --bind 127.0.0.1 --port "$port" --dir "$WORK/redis-$port" --save '' \
+                --appendonly yes --appendfsync always >"$WORK/redis-$port.log" 2>&1 &
+            STARTED+=("$!")
+            REDIS_PID=$!
+            for _ in $(seq 50); do port_free "$port" || break; sleep 0.1; done
+            STORE_ENV=(INTAKE_STORE__TYPE=redis "INTAKE_STORE__URL=redis://127.0.0.1:$port/0")
+            ENGINE=(redis-server) ;;
+        *) die "unknown backend $kind" ;;
+    esac
+}
+engine_pids() {
+    if [[ ${ENGINE[0]:-} == redis-server ]]; then echo "$REDIS_PID"; else pids_named "${ENGINE[@]}"; fi
+}
+
+ROWS=()
+per_k() { awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { printf "%.3f", t / hz / n * 1000 }'; }
+rate() { awk -v n="$1" -v ns="$2" 'BEGIN { printf "%.1f", n / (ns / 1e9) }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
+
+N=$((BENCH_SESSIONS * BENCH_PER_SESSION))
+log "smtp-sink reference: $BENCH_SESSIONS x $BENCH_PER_SESSION"
+SINK_PORT=$(pick_port)
+sink_args=(-a -C -F -m 256); ((EUID == 0)) && sink_args+=(-u nobody)
+"$SMTP_SINK" "${sink_args[@]}" "inet:127.0.0.1:$SINK_PORT" 1024 >"$WORK/sink.log" 2>&1 &
+SINK_PID=$!; STARTED+=("$SINK_PID")
+wait_greeting "$SINK_PID" "$SINK_PORT" || die "smtp-sink did not start"
+c0=$(ticks_of "$SINK_PID"); load "$SINK_PORT" "$BENCH_SESSIONS" "$BENCH_PER_SESSION"; c1=$(ticks_of "$SINK_PID")
+SINK_RATE=$(rate "$N" "$L_NS"); SINK_CPU=$(per_k $((c1 - c0)) "$N")
+ROWS+=("| smtp-sink | 1 | $SINK_RATE | $SINK_CPU | - | 1.00x | 1.00x |")
+
+CHECKS=()
+for kind in $BENCH_BACKENDS; do
+    if ! fresh_store "$kind"; then log "skipping $kind (engine or client missing)"; continue; fi
+    log "$kind: one node, $BENCH_SESSIONS x $BENCH_PER_SESSION"
+    start_intake "$kind" "${STORE_ENV[@]}"
+    mapfile -t EP < <(engine_pids)
+    c0=$(ticks_of "$I_PID"); e0=$(ticks_of "${EP[@]}")
+    load "$I_PORT" "$BENCH_SESSIONS" "$BENCH_PER_SESSION"
+    sleep 0.2
+    c1=$(ticks_of "$I_PID"); e1=$(ticks_of "${EP[@]}")
+    ok=$L_OK
+    r=$(rate "$N" "$L_NS"); cpu=$(per_k $((c1 - c0)) "$N")
+    eng=$([[ ${#EP[@]} -gt 0 ]] && per_k $((e1 - e0)) "$N" || echo "-")
+    ROWS+=("| $kind$( ((ok)) || echo ' (errors)') | 1 | $r | $cpu | $eng | $(ratio "$r" "$SINK_RATE") | $(ratio "$cpu" "$SINK_CPU") |")
+    # One line per message, from Intake's own CLI on the same store.
+    stored=$(env "${STORE_ENV[@]}" INTAKE_STORE__PATH="$WORK/$kind" timeout 300 "$BIN" mailbox list "$RCPT" 2>/dev/null | wc -l || echo "?")
+    CHECKS+=("- $kind: the store holds $stored messages for <$RCPT>; smtp-source sent $N$( ((ok)) && echo ", all accepted" || echo ", with errors (see the log)")")
+    stop_pid "$I_PID"
+
+    if [[ $kind == postgres && $BENCH_TWO_NODES == 1 ]]; then
+        fresh_store postgres
+        log "postgres: two nodes on one database, $((BENCH_SESSIONS / 2)) sessions each"
+        start_intake pg-a "${STORE_ENV[@]}"; A_PID=$I_PID; A_PORT=$I_PORT
+        start_intake pg-b "${STORE_ENV[@]}"; B_PID=$I_PID; B_PORT=$I_PORT
+        mapfile -t EP < <(engine_pids)
+        c0=$(ticks_of "$A_PID" "$B_PID"); e0=$(ticks_of "${EP[@]}")
+        t0=$(date +%s%N)
+        load "$A_PORT" $((BENCH_SESSIONS / 2)) "$BENCH_PER_SESSION" & LA=$!
+        load "$B_PORT" $((BENCH_SESSIONS / 2)) "$BENCH_PER_SESSION" & LB=$!
+        wait "$LA"; wait "$LB"
+        ns=$(($(date +%s%N) - t0))
+        sleep 0.2
+        c1=$(ticks_of "$A_PID" "$B_PID"); e1=$(ticks_of "${EP[@]}")
+        n2=$(((BENCH_SESSIONS / 2) * 2 * BENCH_PER_SESSION))
+        r=$(rate "$n2" "$ns"); cpu=$(per_k $((c1 - c0)) "$n2"); eng=$(per_k $((e1 - e0)) "$n2")
+        ok2=1; [[ -s $WORK/load.$A_PORT.log || -s $WORK/load.$B_PORT.log ]] && ok2=0
+        ROWS+=("| postgres$( ((ok2)) || echo ' (errors)') | 2 | $r | $cpu | $eng | $(ratio "$r" "$SINK_RATE") | $(ratio "$cpu" "$SINK_CPU") |")
+        stop_pid "$A_PID"; stop_pid "$B_PID"
+    fi
+done
+
+mkdir -p "$BENCH_OUT"
+OUT=$BENCH_OUT/backends-$(date +%Y%m%d-%H%M%S).md
+{
+    echo "## Store engines: $BENCH_SESSIONS sessions x $BENCH_PER_SESSION messages of ${BENCH_SIZE} bytes, $(date -u +%Y-%m-%d)"
+    echo
+    echo "Machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo). Intake CPU and engine CPU are user+system seconds per 1,000 messages (all threads / all engine processes); ratios against smtp-sink in the same run."
+    echo
+    echo "| server | nodes | msg/s | Intake CPU s/1k | engine CPU s/1k | msg/s vs sink | CPU vs sink |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    printf '%s\n' "${ROWS[@]}"
+    echo
+    printf '%s\n' "${CHECKS[@]}"
+} | tee "$OUT"
+log "saved $OUT"
