@@ -108,100 +108,109 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     /// Runs the session until it ends or asks for TLS. I/O errors end it (the peer went
     /// away).
-    pub async fn run(mut self, shutdown: CancellationToken) -> std::io::Result<Ended<S>> {
-        let deadline = Instant::now() + self.session.config().session_timeout;
-        if self.greet {
-            let early = self.talks_first().await?;
-            if early {
-                tracing::info!(client = %self.client, "early talker: data before the greeting");
-            }
-            let step = self.session.on_connect(early);
-            match Box::pin(self.settle(step)).await.0 {
-                Step::Reply(r) => r.write_to(&mut self.out),
-                Step::Close(r) => {
-                    tracing::info!(client = %self.client, reply = %r, "refused at connect");
-                    self.close_with(r).await?;
-                    return Ok(Ended::Closed);
+    ///
+    /// An async block rather than an `async fn`: the block keeps the connection where it
+    /// captured it, while an `async fn` future holds it twice (the argument, and the local
+    /// it is moved into), a kilobyte more in every idle connection's task.
+    pub fn run(
+        mut self,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = std::io::Result<Ended<S>>> {
+        async move {
+            let deadline = Instant::now() + self.session.config().session_timeout;
+            if self.greet {
+                let early = Box::pin(self.talks_first()).await?;
+                if early {
+                    tracing::info!(client = %self.client, "early talker: data before the greeting");
                 }
-                other => {
-                    tracing::error!(step = ?other, "unexpected step at connect");
-                    self.close_with(replies::SHUTTING_DOWN).await?;
-                    return Ok(Ended::Closed);
-                }
-            }
-        }
-        loop {
-            match self.process().await {
-                Flow::Close => {
-                    self.flush().await?;
-                    let _ = self.io.shutdown().await;
-                    return Ok(Ended::Closed);
-                }
-                Flow::UpgradeTls => {
-                    self.flush().await?;
-                    // Whatever the client pipelined after STARTTLS is dropped unread.
-                    self.inbuf.clear();
-                    return Ok(Ended::StartTls(self.io, Box::new(self.session)));
-                }
-                Flow::Continue => {}
-            }
-            self.flush().await?;
-            let in_content = matches!(self.mode, Mode::Data(_) | Mode::Bdat(_));
-            let idle = if in_content {
-                self.session.config().data_timeout
-            } else {
-                self.session.config().command_timeout
-            };
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                self.close_with(replies::SESSION_TOO_LONG).await?;
-                return Ok(Ended::Closed);
-            }
-            let mut idle = idle.min(left);
-            // A command line must be complete within the command timeout however slowly it
-            // trickles in (slowloris): the clock starts at its first byte.
-            if in_content || self.inbuf.is_empty() {
-                self.line_started = None;
-            } else {
-                let started = *self.line_started.get_or_insert_with(Instant::now);
-                let line_left = (started + self.session.config().command_timeout)
-                    .saturating_duration_since(Instant::now());
-                if line_left.is_zero() {
-                    self.close_with(replies::TIMEOUT).await?;
-                    return Ok(Ended::Closed);
-                }
-                idle = idle.min(line_left);
-            }
-            // Between transactions a shutdown ends the session at once; inside one we let
-            // the client finish (the listener bounds how long).
-            let interruptible = !in_content && !self.session.in_transaction();
-            // Idle sessions hold little: a small buffer for commands, a larger one for content.
-            self.inbuf.reserve(if in_content { 16 * 1024 } else { 512 });
-            let read = tokio::select! {
-                r = timeout(idle, self.io.read_buf(&mut self.inbuf)) => r,
-                _ = shutdown.cancelled(), if interruptible => {
-                    self.close_with(replies::SHUTTING_DOWN).await?;
-                    return Ok(Ended::Closed);
-                }
-            };
-            match read {
-                Err(_elapsed) => {
-                    let reply = if Instant::now() >= deadline {
-                        replies::SESSION_TOO_LONG
-                    } else {
-                        replies::TIMEOUT
-                    };
-                    self.close_with(reply).await?;
-                    return Ok(Ended::Closed);
-                }
-                Ok(Err(e)) => return Err(e),
-                Ok(Ok(0)) => {
-                    if in_content {
-                        tracing::info!(client = %self.client, outcome = "aborted", "connection closed during message content");
+                let step = self.session.on_connect(early);
+                match Box::pin(self.settle(step)).await.0 {
+                    Step::Reply(r) => r.write_to(&mut self.out),
+                    Step::Close(r) => {
+                        tracing::info!(client = %self.client, reply = %r, "refused at connect");
+                        Box::pin(self.close_with(r)).await?;
+                        return Ok(Ended::Closed);
                     }
+                    other => {
+                        tracing::error!(step = ?other, "unexpected step at connect");
+                        Box::pin(self.close_with(replies::SHUTTING_DOWN)).await?;
+                        return Ok(Ended::Closed);
+                    }
+                }
+            }
+            loop {
+                match self.process().await {
+                    Flow::Close => {
+                        self.flush().await?;
+                        let _ = self.io.shutdown().await;
+                        return Ok(Ended::Closed);
+                    }
+                    Flow::UpgradeTls => {
+                        self.flush().await?;
+                        // Whatever the client pipelined after STARTTLS is dropped unread.
+                        self.inbuf.clear();
+                        return Ok(Ended::StartTls(self.io, Box::new(self.session)));
+                    }
+                    Flow::Continue => {}
+                }
+                self.flush().await?;
+                let in_content = matches!(self.mode, Mode::Data(_) | Mode::Bdat(_));
+                let idle = if in_content {
+                    self.session.config().data_timeout
+                } else {
+                    self.session.config().command_timeout
+                };
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    Box::pin(self.close_with(replies::SESSION_TOO_LONG)).await?;
                     return Ok(Ended::Closed);
                 }
-                Ok(Ok(_)) => {}
+                let mut idle = idle.min(left);
+                // A command line must be complete within the command timeout however slowly it
+                // trickles in (slowloris): the clock starts at its first byte.
+                if in_content || self.inbuf.is_empty() {
+                    self.line_started = None;
+                } else {
+                    let started = *self.line_started.get_or_insert_with(Instant::now);
+                    let line_left = (started + self.session.config().command_timeout)
+                        .saturating_duration_since(Instant::now());
+                    if line_left.is_zero() {
+                        Box::pin(self.close_with(replies::TIMEOUT)).await?;
+                        return Ok(Ended::Closed);
+                    }
+                    idle = idle.min(line_left);
+                }
+                // Between transactions a shutdown ends the session at once; inside one we let
+                // the client finish (the listener bounds how long).
+                let interruptible = !in_content && !self.session.in_transaction();
+                // Idle sessions hold little: a small buffer for commands, a larger one for content.
+                self.inbuf.reserve(if in_content { 16 * 1024 } else { 512 });
+                let read = tokio::select! {
+                    r = timeout(idle, self.io.read_buf(&mut self.inbuf)) => r,
+                    _ = shutdown.cancelled(), if interruptible => {
+                        Box::pin(self.close_with(replies::SHUTTING_DOWN)).await?;
+                        return Ok(Ended::Closed);
+                    }
+                };
+                match read {
+                    Err(_elapsed) => {
+                        let reply = if Instant::now() >= deadline {
+                            replies::SESSION_TOO_LONG
+                        } else {
+                            replies::TIMEOUT
+                        };
+                        Box::pin(self.close_with(reply)).await?;
+                        return Ok(Ended::Closed);
+                    }
+                    Ok(Err(e)) => return Err(e),
+                    Ok(Ok(0)) => {
+                        if in_content {
+                            tracing::info!(client = %self.client, outcome = "aborted", "connection closed during message content");
+                        }
+                        return Ok(Ended::Closed);
+                    }
+                    Ok(Ok(_)) => {}
+                }
             }
         }
     }
