@@ -181,6 +181,10 @@ pub async fn serve_with(
 /// An async block, not an `async fn`, and no named session: an idle connection's task holds
 /// this future for as long as the client stays, so nothing is kept in it twice (see
 /// [`Connection::run`]).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would hold its arguments twice"
+)]
 fn handle(
     mut sock: TcpStream,
     peer: SocketAddr,
