@@ -5,6 +5,7 @@
 # half-sent requests. Loopback only, bounded. Prints markdown; saves bench/out/listener-<date>.md.
 #
 #   INTAKE_BIN=target/release/intake bench/listener.sh
+#   BENCH_IDLE_ONLY=1 bench/listener.sh     # only the idle connections' memory
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IDLE=${BENCH_IDLE:-10000}
@@ -84,6 +85,13 @@ with open(out, "w") as f:
 for s in socks: s.close()
 PY
 read -r opened greeted held_rss g_before g_before_max g_during g_during_max < "$WORK/idle.txt"
+if [ -n "${BENCH_IDLE_ONLY:-}" ]; then
+  # Memory only (no throughput): the idle-connection figures, then stop.
+  echo "| connections opened / greeted | $opened / $greeted |"
+  echo "| Intake RSS before / holding them | $((base_rss / 1024)) / $((held_rss / 1024)) MiB ($base_rss / $held_rss KiB) |"
+  echo "| per connection | $(((held_rss - base_rss) * 1024 / IDLE)) bytes |"
+  exit 0
+fi
 
 # STARTTLS against plain with the same client: 8 processes x 250 messages of 4 KB.
 python3 - "$SMTP" "$WORK/tls.txt" <<'PY'

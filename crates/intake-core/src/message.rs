@@ -153,11 +153,27 @@ impl Incoming {
         received_header: &str,
         content: &[u8],
     ) -> Incoming {
-        let sha256 = hex(&Sha256::digest(content));
-        let meta = mime::parse_meta(content);
         let mut raw = Vec::with_capacity(received_header.len() + content.len());
         raw.extend_from_slice(received_header.as_bytes());
         raw.extend_from_slice(content);
+        let header_len = received_header.len();
+        Incoming::from_raw(id, received_at, envelope, session, raw.into(), header_len)
+    }
+
+    /// Assembles a message whose stored bytes are already in one buffer: our header fields
+    /// (the first `header_len` bytes of `raw`), then the content as received. Hashes and
+    /// parses the content; `raw` is kept as it is, not copied.
+    pub fn from_raw(
+        id: MessageId,
+        received_at: i64,
+        envelope: Envelope,
+        session: SessionInfo,
+        raw: Bytes,
+        header_len: usize,
+    ) -> Incoming {
+        let content = &raw[header_len..];
+        let sha256 = hex(&Sha256::digest(content));
+        let meta = mime::parse_meta(content);
         Incoming {
             id,
             received_at,
@@ -166,7 +182,7 @@ impl Incoming {
             size: content.len() as u64,
             sha256,
             meta,
-            raw: raw.into(),
+            raw,
             findings: crate::Findings::default(),
         }
     }

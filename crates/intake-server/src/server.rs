@@ -61,6 +61,8 @@ pub struct Running {
     smtp: JoinHandle<std::io::Result<()>>,
     smtps: Option<JoinHandle<std::io::Result<()>>>,
     listeners: Vec<JoinHandle<std::io::Result<()>>>,
+    /// The `[[listener]]` names, in the order of `listeners`.
+    listener_names: Vec<String>,
     http: Option<JoinHandle<std::io::Result<()>>>,
     mailpit: Option<JoinHandle<std::io::Result<()>>>,
     /// The cluster's sync task: at shutdown it removes this node's counts from Redis.
@@ -75,32 +77,129 @@ impl Running {
         self.wait().await
     }
 
-    /// Waits until the server has stopped (after [`Running::shutdown_token`] is cancelled).
+    /// Waits until the server has stopped (after [`Running::shutdown_token`] is cancelled),
+    /// then closes the store after its last commit.
+    ///
+    /// A listener task that ends on its own (an error, a panic) stops the whole server: it
+    /// is logged, the other listeners stop accepting and let the transactions in flight
+    /// finish, the store is closed as on any shutdown, and the error says which listener
+    /// ended and why (`intake serve` exits non-zero with it).
     pub async fn wait(self) -> anyhow::Result<()> {
-        let r = self.smtp.await.context("SMTP task")?;
-        if let Some(h) = self.smtps {
-            h.await.context("SMTPS task")?.context("SMTPS listener")?;
+        use futures_util::StreamExt;
+        let mut tasks = vec![(ListenerTask::new("SMTP listener", self.smtp), false)];
+        tasks.extend(
+            self.smtps
+                .map(|h| (ListenerTask::new("SMTPS listener", h), false)),
+        );
+        for (name, h) in self.listener_names.iter().zip(self.listeners) {
+            tasks.push((ListenerTask::new(format!("listener {name:?}"), h), false));
         }
-        for h in self.listeners {
-            h.await.context("listener task")?.context("SMTP listener")?;
+        tasks.extend(
+            self.http
+                .map(|h| (ListenerTask::new("HTTP listener", h), true)),
+        );
+        tasks.extend(
+            self.mailpit
+                .map(|h| (ListenerTask::new("Mailpit API listener", h), true)),
+        );
+        let token = self.shutdown.clone();
+        let mut running: futures_util::stream::FuturesUnordered<_> = tasks
+            .into_iter()
+            .map(|(task, http)| task.finish(http, token.clone()))
+            .collect();
+        let mut failure: Option<anyhow::Error> = None;
+        // Until shutdown is asked for, any listener that ends is a failure.
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => {}
+            Some(ended) = running.next() => {
+                let early = !self.shutdown.is_cancelled();
+                let error = ended.failure().or_else(|| {
+                    early.then(|| anyhow::anyhow!("{} stopped accepting", ended.name))
+                });
+                if let Some(e) = error {
+                    tracing::error!(error = %format!("{e:#}"), "a listener ended: shutting down");
+                    failure = Some(e);
+                }
+                self.shutdown.cancel();
+            }
         }
-        if let Some(h) = self.mailpit {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), h).await;
-        }
-        if let Some(h) = self.http {
-            // HTTP gives open requests a short grace, then ends what is left (event streams).
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), h).await;
+        // The others stop accepting and finish their sessions (SMTP: up to
+        // smtp.shutdown_timeout); HTTP gives open requests a short grace.
+        while let Some(ended) = running.next().await {
+            if let Some(e) = ended.failure() {
+                tracing::error!(error = %format!("{e:#}"), "listener failed");
+                failure.get_or_insert(e);
+            }
         }
         if let Some(h) = self.cluster {
             let _ = h.await;
         }
+        // Whatever happened above: queued writes are finished and the store closed.
         self.store.close().await;
-        r.context("SMTP listener")
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// The token that stops the server.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+}
+
+/// A listener's task, named for the log.
+struct ListenerTask {
+    name: String,
+    handle: JoinHandle<std::io::Result<()>>,
+}
+
+/// How a listener task ended.
+struct Ended {
+    name: String,
+    /// None: the HTTP grace after shutdown ran out first (open requests are left).
+    result: Option<Result<std::io::Result<()>, tokio::task::JoinError>>,
+}
+
+/// How long HTTP requests may go on after shutdown (event streams never end by themselves).
+const HTTP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl ListenerTask {
+    fn new(name: impl Into<String>, handle: JoinHandle<std::io::Result<()>>) -> Self {
+        ListenerTask {
+            name: name.into(),
+            handle,
+        }
+    }
+
+    /// Waits for the task; an HTTP one only until `HTTP_GRACE` after `shutdown`.
+    async fn finish(self, http: bool, shutdown: CancellationToken) -> Ended {
+        let ListenerTask { name, handle } = self;
+        let result = if http {
+            let grace = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(HTTP_GRACE).await;
+            };
+            tokio::select! {
+                r = handle => Some(r),
+                _ = grace => None,
+            }
+        } else {
+            Some(handle.await)
+        };
+        Ended { name, result }
+    }
+}
+
+impl Ended {
+    /// The error, if the task failed (an error returned, or a panic).
+    fn failure(&self) -> Option<anyhow::Error> {
+        match &self.result {
+            None | Some(Ok(Ok(()))) => None,
+            Some(Ok(Err(e))) => Some(anyhow::anyhow!("{}: {e}", self.name)),
+            Some(Err(e)) => Some(anyhow::anyhow!("{} task: {e}", self.name)),
+        }
     }
 }
 
@@ -734,6 +833,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     Ok(Running {
         reloader,
         listener_addrs: extra.iter().map(|(n, a, _)| (n.clone(), *a)).collect(),
+        listener_names: extra.iter().map(|(n, _, _)| n.clone()).collect(),
         listeners: extra.into_iter().map(|(_, _, h)| h).collect(),
         smtp_addr,
         smtps_addr,
@@ -749,4 +849,132 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         mailpit,
         cluster,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpStream;
+    use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+    use super::*;
+    use crate::config::Sources;
+
+    /// A raw SMTP client: lines out, the last line of each reply in.
+    struct Client {
+        read: BufReader<OwnedReadHalf>,
+        write: OwnedWriteHalf,
+    }
+
+    impl Client {
+        async fn greeted(addr: SocketAddr) -> Client {
+            let (read, write) = TcpStream::connect(addr).await.unwrap().into_split();
+            let mut c = Client {
+                read: BufReader::new(read),
+                write,
+            };
+            assert!(c.reply().await.starts_with("220 "));
+            c
+        }
+
+        async fn send(&mut self, bytes: &str) {
+            self.write.write_all(bytes.as_bytes()).await.unwrap();
+        }
+
+        async fn reply(&mut self) -> String {
+            loop {
+                let mut line = String::new();
+                self.read.read_line(&mut line).await.unwrap();
+                if line.as_bytes().get(3) != Some(&b'-') {
+                    return line;
+                }
+            }
+        }
+
+        async fn cmd(&mut self, line: &str) -> String {
+            self.send(&format!("{line}\r\n")).await;
+            self.reply().await
+        }
+
+        async fn start_message(&mut self, helo: &str, rcpt: &str) {
+            assert!(self.cmd(&format!("EHLO {helo}")).await.starts_with("250 "));
+            assert!(self.cmd("MAIL FROM:<a@b.test>").await.starts_with("250 "));
+            let r = self.cmd(&format!("RCPT TO:<{rcpt}>")).await;
+            assert!(r.starts_with("250 "), "{r}");
+            assert!(self.cmd("DATA").await.starts_with("354 "));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_listener_that_ends_stops_the_server_and_the_store_is_closed_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let toml = format!(
+            "[smtp]\nlisten = \"127.0.0.1:0\"\nhostname = \"mx.test\"\n\
+             [store]\npath = {:?}\n\
+             [[listener]]\nname = \"second\"\naddress = \"127.0.0.1:0\"\n",
+            data.display().to_string()
+        );
+        let table: toml::Table = toml.parse().unwrap();
+        let settings = Settings::from_table(&table, &Sources::default()).unwrap();
+        let running = start(&settings).await.unwrap();
+        let addr = running.smtp_addr;
+
+        // One message acknowledged, one in flight.
+        let mut done = Client::greeted(addr).await;
+        done.start_message("done.test", "done@q.test").await;
+        let r = done.cmd("Subject: acknowledged\r\n\r\nhi\r\n.").await;
+        assert!(r.starts_with("250 2.0.0"), "{r}");
+        let mut busy = Client::greeted(addr).await;
+        busy.start_message("busy.test", "busy@q.test").await;
+        busy.send("Subject: in flight\r\n\r\nfirst half\r\n").await;
+
+        // The second listener's task ends, as a panic in its accept loop would end it.
+        running.listeners[0].abort();
+        let waiting = tokio::spawn(running.wait());
+
+        // The server stops: the transaction in flight finishes and is acknowledged, the
+        // session is closed, and `wait` says which listener ended (`intake serve` exits
+        // non-zero with it).
+        let stopping = async {
+            let r = busy.cmd("second half\r\n.").await;
+            assert!(r.starts_with("250 2.0.0"), "{r}");
+            assert!(busy.reply().await.starts_with("421 4.3.2"));
+            waiting.await.unwrap()
+        };
+        let err = tokio::time::timeout(std::time::Duration::from_secs(60), stopping)
+            .await
+            .expect("the server stops once a listener has ended")
+            .expect_err("a listener that ends is an error");
+        let text = format!("{err:#}");
+        assert!(text.contains("listener \"second\""), "{text}");
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "no longer accepting"
+        );
+
+        // The store was closed: the WAL is folded into the database, both messages are in it
+        // and indexed for search.
+        let wal = data.join("intake.db-wal");
+        assert!(
+            !wal.exists() || wal.metadata().unwrap().len() == 0,
+            "WAL left behind: {} bytes",
+            wal.metadata().unwrap().len()
+        );
+        let db = rusqlite::Connection::open(data.join("intake.db")).unwrap();
+        let stored: i64 = db
+            .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(stored, 2);
+        let indexed: i64 = db
+            .query_row(
+                "SELECT count(*) FROM search_index WHERE search_index MATCH 'acknowledged OR flight'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexed, 2, "every message indexed before the store closed");
+    }
 }

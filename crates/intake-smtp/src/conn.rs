@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use futures_util::FutureExt;
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 use intake_core::{
     ArrivalGuard, AuthResult, DeliveryReport, Handoff, Incoming, RcptOutcome, Stage, Targets,
 };
@@ -53,6 +53,93 @@ pub enum Ended<S> {
 /// Keep at most this much spare capacity in the content buffer between messages.
 const KEEP_CAPACITY: usize = 1 << 20;
 
+/// Room in front of message content for the header fields we prepend (our `Received:`,
+/// those added by checks). Fields longer than that together cost one copy of the message.
+const HEADROOM: usize = 2048;
+
+/// Message content as it arrives, behind room for our header fields: the message handed to
+/// the targets is this buffer with the fields written in front, not a copy of it.
+#[derive(Default)]
+struct Content {
+    /// [`HEADROOM`] bytes, then the content; empty until the first call to `sink`.
+    buf: BytesMut,
+}
+
+impl Content {
+    /// Where the DATA and BDAT decoders append.
+    fn sink(&mut self) -> &mut BytesMut {
+        if self.buf.is_empty() {
+            self.buf.resize(HEADROOM, 0);
+        }
+        &mut self.buf
+    }
+
+    /// The content received so far.
+    fn body(&self) -> &[u8] {
+        self.buf.get(HEADROOM..).unwrap_or_default()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.buf.len() <= HEADROOM
+    }
+
+    /// Forgets the content, keeping a moderate buffer for the next message.
+    fn clear(&mut self) {
+        self.buf.clear();
+        if self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = BytesMut::new();
+        }
+    }
+
+    /// The content as shared bytes (for checks), without a copy; hand the returned whole
+    /// buffer back with [`Content::give_back`] once they are done.
+    fn lend(&mut self) -> (Bytes, Bytes) {
+        self.sink();
+        let whole = std::mem::take(&mut self.buf).freeze();
+        (whole.slice(HEADROOM..), whole)
+    }
+
+    fn give_back(&mut self, whole: Bytes) {
+        // Copied only if a check kept a reference to the content.
+        self.buf = whole
+            .try_into_mut()
+            .unwrap_or_else(|kept| BytesMut::from(&kept[..]));
+    }
+
+    /// The message: `header`, then the content. The buffer moves into the message (the
+    /// header is written into the room in front of the content) unless the header does not
+    /// fit. Leaves this empty.
+    fn take_message(&mut self, header: &[u8]) -> Bytes {
+        self.sink();
+        let buf = std::mem::take(&mut self.buf);
+        match HEADROOM.checked_sub(header.len()) {
+            Some(start) => {
+                let mut buf = buf;
+                buf[start..HEADROOM].copy_from_slice(header);
+                let mut raw = buf.freeze();
+                raw.advance(start);
+                raw
+            }
+            None => {
+                let mut raw = BytesMut::with_capacity(header.len() + buf.len() - HEADROOM);
+                raw.extend_from_slice(header);
+                raw.extend_from_slice(&buf[HEADROOM..]);
+                raw.freeze()
+            }
+        }
+    }
+
+    /// Takes a delivered message's buffer back for the next message, if no target kept it.
+    fn reuse(&mut self, raw: Bytes) {
+        if let Ok(mut buf) = raw.try_into_mut()
+            && buf.capacity() <= KEEP_CAPACITY
+        {
+            buf.clear();
+            self.buf = buf;
+        }
+    }
+}
+
 /// One SMTP connection.
 pub struct Connection<S> {
     io: S,
@@ -60,7 +147,7 @@ pub struct Connection<S> {
     decoder: CommandDecoder,
     mode: Mode,
     inbuf: BytesMut,
-    content: BytesMut,
+    content: Content,
     out: Vec<u8>,
     /// Where accepted messages go (the store, a relay, ...).
     targets: Targets,
@@ -96,7 +183,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             decoder,
             mode: Mode::Command,
             inbuf: BytesMut::new(),
-            content: BytesMut::new(),
+            content: Content::default(),
             out: Vec::with_capacity(256),
             targets,
             client,
@@ -108,100 +195,113 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     /// Runs the session until it ends or asks for TLS. I/O errors end it (the peer went
     /// away).
-    pub async fn run(mut self, shutdown: CancellationToken) -> std::io::Result<Ended<S>> {
-        let deadline = Instant::now() + self.session.config().session_timeout;
-        if self.greet {
-            let early = self.talks_first().await?;
-            if early {
-                tracing::info!(client = %self.client, "early talker: data before the greeting");
-            }
-            let step = self.session.on_connect(early);
-            match Box::pin(self.settle(step)).await.0 {
-                Step::Reply(r) => r.write_to(&mut self.out),
-                Step::Close(r) => {
-                    tracing::info!(client = %self.client, reply = %r, "refused at connect");
-                    self.close_with(r).await?;
-                    return Ok(Ended::Closed);
+    ///
+    /// An async block rather than an `async fn`: the block keeps the connection where it
+    /// captured it, while an `async fn` future holds it twice (the argument, and the local
+    /// it is moved into), a kilobyte more in every idle connection's task.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold its arguments twice"
+    )]
+    pub fn run(
+        mut self,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = std::io::Result<Ended<S>>> {
+        async move {
+            let deadline = Instant::now() + self.session.config().session_timeout;
+            if self.greet {
+                let early = Box::pin(self.talks_first()).await?;
+                if early {
+                    tracing::info!(client = %self.client, "early talker: data before the greeting");
                 }
-                other => {
-                    tracing::error!(step = ?other, "unexpected step at connect");
-                    self.close_with(replies::SHUTTING_DOWN).await?;
-                    return Ok(Ended::Closed);
-                }
-            }
-        }
-        loop {
-            match self.process().await {
-                Flow::Close => {
-                    self.flush().await?;
-                    let _ = self.io.shutdown().await;
-                    return Ok(Ended::Closed);
-                }
-                Flow::UpgradeTls => {
-                    self.flush().await?;
-                    // Whatever the client pipelined after STARTTLS is dropped unread.
-                    self.inbuf.clear();
-                    return Ok(Ended::StartTls(self.io, Box::new(self.session)));
-                }
-                Flow::Continue => {}
-            }
-            self.flush().await?;
-            let in_content = matches!(self.mode, Mode::Data(_) | Mode::Bdat(_));
-            let idle = if in_content {
-                self.session.config().data_timeout
-            } else {
-                self.session.config().command_timeout
-            };
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                self.close_with(replies::SESSION_TOO_LONG).await?;
-                return Ok(Ended::Closed);
-            }
-            let mut idle = idle.min(left);
-            // A command line must be complete within the command timeout however slowly it
-            // trickles in (slowloris): the clock starts at its first byte.
-            if in_content || self.inbuf.is_empty() {
-                self.line_started = None;
-            } else {
-                let started = *self.line_started.get_or_insert_with(Instant::now);
-                let line_left = (started + self.session.config().command_timeout)
-                    .saturating_duration_since(Instant::now());
-                if line_left.is_zero() {
-                    self.close_with(replies::TIMEOUT).await?;
-                    return Ok(Ended::Closed);
-                }
-                idle = idle.min(line_left);
-            }
-            // Between transactions a shutdown ends the session at once; inside one we let
-            // the client finish (the listener bounds how long).
-            let interruptible = !in_content && !self.session.in_transaction();
-            // Idle sessions hold little: a small buffer for commands, a larger one for content.
-            self.inbuf.reserve(if in_content { 16 * 1024 } else { 512 });
-            let read = tokio::select! {
-                r = timeout(idle, self.io.read_buf(&mut self.inbuf)) => r,
-                _ = shutdown.cancelled(), if interruptible => {
-                    self.close_with(replies::SHUTTING_DOWN).await?;
-                    return Ok(Ended::Closed);
-                }
-            };
-            match read {
-                Err(_elapsed) => {
-                    let reply = if Instant::now() >= deadline {
-                        replies::SESSION_TOO_LONG
-                    } else {
-                        replies::TIMEOUT
-                    };
-                    self.close_with(reply).await?;
-                    return Ok(Ended::Closed);
-                }
-                Ok(Err(e)) => return Err(e),
-                Ok(Ok(0)) => {
-                    if in_content {
-                        tracing::info!(client = %self.client, outcome = "aborted", "connection closed during message content");
+                let step = self.session.on_connect(early);
+                match Box::pin(self.settle(step)).await.0 {
+                    Step::Reply(r) => r.write_to(&mut self.out),
+                    Step::Close(r) => {
+                        tracing::info!(client = %self.client, reply = %r, "refused at connect");
+                        Box::pin(self.close_with(r)).await?;
+                        return Ok(Ended::Closed);
                     }
+                    other => {
+                        tracing::error!(step = ?other, "unexpected step at connect");
+                        Box::pin(self.close_with(replies::SHUTTING_DOWN)).await?;
+                        return Ok(Ended::Closed);
+                    }
+                }
+            }
+            loop {
+                match self.process().await {
+                    Flow::Close => {
+                        self.flush().await?;
+                        let _ = self.io.shutdown().await;
+                        return Ok(Ended::Closed);
+                    }
+                    Flow::UpgradeTls => {
+                        self.flush().await?;
+                        // Whatever the client pipelined after STARTTLS is dropped unread.
+                        self.inbuf.clear();
+                        return Ok(Ended::StartTls(self.io, Box::new(self.session)));
+                    }
+                    Flow::Continue => {}
+                }
+                self.flush().await?;
+                let in_content = matches!(self.mode, Mode::Data(_) | Mode::Bdat(_));
+                let idle = if in_content {
+                    self.session.config().data_timeout
+                } else {
+                    self.session.config().command_timeout
+                };
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    Box::pin(self.close_with(replies::SESSION_TOO_LONG)).await?;
                     return Ok(Ended::Closed);
                 }
-                Ok(Ok(_)) => {}
+                let mut idle = idle.min(left);
+                // A command line must be complete within the command timeout however slowly it
+                // trickles in (slowloris): the clock starts at its first byte.
+                if in_content || self.inbuf.is_empty() {
+                    self.line_started = None;
+                } else {
+                    let started = *self.line_started.get_or_insert_with(Instant::now);
+                    let line_left = (started + self.session.config().command_timeout)
+                        .saturating_duration_since(Instant::now());
+                    if line_left.is_zero() {
+                        Box::pin(self.close_with(replies::TIMEOUT)).await?;
+                        return Ok(Ended::Closed);
+                    }
+                    idle = idle.min(line_left);
+                }
+                // Between transactions a shutdown ends the session at once; inside one we let
+                // the client finish (the listener bounds how long).
+                let interruptible = !in_content && !self.session.in_transaction();
+                // Idle sessions hold little: a small buffer for commands, a larger one for content.
+                self.inbuf.reserve(if in_content { 16 * 1024 } else { 512 });
+                let read = tokio::select! {
+                    r = timeout(idle, self.io.read_buf(&mut self.inbuf)) => r,
+                    _ = shutdown.cancelled(), if interruptible => {
+                        Box::pin(self.close_with(replies::SHUTTING_DOWN)).await?;
+                        return Ok(Ended::Closed);
+                    }
+                };
+                match read {
+                    Err(_elapsed) => {
+                        let reply = if Instant::now() >= deadline {
+                            replies::SESSION_TOO_LONG
+                        } else {
+                            replies::TIMEOUT
+                        };
+                        Box::pin(self.close_with(reply)).await?;
+                        return Ok(Ended::Closed);
+                    }
+                    Ok(Err(e)) => return Err(e),
+                    Ok(Ok(0)) => {
+                        if in_content {
+                            tracing::info!(client = %self.client, outcome = "aborted", "connection closed during message content");
+                        }
+                        return Ok(Ended::Closed);
+                    }
+                    Ok(Ok(_)) => {}
+                }
             }
         }
     }
@@ -301,7 +401,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     let text = String::from_utf8_lossy(&line).into_owned();
                     self.session.on_line(&text)
                 }
-                Mode::Data(dec) => match dec.decode(&mut self.inbuf, &mut self.content) {
+                Mode::Data(dec) => match dec.decode(&mut self.inbuf, self.content.sink()) {
                     None => {
                         if dec.is_over_limit() && !self.content.is_empty() {
                             // Refused already: free what was kept while the rest streams by.
@@ -332,7 +432,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     }
                 },
                 Mode::Bdat(dec) => {
-                    if !dec.decode(&mut self.inbuf, &mut self.content) {
+                    if !dec.decode(&mut self.inbuf, self.content.sink()) {
                         return Flow::Continue;
                     }
                     self.mode = Mode::Command;
@@ -410,9 +510,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     fn discard_content(&mut self) {
         self.content.clear();
-        if self.content.capacity() > KEEP_CAPACITY {
-            self.content = BytesMut::new();
-        }
     }
 
     /// Carries out the session's effects until it gives a step that needs no waiting.
@@ -422,11 +519,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         while let Step::Await(effect) = step {
             let outcome = match effect {
                 Effect::Check(mut cx) => {
-                    if cx.stage == Stage::Data {
-                        cx.content = bytes::Bytes::copy_from_slice(&self.content);
-                    }
+                    // Content checks see the content itself, not a copy of it.
+                    let lent = (cx.stage == Stage::Data).then(|| {
+                        let (body, whole) = self.content.lend();
+                        cx.content = body;
+                        whole
+                    });
                     let checks = self.session.config().checks.clone();
-                    Outcome::Checked(Box::pin(checks.run(&cx)).await)
+                    let verdicts = Box::pin(checks.run(&cx)).await;
+                    drop(cx);
+                    if let Some(whole) = lent {
+                        self.content.give_back(whole);
+                    }
+                    Outcome::Checked(verdicts)
                 }
                 Effect::Deliver(d) => {
                     delivered = true;
@@ -455,21 +560,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let started = Instant::now();
         let rcpts = d.envelope.rcpt_to.len();
         let sender = d.envelope.mail_from.clone();
+        let header = d.headers.concat();
+        let received_at = d.received_at.as_millisecond();
         // RFC 8601 §5: Authentication-Results fields that claim to be ours are forgeries.
-        let content =
-            intake_core::mime::without_auth_results(&self.content, &self.session.config().hostname);
-        let mut message = Incoming::new(
-            d.id,
-            d.received_at.as_millisecond(),
-            d.envelope,
-            d.session,
-            &d.headers.concat(),
-            &content,
-        );
-        drop(content);
+        let cleaned = match intake_core::mime::without_auth_results(
+            self.content.body(),
+            &self.session.config().hostname,
+        ) {
+            std::borrow::Cow::Owned(cleaned) => Some(cleaned),
+            std::borrow::Cow::Borrowed(_) => None,
+        };
+        let mut message = match cleaned {
+            // The usual case: the content buffer becomes the message, header in front.
+            None => {
+                let raw = self.content.take_message(header.as_bytes());
+                Incoming::from_raw(d.id, received_at, d.envelope, d.session, raw, header.len())
+            }
+            Some(cleaned) => {
+                self.discard_content();
+                Incoming::new(d.id, received_at, d.envelope, d.session, &header, &cleaned)
+            }
+        };
         message.findings = *d.findings;
         let size = message.size;
-        self.discard_content();
         let handoff = Handoff {
             message,
             params: d.params,
@@ -483,6 +596,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 DeliveryReport::all(rcpts, RcptOutcome::TEMP, self.targets.has_store())
             }
         };
+        self.content.reuse(handoff.message.raw);
         let accepted = report.rcpts.iter().filter(|o| o.is_accepted()).count();
         let outcome = crate::session::final_reply(d.id, &report);
         if accepted == rcpts {
@@ -790,6 +904,129 @@ mod tests {
             "{raw}"
         );
         assert_eq!(stored[0].size, 21, "our headers are not counted as content");
+    }
+
+    /// A check that adds one long header field (longer than the room kept in front of the
+    /// content) to every message.
+    struct LongHeader;
+
+    #[async_trait]
+    impl intake_core::Check for LongHeader {
+        fn name(&self) -> &'static str {
+            "long-header"
+        }
+        fn stage(&self) -> intake_core::Stage {
+            intake_core::Stage::Data
+        }
+        async fn check(
+            &self,
+            _: &intake_core::CheckCtx,
+        ) -> Result<intake_core::Verdict, intake_core::CheckError> {
+            let folded = vec!["x".repeat(70); 60].join("\r\n ");
+            Ok(intake_core::Verdict::Tag {
+                score: 0.0,
+                header: format!("X-Long: {folded}\r\n"),
+                findings: intake_core::Findings::default(),
+            })
+        }
+    }
+
+    /// Sends `messages` in one session and returns what was stored.
+    async fn store_in_one_session(
+        cfg: Arc<SessionConfig>,
+        messages: &[Vec<u8>],
+    ) -> Vec<intake_core::StoredMessage> {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let store = intake_store::memory::store();
+        let conn = Connection::new(
+            server,
+            "192.0.2.9:1234".parse().unwrap(),
+            cfg,
+            store.clone(),
+        );
+        let task = tokio::spawn(conn.run(CancellationToken::new()));
+        read_replies(&mut client, 1).await;
+        client.write_all(b"EHLO c\r\n").await.unwrap();
+        read_replies(&mut client, 1).await;
+        for m in messages {
+            client
+                .write_all(b"MAIL FROM:<a@b>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n")
+                .await
+                .unwrap();
+            read_replies(&mut client, 3).await;
+            client.write_all(m).await.unwrap();
+            client.write_all(b".\r\n").await.unwrap();
+            let text = read_replies(&mut client, 1).await;
+            assert!(text.starts_with("250 2.0.0 Message stored as "), "{text}");
+        }
+        client.write_all(b"QUIT\r\n").await.unwrap();
+        read_replies(&mut client, 1).await;
+        task.await.unwrap().unwrap();
+        let page = intake_core::Page {
+            offset: 0,
+            limit: 1000,
+        };
+        let listed = store.list_all(page).await.unwrap().messages;
+        let mut stored = Vec::new();
+        for summary in listed.iter().rev() {
+            stored.push(store.fetch(summary.id).await.unwrap().unwrap());
+        }
+        stored
+    }
+
+    /// Our header fields, then exactly the content (the driver writes the fields into the
+    /// room it keeps in front of the content buffer, and reuses the buffer afterwards).
+    fn assert_stored(m: &intake_core::StoredMessage, content: &[u8], header_start: &str) {
+        let header_len = m.raw.len() - content.len();
+        let header = String::from_utf8_lossy(&m.raw[..header_len]);
+        assert!(header.starts_with(header_start), "{header}");
+        assert!(header.ends_with("\r\n"), "{header}");
+        assert_eq!(&m.raw[header_len..], content);
+        assert_eq!(m.size, content.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn each_message_of_a_session_is_stored_exactly_after_our_header() {
+        let big = format!(
+            "Subject: big\r\n\r\n{}",
+            "y".repeat(76).repeat(2000) + "\r\n"
+        );
+        let messages = [
+            big.into_bytes(),
+            b"Subject: small\r\n\r\nhi\r\n".to_vec(),
+            b"Subject: smaller\r\n\r\n".to_vec(),
+        ];
+        let stored = store_in_one_session(Arc::new(SessionConfig::default()), &messages).await;
+        assert_eq!(stored.len(), 3);
+        for (m, content) in stored.iter().zip(&messages) {
+            assert_stored(m, content, "Received: from c ");
+        }
+    }
+
+    #[tokio::test]
+    async fn header_fields_longer_than_the_room_in_front_are_stored_too() {
+        let mut p = intake_core::Pipeline::new();
+        p.add(
+            Arc::new(LongHeader),
+            std::time::Duration::from_secs(5),
+            intake_core::OnError::Defer,
+        );
+        let cfg = Arc::new(SessionConfig {
+            checks: Arc::new(p),
+            ..SessionConfig::default()
+        });
+        let messages = [
+            b"Subject: one\r\n\r\nfirst\r\n".to_vec(),
+            b"Subject: two\r\n\r\nsecond\r\n".to_vec(),
+        ];
+        let stored = store_in_one_session(cfg, &messages).await;
+        assert_eq!(stored.len(), 2);
+        for (m, content) in stored.iter().zip(&messages) {
+            assert_stored(m, content, "Received: from c ");
+            let raw = String::from_utf8_lossy(&m.raw);
+            assert!(raw.len() > HEADROOM + content.len(), "{raw}");
+            assert!(raw.contains("\r\nX-Long: xxx"), "{raw}");
+        }
     }
 
     /// A store that never answers in time.

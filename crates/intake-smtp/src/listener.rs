@@ -112,6 +112,8 @@ pub async fn serve_with(
             }
         });
     }
+    // One copy of the listener's service, shared by its connections (a pointer each).
+    let shared = Arc::new(svc.clone());
     let mut backoff = AcceptBackoff::new("SMTP");
     let mut at_limit = LogEvery::new(std::time::Duration::from_secs(10));
     loop {
@@ -147,7 +149,7 @@ pub async fn serve_with(
             });
             continue;
         };
-        let svc = svc.clone();
+        let svc = shared.clone();
         let token = shutdown.clone();
         tracker.spawn(async move {
             tracing::debug!(client = %peer, "connected");
@@ -175,66 +177,76 @@ pub async fn serve_with(
 
 /// Runs one connection: the PROXY header if expected, the per-client limits, then SMTP in
 /// plaintext and TLS if the client asks (or TLS from the start).
-async fn handle(
+///
+/// An async block, not an `async fn`, and no named session: an idle connection's task holds
+/// this future for as long as the client stays, so nothing is kept in it twice (see
+/// [`Connection::run`]).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would hold its arguments twice"
+)]
+fn handle(
     mut sock: TcpStream,
     peer: SocketAddr,
-    svc: Service,
+    svc: Arc<Service>,
     token: CancellationToken,
-) -> std::io::Result<()> {
-    let (client, early) = match &svc.proxy {
-        None => (peer, bytes::BytesMut::new()),
-        Some(p) => {
-            if !p.trusts(peer.ip()) {
-                tracing::info!(peer = %peer, "PROXY header expected from an untrusted address: closed");
-                return Ok(());
-            }
-            match crate::proxy::read_header(&mut sock, peer, p.timeout).await {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::info!(peer = %peer, error = %e, "no valid PROXY header: closed");
+) -> impl Future<Output = std::io::Result<()>> {
+    async move {
+        let (client, early) = match &svc.proxy {
+            None => (peer, bytes::BytesMut::new()),
+            Some(p) => {
+                if !p.trusts(peer.ip()) {
+                    tracing::info!(peer = %peer, "PROXY header expected from an untrusted address: closed");
                     return Ok(());
                 }
+                match Box::pin(crate::proxy::read_header(&mut sock, peer, p.timeout)).await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::info!(peer = %peer, error = %e, "no valid PROXY header: closed");
+                        return Ok(());
+                    }
+                }
             }
-        }
-    };
-    let mut sock = Prefixed::new(early, sock);
-    let cfg = svc.config();
-    let _guard = match cfg.limits.as_ref().map(|l| l.admit(client.ip())) {
-        None => None,
-        Some(Ok(g)) => g,
-        Some(Err(refusal)) => {
-            tracing::info!(client = %client, ?refusal, "client over its connection limit");
-            metrics::counter!("intake_smtp_connections_refused_total", "reason" => "client_limit")
-                .increment(1);
-            let reply = match refusal {
-                Refusal::Rate => replies::CONNECTION_RATE,
-                Refusal::PerIp | Refusal::PerNetwork => replies::TOO_MANY_CONNECTIONS_FROM_CLIENT,
-            };
-            let _ = sock.write_all(reply.to_wire().as_bytes()).await;
-            let _ = sock.shutdown().await;
-            return Ok(());
-        }
-    };
-    let session = Session::new(cfg, client);
-    if svc.implicit_tls {
-        let certs = svc
-            .tls
-            .as_ref()
-            .expect("implicit TLS listeners have certificates");
-        return Box::pin(encrypted(sock, session, &svc, certs, true, token)).await;
-    }
-    match Connection::resume(sock, session, svc.targets.clone(), true)
-        .run(token.clone())
-        .await?
-    {
-        Ended::Closed => Ok(()),
-        Ended::StartTls(sock, session) => {
+        };
+        let mut sock = Prefixed::new(early, sock);
+        let cfg = svc.config();
+        let _guard = match cfg.limits.as_ref().map(|l| l.admit(client.ip())) {
+            None => None,
+            Some(Ok(g)) => g,
+            Some(Err(refusal)) => {
+                tracing::info!(client = %client, ?refusal, "client over its connection limit");
+                metrics::counter!("intake_smtp_connections_refused_total", "reason" => "client_limit")
+                    .increment(1);
+                let reply = match refusal {
+                    Refusal::Rate => replies::CONNECTION_RATE,
+                    Refusal::PerIp | Refusal::PerNetwork => {
+                        replies::TOO_MANY_CONNECTIONS_FROM_CLIENT
+                    }
+                };
+                let _ = sock.write_all(reply.to_wire().as_bytes()).await;
+                let _ = sock.shutdown().await;
+                return Ok(());
+            }
+        };
+        if svc.implicit_tls {
             let certs = svc
                 .tls
                 .as_ref()
-                .expect("STARTTLS is only offered with certificates");
-            // Boxed: the TLS state only costs memory in sessions that use it.
-            Box::pin(encrypted(sock, *session, &svc, certs, false, token)).await
+                .expect("implicit TLS listeners have certificates");
+            let session = Session::new(cfg, client);
+            return Box::pin(encrypted(sock, session, &svc, certs, true, token)).await;
+        }
+        let plain = Connection::resume(sock, Session::new(cfg, client), svc.targets.clone(), true);
+        match plain.run(token.clone()).await? {
+            Ended::Closed => Ok(()),
+            Ended::StartTls(sock, session) => {
+                let certs = svc
+                    .tls
+                    .as_ref()
+                    .expect("STARTTLS is only offered with certificates");
+                // Boxed: the TLS state only costs memory in sessions that use it.
+                Box::pin(encrypted(sock, *session, &svc, certs, false, token)).await
+            }
         }
     }
 }

@@ -147,7 +147,7 @@ impl Session {
         match result {
             AuthResult::Ok(user) => {
                 tracing::info!(client = %self.client, user = %user.address, "AUTH succeeded");
-                self.user = Some(user);
+                self.user = Some(Box::new(user));
                 Step::Reply(replies::AUTH_OK)
             }
             AuthResult::Invalid => self.client_error(replies::AUTH_INVALID),

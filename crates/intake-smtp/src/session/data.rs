@@ -108,7 +108,11 @@ impl Session {
         if tx.score != 0.0 {
             tracing::debug!(%id, score = tx.score, "checks scored the message");
         }
-        let mut findings = self.session_findings.clone();
+        let mut findings = self
+            .session_findings
+            .as_deref()
+            .cloned()
+            .unwrap_or_default();
         findings.merge(tx.findings.clone());
         let delivery = Delivery {
             envelope: Envelope {

@@ -51,7 +51,7 @@ impl Session {
     /// MAIL FROM was accepted: the transaction starts.
     pub(super) fn start_transaction(&mut self, from: MailFrom) {
         self.messages += 1;
-        self.tx = Some(Transaction {
+        self.tx = Some(Box::new(Transaction {
             mail_from: from.address,
             rcpt_to: Vec::new(),
             smtputf8: from.smtputf8,
@@ -62,6 +62,6 @@ impl Session {
             headers: Vec::new(),
             score: 0.0,
             findings: intake_core::Findings::default(),
-        });
+        }));
     }
 }

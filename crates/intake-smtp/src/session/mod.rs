@@ -172,7 +172,8 @@ pub struct Session {
     /// The client used EHLO (extensions allowed) rather than HELO.
     esmtp: bool,
     tls: Option<TlsInfo>,
-    tx: Option<Transaction>,
+    /// Boxed (as are the findings and the user below): an idle session is small.
+    tx: Option<Box<Transaction>>,
     errors: u32,
     /// The error to answer once the octets of a BDAT chunk sent outside a usable
     /// transaction have been read.
@@ -186,9 +187,9 @@ pub struct Session {
     /// Header fields added by connect and HELO checks, for every message of the session.
     session_headers: Vec<String>,
     /// What connect and HELO checks found, for every message of the session.
-    session_findings: intake_core::Findings,
+    session_findings: Option<Box<intake_core::Findings>>,
     /// The logged-in user (AUTH), if any.
-    user: Option<User>,
+    user: Option<Box<User>>,
     /// A SASL exchange in progress.
     sasl: Option<auth::Sasl>,
 }
@@ -209,7 +210,7 @@ impl Session {
             messages: 0,
             pending: None,
             session_headers: Vec::new(),
-            session_findings: intake_core::Findings::default(),
+            session_findings: None,
             user: None,
             sasl: None,
         }

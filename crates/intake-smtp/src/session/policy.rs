@@ -46,7 +46,9 @@ impl Session {
             _ => self.tx.as_ref().map(|t| t.mail_from.clone()),
         };
         cx.rcpt_to = rcpt_to.map(str::to_string);
-        cx.symbols = self.session_findings.symbols.clone();
+        cx.symbols = (self.session_findings.as_ref())
+            .map(|f| f.symbols.clone())
+            .unwrap_or_default();
         if let Some(tx) = &self.tx {
             cx.symbols.extend(tx.findings.symbols.iter().cloned());
         }
@@ -87,13 +89,17 @@ impl Session {
         match (pending, decision) {
             (Pending::Connect, Decision::Go(tags)) => {
                 self.session_headers.extend(tags.headers);
-                self.session_findings.merge(tags.findings);
+                self.session_findings
+                    .get_or_insert_default()
+                    .merge(tags.findings);
                 Step::Reply(self.greeting())
             }
             (Pending::Connect, Decision::Stop(r)) => Step::Close(r),
             (Pending::Helo { name, esmtp }, Decision::Go(tags)) => {
                 self.session_headers.extend(tags.headers);
-                self.session_findings.merge(tags.findings);
+                self.session_findings
+                    .get_or_insert_default()
+                    .merge(tags.findings);
                 self.accept_helo(name, esmtp)
             }
             (Pending::Mail(from), Decision::Go(tags)) => {
