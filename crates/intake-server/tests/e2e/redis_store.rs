@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use intake_store::redis::test_server::TestRedis;
 
-use crate::http::get;
+use crate::http::{Sse, get, request};
 use crate::support::{Client, Process, free_port, send_message};
 
 /// The environment that points intake (server or CLI) at `redis`.
@@ -206,4 +206,41 @@ async fn every_250_survives_sigkill_of_intake() {
         .await
         .json();
     assert!(v["total"].as_u64().unwrap() >= acked.len() as u64, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_redis_see_each_others_mail_live() {
+    let redis = TestRedis::start();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (port_a, port_b) = (free_port(), free_port());
+    let a = start(&redis, dir_a.path(), port_a);
+    let _b = start(&redis, dir_b.path(), port_b);
+    let http_a = format!("127.0.0.1:{port_a}").parse().unwrap();
+    let http_b = format!("127.0.0.1:{port_b}").parse().unwrap();
+    let mut on_a = Sse::open(http_a, "/api/v1/events?mailbox=live@q.test").await;
+    let mut on_b = Sse::open(http_b, "/api/v1/events?mailbox=live@q.test").await;
+    // Both nodes subscribe to the feed as they start; give the subscriptions a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let r = send_message(
+        a.addr,
+        "s@x.test",
+        &["live@q.test"],
+        "Subject: via A\r\n\r\nx\r\n",
+    )
+    .await;
+    assert_eq!(r.code, 250);
+    let id = r.text().split_whitespace().last().unwrap().to_string();
+    let (name, data) = on_b.next().await;
+    assert_eq!(name, "new", "B hears of mail that came in through A");
+    assert!(data.contains("via A"), "{data}");
+    let (name, _) = on_a.next().await;
+    assert_eq!(name, "new");
+
+    // Deleted through B's API: A's page hears of it.
+    let d = request(http_b, "DELETE", &format!("/api/v1/messages/{id}"), &[]).await;
+    assert!(d.status < 300, "{}", d.status);
+    let (name, data) = on_a.next().await;
+    assert_eq!(name, "deleted");
+    assert!(data.contains(&id), "{data}");
 }
