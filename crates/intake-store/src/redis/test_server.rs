@@ -14,6 +14,7 @@ pub struct TestRedis {
     dir: tempfile::TempDir,
     port: u16,
     durable: bool,
+    extra: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -34,12 +35,22 @@ impl TestRedis {
         TestRedis::with(false)
     }
 
+    /// A durable Redis started with more arguments (`--rename-command CONFIG ""`, say).
+    pub fn start_with(args: &[&str]) -> TestRedis {
+        TestRedis::make(true, args)
+    }
+
     fn with(durable: bool) -> TestRedis {
+        TestRedis::make(durable, &[])
+    }
+
+    fn make(durable: bool, extra: &[&str]) -> TestRedis {
         let mut r = TestRedis {
             child: None,
             dir: tempfile::tempdir().expect("temporary directory"),
             port: free_port(),
             durable,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         r.spawn();
         r
@@ -80,6 +91,7 @@ impl TestRedis {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
+        cmd.args(&self.extra);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())

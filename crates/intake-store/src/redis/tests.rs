@@ -79,6 +79,25 @@ async fn a_redis_that_does_not_fsync_every_write_is_refused() {
 }
 
 #[tokio::test]
+async fn a_redis_that_will_not_say_is_refused_too() {
+    // CONFIG disabled, as some managed services do: durability cannot be checked.
+    let redis = TestRedis::start_with(&["--rename-command", "CONFIG", ""]);
+    let mut s = settings(&redis.url());
+    let e = RedisStore::connect(&s, Mode::ReadWrite)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains("CONFIG GET failed") && e.contains("appendfsync always"),
+        "{e}"
+    );
+    s.redis.accept_weak_durability = true;
+    let store = RedisStore::connect(&s, Mode::ReadWrite).await.unwrap();
+    store.close().await;
+}
+
+#[tokio::test]
 async fn the_shared_redis_without_appendonly_is_refused() {
     // The machine's shared Redis (appendonly no), read only: CONFIG GET, GET version.
     let mut s = settings("redis://127.0.0.1:6379/");
