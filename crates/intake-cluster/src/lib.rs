@@ -14,10 +14,17 @@
 //! - `nodes`: the ids of the nodes (a sorted set by last sync time), so each node reads the
 //!   others' `node:` keys without a `SCAN`. Ids whose key has gone are removed.
 //!
+//! - `events`: the pub/sub channel of live events between nodes ([`RedisFeed`], an
+//!   `EventFeed`: each committed change, published; the other nodes' put on this node's bus).
+//!
 //! Every Redis call is bounded by `cluster.timeout`. When Redis is down or slow the node
 //! carries on alone: the limits count only its own clients and greylisting falls back by its
 //! `on_error` (at once, without trying Redis on every RCPT, until the next sync succeeds).
 //! Going down and coming back are logged once each, and a reminder once a minute meanwhile.
+
+mod feed;
+
+pub use feed::{FeedConfig, RedisFeed};
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

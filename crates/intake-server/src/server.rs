@@ -379,6 +379,60 @@ fn cluster(settings: &Settings) -> anyhow::Result<Option<Arc<intake_cluster::Clu
     Ok(Some(c))
 }
 
+/// Where live events between nodes go, if anywhere: the one place that decides.
+///
+/// - `store.type = "redis"`: always, over Redis pub/sub (on `cluster.redis_url` when set,
+///   else on the store's own Redis), since every node reads the same store;
+/// - `[cluster] redis_url` set: over that Redis, for every store but PostgreSQL (whose nodes
+///   share events through the database's own LISTEN/NOTIFY);
+/// - otherwise none: one node.
+fn event_feed(settings: &Settings) -> Option<intake_cluster::FeedConfig> {
+    use intake_store::StoreKind;
+    let cluster = &settings.cluster;
+    let store = &settings.store;
+    let (redis_url, key_prefix, timeout) = match store.kind {
+        StoreKind::Postgres => return None,
+        _ if !cluster.redis_url.is_empty() => (
+            cluster.redis_url.clone(),
+            cluster.key_prefix.clone(),
+            cluster.timeout,
+        ),
+        StoreKind::Redis => (
+            store.url.clone(),
+            store.redis.key_prefix.clone(),
+            store.redis.timeout,
+        ),
+        _ => return None,
+    };
+    Some(intake_cluster::FeedConfig {
+        redis_url,
+        key_prefix,
+        node: uuid::Uuid::new_v4().simple().to_string(),
+        timeout,
+    })
+}
+
+/// The store with the event feed [`event_feed`] picks, if any: a layer over the same
+/// backend and bus that also sends every committed change to the other nodes (and puts
+/// theirs on the bus).
+fn with_event_feed(
+    settings: &Settings,
+    opened: Arc<intake_store::Store>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<intake_store::Store>> {
+    let Some(cfg) = event_feed(settings) else {
+        return Ok(opened);
+    };
+    let bus = opened.events().clone();
+    let feed = intake_cluster::RedisFeed::start(cfg, bus.clone(), shutdown.clone())
+        .map_err(anyhow::Error::msg)
+        .context("starting the event feed between nodes")?;
+    let store = intake_store::Store::new(opened.backend().clone())
+        .with_events(bus)
+        .with_feed(feed);
+    Ok(Arc::new(store))
+}
+
 fn checks_for(
     settings: &Settings,
     profiles: &intake_policy::Profiles,
@@ -646,6 +700,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     let opened = intake_store::open(&settings.store, intake_store::Mode::ReadWrite)
         .await
         .with_context(|| format!("opening the store ({})", settings.store.describe()))?;
+    let shutdown = CancellationToken::new();
+    let opened = with_event_feed(settings, opened, &shutdown)?;
     let events = opened.events().clone();
     // The alias secret, read (or made) once for the HTTP listeners that need it; before any
     // listener is bound, so that a client finding SMTP up finds HTTP up too.
@@ -658,7 +714,6 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     let listener = bind(settings.smtp_listen)
         .with_context(|| format!("binding SMTP to {} (smtp.listen)", settings.smtp_listen))?;
     let smtp_addr = listener.local_addr()?;
-    let shutdown = CancellationToken::new();
     // Opened once every listener is bound and privileges are dropped: no accept before.
     let go = CancellationToken::new();
     let tls = match &settings.tls_files {

@@ -21,9 +21,11 @@
 pub mod conformance;
 mod layer;
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod settings;
 mod sqlite;
 
 pub use layer::{Store, spawn_retention};
-pub use settings::{Mode, SqliteOptions, StoreKind, StoreSettings, open};
+pub use settings::{Mode, RedisOptions, SqliteOptions, StoreKind, StoreSettings, open};
 pub use sqlite::{SqliteConfig, SqliteStore, database_exists};

@@ -18,7 +18,7 @@ pub enum StoreKind {
     Postgres,
     /// MySQL or MariaDB at `store.url` (not built in yet).
     Mysql,
-    /// Redis at `store.url` (not built in yet).
+    /// Redis at `store.url` (`redis://` or `rediss://`).
     Redis,
 }
 
@@ -71,6 +71,48 @@ impl Default for SqliteOptions {
     }
 }
 
+/// Options only the Redis store reads (`store.redis_*`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// Prepended to every key (`store.redis_key_prefix`).
+    pub key_prefix: String,
+    /// Start even when Redis does not fsync every write (`store.redis_accept_weak_durability`):
+    /// a `250` may then be lost in a crash of Redis or its machine.
+    pub accept_weak_durability: bool,
+    /// The longest any Redis call may take (`store.redis_timeout`).
+    pub timeout: Duration,
+    /// Keep at most this many messages per mailbox, enforced in the same atomic write as
+    /// each delivery (`store.redis_mailbox_cap`). Messages trimmed so are not announced as
+    /// deleted events; `retention.per_mailbox` (the retention schedule) announces its own.
+    pub mailbox_cap: Option<u64>,
+    /// Messages a search looks at, newest first (`store.redis_search_scan`).
+    pub search_scan: u64,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            key_prefix: "intake:store:".into(),
+            accept_weak_durability: false,
+            timeout: Duration::from_secs(2),
+            mailbox_cap: None,
+            search_scan: 10_000,
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field("key_prefix", &self.key_prefix)
+            .field("accept_weak_durability", &self.accept_weak_durability)
+            .field("timeout", &self.timeout)
+            .field("mailbox_cap", &self.mailbox_cap)
+            .field("search_scan", &self.search_scan)
+            .finish()
+    }
+}
+
 /// `[store]`, whatever the backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreSettings {
@@ -87,6 +129,8 @@ pub struct StoreSettings {
     pub commit_delay: Duration,
     /// SQLite's own options.
     pub sqlite: SqliteOptions,
+    /// Redis's own options.
+    pub redis: RedisOptions,
 }
 
 impl StoreSettings {
@@ -99,6 +143,7 @@ impl StoreSettings {
             max_batch: 256,
             commit_delay: Duration::from_millis(1),
             sqlite: SqliteOptions::default(),
+            redis: RedisOptions::default(),
         }
     }
 
@@ -145,6 +190,8 @@ pub enum Mode {
 pub async fn open(settings: &StoreSettings, mode: Mode) -> Result<Arc<Store>, StoreError> {
     let backend: Arc<dyn Backend> = match settings.kind {
         StoreKind::Sqlite => Arc::new(open_sqlite(settings, mode)?),
+        #[cfg(feature = "redis")]
+        StoreKind::Redis => Arc::new(crate::redis::RedisStore::connect(settings, mode).await?),
         other => {
             return Err(StoreError::Unavailable(format!(
                 "store.type = {:?} is not built into this version of Intake (only \"sqlite\" is)",
@@ -198,6 +245,7 @@ mod tests {
         assert_eq!(s.describe(), "postgres at redis://cache:6379/0");
     }
 
+    #[cfg(not(feature = "redis"))]
     #[tokio::test]
     async fn backends_not_built_in_fail_clearly_at_open() {
         let mut s = StoreSettings::sqlite("unused");

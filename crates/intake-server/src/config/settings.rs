@@ -1420,6 +1420,7 @@ fn read_store(r: &mut Reader<'_>) -> StoreSettings {
             busy_timeout: r.duration("store.busy_timeout", d.sqlite.busy_timeout),
             index_max_lag: r.duration("store.index_max_lag", d.sqlite.index_max_lag),
         },
+        redis: read_store_redis(r, &d.redis),
     };
     if s.max_batch == 0 {
         r.error("store.max_batch", "must be at least 1");
@@ -1442,7 +1443,35 @@ fn read_store(r: &mut Reader<'_>) -> StoreSettings {
     if !s.kind.needs_url() && !s.url.is_empty() {
         r.error("store.url", "the sqlite store takes store.path, not a URL");
     }
+    if s.kind == StoreKind::Redis
+        && !s.url.is_empty()
+        && let Err(e) = intake_cluster::check_url(&s.url)
+    {
+        r.error("store.url", e);
+    }
     s
+}
+
+/// `store.redis_*`: options only the Redis store reads.
+fn read_store_redis(
+    r: &mut Reader<'_>,
+    d: &intake_store::RedisOptions,
+) -> intake_store::RedisOptions {
+    let cap: u64 = r.get("store.redis_mailbox_cap", 0);
+    let o = intake_store::RedisOptions {
+        key_prefix: r.get("store.redis_key_prefix", d.key_prefix.clone()),
+        accept_weak_durability: r.get(
+            "store.redis_accept_weak_durability",
+            d.accept_weak_durability,
+        ),
+        timeout: r.duration("store.redis_timeout", d.timeout),
+        mailbox_cap: (cap > 0).then_some(cap),
+        search_scan: r.get("store.redis_search_scan", d.search_scan),
+    };
+    if o.timeout.is_zero() {
+        r.error("store.redis_timeout", "must be more than 0");
+    }
+    o
 }
 
 fn read_retention(r: &mut Reader<'_>) -> RetentionSettings {

@@ -23,6 +23,7 @@ mod listeners;
 mod ops;
 mod policy;
 mod proxy;
+mod redis_store;
 mod relay;
 mod restart;
 mod shutdown;

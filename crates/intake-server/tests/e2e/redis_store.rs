@@ -1,0 +1,246 @@
+//! `store.type = "redis"` end to end, against a durable redis-server of each test's own
+//! (`appendonly yes`, `appendfsync always`): mail in over SMTP, read back through the HTTP
+//! API and the CLI; the refusal of a Redis that does not fsync; kill -9 of intake under 16
+//! concurrent clients, every 250 present after a restart.
+
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use intake_store::redis::test_server::TestRedis;
+
+use crate::http::{Sse, get, request};
+use crate::support::{Client, Process, free_port, send_message};
+
+/// The environment that points intake (server or CLI) at `redis`.
+fn redis_env(redis: &TestRedis) -> Vec<(&'static str, String)> {
+    vec![
+        ("INTAKE_STORE__TYPE", "redis".into()),
+        ("INTAKE_STORE__URL", redis.url()),
+    ]
+}
+
+fn start(redis: &TestRedis, data: &std::path::Path, http: u16) -> Process {
+    let mut env = redis_env(redis);
+    env.push(("INTAKE_HTTP__LISTEN", format!("127.0.0.1:{http}")));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Process::start(data, &env)
+}
+
+/// The CLI with the same store settings: (success, stdout, stderr).
+fn cli(redis: &TestRedis, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_intake"))
+        .args(args)
+        .envs(redis_env(redis))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_in_read_back_through_the_api_and_the_cli() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let p = start(&redis, dir.path(), port);
+    let http = format!("127.0.0.1:{port}").parse().unwrap();
+    let r = send_message(
+        p.addr,
+        "s@example.net",
+        &["Ann@Q.test", "bob@q.test"],
+        "From: Sam <s@example.net>\r\nSubject: kept in redis\r\n\r\nhello redis\r\n",
+    )
+    .await;
+    assert_eq!(r.code, 250, "{}", r.text());
+    let id = r.text().split_whitespace().last().unwrap().to_string();
+
+    let listing = get(http, "/api/v1/mailboxes/ann@q.test/messages").await;
+    assert_eq!(listing.status, 200);
+    let v = listing.json();
+    assert_eq!(v["total"], 1);
+    assert_eq!(v["messages"][0]["subject"], "kept in redis");
+    let m = get(http, &format!("/api/v1/messages/{id}")).await.json();
+    assert_eq!(m["subject"], "kept in redis");
+    let raw = get(http, &format!("/api/v1/messages/{id}/raw"))
+        .await
+        .text();
+    assert!(raw.ends_with("hello redis\r\n"), "{raw}");
+    let found = get(http, "/api/v1/search?query=subject%3Akept").await;
+    assert_eq!(found.json()["total"], 1, "{}", found.text());
+
+    let (ok, out, err) = cli(&redis, &["mailbox", "list", "bob@q.test"]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&id) && out.contains("kept in redis"), "{out}");
+    let (ok, out, err) = cli(&redis, &["message", "show", &id]);
+    assert!(ok, "{err}");
+    assert!(out.contains("kept in redis"), "{out}");
+    // The same mail through the server after a restart.
+    p.terminate();
+    let p = start(&redis, dir.path(), port);
+    let v = get(http, "/api/v1/mailboxes/ann@q.test/messages")
+        .await
+        .json();
+    assert_eq!(v["total"], 1);
+    drop(p);
+}
+
+#[tokio::test]
+async fn a_redis_that_does_not_fsync_every_write_is_refused_at_start() {
+    let redis = TestRedis::start_volatile();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_intake"))
+        .arg("serve")
+        .envs(redis_env(&redis))
+        .env("INTAKE_SMTP__LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("INTAKE_HTTP__LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("INTAKE_STORE__PATH", dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("intake serve started on a Redis with appendonly no");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(
+        err.contains("appendonly no") && err.contains("store.redis_accept_weak_durability"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_250_survives_sigkill_of_intake() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let p = start(&redis, dir.path(), port);
+    let addr = p.addr;
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop_at = Instant::now() + Duration::from_secs(30);
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let acked = acked.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..100_000 {
+                if Instant::now() > stop_at {
+                    break;
+                }
+                let subject = format!("crash-{w:02}-{n:05}");
+                let Ok(Ok(stream)) = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    tokio::net::TcpStream::connect(addr),
+                )
+                .await
+                else {
+                    break;
+                };
+                let mut c = Client::from_stream(stream);
+                if c.reply().await.code != 220 {
+                    break;
+                }
+                c.send(b"EHLO w\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<crash@q.test>\r\nDATA\r\n")
+                    .await;
+                let mut ok = true;
+                for _ in 0..4 {
+                    ok &= c.reply().await.code != 0;
+                }
+                if !ok {
+                    break;
+                }
+                c.send(
+                    format!("Subject: {subject}\r\n\r\n{}\r\n.\r\n", "y".repeat(2000)).as_bytes(),
+                )
+                .await;
+                let r = c.reply().await;
+                if r.code == 250 {
+                    acked.lock().unwrap().push(subject);
+                } else if r.code == 0 {
+                    break;
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    while acked.lock().unwrap().len() < 300 && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    p.kill9();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 300,
+        "only {} messages acknowledged before the kill",
+        acked.len()
+    );
+    // Restarted on the same Redis: every acknowledged message is there.
+    let _p = start(&redis, dir.path(), port);
+    let (ok, out, err) = cli(&redis, &["mailbox", "list", "crash@q.test"]);
+    assert!(ok, "{err}");
+    let missing: Vec<_> = acked.iter().filter(|s| !out.contains(s.as_str())).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged messages lost: {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let http = format!("127.0.0.1:{port}").parse().unwrap();
+    let v = get(http, "/api/v1/mailboxes/crash@q.test/messages")
+        .await
+        .json();
+    assert!(v["total"].as_u64().unwrap() >= acked.len() as u64, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_redis_see_each_others_mail_live() {
+    let redis = TestRedis::start();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (port_a, port_b) = (free_port(), free_port());
+    let a = start(&redis, dir_a.path(), port_a);
+    let _b = start(&redis, dir_b.path(), port_b);
+    let http_a = format!("127.0.0.1:{port_a}").parse().unwrap();
+    let http_b = format!("127.0.0.1:{port_b}").parse().unwrap();
+    let mut on_a = Sse::open(http_a, "/api/v1/events?mailbox=live@q.test").await;
+    let mut on_b = Sse::open(http_b, "/api/v1/events?mailbox=live@q.test").await;
+    // Both nodes subscribe to the feed as they start; give the subscriptions a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let r = send_message(
+        a.addr,
+        "s@x.test",
+        &["live@q.test"],
+        "Subject: via A\r\n\r\nx\r\n",
+    )
+    .await;
+    assert_eq!(r.code, 250);
+    let id = r.text().split_whitespace().last().unwrap().to_string();
+    let (name, data) = on_b.next().await;
+    assert_eq!(name, "new", "B hears of mail that came in through A");
+    assert!(data.contains("via A"), "{data}");
+    let (name, _) = on_a.next().await;
+    assert_eq!(name, "new");
+
+    // Deleted through B's API: A's page hears of it.
+    let d = request(http_b, "DELETE", &format!("/api/v1/messages/{id}"), &[]).await;
+    assert!(d.status < 300, "{}", d.status);
+    let (name, data) = on_a.next().await;
+    assert_eq!(name, "deleted");
+    assert!(data.contains(&id), "{data}");
+}
