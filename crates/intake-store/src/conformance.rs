@@ -68,6 +68,7 @@ macro_rules! conformance_suite {
             deliver_list_fetch_round_trip,
             one_message_to_several_mailboxes_is_stored_once,
             concurrent_deliveries_are_all_stored,
+            large_bodies_come_back_byte_for_byte,
             aliases_file_mail_in_their_mailbox,
             delete_publishes_events,
             delete_mailbox_keeps_messages_filed_elsewhere,
@@ -267,6 +268,34 @@ pub async fn concurrent_deliveries_are_all_stored(t: TestBackend) {
     listed.sort();
     ids.sort();
     assert_eq!(listed, ids);
+    store.close().await;
+}
+
+/// Bodies of a few megabytes (which a backend may write differently from small ones), in
+/// one batch with small ones, come back exactly as received.
+pub async fn large_bodies_come_back_byte_for_byte(t: TestBackend) {
+    let (store, _keep) = t.store();
+    let mut sent = Vec::new();
+    let mut handles = Vec::new();
+    for (i, size) in [2 << 20, 300 << 10, 100, 1 << 20].into_iter().enumerate() {
+        // Every byte value a body line may hold, in a pattern that differs per message.
+        let line: String = (0..76)
+            .map(|k| char::from(b'!' + ((k * 7 + i * 13) % 90) as u8))
+            .collect();
+        let body = format!("{line}\r\n").repeat(size / 78 + 1);
+        let m = incoming_with(&["big@example.com"], &format!("Subject: big{i}\r\n\r\n{body}"));
+        sent.push((m.id, m.raw.clone()));
+        let store = store.clone();
+        handles.push(tokio::spawn(async move { store.deliver(m).await }));
+    }
+    for h in handles {
+        h.await.unwrap().unwrap();
+    }
+    for (id, raw) in sent {
+        let got = store.fetch(id).await.unwrap().expect("stored");
+        assert_eq!(got.raw.len(), raw.len());
+        assert!(got.raw == raw, "the body comes back byte for byte");
+    }
     store.close().await;
 }
 

@@ -107,6 +107,9 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// The writer connection's page cache, KiB (readers keep 16 MB each).
+const WRITER_CACHE_KIB: i64 = 3_000;
+
 fn open(cfg: &SqliteConfig, read_only: bool) -> rusqlite::Result<Connection> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -136,6 +139,11 @@ impl SqliteStore {
             .map_err(|e| unavailable(format!("cannot create {}: {e}", cfg.path.display())))?;
         let conn = open(&cfg, false).map_err(unavailable)?;
         schema::migrate(&conn).map_err(unavailable)?;
+        // The writer's own page cache stays small: it needs the B-trees' inner pages, while
+        // a large body streamed through it would otherwise fill a big cache with pages it
+        // never reads again (memory a message in flight costs on top of its own size).
+        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+            .map_err(unavailable)?;
         let (tx, rx) = mpsc::channel::<Job>(cfg.max_batch.max(1) * 4);
         let wcfg = cfg.clone();
         let arrivals = Arrivals::default();
