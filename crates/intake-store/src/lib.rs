@@ -21,9 +21,13 @@
 pub mod conformance;
 mod layer;
 pub mod memory;
+#[cfg(feature = "mysql")]
+mod mysql;
 mod settings;
 mod sqlite;
 
 pub use layer::{Store, spawn_retention};
-pub use settings::{Mode, SqliteOptions, StoreKind, StoreSettings, open};
+#[cfg(feature = "mysql")]
+pub use mysql::{MysqlConfig, MysqlStore};
+pub use settings::{Mode, MysqlOptions, SqliteOptions, StoreKind, StoreSettings, open};
 pub use sqlite::{SqliteConfig, SqliteStore, database_exists};

@@ -71,6 +71,30 @@ impl Default for SqliteOptions {
     }
 }
 
+/// Options of the server backends (MariaDB/MySQL; the names are shared under `[store]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MysqlOptions {
+    /// Most connections for reads and short writes, besides the writer's own
+    /// (`store.pool_size`).
+    pub pool_size: u32,
+    /// How long to wait for a connection, new or from the pool, before answering
+    /// "unavailable" (`store.connect_timeout`).
+    pub connect_timeout: Duration,
+    /// Refuse to start when the server does not flush its log at each commit
+    /// (`store.require_durable_commit`); `false` only warns.
+    pub require_durable_commit: bool,
+}
+
+impl Default for MysqlOptions {
+    fn default() -> Self {
+        MysqlOptions {
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(5),
+            require_durable_commit: true,
+        }
+    }
+}
+
 /// `[store]`, whatever the backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreSettings {
@@ -87,6 +111,8 @@ pub struct StoreSettings {
     pub commit_delay: Duration,
     /// SQLite's own options.
     pub sqlite: SqliteOptions,
+    /// MariaDB/MySQL's options.
+    pub mysql: MysqlOptions,
 }
 
 impl StoreSettings {
@@ -99,6 +125,7 @@ impl StoreSettings {
             max_batch: 256,
             commit_delay: Duration::from_millis(1),
             sqlite: SqliteOptions::default(),
+            mysql: MysqlOptions::default(),
         }
     }
 
@@ -112,7 +139,7 @@ impl StoreSettings {
 }
 
 /// A URL without its password.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -145,6 +172,8 @@ pub enum Mode {
 pub async fn open(settings: &StoreSettings, mode: Mode) -> Result<Arc<Store>, StoreError> {
     let backend: Arc<dyn Backend> = match settings.kind {
         StoreKind::Sqlite => Arc::new(open_sqlite(settings, mode)?),
+        #[cfg(feature = "mysql")]
+        StoreKind::Mysql => Arc::new(crate::mysql::MysqlStore::connect(settings, mode).await?),
         other => {
             return Err(StoreError::Unavailable(format!(
                 "store.type = {:?} is not built into this version of Intake (only \"sqlite\" is)",
