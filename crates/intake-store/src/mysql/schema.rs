@@ -140,7 +140,11 @@ pub(super) async fn migrate(
     }
     // sqlx's own lock waits without limit; bound the whole upgrade instead.
     let limit = MIGRATION_LOCK_WAIT + connect_timeout;
-    let result = match tokio::time::timeout(limit, MIGRATOR.run(&mut *conn)).await {
+    // (`run_direct`, not `run`: `run`'s future is not `Send` for every lifetime, which a
+    // spawned task needs; this is what `run` calls.)
+    let result = match tokio::time::timeout(limit, MIGRATOR.run_direct(None, &mut *conn, false))
+        .await
+    {
         Ok(r) => r.map_err(migrate_error),
         Err(_) => Err(StoreError::Unavailable(format!(
             "the schema upgrade did not finish within {limit:?}"
