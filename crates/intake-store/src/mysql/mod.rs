@@ -183,7 +183,9 @@ impl MysqlStore {
         let mut first = connect_one(&opts, cfg.connect_timeout, read_only).await?;
         let limits = schema::check_server(&mut first, &cfg, mode).await?;
         match mode {
-            Mode::ReadWrite | Mode::Admin => schema::migrate(&mut first, cfg.connect_timeout).await?,
+            Mode::ReadWrite | Mode::Admin => {
+                schema::migrate(&mut first, cfg.connect_timeout).await?
+            }
             Mode::ReadOnly => schema::require_schema(&mut first).await?,
         }
         let _ = first.close().await;

@@ -8,7 +8,10 @@ use super::{ER_DUP_ENTRY, error_number, unavailable};
 
 /// Inserts a row; `false` when its key was there already (a plain INSERT, so that no
 /// other error is turned into a warning as `INSERT IGNORE` would).
-async fn insert_new(q: sqlx::query::Query<'_, sqlx::MySql, sqlx::mysql::MySqlArguments>, pool: &MySqlPool) -> Result<bool, StoreError> {
+async fn insert_new(
+    q: sqlx::query::Query<'_, sqlx::MySql, sqlx::mysql::MySqlArguments>,
+    pool: &MySqlPool,
+) -> Result<bool, StoreError> {
     match q.execute(pool).await {
         Ok(_) => Ok(true),
         Err(e) if error_number(&e) == Some(ER_DUP_ENTRY) => Ok(false),

@@ -97,10 +97,7 @@ enum Arg {
 
 /// `%value%` for `LIKE … ESCAPE '!'` (the same in every `sql_mode`).
 fn like(v: &str) -> Arg {
-    let escaped = v
-        .replace('!', "!!")
-        .replace('%', "!%")
-        .replace('_', "!_");
+    let escaped = v.replace('!', "!!").replace('%', "!%").replace('_', "!_");
     Arg::Text(format!("%{escaped}%"))
 }
 
@@ -489,7 +486,9 @@ pub(super) async fn unlink(
 }
 
 fn ids(rows: Vec<Vec<u8>>) -> Vec<MessageId> {
-    rows.iter().filter_map(|b| MessageId::from_slice(b)).collect()
+    rows.iter()
+        .filter_map(|b| MessageId::from_slice(b))
+        .collect()
 }
 
 /// The messages of a mailbox.

@@ -142,14 +142,13 @@ pub(super) async fn migrate(
     let limit = MIGRATION_LOCK_WAIT + connect_timeout;
     // (`run_direct`, not `run`: `run`'s future is not `Send` for every lifetime, which a
     // spawned task needs; this is what `run` calls.)
-    let result = match tokio::time::timeout(limit, MIGRATOR.run_direct(None, &mut *conn, false))
-        .await
-    {
-        Ok(r) => r.map_err(migrate_error),
-        Err(_) => Err(StoreError::Unavailable(format!(
-            "the schema upgrade did not finish within {limit:?}"
-        ))),
-    };
+    let result =
+        match tokio::time::timeout(limit, MIGRATOR.run_direct(None, &mut *conn, false)).await {
+            Ok(r) => r.map_err(migrate_error),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "the schema upgrade did not finish within {limit:?}"
+            ))),
+        };
     let _ = sqlx::query("DO RELEASE_LOCK(CONCAT('intake_migrate:', DATABASE()))")
         .execute(&mut *conn)
         .await;
@@ -219,6 +218,9 @@ mod unit {
         let l = limits_for(16 << 20, 3);
         assert_eq!((l.chunk, l.statement_budget), (1 << 20, 8 << 20));
         let small = limits_for(1 << 20, 3);
-        assert_eq!((small.chunk, small.statement_budget), (256 << 10, 512 << 10));
+        assert_eq!(
+            (small.chunk, small.statement_budget),
+            (256 << 10, 512 << 10)
+        );
     }
 }

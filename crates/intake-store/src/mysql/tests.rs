@@ -30,7 +30,9 @@ impl ScratchDb {
             .await
             .unwrap_or_else(|_| panic!("MariaDB/MySQL at {base} did not answer within 10 s"))
             .unwrap_or_else(|e| {
-                panic!("MariaDB/MySQL at {base} is needed by these tests (INTAKE_TEST_MYSQL_URL): {e}")
+                panic!(
+                    "MariaDB/MySQL at {base} is needed by these tests (INTAKE_TEST_MYSQL_URL): {e}"
+                )
             });
         conn.execute(sqlx::AssertSqlSafe(format!(
             "CREATE DATABASE `{name}` CHARACTER SET utf8mb4"
@@ -69,7 +71,9 @@ impl Drop for ScratchDb {
             rt.block_on(async move {
                 if let Ok(mut c) = admin.connect().await {
                     let _ = c
-                        .execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{name}`")))
+                        .execute(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS `{name}`"
+                        )))
                         .await;
                     let _ = c.close().await;
                 }
@@ -146,10 +150,16 @@ async fn killed_connections_fail_deliveries_cleanly_and_the_store_recovers() {
 
     // Between deliveries: the writer's idle connection and the pool's are killed; the
     // next delivery and the next read reconnect by themselves.
-    store.deliver(incoming(&["k@x.test"], "before")).await.unwrap();
+    store
+        .deliver(incoming(&["k@x.test"], "before"))
+        .await
+        .unwrap();
     assert!(store.list_all(all()).await.unwrap().total == 1);
     assert!(kill_connections(&mut admin, &db.name).await >= 1);
-    store.deliver(incoming(&["k@x.test"], "after a kill")).await.unwrap();
+    store
+        .deliver(incoming(&["k@x.test"], "after a kill"))
+        .await
+        .unwrap();
     assert_eq!(store.list_all(all()).await.unwrap().total, 2);
 
     // During deliveries: 8 senders while every connection is killed every 20 ms.
@@ -188,7 +198,12 @@ async fn killed_connections_fail_deliveries_cleanly_and_the_store_recovers() {
     // Back to normal without a restart.
     let mut ok = 0;
     for i in 0..20 {
-        match answers("a delivery", store.deliver(incoming(&["k@x.test"], &format!("calm{i}")))).await {
+        match answers(
+            "a delivery",
+            store.deliver(incoming(&["k@x.test"], &format!("calm{i}"))),
+        )
+        .await
+        {
             Ok(()) => ok += 1,
             Err(e) => panic!("delivery {i} after the kills: {e}"),
         }
@@ -235,7 +250,10 @@ async fn killed_connections_fail_deliveries_cleanly_and_the_store_recovers() {
 async fn a_delivery_killed_mid_transaction_is_not_acknowledged() {
     let db = ScratchDb::new().await;
     let store = Arc::new(layer(open_with(&db.url, Duration::from_secs(2)).await));
-    store.deliver(incoming(&["a@x.test"], "warm up")).await.unwrap();
+    store
+        .deliver(incoming(&["a@x.test"], "warm up"))
+        .await
+        .unwrap();
     let mut locker = db.admin().await;
     let mut killer = db.admin().await;
     locker.execute("LOCK TABLES messages WRITE").await.unwrap();
@@ -280,8 +298,14 @@ async fn a_delivery_killed_mid_transaction_is_not_acknowledged() {
     let r = answers("the killed delivery", pending).await.unwrap();
     assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
     locker.execute("UNLOCK TABLES").await.unwrap();
-    assert!(store.fetch(id).await.unwrap().is_none(), "not acknowledged, not stored");
-    store.deliver(incoming(&["a@x.test"], "next")).await.unwrap();
+    assert!(
+        store.fetch(id).await.unwrap().is_none(),
+        "not acknowledged, not stored"
+    );
+    store
+        .deliver(incoming(&["a@x.test"], "next"))
+        .await
+        .unwrap();
     let subjects: Vec<_> = store
         .list_mailbox("a@x.test", all())
         .await
@@ -367,7 +391,11 @@ async fn an_unreachable_database_fails_calls_at_once_and_recovery_is_automatic()
 
     relay.stop().await; // refused
     for i in 0..3 {
-        let r = answers("a delivery", store.deliver(incoming(&["o@x.test"], &format!("down{i}")))).await;
+        let r = answers(
+            "a delivery",
+            store.deliver(incoming(&["o@x.test"], &format!("down{i}"))),
+        )
+        .await;
         assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
     }
     let r = answers("a listing", store.list_all(all())).await;
@@ -375,7 +403,11 @@ async fn an_unreachable_database_fails_calls_at_once_and_recovery_is_automatic()
 
     let silent = Relay::start(port, false).await; // accepts, never answers
     tokio::time::sleep(writer::RECONNECT_BACKOFF).await;
-    let r = answers("a delivery", store.deliver(incoming(&["o@x.test"], "silent"))).await;
+    let r = answers(
+        "a delivery",
+        store.deliver(incoming(&["o@x.test"], "silent")),
+    )
+    .await;
     assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
     let r = answers("a listing", store.list_all(all())).await;
     assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
@@ -451,7 +483,9 @@ async fn a_poison_message_fails_alone_in_its_batch() {
     subjects.sort();
     assert_eq!(
         subjects,
-        ["blocker", "good0", "good1", "good2", "good4", "good5", "original"]
+        [
+            "blocker", "good0", "good1", "good2", "good4", "good5", "original"
+        ]
     );
     store.close().await;
 }
@@ -483,8 +517,18 @@ async fn nodes_starting_together_apply_the_schema_once() {
         secrets.push(s.alias_secret(None).await.unwrap());
     }
     assert!(secrets.windows(2).all(|w| w[0] == w[1]));
-    stores[0].deliver(incoming(&["n@x.test"], "from node 0")).await.unwrap();
-    assert_eq!(stores[3].list_mailbox("n@x.test", all()).await.unwrap().total, 1);
+    stores[0]
+        .deliver(incoming(&["n@x.test"], "from node 0"))
+        .await
+        .unwrap();
+    assert_eq!(
+        stores[3]
+            .list_mailbox("n@x.test", all())
+            .await
+            .unwrap()
+            .total,
+        1
+    );
     for s in stores {
         s.close().await;
     }
@@ -501,7 +545,11 @@ async fn read_only_needs_the_schema_and_admin_takes_no_mail() {
         .unwrap()
         .to_string();
     assert!(e.contains("no Intake data in this database"), "{e}");
-    let admin = layer(MysqlStore::open(MysqlConfig::new(&db.url), Mode::Admin).await.unwrap());
+    let admin = layer(
+        MysqlStore::open(MysqlConfig::new(&db.url), Mode::Admin)
+            .await
+            .unwrap(),
+    );
     assert!(admin.recipient_add("a@x.test").await.unwrap());
     assert!(matches!(
         admin.deliver(incoming(&["a@x.test"], "no")).await,
@@ -509,7 +557,11 @@ async fn read_only_needs_the_schema_and_admin_takes_no_mail() {
     ));
     let rw = layer(open_rw(&db).await);
     rw.deliver(incoming(&["a@x.test"], "yes")).await.unwrap();
-    let ro = layer(MysqlStore::open(MysqlConfig::new(&db.url), Mode::ReadOnly).await.unwrap());
+    let ro = layer(
+        MysqlStore::open(MysqlConfig::new(&db.url), Mode::ReadOnly)
+            .await
+            .unwrap(),
+    );
     assert_eq!(ro.list_mailbox("a@x.test", all()).await.unwrap().total, 1);
     assert_eq!(ro.recipient_list().await.unwrap(), ["a@x.test"]);
     assert!(ro.recipient_add("b@x.test").await.is_err());
@@ -544,7 +596,12 @@ async fn a_message_bigger_than_max_allowed_packet_is_stored_in_parts() {
     assert!(raw.len() as i64 > packet);
     store.deliver(m).await.unwrap();
     let got = store.fetch(id).await.unwrap().unwrap();
-    assert!(got.raw == raw, "the same bytes ({} vs {})", got.raw.len(), raw.len());
+    assert!(
+        got.raw == raw,
+        "the same bytes ({} vs {})",
+        got.raw.len(),
+        raw.len()
+    );
     assert!(store.delete(id).await.unwrap());
     let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM bodies")
         .fetch_one(&mut admin)
@@ -592,7 +649,11 @@ async fn search_finds_short_words_stopwords_and_folds_accents() {
     assert_eq!(find("\"cafe bill\"").await, ["Invoice 42"], "a phrase");
     assert_eq!(find("INVOICE").await, ["Invoice 42"], "case folded");
     assert!(find("bill nowhere").await.is_empty(), "AND");
-    assert_eq!(find("\"+-<>()~\"").await.len(), 2, "operators are no query: no words");
+    assert_eq!(
+        find("\"+-<>()~\"").await.len(),
+        2,
+        "operators are no query: no words"
+    );
     assert_eq!(find("***").await.len(), 2, "no words: everything");
     store.close().await;
 }

@@ -152,7 +152,10 @@ impl Writer {
                 // The connection is in an unknown state: drop it (the server rolls back
                 // what it has not committed when it notices).
                 self.conn = None;
-                fail_all(n, &format!("the batch did not commit within {WRITE_TIMEOUT:?}"))
+                fail_all(
+                    n,
+                    &format!("the batch did not commit within {WRITE_TIMEOUT:?}"),
+                )
             }
         };
         metrics::histogram!("intake_store_commit_batch_size").record(n as f64);
