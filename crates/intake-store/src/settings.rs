@@ -16,7 +16,7 @@ pub enum StoreKind {
     Sqlite,
     /// PostgreSQL at `store.url` (not built in yet).
     Postgres,
-    /// MySQL or MariaDB at `store.url` (not built in yet).
+    /// MySQL or MariaDB at `store.url` (feature `mysql`, on by default).
     Mysql,
     /// Redis at `store.url` (not built in yet).
     Redis,
