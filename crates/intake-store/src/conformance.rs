@@ -283,7 +283,10 @@ pub async fn large_bodies_come_back_byte_for_byte(t: TestBackend) {
             .map(|k| char::from(b'!' + ((k * 7 + i * 13) % 90) as u8))
             .collect();
         let body = format!("{line}\r\n").repeat(size / 78 + 1);
-        let m = incoming_with(&["big@example.com"], &format!("Subject: big{i}\r\n\r\n{body}"));
+        let m = incoming_with(
+            &["big@example.com"],
+            &format!("Subject: big{i}\r\n\r\n{body}"),
+        );
         sent.push((m.id, m.raw.clone()));
         let store = store.clone();
         handles.push(tokio::spawn(async move { store.deliver(m).await }));

@@ -21,11 +21,17 @@
 pub mod conformance;
 mod layer;
 pub mod memory;
+#[cfg(feature = "mysql")]
+mod mysql;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod settings;
 mod sqlite;
 
 pub use layer::{Store, spawn_retention};
-pub use settings::{Mode, RedisOptions, SqliteOptions, StoreKind, StoreSettings, open};
+#[cfg(feature = "mysql")]
+pub use mysql::{MysqlConfig, MysqlStore};
+pub use settings::{
+    Mode, MysqlOptions, RedisOptions, SqliteOptions, StoreKind, StoreSettings, open,
+};
 pub use sqlite::{SqliteConfig, SqliteStore, database_exists};

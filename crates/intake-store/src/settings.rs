@@ -16,7 +16,7 @@ pub enum StoreKind {
     Sqlite,
     /// PostgreSQL at `store.url` (not built in yet).
     Postgres,
-    /// MySQL or MariaDB at `store.url` (not built in yet).
+    /// MySQL or MariaDB at `store.url` (feature `mysql`, on by default).
     Mysql,
     /// Redis at `store.url` (`redis://` or `rediss://`).
     Redis,
@@ -101,6 +101,30 @@ impl Default for RedisOptions {
     }
 }
 
+/// Options of the server backends (MariaDB/MySQL; the names are shared under `[store]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MysqlOptions {
+    /// Most connections for reads and short writes, besides the writer's own
+    /// (`store.pool_size`).
+    pub pool_size: u32,
+    /// How long to wait for a connection, new or from the pool, before answering
+    /// "unavailable" (`store.connect_timeout`).
+    pub connect_timeout: Duration,
+    /// Refuse to start when the server does not flush its log at each commit
+    /// (`store.require_durable_commit`); `false` only warns.
+    pub require_durable_commit: bool,
+}
+
+impl Default for MysqlOptions {
+    fn default() -> Self {
+        MysqlOptions {
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(5),
+            require_durable_commit: true,
+        }
+    }
+}
+
 impl std::fmt::Debug for RedisOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisOptions")
@@ -131,6 +155,8 @@ pub struct StoreSettings {
     pub sqlite: SqliteOptions,
     /// Redis's own options.
     pub redis: RedisOptions,
+    /// MariaDB/MySQL's options.
+    pub mysql: MysqlOptions,
 }
 
 impl StoreSettings {
@@ -144,6 +170,7 @@ impl StoreSettings {
             commit_delay: Duration::from_millis(1),
             sqlite: SqliteOptions::default(),
             redis: RedisOptions::default(),
+            mysql: MysqlOptions::default(),
         }
     }
 
@@ -157,7 +184,7 @@ impl StoreSettings {
 }
 
 /// A URL without its password.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -192,6 +219,8 @@ pub async fn open(settings: &StoreSettings, mode: Mode) -> Result<Arc<Store>, St
         StoreKind::Sqlite => Arc::new(open_sqlite(settings, mode)?),
         #[cfg(feature = "redis")]
         StoreKind::Redis => Arc::new(crate::redis::RedisStore::connect(settings, mode).await?),
+        #[cfg(feature = "mysql")]
+        StoreKind::Mysql => Arc::new(crate::mysql::MysqlStore::connect(settings, mode).await?),
         other => {
             return Err(StoreError::Unavailable(format!(
                 "store.type = {:?} is not built into this version of Intake (only \"sqlite\" is)",

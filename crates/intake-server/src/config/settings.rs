@@ -1421,7 +1421,19 @@ fn read_store(r: &mut Reader<'_>) -> StoreSettings {
             index_max_lag: r.duration("store.index_max_lag", d.sqlite.index_max_lag),
         },
         redis: read_store_redis(r, &d.redis),
+        mysql: intake_store::MysqlOptions {
+            pool_size: r.get("store.pool_size", d.mysql.pool_size),
+            connect_timeout: r.duration("store.connect_timeout", d.mysql.connect_timeout),
+            require_durable_commit: r.get(
+                "store.require_durable_commit",
+                d.mysql.require_durable_commit,
+            ),
+        },
     };
+    if s.mysql.pool_size == 0 {
+        r.error("store.pool_size", "must be at least 1");
+        s.mysql.pool_size = 1;
+    }
     if s.max_batch == 0 {
         r.error("store.max_batch", "must be at least 1");
         s.max_batch = 1;
@@ -1791,8 +1803,28 @@ mod tests {
             s.store.describe(),
             "postgres at postgres://intake:***@db/intake"
         );
+        let s = load(
+            "[store]\ntype = \"mariadb\"\npool_size = 4\nconnect_timeout = \"2s\"\n\
+             require_durable_commit = false\n",
+            &[("INTAKE_STORE__URL", "mysql://intake:pw@db:3306/intake")],
+        )
+        .unwrap();
+        assert_eq!(s.store.kind, intake_store::StoreKind::Mysql);
+        assert_eq!(
+            s.store.mysql,
+            intake_store::MysqlOptions {
+                pool_size: 4,
+                connect_timeout: Duration::from_secs(2),
+                require_durable_commit: false,
+            }
+        );
+        assert_eq!(
+            s.store.describe(),
+            "mysql at mysql://intake:***@db:3306/intake"
+        );
         for (file, key) in [
             ("[store]\ntype = \"redis\"\n", "store.url"),
+            ("[store]\npool_size = 0\n", "store.pool_size"),
             ("[store]\nurl = \"postgres://db/x\"\n", "store.url"),
             ("[store]\ntype = \"oracle\"\n", "store.type"),
             (

@@ -20,6 +20,7 @@ mod http_flood;
 mod lettre_client;
 mod limits;
 mod listeners;
+mod mysql;
 mod ops;
 mod policy;
 mod proxy;

@@ -1,0 +1,253 @@
+//! `intake serve` on MariaDB/MySQL (`INTAKE_TEST_MYSQL_URL`, default
+//! `mysql://root@127.0.0.1:3306/test`; each test on a fresh database, dropped afterwards):
+//! mail in, read back through the HTTP API and the CLI, and kill -9 under 16 concurrent
+//! clients with every acknowledged message there after the restart.
+
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqlx::{ConnectOptions, Connection, Executor};
+
+use crate::http::get;
+use crate::support::{Client, Process, free_port, send_message};
+
+/// A database of its own on the test server, dropped at the end.
+struct Db {
+    url: String,
+    name: String,
+    admin: sqlx::mysql::MySqlConnectOptions,
+}
+
+impl Db {
+    async fn new() -> Db {
+        let base = std::env::var("INTAKE_TEST_MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_string());
+        let admin: sqlx::mysql::MySqlConnectOptions = base.parse().unwrap();
+        let name = format!("intake_e_{}", uuid::Uuid::new_v4().simple());
+        let mut c = admin.connect().await.unwrap_or_else(|e| {
+            panic!("MariaDB/MySQL at {base} is needed by this test (INTAKE_TEST_MYSQL_URL): {e}")
+        });
+        c.execute(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE `{name}` CHARACTER SET utf8mb4"
+        )))
+        .await
+        .unwrap();
+        let _ = c.close().await;
+        let (server, _) = base.rsplit_once('/').unwrap();
+        Db {
+            url: format!("{server}/{name}"),
+            name,
+            admin,
+        }
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("INTAKE_STORE__TYPE", "mysql".to_string()),
+            ("INTAKE_STORE__URL", self.url.clone()),
+        ]
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok(mut c) = admin.connect().await {
+                    let _ = c
+                        .execute(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS `{name}`"
+                        )))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn with<'a>(
+    env: &'a [(&'static str, String)],
+    more: &[(&'static str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    env.iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .chain(more.iter().copied())
+        .collect()
+}
+
+/// The CLI with the server's store settings.
+fn cli(
+    data: &std::path::Path,
+    env: &[(&'static str, String)],
+    args: &[&str],
+) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_intake"))
+        .args(args)
+        .env("INTAKE_STORE__PATH", data)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn mail_in_read_back_through_the_api_and_the_cli() {
+    let db = Db::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = db.env();
+    // Before the server ever ran: no schema, and the CLI says so.
+    let (ok, _, err) = cli(dir.path(), &env, &["mailbox", "list", "x@y"]);
+    assert!(!ok && err.contains("no Intake data"), "{err}");
+
+    let http_port = free_port().to_string();
+    let http_listen = format!("127.0.0.1:{http_port}");
+    let p = Process::start(
+        dir.path(),
+        &with(&env, &[("INTAKE_HTTP__LISTEN", http_listen.as_str())]),
+    );
+    let r = send_message(
+        p.addr,
+        "sender@example.net",
+        &["Reader@Example.test", "other@example.test"],
+        "Subject: maria check\r\nFrom: Sender <sender@example.net>\r\n\r\nhello from MariaDB\r\n",
+    )
+    .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let id = r.text().split_whitespace().last().unwrap().to_string();
+
+    let http = http_listen.parse().unwrap();
+    let v = get(http, "/api/v1/mailboxes/reader@example.test/messages").await;
+    assert_eq!(v.status, 200);
+    let v = v.json();
+    assert_eq!(
+        (v["total"].as_u64(), v["unread"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(v["messages"][0]["subject"], "maria check");
+    assert_eq!(v["messages"][0]["id"], id.as_str());
+    let m = get(http, &format!("/api/v1/messages/{id}")).await.json();
+    assert_eq!(m["from"], "Sender <sender@example.net>");
+    assert_eq!(
+        m["mailboxes"],
+        serde_json::json!(["other@example.test", "reader@example.test"])
+    );
+    assert!(m["text"].as_str().unwrap().contains("hello from MariaDB"));
+    let found = get(http, "/api/v1/search?query=hello%20maria").await;
+    assert_eq!(found.status, 200, "{}", found.text());
+    assert_eq!(found.json()["total"], 1);
+
+    let (ok, out, err) = cli(
+        dir.path(),
+        &env,
+        &["mailbox", "list", "reader@example.test"],
+    );
+    assert!(ok, "{err}");
+    let fields: Vec<&str> = out.trim_end().split('\t').collect();
+    assert_eq!(fields[0], id);
+    assert_eq!(fields[3], "maria check");
+    let (ok, shown, err) = cli(dir.path(), &env, &["message", "show", &id]);
+    assert!(ok, "{err}");
+    assert!(shown.contains("Subject:     maria check"), "{shown}");
+    assert!(shown.contains("hello from MariaDB"));
+    p.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_250_survives_sigkill_under_16_clients() {
+    let db = Db::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = db.env();
+    let p = Process::start(dir.path(), &with(&env, &[]));
+    let addr = p.addr;
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop_at = Instant::now() + Duration::from_secs(30);
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let acked = acked.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..100_000 {
+                if Instant::now() > stop_at {
+                    break;
+                }
+                let subject = format!("crash-{w:02}-{n:05}");
+                let Ok(Ok(stream)) = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    tokio::net::TcpStream::connect(addr),
+                )
+                .await
+                else {
+                    break;
+                };
+                let mut c = Client::from_stream(stream);
+                if c.reply().await.code != 220 {
+                    break;
+                }
+                c.send(b"EHLO w\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<crash@q.test>\r\nDATA\r\n")
+                    .await;
+                let mut ok = true;
+                for _ in 0..4 {
+                    ok &= c.reply().await.code != 0;
+                }
+                if !ok {
+                    break;
+                }
+                c.send(
+                    format!("Subject: {subject}\r\n\r\n{}\r\n.\r\n", "y".repeat(2000)).as_bytes(),
+                )
+                .await;
+                let r = c.reply().await;
+                if r.code == 250 {
+                    acked.lock().unwrap().push(subject);
+                } else if r.code == 0 {
+                    break;
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    while acked.lock().unwrap().len() < 300 && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    p.kill9();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 300,
+        "only {} messages acknowledged before the kill",
+        acked.len()
+    );
+    // Restarted on the same database, the server serves what the dead one acknowledged.
+    let again = Process::start(dir.path(), &with(&env, &[]));
+    let (ok, out, err) = cli(dir.path(), &env, &["mailbox", "list", "crash@q.test"]);
+    assert!(ok, "{err}");
+    let missing: Vec<_> = acked.iter().filter(|s| !out.contains(s.as_str())).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged messages lost: {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let r = send_message(
+        again.addr,
+        "s@x.test",
+        &["crash@q.test"],
+        "Subject: after\r\n\r\nx\r\n",
+    )
+    .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    again.terminate();
+}
