@@ -12,7 +12,10 @@
 //! - Backends ([`intake_core::Backend`]): storage only. [`SqliteStore`] is the embedded
 //!   default: one SQLite database (WAL) in the data directory, written by a single thread
 //!   that commits many sessions' messages at once (group commit) with `synchronous=FULL`.
-//!   [`memory::MemoryBackend`] keeps everything in memory, for tests.
+//!   [`postgres::PostgresStore`] (feature `postgres`) keeps the same data in PostgreSQL, for
+//!   several nodes on one database (group commit on a dedicated connection, events between
+//!   nodes over `LISTEN/NOTIFY`). [`memory::MemoryBackend`] keeps everything in memory, for
+//!   tests.
 //!
 //! Every backend passes the same [`conformance`] suite (feature `testing`).
 #![warn(missing_docs)]
@@ -21,9 +24,11 @@
 pub mod conformance;
 mod layer;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod settings;
 mod sqlite;
 
 pub use layer::{Store, spawn_retention};
-pub use settings::{Mode, SqliteOptions, StoreKind, StoreSettings, open};
+pub use settings::{Mode, PostgresOptions, SqliteOptions, StoreKind, StoreSettings, open};
 pub use sqlite::{SqliteConfig, SqliteStore, database_exists};

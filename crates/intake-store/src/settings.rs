@@ -14,7 +14,7 @@ use crate::sqlite::{SqliteConfig, SqliteStore, database_exists};
 pub enum StoreKind {
     /// The embedded SQLite database in `store.path` (the default).
     Sqlite,
-    /// PostgreSQL at `store.url` (not built in yet).
+    /// PostgreSQL at `store.url`.
     Postgres,
     /// MySQL or MariaDB at `store.url` (not built in yet).
     Mysql,
@@ -71,6 +71,26 @@ impl Default for SqliteOptions {
     }
 }
 
+/// Options only the PostgreSQL backend reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresOptions {
+    /// Connections for reads and short writes (`store.pool_size`); the group-commit writer
+    /// and the event listener have one connection each on top.
+    pub pool_size: u32,
+    /// How long to wait for a connection, new or from the pool (`store.connect_timeout`):
+    /// past it the operation fails (a delivery answers `451 4.3.0`) instead of hanging.
+    pub connect_timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            pool_size: 10,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// `[store]`, whatever the backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreSettings {
@@ -87,6 +107,8 @@ pub struct StoreSettings {
     pub commit_delay: Duration,
     /// SQLite's own options.
     pub sqlite: SqliteOptions,
+    /// PostgreSQL's own options.
+    pub postgres: PostgresOptions,
 }
 
 impl StoreSettings {
@@ -99,6 +121,7 @@ impl StoreSettings {
             max_batch: 256,
             commit_delay: Duration::from_millis(1),
             sqlite: SqliteOptions::default(),
+            postgres: PostgresOptions::default(),
         }
     }
 
@@ -145,6 +168,8 @@ pub enum Mode {
 pub async fn open(settings: &StoreSettings, mode: Mode) -> Result<Arc<Store>, StoreError> {
     let backend: Arc<dyn Backend> = match settings.kind {
         StoreKind::Sqlite => Arc::new(open_sqlite(settings, mode)?),
+        #[cfg(feature = "postgres")]
+        StoreKind::Postgres => return crate::postgres::open(settings, mode).await,
         other => {
             return Err(StoreError::Unavailable(format!(
                 "store.type = {:?} is not built into this version of Intake (only \"sqlite\" is)",
