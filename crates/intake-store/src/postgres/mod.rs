@@ -72,7 +72,9 @@ impl PostgresConfig {
     pub fn from_settings(s: &StoreSettings) -> Result<Self, StoreError> {
         let described = s.describe();
         let connect = PgConnectOptions::from_str(&s.url).map_err(|e| {
-            StoreError::Unavailable(format!("store.url is not a PostgreSQL URL ({described}): {e}"))
+            StoreError::Unavailable(format!(
+                "store.url is not a PostgreSQL URL ({described}): {e}"
+            ))
         })?;
         Ok(PostgresConfig {
             connect: connect
@@ -214,7 +216,9 @@ impl PostgresStore {
 
     fn writable(&self) -> Result<&PgPool, StoreError> {
         if self.read_only {
-            Err(StoreError::Unavailable("the store is open read-only".into()))
+            Err(StoreError::Unavailable(
+                "the store is open read-only".into(),
+            ))
         } else {
             Ok(&self.pool)
         }
@@ -283,7 +287,8 @@ impl Backend for PostgresStore {
                 .map_err(unavailable)?;
         let mut removed = Vec::new();
         for chunk in seqs.chunks(EVICT_CHUNK) {
-            let links: Vec<(String, i64)> = chunk.iter().map(|&s| (mailbox.to_string(), s)).collect();
+            let links: Vec<(String, i64)> =
+                chunk.iter().map(|&s| (mailbox.to_string(), s)).collect();
             removed.extend(read::unlink(pool, &links).await?.1);
         }
         Ok(removed)
@@ -312,13 +317,12 @@ impl Backend for PostgresStore {
         }
         if let Some(age) = policy.max_age {
             let before = now_ms - age.as_millis() as i64;
-            let seqs: Vec<i64> = sqlx::query_scalar(
-                "SELECT seq FROM messages WHERE received_at < $1 ORDER BY seq",
-            )
-            .bind(before)
-            .fetch_all(pool)
-            .await
-            .map_err(unavailable)?;
+            let seqs: Vec<i64> =
+                sqlx::query_scalar("SELECT seq FROM messages WHERE received_at < $1 ORDER BY seq")
+                    .bind(before)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(unavailable)?;
             for chunk in seqs.chunks(EVICT_CHUNK) {
                 let removed = read::delete_seqs(pool, chunk).await?;
                 out.evicted.by_age += removed.len() as u64;

@@ -60,7 +60,10 @@ struct Grey {
     passes: i32,
 }
 
-pub(super) async fn greylist_get(pool: &PgPool, key: &str) -> Result<Option<GreyRecord>, StoreError> {
+pub(super) async fn greylist_get(
+    pool: &PgPool,
+    key: &str,
+) -> Result<Option<GreyRecord>, StoreError> {
     let row: Option<Grey> =
         sqlx::query_as("SELECT first_seen, last_seen, passes FROM greylist WHERE key = $1")
             .bind(pg_text(key))

@@ -46,8 +46,7 @@ impl SummaryRow {
 }
 
 fn parse_id(id: &str) -> MessageId {
-    id.parse()
-        .unwrap_or(MessageId(uuid::Uuid::nil()))
+    id.parse().unwrap_or(MessageId(uuid::Uuid::nil()))
 }
 
 /// Totals of a listing.
@@ -273,7 +272,10 @@ struct MessageRow {
     findings: Option<String>,
 }
 
-pub(super) async fn fetch(pool: &PgPool, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
+pub(super) async fn fetch(
+    pool: &PgPool,
+    id: MessageId,
+) -> Result<Option<StoredMessage>, StoreError> {
     let row: Option<MessageRow> = sqlx::query_as(
         "SELECT m.received_at, m.mail_from, m.rcpt_to, m.helo, m.client_ip, m.client_port,
                 m.tls_version, m.tls_cipher, m.size, m.sha256, m.message_id, m.from_addr,
@@ -356,7 +358,10 @@ const DELETE_RETURNING: &str = "RETURNING m.id::text AS id,
 
 /// Deletes messages by id (and everything about them): each one deleted, with its former
 /// mailboxes. A message another node deleted first is not reported here.
-pub(super) async fn delete_ids(pool: &PgPool, ids: &[MessageId]) -> Result<Vec<Removal>, StoreError> {
+pub(super) async fn delete_ids(
+    pool: &PgPool,
+    ids: &[MessageId],
+) -> Result<Vec<Removal>, StoreError> {
     let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
     let gone: Vec<Gone> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "DELETE FROM messages m WHERE m.id = ANY($1::text[]::uuid[]) {DELETE_RETURNING}"

@@ -130,9 +130,11 @@ impl Drop for ScratchDatabase {
                 .build()
                 .expect("runtime");
             rt.block_on(async {
-                if let Ok(Ok(mut conn)) =
-                    tokio::time::timeout(Duration::from_secs(10), PgConnection::connect_with(&admin))
-                        .await
+                if let Ok(Ok(mut conn)) = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    PgConnection::connect_with(&admin),
+                )
+                .await
                 {
                     let _ = sqlx::query(AssertSqlSafe(sql)).execute(&mut conn).await;
                     let _ = conn.close().await;

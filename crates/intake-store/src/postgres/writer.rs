@@ -423,8 +423,18 @@ async fn insert<'c>(conn: impl PgExecutor<'c>, row: &Row) -> Result<(), sqlx::Er
     .bind(pg_text(&m.session.helo))
     .bind(m.session.client.ip().to_string())
     .bind(i32::from(m.session.client.port()))
-    .bind(m.session.tls.as_ref().map(|t| pg_text(&t.version).into_owned()))
-    .bind(m.session.tls.as_ref().map(|t| pg_text(&t.cipher).into_owned()))
+    .bind(
+        m.session
+            .tls
+            .as_ref()
+            .map(|t| pg_text(&t.version).into_owned()),
+    )
+    .bind(
+        m.session
+            .tls
+            .as_ref()
+            .map(|t| pg_text(&t.cipher).into_owned()),
+    )
     .bind(i64::try_from(m.size).unwrap_or(i64::MAX))
     .bind(&m.sha256)
     .bind(opt(&meta.message_id))
