@@ -1420,7 +1420,22 @@ fn read_store(r: &mut Reader<'_>) -> StoreSettings {
             busy_timeout: r.duration("store.busy_timeout", d.sqlite.busy_timeout),
             index_max_lag: r.duration("store.index_max_lag", d.sqlite.index_max_lag),
         },
+        postgres: intake_store::PostgresOptions {
+            pool_size: r.get("store.pool_size", d.postgres.pool_size),
+            connect_timeout: r.duration("store.connect_timeout", d.postgres.connect_timeout),
+        },
     };
+    if s.postgres.pool_size == 0 {
+        r.error("store.pool_size", "must be at least 1");
+        s.postgres.pool_size = 1;
+    }
+    if s.postgres.connect_timeout.is_zero() {
+        r.error(
+            "store.connect_timeout",
+            "must be more than 0 (how long to wait for the database)",
+        );
+        s.postgres.connect_timeout = d.postgres.connect_timeout;
+    }
     if s.max_batch == 0 {
         r.error("store.max_batch", "must be at least 1");
         s.max_batch = 1;
@@ -1762,10 +1777,22 @@ mod tests {
             s.store.describe(),
             "postgres at postgres://intake:***@db/intake"
         );
+        assert_eq!(s.store.postgres, intake_store::PostgresOptions::default());
+        let s = load(
+            "[store]\ntype = \"postgres\"\nurl = \"postgres://db/x\"\npool_size = 4\n",
+            &[("INTAKE_STORE__CONNECT_TIMEOUT", "2s")],
+        )
+        .unwrap();
+        assert_eq!(
+            (s.store.postgres.pool_size, s.store.postgres.connect_timeout),
+            (4, Duration::from_secs(2))
+        );
         for (file, key) in [
             ("[store]\ntype = \"redis\"\n", "store.url"),
             ("[store]\nurl = \"postgres://db/x\"\n", "store.url"),
             ("[store]\ntype = \"oracle\"\n", "store.type"),
+            ("[store]\npool_size = 0\n", "store.pool_size"),
+            ("[store]\nconnect_timeout = \"0s\"\n", "store.connect_timeout"),
             (
                 "[aliases]\nsecret = \"a\"\nsecret_file = \"/run/secrets/alias\"\n",
                 "aliases.secret_file",
