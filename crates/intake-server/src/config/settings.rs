@@ -1792,7 +1792,10 @@ mod tests {
             ("[store]\nurl = \"postgres://db/x\"\n", "store.url"),
             ("[store]\ntype = \"oracle\"\n", "store.type"),
             ("[store]\npool_size = 0\n", "store.pool_size"),
-            ("[store]\nconnect_timeout = \"0s\"\n", "store.connect_timeout"),
+            (
+                "[store]\nconnect_timeout = \"0s\"\n",
+                "store.connect_timeout",
+            ),
             (
                 "[aliases]\nsecret = \"a\"\nsecret_file = \"/run/secrets/alias\"\n",
                 "aliases.secret_file",

@@ -22,6 +22,7 @@ mod limits;
 mod listeners;
 mod ops;
 mod policy;
+mod postgres;
 mod proxy;
 mod relay;
 mod restart;
