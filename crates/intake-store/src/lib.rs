@@ -12,7 +12,10 @@
 //! - Backends ([`intake_core::Backend`]): storage only. [`SqliteStore`] is the embedded
 //!   default: one SQLite database (WAL) in the data directory, written by a single thread
 //!   that commits many sessions' messages at once (group commit) with `synchronous=FULL`.
-//!   [`memory::MemoryBackend`] keeps everything in memory, for tests.
+//!   [`postgres::PostgresStore`] (feature `postgres`) keeps the same data in PostgreSQL, for
+//!   several nodes on one database (group commit on a dedicated connection, events between
+//!   nodes over `LISTEN/NOTIFY`). [`memory::MemoryBackend`] keeps everything in memory, for
+//!   tests.
 //!
 //! Every backend passes the same [`conformance`] suite (feature `testing`).
 #![warn(missing_docs)]
@@ -23,6 +26,8 @@ mod layer;
 pub mod memory;
 #[cfg(feature = "mysql")]
 mod mysql;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod settings;
@@ -32,6 +37,7 @@ pub use layer::{Store, spawn_retention};
 #[cfg(feature = "mysql")]
 pub use mysql::{MysqlConfig, MysqlStore};
 pub use settings::{
-    Mode, MysqlOptions, RedisOptions, SqliteOptions, StoreKind, StoreSettings, open,
+    Mode, MysqlOptions, PostgresOptions, RedisOptions, SqliteOptions, StoreKind, StoreSettings,
+    open,
 };
 pub use sqlite::{SqliteConfig, SqliteStore, database_exists};

@@ -1397,6 +1397,20 @@ fn read_store(r: &mut Reader<'_>) -> StoreSettings {
     let kind: String = r.get("store.type", "sqlite".to_string());
     let url: String = r.get("store.url", String::new());
     let path: String = r.get("store.path", "./intake-data".to_string());
+    // Shared by the server stores (PostgreSQL, MariaDB/MySQL).
+    let mut pool_size: u32 = r.get("store.pool_size", d.postgres.pool_size);
+    if pool_size == 0 {
+        r.error("store.pool_size", "must be at least 1");
+        pool_size = 1;
+    }
+    let mut connect_timeout = r.duration("store.connect_timeout", d.postgres.connect_timeout);
+    if connect_timeout.is_zero() {
+        r.error(
+            "store.connect_timeout",
+            "must be more than 0 (how long to wait for the database)",
+        );
+        connect_timeout = d.postgres.connect_timeout;
+    }
     let mut s = StoreSettings {
         kind: StoreKind::parse(&kind).unwrap_or_else(|| {
             r.error(
@@ -1422,18 +1436,18 @@ fn read_store(r: &mut Reader<'_>) -> StoreSettings {
         },
         redis: read_store_redis(r, &d.redis),
         mysql: intake_store::MysqlOptions {
-            pool_size: r.get("store.pool_size", d.mysql.pool_size),
-            connect_timeout: r.duration("store.connect_timeout", d.mysql.connect_timeout),
+            pool_size,
+            connect_timeout,
             require_durable_commit: r.get(
                 "store.require_durable_commit",
                 d.mysql.require_durable_commit,
             ),
         },
+        postgres: intake_store::PostgresOptions {
+            pool_size,
+            connect_timeout,
+        },
     };
-    if s.mysql.pool_size == 0 {
-        r.error("store.pool_size", "must be at least 1");
-        s.mysql.pool_size = 1;
-    }
     if s.max_batch == 0 {
         r.error("store.max_batch", "must be at least 1");
         s.max_batch = 1;
@@ -1803,6 +1817,7 @@ mod tests {
             s.store.describe(),
             "postgres at postgres://intake:***@db/intake"
         );
+        assert_eq!(s.store.postgres, intake_store::PostgresOptions::default());
         let s = load(
             "[store]\ntype = \"mariadb\"\npool_size = 4\nconnect_timeout = \"2s\"\n\
              require_durable_commit = false\n",
@@ -1822,11 +1837,24 @@ mod tests {
             s.store.describe(),
             "mysql at mysql://intake:***@db:3306/intake"
         );
+        let s = load(
+            "[store]\ntype = \"postgres\"\nurl = \"postgres://db/x\"\npool_size = 4\n",
+            &[("INTAKE_STORE__CONNECT_TIMEOUT", "2s")],
+        )
+        .unwrap();
+        assert_eq!(
+            (s.store.postgres.pool_size, s.store.postgres.connect_timeout),
+            (4, Duration::from_secs(2))
+        );
         for (file, key) in [
             ("[store]\ntype = \"redis\"\n", "store.url"),
             ("[store]\npool_size = 0\n", "store.pool_size"),
             ("[store]\nurl = \"postgres://db/x\"\n", "store.url"),
             ("[store]\ntype = \"oracle\"\n", "store.type"),
+            (
+                "[store]\nconnect_timeout = \"0s\"\n",
+                "store.connect_timeout",
+            ),
             (
                 "[aliases]\nsecret = \"a\"\nsecret_file = \"/run/secrets/alias\"\n",
                 "aliases.secret_file",

@@ -23,6 +23,7 @@ mod listeners;
 mod mysql;
 mod ops;
 mod policy;
+mod postgres;
 mod proxy;
 mod redis_store;
 mod relay;

@@ -1,0 +1,301 @@
+//! Events between nodes over PostgreSQL `LISTEN/NOTIFY` (channel `intake_events`).
+//!
+//! Each node has an id of its own (random, per start). After each committed change the
+//! layer hands the event to [`PgFeed::publish`], which queues a JSON notification
+//! (`{"node":…,"kind":"new","mailboxes":[…],"message":{summary}}`, or `deleted` with the id
+//! and mailboxes) for a sender task that runs `pg_notify`. A notification must stay under
+//! PostgreSQL's 8000-byte limit: a new message too large to describe is sent as its id alone
+//! (`new_id`; the receiving node reads the summary from the database), and a deletion from
+//! many mailboxes is split into several notifications.
+//!
+//! A listener task on a connection of its own publishes the other nodes' events on this
+//! node's [`EventBus`] (its own, which the layer already published, are skipped by node id).
+//! When that connection drops it reconnects with backoff; changes made on other nodes
+//! meanwhile are not announced here (clients re-read listings as after a `Lagged`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use intake_core::{Event, EventBus, EventFeed, MessageId, Summary};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{PostgresConfig, read};
+
+/// The notification channel.
+const CHANNEL: &str = "intake_events";
+/// PostgreSQL refuses payloads of 8000 bytes or more.
+const MAX_PAYLOAD: usize = 7900;
+/// Notifications waiting to be sent, at most (then new ones are dropped, with a warning).
+const QUEUE: usize = 4096;
+
+/// One notification.
+#[derive(Debug, Serialize, Deserialize)]
+struct Notice {
+    /// The node that made the change.
+    node: String,
+    #[serde(flatten)]
+    change: Change,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Change {
+    New {
+        mailboxes: Vec<String>,
+        message: Summary,
+    },
+    /// A new message too large to describe in one notification: the receiver reads it.
+    NewId { id: MessageId },
+    Deleted {
+        id: MessageId,
+        mailboxes: Vec<String>,
+    },
+}
+
+/// The feed of one node (see the module docs).
+pub struct PgFeed {
+    node: String,
+    queue: mpsc::Sender<String>,
+}
+
+impl PgFeed {
+    /// Starts listening (done when this returns) and the sender task; both stop when
+    /// `stop` is cancelled (the sender after sending what is queued).
+    pub(super) async fn start(
+        cfg: &PostgresConfig,
+        pool: PgPool,
+        bus: EventBus,
+        stop: CancellationToken,
+    ) -> Result<(Arc<PgFeed>, Vec<JoinHandle<()>>), sqlx::Error> {
+        let node = uuid::Uuid::new_v4().simple().to_string();
+        // A pool of one for the listener, so that it never takes a connection from reads.
+        let own = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(cfg.connect_timeout)
+            .connect_lazy_with(cfg.connect.clone());
+        let mut listener = PgListener::connect_with(&own).await?;
+        listener.listen(CHANNEL).await?;
+        let (queue, rx) = mpsc::channel(QUEUE);
+        let tasks = vec![
+            tokio::spawn(listen(
+                listener,
+                pool.clone(),
+                bus,
+                node.clone(),
+                stop.clone(),
+            )),
+            tokio::spawn(send(rx, pool, stop)),
+        ];
+        Ok((Arc::new(PgFeed { node, queue }), tasks))
+    }
+
+    /// The notifications announcing `event`, each under the size limit.
+    fn payloads(&self, event: &Event) -> Vec<String> {
+        let json = |change: Change| {
+            serde_json::to_string(&Notice {
+                node: self.node.clone(),
+                change,
+            })
+            .expect("events serialize")
+        };
+        match event {
+            Event::New { mailboxes, message } => {
+                let full = json(Change::New {
+                    mailboxes: mailboxes.clone(),
+                    message: message.clone(),
+                });
+                if full.len() <= MAX_PAYLOAD {
+                    vec![full]
+                } else {
+                    vec![json(Change::NewId { id: message.id })]
+                }
+            }
+            Event::Deleted { mailboxes, id } => {
+                // Mailboxes in groups that fit (a key is a few hundred bytes at most).
+                let room = MAX_PAYLOAD - 200;
+                let mut out = Vec::new();
+                let mut group: Vec<String> = Vec::new();
+                let mut used = 0;
+                for m in mailboxes {
+                    let size = m.len() * 2 + 4; // room for JSON escapes
+                    if used + size > room && !group.is_empty() {
+                        out.push(json(Change::Deleted {
+                            id: *id,
+                            mailboxes: std::mem::take(&mut group),
+                        }));
+                        used = 0;
+                    }
+                    used += size;
+                    group.push(m.clone());
+                }
+                if !group.is_empty() || out.is_empty() {
+                    out.push(json(Change::Deleted {
+                        id: *id,
+                        mailboxes: group,
+                    }));
+                }
+                out
+            }
+        }
+    }
+}
+
+impl EventFeed for PgFeed {
+    fn publish(&self, event: &Event) {
+        for payload in self.payloads(event) {
+            if self.queue.try_send(payload).is_err() {
+                tracing::warn!("event feed: too many notifications waiting; other nodes miss one");
+            }
+        }
+    }
+}
+
+/// Sends the queued notifications, in order; when stopped, sends what is queued first.
+async fn send(mut rx: mpsc::Receiver<String>, pool: PgPool, stop: CancellationToken) {
+    loop {
+        let payload = tokio::select! {
+            biased;
+            p = rx.recv() => match p {
+                Some(p) => p,
+                None => break,
+            },
+            _ = stop.cancelled() => {
+                rx.close();
+                while let Ok(p) = rx.try_recv() {
+                    notify(&pool, &p).await;
+                }
+                break;
+            }
+        };
+        notify(&pool, &payload).await;
+    }
+}
+
+async fn notify(pool: &PgPool, payload: &str) {
+    let sent = sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(payload)
+        .execute(pool)
+        .await;
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "event feed: could not notify the other nodes of a change");
+    }
+}
+
+/// Publishes the other nodes' events on `bus` until stopped; reconnects with backoff.
+async fn listen(
+    mut listener: PgListener,
+    pool: PgPool,
+    bus: EventBus,
+    node: String,
+    stop: CancellationToken,
+) {
+    const FIRST: Duration = Duration::from_millis(100);
+    let mut backoff = FIRST;
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled() => break,
+            n = listener.try_recv() => n,
+        };
+        match next {
+            Ok(Some(n)) => {
+                backoff = FIRST;
+                receive(n.payload(), &pool, &bus, &node).await;
+            }
+            Ok(None) => tracing::warn!(
+                "event feed: connection lost; reconnecting (changes other nodes make \
+                 meanwhile are not announced on this node)"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
+                    "event feed: cannot listen for other nodes' events");
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn receive(payload: &str, pool: &PgPool, bus: &EventBus, node: &str) {
+    let notice: Notice = match serde_json::from_str(payload) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "event feed: ignoring a notification it cannot read");
+            return;
+        }
+    };
+    if notice.node == node {
+        return;
+    }
+    match notice.change {
+        Change::New { mailboxes, message } => bus.publish(Event::New { mailboxes, message }),
+        Change::NewId { id } => match read::summary(pool, id).await {
+            Ok(Some((message, mailboxes))) => bus.publish(Event::New { mailboxes, message }),
+            Ok(None) => {} // deleted meanwhile: its Deleted follows
+            Err(e) => tracing::warn!(error = %e, %id,
+                "event feed: cannot read a message another node stored; not announced"),
+        },
+        Change::Deleted { id, mailboxes } => bus.publish(Event::Deleted { mailboxes, id }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed() -> PgFeed {
+        PgFeed {
+            node: "n1".into(),
+            queue: mpsc::channel(1).0,
+        }
+    }
+
+    /// Every notification fits PostgreSQL's limit, whatever the event.
+    #[test]
+    fn notifications_stay_under_the_payload_limit() {
+        let f = feed();
+        let many: Vec<String> = (0..400)
+            .map(|i| format!("recipient-{i:04}-with-a-long-local-part@example.test"))
+            .collect();
+        let m = crate::conformance::incoming(&["a@x.test"], "small");
+        let small = f.payloads(&Event::New {
+            mailboxes: vec!["a@x.test".into()],
+            message: Summary::of(&m),
+        });
+        assert_eq!(small.len(), 1);
+        assert!(small[0].contains("\"kind\":\"new\""), "{}", small[0]);
+        let mut big = Summary::of(&m);
+        big.rcpt_to = many.clone();
+        let big = f.payloads(&Event::New {
+            mailboxes: many.clone(),
+            message: big,
+        });
+        assert_eq!(big.len(), 1);
+        assert!(big[0].contains("\"kind\":\"new_id\""), "{}", big[0]);
+        let gone = f.payloads(&Event::Deleted {
+            mailboxes: many.clone(),
+            id: m.id,
+        });
+        assert!(gone.len() > 1);
+        let mut seen = Vec::new();
+        for p in &gone {
+            assert!(p.len() < 8000, "{}", p.len());
+            let n: Notice = serde_json::from_str(p).unwrap();
+            match n.change {
+                Change::Deleted { id, mailboxes } => {
+                    assert_eq!(id, m.id);
+                    seen.extend(mailboxes);
+                }
+                c => panic!("{c:?}"),
+            }
+        }
+        assert_eq!(seen, many, "every mailbox, once, in order");
+    }
+}

@@ -1,0 +1,461 @@
+//! The PostgreSQL store (`store.type = "postgres"`): several nodes on one database.
+//!
+//! Layout (`migrations/postgres/`, applied with `sqlx::migrate!` under sqlx's advisory lock,
+//! so nodes starting at once migrate once): `messages` (one small row of metadata per
+//! message), `bodies` (the raw bytes as `bytea`, apart so listings scan small rows),
+//! `mailbox_messages (mailbox, seq)`, `search_index` (a `tsvector` per message, GIN index),
+//! `message_checks`, `aliases`, `meta` (the alias secret), and the policy state:
+//! `recipients`, `greylist`, `users`. Deleting a `messages` row cascades to the rest.
+//!
+//! Writes of mail ([`writer`]): one task with a dedicated connection (`synchronous_commit =
+//! on`, set explicitly) commits the deliveries of many sessions in one transaction (group
+//! commit), answers each session only after `COMMIT` returned, and isolates a message the
+//! database refuses with savepoints so that it alone fails. A lost connection is replaced on
+//! the next batch; a batch that failed before `COMMIT` was sent is retried once on the new
+//! connection (nothing of it can have been committed).
+//!
+//! Reads, deletes, flags, aliases, policy state and users go through a small pool
+//! (`store.pool_size`), every wait bounded by `store.connect_timeout`: with the database
+//! down an operation fails with [`StoreError::Unavailable`] (SMTP: `451 4.3.0`) at once
+//! rather than hanging, and the next one after it came back succeeds.
+//!
+//! Events between nodes ([`feed`]): `NOTIFY intake_events` after each committed change, and
+//! a `LISTEN`ing task that publishes the other nodes' changes on this node's bus.
+
+mod feed;
+mod policy;
+mod read;
+#[cfg(any(test, feature = "testing"))]
+pub mod scratch;
+mod writer;
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use intake_core::{
+    Arrivals, Backend, EventBus, EventFeed, Eviction, GreyRecord, Incoming, Listing, MessageId,
+    Page, Query, Removal, Retention, StoreError, StoredMessage, User,
+};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Mode, Store, StoreSettings};
+pub use feed::PgFeed;
+
+/// Eviction deletes in chunks of this many messages (short transactions).
+const EVICT_CHUNK: usize = 500;
+
+/// Settings of the PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// `store.url`, parsed.
+    pub connect: PgConnectOptions,
+    /// `store.url` without its password, for messages.
+    pub described: String,
+    /// Most messages in one commit.
+    pub max_batch: usize,
+    /// How long the writer lingers for more messages while other sessions are receiving.
+    pub commit_delay: Duration,
+    /// Connections in the pool.
+    pub pool_size: u32,
+    /// Bound on every wait for a connection.
+    pub connect_timeout: Duration,
+}
+
+impl PostgresConfig {
+    /// The settings of `[store]` for PostgreSQL.
+    pub fn from_settings(s: &StoreSettings) -> Result<Self, StoreError> {
+        let described = s.describe();
+        let connect = PgConnectOptions::from_str(&s.url).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "store.url is not a PostgreSQL URL ({described}): {e}"
+            ))
+        })?;
+        Ok(PostgresConfig {
+            connect: connect
+                .application_name("intake")
+                // Every commit of ours waits for the WAL flush, whatever the server's or the
+                // database's default: a 250 (or a delete reported done) must survive a crash.
+                .options([("synchronous_commit", "on")]),
+            described,
+            max_batch: s.max_batch.max(1),
+            commit_delay: s.commit_delay,
+            pool_size: s.postgres.pool_size.max(1),
+            connect_timeout: s.postgres.connect_timeout,
+        })
+    }
+}
+
+/// Opens the store `[store]` describes on PostgreSQL, with the event feed between nodes
+/// when it takes mail (`Mode::ReadWrite`).
+pub async fn open(settings: &StoreSettings, mode: Mode) -> Result<Arc<Store>, StoreError> {
+    let cfg = PostgresConfig::from_settings(settings)?;
+    let backend = PostgresStore::connect(cfg, mode).await?;
+    let events = EventBus::default();
+    let feed = match mode {
+        Mode::ReadWrite => Some(backend.start_feed(events.clone()).await?),
+        Mode::ReadOnly | Mode::Admin => None,
+    };
+    let mut store = Store::new(Arc::new(backend)).with_events(events);
+    if let Some(feed) = feed {
+        store = store.with_feed(feed as Arc<dyn EventFeed>);
+    }
+    Ok(Arc::new(store))
+}
+
+/// The PostgreSQL backend. Cheap to share behind an `Arc`.
+pub struct PostgresStore {
+    cfg: PostgresConfig,
+    pool: PgPool,
+    tx: Mutex<Option<mpsc::Sender<writer::Queued>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    arrivals: Arrivals,
+    read_only: bool,
+    /// Stops the feed's tasks at `close`.
+    stop: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A database error as the store reports it (never with the URL: it may hold a password).
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Text as PostgreSQL takes it: `text` cannot hold NUL, which a hostile message may put in
+/// a header; it is stored as U+FFFD rather than failing the delivery.
+pub(crate) fn pg_text(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{fffd}"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+impl PostgresStore {
+    /// Connects, and as `mode` asks: the server (`ReadWrite`) and the CLI's admin commands
+    /// (`Admin`) create or upgrade the schema; `ReadOnly` (the CLI's listings) changes
+    /// nothing and fails when there is no Intake schema yet. Only `ReadWrite` starts the
+    /// group-commit writer; the others answer deliveries with [`StoreError::Closed`].
+    pub async fn connect(cfg: PostgresConfig, mode: Mode) -> Result<PostgresStore, StoreError> {
+        let read_only = mode == Mode::ReadOnly;
+        let mut connect = cfg.connect.clone();
+        if read_only {
+            connect = connect.options([("default_transaction_read_only", "on")]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(cfg.pool_size)
+            .acquire_timeout(cfg.connect_timeout)
+            .idle_timeout(Duration::from_secs(300))
+            .connect_lazy_with(connect);
+        let at = |e: &dyn std::fmt::Display| {
+            StoreError::Unavailable(format!("opening {}: {e}", cfg.described))
+        };
+        match mode {
+            Mode::ReadWrite | Mode::Admin => migrate(&pool).await.map_err(|e| at(&e))?,
+            Mode::ReadOnly => {
+                let present: bool =
+                    sqlx::query_scalar("SELECT to_regclass('messages') IS NOT NULL")
+                        .fetch_one(&pool)
+                        .await
+                        .map_err(|e| at(&e))?;
+                if !present {
+                    return Err(StoreError::Unavailable(format!(
+                        "no Intake data in {} (store.url); has `intake serve` run with the same settings?",
+                        cfg.described
+                    )));
+                }
+            }
+        }
+        let arrivals = Arrivals::default();
+        let (tx, writer) = if mode == Mode::ReadWrite {
+            let w = writer::Writer::connect(&cfg, arrivals.clone())
+                .await
+                .map_err(|e| at(&e))?;
+            let (tx, rx) = mpsc::channel(cfg.max_batch * 4);
+            (Some(tx), Some(tokio::spawn(w.run(rx))))
+        } else {
+            (None, None)
+        };
+        Ok(PostgresStore {
+            cfg,
+            pool,
+            tx: Mutex::new(tx),
+            writer: Mutex::new(writer),
+            arrivals,
+            read_only,
+            stop: CancellationToken::new(),
+            tasks: Mutex::default(),
+        })
+    }
+
+    /// Starts the feed between nodes: announces this node's changes, and publishes the other
+    /// nodes' on `bus`. Listening has begun when this returns.
+    pub async fn start_feed(&self, bus: EventBus) -> Result<Arc<PgFeed>, StoreError> {
+        let (feed, tasks) = PgFeed::start(&self.cfg, self.pool.clone(), bus, self.stop.clone())
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "listening for other nodes' events on {}: {e}",
+                    self.cfg.described
+                ))
+            })?;
+        self.tasks.lock().expect("tasks").extend(tasks);
+        Ok(feed)
+    }
+
+    /// The pool, for tests that look at the database directly.
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn writable(&self) -> Result<&PgPool, StoreError> {
+        if self.read_only {
+            Err(StoreError::Unavailable(
+                "the store is open read-only".into(),
+            ))
+        } else {
+            Ok(&self.pool)
+        }
+    }
+}
+
+/// Creates or upgrades the schema. sqlx's migrator holds an advisory lock (keyed by the
+/// database name) while it checks and applies migrations, so nodes starting together
+/// apply each migration once.
+async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    sqlx::migrate!("migrations/postgres").run(pool).await
+}
+
+#[async_trait]
+impl Backend for PostgresStore {
+    async fn deliver(&self, msg: Incoming, mailboxes: Vec<String>) -> Result<(), StoreError> {
+        let tx = self
+            .tx
+            .lock()
+            .expect("sender")
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        // The search text is made here, on the session's task, so the writer only writes.
+        let row = if msg.raw.len() > 256 * 1024 {
+            tokio::task::spawn_blocking(move || writer::Row::new(msg, mailboxes))
+                .await
+                .map_err(unavailable)?
+        } else {
+            writer::Row::new(msg, mailboxes)
+        };
+        let (done, wait) = oneshot::channel();
+        tx.send((Box::new(row), done))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        wait.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn list_mailbox(&self, mailbox: &str, page: Page) -> Result<Listing, StoreError> {
+        read::list_mailbox(&self.pool, mailbox, page).await
+    }
+
+    async fn list_all(&self, page: Page) -> Result<Listing, StoreError> {
+        read::search(&self.pool, &Query::default(), page).await
+    }
+
+    async fn search(&self, query: &Query, page: Page) -> Result<Listing, StoreError> {
+        read::search(&self.pool, query, page).await
+    }
+
+    async fn fetch(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
+        read::fetch(&self.pool, id).await
+    }
+
+    async fn delete(&self, id: MessageId) -> Result<Option<Removal>, StoreError> {
+        let pool = self.writable()?;
+        Ok(read::delete_ids(pool, &[id]).await?.pop())
+    }
+
+    async fn delete_mailbox(&self, mailbox: &str) -> Result<Vec<Removal>, StoreError> {
+        let pool = self.writable()?;
+        let seqs: Vec<i64> =
+            sqlx::query_scalar("SELECT seq FROM mailbox_messages WHERE mailbox = $1 ORDER BY seq")
+                .bind(mailbox)
+                .fetch_all(pool)
+                .await
+                .map_err(unavailable)?;
+        let mut removed = Vec::new();
+        for chunk in seqs.chunks(EVICT_CHUNK) {
+            let links: Vec<(String, i64)> =
+                chunk.iter().map(|&s| (mailbox.to_string(), s)).collect();
+            removed.extend(read::unlink(pool, &links).await?.1);
+        }
+        Ok(removed)
+    }
+
+    async fn set_seen(&self, id: MessageId, seen: bool) -> Result<bool, StoreError> {
+        let r = sqlx::query("UPDATE messages SET seen = $1 WHERE id = $2::uuid")
+            .bind(seen)
+            .bind(id.to_string())
+            .execute(self.writable()?)
+            .await
+            .map_err(unavailable)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn evict(&self, policy: &Retention, now_ms: i64) -> Result<Eviction, StoreError> {
+        let pool = self.writable()?;
+        let mut out = Eviction::default();
+        if let Some(keep) = policy.per_mailbox {
+            let links = read::over_mailbox_cap(pool, keep).await?;
+            for chunk in links.chunks(EVICT_CHUNK) {
+                let (deleted, removed) = read::unlink(pool, chunk).await?;
+                out.evicted.by_mailbox_cap += deleted;
+                out.removed.extend(removed);
+            }
+        }
+        if let Some(age) = policy.max_age {
+            let before = now_ms - age.as_millis() as i64;
+            let seqs: Vec<i64> =
+                sqlx::query_scalar("SELECT seq FROM messages WHERE received_at < $1 ORDER BY seq")
+                    .bind(before)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(unavailable)?;
+            for chunk in seqs.chunks(EVICT_CHUNK) {
+                let removed = read::delete_seqs(pool, chunk).await?;
+                out.evicted.by_age += removed.len() as u64;
+                out.removed.extend(removed);
+            }
+        }
+        if let Some(max) = policy.max_bytes {
+            // The oldest messages beyond what fits, counting from the newest.
+            let seqs: Vec<i64> = sqlx::query_scalar(
+                "SELECT seq FROM (SELECT seq, sum(size) OVER (ORDER BY seq DESC) AS kept
+                                  FROM messages) t
+                 WHERE kept > $1 ORDER BY seq",
+            )
+            .bind(i64::try_from(max).unwrap_or(i64::MAX))
+            .fetch_all(pool)
+            .await
+            .map_err(unavailable)?;
+            for chunk in seqs.chunks(EVICT_CHUNK) {
+                let removed = read::delete_seqs(pool, chunk).await?;
+                out.evicted.by_size += removed.len() as u64;
+                out.removed.extend(removed);
+            }
+        }
+        let e = &mut out.evicted;
+        e.messages = e.by_mailbox_cap + e.by_age + e.by_size;
+        Ok(out)
+    }
+
+    async fn alias_put(&self, alias: &str, mailbox: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO aliases (alias, mailbox) VALUES ($1, $2)
+             ON CONFLICT (alias) DO UPDATE SET mailbox = excluded.mailbox",
+        )
+        .bind(pg_text(alias))
+        .bind(pg_text(mailbox))
+        .execute(self.writable()?)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn alias_get(&self, alias: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT mailbox FROM aliases WHERE alias = $1")
+            .bind(pg_text(alias))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn meta_get_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        let pool = self.writable()?;
+        // Two statements, so the SELECT takes a snapshot after the INSERT: when another node
+        // inserted first, its row is committed by then (ON CONFLICT waited for it).
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(pool)
+            .await
+            .map_err(unavailable)?;
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_one(pool)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn recipient_add(&self, address: &str) -> Result<bool, StoreError> {
+        policy::recipient_add(self.writable()?, address).await
+    }
+
+    async fn recipient_remove(&self, address: &str) -> Result<bool, StoreError> {
+        policy::recipient_remove(self.writable()?, address).await
+    }
+
+    async fn recipient_list(&self) -> Result<Vec<String>, StoreError> {
+        policy::recipient_list(&self.pool).await
+    }
+
+    async fn recipient_lookup(&self, address: &str) -> Result<Option<bool>, StoreError> {
+        policy::recipient_lookup(&self.pool, address).await
+    }
+
+    async fn greylist_get(&self, key: &str) -> Result<Option<GreyRecord>, StoreError> {
+        policy::greylist_get(&self.pool, key).await
+    }
+
+    async fn greylist_put(&self, key: &str, record: GreyRecord) -> Result<(), StoreError> {
+        policy::greylist_put(self.writable()?, key, record).await
+    }
+
+    async fn greylist_expire(&self, before_ms: i64) -> Result<u64, StoreError> {
+        policy::greylist_expire(self.writable()?, before_ms).await
+    }
+
+    async fn user_get(&self, address: &str) -> Result<Option<User>, StoreError> {
+        policy::user_get(&self.pool, address).await
+    }
+
+    async fn user_add(&self, user: User) -> Result<bool, StoreError> {
+        policy::user_add(self.writable()?, &user).await
+    }
+
+    async fn user_set_password(&self, address: &str, hash: &str) -> Result<bool, StoreError> {
+        policy::user_set_password(self.writable()?, address, hash).await
+    }
+
+    async fn user_set_enabled(&self, address: &str, enabled: bool) -> Result<bool, StoreError> {
+        policy::user_set_enabled(self.writable()?, address, enabled).await
+    }
+
+    async fn user_list(&self) -> Result<Vec<User>, StoreError> {
+        policy::user_list(&self.pool).await
+    }
+
+    fn arrivals(&self) -> Option<Arrivals> {
+        Some(self.arrivals.clone())
+    }
+
+    async fn close(&self) {
+        let tx = self.tx.lock().expect("sender").take();
+        drop(tx);
+        let writer = self.writer.lock().expect("writer").take();
+        if let Some(w) = writer {
+            let _ = w.await;
+        }
+        // The feed sends what is queued, then stops listening.
+        self.stop.cancel();
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks"));
+        for t in tasks {
+            let _ = tokio::time::timeout(self.cfg.connect_timeout, t).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
