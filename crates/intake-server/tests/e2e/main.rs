@@ -28,6 +28,7 @@ mod proxy;
 mod redis_store;
 mod relay;
 mod restart;
+mod scaleout;
 mod shutdown;
 mod smuggling;
 mod tls;
