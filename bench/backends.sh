@@ -95,7 +95,7 @@ pids_named() { # exact process names -> their PIDs (for reading CPU only; never 
     done
 }
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-pick_port() { local p; for _ in $(seq 200); do p=$((30000 + RANDOM % 10000)); port_free "$p" && { echo "$p"; return; }; done; die "no free port"; }
+pick_port() { local p; for _ in $(seq 200); do p=$((20000 + RANDOM % 10000)); port_free "$p" && { echo "$p"; return; }; done; die "no free port"; }
 wait_greeting() { # pid port
     local deadline=$((SECONDS + 30))
     while ((SECONDS < deadline)); do
@@ -123,7 +123,7 @@ start_intake() { # name env... -> sets I_PID I_PORT
     local name=$1; shift
     I_PORT=$(pick_port)
     mkdir -p "$WORK/$name"
-    env INTAKE_SMTP__LISTEN="127.0.0.1:$I_PORT" INTAKE_HTTP__LISTEN="" INTAKE_STORE__PATH="$WORK/$name" \
+    env -u INTAKE_BIN INTAKE_SMTP__LISTEN="127.0.0.1:$I_PORT" INTAKE_HTTP__LISTEN="" INTAKE_STORE__PATH="$WORK/$name" \
         INTAKE_LOG__LEVEL=warn "$@" "$BIN" serve >"$WORK/$name.log" 2>&1 &
     I_PID=$!
     STARTED+=("$I_PID")
@@ -199,7 +199,7 @@ for kind in $BENCH_BACKENDS; do
     eng=$([[ ${#EP[@]} -gt 0 ]] && per_k $((e1 - e0)) "$N" || echo "-")
     ROWS+=("| $kind$( ((ok)) || echo ' (errors)') | 1 | $r | $cpu | $eng | $(ratio "$r" "$SINK_RATE") | $(ratio "$cpu" "$SINK_CPU") |")
     # One line per message, from Intake's own CLI on the same store.
-    stored=$(env "${STORE_ENV[@]}" INTAKE_STORE__PATH="$WORK/$kind" timeout 300 "$BIN" mailbox list "$RCPT" 2>/dev/null | wc -l || echo "?")
+    stored=$(env -u INTAKE_BIN "${STORE_ENV[@]}" INTAKE_STORE__PATH="$WORK/$kind" timeout 300 "$BIN" mailbox list "$RCPT" 2>/dev/null | wc -l || echo "?")
     CHECKS+=("- $kind: the store holds $stored messages for <$RCPT>; smtp-source sent $N$( ((ok)) && echo ", all accepted" || echo ", with errors (see the log)")")
     stop_pid "$I_PID"
 
