@@ -201,6 +201,11 @@ fn handle(
                 }
                 match Box::pin(crate::proxy::read_header(&mut sock, peer, p.timeout)).await {
                     Ok(x) => x,
+                    Err(crate::proxy::ProxyError::Probe) => {
+                        // The balancer's health check, every few seconds: not worth a line.
+                        tracing::debug!(peer = %peer, "health check (connected, closed)");
+                        return Ok(());
+                    }
                     Err(e) => {
                         tracing::info!(peer = %peer, error = %e, "no valid PROXY header: closed");
                         return Ok(());

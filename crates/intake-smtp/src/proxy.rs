@@ -33,9 +33,12 @@ pub enum ProxyError {
     /// The header did not come within the timeout (or not at all).
     #[error("no PROXY header in time")]
     Timeout,
-    /// The peer closed first.
+    /// The peer closed first, after sending part of a header.
     #[error("connection closed before a complete PROXY header")]
     Closed,
+    /// The peer closed without sending a byte: a load balancer's health check.
+    #[error("connection closed without a byte (a health check)")]
+    Probe,
     /// Not a PROXY header.
     #[error("malformed PROXY header")]
     Malformed,
@@ -123,7 +126,11 @@ pub async fn read_header<S: AsyncRead + Unpin>(
                 .await
                 .map_err(|_| ProxyError::Closed)?;
             if n == 0 {
-                return Err(ProxyError::Closed);
+                return Err(if buf.is_empty() {
+                    ProxyError::Probe
+                } else {
+                    ProxyError::Closed
+                });
             }
         }
     };
@@ -180,6 +187,22 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_health_check_is_told_from_a_cut_header() {
+        let peer: SocketAddr = "10.0.0.5:4000".parse().unwrap();
+        let t = Duration::from_secs(1);
+        let mut nothing: &[u8] = b"";
+        assert_eq!(
+            read_header(&mut nothing, peer, t).await.unwrap_err(),
+            ProxyError::Probe
+        );
+        let mut cut: &[u8] = b"PROXY TCP4 203.0.113.7";
+        assert_eq!(
+            read_header(&mut cut, peer, t).await.unwrap_err(),
+            ProxyError::Closed
+        );
+    }
 
     #[test]
     fn v1_v2_local_and_garbage() {
