@@ -20,35 +20,54 @@ pub fn hash(password: &str) -> String {
 
 /// Whether `password` matches `stored`. Malformed or unknown hashes never match.
 pub fn verify(stored: &str, password: &str) -> bool {
-    let stored = stored.trim();
-    let (scheme, hash) = match stored.strip_prefix('{').and_then(|s| s.split_once('}')) {
-        Some((scheme, hash)) => (Some(scheme.to_ascii_uppercase()), hash),
-        None => (None, stored),
-    };
-    match scheme.as_deref() {
-        None
-        | Some("ARGON2ID" | "ARGON2I" | "BLF-CRYPT" | "SHA512-CRYPT" | "SHA256-CRYPT" | "CRYPT") => {
-            verify_modular(hash, password)
-        }
-        _ => false,
+    let pw = password.as_bytes();
+    match scheme_of(stored) {
+        Some((Kind::Argon2, hash)) => PasswordHash::new(hash)
+            .map(|h| Argon2::default().verify_password(pw, &h).is_ok())
+            .unwrap_or(false),
+        Some((Kind::Bcrypt, hash)) => bcrypt::verify(pw, hash).unwrap_or(false),
+        Some((Kind::ShaCrypt, hash)) => ShaCrypt::default().verify_password(pw, hash).is_ok(),
+        None => false,
     }
 }
 
-/// A modular-crypt or PHC string, by its `$id$`.
-fn verify_modular(hash: &str, password: &str) -> bool {
-    let pw = password.as_bytes();
-    if hash.starts_with("$argon2") {
-        return PasswordHash::new(hash)
-            .map(|h| Argon2::default().verify_password(pw, &h).is_ok())
-            .unwrap_or(false);
-    }
-    if hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$") {
-        return bcrypt::verify(pw, hash).unwrap_or(false);
-    }
-    if hash.starts_with("$6$") || hash.starts_with("$5$") {
-        return ShaCrypt::default().verify_password(pw, hash).is_ok();
-    }
-    false
+/// Whether `stored` is in a form [`verify`] can check (it may still be malformed): for
+/// refusing a file of hashes at load rather than failing every login.
+pub fn is_supported(stored: &str) -> bool {
+    scheme_of(stored).is_some()
+}
+
+/// The verifiers we have.
+enum Kind {
+    Argon2,
+    Bcrypt,
+    ShaCrypt,
+}
+
+/// The verifier for `stored` (bare, or with a Dovecot `{SCHEME}` prefix) and the hash it
+/// checks; `None` for plain-text and unknown schemes.
+fn scheme_of(stored: &str) -> Option<(Kind, &str)> {
+    let stored = stored.trim();
+    let hash = match stored.strip_prefix('{').and_then(|s| s.split_once('}')) {
+        Some((scheme, hash)) => match scheme.to_ascii_uppercase().as_str() {
+            "ARGON2ID" | "ARGON2I" | "BLF-CRYPT" | "SHA512-CRYPT" | "SHA256-CRYPT" | "CRYPT" => {
+                hash
+            }
+            _ => return None,
+        },
+        None => stored,
+    };
+    // A modular-crypt or PHC string, by its `$id$`.
+    let kind = if hash.starts_with("$argon2") {
+        Kind::Argon2
+    } else if ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p)) {
+        Kind::Bcrypt
+    } else if hash.starts_with("$6$") || hash.starts_with("$5$") {
+        Kind::ShaCrypt
+    } else {
+        return None;
+    };
+    Some((kind, hash))
 }
 
 #[cfg(test)]
@@ -96,5 +115,17 @@ mod tests {
         assert!(!verify("", ""));
         assert!(!verify("$6$", ""));
         assert!(!verify("$argon2id$garbage", "x"));
+        for h in ["{PLAIN}s3cret", "{MD5}x", "s3cret", "", "plain:hunter2"] {
+            assert!(!is_supported(h), "{h}");
+        }
+        for h in [
+            "$2y$04$x",
+            "$argon2id$v=19$x",
+            "$6$s$x",
+            "{SHA512-CRYPT}$6$s$x",
+            "$5$s$x",
+        ] {
+            assert!(is_supported(h), "{h}");
+        }
     }
 }

@@ -344,16 +344,6 @@ pub fn verify_password(password: &str, stored: &str) -> bool {
     intake_core::password::verify(stored, password)
 }
 
-fn scheme_supported(hash: &str) -> bool {
-    let h = match hash.strip_prefix('{').and_then(|r| r.split_once('}')) {
-        Some((_, rest)) => rest,
-        None => hash,
-    };
-    ["$2a$", "$2b$", "$2y$", "$argon2", "$6$", "$5$"]
-        .iter()
-        .any(|p| h.starts_with(p))
-}
-
 struct HtLoaded {
     /// Modification time and length of the file as last read.
     stamp: Option<(SystemTime, u64)>,
@@ -408,7 +398,7 @@ impl Htpasswd {
                     let Some((user, hash)) = line.split_once(':') else {
                         continue;
                     };
-                    if !scheme_supported(hash) {
+                    if !intake_core::password::is_supported(hash) {
                         tracing::warn!(file = %self.path.display(), user,
                             "htpasswd: unsupported hash scheme (use bcrypt, argon2 or SHA-512-crypt); user ignored");
                         continue;
@@ -741,7 +731,7 @@ mod tests {
         let sha512 = "$6$saltsalt$8iYtNHxjWRl.NF6oNZ5tF.iKFlQREaXBLlSmZKP6dy9l5z3vsooWNW0/GZ6Nej73/TFug6pIPSqbJoCT6dfnj.";
         let bcrypt = bcrypt::hash("hunter2", 4).unwrap();
         for h in [sha512, bcrypt.as_str()] {
-            assert!(scheme_supported(h));
+            assert!(intake_core::password::is_supported(h));
             assert!(verify_password("hunter2", h), "{h}");
             assert!(!verify_password("hunter3", h), "{h}");
         }
@@ -749,7 +739,7 @@ mod tests {
             "hunter2",
             &format!("{{SHA512-CRYPT}}{sha512}")
         ));
-        assert!(!scheme_supported("plain:hunter2"));
+        assert!(!intake_core::password::is_supported("plain:hunter2"));
         assert!(!verify_password("x", &DUMMY_HASH));
         assert!(
             bcrypt::verify("x", &DUMMY_HASH).is_ok(),
