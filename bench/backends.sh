@@ -23,6 +23,7 @@ BENCH_PER_SESSION=${BENCH_PER_SESSION:-100}
 BENCH_SIZE=${BENCH_SIZE:-4096}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-300}
 BENCH_TWO_NODES=${BENCH_TWO_NODES:-1}           # 0: leave out the 1 vs 2 nodes figure
+BENCH_OUTAGE=${BENCH_OUTAGE:-3}                 # seconds the engine is down during a second load (0: no outage run)
 BENCH_PG_ADMIN=${BENCH_PG_ADMIN:-postgres://postgres@127.0.0.1:5432/test}
 BENCH_MYSQL_ADMIN=${BENCH_MYSQL_ADMIN:-mysql://root@127.0.0.1:3306/test}
 BENCH_OUT=${BENCH_OUT:-$REPO_ROOT/bench/out}
@@ -78,6 +79,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 CLK_TCK=$(getconf CLK_TCK)
+mkdir -p "$BENCH_OUT"
 ticks_of() { # pid... -> summed utime+stime ticks
     local sum=0 pid stat
     for pid in "$@"; do
@@ -107,14 +109,15 @@ wait_greeting() { # pid port
 }
 
 # smtp-source: `sessions` connections at once, `per` messages each; returns wall ns.
-load() { # port sessions per -> sets L_NS, L_OK (1/0)
-    local port=$1 sessions=$2 per=$3 t0 rc=0
+load() { # port sessions per [recipient] -> sets L_NS, L_OK (1/0), L_RC
+    local port=$1 sessions=$2 per=$3 rcpt=${4:-$RCPT} t0 rc=0
     seq 1 "$sessions" >"$WORK/jobs.$port"
     t0=$(date +%s%N)
     timeout -k 5 "$BENCH_TIMEOUT" xargs -a "$WORK/jobs.$port" -P "$sessions" -I{} \
-        "$SMTP_SOURCE" -d -s 1 -m "$per" -l "$BENCH_SIZE" -f sender@example.test -t "$RCPT" \
+        "$SMTP_SOURCE" -d -s 1 -m "$per" -l "$BENCH_SIZE" -f sender@example.test -t "$rcpt" \
         -M client.example.test "inet:127.0.0.1:$port" >"$WORK/load.$port.log" 2>&1 || rc=$?
     L_NS=$(($(date +%s%N) - t0))
+    L_RC=$rc
     L_OK=1
     ((rc == 0)) && [[ ! -s $WORK/load.$port.log ]] || L_OK=0
 }
@@ -139,6 +142,7 @@ fresh_store() {
         postgres)
             command -v psql >/dev/null || return 1
             name=intake_bench_$RANDOM$RANDOM
+            DB_NAME=$name
             psql "$BENCH_PG_ADMIN" -qc "CREATE DATABASE $name" >/dev/null || return 1
             DATABASES+=("pg $name")
             STORE_ENV=(INTAKE_STORE__TYPE=postgres "INTAKE_STORE__URL=${BENCH_PG_ADMIN%/*}/$name")
@@ -146,6 +150,7 @@ fresh_store() {
         mysql)
             command -v mysql >/dev/null || return 1
             name=intake_bench_$RANDOM$RANDOM
+            DB_NAME=$name
             mysql -h 127.0.0.1 -u root -e "CREATE DATABASE $name" || return 1
             DATABASES+=("my $name")
             STORE_ENV=(INTAKE_STORE__TYPE=mysql "INTAKE_STORE__URL=${BENCH_MYSQL_ADMIN%/*}/$name")
@@ -154,16 +159,51 @@ fresh_store() {
             command -v redis-server >/dev/null || return 1
             local port; port=$(pick_port)
             mkdir -p "$WORK/redis-$port"
-            redis-server --bind 127.0.0.1 --port "$port" --dir "$WORK/redis-$port" --save '' \
-                --appendonly yes --appendfsync always >"$WORK/redis-$port.log" 2>&1 &
-            STARTED+=("$!")
-            REDIS_PID=$!
-            for _ in $(seq 50); do port_free "$port" || break; sleep 0.1; done
+            REDIS_PORT=$port
+            start_redis
             STORE_ENV=(INTAKE_STORE__TYPE=redis "INTAKE_STORE__URL=redis://127.0.0.1:$port/0")
             ENGINE=(redis-server) ;;
         *) die "unknown backend $kind" ;;
     esac
 }
+start_redis() { # on REDIS_PORT, its directory kept across restarts (the AOF is reloaded)
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$WORK/redis-$REDIS_PORT" --save '' \
+        --appendonly yes --appendfsync always >>"$WORK/redis-$REDIS_PORT.log" 2>&1 &
+    REDIS_PID=$!
+    STARTED+=("$REDIS_PID")
+    # Ready once it answers PONG (not LOADING, while it replays its append-only file).
+    for _ in $(seq 200); do
+        [[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] && break
+        sleep 0.05
+    done
+}
+
+# The engine goes away for BENCH_OUTAGE seconds, as Intake sees a restart: PostgreSQL refuses
+# new connections and its sessions on our database are terminated; MariaDB's connections to
+# our database are killed again and again; our redis-server is killed (SIGKILL) and started
+# again on the same append-only file.
+outage() { # kind
+    local kind=$1 until=$((SECONDS + BENCH_OUTAGE))
+    case $kind in
+        postgres)
+            psql "$BENCH_PG_ADMIN" -qc "ALTER DATABASE $DB_NAME ALLOW_CONNECTIONS false" \
+                -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$DB_NAME'" >/dev/null
+            sleep "$BENCH_OUTAGE"
+            psql "$BENCH_PG_ADMIN" -qc "ALTER DATABASE $DB_NAME ALLOW_CONNECTIONS true" >/dev/null ;;
+        mysql)
+            while ((SECONDS < until)); do
+                mysql -h 127.0.0.1 -u root -N -e "SELECT CONCAT('KILL ', id, ';') FROM information_schema.processlist WHERE db = '$DB_NAME'" \
+                    | mysql -h 127.0.0.1 -u root -f >/dev/null 2>&1 || true
+                sleep 0.2
+            done ;;
+        redis)
+            kill -KILL "$REDIS_PID" 2>/dev/null || true
+            wait "$REDIS_PID" 2>/dev/null || true
+            sleep "$BENCH_OUTAGE"
+            start_redis ;;
+    esac
+}
+
 engine_pids() {
     if [[ ${ENGINE[0]:-} == redis-server ]]; then echo "$REDIS_PID"; else pids_named "${ENGINE[@]}"; fi
 }
@@ -185,6 +225,7 @@ SINK_RATE=$(rate "$N" "$L_NS"); SINK_CPU=$(per_k $((c1 - c0)) "$N")
 ROWS+=("| smtp-sink | 1 | $SINK_RATE | $SINK_CPU | - | 1.00x | 1.00x |")
 
 CHECKS=()
+OUTAGES=()
 for kind in $BENCH_BACKENDS; do
     if ! fresh_store "$kind"; then log "skipping $kind (engine or client missing)"; continue; fi
     log "$kind: one node, $BENCH_SESSIONS x $BENCH_PER_SESSION"
@@ -201,6 +242,23 @@ for kind in $BENCH_BACKENDS; do
     # One line per message, from Intake's own CLI on the same store.
     stored=$(env -u INTAKE_BIN "${STORE_ENV[@]}" INTAKE_STORE__PATH="$WORK/$kind" timeout 300 "$BIN" mailbox list "$RCPT" 2>/dev/null | wc -l || echo "?")
     CHECKS+=("- $kind: the store holds $stored messages for <$RCPT>; smtp-source sent $N$( ((ok)) && echo ", all accepted" || echo ", with errors (see the log)")")
+
+    if ((BENCH_OUTAGE > 0)) && [[ $kind != sqlite ]]; then
+        log "$kind: twice the load again, the engine away for ${BENCH_OUTAGE}s from 0.3 s in"
+        t0=$(date +%s%N)
+        load "$I_PORT" "$BENCH_SESSIONS" $((BENCH_PER_SESSION * 2)) outage@example.test & LO=$!
+        sleep 0.3
+        outage "$kind"
+        lrc=0; wait "$LO" || lrc=$?
+        wall=$(awk -v ns="$(($(date +%s%N) - t0))" 'BEGIN { printf "%.1f", ns / 1e9 }')
+        # smtp-source logs every reply it did not expect, with its code.
+        soft=$(grep -cE ': 4[0-9][0-9] [0-9]\.' "$WORK/load.$I_PORT.log" || true)
+        hard=$(grep -cE ': 5[0-9][0-9] [0-9]\.' "$WORK/load.$I_PORT.log" || true)
+        hung=$( ((lrc == 124 || lrc == 137)) && echo "yes, killed after ${BENCH_TIMEOUT}s" || echo no)
+        kept=$(env -u INTAKE_BIN "${STORE_ENV[@]}" INTAKE_STORE__PATH="$WORK/$kind" timeout 300 "$BIN" mailbox list outage@example.test 2>"$WORK/outage-list.err" | wc -l) || kept="? ($(head -c 200 "$WORK/outage-list.err"))"
+        cp "$WORK/load.$I_PORT.log" "$BENCH_OUT/outage-$kind-smtp-source.log" 2>/dev/null || true
+        OUTAGES+=("| $kind | ${BENCH_OUTAGE}s | $wall | $soft | $hard | $hung | $kept of $((N * 2)) |")
+    fi
     stop_pid "$I_PID"
 
     if [[ $kind == postgres && $BENCH_TWO_NODES == 1 ]]; then
@@ -225,7 +283,6 @@ for kind in $BENCH_BACKENDS; do
     fi
 done
 
-mkdir -p "$BENCH_OUT"
 OUT=$BENCH_OUT/backends-$(date +%Y%m%d-%H%M%S).md
 {
     echo "## Store engines: $BENCH_SESSIONS sessions x $BENCH_PER_SESSION messages of ${BENCH_SIZE} bytes, $(date -u +%Y-%m-%d)"
@@ -237,5 +294,15 @@ OUT=$BENCH_OUT/backends-$(date +%Y%m%d-%H%M%S).md
     printf '%s\n' "${ROWS[@]}"
     echo
     printf '%s\n' "${CHECKS[@]}"
+    if ((${#OUTAGES[@]})); then
+        echo
+        echo "### The engine away mid-load ($BENCH_SESSIONS x $BENCH_PER_SESSION, outage a second in)"
+        echo
+        echo "smtp-source sends twice the load; its sessions end at the first 4xx (a real client would retry later), so the run ends soon after the outage begins. 4xx / 5xx: sessions that got one; hung: whether smtp-source had to be killed; stored: the messages the store holds afterwards (each was acknowledged, or answered 4xx with its commit gone through anyway)."
+        echo
+        echo "| store | outage | wall s | 4xx | 5xx | hung | stored |"
+        echo "|---|---:|---:|---:|---:|---|---:|"
+        printf '%s\n' "${OUTAGES[@]}"
+    fi
 } | tee "$OUT"
 log "saved $OUT"
