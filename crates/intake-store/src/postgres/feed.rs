@@ -31,6 +31,8 @@ const CHANNEL: &str = "intake_events";
 const MAX_PAYLOAD: usize = 7900;
 /// Notifications waiting to be sent, at most (then new ones are dropped, with a warning).
 const QUEUE: usize = 4096;
+/// Notifications sent in one statement, at most (each is under 8000 bytes).
+const SEND_MANY: usize = 256;
 
 /// One notification.
 #[derive(Debug, Serialize, Deserialize)]
@@ -154,35 +156,41 @@ impl EventFeed for PgFeed {
     }
 }
 
-/// Sends the queued notifications, in order; when stopped, sends what is queued first.
+/// Sends the queued notifications, in order, all that are waiting in one statement; when
+/// stopped, sends what is queued first.
 async fn send(mut rx: mpsc::Receiver<String>, pool: PgPool, stop: CancellationToken) {
+    let mut payloads = Vec::new();
     loop {
-        let payload = tokio::select! {
+        tokio::select! {
             biased;
-            p = rx.recv() => match p {
-                Some(p) => p,
-                None => break,
+            n = rx.recv_many(&mut payloads, SEND_MANY) => if n == 0 {
+                break;
             },
             _ = stop.cancelled() => {
                 rx.close();
-                while let Ok(p) = rx.try_recv() {
-                    notify(&pool, &p).await;
+                while rx.recv_many(&mut payloads, SEND_MANY).await > 0 {
+                    notify(&pool, &payloads).await;
+                    payloads.clear();
                 }
                 break;
             }
         };
-        notify(&pool, &payload).await;
+        notify(&pool, &payloads).await;
+        payloads.clear();
     }
 }
 
-async fn notify(pool: &PgPool, payload: &str) {
-    let sent = sqlx::query("SELECT pg_notify($1, $2)")
+/// One statement (one transaction) for many notifications: PostgreSQL delivers them in
+/// order, together, at its end.
+async fn notify(pool: &PgPool, payloads: &[String]) {
+    let sent = sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
         .bind(CHANNEL)
-        .bind(payload)
+        .bind(payloads)
         .execute(pool)
         .await;
     if let Err(e) = sent {
-        tracing::warn!(error = %e, "event feed: could not notify the other nodes of a change");
+        tracing::warn!(error = %e, notifications = payloads.len(),
+            "event feed: could not notify the other nodes of a change");
     }
 }
 
@@ -224,6 +232,9 @@ async fn listen(
 }
 
 async fn receive(payload: &str, pool: &PgPool, bus: &EventBus, node: &str) {
+    if is_from(payload, node) {
+        return; // this node's own, already published by the layer
+    }
     let notice: Notice = match serde_json::from_str(payload) {
         Ok(n) => n,
         Err(e) => {
@@ -246,6 +257,15 @@ async fn receive(payload: &str, pool: &PgPool, bus: &EventBus, node: &str) {
     }
 }
 
+/// The notification comes from `node`: a [`Notice`] is written with its node first, so
+/// this node's own are known without reading them.
+fn is_from(payload: &str, node: &str) -> bool {
+    payload
+        .strip_prefix("{\"node\":\"")
+        .and_then(|rest| rest.strip_prefix(node))
+        .is_some_and(|rest| rest.starts_with('"'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +275,24 @@ mod tests {
             node: "n1".into(),
             queue: mpsc::channel(1).0,
         }
+    }
+
+    /// A node knows its own notifications from their first bytes, and only its own.
+    #[test]
+    fn own_notifications_are_known_without_reading_them() {
+        let f = feed();
+        let m = crate::conformance::incoming(&["a@x.test"], "small");
+        let p = f.payloads(&Event::Deleted {
+            mailboxes: vec!["a@x.test".into()],
+            id: m.id,
+        });
+        assert!(is_from(&p[0], "n1"), "{}", p[0]);
+        assert!(
+            !is_from(&p[0], "n"),
+            "another node's id is not a prefix of ours"
+        );
+        assert!(!is_from(&p[0], "n2"));
+        assert!(!is_from("{\"kind\":\"deleted\",\"node\":\"n1\"}", "n2"));
     }
 
     /// Every notification fits PostgreSQL's limit, whatever the event.

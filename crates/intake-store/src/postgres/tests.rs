@@ -178,6 +178,96 @@ async fn a_poison_message_fails_alone_and_its_batch_is_stored() {
     store.close().await;
 }
 
+/// Many messages written as one batch (one statement for all of them) each keep their own
+/// envelope, mailboxes, findings, search words and place in the order of arrival.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_keeps_every_message_apart() {
+    use sqlx::Connection;
+
+    let db = ScratchDatabase::create().await;
+    let mut s = db.settings();
+    s.commit_delay = Duration::from_millis(500);
+    let store = crate::open(&s, Mode::ReadWrite).await.unwrap();
+    let arriving = store.arrivals().unwrap().start();
+    let rcpts: Vec<Vec<String>> = (0..6)
+        .map(|i| {
+            (0..=i % 3)
+                .map(|j| format!("R{j}-{}@Example.test", i % 2))
+                .collect()
+        })
+        .collect();
+    let mut sent = Vec::new();
+    let mut handles = Vec::new();
+    for (i, r) in rcpts.iter().enumerate() {
+        let r: Vec<&str> = r.iter().map(String::as_str).collect();
+        let mut m = incoming(&r, &format!("batched{i} word{i}"));
+        if i % 2 == 1 {
+            m.findings.symbols = vec![format!("SYMBOL_{i}")];
+        }
+        sent.push((m.id, m.envelope.rcpt_to.clone(), m.findings.clone()));
+        let store = store.clone();
+        handles.push(tokio::spawn(async move { store.deliver(m).await }));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(arriving);
+    for h in handles {
+        h.await.unwrap().unwrap();
+    }
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let transactions: i64 = sqlx::query_scalar("SELECT count(DISTINCT xmin::text) FROM messages")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(transactions, 1, "one batch, one transaction");
+    for (i, (id, rcpt_to, findings)) in sent.iter().enumerate() {
+        let got = store.fetch(*id).await.unwrap().expect("stored");
+        assert_eq!(&got.envelope.rcpt_to, rcpt_to, "message {i}");
+        assert_eq!(got.meta.subject, Some(format!("batched{i} word{i}")));
+        let want = (!findings.is_empty()).then(|| findings.clone());
+        assert_eq!(got.findings, want, "message {i}");
+        let found = store
+            .search(&Query::parse(&format!("word{i}")).unwrap(), all())
+            .await
+            .unwrap();
+        assert_eq!(found.messages.len(), 1, "message {i}");
+        assert_eq!(found.messages[0].id, *id);
+    }
+    // Filed under each distinct lower-cased recipient; newest (last sent) first.
+    for j in 0..3 {
+        for parity in 0..2 {
+            let mailbox = format!("r{j}-{parity}@example.test");
+            let want: Vec<_> = sent
+                .iter()
+                .enumerate()
+                .rev()
+                .filter(|(i, _)| i % 2 == parity && j <= i % 3)
+                .map(|(_, (id, _, _))| *id)
+                .collect();
+            let listed: Vec<_> = store
+                .list_mailbox(&mailbox, all())
+                .await
+                .unwrap()
+                .messages
+                .iter()
+                .map(|m| m.id)
+                .collect();
+            assert_eq!(listed, want, "{mailbox}");
+        }
+    }
+    let all_ids: Vec<_> = store
+        .list_all(all())
+        .await
+        .unwrap()
+        .messages
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    let newest_first: Vec<_> = sent.iter().rev().map(|(id, _, _)| *id).collect();
+    assert_eq!(all_ids, newest_first, "seq follows the order of arrival");
+    store.close().await;
+}
+
 /// What a hostile message may carry that PostgreSQL text refuses (NUL) is stored anyway,
 /// not answered 451 forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,7 @@
 //!   never a lost message).
 //! - No connection can be made within `store.connect_timeout`: the batch fails at once.
 
+use std::borrow::Cow;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -43,9 +44,16 @@ const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Text indexed for search per message, at most (a tsvector must stay under 1 MB).
 const MAX_INDEX_BYTES: usize = 200_000;
 
+/// Bodies and search text in one insert statement, at most (unless one message is larger).
+const MAX_STATEMENT_BYTES: usize = 16 << 20;
+
 /// A message as the writer inserts it: everything computed before it reaches the writer.
 pub(super) struct Row {
     msg: Incoming,
+    /// `msg.id` as text.
+    id: String,
+    /// The client's IP address as text.
+    client_ip: String,
     mailboxes: Vec<String>,
     attachments: String,
     findings: Option<String>,
@@ -76,6 +84,8 @@ impl Row {
             }
         }
         Row {
+            id: msg.id.to_string(),
+            client_ip: msg.session.client.ip().to_string(),
             msg,
             mailboxes,
             attachments,
@@ -95,6 +105,11 @@ fn json_text(value: &impl serde::Serialize) -> String {
             _ => {}
         }
     }
+    let text = serde_json::to_string(value).expect("plain data serializes");
+    // serde_json writes NUL as `\u0000`; without that sequence there is nothing to clean.
+    if !text.contains("\\u0000") {
+        return text;
+    }
     let mut v = serde_json::to_value(value).expect("plain data serializes");
     clean(&mut v);
     v.to_string()
@@ -104,20 +119,47 @@ fn json_text(value: &impl serde::Serialize) -> String {
 /// digit separates words: `alice@example.org` is `alice example org`). The query side
 /// splits words the same way. False once `doc` is full.
 pub(super) fn words(text: &str, doc: &mut String) -> bool {
-    for c in text.chars() {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
         if doc.len() >= MAX_INDEX_BYTES {
             return false;
         }
-        if c.is_alphanumeric() {
-            doc.extend(c.to_lowercase());
-        } else if !doc.ends_with(' ') && !doc.is_empty() {
-            doc.push(' ');
+        let b = bytes[i];
+        if b.is_ascii_alphanumeric() {
+            // A run of ASCII letters and digits: one byte each, copied and lower-cased at
+            // once, as far as there is room.
+            let run = bytes[i..]
+                .iter()
+                .take_while(|b| b.is_ascii_alphanumeric())
+                .count()
+                .min(MAX_INDEX_BYTES - doc.len());
+            let at = doc.len();
+            doc.push_str(&text[i..i + run]);
+            doc[at..].make_ascii_lowercase();
+            i += run;
+        } else if b.is_ascii() {
+            separate(doc);
+            i += 1;
+        } else {
+            let c = text[i..].chars().next().expect("a char starts here");
+            if c.is_alphanumeric() {
+                doc.extend(c.to_lowercase());
+            } else {
+                separate(doc);
+            }
+            i += c.len_utf8();
         }
     }
+    separate(doc);
+    true
+}
+
+/// Ends the word `doc` ends with, if any.
+fn separate(doc: &mut String) {
     if !doc.ends_with(' ') && !doc.is_empty() {
         doc.push(' ');
     }
-    true
 }
 
 /// Why a batch failed as a whole.
@@ -350,12 +392,12 @@ async fn write_batch(conn: &mut PgConnection, batch: &[Queued]) -> Result<BatchR
         "a batch failed: writing its messages one by one to isolate the failing one");
     let mut tx = conn.begin().await.map_err(Failure::before)?;
     let mut results: BatchResult = Vec::with_capacity(batch.len());
-    for (row, _) in batch {
+    for (i, (row, _)) in batch.iter().enumerate() {
         sqlx::query("SAVEPOINT message")
             .execute(&mut *tx)
             .await
             .map_err(Failure::before)?;
-        match insert(&mut *tx, row).await {
+        match insert(&mut *tx, &batch[i..=i]).await {
             Ok(()) => {
                 sqlx::query("RELEASE SAVEPOINT message")
                     .execute(&mut *tx)
@@ -379,83 +421,261 @@ async fn write_batch(conn: &mut PgConnection, batch: &[Queued]) -> Result<BatchR
     Ok(results)
 }
 
-/// The fast path: every message of the batch in one transaction.
+/// The fast path: every message of the batch in one transaction, one statement per chunk.
 async fn write_all(conn: &mut PgConnection, batch: &[Queued]) -> Result<(), Failure> {
     let mut tx = conn.begin().await.map_err(Failure::before)?;
-    for (row, _) in batch {
-        insert(&mut *tx, row).await.map_err(Failure::before)?;
+    for chunk in chunks(batch) {
+        insert(&mut *tx, chunk).await.map_err(Failure::before)?;
     }
     tx.commit().await.map_err(Failure::committing)
 }
 
-/// Inserts one message: metadata, body, mailbox links, search document, findings. One
-/// statement (one round trip), prepared once per connection.
-async fn insert<'c>(conn: impl PgExecutor<'c>, row: &Row) -> Result<(), sqlx::Error> {
-    let m = &row.msg;
-    let meta = &m.meta;
-    let opt = |o: &Option<String>| o.as_deref().map(|s| pg_text(s).into_owned());
+/// The batch in runs of at most [`MAX_STATEMENT_BYTES`] of bodies and search text (a run
+/// holds one message at least), so that a statement's arrays stay far below PostgreSQL's
+/// limits on a value and on a protocol message.
+fn chunks(batch: &[Queued]) -> impl Iterator<Item = &[Queued]> {
+    let mut rest = batch;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let mut n = 0;
+        for (row, _) in rest {
+            bytes += row.msg.raw.len() + row.doc.len();
+            if n > 0 && bytes > MAX_STATEMENT_BYTES {
+                break;
+            }
+            n += 1;
+        }
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+fn opt(o: &Option<String>) -> Option<Cow<'_, str>> {
+    o.as_deref().map(pg_text)
+}
+
+/// Inserts messages (all of a chunk, or one in its savepoint): metadata, bodies, mailbox
+/// links, search documents, findings. One statement (one round trip), prepared once per
+/// connection: each column goes as an array, `unnest` makes the rows, and the rows of the
+/// other tables find their message's `seq` by its `id` (generated here, unique).
+async fn insert<'c>(conn: impl PgExecutor<'c>, rows: &[Queued]) -> Result<(), sqlx::Error> {
+    let n = rows.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut received_at = Vec::with_capacity(n);
+    let mut mail_from = Vec::with_capacity(n);
+    let mut rcpt_of = Vec::with_capacity(n);
+    let mut rcpt = Vec::with_capacity(n);
+    let mut helo = Vec::with_capacity(n);
+    let mut client_ip = Vec::with_capacity(n);
+    let mut client_port = Vec::with_capacity(n);
+    let mut tls_version = Vec::with_capacity(n);
+    let mut tls_cipher = Vec::with_capacity(n);
+    let mut size = Vec::with_capacity(n);
+    let mut sha256 = Vec::with_capacity(n);
+    let mut message_id = Vec::with_capacity(n);
+    let mut from_addr = Vec::with_capacity(n);
+    let mut to_addr = Vec::with_capacity(n);
+    let mut cc_addr = Vec::with_capacity(n);
+    let mut subject = Vec::with_capacity(n);
+    let mut date = Vec::with_capacity(n);
+    let mut content_type = Vec::with_capacity(n);
+    let mut charset = Vec::with_capacity(n);
+    let mut attachments = Vec::with_capacity(n);
+    let mut raw = Vec::with_capacity(n);
+    let mut docs = Vec::with_capacity(n);
+    let mut findings = Vec::with_capacity(n);
+    let mut link_of = Vec::with_capacity(n);
+    let mut link_mailbox = Vec::with_capacity(n);
+    for (i, (row, _)) in rows.iter().enumerate() {
+        let m = &row.msg;
+        let meta = &m.meta;
+        // 1-based, as `WITH ORDINALITY` counts.
+        let ord = i as i64 + 1;
+        ids.push(row.id.as_str());
+        received_at.push(m.received_at);
+        mail_from.push(pg_text(&m.envelope.mail_from));
+        for r in &m.envelope.rcpt_to {
+            rcpt_of.push(ord);
+            rcpt.push(pg_text(r));
+        }
+        helo.push(pg_text(&m.session.helo));
+        client_ip.push(row.client_ip.as_str());
+        client_port.push(i32::from(m.session.client.port()));
+        tls_version.push(m.session.tls.as_ref().map(|t| pg_text(&t.version)));
+        tls_cipher.push(m.session.tls.as_ref().map(|t| pg_text(&t.cipher)));
+        size.push(i64::try_from(m.size).unwrap_or(i64::MAX));
+        sha256.push(m.sha256.as_str());
+        message_id.push(opt(&meta.message_id));
+        from_addr.push(opt(&meta.from));
+        to_addr.push(opt(&meta.to));
+        cc_addr.push(opt(&meta.cc));
+        subject.push(opt(&meta.subject));
+        date.push(opt(&meta.date));
+        content_type.push(opt(&meta.content_type));
+        charset.push(opt(&meta.charset));
+        attachments.push(row.attachments.as_str());
+        raw.push(&m.raw[..]);
+        docs.push(row.doc.as_str());
+        findings.push(row.findings.as_deref());
+        for b in &row.mailboxes {
+            link_of.push(row.id.as_str());
+            link_mailbox.push(pg_text(b));
+        }
+    }
     sqlx::query(
-        "WITH m AS (
+        "WITH r AS (
+            SELECT r.ord, array_agg(r.rcpt ORDER BY r.n) AS rcpt_to
+            FROM unnest($4::int8[], $5::text[]) WITH ORDINALITY AS r(ord, rcpt, n)
+            GROUP BY r.ord),
+         m AS (
             INSERT INTO messages (id, received_at, mail_from, rcpt_to, helo, client_ip,
                 client_port, tls_version, tls_cipher, size, sha256, message_id, from_addr,
                 to_addr, cc_addr, subject, date, content_type, charset, attachments)
-            VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                $16, $17, $18, $19, $20::jsonb)
-            RETURNING seq),
-         b AS (INSERT INTO bodies (seq, raw) SELECT seq, $21 FROM m),
+            SELECT u.id, u.received_at, u.mail_from, coalesce(r.rcpt_to, '{}'), u.helo,
+                u.client_ip, u.client_port, u.tls_version, u.tls_cipher, u.size, u.sha256,
+                u.message_id, u.from_addr, u.to_addr, u.cc_addr, u.subject, u.date,
+                u.content_type, u.charset, u.attachments
+            FROM unnest($1::uuid[], $2::int8[], $3::text[], $6::text[], $7::text[],
+                    $8::int4[], $9::text[], $10::text[], $11::int8[], $12::text[],
+                    $13::text[], $14::text[], $15::text[], $16::text[], $17::text[],
+                    $18::text[], $19::text[], $20::text[], $21::jsonb[])
+                WITH ORDINALITY AS u(id, received_at, mail_from, helo, client_ip,
+                    client_port, tls_version, tls_cipher, size, sha256, message_id,
+                    from_addr, to_addr, cc_addr, subject, date, content_type, charset,
+                    attachments, ord)
+            LEFT JOIN r ON r.ord = u.ord
+            ORDER BY u.ord
+            RETURNING seq, id),
+         b AS (INSERT INTO bodies (seq, raw)
+               SELECT m.seq, x.raw FROM unnest($1::uuid[], $22::bytea[]) AS x(id, raw)
+               JOIN m ON m.id = x.id),
          l AS (INSERT INTO mailbox_messages (mailbox, seq)
-               SELECT DISTINCT x.mailbox, m.seq FROM m, unnest($22::text[]) AS x(mailbox)),
-         s AS (INSERT INTO search_index (seq, doc) SELECT seq, to_tsvector('simple', $23) FROM m),
+               SELECT DISTINCT x.mailbox, m.seq
+               FROM unnest($25::uuid[], $26::text[]) AS x(id, mailbox)
+               JOIN m ON m.id = x.id),
+         s AS (INSERT INTO search_index (seq, doc)
+               SELECT m.seq, to_tsvector('simple', x.doc)
+               FROM unnest($1::uuid[], $23::text[]) AS x(id, doc)
+               JOIN m ON m.id = x.id),
          c AS (INSERT INTO message_checks (seq, findings)
-               SELECT seq, $24::jsonb FROM m WHERE $24::text IS NOT NULL)
-         SELECT seq FROM m",
+               SELECT m.seq, x.findings
+               FROM unnest($1::uuid[], $24::jsonb[]) AS x(id, findings)
+               JOIN m ON m.id = x.id
+               WHERE x.findings IS NOT NULL)
+         SELECT count(*) FROM m",
     )
-    .bind(m.id.to_string())
-    .bind(m.received_at)
-    .bind(pg_text(&m.envelope.mail_from))
-    .bind(
-        m.envelope
-            .rcpt_to
-            .iter()
-            .map(|r| pg_text(r).into_owned())
-            .collect::<Vec<_>>(),
-    )
-    .bind(pg_text(&m.session.helo))
-    .bind(m.session.client.ip().to_string())
-    .bind(i32::from(m.session.client.port()))
-    .bind(
-        m.session
-            .tls
-            .as_ref()
-            .map(|t| pg_text(&t.version).into_owned()),
-    )
-    .bind(
-        m.session
-            .tls
-            .as_ref()
-            .map(|t| pg_text(&t.cipher).into_owned()),
-    )
-    .bind(i64::try_from(m.size).unwrap_or(i64::MAX))
-    .bind(&m.sha256)
-    .bind(opt(&meta.message_id))
-    .bind(opt(&meta.from))
-    .bind(opt(&meta.to))
-    .bind(opt(&meta.cc))
-    .bind(opt(&meta.subject))
-    .bind(opt(&meta.date))
-    .bind(opt(&meta.content_type))
-    .bind(opt(&meta.charset))
-    .bind(&row.attachments)
-    .bind(&m.raw[..])
-    .bind(
-        row.mailboxes
-            .iter()
-            .map(|b| pg_text(b).into_owned())
-            .collect::<Vec<_>>(),
-    )
-    .bind(&row.doc)
-    .bind(row.findings.as_deref())
-    .fetch_one(conn)
+    .bind(ids)
+    .bind(received_at)
+    .bind(mail_from)
+    .bind(rcpt_of)
+    .bind(rcpt)
+    .bind(helo)
+    .bind(client_ip)
+    .bind(client_port)
+    .bind(tls_version)
+    .bind(tls_cipher)
+    .bind(size)
+    .bind(sha256)
+    .bind(message_id)
+    .bind(from_addr)
+    .bind(to_addr)
+    .bind(cc_addr)
+    .bind(subject)
+    .bind(date)
+    .bind(content_type)
+    .bind(charset)
+    .bind(attachments)
+    .bind(raw)
+    .bind(docs)
+    .bind(findings)
+    .bind(link_of)
+    .bind(link_mailbox)
+    .execute(conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plain definition: character by character.
+    fn words_reference(text: &str, doc: &mut String) -> bool {
+        for c in text.chars() {
+            if doc.len() >= MAX_INDEX_BYTES {
+                return false;
+            }
+            if c.is_alphanumeric() {
+                doc.extend(c.to_lowercase());
+            } else if !doc.ends_with(' ') && !doc.is_empty() {
+                doc.push(' ');
+            }
+        }
+        if !doc.ends_with(' ') && !doc.is_empty() {
+            doc.push(' ');
+        }
+        true
+    }
+
+    fn both(parts: &[&str], start: &str) {
+        let (mut a, mut b) = (start.to_string(), start.to_string());
+        for p in parts {
+            let (ra, rb) = (words(p, &mut a), words_reference(p, &mut b));
+            assert_eq!(ra, rb, "{p:?}");
+            assert_eq!(a, b, "{p:?}");
+            if !ra {
+                break;
+            }
+        }
+    }
+
+    #[test]
+    fn words_split_and_fold_like_the_plain_definition() {
+        let mut doc = String::new();
+        assert!(words("Hello, Wörld! alice@Example.ORG İx ǅz 42", &mut doc));
+        assert_eq!(doc, "hello wörld alice example org i\u{307}x ǆz 42 ");
+        let alphabet: Vec<char> = "aZ9 .@-_\tÉß\u{130}ǅ\u{3a3}中\u{1F600}\0\u{300}"
+            .chars()
+            .collect();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..500 {
+            let mut s = String::new();
+            for _ in 0..(seed % 64) {
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                s.push(alphabet[(seed >> 33) as usize % alphabet.len()]);
+            }
+            both(&[&s, &s], "");
+            both(&[&s], "x");
+            both(&[&s], "x ");
+        }
+    }
+
+    #[test]
+    fn words_stop_where_the_plain_definition_stops() {
+        let long = "Abc ".repeat(MAX_INDEX_BYTES / 4 + 10);
+        both(&[&long, "more"], "");
+        let exact = "A".repeat(MAX_INDEX_BYTES);
+        both(&[&exact], "");
+        both(&[&exact, "b"], "");
+        both(&[&exact[1..], "ÉÉ", "c"], "");
+        both(&["é".repeat(MAX_INDEX_BYTES).as_str()], "");
+        for near in [MAX_INDEX_BYTES - 2, MAX_INDEX_BYTES - 1] {
+            both(&[&"x".repeat(near), "YZW q"], "");
+            both(&[&"x".repeat(near), "ÉYZ"], "");
+        }
+    }
+
+    #[test]
+    fn json_for_jsonb_has_no_nul() {
+        assert_eq!(json_text(&vec!["a", "b"]), r#"["a","b"]"#);
+        assert_eq!(json_text(&vec!["a\0b"]), "[\"a\u{fffd}b\"]");
+        // A backslash and `u0000` as text is not a NUL, and stays as it was.
+        assert_eq!(json_text(&vec!["\\u0000"]), r#"["\\u0000"]"#);
+    }
 }
