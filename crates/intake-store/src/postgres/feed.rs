@@ -3,13 +3,15 @@
 //! Each node has an id of its own (random, per start). After each committed change the
 //! layer hands the event to [`PgFeed::publish`], which queues a JSON notification
 //! (`{"node":…,"kind":"new","mailboxes":[…],"message":{summary}}`, or `deleted` with the id
-//! and mailboxes) for a sender task that runs `pg_notify`. A notification must stay under
+//! and mailboxes) for a sender task that runs `pg_notify`, once for everything queued (one
+//! statement, one transaction: the other nodes receive them together, in order). A notification must stay under
 //! PostgreSQL's 8000-byte limit: a new message too large to describe is sent as its id alone
 //! (`new_id`; the receiving node reads the summary from the database), and a deletion from
 //! many mailboxes is split into several notifications.
 //!
 //! A listener task on a connection of its own publishes the other nodes' events on this
-//! node's [`EventBus`] (its own, which the layer already published, are skipped by node id).
+//! node's [`EventBus`] (its own, which the layer already published, are skipped by node id,
+//! read from the first bytes without parsing the rest).
 //! When that connection drops it reconnects with backoff; changes made on other nodes
 //! meanwhile are not announced here (clients re-read listings as after a `Lagged`).
 

@@ -76,6 +76,17 @@ impl PostgresConfig {
                 "store.url is not a PostgreSQL URL ({described}): {e}"
             ))
         })?;
+        // TLS to a server on this machine protects nothing, and costs: sqlx 0.9.0 leaves
+        // Nagle's algorithm on (sqlx issue #4335), so a batch written as several TLS records
+        // waits for the server's delayed ACK (40 ms) before its last segment leaves. Without
+        // an `sslmode` in the URL, loopback connections go in plain text; any other host keeps
+        // sqlx's default (`prefer`), and an explicit `sslmode` is always obeyed.
+        let explicit_tls = s.url.contains("sslmode=");
+        let connect = if !explicit_tls && is_loopback(connect.get_host()) {
+            connect.ssl_mode(sqlx::postgres::PgSslMode::Disable)
+        } else {
+            connect
+        };
         Ok(PostgresConfig {
             connect: connect
                 .application_name("intake")
@@ -89,6 +100,15 @@ impl PostgresConfig {
             connect_timeout: s.postgres.connect_timeout,
         })
     }
+}
+
+/// Whether `host` is this machine: `localhost`, a loopback address, or a Unix socket path.
+fn is_loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.starts_with('/')
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Opens the store `[store]` describes on PostgreSQL, with the event feed between nodes

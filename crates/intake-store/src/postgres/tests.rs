@@ -566,3 +566,37 @@ async fn the_feed_reconnects_after_its_session_is_terminated() {
     a.close().await;
     b.close().await;
 }
+
+#[test]
+fn loopback_goes_without_tls_unless_the_url_asks_for_it() {
+    use sqlx::postgres::PgSslMode;
+    let mode = |url: &str| {
+        let mut s = crate::StoreSettings::sqlite("unused");
+        s.kind = crate::StoreKind::Postgres;
+        s.url = url.into();
+        PostgresConfig::from_settings(&s)
+            .unwrap()
+            .connect
+            .get_ssl_mode()
+    };
+    assert!(matches!(
+        mode("postgres://intake@127.0.0.1/intake"),
+        PgSslMode::Disable
+    ));
+    assert!(matches!(
+        mode("postgres://intake@localhost:5432/intake"),
+        PgSslMode::Disable
+    ));
+    assert!(matches!(
+        mode("postgres://intake@[::1]/intake"),
+        PgSslMode::Disable
+    ));
+    assert!(matches!(
+        mode("postgres://intake@db.internal/intake"),
+        PgSslMode::Prefer
+    ));
+    assert!(matches!(
+        mode("postgres://intake@127.0.0.1/intake?sslmode=require"),
+        PgSslMode::Require
+    ));
+}

@@ -2,15 +2,21 @@
 //!
 //! Sessions send a [`Row`] with a oneshot over a bounded channel. The writer takes what is
 //! queued (up to `max_batch`), lingers up to `commit_delay` only while [`Arrivals`] says
-//! other sessions are receiving content, writes the batch in one transaction (one
-//! statement per message: the message row, its body, its mailbox links, its search
-//! document and its findings, as one `WITH … INSERT`), and answers the oneshots only after
-//! `COMMIT` returned. The connection has `synchronous_commit = on`: `COMMIT` returns once
-//! the WAL is flushed.
+//! other sessions are receiving content, writes the batch in one transaction, and answers
+//! the oneshots only after `COMMIT` returned. The connection has `synchronous_commit = on`:
+//! `COMMIT` returns once the WAL is flushed.
+//!
+//! The batch is one statement (up to [`MAX_STATEMENT_BYTES`] of bodies and search text,
+//! then the next, in the same transaction): every column goes as an array, `unnest` makes
+//! the rows, and one `WITH … INSERT` fills `messages` and, joined by the message `id` (made
+//! here) to the `seq` the insert returned, `bodies`, `mailbox_messages`, `search_index` and
+//! `message_checks`. So `BEGIN`, one statement and `COMMIT` are three round trips per
+//! batch, whatever its size, and the statement is prepared once per connection.
 //!
 //! Failures:
 //! - A message the database refuses (a data or constraint error: the poison message) fails
-//!   alone: the batch is written again with each message in a savepoint of its own.
+//!   alone: the batch is written again with each message in a savepoint of its own (the
+//!   same statement, one message at a time).
 //! - A lost connection (the server restarted, an operator terminated the session): the
 //!   connection is dropped and a new one made for the next batch. If the batch failed before
 //!   `COMMIT` was sent, nothing of it was committed, so it is retried once on the new
