@@ -296,7 +296,7 @@ OUT=$BENCH_OUT/backends-$(date +%Y%m%d-%H%M%S).md
     printf '%s\n' "${CHECKS[@]}"
     if ((${#OUTAGES[@]})); then
         echo
-        echo "### The engine away mid-load ($BENCH_SESSIONS x $BENCH_PER_SESSION, outage a second in)"
+        echo "### The engine away mid-load ($BENCH_SESSIONS x $BENCH_PER_SESSION, outage from 0.3 s in)"
         echo
         echo "smtp-source sends twice the load; its sessions end at the first 4xx (a real client would retry later), so the run ends soon after the outage begins. 4xx / 5xx: sessions that got one; hung: whether smtp-source had to be killed; stored: the messages the store holds afterwards (each was acknowledged, or answered 4xx with its commit gone through anyway)."
         echo
