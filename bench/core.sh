@@ -38,12 +38,15 @@ BENCH_KEEP=${BENCH_KEEP:-0}                    # 1: keep the temporary directory
 BENCH_INTAKE_PORT=${BENCH_INTAKE_PORT:-}       # default: a free port in 20000-29999
 BENCH_SINK_PORT=${BENCH_SINK_PORT:-}
 BENCH_CHECKS=${BENCH_CHECKS:-0}                # 1: also run Intake with every local policy check on
+BENCH_PREFILL=${BENCH_PREFILL:-0}              # messages stored (in another mailbox) before measuring, e.g. 1000000
+BENCH_PREFILL_INDEX=${BENCH_PREFILL_INDEX:-wait} # "wait": measure once search indexing has caught up; "lag": at once
+BENCH_PREFILL_MAX_WAIT=${BENCH_PREFILL_MAX_WAIT:-3600} # seconds to wait for indexing at most
 
 log() { printf '%s\n' "bench: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
-for v in BENCH_MESSAGES BENCH_SIZE BENCH_MAX_SECS BENCH_PROBE BENCH_TIMEOUT BENCH_START_SECS; do
+for v in BENCH_MESSAGES BENCH_SIZE BENCH_MAX_SECS BENCH_PROBE BENCH_TIMEOUT BENCH_START_SECS BENCH_PREFILL BENCH_PREFILL_MAX_WAIT; do
     is_uint "${!v}" || die "$v must be a non-negative integer (got '${!v}')"
 done
 ((BENCH_MESSAGES > 0 && BENCH_SIZE > 0 && BENCH_TIMEOUT > 0)) || die "BENCH_MESSAGES, BENCH_SIZE and BENCH_TIMEOUT must be > 0"
@@ -57,6 +60,7 @@ case "$BENCH_ONLY" in
     relay) SERVERS=(relay) ;;
     *) die "BENCH_ONLY must be empty, 'sink', 'intake' or 'relay'" ;;
 esac
+case "$BENCH_PREFILL_INDEX" in wait | lag) ;; *) die "BENCH_PREFILL_INDEX must be 'wait' or 'lag'" ;; esac
 case "$BENCH_CHECKS" in
     0) ;;
     1) [[ $BENCH_ONLY != sink ]] || die "BENCH_CHECKS=1 needs Intake"; SERVERS+=(checks) ;;
@@ -414,6 +418,36 @@ ERRORS="$WORK/errors.txt"
 : >"$ERRORS"
 START_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 
+# ------------------------------------------------------------- pre-fill --
+# A store that already holds BENCH_PREFILL messages (in prefill@example.test), sent the fast
+# way: 100 sessions of 100 messages each over SMTP, as fast as Intake takes them. Then either
+# wait until Intake is idle (its writer has indexed everything for search: CPU under 3% for
+# 3 s), or measure at once with indexing lagging behind.
+PREFILL_NOTE=""
+if ((BENCH_PREFILL > 0)) && want intake; then
+    jobs=$(((BENCH_PREFILL + 99) / 100))
+    log "pre-filling Intake's store with $((jobs * 100)) messages ($BENCH_SIZE-byte bodies)"
+    seq 1 "$jobs" >"$WORK/prefill-jobs"
+    t0=$(now_ns)
+    timeout -k 5 $((BENCH_TIMEOUT * 20)) xargs -a "$WORK/prefill-jobs" -P 100 -I{} "$SMTP_SOURCE" -d -s 1 -m 100 \
+        -l "$BENCH_SIZE" -f "$BENCH_FROM" -t prefill@example.test -M "$BENCH_HELO" \
+        "inet:127.0.0.1:${PORT[intake]}" >"$WORK/prefill.log" 2>&1 || die "pre-fill failed: $(head -3 "$WORK/prefill.log")"
+    fill_s=$(awk -v ns="$(($(now_ns) - t0))" 'BEGIN { printf "%.0f", ns / 1e9 }')
+    log "pre-filled in ${fill_s}s"
+    if [[ $BENCH_PREFILL_INDEX == wait ]]; then
+        t0=$SECONDS
+        idle=0
+        while ((idle < 3 && SECONDS - t0 < BENCH_PREFILL_MAX_WAIT)); do
+            c0=$(cpu_ticks "$INTAKE_PID"); sleep 1; c1=$(cpu_ticks "$INTAKE_PID")
+            if (((c1 - c0) * 100 < CLK_TCK * 3)); then idle=$((idle + 1)); else idle=0; fi
+        done
+        PREFILL_NOTE="$((jobs * 100)) messages stored before the runs (in ${fill_s}s), search indexing caught up ($((SECONDS - t0))s after)"
+    else
+        PREFILL_NOTE="$((jobs * 100)) messages stored before the runs (in ${fill_s}s), measured at once: search indexing still catching up during the runs"
+    fi
+    log "$PREFILL_NOTE"
+fi
+
 nconf=0
 for per in $BENCH_PER_SESSION; do for s in $BENCH_SESSIONS; do nconf=$((nconf + 1)); done; done
 iconf=0
@@ -560,6 +594,7 @@ OUT_FILE="$BENCH_OUT/core-$(date -u +%Y%m%d-%H%M%S).md"
     if want intake; then echo "- Intake: \`$BIN\` at commit $git_rev, SQLite store (durable) in a fresh temporary directory"; fi
     echo "- Client: Postfix $pf_version \`smtp-source\`, over loopback; reference server: \`smtp-sink\` (discards mail)"
     echo "- Each message: ${BENCH_SIZE}-byte body (\`smtp-source -l $BENCH_SIZE\`) plus ~180 bytes of headers, one recipient <$BENCH_RCPT>"
+    if [[ -n $PREFILL_NOTE ]]; then echo "- Intake's store: $PREFILL_NOTE"; fi
     echo
     render_table
     echo
