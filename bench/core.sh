@@ -424,8 +424,10 @@ START_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 # wait until Intake is idle (its writer has indexed everything for search: CPU under 3% for
 # 3 s), or measure at once with indexing lagging behind.
 PREFILL_NOTE=""
+PREFILLED=0
 if ((BENCH_PREFILL > 0)) && want intake; then
     jobs=$(((BENCH_PREFILL + 99) / 100))
+    PREFILLED=$((jobs * 100))
     log "pre-filling Intake's store with $((jobs * 100)) messages ($BENCH_SIZE-byte bodies)"
     seq 1 "$jobs" >"$WORK/prefill-jobs"
     t0=$(now_ns)
@@ -520,11 +522,13 @@ if want intake; then
     d_cnt=$(metric intake_smtp_deliver_seconds_count "$WORK/metrics-last.txt")
     b_sum=$(metric intake_store_commit_batch_size_sum "$WORK/metrics-last.txt")
     b_cnt=$(metric intake_store_commit_batch_size_count "$WORK/metrics-last.txt")
-    PROM=$(awk -v p="$prom_accepted" -v s="$INTAKE_SENT" -v ds="$d_sum" -v dc="$d_cnt" -v bs="$b_sum" -v bc="$b_cnt" 'BEGIN {
+    # smtp-source's count of accepted messages, plus the pre-fill's.
+    SENT_ALL=$((INTAKE_SENT + PREFILLED))
+    PROM=$(awk -v p="$prom_accepted" -v s="$SENT_ALL" -v ds="$d_sum" -v dc="$d_cnt" -v bs="$b_sum" -v bc="$b_cnt" 'BEGIN {
         printf "accepted %d (smtp-source: %d, %s); mean end of data to durable %.2f ms; mean commit batch %.1f messages",
             p, s, (p == s ? "the same" : "DIFFERENT"), (dc > 0 ? ds / dc * 1000 : 0), (bc > 0 ? bs / bc : 0) }')
-    if ((INTAKE_ALL_OK)) && [[ $prom_accepted != "$INTAKE_SENT" ]]; then
-        echo "- Prometheus counted $prom_accepted accepted messages, smtp-source $INTAKE_SENT" >>"$ERRORS"
+    if ((INTAKE_ALL_OK)) && [[ $prom_accepted != "$SENT_ALL" ]]; then
+        echo "- Prometheus counted $prom_accepted accepted messages, smtp-source $SENT_ALL" >>"$ERRORS"
     fi
 fi
 STORE_BYTES=""
