@@ -4,13 +4,12 @@
 //! and every 250 present after kill -9 under 16 clients.
 
 use std::process::Command;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use intake_store::postgres::scratch::ScratchDatabase;
 
 use crate::http::{Sse, get};
-use crate::support::{Client, Process, free_port, send_message};
+use crate::support::{Process, free_port, kill9_under_load, missing_from, send_message};
 
 /// The environment of a node (and of the CLI) on `db`.
 fn env(db: &ScratchDatabase) -> Vec<(&'static str, String)> {
@@ -138,77 +137,10 @@ async fn every_250_survives_sigkill_under_16_clients() {
     let db = ScratchDatabase::create().await;
     let dir = tempfile::tempdir().unwrap();
     let p = start(dir.path(), &db, free_port());
-    let addr = p.addr;
-    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stop_at = Instant::now() + Duration::from_secs(30);
-    let mut tasks = Vec::new();
-    for w in 0..16 {
-        let acked = acked.clone();
-        tasks.push(tokio::spawn(async move {
-            for n in 0..100_000 {
-                if Instant::now() > stop_at {
-                    break;
-                }
-                let subject = format!("crash-{w:02}-{n:05}");
-                let Ok(Ok(stream)) = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    tokio::net::TcpStream::connect(addr),
-                )
-                .await
-                else {
-                    break;
-                };
-                let mut c = Client::from_stream(stream);
-                if c.reply().await.code != 220 {
-                    break;
-                }
-                c.send(b"EHLO w\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<crash@q.test>\r\nDATA\r\n")
-                    .await;
-                let mut ok = true;
-                for _ in 0..4 {
-                    ok &= c.reply().await.code != 0;
-                }
-                if !ok {
-                    break;
-                }
-                c.send(
-                    format!("Subject: {subject}\r\n\r\n{}\r\n.\r\n", "y".repeat(2000)).as_bytes(),
-                )
-                .await;
-                let r = c.reply().await;
-                if r.code == 250 {
-                    acked.lock().unwrap().push(subject);
-                } else if r.code == 0 {
-                    break;
-                }
-            }
-        }));
-    }
-    // Let the clients get going, then pull the plug.
-    let started = Instant::now();
-    while acked.lock().unwrap().len() < 300 && started.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    p.kill9();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let acked = acked.lock().unwrap().clone();
-    assert!(
-        acked.len() >= 300,
-        "only {} messages acknowledged before the kill",
-        acked.len()
-    );
-    let missing = |out: &str| -> Vec<String> {
-        acked
-            .iter()
-            .filter(|s| !out.contains(s.as_str()))
-            .cloned()
-            .collect()
-    };
+    let acked = kill9_under_load(p, 16).await;
     let (ok, out, err) = cli(dir.path(), &db, &["mailbox", "list", "crash@q.test"]);
     assert!(ok, "{err}");
-    let lost = missing(&out);
+    let lost = missing_from(&acked, &out);
     assert!(
         lost.is_empty(),
         "{} of {} acknowledged messages lost: {:?}",

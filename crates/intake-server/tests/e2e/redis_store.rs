@@ -4,13 +4,12 @@
 //! concurrent clients, every 250 present after a restart.
 
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use intake_store::redis::test_server::TestRedis;
 
 use crate::http::{Sse, get, request};
-use crate::support::{Client, Process, free_port, send_message};
+use crate::support::{Process, free_port, kill9_under_load, missing_from, send_message};
 
 /// The environment that points intake (server or CLI) at `redis`.
 fn redis_env(redis: &TestRedis) -> Vec<(&'static str, String)> {
@@ -129,71 +128,12 @@ async fn every_250_survives_sigkill_of_intake() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let p = start(&redis, dir.path(), port);
-    let addr = p.addr;
-    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stop_at = Instant::now() + Duration::from_secs(30);
-    let mut tasks = Vec::new();
-    for w in 0..16 {
-        let acked = acked.clone();
-        tasks.push(tokio::spawn(async move {
-            for n in 0..100_000 {
-                if Instant::now() > stop_at {
-                    break;
-                }
-                let subject = format!("crash-{w:02}-{n:05}");
-                let Ok(Ok(stream)) = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    tokio::net::TcpStream::connect(addr),
-                )
-                .await
-                else {
-                    break;
-                };
-                let mut c = Client::from_stream(stream);
-                if c.reply().await.code != 220 {
-                    break;
-                }
-                c.send(b"EHLO w\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<crash@q.test>\r\nDATA\r\n")
-                    .await;
-                let mut ok = true;
-                for _ in 0..4 {
-                    ok &= c.reply().await.code != 0;
-                }
-                if !ok {
-                    break;
-                }
-                c.send(
-                    format!("Subject: {subject}\r\n\r\n{}\r\n.\r\n", "y".repeat(2000)).as_bytes(),
-                )
-                .await;
-                let r = c.reply().await;
-                if r.code == 250 {
-                    acked.lock().unwrap().push(subject);
-                } else if r.code == 0 {
-                    break;
-                }
-            }
-        }));
-    }
-    let started = Instant::now();
-    while acked.lock().unwrap().len() < 300 && started.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    p.kill9();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let acked = acked.lock().unwrap().clone();
-    assert!(
-        acked.len() >= 300,
-        "only {} messages acknowledged before the kill",
-        acked.len()
-    );
+    let acked = kill9_under_load(p, 16).await;
     // Restarted on the same Redis: every acknowledged message is there.
     let _p = start(&redis, dir.path(), port);
     let (ok, out, err) = cli(&redis, &["mailbox", "list", "crash@q.test"]);
     assert!(ok, "{err}");
-    let missing: Vec<_> = acked.iter().filter(|s| !out.contains(s.as_str())).collect();
+    let missing = missing_from(&acked, &out);
     assert!(
         missing.is_empty(),
         "{} of {} acknowledged messages lost: {:?}",
