@@ -20,6 +20,7 @@
 //! Every backend passes the same [`conformance`] suite (feature `testing`).
 #![warn(missing_docs)]
 
+mod columns;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 mod layer;

@@ -1,15 +1,13 @@
 //! Queries on the pool: listings, search, one message; deletes and eviction (short
 //! transactions of their own, never through the writer).
 
-use intake_core::{
-    Envelope, Listing, MessageId, Page, ParsedMeta, Query, Removal, StoreError, StoredMessage,
-    Summary, TlsInfo,
-};
+use intake_core::{Listing, MessageId, Page, Query, Removal, StoreError, StoredMessage, Summary};
 use sqlx::mysql::MySqlArguments;
 use sqlx::query::QueryAs;
 use sqlx::{Connection, MySql, MySqlConnection, MySqlPool};
 
 use super::{ServerLimits, unavailable};
+use crate::columns::{MessageColumns, json};
 
 const SUMMARY_COLS: &str = "m.id, m.received_at, m.mail_from, m.rcpt_to, m.from_addr, m.to_addr, \
                             m.subject, m.size, m.seen, m.attachment_count";
@@ -323,45 +321,33 @@ pub(super) async fn fetch(
     let mailboxes = mailboxes_of(&mut conn, id, false)
         .await
         .map_err(unavailable)?;
-    let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("message {id}: {e}"));
-    let rcpt_to: Vec<String> = serde_json::from_str(&r.rcpt_to).map_err(|e| corrupt(&e))?;
-    let attachments = serde_json::from_str(&r.attachments).map_err(|e| corrupt(&e))?;
-    let ip: std::net::IpAddr = r.client_ip.parse().map_err(|e| corrupt(&e))?;
-    let findings = match r.findings {
-        Some(f) => Some(serde_json::from_str(&f).map_err(|e| corrupt(&e))?),
-        None => None,
-    };
-    Ok(Some(StoredMessage {
-        id,
+    MessageColumns {
         received_at: r.received_at,
-        envelope: Envelope {
-            mail_from: r.mail_from,
-            rcpt_to,
-        },
+        mail_from: r.mail_from,
+        rcpt_to: json(id, &r.rcpt_to)?,
         helo: r.helo,
-        client: std::net::SocketAddr::new(ip, r.client_port as u16),
-        tls: match (r.tls_version, r.tls_cipher) {
-            (Some(version), Some(cipher)) => Some(TlsInfo { version, cipher }),
-            _ => None,
-        },
-        size: r.size as u64,
+        client_ip: r.client_ip,
+        client_port: r.client_port.into(),
+        tls_version: r.tls_version,
+        tls_cipher: r.tls_cipher,
+        size: r.size,
         sha256: r.sha256,
-        meta: ParsedMeta {
-            message_id: r.message_id,
-            from: r.from_addr,
-            to: r.to_addr,
-            cc: r.cc_addr,
-            subject: r.subject,
-            date: r.date,
-            content_type: r.content_type,
-            charset: r.charset,
-            attachments,
-        },
-        raw: parts.concat().into(),
+        message_id: r.message_id,
+        from_addr: r.from_addr,
+        to_addr: r.to_addr,
+        cc_addr: r.cc_addr,
+        subject: r.subject,
+        date: r.date,
+        content_type: r.content_type,
+        charset: r.charset,
+        attachments: r.attachments,
         seen: r.seen,
+        raw: parts.concat(),
         mailboxes,
-        findings,
-    }))
+        findings: r.findings,
+    }
+    .into_stored(id)
+    .map(Some)
 }
 
 /// The mailboxes a message is filed under, sorted (locked for the transaction when

@@ -1,14 +1,12 @@
 //! Queries on the pool: listings, search, one message, and the deletes (by id, by seq,
 //! mailbox links) that answer what they removed.
 
-use intake_core::{
-    Envelope, Listing, MessageId, Page, ParsedMeta, Query, Removal, StoreError, StoredMessage,
-    Summary, TlsInfo,
-};
+use intake_core::{Listing, MessageId, Page, Query, Removal, StoreError, StoredMessage, Summary};
 use sqlx::postgres::{PgPool, Postgres};
 use sqlx::{FromRow, QueryBuilder};
 
 use super::{pg_text, unavailable, writer};
+use crate::columns::MessageColumns;
 
 const SUMMARY_COLS: &str = "m.id::text AS id, m.received_at, m.mail_from, m.rcpt_to, m.from_addr, \
      m.to_addr, m.subject, m.size, m.seen, jsonb_array_length(m.attachments) AS attachments";
@@ -293,45 +291,33 @@ pub(super) async fn fetch(
     let Some(r) = row else {
         return Ok(None);
     };
-    let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("message {id}: {e}"));
-    let attachments = serde_json::from_str(&r.attachments).map_err(|e| corrupt(&e))?;
-    let ip: std::net::IpAddr = r.client_ip.parse().map_err(|e| corrupt(&e))?;
-    let port = u16::try_from(r.client_port).map_err(|e| corrupt(&e))?;
-    let findings = match r.findings {
-        Some(f) => Some(serde_json::from_str(&f).map_err(|e| corrupt(&e))?),
-        None => None,
-    };
-    Ok(Some(StoredMessage {
-        id,
+    MessageColumns {
         received_at: r.received_at,
-        envelope: Envelope {
-            mail_from: r.mail_from,
-            rcpt_to: r.rcpt_to,
-        },
+        mail_from: r.mail_from,
+        rcpt_to: r.rcpt_to,
         helo: r.helo,
-        client: std::net::SocketAddr::new(ip, port),
-        tls: match (r.tls_version, r.tls_cipher) {
-            (Some(version), Some(cipher)) => Some(TlsInfo { version, cipher }),
-            _ => None,
-        },
-        size: r.size.max(0) as u64,
+        client_ip: r.client_ip,
+        client_port: r.client_port.into(),
+        tls_version: r.tls_version,
+        tls_cipher: r.tls_cipher,
+        size: r.size,
         sha256: r.sha256,
-        meta: ParsedMeta {
-            message_id: r.message_id,
-            from: r.from_addr,
-            to: r.to_addr,
-            cc: r.cc_addr,
-            subject: r.subject,
-            date: r.date,
-            content_type: r.content_type,
-            charset: r.charset,
-            attachments,
-        },
-        raw: r.raw.into(),
+        message_id: r.message_id,
+        from_addr: r.from_addr,
+        to_addr: r.to_addr,
+        cc_addr: r.cc_addr,
+        subject: r.subject,
+        date: r.date,
+        content_type: r.content_type,
+        charset: r.charset,
+        attachments: r.attachments,
         seen: r.seen,
+        raw: r.raw,
         mailboxes: r.mailboxes,
-        findings,
-    }))
+        findings: r.findings,
+    }
+    .into_stored(id)
+    .map(Some)
 }
 
 /// A deleted message, as `DELETE … RETURNING` gives it.

@@ -1,13 +1,13 @@
 //! Queries on read connections: listings, search, one message.
 
 use intake_core::{
-    Envelope, Listing, MessageId, Page, ParsedMeta, Query, StoreError, StoredMessage, Summary,
-    TlsInfo, mailbox_key,
+    Listing, MessageId, Page, Query, StoreError, StoredMessage, Summary, mailbox_key,
 };
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::unavailable;
+use crate::columns::{MessageColumns, json};
 
 const SUMMARY_COLS: &str = "m.id, m.received_at, m.mail_from, m.rcpt_to, m.from_addr, m.to_addr, m.subject, \
                             m.size, m.seen, json_array_length(m.attachments)";
@@ -200,100 +200,43 @@ pub(super) fn fetch(conn: &Connection, id: MessageId) -> Result<Option<StoredMes
         .map_err(unavailable)?;
     let row = stmt
         .query_row(params![&id.as_bytes()[..]], |r| {
-            let s = |i: usize| r.get::<_, Option<String>>(i);
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                (
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                ),
-                (r.get::<_, String>(5)?, r.get::<_, u16>(6)?),
-                (s(7)?, s(8)?),
-                (r.get::<_, i64>(9)?, r.get::<_, String>(10)?),
-                [
-                    s(11)?,
-                    s(12)?,
-                    s(13)?,
-                    s(14)?,
-                    s(15)?,
-                    s(16)?,
-                    s(17)?,
-                    s(18)?,
-                ],
-                r.get::<_, String>(19)?,
-                r.get::<_, bool>(20)?,
-                r.get::<_, Vec<u8>>(21)?,
-                (r.get::<_, String>(22)?, r.get::<_, Option<String>>(23)?),
-            ))
+            // rcpt_to and mailboxes are JSON here: parsed below, outside the row callback.
+            let columns = MessageColumns {
+                received_at: r.get(1)?,
+                mail_from: r.get(2)?,
+                rcpt_to: Vec::new(),
+                helo: r.get(4)?,
+                client_ip: r.get(5)?,
+                client_port: r.get(6)?,
+                tls_version: r.get(7)?,
+                tls_cipher: r.get(8)?,
+                size: r.get(9)?,
+                sha256: r.get(10)?,
+                message_id: r.get(11)?,
+                from_addr: r.get(12)?,
+                to_addr: r.get(13)?,
+                cc_addr: r.get(14)?,
+                subject: r.get(15)?,
+                date: r.get(16)?,
+                content_type: r.get(17)?,
+                charset: r.get(18)?,
+                attachments: r.get(19)?,
+                seen: r.get(20)?,
+                raw: r.get(21)?,
+                mailboxes: Vec::new(),
+                findings: r.get(23)?,
+            };
+            Ok((r.get::<_, String>(3)?, r.get::<_, String>(22)?, columns))
         })
         .optional()
         .map_err(unavailable)?;
-    let Some((
-        _seq,
-        received_at,
-        (mail_from, rcpt, helo),
-        (ip, port),
-        tls,
-        (size, sha256),
-        meta,
-        attachments,
-        seen,
-        raw,
-        (boxes, findings),
-    )) = row
-    else {
+    let Some((rcpt_to, mailboxes, mut columns)) = row else {
         return Ok(None);
     };
-    let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("message {id}: {e}"));
-    let rcpt_to: Vec<String> = serde_json::from_str(&rcpt).map_err(|e| corrupt(&e))?;
-    let attachments = serde_json::from_str(&attachments).map_err(|e| corrupt(&e))?;
-    let ip: std::net::IpAddr = ip.parse().map_err(|e| corrupt(&e))?;
-    let mut mailboxes: Vec<String> = serde_json::from_str(&boxes).map_err(|e| corrupt(&e))?;
-    mailboxes.sort();
-    let findings = match findings {
-        Some(f) => Some(serde_json::from_str(&f).map_err(|e| corrupt(&e))?),
-        None => None,
-    };
-    let [
-        message_id,
-        from,
-        to,
-        cc,
-        subject,
-        date,
-        content_type,
-        charset,
-    ] = meta;
-    Ok(Some(StoredMessage {
-        id,
-        received_at,
-        envelope: Envelope { mail_from, rcpt_to },
-        helo,
-        client: std::net::SocketAddr::new(ip, port),
-        tls: match tls {
-            (Some(version), Some(cipher)) => Some(TlsInfo { version, cipher }),
-            _ => None,
-        },
-        size: size as u64,
-        sha256,
-        meta: ParsedMeta {
-            message_id,
-            from,
-            to,
-            cc,
-            subject,
-            date,
-            content_type,
-            charset,
-            attachments,
-        },
-        raw: raw.into(),
-        seen,
-        mailboxes,
-        findings,
-    }))
+    columns.rcpt_to = json(id, &rcpt_to)?;
+    columns.mailboxes = json(id, &mailboxes)?;
+    columns.mailboxes.sort();
+    columns.into_stored(id).map(Some)
 }
 
 /// Mailbox links to drop so that each mailbox keeps its newest `keep` messages.
