@@ -161,40 +161,18 @@ async fn limits_apply_to_the_real_client() {
 
 #[tokio::test]
 async fn behind_a_real_haproxy() {
-    let Ok(haproxy) = which("haproxy") else {
+    if crate::support::haproxy_bin().is_none() {
         eprintln!("skipped: haproxy is not installed (apt-get install haproxy); CI installs it");
         return;
-    };
+    }
     let srv =
         TestServer::start("[smtp]\nproxy_protocol = true\nproxy_trusted = [\"127.0.0.1\"]\n").await;
-    let front = crate::support::free_port();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("haproxy.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
-            "global\n  maxconn 100\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
-             frontend smtp\n  bind 127.0.0.1:{front}\n  default_backend intake\n\
-             backend intake\n  server intake {} send-proxy-v2\n",
-            srv.addr
-        ),
+    let (haproxy, front_addr) = crate::support::haproxy(
+        dir.path(),
+        &format!("  server intake {} send-proxy-v2\n", srv.addr),
     )
-    .unwrap();
-    let haproxy = crate::support::KillOnDrop(
-        std::process::Command::new(haproxy)
-            .args(["-f", cfg.to_str().unwrap(), "-db"])
-            .spawn()
-            .unwrap(),
-    );
-    let front_addr: SocketAddr = format!("127.0.0.1:{front}").parse().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(front_addr).await.is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "haproxy did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    .await;
     // Connect from 127.0.0.2: HAProxy itself reaches Intake from 127.0.0.1.
     let sock = TcpSocket::new_v4().unwrap();
     sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
@@ -214,14 +192,4 @@ async fn behind_a_real_haproxy() {
         "127.0.0.2",
         "the address HAProxy saw, not HAProxy's own"
     );
-}
-
-fn which(name: &str) -> Result<std::path::PathBuf, ()> {
-    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
-        let p = std::path::Path::new(dir).join(name);
-        if p.exists() {
-            return Ok(p);
-        }
-    }
-    Err(())
 }

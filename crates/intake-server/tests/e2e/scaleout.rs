@@ -11,48 +11,18 @@ use std::time::{Duration, Instant};
 use intake_store::postgres::scratch::ScratchDatabase;
 
 use crate::http::get;
-use crate::support::{Client, KillOnDrop, Process, free_port};
+use crate::support::{Client, Process, haproxy};
 
-fn haproxy_bin() -> &'static str {
-    ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("haproxy (apt-get install haproxy; .ci/run installs it)")
-}
-
-/// HAProxy in front of `nodes`, round robin, PROXY v2, health-checked so a dead node is
-/// taken out within a fraction of a second; returns it and its front address.
-async fn haproxy(dir: &std::path::Path, nodes: &[SocketAddr]) -> (KillOnDrop, SocketAddr) {
-    let front: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let servers: String = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("  server n{i} {a} send-proxy-v2 check inter 200ms fall 1 rise 2\n"))
-        .collect();
-    let cfg = dir.join("haproxy.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
-            "global\n  maxconn 2000\n\
-             defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n  retries 3\n  option redispatch\n\
-             frontend smtp\n  bind {front}\n  default_backend intake\n\
-             backend intake\n  balance roundrobin\n{servers}"
-        ),
-    )
-    .unwrap();
-    let child = std::process::Command::new(haproxy_bin())
-        .args(["-f", cfg.to_str().unwrap(), "-db"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let guard = KillOnDrop(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(front).await.is_err() {
-        assert!(Instant::now() < deadline, "haproxy did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// Round robin over `nodes`, PROXY v2, health-checked so a dead node is taken out within a
+/// fraction of a second.
+fn balanced(nodes: impl Iterator<Item = SocketAddr>) -> String {
+    let mut backend = "  balance roundrobin\n".to_string();
+    for (i, a) in nodes.enumerate() {
+        backend.push_str(&format!(
+            "  server n{i} {a} send-proxy-v2 check inter 200ms fall 1 rise 2\n"
+        ));
     }
-    (guard, front)
+    backend
 }
 
 /// A node on the shared database, taking PROXY v2 from HAProxy on loopback.
@@ -135,11 +105,7 @@ async fn three_nodes_behind_haproxy_share_one_postgres() {
         .iter()
         .map(|n| node(dir.path(), n, &db))
         .collect();
-    let (_haproxy, front) = haproxy(
-        dir.path(),
-        &nodes.iter().map(|n| n.addr).collect::<Vec<_>>(),
-    )
-    .await;
+    let (_haproxy, front) = haproxy(dir.path(), &balanced(nodes.iter().map(|n| n.addr))).await;
 
     // Live updates: every node's wait-for-mail sees a message whichever node took it.
     let waits: Vec<_> = nodes
@@ -199,7 +165,7 @@ async fn a_node_killed_mid_load_loses_no_acknowledged_message() {
         .map(|n| Some(node(dir.path(), n, &db)))
         .collect();
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.as_ref().unwrap().addr).collect();
-    let (_haproxy, front) = haproxy(dir.path(), &addrs).await;
+    let (_haproxy, front) = haproxy(dir.path(), &balanced(addrs.iter().copied())).await;
 
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop_at = Instant::now() + Duration::from_secs(25);

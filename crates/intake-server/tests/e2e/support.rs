@@ -453,3 +453,47 @@ pub fn missing_from(acked: &[String], listing: &str) -> Vec<String> {
         .cloned()
         .collect()
 }
+
+/// Where HAProxy is installed, if it is.
+pub fn haproxy_bin() -> Option<PathBuf> {
+    [
+        "/usr/sbin/haproxy",
+        "/usr/bin/haproxy",
+        "/usr/local/sbin/haproxy",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+}
+
+/// HAProxy (TCP mode) on a free loopback port in front of `backend`, the lines of its
+/// `backend intake` section (`balance …`, `server … send-proxy-v2 …`); killed when the guard
+/// is dropped. Returns once the front port accepts connections.
+pub async fn haproxy(dir: &Path, backend: &str) -> (KillOnDrop, SocketAddr) {
+    let bin = haproxy_bin().expect("haproxy (apt-get install haproxy; .ci/run installs it)");
+    let front: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cfg = dir.join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  maxconn 2000\n\
+             defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n  retries 3\n  option redispatch\n\
+             frontend smtp\n  bind {front}\n  default_backend intake\n\
+             backend intake\n{backend}"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(bin)
+        .args(["-f", cfg.to_str().unwrap(), "-db"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(front).await.is_err() {
+        assert!(Instant::now() < deadline, "haproxy did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (guard, front)
+}
