@@ -38,7 +38,6 @@ pub use layer::{Store, spawn_retention};
 #[cfg(feature = "mysql")]
 pub use mysql::{MysqlConfig, MysqlStore};
 pub use settings::{
-    Mode, MysqlOptions, PostgresOptions, RedisOptions, SqliteOptions, StoreKind, StoreSettings,
-    open,
+    Mode, MysqlOptions, PoolOptions, RedisOptions, SqliteOptions, StoreKind, StoreSettings, open,
 };
 pub use sqlite::{SqliteConfig, SqliteStore, database_exists};

@@ -101,15 +101,9 @@ impl Default for RedisOptions {
     }
 }
 
-/// Options of the server backends (MariaDB/MySQL; the names are shared under `[store]`).
+/// Options only MariaDB/MySQL reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MysqlOptions {
-    /// Most connections for reads and short writes, besides the writer's own
-    /// (`store.pool_size`).
-    pub pool_size: u32,
-    /// How long to wait for a connection, new or from the pool, before answering
-    /// "unavailable" (`store.connect_timeout`).
-    pub connect_timeout: Duration,
     /// Refuse to start when the server does not flush its log at each commit
     /// (`store.require_durable_commit`); `false` only warns.
     pub require_durable_commit: bool,
@@ -118,27 +112,25 @@ pub struct MysqlOptions {
 impl Default for MysqlOptions {
     fn default() -> Self {
         MysqlOptions {
-            pool_size: 10,
-            connect_timeout: Duration::from_secs(5),
             require_durable_commit: true,
         }
     }
 }
 
-/// Options only the PostgreSQL backend reads.
+/// The connection pool of the server stores (PostgreSQL, MariaDB/MySQL).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PostgresOptions {
+pub struct PoolOptions {
     /// Connections for reads and short writes (`store.pool_size`); the group-commit writer
-    /// and the event listener have one connection each on top.
+    /// has one of its own on top (and PostgreSQL's event listener one more).
     pub pool_size: u32,
     /// How long to wait for a connection, new or from the pool (`store.connect_timeout`):
     /// past it the operation fails (a delivery answers `451 4.3.0`) instead of hanging.
     pub connect_timeout: Duration,
 }
 
-impl Default for PostgresOptions {
+impl Default for PoolOptions {
     fn default() -> Self {
-        PostgresOptions {
+        PoolOptions {
             pool_size: 10,
             connect_timeout: Duration::from_secs(5),
         }
@@ -177,8 +169,8 @@ pub struct StoreSettings {
     pub redis: RedisOptions,
     /// MariaDB/MySQL's options.
     pub mysql: MysqlOptions,
-    /// PostgreSQL's own options.
-    pub postgres: PostgresOptions,
+    /// The server stores' connection pool (PostgreSQL, MariaDB/MySQL).
+    pub pool: PoolOptions,
 }
 
 impl StoreSettings {
@@ -193,7 +185,7 @@ impl StoreSettings {
             sqlite: SqliteOptions::default(),
             redis: RedisOptions::default(),
             mysql: MysqlOptions::default(),
-            postgres: PostgresOptions::default(),
+            pool: PoolOptions::default(),
         }
     }
 

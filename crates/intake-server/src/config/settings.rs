@@ -1397,19 +1397,19 @@ fn read_store(r: &mut Reader<'_>) -> StoreSettings {
     let kind: String = r.get("store.type", "sqlite".to_string());
     let url: String = r.get("store.url", String::new());
     let path: String = r.get("store.path", "./intake-data".to_string());
-    // Shared by the server stores (PostgreSQL, MariaDB/MySQL).
-    let mut pool_size: u32 = r.get("store.pool_size", d.postgres.pool_size);
+    // The server stores' pool (PostgreSQL, MariaDB/MySQL).
+    let mut pool_size: u32 = r.get("store.pool_size", d.pool.pool_size);
     if pool_size == 0 {
         r.error("store.pool_size", "must be at least 1");
         pool_size = 1;
     }
-    let mut connect_timeout = r.duration("store.connect_timeout", d.postgres.connect_timeout);
+    let mut connect_timeout = r.duration("store.connect_timeout", d.pool.connect_timeout);
     if connect_timeout.is_zero() {
         r.error(
             "store.connect_timeout",
             "must be more than 0 (how long to wait for the database)",
         );
-        connect_timeout = d.postgres.connect_timeout;
+        connect_timeout = d.pool.connect_timeout;
     }
     let mut s = StoreSettings {
         kind: StoreKind::parse(&kind).unwrap_or_else(|| {
@@ -1436,14 +1436,12 @@ fn read_store(r: &mut Reader<'_>) -> StoreSettings {
         },
         redis: read_store_redis(r, &d.redis),
         mysql: intake_store::MysqlOptions {
-            pool_size,
-            connect_timeout,
             require_durable_commit: r.get(
                 "store.require_durable_commit",
                 d.mysql.require_durable_commit,
             ),
         },
-        postgres: intake_store::PostgresOptions {
+        pool: intake_store::PoolOptions {
             pool_size,
             connect_timeout,
         },
@@ -1817,7 +1815,7 @@ mod tests {
             s.store.describe(),
             "postgres at postgres://intake:***@db/intake"
         );
-        assert_eq!(s.store.postgres, intake_store::PostgresOptions::default());
+        assert_eq!(s.store.pool, intake_store::PoolOptions::default());
         let s = load(
             "[store]\ntype = \"mariadb\"\npool_size = 4\nconnect_timeout = \"2s\"\n\
              require_durable_commit = false\n",
@@ -1828,9 +1826,14 @@ mod tests {
         assert_eq!(
             s.store.mysql,
             intake_store::MysqlOptions {
+                require_durable_commit: false,
+            }
+        );
+        assert_eq!(
+            s.store.pool,
+            intake_store::PoolOptions {
                 pool_size: 4,
                 connect_timeout: Duration::from_secs(2),
-                require_durable_commit: false,
             }
         );
         assert_eq!(
@@ -1843,7 +1846,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (s.store.postgres.pool_size, s.store.postgres.connect_timeout),
+            (s.store.pool.pool_size, s.store.pool.connect_timeout),
             (4, Duration::from_secs(2))
         );
         for (file, key) in [

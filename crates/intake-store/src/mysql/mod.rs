@@ -69,8 +69,8 @@ impl MysqlConfig {
             url: s.url.clone(),
             max_batch: s.max_batch.max(1),
             commit_delay: s.commit_delay,
-            pool_size: s.mysql.pool_size.max(1),
-            connect_timeout: s.mysql.connect_timeout,
+            pool_size: s.pool.pool_size.max(1),
+            connect_timeout: s.pool.connect_timeout,
             require_durable_commit: s.mysql.require_durable_commit,
         }
     }

@@ -96,8 +96,8 @@ impl PostgresConfig {
             described,
             max_batch: s.max_batch.max(1),
             commit_delay: s.commit_delay,
-            pool_size: s.postgres.pool_size.max(1),
-            connect_timeout: s.postgres.connect_timeout,
+            pool_size: s.pool.pool_size.max(1),
+            connect_timeout: s.pool.connect_timeout,
         })
     }
 }

@@ -442,7 +442,7 @@ async fn terminated_sessions_during_deliveries_lose_nothing_acknowledged() {
 async fn an_outage_fails_fast_and_the_store_recovers_by_itself() {
     let db = ScratchDatabase::create().await;
     let mut s = db.settings();
-    s.postgres.connect_timeout = Duration::from_secs(2);
+    s.pool.connect_timeout = Duration::from_secs(2);
     let store = crate::open(&s, Mode::ReadWrite).await.unwrap();
     deliver(&store, incoming(&["a@x.test"], "before"))
         .await
