@@ -235,6 +235,26 @@ struct Entry {
     check: Arc<dyn Check>,
     deadline: Duration,
     on_error: OnError,
+    /// This check's metrics, registered at its first run (the recorder is installed by
+    /// then) instead of being looked up by name and labels for every message.
+    metrics: Arc<std::sync::OnceLock<CheckMetrics>>,
+}
+
+/// A check's time histogram and one verdict counter per [`RESULT_KINDS`] entry.
+struct CheckMetrics {
+    seconds: metrics::Histogram,
+    verdicts: [metrics::Counter; 4],
+}
+
+impl CheckMetrics {
+    fn of(check: &str) -> CheckMetrics {
+        let name = check.to_string();
+        let verdict = |kind: &'static str| metrics::counter!("intake_check_verdicts_total", "check" => name.clone(), "verdict" => kind);
+        CheckMetrics {
+            seconds: metrics::histogram!("intake_check_seconds", "check" => name.clone()),
+            verdicts: RESULT_KINDS.map(verdict),
+        }
+    }
 }
 
 /// The checks of a listener, in the order they run.
@@ -267,6 +287,7 @@ impl Pipeline {
             check,
             deadline,
             on_error,
+            metrics: Default::default(),
         });
     }
 
@@ -292,8 +313,8 @@ impl Pipeline {
                 Ok(r) => r,
                 Err(_) => Err(CheckError::Timeout(e.deadline)),
             };
-            metrics::histogram!("intake_check_seconds", "check" => e.check.name())
-                .record(started.elapsed());
+            let m = e.metrics.get_or_init(|| CheckMetrics::of(e.check.name()));
+            m.seconds.record(started.elapsed());
             let verdict = match result {
                 Ok(v) => v,
                 Err(err) => {
@@ -315,9 +336,7 @@ impl Pipeline {
                     rcpt = cx.rcpt_to.as_deref().unwrap_or(""), verdict = ?verdict, "policy decision"
                 );
             }
-            metrics::counter!("intake_check_verdicts_total",
-                "check" => e.check.name(), "verdict" => result_kind(&verdict))
-            .increment(1);
+            m.verdicts[result_index(&verdict)].increment(1);
             let stop = verdict.is_final();
             out.push(verdict);
             if stop {
@@ -329,12 +348,15 @@ impl Pipeline {
 }
 
 /// A verdict's name for metrics.
-fn result_kind(v: &Verdict) -> &'static str {
+/// The `verdict` label values of `intake_check_verdicts_total`, by [`result_index`].
+const RESULT_KINDS: [&str; 4] = ["pass", "tag", "defer", "reject"];
+
+fn result_index(v: &Verdict) -> usize {
     match v {
-        Verdict::Pass => "pass",
-        Verdict::Tag { .. } => "tag",
-        Verdict::Defer { .. } => "defer",
-        Verdict::Reject { .. } => "reject",
+        Verdict::Pass => 0,
+        Verdict::Tag { .. } => 1,
+        Verdict::Defer { .. } => 2,
+        Verdict::Reject { .. } => 3,
     }
 }
 

@@ -1,13 +1,15 @@
 //! Everything Intake asks of mail-parser, in one module (see docs/ARCHITECTURE.md: the
 //! mail-parser 0.11 to 1.0 upgrade should touch nothing else).
 
-use mail_parser::{Address, MessageParser, MimeHeaders};
+use std::sync::OnceLock;
+
+use mail_parser::{Address, HeaderName, MessageParser, MimeHeaders};
 
 use crate::message::{Attachment, ParsedMeta};
 
 /// Parses the header fields Intake indexes. Never fails: unparsable mail gives empty fields.
 pub fn parse_meta(content: &[u8]) -> ParsedMeta {
-    let Some(msg) = MessageParser::default().parse_headers(content) else {
+    let Some(msg) = meta_parser().parse_headers(content) else {
         return ParsedMeta::default();
     };
     let content_type = msg.content_type();
@@ -51,6 +53,24 @@ pub fn parse_meta(content: &[u8]) -> ParsedMeta {
             .map(str::to_string),
         attachments,
     }
+}
+
+/// A parser for only the header fields [`parse_meta`] reads; every other field (`Received`,
+/// DKIM signatures, ...) is skipped rather than parsed into values nobody reads. Built once:
+/// it is a table of field parsers.
+fn meta_parser() -> &'static MessageParser {
+    static PARSER: OnceLock<MessageParser> = OnceLock::new();
+    PARSER.get_or_init(|| {
+        MessageParser::new()
+            .header_id(HeaderName::MessageId)
+            .header_address(HeaderName::From)
+            .header_address(HeaderName::To)
+            .header_address(HeaderName::Cc)
+            .header_text(HeaderName::Subject)
+            .header_date(HeaderName::Date)
+            .header_content_type(HeaderName::ContentType)
+            .default_header_ignore()
+    })
 }
 
 /// The message's first text body (HTML converted to text when there is no plain part).
@@ -144,16 +164,27 @@ pub fn index_text(raw: &[u8]) -> (String, String) {
 }
 
 fn format_addresses(addr: &Address<'_>) -> String {
-    let mut out = Vec::new();
+    let mut out = String::new();
     for a in addr.iter() {
-        match (a.name(), a.address()) {
-            (Some(n), Some(e)) => out.push(format!("{n} <{e}>")),
-            (None, Some(e)) => out.push(e.to_string()),
-            (Some(n), None) => out.push(n.to_string()),
+        let (name, email) = (a.name(), a.address());
+        if name.is_none() && email.is_none() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        match (name, email) {
+            (Some(n), Some(e)) => {
+                out.push_str(n);
+                out.push_str(" <");
+                out.push_str(e);
+                out.push('>');
+            }
+            (Some(s), None) | (None, Some(s)) => out.push_str(s),
             (None, None) => {}
         }
     }
-    out.join(", ")
+    out
 }
 
 #[cfg(test)]
@@ -179,6 +210,27 @@ mod tests {
         assert_eq!(m.content_type.as_deref(), Some("text/plain"));
         assert_eq!(m.charset.as_deref(), Some("utf-8"));
         assert!(m.attachments.is_empty());
+    }
+
+    #[test]
+    fn fields_after_skipped_ones_are_found() {
+        // The fields parse_meta does not read (trace fields, signatures, folded unknown
+        // ones) are skipped, not parsed; those after them are still read.
+        let m = parse_meta(
+            b"Received: from a.example (a.example [192.0.2.1])\r\n\tby b.example; Sat, 21 Nov 2026 10:00:00 +0000\r\n\
+              DKIM-Signature: v=1; a=rsa-sha256; d=example.org;\r\n b=abc=\r\n\
+              X-Folded: one\r\n two: <not@an.address>\r\n\
+              From: \"Doe, Jane\" <jane@example.org>, bob@example.org\r\n\
+              Cc: Team: x@example.org, y@example.org;\r\n\
+              Subject: hello\r\n\r\nFrom: body@example.org\r\n",
+        );
+        assert_eq!(
+            m.from.as_deref(),
+            Some("Doe, Jane <jane@example.org>, bob@example.org")
+        );
+        assert_eq!(m.cc.as_deref(), Some("x@example.org, y@example.org"));
+        assert_eq!(m.subject.as_deref(), Some("hello"));
+        assert_eq!(m.to, None);
     }
 
     #[test]

@@ -158,6 +158,27 @@ pub struct Connection<S> {
     greet: bool,
     /// When the first byte of the command line now in the buffer arrived.
     line_started: Option<Instant>,
+    /// Metric handles for accepted messages, registered at the first one (not looked up
+    /// by name and labels for every message; an idle connection pays one pointer).
+    metrics: Option<Box<AcceptedMetrics>>,
+}
+
+/// What an accepted message counts in.
+struct AcceptedMetrics {
+    messages: metrics::Counter,
+    bytes: metrics::Counter,
+    deliver_seconds: metrics::Histogram,
+}
+
+impl AcceptedMetrics {
+    fn new(listener: &str) -> AcceptedMetrics {
+        AcceptedMetrics {
+            messages: metrics::counter!("intake_smtp_messages_total", "result" => "accepted",
+                "reason" => "2.0.0", "listener" => listener.to_string()),
+            bytes: metrics::counter!("intake_smtp_received_bytes_total"),
+            deliver_seconds: metrics::histogram!("intake_smtp_deliver_seconds"),
+        }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
@@ -190,6 +211,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             arrival: None,
             greet,
             line_started: None,
+            metrics: None,
         }
     }
 
@@ -605,11 +627,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 micros = started.elapsed().as_micros() as u64, outcome = "accepted",
                 targets = ?self.targets.names(), "message delivered"
             );
-            metrics::counter!("intake_smtp_messages_total", "result" => "accepted",
-                "reason" => "2.0.0", "listener" => self.session.config().listener.to_string())
-            .increment(1);
-            metrics::counter!("intake_smtp_received_bytes_total").increment(size);
-            metrics::histogram!("intake_smtp_deliver_seconds").record(started.elapsed());
+            let listener = &self.session.config().listener;
+            let m = self
+                .metrics
+                .get_or_insert_with(|| Box::new(AcceptedMetrics::new(listener)));
+            m.messages.increment(1);
+            m.bytes.increment(size);
+            m.deliver_seconds.record(started.elapsed());
         } else {
             tracing::error!(
                 id = %d.id, client = %self.client, sender = %sender, rcpts, accepted, size,
