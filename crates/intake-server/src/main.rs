@@ -7,12 +7,6 @@ use intake_server::cli::{self, Cli, Command, MailboxCommand, MessageCommand};
 use intake_server::config::Settings;
 use intake_server::{logging, server};
 
-/// mimalloc instead of the system allocator: measured in docs/performance.md (about 4% less
-/// CPU per received message). `no_thp`: without it, transparent huge pages add about 9 MiB
-/// of resident memory to an idle server.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::CheckConfig = cli.command {
