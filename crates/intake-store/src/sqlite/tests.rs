@@ -221,6 +221,55 @@ async fn a_poison_message_fails_alone_and_its_batch_is_stored() {
     store.close().await;
 }
 
+/// The linger adapts to what is on its way: a message with no other session receiving
+/// content is committed at once, and a linger ends when the last session receiving content
+/// is done, long before `commit_delay`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_linger_ends_when_no_session_is_receiving() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = SqliteConfig::new(dir.path());
+    cfg.commit_delay = Duration::from_secs(30);
+    let store = Arc::new(layer(SqliteStore::open(cfg).unwrap()));
+    let started = std::time::Instant::now();
+    store
+        .deliver(incoming(&["linger@example.com"], "alone"))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a lone message waited"
+    );
+
+    let arriving = store.arrivals().unwrap().start();
+    let waiting = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .deliver(incoming(&["linger@example.com"], "lingered"))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !waiting.is_finished(),
+        "committed while a session was receiving"
+    );
+    let released = std::time::Instant::now();
+    drop(arriving);
+    tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the commit follows the last arrival, not the 30 s commit_delay")
+        .unwrap()
+        .unwrap();
+    assert!(released.elapsed() < Duration::from_secs(10));
+    let list = store
+        .list_mailbox("linger@example.com", all())
+        .await
+        .unwrap();
+    assert_eq!(list.total, 2);
+    store.close().await;
+}
+
 #[tokio::test]
 async fn users_table_changes_are_seen_at_once_by_another_handle() {
     let dir = tempfile::tempdir().unwrap();

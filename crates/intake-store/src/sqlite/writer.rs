@@ -160,26 +160,26 @@ impl Writer {
             return;
         }
         // Linger only while other sessions are receiving content: a lone client, or
-        // clients all waiting on this commit, never wait.
+        // clients all waiting on this commit, never wait. The wait ends at the deadline or
+        // when the last of them is done, not at each message reaching the queue (a wake-up
+        // of this thread per message cost more CPU than the commit saved).
         let deadline = tokio::time::Instant::now() + self.cfg.commit_delay;
         while batch.len() < max && self.arrivals.pending() > 0 {
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                break;
-            }
-            let step = (now + Duration::from_micros(250)).min(deadline);
-            match tokio::time::timeout_at(step, rx.recv()).await {
-                Ok(Some(j)) => {
-                    sort(j, batch, others);
-                    while batch.len() < max {
-                        match rx.try_recv() {
-                            Ok(j) => sort(j, batch, others),
-                            Err(_) => break,
-                        }
-                    }
+            let timed_out = tokio::select! {
+                _ = self.arrivals.none_pending() => false,
+                _ = tokio::time::sleep_until(deadline) => true,
+            };
+            loop {
+                if batch.len() >= max {
+                    return;
                 }
-                Ok(None) => break,
-                Err(_) => {}
+                match rx.try_recv() {
+                    Ok(j) => sort(j, batch, others),
+                    Err(_) => break,
+                }
+            }
+            if timed_out {
+                break;
             }
         }
     }
