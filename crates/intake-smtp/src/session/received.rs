@@ -30,25 +30,30 @@ impl Session {
             (false, false, false) => "SMTP",
             (false, false, true) => "SMTPS",
         };
-        let mut h = format!(
+        // One buffer written in place (this runs for every message).
+        use std::fmt::Write as _;
+        let mut h = String::with_capacity(256);
+        let _ = write!(
+            h,
             "Received: from {helo} ([{}] port {})\r\n\tby {} (Intake) with {protocol}",
             self.client.ip(),
             self.client.port(),
             self.cfg.hostname
         );
         if let Some(tls) = &self.tls {
-            h.push_str(&format!(
+            let _ = write!(
+                h,
                 "\r\n\t(using {} with cipher {})",
                 tls.version, tls.cipher
-            ));
+            );
         }
-        h.push_str(&format!("\r\n\tid {id}"));
+        let _ = write!(h, "\r\n\tid {id}");
         if let [only] = rcpt_to {
-            h.push_str(&format!("\r\n\tfor <{only}>"));
+            let _ = write!(h, "\r\n\tfor <{only}>");
         }
         let date = jiff::fmt::rfc2822::to_string(&now.to_zoned(jiff::tz::TimeZone::UTC))
             .unwrap_or_else(|_| now.to_string());
-        h.push_str(&format!(";\r\n\t{date}\r\n"));
+        let _ = write!(h, ";\r\n\t{date}\r\n");
         h
     }
 }

@@ -204,7 +204,10 @@ impl Writer {
                 "commit: some messages not stored; answering 451 to those"
             );
         }
-        for ((_, done), result) in batch.into_iter().zip(results) {
+        for ((message, done), result) in batch.into_iter().zip(results) {
+            // Dropped before the answer, so that the session finds its buffer no longer
+            // shared and receives its next message into it.
+            drop(message);
             let _ = done.send(result);
         }
     }
