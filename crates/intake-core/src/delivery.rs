@@ -257,6 +257,9 @@ impl Targets {
 
     /// Which target list a recipient goes to: `None` the listener's, `Some(i)` route i's.
     fn route_of(&self, rcpt: &str) -> Option<usize> {
+        if self.routes.is_empty() {
+            return None;
+        }
         let domain = rcpt
             .rsplit_once('@')
             .map(|(_, d)| d.trim_end_matches('.').to_lowercase())?;
@@ -315,7 +318,11 @@ async fn deliver_to(
     msg: &Handoff,
 ) -> (Vec<RcptOutcome>, bool, bool) {
     let n = msg.message.envelope.rcpt_to.len();
-    let answers = futures_util::future::join_all(targets.iter().map(|t| t.deliver(msg))).await;
+    let answers = match targets {
+        // The common case (only the store, or only a relay) without join_all's bookkeeping.
+        [only] => vec![only.deliver(msg).await],
+        _ => futures_util::future::join_all(targets.iter().map(|t| t.deliver(msg))).await,
+    };
     let store_failed = targets
         .iter()
         .zip(&answers)
