@@ -23,6 +23,7 @@
 mod columns;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+mod gather;
 mod layer;
 pub mod memory;
 #[cfg(feature = "mysql")]

@@ -22,6 +22,7 @@
 //!   attempt the writer does not try again for [`RECONNECT_BACKOFF`], so that sessions are
 //!   not each held for a connect timeout.
 
+use crate::gather::gather;
 use std::time::{Duration, Instant};
 
 use intake_core::{Arrivals, Incoming, StoreError, mime};
@@ -98,48 +99,18 @@ impl Writer {
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Delivery>) {
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
-            self.gather(&mut rx, &mut batch).await;
+            gather(
+                &mut rx,
+                &mut batch,
+                self.cfg.max_batch,
+                self.cfg.commit_delay,
+                &self.arrivals,
+            )
+            .await;
             self.commit(batch).await;
         }
         if let Some(conn) = self.conn.take() {
             let _ = conn.close().await;
-        }
-    }
-
-    /// Takes everything queued; lingers for deliveries that are on their way.
-    async fn gather(&mut self, rx: &mut mpsc::Receiver<Delivery>, batch: &mut Vec<Delivery>) {
-        let max = self.cfg.max_batch;
-        while batch.len() < max {
-            match rx.try_recv() {
-                Ok(d) => batch.push(d),
-                Err(_) => break,
-            }
-        }
-        if self.cfg.commit_delay.is_zero() {
-            return;
-        }
-        // Linger only while other sessions are receiving content: a lone client, or
-        // clients all waiting on this commit, never wait.
-        let deadline = tokio::time::Instant::now() + self.cfg.commit_delay;
-        while batch.len() < max && self.arrivals.pending() > 0 {
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                break;
-            }
-            let step = (now + Duration::from_micros(250)).min(deadline);
-            match tokio::time::timeout_at(step, rx.recv()).await {
-                Ok(Some(d)) => {
-                    batch.push(d);
-                    while batch.len() < max {
-                        match rx.try_recv() {
-                            Ok(d) => batch.push(d),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                Ok(None) => break,
-                Err(_) => {}
-            }
         }
     }
 

@@ -25,6 +25,7 @@
 //!   never a lost message).
 //! - No connection can be made within `store.connect_timeout`: the batch fails at once.
 
+use crate::gather::gather;
 use std::borrow::Cow;
 use std::io;
 use std::time::{Duration, Instant};
@@ -267,48 +268,18 @@ impl Writer {
     pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Queued>) {
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
-            self.gather(&mut rx, &mut batch).await;
+            gather(
+                &mut rx,
+                &mut batch,
+                self.max_batch,
+                self.commit_delay,
+                &self.arrivals,
+            )
+            .await;
             self.commit(batch).await;
         }
         if let Some(conn) = self.conn.take() {
             let _ = conn.close().await;
-        }
-    }
-
-    /// Takes everything queued; lingers for deliveries that are on their way.
-    async fn gather(&mut self, rx: &mut mpsc::Receiver<Queued>, batch: &mut Vec<Queued>) {
-        let max = self.max_batch;
-        while batch.len() < max {
-            match rx.try_recv() {
-                Ok(q) => batch.push(q),
-                Err(_) => break,
-            }
-        }
-        if self.commit_delay.is_zero() {
-            return;
-        }
-        // Linger only while other sessions are receiving content: a lone client, or
-        // clients all waiting on this commit, never wait.
-        let deadline = tokio::time::Instant::now() + self.commit_delay;
-        while batch.len() < max && self.arrivals.pending() > 0 {
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                break;
-            }
-            let step = (now + Duration::from_micros(250)).min(deadline);
-            match tokio::time::timeout_at(step, rx.recv()).await {
-                Ok(Some(q)) => {
-                    batch.push(q);
-                    while batch.len() < max {
-                        match rx.try_recv() {
-                            Ok(q) => batch.push(q),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                Ok(None) => break,
-                Err(_) => {}
-            }
         }
     }
 

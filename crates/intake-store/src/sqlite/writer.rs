@@ -14,6 +14,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{SqliteConfig, unavailable};
+use crate::gather::{Batch, gather};
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -117,8 +118,19 @@ impl Writer {
             };
             let mut batch = Vec::new();
             let mut others = Vec::new();
-            sort(first, &mut batch, &mut others);
-            self.gather(&mut rx, &mut batch, &mut others).await;
+            let mut sorted = Sorted {
+                batch: &mut batch,
+                others: &mut others,
+            };
+            sorted.put(first);
+            gather(
+                &mut rx,
+                &mut sorted,
+                self.cfg.max_batch,
+                self.cfg.commit_delay,
+                &self.arrivals,
+            )
+            .await;
             if !batch.is_empty() {
                 self.commit_deliveries(batch);
                 unindexed_since.get_or_insert_with(Instant::now);
@@ -140,48 +152,6 @@ impl Writer {
         // Index what is left and fold the WAL into the database for a tidy shutdown.
         while self.index_step(500) {}
         let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
-    }
-
-    /// Takes everything queued; lingers for deliveries that are on their way.
-    async fn gather(
-        &mut self,
-        rx: &mut mpsc::Receiver<Job>,
-        batch: &mut Vec<Queued>,
-        others: &mut Vec<Job>,
-    ) {
-        let max = self.cfg.max_batch;
-        while batch.len() < max {
-            match rx.try_recv() {
-                Ok(j) => sort(j, batch, others),
-                Err(_) => break,
-            }
-        }
-        if batch.is_empty() || self.cfg.commit_delay.is_zero() {
-            return;
-        }
-        // Linger only while other sessions are receiving content: a lone client, or
-        // clients all waiting on this commit, never wait. The wait ends at the deadline or
-        // when the last of them is done, not at each message reaching the queue (a wake-up
-        // of this thread per message cost more CPU than the commit saved).
-        let deadline = tokio::time::Instant::now() + self.cfg.commit_delay;
-        while batch.len() < max && self.arrivals.pending() > 0 {
-            let timed_out = tokio::select! {
-                _ = self.arrivals.none_pending() => false,
-                _ = tokio::time::sleep_until(deadline) => true,
-            };
-            loop {
-                if batch.len() >= max {
-                    return;
-                }
-                match rx.try_recv() {
-                    Ok(j) => sort(j, batch, others),
-                    Err(_) => break,
-                }
-            }
-            if timed_out {
-                break;
-            }
-        }
     }
 
     fn commit_deliveries(&mut self, batch: Vec<Queued>) {
@@ -364,10 +334,22 @@ impl Writer {
     }
 }
 
-fn sort(job: Job, batch: &mut Vec<Queued>, others: &mut Vec<Job>) {
-    match job {
-        Job::Deliver(m, done) => batch.push((m, done)),
-        other => others.push(other),
+/// What one gathering took: the deliveries for the group commit, and the other writes to run
+/// after it.
+struct Sorted<'a> {
+    batch: &'a mut Vec<Queued>,
+    others: &'a mut Vec<Job>,
+}
+
+impl Batch<Job> for Sorted<'_> {
+    fn put(&mut self, job: Job) {
+        match job {
+            Job::Deliver(m, done) => self.batch.push((m, done)),
+            other => self.others.push(other),
+        }
+    }
+    fn deliveries(&self) -> usize {
+        self.batch.len()
     }
 }
 
