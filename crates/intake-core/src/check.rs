@@ -347,10 +347,10 @@ impl Pipeline {
     }
 }
 
-/// A verdict's name for metrics.
 /// The `verdict` label values of `intake_check_verdicts_total`, by [`result_index`].
 const RESULT_KINDS: [&str; 4] = ["pass", "tag", "defer", "reject"];
 
+/// A verdict's place in [`RESULT_KINDS`].
 fn result_index(v: &Verdict) -> usize {
     match v {
         Verdict::Pass => 0,
