@@ -799,3 +799,47 @@ pub async fn a_closed_store_refuses_writes(t: TestBackend) {
         Err(StoreError::Closed)
     ));
 }
+
+/// For a backend that batches deliveries, given as a store whose `store.commit_delay` is
+/// long enough (500 ms) to gather several messages in one batch: one poison message in a
+/// batch (a second message with an id already taken, which the database refuses) fails
+/// alone; every other message of the same batch is stored. Not in the suite: the memory
+/// backend has no batches.
+pub async fn a_poison_message_fails_alone(store: Arc<Store>) {
+    // While a session is "receiving content", the writer lingers and gathers one batch.
+    let arriving = store.arrivals().unwrap().start();
+    let good: Vec<Incoming> = (0..4)
+        .map(|i| incoming(&["batch@example.com"], &format!("good {i}")))
+        .collect();
+    let mut poison = incoming(&["batch@example.com"], "poison");
+    poison.id = good[1].id;
+    let mut handles = Vec::new();
+    for m in good.into_iter().chain(std::iter::once(poison)) {
+        let store = store.clone();
+        let subject = m.meta.subject.clone().unwrap();
+        handles.push(tokio::spawn(
+            async move { (subject, store.deliver(m).await) },
+        ));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(arriving);
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
+    for h in handles {
+        let (subject, r) = h.await.unwrap();
+        match r {
+            Ok(()) => ok.push(subject),
+            Err(StoreError::Unavailable(_)) => failed.push(subject),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(failed, ["poison"], "only the poison message fails");
+    assert_eq!(ok.len(), 4);
+    let list = store
+        .list_mailbox("batch@example.com", all())
+        .await
+        .unwrap();
+    assert_eq!(list.total, 4);
+    store.close().await;
+}

@@ -175,50 +175,16 @@ async fn an_older_database_is_upgraded_on_open() {
     assert_eq!(version, 6);
 }
 
-/// One poison message in a batch (here: a second message with an id already taken, which the
-/// database refuses) fails alone; every other message of the same batch is stored.
+/// One poison message in a batch fails alone (the case is shared with PostgreSQL).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_fails_alone_and_its_batch_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = SqliteConfig::new(dir.path());
     cfg.commit_delay = Duration::from_millis(500);
-    let store = Arc::new(layer(SqliteStore::open(cfg).unwrap()));
-    // While a session is "receiving content", the writer lingers and gathers one batch.
-    let arriving = store.arrivals().unwrap().start();
-    let good: Vec<Incoming> = (0..4)
-        .map(|i| incoming(&["batch@example.com"], &format!("good {i}")))
-        .collect();
-    let mut poison = incoming(&["batch@example.com"], "poison");
-    poison.id = good[1].id;
-    let mut handles = Vec::new();
-    for m in good.into_iter().chain(std::iter::once(poison)) {
-        let store = store.clone();
-        let subject = m.meta.subject.clone().unwrap();
-        handles.push(tokio::spawn(
-            async move { (subject, store.deliver(m).await) },
-        ));
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    drop(arriving);
-    let mut ok = Vec::new();
-    let mut failed = Vec::new();
-    for h in handles {
-        let (subject, r) = h.await.unwrap();
-        match r {
-            Ok(()) => ok.push(subject),
-            Err(StoreError::Unavailable(_)) => failed.push(subject),
-            Err(e) => panic!("{e}"),
-        }
-    }
-    assert_eq!(failed, ["poison"], "only the poison message fails");
-    assert_eq!(ok.len(), 4);
-    let list = store
-        .list_mailbox("batch@example.com", all())
-        .await
-        .unwrap();
-    assert_eq!(list.total, 4);
-    store.close().await;
+    crate::conformance::a_poison_message_fails_alone(Arc::new(layer(
+        SqliteStore::open(cfg).unwrap(),
+    )))
+    .await;
 }
 
 /// The linger adapts to what is on its way: a message with no other session receiving
