@@ -31,6 +31,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod settings;
+
 use async_trait::async_trait;
 use intake_core::net::LogEvery;
 use intake_core::{ClientCounts, GreyRecord, GreyState, SharedError, SharedLimits};

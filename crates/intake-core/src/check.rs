@@ -169,11 +169,13 @@ pub enum CheckError {
     Timeout(Duration),
 }
 
-/// What to do when a check cannot decide.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What to do when a check cannot decide (`on_error = "defer" | "pass"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 pub enum OnError {
     /// Carry on as if it had passed (greylisting: losing state must not stop mail).
+    #[serde(rename = "pass")]
     FailOpen,
+    #[serde(rename = "defer")]
     /// Answer `451 4.4.3` so the client retries (recipients: never accept unknown users).
     Defer,
 }

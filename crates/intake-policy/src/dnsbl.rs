@@ -130,7 +130,8 @@ fn split_octets(f: &str) -> Vec<String> {
 pub const ALLOWLISTED: &str = "DNSWL_ALLOWLISTED";
 
 /// What a listed client gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DnsblAction {
     /// Refused at connect (554).
     #[default]

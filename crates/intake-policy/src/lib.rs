@@ -29,6 +29,7 @@ pub mod greylist;
 pub mod helo;
 pub mod recipients;
 pub mod rspamd;
+pub mod settings;
 pub mod spamd;
 #[cfg(any(test, feature = "test-dns"))]
 pub mod testdns;

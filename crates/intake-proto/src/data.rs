@@ -9,7 +9,8 @@
 use bytes::{Buf, BytesMut};
 
 /// What to do with a bare CR or bare LF (one not part of a CRLF pair).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LineEndings {
     /// Refuse: the message is read to its end and rejected; a command line is refused.
     #[default]

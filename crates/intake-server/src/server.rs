@@ -366,16 +366,17 @@ fn policy_profiles(
 
 /// The link to the cluster's Redis when `cluster.redis_url` is set; the client limits in
 /// `settings` count the other nodes from the first sync on.
-fn cluster(settings: &Settings) -> anyhow::Result<Option<Arc<intake_cluster::Cluster>>> {
+fn cluster(
+    settings: &Settings,
+    limits: &Arc<intake_smtp::limits::ClientLimits>,
+) -> anyhow::Result<Option<Arc<intake_cluster::Cluster>>> {
     if settings.cluster.redis_url.is_empty() {
         return Ok(None);
     }
     let c = intake_cluster::Cluster::new(settings.cluster.clone())
         .map_err(anyhow::Error::msg)
         .context("setting up the cluster's Redis (cluster.redis_url)")?;
-    if let Some(l) = &settings.smtp.limits {
-        c.share_limits(l.clone());
-    }
+    c.share_limits(limits.clone());
     Ok(Some(c))
 }
 
@@ -522,15 +523,18 @@ fn target_set(settings: &Settings, store: &Arc<dyn MailStore>) -> anyhow::Result
     Ok(set)
 }
 
-/// The default listener's session settings.
+/// The default listener's session settings: `settings` with the live objects kept for the
+/// life of the process (the checks of this configuration, the authenticator, the limits).
 fn default_session(
     settings: &Settings,
     checks: Arc<intake_core::Pipeline>,
     auth: &Arc<dyn intake_core::Authenticator>,
+    limits: &Arc<intake_smtp::limits::ClientLimits>,
 ) -> Arc<intake_smtp::SessionConfig> {
     Arc::new(intake_smtp::SessionConfig {
         checks,
         auth: auth_settings(settings, auth),
+        limits: Some(limits.clone()),
         ..settings.smtp.clone()
     })
 }
@@ -569,6 +573,7 @@ pub struct Reloader {
     cluster: Option<Arc<intake_cluster::Cluster>>,
     targets: Arc<TargetSet>,
     auth: Arc<dyn intake_core::Authenticator>,
+    limits: Arc<intake_smtp::limits::ClientLimits>,
     default: intake_smtp::Service,
     extra: Vec<(String, Arc<intake_smtp::LiveConfig>)>,
     started: Settings,
@@ -588,7 +593,7 @@ impl Reloader {
             &new.delivery.targets,
         )?;
         let default = intake_smtp::Service {
-            cfg: default_session(new, Arc::new(checks), &self.auth),
+            cfg: default_session(new, Arc::new(checks), &self.auth, &self.limits),
             ..self.default.clone()
         };
         let mut updates = vec![(
@@ -609,9 +614,15 @@ impl Reloader {
         for (live, cfg) in updates {
             live.set(cfg);
         }
-        // The new limits are the ones the cluster counts now.
-        if let (Some(c), Some(l)) = (&self.cluster, &new.smtp.limits) {
-            c.share_limits(l.clone());
+        // The same counters under the new caps and rates: nothing starts again.
+        let changed = self
+            .limits
+            .reconfigure(new.limits, new.limits_exempt.clone());
+        if !changed.is_empty() {
+            tracing::info!(
+                keys = %changed.join(", "),
+                "SIGHUP: new per-client limits apply at once to the connections and rates already counted"
+            );
         }
         for key in restart_needed(&self.started, new) {
             tracing::warn!(
@@ -761,7 +772,10 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     };
     // The policy checks, wired here so that the session never depends on their backends.
     // Each listener runs the checks of its profile; the default listener's is `default`.
-    let cluster = cluster(settings)?;
+    // Per-client limits: one state for every listener, kept across reloads.
+    let limits =
+        intake_smtp::limits::ClientLimits::new(settings.limits, settings.limits_exempt.clone());
+    let cluster = cluster(settings, &limits)?;
     let profiles = policy_profiles(settings, &store, cluster.as_ref())?;
     let targets = Arc::new(target_set(settings, &store)?);
     let checks = checks_for(
@@ -797,7 +811,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         None => (None, None),
     };
     let svc = intake_smtp::Service {
-        cfg: default_session(settings, Arc::new(checks), &auth),
+        cfg: default_session(settings, Arc::new(checks), &auth, &limits),
         targets: targets.pick(&settings.delivery.targets)?,
         tls: tls.clone(),
         implicit_tls: false,
@@ -851,6 +865,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         cluster: cluster.clone(),
         targets: targets.clone(),
         auth: auth.clone(),
+        limits: limits.clone(),
         default: svc.clone(),
         extra: extra_live,
         started: settings.clone(),

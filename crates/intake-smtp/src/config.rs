@@ -59,7 +59,8 @@ impl DomainPolicy {
 }
 
 /// Whether and how a listener offers TLS (RFC 3207).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TlsMode {
     /// No STARTTLS.
     #[default]
@@ -71,7 +72,8 @@ pub enum TlsMode {
 }
 
 /// What to do about a protocol violation that is a mark of spamware rather than harm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ViolationPolicy {
     /// Log it and carry on.
     #[default]

@@ -22,6 +22,7 @@ pub mod program;
 pub mod proxy;
 pub mod relay;
 pub mod session;
+pub mod settings;
 pub mod tls;
 pub mod tls_client;
 pub mod webhook;

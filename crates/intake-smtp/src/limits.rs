@@ -1,26 +1,28 @@
 //! Per-client limits shared by every connection of a listener: concurrent connections per IP
 //! and per network (/24 for IPv4, /64 for IPv6), and rates of connections, messages and
-//! recipients per IP (GCRA, governor). All checks are synchronous and never wait: over a
-//! limit the answer is a 4xx reply, and the client retries later.
+//! recipients per IP. All checks are synchronous and never wait: over a limit the answer is
+//! a 4xx reply, and the client retries later.
+//!
+//! Rates are counted per IP over a sliding minute (two fixed windows, the older one weighted
+//! by how much of it is still in the last minute). The state is built once by the server and
+//! kept for the life of the process: a SIGHUP hands new caps and rates to
+//! [`ClientLimits::reconfigure`], which apply at once to the connections and events already
+//! counted; no counter or window starts again.
 //!
 //! In a cluster (`intake-cluster`) the limits hold across nodes, approximately: a background
 //! task hands this node's counts to the others and theirs back once per sync interval
 //! ([`SharedLimits`]), and every check adds what the other nodes counted, as last synced, to
-//! what this node holds now. Rates are then also counted per IP over a sliding minute (two
-//! fixed windows, the older one weighted by how much of it is still in the last minute),
-//! since GCRA state cannot be added up across nodes. With nothing synced (one node, or Redis
-//! down) the limits are this node's alone, as before.
+//! what this node holds now. With nothing synced (one node, or Redis down) the limits are this
+//! node's alone.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use intake_core::{ClientCounts, SharedLimits};
 
-/// The limits (0 or None: no limit of that kind).
+/// The limits (0: no limit of that kind).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LimitSettings {
     /// Open connections per client IP.
@@ -35,9 +37,44 @@ pub struct LimitSettings {
     pub recipient_rate: u32,
 }
 
-fn limiter(per_minute: u32) -> Option<DefaultKeyedRateLimiter<IpAddr>> {
-    let n = NonZeroU32::new(per_minute)?;
-    Some(RateLimiter::keyed(Quota::per_minute(n)))
+impl LimitSettings {
+    /// The keys whose values differ between `self` and `other`, by their setting names.
+    pub fn changed(&self, other: &LimitSettings) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let pairs: [(&'static str, u64, u64); 5] = [
+            (
+                "smtp.max_connections_per_ip",
+                self.connections_per_ip as u64,
+                other.connections_per_ip as u64,
+            ),
+            (
+                "smtp.max_connections_per_network",
+                self.connections_per_network as u64,
+                other.connections_per_network as u64,
+            ),
+            (
+                "smtp.connection_rate",
+                self.connection_rate.into(),
+                other.connection_rate.into(),
+            ),
+            (
+                "smtp.message_rate",
+                self.message_rate.into(),
+                other.message_rate.into(),
+            ),
+            (
+                "smtp.recipient_rate",
+                self.recipient_rate.into(),
+                other.recipient_rate.into(),
+            ),
+        ];
+        for (key, a, b) in pairs {
+            if a != b {
+                keys.push(key);
+            }
+        }
+        keys
+    }
 }
 
 /// The network a client counts against: its /24 or /64.
@@ -54,18 +91,25 @@ pub fn network_of(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Shared limit state.
-pub struct ClientLimits {
+/// What the limits are now: replaced whole by a reload.
+#[derive(Debug, Clone, Default)]
+struct Rules {
     settings: LimitSettings,
     exempt: Vec<ipnet::IpNet>,
+}
+
+/// Shared limit state, built once per process and kept across reloads.
+pub struct ClientLimits {
+    rules: RwLock<Arc<Rules>>,
     /// Open connections per IP and per network (separate maps: a network address is also
     /// a valid client address).
     open: Mutex<(HashMap<IpAddr, usize>, HashMap<IpAddr, usize>)>,
-    connections: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    messages: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    recipients: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    /// Set once the limits are shared with other nodes (the first sync).
-    shared: OnceLock<Shared>,
+    /// This node's events per kind and IP (while they count).
+    recent: Mutex<[HashMap<IpAddr, Window>; 3]>,
+    /// What the other nodes counted, as last synced (empty on a single node).
+    others: RwLock<Arc<ClientCounts>>,
+    /// The origin of window numbers.
+    start: Instant,
 }
 
 /// What a rate counts.
@@ -115,87 +159,12 @@ impl Window {
     }
 }
 
-/// Cluster-wide counting: the other nodes' counts and this node's recent events.
-struct Shared {
-    /// What the other nodes counted, as last synced.
-    others: RwLock<Arc<ClientCounts>>,
-    /// This node's events per kind and IP (while they count).
-    recent: Mutex<[HashMap<IpAddr, Window>; 3]>,
-    /// The origin of window numbers.
-    start: Instant,
-}
-
-impl Shared {
-    /// The current window's number and how far into it we are (0..1).
-    fn now(&self) -> (u64, f64) {
-        let t = self.start.elapsed();
-        let index = t.as_secs() / WINDOW.as_secs();
-        let into = (t.as_secs_f64() % WINDOW.as_secs_f64()) / WINDOW.as_secs_f64();
-        (index, into)
-    }
-
-    /// Whether one more event of `kind` from `ip` fits in `per_minute` across the cluster.
-    fn fits(&self, kind: Kind, ip: IpAddr, per_minute: u32) -> bool {
-        let others = {
-            let o = self.others.read().expect("limits lock");
-            let map = match kind {
-                Kind::Connection => &o.connections,
-                Kind::Message => &o.messages,
-                Kind::Recipient => &o.recipients,
-            };
-            map.get(&ip).copied().unwrap_or(0)
-        };
-        if others == 0 {
-            // The local limiter decides alone.
-            return true;
-        }
-        let (index, into) = self.now();
-        let mine = self.recent.lock().expect("limits lock")[kind as usize]
-            .get(&ip)
-            .map_or(0, |w| w.at(index).estimate(into));
-        others.saturating_add(mine) < per_minute
-    }
-
-    /// Counts one event of `kind` from `ip`.
-    fn record(&self, kind: Kind, ip: IpAddr) {
-        let (index, _) = self.now();
-        let mut recent = self.recent.lock().expect("limits lock");
-        let w = recent[kind as usize].entry(ip).or_default();
-        *w = w.at(index);
-        w.current = w.current.saturating_add(1);
-    }
-
-    /// Other nodes' open connections from `ip` and from `net`.
-    fn open(&self, ip: IpAddr, net: IpAddr) -> (usize, usize) {
-        let o = self.others.read().expect("limits lock");
-        let n = |m: &HashMap<IpAddr, u32>, k| m.get(&k).map_or(0, |n| *n as usize);
-        (n(&o.open_ip, ip), n(&o.open_net, net))
-    }
-
-    /// This node's recent events per kind, forgetting those that no longer count.
-    fn estimates(&self) -> [HashMap<IpAddr, u32>; 3] {
-        let (index, into) = self.now();
-        let mut recent = self.recent.lock().expect("limits lock");
-        let mut out: [HashMap<IpAddr, u32>; 3] = Default::default();
-        for (map, out) in recent.iter_mut().zip(out.iter_mut()) {
-            map.retain(|ip, w| {
-                *w = w.at(index);
-                let n = w.estimate(into);
-                if n > 0 {
-                    out.insert(*ip, n);
-                }
-                w.current > 0 || w.previous > 0
-            });
-        }
-        out
-    }
-}
-
 impl std::fmt::Debug for ClientLimits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rules = self.rules();
         f.debug_struct("ClientLimits")
-            .field("settings", &self.settings)
-            .field("exempt", &self.exempt)
+            .field("settings", &rules.settings)
+            .field("exempt", &rules.exempt)
             .finish_non_exhaustive()
     }
 }
@@ -239,80 +208,103 @@ impl ClientLimits {
     /// Limit state for `settings`; clients in `exempt` networks are never limited.
     pub fn new(settings: LimitSettings, exempt: Vec<ipnet::IpNet>) -> Arc<ClientLimits> {
         Arc::new(ClientLimits {
-            settings,
-            exempt,
+            rules: RwLock::new(Arc::new(Rules { settings, exempt })),
             open: Mutex::new((HashMap::new(), HashMap::new())),
-            connections: limiter(settings.connection_rate),
-            messages: limiter(settings.message_rate),
-            recipients: limiter(settings.recipient_rate),
-            shared: OnceLock::new(),
-        })
-    }
-
-    /// The cluster-wide state, created on the first sync.
-    fn shared(&self) -> &Shared {
-        self.shared.get_or_init(|| Shared {
-            others: RwLock::new(Arc::default()),
             recent: Mutex::default(),
+            others: RwLock::new(Arc::default()),
             start: Instant::now(),
         })
     }
 
-    /// Whether one more event of `kind` from `ip` is within its rate: across the cluster
-    /// first (nothing is used up when that refuses), then this node's GCRA.
-    fn rate_allows(
+    /// New caps, rates and exemptions (a reload). Connections already open and events
+    /// already counted stay counted and are measured against the new values at once.
+    /// Returns the setting names that changed.
+    pub fn reconfigure(
         &self,
-        kind: Kind,
-        ip: IpAddr,
-        limiter: &Option<DefaultKeyedRateLimiter<IpAddr>>,
-        per_minute: u32,
-    ) -> bool {
-        let Some(l) = limiter else {
+        settings: LimitSettings,
+        exempt: Vec<ipnet::IpNet>,
+    ) -> Vec<&'static str> {
+        let mut rules = self.rules.write().expect("limits lock");
+        let mut changed = rules.settings.changed(&settings);
+        if rules.exempt != exempt {
+            changed.push("smtp.limits_exempt");
+        }
+        *rules = Arc::new(Rules { settings, exempt });
+        changed
+    }
+
+    /// The limits in force.
+    pub fn settings(&self) -> LimitSettings {
+        self.rules().settings
+    }
+
+    fn rules(&self) -> Arc<Rules> {
+        self.rules.read().expect("limits lock").clone()
+    }
+
+    /// The current window's number and how far into it we are (0..1).
+    fn now(&self) -> (u64, f64) {
+        let t = self.start.elapsed();
+        let index = t.as_secs() / WINDOW.as_secs();
+        let into = (t.as_secs_f64() % WINDOW.as_secs_f64()) / WINDOW.as_secs_f64();
+        (index, into)
+    }
+
+    /// Whether one more event of `kind` from `ip` is within `per_minute` (0: no limit),
+    /// counting this node's last minute and the other nodes' as last synced; counts it if so.
+    fn rate_allows(&self, kind: Kind, ip: IpAddr, per_minute: u32) -> bool {
+        if per_minute == 0 {
             return true;
+        }
+        let others = {
+            let o = self.others.read().expect("limits lock");
+            let map = match kind {
+                Kind::Connection => &o.connections,
+                Kind::Message => &o.messages,
+                Kind::Recipient => &o.recipients,
+            };
+            map.get(&ip).copied().unwrap_or(0)
         };
-        let shared = self.shared.get();
-        if shared.is_some_and(|s| !s.fits(kind, ip, per_minute)) {
+        let (index, into) = self.now();
+        let mut recent = self.recent.lock().expect("limits lock");
+        let w = recent[kind as usize].entry(ip).or_default();
+        *w = w.at(index);
+        if others.saturating_add(w.estimate(into)) >= per_minute {
             return false;
         }
-        if l.check_key(&ip).is_err() {
-            return false;
-        }
-        if let Some(s) = shared {
-            s.record(kind, ip);
-        }
+        w.current = w.current.saturating_add(1);
         true
     }
 
     /// Whether `ip` is exempt from every limit.
     pub fn is_exempt(&self, ip: IpAddr) -> bool {
-        self.exempt.iter().any(|n| n.contains(&ip))
+        self.rules().exempt.iter().any(|n| n.contains(&ip))
     }
 
     /// Admits a new connection from `ip`, or says why not.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Option<OpenGuard>, Refusal> {
-        if self.is_exempt(ip) {
+        let rules = self.rules();
+        if rules.exempt.iter().any(|n| n.contains(&ip)) {
             return Ok(None);
         }
-        if !self.rate_allows(
-            Kind::Connection,
-            ip,
-            &self.connections,
-            self.settings.connection_rate,
-        ) {
+        let s = rules.settings;
+        if !self.rate_allows(Kind::Connection, ip, s.connection_rate) {
             return Err(Refusal::Rate);
         }
         let net = network_of(ip);
-        let (other_ip, other_net) = self.shared.get().map_or((0, 0), |s| s.open(ip, net));
+        let (other_ip, other_net) = {
+            let o = self.others.read().expect("limits lock");
+            let n = |m: &HashMap<IpAddr, u32>, k| m.get(&k).map_or(0, |n| *n as usize);
+            (n(&o.open_ip, ip), n(&o.open_net, net))
+        };
         let mut open = self.open.lock().expect("limits lock");
         let (ips, nets) = &mut *open;
         let per_ip = ips.get(&ip).copied().unwrap_or(0) + other_ip;
         let per_net = nets.get(&net).copied().unwrap_or(0) + other_net;
-        if self.settings.connections_per_ip > 0 && per_ip >= self.settings.connections_per_ip {
+        if s.connections_per_ip > 0 && per_ip >= s.connections_per_ip {
             return Err(Refusal::PerIp);
         }
-        if self.settings.connections_per_network > 0
-            && per_net >= self.settings.connections_per_network
-        {
+        if s.connections_per_network > 0 && per_net >= s.connections_per_network {
             return Err(Refusal::PerNetwork);
         }
         *ips.entry(ip).or_default() += 1;
@@ -325,37 +317,39 @@ impl ClientLimits {
 
     /// One more message from `ip`: false when over its rate.
     pub fn allow_message(&self, ip: IpAddr) -> bool {
-        self.is_exempt(ip)
-            || self.rate_allows(
-                Kind::Message,
-                ip,
-                &self.messages,
-                self.settings.message_rate,
-            )
+        let rules = self.rules();
+        rules.exempt.iter().any(|n| n.contains(&ip))
+            || self.rate_allows(Kind::Message, ip, rules.settings.message_rate)
     }
 
     /// One more recipient from `ip`: false when over its rate.
     pub fn allow_recipient(&self, ip: IpAddr) -> bool {
-        self.is_exempt(ip)
-            || self.rate_allows(
-                Kind::Recipient,
-                ip,
-                &self.recipients,
-                self.settings.recipient_rate,
-            )
+        let rules = self.rules();
+        rules.exempt.iter().any(|n| n.contains(&ip))
+            || self.rate_allows(Kind::Recipient, ip, rules.settings.recipient_rate)
     }
 
     /// Forgets rate state of clients not seen lately (call now and then).
     pub fn forget_idle(&self) {
-        for l in [&self.connections, &self.messages, &self.recipients]
-            .into_iter()
-            .flatten()
-        {
-            l.retain_recent();
+        self.estimates();
+    }
+
+    /// This node's recent events per kind, forgetting those that no longer count.
+    fn estimates(&self) -> [HashMap<IpAddr, u32>; 3] {
+        let (index, into) = self.now();
+        let mut recent = self.recent.lock().expect("limits lock");
+        let mut out: [HashMap<IpAddr, u32>; 3] = Default::default();
+        for (map, out) in recent.iter_mut().zip(out.iter_mut()) {
+            map.retain(|ip, w| {
+                *w = w.at(index);
+                let n = w.estimate(into);
+                if n > 0 {
+                    out.insert(*ip, n);
+                }
+                w.current > 0 || w.previous > 0
+            });
         }
-        if let Some(s) = self.shared.get() {
-            s.estimates();
-        }
+        out
     }
 }
 
@@ -372,7 +366,7 @@ impl SharedLimits for ClientLimits {
             counts.open_ip = narrow(&open.0);
             counts.open_net = narrow(&open.1);
         }
-        let [connections, messages, recipients] = self.shared().estimates();
+        let [connections, messages, recipients] = self.estimates();
         counts.connections = connections;
         counts.messages = messages;
         counts.recipients = recipients;
@@ -380,7 +374,7 @@ impl SharedLimits for ClientLimits {
     }
 
     fn set_others(&self, others: ClientCounts) {
-        *self.shared().others.write().expect("limits lock") = Arc::new(others);
+        *self.others.write().expect("limits lock") = Arc::new(others);
     }
 }
 
@@ -496,5 +490,51 @@ mod tests {
         // Without sync data (Redis down: the others are cleared) the local rate rules.
         b.set_others(ClientCounts::default());
         assert!(b.allow_message(ip), "B's own limit only: 2 of its 5 used");
+    }
+
+    #[test]
+    fn a_reconfigure_keeps_counts_and_applies_new_caps_to_them() {
+        let l = ClientLimits::new(
+            LimitSettings {
+                connections_per_ip: 5,
+                message_rate: 3,
+                ..Default::default()
+            },
+            Vec::new(),
+        );
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut held: Vec<_> = (0..5).map(|_| l.admit(ip).unwrap()).collect();
+        assert_eq!(l.admit(ip).err(), Some(Refusal::PerIp));
+        assert!(l.allow_message(ip) && l.allow_message(ip));
+        let same = LimitSettings {
+            connections_per_ip: 5,
+            message_rate: 3,
+            ..Default::default()
+        };
+        for _ in 0..3 {
+            assert!(l.reconfigure(same, Vec::new()).is_empty());
+        }
+        assert_eq!(l.admit(ip).err(), Some(Refusal::PerIp), "counts kept");
+        assert!(l.allow_message(ip));
+        assert!(!l.allow_message(ip), "the message window kept: 3 a minute");
+        let lower = LimitSettings {
+            connections_per_ip: 3,
+            message_rate: 10,
+            ..Default::default()
+        };
+        assert_eq!(
+            l.reconfigure(lower, Vec::new()),
+            vec!["smtp.max_connections_per_ip", "smtp.message_rate"]
+        );
+        held.truncate(3);
+        assert_eq!(
+            l.admit(ip).err(),
+            Some(Refusal::PerIp),
+            "3 still open against a cap of 3"
+        );
+        assert!(
+            l.allow_message(ip),
+            "the raised rate applies to the 3 counted"
+        );
     }
 }

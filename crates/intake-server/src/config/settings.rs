@@ -5,24 +5,19 @@ use std::path::PathBuf;
 
 use std::time::Duration;
 
-use intake_core::{OnError, Retention};
+use intake_core::Retention;
 use intake_http::{AccessConfig, AccessMode, HttpConfig, RateLimit, Scopes, Token};
-use intake_policy::{
-    DnsConfig, DnsblAction, DnsblConfig, GreylistConfig, HeloConfig, PolicyConfig,
-    RecipientsConfig, RspamdConfig, SpamdConfig,
-};
-use intake_proto::LineEndings;
-use intake_smtp::config::ViolationPolicy;
-use intake_smtp::limits::{ClientLimits, LimitSettings};
+use intake_policy::PolicyConfig;
+use intake_smtp::limits::LimitSettings;
 use intake_smtp::program::ProgramConfig;
 use intake_smtp::proxy::ProxySettings;
 use intake_smtp::relay::{RelayConfig, RelayTls};
 use intake_smtp::webhook::{HttpUrl, WebhookConfig};
-use intake_smtp::{DomainPolicy, SessionConfig, TlsMode};
+use intake_smtp::{DomainPolicy, SessionConfig};
 use intake_store::StoreKind;
 pub use intake_store::StoreSettings;
 
-use super::reader::{ConfigError, Reader, Sources};
+use intake_config::{ConfigError, Reader, Sources};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,8 +169,13 @@ pub struct RouteSettings {
 pub struct Settings {
     /// SMTP listen address.
     pub smtp_listen: SocketAddr,
-    /// Session settings.
+    /// Session settings (without the live objects the server adds: checks, AUTH, limits).
     pub smtp: SessionConfig,
+    /// Per-client caps and rates (`smtp.max_connections_per_ip` ...), applied to the one
+    /// [`ClientLimits`](intake_smtp::limits::ClientLimits) the server keeps.
+    pub limits: LimitSettings,
+    /// Clients never limited (`smtp.limits_exempt`).
+    pub limits_exempt: Vec<ipnet::IpNet>,
     /// Implicit-TLS (port 465 style) listen address, if any.
     pub smtps_listen: Option<SocketAddr>,
     /// Certificate chain and private key (PEM), if TLS is configured.
@@ -217,15 +217,6 @@ pub struct Settings {
     pub warnings: Vec<ConfigError>,
 }
 
-fn system_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 impl Settings {
     /// Resolves a merged table; returns every error found.
     pub fn from_table(
@@ -261,176 +252,10 @@ pub fn known_keys() -> Vec<String> {
 }
 
 fn read(r: &mut Reader<'_>) -> Settings {
-    let d = SessionConfig::default();
-
-    let listen: String = r.get("smtp.listen", "127.0.0.1:2525".to_string());
-    let smtp_listen = listen.parse().unwrap_or_else(|_| {
-        r.error(
-            "smtp.listen",
-            format!("{listen:?} is not an address:port such as 127.0.0.1:2525"),
-        );
-        "127.0.0.1:2525".parse().expect("valid")
-    });
-    let hostname: String = r.get("smtp.hostname", String::new());
-    let hostname = if hostname.is_empty() {
-        system_hostname()
-    } else {
-        hostname
-    };
-    let patterns: Vec<String> = r.get("smtp.domains", Vec::new());
-    let domains = DomainPolicy::new(&patterns).unwrap_or_else(|e| {
-        r.error("smtp.domains", e);
-        DomainPolicy::default()
-    });
-    let max_message_size = r.size("smtp.max_message_size", d.max_message_size);
-    if max_message_size == 0 {
-        r.error("smtp.max_message_size", "must be more than 0");
-    }
-    let max_recipients: usize = r.get("smtp.max_recipients", d.max_recipients);
-    if max_recipients == 0 {
-        r.error(
-            "smtp.max_recipients",
-            "must be at least 1 (RFC 5321 asks for 100)",
-        );
-    }
-    let max_line_length = r.size("smtp.max_line_length", d.max_line_length as u64) as usize;
-    if max_line_length < 512 {
-        r.error(
-            "smtp.max_line_length",
-            "must be at least 512 (RFC 5321 §4.5.3.1.4)",
-        );
-    }
-    let max_errors: u32 = r.get("smtp.max_errors", d.max_errors);
-    let lenient_helo: bool = r.get("smtp.lenient_helo", d.lenient_helo);
-    let le: String = r.get("smtp.bare_line_endings", "reject".to_string());
-    let line_endings = match le.as_str() {
-        "reject" => LineEndings::Reject,
-        "normalize" => LineEndings::Normalize,
-        other => {
-            r.error(
-                "smtp.bare_line_endings",
-                format!("{other:?}: expected \"reject\" or \"normalize\""),
-            );
-            LineEndings::Reject
-        }
-    };
-    let command_timeout = r.duration("smtp.command_timeout", d.command_timeout);
-    let data_timeout = r.duration("smtp.data_timeout", d.data_timeout);
-    let max_connections: usize = r.get("smtp.max_connections", d.max_connections);
-    if max_connections == 0 {
-        r.error("smtp.max_connections", "must be at least 1");
-    }
-    let shutdown_timeout = r.duration("smtp.shutdown_timeout", d.shutdown_timeout);
-    let tls_handshake_timeout = r.duration("smtp.tls_handshake_timeout", d.tls_handshake_timeout);
-    let certificate: String = r.get("tls.certificate", String::new());
-    let key: String = r.get("tls.key", String::new());
-    let tls_files = match (certificate.is_empty(), key.is_empty()) {
-        (true, true) => None,
-        (false, false) => Some((PathBuf::from(certificate), PathBuf::from(key))),
-        (false, true) => {
-            r.error(
-                "tls.key",
-                "tls.certificate is set: the private key is needed too",
-            );
-            None
-        }
-        (true, false) => {
-            r.error(
-                "tls.certificate",
-                "tls.key is set: the certificate is needed too",
-            );
-            None
-        }
-    };
-    let default_mode = if tls_files.is_some() {
-        "optional"
-    } else {
-        "off"
-    };
-    let mode: String = r.get("smtp.tls", default_mode.to_string());
-    let tls_mode = match mode.as_str() {
-        "off" => TlsMode::Off,
-        "optional" => TlsMode::Optional,
-        "required" => TlsMode::Required,
-        other => {
-            r.error(
-                "smtp.tls",
-                format!("{other:?}: expected \"off\", \"optional\" or \"required\""),
-            );
-            TlsMode::Off
-        }
-    };
-    if tls_mode != TlsMode::Off && tls_files.is_none() {
-        r.error(
-            "smtp.tls",
-            format!("{mode:?} needs tls.certificate and tls.key"),
-        );
-    }
-    let limit_settings = LimitSettings {
-        connections_per_ip: r.get("smtp.max_connections_per_ip", 50),
-        connections_per_network: r.get("smtp.max_connections_per_network", 200),
-        connection_rate: r.get("smtp.connection_rate", 0),
-        message_rate: r.get("smtp.message_rate", 0),
-        recipient_rate: r.get("smtp.recipient_rate", 0),
-    };
-    let exempt = read_networks(r, "smtp.limits_exempt", &["127.0.0.0/8", "::1/128"]);
-    let limits = (limit_settings != LimitSettings::default())
-        .then(|| ClientLimits::new(limit_settings, exempt));
-    let max_messages_per_connection: usize = r.get(
-        "smtp.max_messages_per_connection",
-        d.max_messages_per_connection,
-    );
-    let session_timeout = r.duration("smtp.session_timeout", d.session_timeout);
-    if session_timeout.is_zero() {
-        r.error("smtp.session_timeout", "must be more than 0");
-    }
-    let greeting_delay = r.duration("smtp.greeting_delay", d.greeting_delay);
-    let deliver_timeout = r.duration("smtp.deliver_timeout", d.deliver_timeout);
-    if deliver_timeout.is_zero() {
-        r.error("smtp.deliver_timeout", "must be more than 0");
-    }
-    let policy = |r: &mut Reader<'_>, key: &str| {
-        let v: String = r.get(key, "note".to_string());
-        match v.as_str() {
-            "note" => ViolationPolicy::Note,
-            "reject" => ViolationPolicy::Reject,
-            other => {
-                r.error(key, format!("{other:?}: expected \"note\" or \"reject\""));
-                ViolationPolicy::Note
-            }
-        }
-    };
-    let early_talkers = policy(r, "smtp.early_talkers");
-    let unauthorized_pipelining = policy(r, "smtp.unauthorized_pipelining");
-    let proxy_on: bool = r.get("smtp.proxy_protocol", false);
-    let trusted = read_networks(r, "smtp.proxy_trusted", &["127.0.0.1/32", "::1/128"]);
-    let proxy_timeout = r.duration("smtp.proxy_timeout", Duration::from_secs(5));
-    let proxy = proxy_on.then_some(ProxySettings {
-        trusted,
-        timeout: proxy_timeout,
-    });
-    let tls_listen: String = r.get("smtp.tls_listen", String::new());
-    let smtps_listen = if tls_listen.is_empty() {
-        None
-    } else {
-        match tls_listen.parse::<SocketAddr>() {
-            Ok(a) if tls_files.is_some() => Some(a),
-            Ok(_) => {
-                r.error(
-                    "smtp.tls_listen",
-                    "an implicit-TLS listener needs tls.certificate and tls.key",
-                );
-                None
-            }
-            Err(_) => {
-                r.error(
-                    "smtp.tls_listen",
-                    format!("{tls_listen:?} is not an address:port such as 0.0.0.0:465"),
-                );
-                None
-            }
-        }
-    };
+    let smtp = intake_smtp::settings::SmtpSettings::read(r);
+    let hostname = smtp.session.hostname.clone();
+    let domains = smtp.session.domains.clone();
+    let tls_files = smtp.tls_files.clone();
 
     let store = read_store(r);
 
@@ -445,10 +270,10 @@ fn read(r: &mut Reader<'_>) -> Settings {
             "set aliases.secret or aliases.secret_file, not both",
         );
     }
-    let mut policy = read_policy(r);
+    let mut policy = intake_policy::settings::read(r);
     let delivery = read_delivery(r, &hostname, &domains);
     let auth = read_auth(r, tls_files.is_some());
-    let listeners = read_listeners(r, tls_files.is_some(), &delivery, smtp_listen);
+    let listeners = read_listeners(r, tls_files.is_some(), &delivery, smtp.listen);
     let routes = read_routes(r, &delivery);
     for (i, l) in listeners.iter().enumerate() {
         if let PolicyProfile::Named(name) = &l.policy
@@ -505,37 +330,15 @@ fn read(r: &mut Reader<'_>) -> Settings {
     // Our Authentication-Results name is our host name.
     policy.sender_auth.hostname = hostname.clone();
 
-    let cluster = read_cluster(r);
+    let cluster = intake_cluster::ClusterConfig::read(r);
     Settings {
-        smtp_listen,
-        smtp: SessionConfig {
-            listener: "default".into(),
-            hostname,
-            domains,
-            max_message_size,
-            max_recipients,
-            max_line_length,
-            max_errors,
-            lenient_helo,
-            line_endings,
-            command_timeout,
-            data_timeout,
-            max_connections,
-            shutdown_timeout,
-            tls: tls_mode,
-            tls_handshake_timeout,
-            limits,
-            max_messages_per_connection,
-            session_timeout,
-            greeting_delay,
-            early_talkers,
-            unauthorized_pipelining,
-            deliver_timeout,
-            ..d
-        },
-        smtps_listen,
-        tls_files,
-        proxy,
+        smtp_listen: smtp.listen,
+        smtp: smtp.session,
+        limits: smtp.limits,
+        limits_exempt: smtp.limits_exempt,
+        smtps_listen: smtp.tls_listen,
+        tls_files: smtp.tls_files,
+        proxy: smtp.proxy,
         store,
         http,
         retention,
@@ -553,247 +356,6 @@ fn read(r: &mut Reader<'_>) -> Settings {
         cluster,
         warnings: Vec::new(),
     }
-}
-
-/// `[cluster]`: the Redis that several nodes share short-lived state in.
-fn read_cluster(r: &mut Reader<'_>) -> intake_cluster::ClusterConfig {
-    let d = intake_cluster::ClusterConfig::default();
-    let redis_url: String = r.get("cluster.redis_url", d.redis_url.clone());
-    if !redis_url.is_empty()
-        && let Err(e) = intake_cluster::check_url(&redis_url)
-    {
-        r.error("cluster.redis_url", e);
-    }
-    intake_cluster::ClusterConfig {
-        redis_url,
-        key_prefix: r.get("cluster.key_prefix", d.key_prefix.clone()),
-        sync_interval: read_timeout(r, "cluster.sync_interval", d.sync_interval),
-        timeout: read_timeout(r, "cluster.timeout", d.timeout),
-    }
-}
-
-/// A list of networks (`10.0.0.0/8`) or single addresses.
-fn read_networks(r: &mut Reader<'_>, key: &str, default: &[&str]) -> Vec<ipnet::IpNet> {
-    let text: Vec<String> = r.get(key, default.iter().map(|s| s.to_string()).collect());
-    let mut nets = Vec::new();
-    for n in &text {
-        match n
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        {
-            Ok(net) => nets.push(net),
-            Err(_) => r.error(
-                key,
-                format!("{n:?} is not a network such as 10.0.0.0/8 or an address"),
-            ),
-        }
-    }
-    nets
-}
-
-/// `"defer"` or `"pass"`: what a check does when it cannot decide.
-fn read_on_error(r: &mut Reader<'_>, key: &str, default: OnError) -> OnError {
-    let d = match default {
-        OnError::Defer => "defer",
-        OnError::FailOpen => "pass",
-    };
-    let v: String = r.get(key, d.to_string());
-    match v.as_str() {
-        "defer" => OnError::Defer,
-        "pass" => OnError::FailOpen,
-        other => {
-            r.error(key, format!("{other:?}: expected \"defer\" or \"pass\""));
-            default
-        }
-    }
-}
-
-/// A check's deadline: more than zero.
-fn read_timeout(r: &mut Reader<'_>, key: &str, default: Duration) -> Duration {
-    let d = r.duration(key, default);
-    if d.is_zero() {
-        r.error(key, "must be more than 0");
-        return default;
-    }
-    d
-}
-
-fn read_policy(r: &mut Reader<'_>) -> PolicyConfig {
-    let rd = RecipientsConfig::default();
-    let addresses: Vec<String> = r.get("recipients.addresses", Vec::new());
-    let (_, bad) = intake_policy::recipients::RecipientList::parse(&addresses);
-    for b in bad {
-        r.error(
-            "recipients.addresses",
-            format!("{b:?} is not an address (user@example.com) or a domain (@example.com)"),
-        );
-    }
-    let file: String = r.get("recipients.file", String::new());
-    let recipients = RecipientsConfig {
-        addresses,
-        file: (!file.is_empty()).then(|| PathBuf::from(file)),
-        timeout: read_timeout(r, "recipients.timeout", rd.timeout),
-        on_error: read_on_error(r, "recipients.on_error", rd.on_error),
-    };
-    let gd = GreylistConfig::default();
-    let greylist = GreylistConfig {
-        enabled: r.get("greylist.enabled", gd.enabled),
-        delay: r.duration("greylist.delay", gd.delay),
-        retry_window: r.duration("greylist.retry_window", gd.retry_window),
-        lifetime: read_timeout(r, "greylist.lifetime", gd.lifetime),
-        auto_allow_after: r.get("greylist.auto_allow_after", gd.auto_allow_after),
-        allow_networks: read_networks(r, "greylist.allow_networks", &[]),
-        timeout: read_timeout(r, "greylist.timeout", gd.timeout),
-        on_error: read_on_error(r, "greylist.on_error", gd.on_error),
-    };
-    PolicyConfig {
-        dns: read_dns(r),
-        dnsbl: read_dnsbl(r),
-        helo: HeloConfig {
-            reject_non_fqdn: r.get("helo.reject_non_fqdn", false),
-            reject_bare_ip: r.get("helo.reject_bare_ip", false),
-        },
-        recipients,
-        greylist,
-        sender_auth: read_sender_auth(r),
-        rspamd: read_rspamd(r),
-        spamd: read_spamd(r),
-        profiles: read_profiles(r),
-    }
-}
-
-fn read_address(r: &mut Reader<'_>, key: &str, default: SocketAddr) -> SocketAddr {
-    let text: String = r.get(key, default.to_string());
-    match text.parse() {
-        Ok(a) => a,
-        Err(_) => {
-            r.error(
-                key,
-                format!("{text:?} is not an address such as 127.0.0.1:783"),
-            );
-            default
-        }
-    }
-}
-
-fn read_dns(r: &mut Reader<'_>) -> DnsConfig {
-    let d = DnsConfig::default();
-    let text: Vec<String> = r.get("dns.servers", Vec::new());
-    let mut servers = Vec::new();
-    for s in &text {
-        match s.parse::<SocketAddr>().or_else(|_| {
-            s.parse::<std::net::IpAddr>()
-                .map(|ip| SocketAddr::new(ip, 53))
-        }) {
-            Ok(a) => servers.push(a),
-            Err(_) => r.error(
-                "dns.servers",
-                format!("{s:?} is not an address such as 127.0.0.1 or 127.0.0.1:5353"),
-            ),
-        }
-    }
-    DnsConfig {
-        servers,
-        timeout: read_timeout(r, "dns.timeout", d.timeout),
-        attempts: r.get("dns.attempts", d.attempts).max(1),
-        cache_size: r.get("dns.cache_size", d.cache_size),
-    }
-}
-
-fn read_dnsbl(r: &mut Reader<'_>) -> DnsblConfig {
-    let d = DnsblConfig::default();
-    let specs: Vec<String> = r.get("dnsbl.zones", Vec::new());
-    let mut zones = Vec::new();
-    for s in &specs {
-        match intake_policy::dnsbl::Zone::parse(s) {
-            Ok(z) => zones.push(z),
-            Err(e) => r.error("dnsbl.zones", e),
-        }
-    }
-    let action: String = r.get("dnsbl.action", "reject".to_string());
-    let action = match action.as_str() {
-        "reject" => DnsblAction::Reject,
-        "tag" => DnsblAction::Tag,
-        other => {
-            r.error(
-                "dnsbl.action",
-                format!("{other:?}: expected \"reject\" or \"tag\""),
-            );
-            d.action
-        }
-    };
-    let enabled = r.get("dnsbl.enabled", !zones.is_empty());
-    DnsblConfig {
-        enabled,
-        zones,
-        threshold: r.get("dnsbl.threshold", d.threshold),
-        action,
-        timeout: read_timeout(r, "dnsbl.timeout", d.timeout),
-        on_error: read_on_error(r, "dnsbl.on_error", d.on_error),
-    }
-}
-
-fn read_sender_auth(r: &mut Reader<'_>) -> intake_policy::AuthConfig {
-    let d = intake_policy::AuthConfig::default();
-    intake_policy::AuthConfig {
-        enabled: r.get("sender_auth.enabled", d.enabled),
-        hostname: d.hostname, // smtp.hostname, set by the caller
-        dmarc_enforce: r.get("sender_auth.dmarc_enforce", d.dmarc_enforce),
-        timeout: read_timeout(r, "sender_auth.timeout", d.timeout),
-        on_error: read_on_error(r, "sender_auth.on_error", d.on_error),
-    }
-}
-
-fn read_rspamd(r: &mut Reader<'_>) -> RspamdConfig {
-    let d = RspamdConfig::default();
-    RspamdConfig {
-        enabled: r.get("rspamd.enabled", d.enabled),
-        address: read_address(r, "rspamd.address", d.address),
-        refuse: r.get("rspamd.refuse", d.refuse),
-        max_size: r.size("rspamd.max_size", d.max_size as u64) as usize,
-        timeout: read_timeout(r, "rspamd.timeout", d.timeout),
-        on_error: read_on_error(r, "rspamd.on_error", d.on_error),
-    }
-}
-
-fn read_spamd(r: &mut Reader<'_>) -> SpamdConfig {
-    let d = SpamdConfig::default();
-    // 0: never refuse / tag by spamd's own verdict.
-    let score = |r: &mut Reader<'_>, key: &str| {
-        let v: f64 = r.get(key, 0.0);
-        (v > 0.0).then_some(v as f32)
-    };
-    SpamdConfig {
-        enabled: r.get("spamd.enabled", d.enabled),
-        address: read_address(r, "spamd.address", d.address),
-        reject_score: score(r, "spamd.reject_score"),
-        tag_score: score(r, "spamd.tag_score"),
-        max_size: r.size("spamd.max_size", d.max_size as u64) as usize,
-        timeout: read_timeout(r, "spamd.timeout", d.timeout),
-        on_error: read_on_error(r, "spamd.on_error", d.on_error),
-    }
-}
-
-/// `[policy.profiles.<name>] checks = [...]`.
-fn read_profiles(r: &mut Reader<'_>) -> std::collections::BTreeMap<String, Vec<String>> {
-    let mut out = std::collections::BTreeMap::new();
-    for name in r.table_keys("policy.profiles") {
-        let key = format!("policy.profiles.{name}.checks");
-        let checks: Vec<String> = r.get(&key, Vec::new());
-        for c in &checks {
-            if !intake_policy::CHECKS.contains(&c.as_str()) {
-                r.error(
-                    &key,
-                    format!(
-                        "{c:?} is not a check (known: {})",
-                        intake_policy::CHECKS.join(", ")
-                    ),
-                );
-            }
-        }
-        out.insert(name, checks);
-    }
-    out
 }
 
 fn read_delivery(r: &mut Reader<'_>, hostname: &str, domains: &DomainPolicy) -> DeliverySettings {
@@ -855,9 +417,9 @@ fn read_delivery(r: &mut Reader<'_>, hostname: &str, domains: &DomainPolicy) -> 
     if max_connections == 0 {
         r.error("relay.max_connections", "must be at least 1");
     }
-    let connect_timeout = read_timeout(r, "relay.connect_timeout", d.connect_timeout);
-    let command_timeout = read_timeout(r, "relay.command_timeout", d.command_timeout);
-    let data_timeout = read_timeout(r, "relay.data_timeout", d.data_timeout);
+    let connect_timeout = r.timeout("relay.connect_timeout", d.connect_timeout);
+    let command_timeout = r.timeout("relay.command_timeout", d.command_timeout);
+    let data_timeout = r.timeout("relay.data_timeout", d.data_timeout);
     let idle_timeout = r.duration("relay.idle_timeout", d.idle_timeout);
     let relay_verify: bool = r.get("relay.verify_recipients", false);
     let wanted = targets.contains(&TargetKind::Relay);
@@ -1132,7 +694,7 @@ fn read_auth(r: &mut Reader<'_>, have_tls: bool) -> AuthConfig {
     let required: bool = r.get("auth.required", false);
     let restrict_senders: bool = r.get("auth.restrict_senders", true);
     let relay: bool = r.get("auth.relay", false);
-    let window = read_timeout(r, "auth.failure_window", Duration::from_secs(900));
+    let window = r.timeout("auth.failure_window", Duration::from_secs(900));
     let per_client: u32 = r.get("auth.max_failures_per_client", 10);
     let per_account: u32 = r.get("auth.max_failures_per_account", 10);
     if enabled && !have_tls && !allow_plaintext {
@@ -1164,7 +726,7 @@ fn read_auth(r: &mut Reader<'_>, have_tls: bool) -> AuthConfig {
 fn read_webhook(r: &mut Reader<'_>, wanted: bool) -> Option<WebhookConfig> {
     let url: String = r.get("webhook.url", String::new());
     let secret: String = r.get("webhook.secret", String::new());
-    let timeout = read_timeout(r, "webhook.timeout", Duration::from_secs(30));
+    let timeout = r.timeout("webhook.timeout", Duration::from_secs(30));
     let tls_ca: String = r.get("webhook.tls_ca", String::new());
     if url.is_empty() {
         if wanted {
@@ -1199,7 +761,7 @@ fn read_webhook(r: &mut Reader<'_>, wanted: bool) -> Option<WebhookConfig> {
 fn read_program(r: &mut Reader<'_>, wanted: bool) -> Option<ProgramConfig> {
     let command: Vec<String> = r.get("program.command", Vec::new());
     let d = ProgramConfig::new(Vec::new());
-    let timeout = read_timeout(r, "program.timeout", d.timeout);
+    let timeout = r.timeout("program.timeout", d.timeout);
     let max_running: usize = r.get("program.max_running", d.max_running);
     if max_running == 0 {
         r.error("program.max_running", "must be at least 1");
@@ -1600,11 +1162,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.policy.recipients.addresses.len(), 2);
-        assert_eq!(s.policy.recipients.on_error, OnError::Defer);
+        assert_eq!(s.policy.recipients.on_error, intake_core::OnError::Defer);
         assert!(s.policy.greylist.enabled);
         assert_eq!(s.policy.greylist.delay, Duration::from_secs(2));
         assert_eq!(s.policy.greylist.lifetime, Duration::from_secs(35 * 86_400));
-        assert_eq!(s.policy.greylist.on_error, OnError::FailOpen);
+        assert_eq!(s.policy.greylist.on_error, intake_core::OnError::FailOpen);
         assert_eq!(s.policy.greylist.allow_networks.len(), 1);
         assert!(!Settings::defaults().policy.greylist.enabled);
         let errs = load(

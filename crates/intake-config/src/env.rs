@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::reader::{ConfigError, Origin, Sources};
+use crate::reader::{ConfigError, Origin, Sources};
 
 /// Environment variables that configure Intake start with this.
 pub const ENV_PREFIX: &str = "INTAKE_";

@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -149,7 +151,7 @@ impl<'a> Reader<'a> {
             Some(v) => match v.clone().try_into::<T>() {
                 Ok(x) => x,
                 Err(e) => {
-                    self.error(key, e.to_string().trim());
+                    self.error(key, crate::human::explain(&e.to_string()));
                     default
                 }
             },
@@ -207,6 +209,97 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A duration that must be more than zero (deadlines, intervals).
+    pub fn timeout(&mut self, key: &str, default: Duration) -> Duration {
+        let d = self.duration(key, default);
+        if d.is_zero() {
+            self.error(key, "must be more than 0");
+            return default;
+        }
+        d
+    }
+
+    /// An `address:port`; `example` shows the form in the error.
+    pub fn address(&mut self, key: &str, default: SocketAddr, example: &str) -> SocketAddr {
+        let text: String = self.get(key, default.to_string());
+        match text.parse() {
+            Ok(a) => a,
+            Err(_) => {
+                self.error(
+                    key,
+                    format!("{text:?} is not an address:port such as {example}"),
+                );
+                default
+            }
+        }
+    }
+
+    /// An `address:port` or the empty string (off, the default).
+    pub fn optional_address(&mut self, key: &str, example: &str) -> Option<SocketAddr> {
+        self.optional_address_or(key, "", example)
+    }
+
+    /// An `address:port`, or the empty string for none; `default` when not set.
+    pub fn optional_address_or(
+        &mut self,
+        key: &str,
+        default: &str,
+        example: &str,
+    ) -> Option<SocketAddr> {
+        let text: String = self.get(key, default.to_string());
+        if text.is_empty() {
+            return None;
+        }
+        match text.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.error(
+                    key,
+                    format!("{text:?} is not an address:port such as {example} (empty: off)"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A path, or None for the empty string (the default).
+    pub fn optional_path(&mut self, key: &str) -> Option<PathBuf> {
+        let text: String = self.get(key, String::new());
+        (!text.is_empty()).then(|| PathBuf::from(text))
+    }
+
+    /// A list of networks (`10.0.0.0/8`) or single addresses.
+    pub fn networks(&mut self, key: &str, default: &[&str]) -> Vec<ipnet::IpNet> {
+        let text: Vec<String> = self.get(key, default.iter().map(|s| s.to_string()).collect());
+        let mut nets = Vec::new();
+        for n in &text {
+            match n
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            {
+                Ok(net) => nets.push(net),
+                Err(_) => self.error(
+                    key,
+                    format!("{n:?} is not a network such as 10.0.0.0/8 or an address"),
+                ),
+            }
+        }
+        nets
+    }
+
+    /// A whole number of at least `min`.
+    pub fn at_least<T>(&mut self, key: &str, default: T, min: T) -> T
+    where
+        T: DeserializeOwned + PartialOrd + fmt::Display + Copy,
+    {
+        let v: T = self.get(key, default);
+        if v < min {
+            self.error(key, format!("must be at least {min}"));
+            return default;
+        }
+        v
+    }
+
     /// The names of the sub-tables of `key` (e.g. the profiles under `policy.profiles`).
     pub fn table_keys(&mut self, key: &str) -> Vec<String> {
         match self.lookup(key) {
@@ -239,9 +332,27 @@ impl<'a> Reader<'a> {
                     Origin::Env(var),
                     "not a setting; ignored".into(),
                 )),
-                Origin::File => self.error(&key, "unknown setting"),
+                Origin::File => {
+                    let message = match self.closest(&key) {
+                        Some(near) => format!("unknown setting; did you mean {near}?"),
+                        None => "unknown setting".to_string(),
+                    };
+                    self.error(&key, message)
+                }
             }
         }
+    }
+}
+
+impl Reader<'_> {
+    /// The known key most like `key` (a typo's likely meaning), if any is close enough.
+    fn closest(&self, key: &str) -> Option<String> {
+        self.known
+            .iter()
+            .map(|k| (strsim::jaro_winkler(k, key), k))
+            .filter(|(score, _)| *score >= 0.9)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, k)| k.clone())
     }
 }
 
@@ -297,6 +408,43 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_key_names_the_closest_known_one() {
+        let table: toml::Table = "[smtp]\nmax_recipient = 5\nfrobnicate = 1\n"
+            .parse()
+            .unwrap();
+        let sources = Sources::default();
+        let mut r = Reader::new(&table, &sources);
+        let _: usize = r.get("smtp.max_recipients", 100);
+        let _: usize = r.get("smtp.max_errors", 10);
+        r.unknown_keys();
+        let texts: Vec<String> = r.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            texts,
+            vec![
+                "smtp.frobnicate: unknown setting".to_string(),
+                "smtp.max_recipient: unknown setting; did you mean smtp.max_recipients?"
+                    .to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_value_is_explained_with_its_key_and_variable() {
+        let table: toml::Table = "[smtp]\nmax_recipients = \"ten\"\n".parse().unwrap();
+        let mut sources = Sources::default();
+        sources.env.insert(
+            "smtp.max_recipients".into(),
+            "INTAKE_SMTP__MAX_RECIPIENTS".into(),
+        );
+        let mut r = Reader::new(&table, &sources);
+        assert_eq!(r.get("smtp.max_recipients", 100usize), 100);
+        assert_eq!(
+            r.errors[0].to_string(),
+            "smtp.max_recipients (from INTAKE_SMTP__MAX_RECIPIENTS): expected a whole number of 0 or more, found string \"ten\""
+        );
+    }
 
     #[test]
     fn sizes_and_durations() {
