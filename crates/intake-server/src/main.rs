@@ -66,33 +66,7 @@ fn serve(settings: Settings, config: Option<std::path::PathBuf>) -> anyhow::Resu
         let running = server::start(&settings).await?;
         let token = running.shutdown_token();
         // SIGHUP: read the configuration again (file and environment) and the certificates.
-        // A configuration with errors is refused and logged; the old one stays in force.
-        let certs = running.tls.clone();
-        let reloader = running.reloader.clone();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
-            while hup.recv().await.is_some() {
-                if let Some(certs) = &certs {
-                    match certs.reload() {
-                        Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-                        Err(e) => tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; the old one stays in use"),
-                    }
-                }
-                match cli::load_settings(config.as_deref()) {
-                    Err(errors) => {
-                        for e in &errors {
-                            tracing::error!("SIGHUP: config error: {e}");
-                        }
-                        tracing::error!(errors = errors.len(), "SIGHUP: configuration refused; the old one stays in force");
-                    }
-                    Ok(new) => match reloader.apply(&new) {
-                        Ok(()) => tracing::info!("SIGHUP: configuration reloaded for new connections"),
-                        Err(e) => tracing::error!(error = %e, "SIGHUP: configuration not applied; the old one stays in force"),
-                    },
-                }
-            }
-        });
+        server::on_sighup(running.reloader.clone(), running.tls.clone(), config);
         tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: no new connections, finishing open transactions");

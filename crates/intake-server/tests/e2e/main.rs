@@ -27,6 +27,7 @@ mod postgres;
 mod proxy;
 mod redis_store;
 mod relay;
+mod reload;
 mod restart;
 mod scaleout;
 mod shutdown;

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use crate::http;
+use crate::reload::rcpt_code;
 use crate::support::{Process, free_port, send_message};
 
 /// The value of one series in Prometheus text (0 when absent).
@@ -128,63 +129,4 @@ async fn started_as_root_it_drops_to_the_configured_user_and_still_takes_mail() 
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-user-here"));
-}
-
-fn hup(pid: u32) {
-    std::process::Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .unwrap();
-}
-
-/// RCPT to `rcpt` in a fresh session: the reply code.
-async fn rcpt_code(addr: SocketAddr, rcpt: &str) -> u16 {
-    let mut c = crate::support::Client::greeted(addr).await;
-    c.cmd("EHLO client.example").await;
-    c.cmd("MAIL FROM:<s@example.net>").await;
-    let r = c.cmd(&format!("RCPT TO:<{rcpt}>")).await;
-    c.cmd("QUIT").await;
-    r.code
-}
-
-#[tokio::test]
-async fn sighup_reloads_the_configuration_without_dropping_sessions_and_refuses_a_bad_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("intake.toml");
-    std::fs::write(&file, "[smtp]\ndomains = [\"a.test\"]\n").unwrap();
-    let p = Process::start(
-        &dir.path().join("data"),
-        &[("INTAKE_CONFIG", file.to_str().unwrap())],
-    );
-    assert_eq!(rcpt_code(p.addr, "x@b.test").await, 550);
-    // A session opened before the reload.
-    let mut open = crate::support::Client::greeted(p.addr).await;
-    open.cmd("EHLO client.example").await;
-
-    std::fs::write(&file, "[smtp]\ndomains = [\"a.test\", \"b.test\"]\n").unwrap();
-    hup(p.pid());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while rcpt_code(p.addr, "x@b.test").await != 250 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the new domain list was not applied"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    // The session opened before keeps its settings and is not dropped.
-    assert_eq!(open.cmd("MAIL FROM:<s@example.net>").await.code, 250);
-    assert_eq!(open.cmd("RCPT TO:<x@b.test>").await.code, 550);
-    assert_eq!(open.cmd("RCPT TO:<y@a.test>").await.code, 250);
-    assert_eq!(open.cmd("DATA").await.code, 354);
-    open.send(b"Subject: across a reload\r\n\r\nx\r\n.\r\n")
-        .await;
-    assert_eq!(open.reply().await.code, 250);
-
-    // A broken file is refused: the last good configuration stays in force.
-    std::fs::write(&file, "[smtp\ndomains = oops\n").unwrap();
-    hup(p.pid());
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert_eq!(rcpt_code(p.addr, "x@b.test").await, 250);
-    assert_eq!(rcpt_code(p.addr, "x@c.test").await, 550);
-    assert!(p.terminate().success());
 }

@@ -1,0 +1,87 @@
+//! The HTTP listeners: the API and web inbox (`http.listen`) and the Mailpit-compatible API
+//! (`mailpit.listen`), both over the same store, events and state.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use intake_core::{EventBus, MailStore};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::gated;
+use crate::config::Settings;
+
+/// What the HTTP listeners read.
+pub(super) struct Sources {
+    pub store: Arc<dyn MailStore>,
+    pub events: EventBus,
+    pub secret: Vec<u8>,
+    pub tls: Option<Arc<intake_smtp::tls::TlsCerts>>,
+}
+
+/// A bound HTTP listener, its task and address.
+pub(super) type Started = (String, JoinHandle<std::io::Result<()>>, SocketAddr);
+
+/// Binds and starts (behind the start gate `go`) each HTTP listener the settings ask for.
+pub(super) async fn start(
+    settings: &Settings,
+    src: &Sources,
+    go: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Option<Started>, Option<Started>)> {
+    let state = || {
+        intake_http::AppState::new(
+            src.store.clone(),
+            src.events.clone(),
+            src.secret.clone(),
+            settings.http.config.clone(),
+        )
+    };
+    let api = match settings.http.listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding HTTP to {addr} (http.listen)"))?;
+            let bound = l.local_addr()?;
+            let mut state = state().with_draining(shutdown.clone());
+            if let Some(render) = crate::metrics::render() {
+                state = state.with_metrics(render);
+            }
+            let state = state.with_admin_tokens(settings.admin_tokens.clone());
+            let app = intake_http::router(state);
+            let cfg = settings.http.config.clone();
+            let token = shutdown.clone();
+            let https = match (&settings.http.tls, &src.tls) {
+                (true, Some(certs)) => {
+                    let certs = certs.clone();
+                    Some(Arc::new(move || certs.acceptor()) as intake_http::TlsSource)
+                }
+                _ => None,
+            };
+            let task = tokio::spawn(gated(go.clone(), async move {
+                intake_http::serve(l, app, &cfg, https, token).await
+            }));
+            Some(("HTTP listener".to_string(), task, bound))
+        }
+        None => None,
+    };
+    let mailpit = match settings.http.mailpit_listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the Mailpit API to {addr} (mailpit.listen)"))?;
+            let bound = l.local_addr()?;
+            let app = intake_http::mailpit_router(state());
+            let cfg = settings.http.config.clone();
+            let token = shutdown.clone();
+            let task = tokio::spawn(gated(go.clone(), async move {
+                intake_http::serve(l, app, &cfg, None, token).await
+            }));
+            Some(("Mailpit API listener".to_string(), task, bound))
+        }
+        None => None,
+    };
+    Ok((api, mailpit))
+}
