@@ -153,7 +153,14 @@ pub fn report_errors(errors: &[ConfigError]) {
 
 /// `intake check-config`.
 pub fn check_config(file: Option<&std::path::Path>) -> i32 {
-    match load_settings(file) {
+    match load_settings(file).and_then(|s| {
+        let problems = preflight(&s);
+        if problems.is_empty() {
+            Ok(s)
+        } else {
+            Err(problems)
+        }
+    }) {
         Ok(s) => {
             for w in &s.warnings {
                 eprintln!("intake: config warning: {w}");
@@ -170,6 +177,48 @@ pub fn check_config(file: Option<&std::path::Path>) -> i32 {
             eprintln!("intake: {} error(s) in the configuration", errors.len());
             1
         }
+    }
+}
+
+/// What `serve` would refuse beyond the file itself: a store directory that cannot be made
+/// or written (SQLite). Certificates are checked when the settings are read.
+fn preflight(s: &Settings) -> Vec<ConfigError> {
+    let mut problems = Vec::new();
+    if s.store.kind == intake_store::StoreKind::Sqlite
+        && let Err(why) = writable_dir(&s.store.path)
+    {
+        problems.push(ConfigError::new(
+            "store.path".into(),
+            crate::config::Origin::File,
+            format!("{}: {why}", s.store.path.display()),
+        ));
+    }
+    problems
+}
+
+/// Whether `path` is (or could be made as) a directory this process can write in: the
+/// nearest existing ancestor must be a directory that takes a new file.
+fn writable_dir(path: &std::path::Path) -> Result<(), String> {
+    let mut existing = path;
+    while !existing.exists() {
+        existing = match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => std::path::Path::new("."),
+        };
+    }
+    if !existing.is_dir() {
+        return Err(format!(
+            "{} is not a directory, so the store cannot be made there",
+            existing.display()
+        ));
+    }
+    let probe = existing.join(format!(".intake-check-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(format!("cannot write in {}: {e}", existing.display())),
     }
 }
 

@@ -43,6 +43,10 @@ fn describe() {
     );
     describe_gauge!("intake_smtp_connections_open", "SMTP sessions open now");
     describe_counter!(
+        "intake_config_reloads_total",
+        "SIGHUP reloads by result: applied, or refused (the old configuration stays)"
+    );
+    describe_counter!(
         "intake_smtp_messages_total",
         "Messages by result: accepted (250, durable), rejected (5xx), deferred (4xx)"
     );

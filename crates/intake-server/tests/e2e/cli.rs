@@ -74,6 +74,59 @@ fn check_config_reports_every_error() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
 }
 
+/// What `serve` would refuse, `check-config` refuses too, in words an operator reads: a
+/// missing certificate, a key that is not PEM, a store path that cannot be made, a wrong
+/// type, a list given as a string, a misspelt key.
+#[test]
+fn check_config_says_what_serve_would_refuse_in_plain_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("key.pem");
+    std::fs::write(&not_pem, "this is not a key").unwrap();
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, "").unwrap();
+    let f = dir.path().join("newcomer.toml");
+    std::fs::write(
+        &f,
+        format!(
+            "[smtp]\nmax_recipients = \"ten\"\ndomains = \"example.com\"\nmax_recipient = 5\n\
+             [tls]\ncertificate = {:?}\nkey = {:?}\n[store]\npath = {:?}\n",
+            dir.path().join("missing-cert.pem"),
+            not_pem,
+            blocker.join("data"),
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_intake"))
+        .args(["--config", f.to_str().unwrap(), "check-config"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "smtp.max_recipients: expected a whole number of 0 or more, found string \"ten\"",
+        "smtp.domains: expected a list such as [\"a\", \"b\"], found string \"example.com\"",
+        "smtp.max_recipient: unknown setting; did you mean smtp.max_recipients?",
+        "tls.certificate:",
+        "missing-cert.pem",
+    ] {
+        assert!(err.contains(expected), "{expected:?} not said:\n{err}");
+    }
+    assert!(!err.contains("usize") && !err.contains("a sequence"), "{err}");
+
+    // With a valid file, the store path is checked too.
+    std::fs::write(&f, format!("[store]\npath = {:?}\n", blocker.join("data"))).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_intake"))
+        .args(["--config", f.to_str().unwrap(), "check-config"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("store.path") && err.contains("is not a directory"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn one_log_line_per_accepted_or_rejected_message() {
     let dir = tempfile::tempdir().unwrap();
