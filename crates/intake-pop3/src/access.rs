@@ -101,15 +101,17 @@ impl Authenticator for AccessAuthenticator {
                 may_delete,
             })
         };
-        Ok(match (self.credentials.check(user, password).await?, self.mode) {
-            (Checked::Valid(r), _) if r.read => all(r.delete),
-            (Checked::Wrong, _) => None,
-            (_, AccessMode::Private) => None,
-            (_, AccessMode::Open) if looks_like_address(user) => one(true),
-            (_, AccessMode::Open) => all(true),
-            (_, AccessMode::Public) if looks_like_address(user) => one(self.public_delete),
-            (_, AccessMode::Public) => None,
-        })
+        Ok(
+            match (self.credentials.check(user, password).await?, self.mode) {
+                (Checked::Valid(r), _) if r.read => all(r.delete),
+                (Checked::Wrong, _) => None,
+                (_, AccessMode::Private) => None,
+                (_, AccessMode::Open) if looks_like_address(user) => one(true),
+                (_, AccessMode::Open) => all(true),
+                (_, AccessMode::Public) if looks_like_address(user) => one(self.public_delete),
+                (_, AccessMode::Public) => None,
+            },
+        )
     }
 }
 

@@ -245,3 +245,101 @@ async fn timed<T>(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    use super::*;
+    use crate::maildrop::{Entry, Grant, Reach};
+    use crate::session::SessionRules;
+
+    struct Anyone;
+
+    #[async_trait]
+    impl Authenticator for Anyone {
+        async fn login(
+            &self,
+            _: &str,
+            _: &str,
+            _: std::net::IpAddr,
+        ) -> Result<Option<Grant>, AuthError> {
+            Ok(Some(Grant {
+                reach: Reach::All,
+                may_delete: true,
+            }))
+        }
+    }
+
+    #[derive(Default)]
+    struct OneMessage {
+        deleted: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl Maildrop for OneMessage {
+        async fn list(&self, _: &Reach) -> Result<Vec<Entry>, MaildropError> {
+            Ok(vec![Entry {
+                uid: "m1".into(),
+                size: 4,
+            }])
+        }
+        async fn fetch(&self, _: &str) -> Result<Option<Bytes>, MaildropError> {
+            Ok(Some(Bytes::from_static(b"x\r\n")))
+        }
+        async fn delete(&self, uid: &str) -> Result<bool, MaildropError> {
+            self.deleted.lock().unwrap().push(uid.into());
+            Ok(true)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_session_is_logged_out_after_the_timeout_without_update() {
+        let drop = Arc::new(OneMessage::default());
+        let cx = Ctx {
+            client: "127.0.0.1:1".parse().unwrap(),
+            auth: Arc::new(Anyone),
+            maildrop: drop.clone(),
+            idle_timeout: Duration::from_secs(600),
+            store_timeout: Duration::from_secs(30),
+            login_failure_delay: Duration::from_secs(2),
+            shutdown: CancellationToken::new(),
+        };
+        let rules = SessionRules {
+            tls_available: false,
+            plaintext_login: true,
+            max_login_failures: 3,
+        };
+        let (client, server) = tokio::io::duplex(4096);
+        let started = tokio::time::Instant::now();
+        let run = tokio::spawn(async move {
+            Connection::new(server, Session::new(rules))
+                .run(&cx, true)
+                .await
+                .map(|e| matches!(e, Ended::Closed))
+        });
+        let mut c = BufReader::new(client);
+        c.get_mut()
+            .write_all(b"USER a\r\nPASS b\r\nDELE 1\r\n")
+            .await
+            .unwrap();
+        let mut lines = Vec::new();
+        let mut line = String::new();
+        while c.read_line(&mut line).await.unwrap() > 0 {
+            lines.push(std::mem::take(&mut line));
+        }
+        assert_eq!(
+            lines.last().unwrap(),
+            "-ERR autologout: idle for too long\r\n",
+            "{lines:?}"
+        );
+        assert_eq!(lines.len(), 5, "{lines:?}");
+        assert!(started.elapsed() >= Duration::from_secs(600));
+        assert!(run.await.unwrap().unwrap());
+        assert!(drop.deleted.lock().unwrap().is_empty(), "no UPDATE");
+    }
+}

@@ -180,19 +180,18 @@ async fn connection(
         // The session offers STLS only with a certificate.
         return Ok(());
     };
-    let stream = match tokio::time::timeout(settings.tls_handshake_timeout, tls().accept(sock))
-        .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::info!(client = %cx.client, error = %e, "POP3: TLS handshake failed");
-            return Ok(());
-        }
-        Err(_) => {
-            tracing::info!(client = %cx.client, "POP3: TLS handshake timed out");
-            return Ok(());
-        }
-    };
+    let stream =
+        match tokio::time::timeout(settings.tls_handshake_timeout, tls().accept(sock)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::info!(client = %cx.client, error = %e, "POP3: TLS handshake failed");
+                return Ok(());
+            }
+            Err(_) => {
+                tracing::info!(client = %cx.client, "POP3: TLS handshake timed out");
+                return Ok(());
+            }
+        };
     session.tls_started();
     // Inside TLS a second STLS is refused by the session, so this run ends the connection.
     Connection::new(stream, *session).run(&cx, false).await?;

@@ -424,9 +424,8 @@ mod tests {
 
     #[test]
     fn messages_are_dot_stuffed_with_crlf_and_top_cuts_after_the_header() {
-        let raw = Bytes::from_static(
-            b"Subject: hi\nX: y\r\n\r\n.line one\r\nline two\n..three\r\nfour",
-        );
+        let raw =
+            Bytes::from_static(b"Subject: hi\nX: y\r\n\r\n.line one\r\nline two\n..three\r\nfour");
         let r = Reply::multi(
             "4 octets",
             Body::Message {
@@ -449,7 +448,10 @@ mod tests {
             String::from_utf8(r.to_wire()).unwrap()
         };
         assert_eq!(top(0), "+OK\r\nSubject: hi\r\nX: y\r\n\r\n.\r\n");
-        assert_eq!(top(1), "+OK\r\nSubject: hi\r\nX: y\r\n\r\n..line one\r\n.\r\n");
+        assert_eq!(
+            top(1),
+            "+OK\r\nSubject: hi\r\nX: y\r\n\r\n..line one\r\n.\r\n"
+        );
         assert_eq!(top(99), top(4));
     }
 

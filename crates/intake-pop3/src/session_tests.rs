@@ -59,7 +59,7 @@ impl World {
                 }
                 Step::Login { user, password } => {
                     let ok = user == "reader" && password == "pw 1";
-                    s.logged_in(Ok(ok.then(|| Grant {
+                    s.logged_in(Ok(ok.then_some(Grant {
                         reach: Reach::All,
                         may_delete: self.may_delete,
                     })))
@@ -442,7 +442,10 @@ fn backend_failures_are_temporary_errors_without_detail() {
     let Step::Reply(r) = step else {
         panic!("{step:?}")
     };
-    assert_eq!(r.to_wire(), b"-ERR [SYS/TEMP] cannot check the login now\r\n");
+    assert_eq!(
+        r.to_wire(),
+        b"-ERR [SYS/TEMP] cannot check the login now\r\n"
+    );
     s.on_command(Command::User("u".into()));
     let Step::Login { .. } = s.on_command(Command::Pass("p".into())) else {
         panic!("login again")
@@ -454,11 +457,16 @@ fn backend_failures_are_temporary_errors_without_detail() {
     let Step::Open(g) = s.logged_in(Ok(Some(grant))) else {
         panic!("open")
     };
-    let err = MaildropError::Store(intake_core::StoreError::Unavailable("db at 10.0.0.9".into()));
+    let err = MaildropError::Store(intake_core::StoreError::Unavailable(
+        "db at 10.0.0.9".into(),
+    ));
     let Step::Reply(r) = s.opened(g, Err(err)) else {
         panic!("reply")
     };
-    assert_eq!(r.to_wire(), b"-ERR [SYS/TEMP] cannot open the maildrop now\r\n");
+    assert_eq!(
+        r.to_wire(),
+        b"-ERR [SYS/TEMP] cannot open the maildrop now\r\n"
+    );
     assert_eq!(
         s.on_command(Command::Stat),
         Step::Reply(Reply::err("not logged in"))
