@@ -171,3 +171,50 @@ impl Maildrop for StoreMaildrop {
         Ok(self.store.delete(id).await?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use intake_store::conformance::incoming_with;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_mailbox_grant_lists_its_mail_oldest_first_and_serves_it_as_received() {
+        let store: Arc<dyn MailStore> = intake_store::memory::store();
+        for (to, subject) in [
+            (vec!["a@x.test"], "first"),
+            (vec!["b@x.test"], "other"),
+            (vec!["a@x.test", "c@x.test"], "second"),
+        ] {
+            let content = format!("Subject: {subject}\r\n\r\nbody\r\n");
+            store.deliver(incoming_with(&to, &content)).await.unwrap();
+        }
+        let drop = StoreMaildrop::new(store.clone(), 100);
+        let boxes = Reach::Mailboxes(vec!["a@x.test".into(), "c@x.test".into()]);
+        let listed = drop.list(&boxes).await.unwrap();
+        assert_eq!(
+            listed.len(),
+            2,
+            "a message in two granted mailboxes is listed once"
+        );
+        let mut subjects = Vec::new();
+        for e in &listed {
+            let raw = drop.fetch(&e.uid).await.unwrap().unwrap();
+            assert_eq!(raw.len() as u64, e.size, "LIST size is what RETR sends");
+            assert!(raw.starts_with(b"Subject: "), "no Received: line first");
+            subjects.push(String::from_utf8(raw.to_vec()).unwrap());
+        }
+        assert!(subjects[0].contains("first") && subjects[1].contains("second"));
+        assert_eq!(drop.list(&Reach::All).await.unwrap().len(), 3);
+        let capped = StoreMaildrop::new(store.clone(), 2).list(&Reach::All).await;
+        let capped: Vec<String> = capped.unwrap().into_iter().map(|e| e.uid).collect();
+        assert_eq!(capped.len(), 2, "the newest two");
+        assert_eq!(capped[1], listed[1].uid, "the newest is last");
+
+        assert!(drop.delete(&listed[0].uid).await.unwrap());
+        assert!(!drop.delete(&listed[0].uid).await.unwrap(), "already gone");
+        assert_eq!(drop.fetch(&listed[0].uid).await.unwrap(), None);
+        assert_eq!(drop.fetch("not-an-id").await.unwrap(), None);
+        assert_eq!(drop.list(&boxes).await.unwrap().len(), 1);
+    }
+}
