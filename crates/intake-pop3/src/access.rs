@@ -54,8 +54,11 @@ pub enum Checked {
 /// The credential check: production adapts the HTTP side's htpasswd users and tokens.
 #[async_trait]
 pub trait Credentials: Send + Sync + 'static {
-    /// Checks `user` and `password`; hashing belongs off the async threads.
-    async fn check(&self, user: &str, password: &str) -> Result<Checked, AuthError>;
+    /// Checks `user` and `password` from `client`; hashing belongs off the async threads.
+    /// A client or account over a failed-login limit (the shared login limiter) should get
+    /// [`Checked::Wrong`] without the check: the client cannot tell the difference.
+    async fn check(&self, user: &str, password: &str, client: IpAddr)
+    -> Result<Checked, AuthError>;
 }
 
 /// The access modes' rules over a [`Credentials`] check.
@@ -87,7 +90,7 @@ impl Authenticator for AccessAuthenticator {
         &self,
         user: &str,
         password: &str,
-        _client: IpAddr,
+        client: IpAddr,
     ) -> Result<Option<Grant>, AuthError> {
         let all = |may_delete| {
             Some(Grant {
@@ -102,7 +105,10 @@ impl Authenticator for AccessAuthenticator {
             })
         };
         Ok(
-            match (self.credentials.check(user, password).await?, self.mode) {
+            match (
+                self.credentials.check(user, password, client).await?,
+                self.mode,
+            ) {
                 (Checked::Valid(r), _) if r.read => all(r.delete),
                 (Checked::Wrong, _) => None,
                 (_, AccessMode::Private) => None,
@@ -123,7 +129,7 @@ mod tests {
 
     #[async_trait]
     impl Credentials for Fixed {
-        async fn check(&self, user: &str, password: &str) -> Result<Checked, AuthError> {
+        async fn check(&self, user: &str, password: &str, _: IpAddr) -> Result<Checked, AuthError> {
             Ok(match (user, password) {
                 ("reader", "good") => Checked::Valid(Rights {
                     read: true,

@@ -1,7 +1,7 @@
 //! The POP3 server over real sockets, driven by real clients: Python's `poplib` (plain and
 //! STLS) and Debian's `fetchmail` (STLS, delivering to an MDA), against a store in memory.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,7 @@ struct Reader;
 
 #[async_trait]
 impl Credentials for Reader {
-    async fn check(&self, user: &str, password: &str) -> Result<Checked, AuthError> {
+    async fn check(&self, user: &str, password: &str, _: IpAddr) -> Result<Checked, AuthError> {
         Ok(match (user, password) {
             ("reader", "pop-secret-1") => Checked::Valid(Rights {
                 read: true,
