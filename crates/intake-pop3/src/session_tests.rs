@@ -472,3 +472,69 @@ fn backend_failures_are_temporary_errors_without_detail() {
         Step::Reply(Reply::err("not logged in"))
     );
 }
+
+#[test]
+fn any_command_sequence_gets_a_well_formed_reply_and_never_panics() {
+    let words = [
+        "USER reader",
+        "PASS pw 1",
+        "PASS x",
+        "STAT",
+        "LIST",
+        "LIST 1",
+        "LIST 0",
+        "UIDL",
+        "UIDL 2",
+        "RETR 1",
+        "RETR 2",
+        "RETR 3",
+        "TOP 1 0",
+        "TOP 2 5",
+        "DELE 1",
+        "DELE 2",
+        "RSET",
+        "NOOP",
+        "CAPA",
+        "STLS",
+        "QUIT",
+        "APOP a b",
+        "",
+        "\u{0}\u{1}",
+        "LIST 1 2",
+    ];
+    // A fixed linear congruential sequence: the same "random" sessions every run.
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..300 {
+        let mut w = World::new();
+        let mut s = Session::new(SessionRules {
+            tls_available: seed.is_multiple_of(2),
+            plaintext_login: !seed.is_multiple_of(3),
+            max_login_failures: 2,
+        });
+        let mut decoder = CommandDecoder::new();
+        for _ in 0..40 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let word = words[(seed >> 33) as usize % words.len()];
+            let mut buf = BytesMut::from(format!("{word}\r\n").as_bytes());
+            let mut out = BytesMut::new();
+            let mut closed = false;
+            while let Some(r) = decoder.decode(&mut buf).transpose() {
+                let step = match r {
+                    Ok(cmd) => s.on_command(cmd),
+                    Err(e) => s.on_error(&e),
+                };
+                closed = w.run(&mut s, step, &mut out);
+            }
+            assert!(
+                out.is_empty() || out.starts_with(b"+OK") || out.starts_with(b"-ERR"),
+                "{word:?}: {out:?}"
+            );
+            assert!(out.is_empty() || out.ends_with(b"\r\n"));
+            if closed {
+                break;
+            }
+        }
+    }
+}
