@@ -5,18 +5,15 @@
 /// expected `a` or `b`` becomes `"x": expected "a" or "b"`.
 pub fn explain(message: &str) -> String {
     let m = message.trim();
-    if let Some(rest) = m.strip_prefix("unknown variant `") {
-        if let Some((value, expected)) = rest.split_once("`, expected ") {
-            return format!("{value:?}: expected {}", choices(expected));
-        }
+    if let Some(rest) = m.strip_prefix("unknown variant `")
+        && let Some((value, expected)) = rest.split_once("`, expected ")
+    {
+        return format!("{value:?}: expected {}", choices(expected));
     }
-    if let Some(rest) = m.strip_prefix("invalid type: ") {
-        if let Some((found, expected)) = rest.split_once(", expected ") {
-            return format!("expected {}, found {}", kind(expected), found_text(found));
-        }
-    }
-    if let Some(rest) = m.strip_prefix("invalid value: ") {
-        if let Some((found, expected)) = rest.split_once(", expected ") {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = m.strip_prefix(prefix)
+            && let Some((found, expected)) = rest.split_once(", expected ")
+        {
             return format!("expected {}, found {}", kind(expected), found_text(found));
         }
     }
