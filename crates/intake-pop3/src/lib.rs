@@ -27,6 +27,7 @@ mod conn;
 pub mod maildrop;
 pub mod proto;
 pub mod session;
+mod settings;
 
 use std::io;
 use std::net::SocketAddr;
@@ -75,6 +76,9 @@ pub struct Pop3Settings {
     /// USER/PASS allowed before STLS when a certificate is configured. Without a
     /// certificate logins are always plaintext.
     pub plaintext_login: bool,
+    /// Offer STLS with the `[tls]` certificate (when one is configured): for the caller,
+    /// which passes a TLS source to [`serve`] or not.
+    pub stls: bool,
 }
 
 impl Default for Pop3Settings {
@@ -89,6 +93,7 @@ impl Default for Pop3Settings {
             max_connections: 100,
             max_messages: 10_000,
             plaintext_login: true,
+            stls: true,
         }
     }
 }

@@ -213,6 +213,8 @@ pub struct Settings {
     pub run: crate::privileges::RunAs,
     /// State shared by the nodes of a cluster (Redis); no `redis_url`: a single node.
     pub cluster: intake_cluster::ClusterConfig,
+    /// The POP3 server (`[pop3]`; off unless `pop3.listen` is set).
+    pub pop3: intake_pop3::Pop3Settings,
     /// Problems that did not stop loading.
     pub warnings: Vec<ConfigError>,
 }
@@ -331,6 +333,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
     policy.sender_auth.hostname = hostname.clone();
 
     let cluster = intake_cluster::ClusterConfig::read(r);
+    let pop3 = intake_pop3::Pop3Settings::read(r);
     Settings {
         smtp_listen: smtp.listen,
         smtp: smtp.session,
@@ -354,6 +357,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
         log_format,
         run,
         cluster,
+        pop3,
         warnings: Vec::new(),
     }
 }
