@@ -1472,6 +1472,31 @@ mod doc_tests {
                 "{key} not in intake.example.toml"
             );
         }
+        // And the other way round: every variable the reference names is a setting.
+        let known: std::collections::BTreeSet<String> = known_keys().into_iter().collect();
+        let mut named = 0;
+        for (i, _) in doc.match_indices("INTAKE_") {
+            let var: String = doc[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            let Some((section, name)) = var["INTAKE_".len()..].split_once("__") else {
+                continue; // INTAKE_CONFIG, INTAKE_LISTENER, INTAKE_ROUTE
+            };
+            if name.is_empty() || name.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+                continue; // INTAKE_SECTION__KEY as a pattern, INTAKE_LISTENER__0__…
+            }
+            named += 1;
+            let key = format!("{section}.{name}").replace("__", ".").to_lowercase();
+            if key.starts_with("policy.profiles.") {
+                continue; // one per named profile
+            }
+            assert!(
+                known.contains(&key) || section == "SECTION",
+                "docs/configuration.md names {var}, but {key} is not a setting"
+            );
+        }
+        assert!(named > 100, "the reference names the settings' variables");
     }
 
     /// The example configurations in docs/policy.md load without errors.
