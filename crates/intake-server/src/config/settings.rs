@@ -1497,6 +1497,15 @@ mod doc_tests {
             );
         }
         assert!(named > 100, "the reference names the settings' variables");
+        // Each setting's row is inside a table: a row after a blank line starts no table.
+        let lines: Vec<&str> = doc.lines().collect();
+        for (i, pair) in lines.windows(2).enumerate() {
+            assert!(
+                !(pair[1].starts_with("| `") && !pair[0].starts_with('|')),
+                "docs/configuration.md line {}: a table row outside a table",
+                i + 2
+            );
+        }
     }
 
     /// The example configurations in docs/policy.md load without errors.
