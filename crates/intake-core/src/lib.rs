@@ -13,6 +13,7 @@
 
 pub mod alias;
 pub mod auth;
+pub mod breaker;
 pub mod check;
 pub mod delivery;
 pub mod events;

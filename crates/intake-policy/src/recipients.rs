@@ -126,16 +126,34 @@ impl FileSource {
     }
 }
 
+/// What the check last learnt of the store's table.
+#[derive(Debug, Clone, Copy)]
+enum Table {
+    /// Not asked yet (or it failed before it ever answered).
+    Unknown,
+    /// Empty at this instant: not a source.
+    Empty(Instant),
+    /// It lists addresses: a source.
+    Listing,
+}
+
 /// The recipient check (at RCPT).
 pub struct RecipientExists {
     fixed: RecipientList,
     file: Option<FileSource>,
     store: Arc<dyn MailStore>,
-    /// The store's table was empty at this instant: skip asking it again for a while, so a
-    /// server without a recipient list does no lookup per RCPT.
-    store_empty_at: Mutex<Option<Instant>>,
+    /// The store's table as last seen: an empty one is not asked again for `empty_for`, so
+    /// a server without a recipient list does no lookup per RCPT.
+    table: Mutex<Table>,
     /// How long an empty table is believed empty.
     empty_for: Duration,
+    /// After the store failed, RCPT does not wait for it again for a while: a table known
+    /// empty is then no source (mail is accepted as without a list), any other is "could
+    /// not decide" at once (`on_error`).
+    breaker: intake_core::breaker::Breaker,
+    /// How long one lookup may take: within the check's deadline, so that a store that
+    /// does not answer trips the breaker rather than the pipeline's timeout.
+    lookup_timeout: Duration,
 }
 
 impl RecipientExists {
@@ -152,8 +170,10 @@ impl RecipientExists {
                 loaded: Mutex::new(None),
             }),
             store,
-            store_empty_at: Mutex::new(None),
+            table: Mutex::new(Table::Unknown),
             empty_for: Duration::from_secs(1),
+            breaker: intake_core::breaker::Breaker::new(Duration::from_secs(10)),
+            lookup_timeout: cfg.timeout.mul_f32(0.9),
         }
     }
 
@@ -177,21 +197,46 @@ impl RecipientExists {
                 return Ok(Some(true));
             }
         }
-        let skip_store = self
-            .store_empty_at
-            .lock()
-            .expect("cache")
-            .is_some_and(|t| t.elapsed() < self.empty_for);
-        if !skip_store {
-            match self.store.recipient_lookup(address).await {
-                Ok(Some(found)) => {
-                    if found {
-                        return Ok(Some(true));
-                    }
-                    any = true;
+        let table = *self.table.lock().expect("cache");
+        let away = |why: String| match table {
+            // Known to list nothing: no source, whatever the store's state now.
+            Table::Empty(_) => Ok(()),
+            Table::Unknown | Table::Listing => Err(CheckError::Backend(why)),
+        };
+        if let Table::Empty(at) = table
+            && at.elapsed() < self.empty_for
+        {
+            return Ok(any.then_some(false));
+        }
+        if self.breaker.is_open() {
+            away("recipient table: the store failed moments ago".into())?;
+            return Ok(any.then_some(false));
+        }
+        let lookup =
+            tokio::time::timeout(self.lookup_timeout, self.store.recipient_lookup(address));
+        let answer = match lookup.await {
+            Ok(answer) => answer,
+            Err(_) => Err(intake_core::StoreError::Unavailable(format!(
+                "no answer within {:?}",
+                self.lookup_timeout
+            ))),
+        };
+        match answer {
+            Ok(Some(found)) => {
+                self.breaker.succeeded();
+                *self.table.lock().expect("cache") = Table::Listing;
+                if found {
+                    return Ok(Some(true));
                 }
-                Ok(None) => *self.store_empty_at.lock().expect("cache") = Some(Instant::now()),
-                Err(e) => return Err(CheckError::Backend(format!("recipient table: {e}"))),
+                any = true;
+            }
+            Ok(None) => {
+                self.breaker.succeeded();
+                *self.table.lock().expect("cache") = Table::Empty(Instant::now());
+            }
+            Err(e) => {
+                self.breaker.failed();
+                away(format!("recipient table: {e}"))?;
             }
         }
         Ok(any.then_some(false))

@@ -18,8 +18,7 @@ impl Pop3Settings {
             max_connections: r.at_least("pop3.max_connections", d.max_connections, 1),
             max_messages: r.at_least("pop3.max_messages", d.max_messages, 1),
             store_timeout: r.timeout("pop3.store_timeout", d.store_timeout),
-            tls_handshake_timeout: r
-                .timeout("pop3.tls_handshake_timeout", d.tls_handshake_timeout),
+            tls_handshake_timeout: r.timeout("pop3.tls_handshake_timeout", d.tls_handshake_timeout),
         }
     }
 }

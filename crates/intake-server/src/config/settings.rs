@@ -1487,7 +1487,9 @@ mod doc_tests {
                 continue; // INTAKE_SECTION__KEY as a pattern, INTAKE_LISTENER__0__…
             }
             named += 1;
-            let key = format!("{section}.{name}").replace("__", ".").to_lowercase();
+            let key = format!("{section}.{name}")
+                .replace("__", ".")
+                .to_lowercase();
             if key.starts_with("policy.profiles.") {
                 continue; // one per named profile
             }

@@ -111,7 +111,10 @@ fn check_config_says_what_serve_would_refuse_in_plain_words() {
     ] {
         assert!(err.contains(expected), "{expected:?} not said:\n{err}");
     }
-    assert!(!err.contains("usize") && !err.contains("a sequence"), "{err}");
+    assert!(
+        !err.contains("usize") && !err.contains("a sequence"),
+        "{err}"
+    );
 
     // With a valid file, the store path is checked too.
     std::fs::write(&f, format!("[store]\npath = {:?}\n", blocker.join("data"))).unwrap();
