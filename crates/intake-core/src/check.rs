@@ -53,6 +53,9 @@ pub enum Reason {
     Greylisted,
     /// The check could not decide and is configured to defer (`451 4.4.3`). Never a 5xx.
     CheckFailed,
+    /// The sender's SPF record refuses the client (`550 5.7.23`), or could not be read
+    /// now (`451 4.7.24`, RFC 7372); the text is shown to the client.
+    Spf(String),
     /// Anything else; the text is shown to the client (`550 5.7.1` / `451 4.7.1`).
     Policy(String),
 }
@@ -63,7 +66,7 @@ impl fmt::Display for Reason {
             Reason::UnknownRecipient => f.write_str("unknown recipient"),
             Reason::Greylisted => f.write_str("greylisted"),
             Reason::CheckFailed => f.write_str("check failed"),
-            Reason::Policy(t) => f.write_str(t),
+            Reason::Spf(t) | Reason::Policy(t) => f.write_str(t),
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct AuthConfig {
     pub timeout: Duration,
     /// When DMARC cannot be evaluated while enforcing: accept (default) or defer.
     pub on_error: OnError,
+    /// SPF decided at MAIL FROM too (`sender_auth.spf_at_mail`).
+    pub spf_at_mail: crate::spf::SpfAtMail,
 }
 
 impl Default for AuthConfig {
@@ -47,6 +49,7 @@ impl Default for AuthConfig {
             dmarc_enforce: false,
             timeout: Duration::from_secs(10),
             on_error: OnError::FailOpen,
+            spf_at_mail: crate::spf::SpfAtMail::Off,
         }
     }
 }
@@ -56,17 +59,30 @@ pub struct SenderAuth {
     cfg: AuthConfig,
     dns: Arc<MessageAuthenticator>,
     caches: Arc<Caches>,
+    /// SPF results found at MAIL FROM, reused here.
+    spf_results: Option<Arc<crate::spf::SpfResults>>,
 }
 
 impl SenderAuth {
     /// The check, querying through the shared resolver and keeping parsed records in
     /// `caches`.
     pub fn new(cfg: AuthConfig, dns: Arc<MessageAuthenticator>, caches: Arc<Caches>) -> SenderAuth {
-        SenderAuth { cfg, dns, caches }
+        SenderAuth {
+            cfg,
+            dns,
+            caches,
+            spf_results: None,
+        }
+    }
+
+    /// Reuses the SPF results the MAIL FROM check keeps in `results`.
+    pub fn with_spf_results(mut self, results: Arc<crate::spf::SpfResults>) -> SenderAuth {
+        self.spf_results = Some(results);
+        self
     }
 }
 
-fn spf_name(r: SpfResult) -> &'static str {
+pub(crate) fn spf_name(r: SpfResult) -> &'static str {
     match r {
         SpfResult::Pass => "pass",
         SpfResult::Fail => "fail",
@@ -126,12 +142,16 @@ impl Check for SenderAuth {
         let dns = &self.dns;
         let c = &*self.caches;
 
-        let spf = if mail_from.is_empty() {
-            dns.verify_spf(c.params(SpfParameters::verify_ehlo(ip, helo, host)))
-                .await
-        } else {
-            dns.verify_spf(c.params(SpfParameters::verify_mail_from(ip, helo, host, mail_from)))
-                .await
+        let spf = match &self.spf_results {
+            Some(results) => results.verify(dns, c, ip, helo, mail_from, host).await,
+            None if mail_from.is_empty() => {
+                dns.verify_spf(c.params(SpfParameters::verify_ehlo(ip, helo, host)))
+                    .await
+            }
+            None => {
+                dns.verify_spf(c.params(SpfParameters::verify_mail_from(ip, helo, host, mail_from)))
+                    .await
+            }
         };
         let mut ar = AuthenticationResults::new(host);
         let mut findings = Findings {

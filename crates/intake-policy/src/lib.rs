@@ -31,6 +31,7 @@ pub mod recipients;
 pub mod rspamd;
 pub mod settings;
 pub mod spamd;
+pub mod spf;
 #[cfg(any(test, feature = "test-dns"))]
 pub mod testdns;
 

@@ -112,6 +112,7 @@ fn read_sender_auth(r: &mut Reader<'_>) -> crate::AuthConfig {
         dmarc_enforce: r.get("sender_auth.dmarc_enforce", d.dmarc_enforce),
         timeout: r.timeout("sender_auth.timeout", d.timeout),
         on_error: r.get("sender_auth.on_error", d.on_error),
+        spf_at_mail: r.get("sender_auth.spf_at_mail", d.spf_at_mail),
     }
 }
 

@@ -116,6 +116,9 @@ pub const GREYLISTED: Reply = Reply::new(451, S(4, 7, 1), "Greylisted, please tr
 /// A check deferred; its own text usually replaces this one.
 pub const POLICY_DEFERRED: Reply =
     Reply::new(451, S(4, 7, 1), "Deferred by policy, try again later");
+/// The sender's SPF record could not be read now (RFC 7372 §3.2: 4.7.24).
+pub const SPF_TEMP_ERROR: Reply =
+    Reply::new(451, S(4, 7, 24), "SPF validation error, try again later");
 /// A connect-stage check deferred: the session ends.
 pub const CONNECTION_DEFERRED: Reply = Reply::new(
     421,
@@ -243,6 +246,8 @@ pub const UNKNOWN_RECIPIENT: Reply =
     Reply::new(550, S(5, 1, 1), "Recipient address rejected: user unknown");
 /// A check rejected; its own text usually replaces this one.
 pub const POLICY_REJECTED: Reply = Reply::new(550, S(5, 7, 1), "Refused by policy");
+/// The sender's SPF record refuses the client (RFC 7372 §3.2: 5.7.23).
+pub const SPF_FAILED: Reply = Reply::new(550, S(5, 7, 23), "SPF validation failed");
 /// A connect-stage check rejected the client: the session ends.
 pub const CONNECTION_REJECTED: Reply = Reply::new(554, S(5, 7, 1), "Connection refused by policy");
 /// Null recipient or otherwise unacceptable destination.

@@ -183,6 +183,7 @@ fn deferral(reason: &Reason, pending: &Pending) -> Reply {
         (_, Pending::Connect) => replies::CONNECTION_DEFERRED,
         (Reason::Greylisted, _) => replies::GREYLISTED,
         (Reason::Policy(text), _) => replies::POLICY_DEFERRED.with_text(clean(text)),
+        (Reason::Spf(text), _) => replies::SPF_TEMP_ERROR.with_text(clean(text)),
         (Reason::CheckFailed | Reason::UnknownRecipient, _) => replies::CHECK_UNAVAILABLE,
     }
 }
@@ -198,6 +199,7 @@ fn rejection(reason: &Reason, pending: &Pending) -> Reply {
         (_, Pending::Connect) => replies::CONNECTION_REJECTED,
         (Reason::UnknownRecipient, _) => replies::UNKNOWN_RECIPIENT,
         (Reason::Policy(text), _) => replies::POLICY_REJECTED.with_text(clean(text)),
+        (Reason::Spf(text), _) => replies::SPF_FAILED.with_text(clean(text)),
     }
 }
 
