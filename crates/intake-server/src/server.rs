@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::fdlimit;
+use intake_delivery::TargetSet;
 
 /// The alias secret: `aliases.secret`, the contents of `aliases.secret_file`, or else one
 /// generated once and kept in the store (shared by every node on the same data; an
@@ -303,65 +304,30 @@ fn listener_service(
     })
 }
 
-/// Delivery targets of these kinds (one instance of each kind, shared by the listeners
-/// that use it, so that a relay's connection limit holds for the whole process).
-struct TargetSet {
-    routes: Vec<intake_core::Route>,
-    /// The relay itself (for recipient verification).
-    relay_target: Option<Arc<intake_smtp::relay::RelayTarget>>,
-    store: Arc<dyn intake_core::DeliveryTarget>,
-    relay: Option<Arc<dyn intake_core::DeliveryTarget>>,
-    webhook: Option<Arc<dyn intake_core::DeliveryTarget>>,
-    program: Option<Arc<dyn intake_core::DeliveryTarget>>,
-}
-
-impl TargetSet {
-    /// The targets of these kinds, with the `[[route]]`s tried first.
-    fn pick(&self, kinds: &[crate::config::TargetKind]) -> anyhow::Result<intake_core::Targets> {
-        Ok(intake_core::Targets::new(self.list(kinds)?).with_routes(self.routes.clone()))
-    }
-
-    fn list(
-        &self,
-        kinds: &[crate::config::TargetKind],
-    ) -> anyhow::Result<Vec<Arc<dyn intake_core::DeliveryTarget>>> {
-        use crate::config::TargetKind;
-        let mut list = Vec::new();
-        for k in kinds {
-            let t = match k {
-                TargetKind::Store => Some(self.store.clone()),
-                TargetKind::Relay => self.relay.clone(),
-                TargetKind::Webhook => self.webhook.clone(),
-                TargetKind::Program => self.program.clone(),
-            };
-            list.push(t.with_context(|| format!("delivery target {k:?} is not configured"))?);
-        }
-        Ok(list)
-    }
-}
-
-/// The policy checks of a listener whose targets are `kinds`: the `[recipients]` and
-/// `[greylist]` checks, then, with `relay.verify_recipients`, the downstream's word on each
-/// recipient that goes to the relay (by `kinds` or a `[[route]]`).
-/// Every policy profile's checks, built once from the settings (one resolver for all).
-/// In a cluster, greylist records are kept in its Redis rather than in the store.
-fn policy_profiles(
+/// What the policy checks keep across reloads (built once): the store, the greylist
+/// records (in a cluster, in its Redis rather than in the store), the resolver and caches.
+fn policy_shared(
     settings: &Settings,
     store: &Arc<dyn MailStore>,
     cluster: Option<&Arc<intake_cluster::Cluster>>,
-) -> anyhow::Result<intake_policy::Profiles> {
+) -> Arc<intake_policy::PolicyShared> {
     let grey: Arc<dyn intake_core::GreyState> = match cluster {
         Some(c) => c.grey_state(),
         None => Arc::new(intake_core::StoreGreyState(store.clone())),
     };
-    intake_policy::Profiles::build_with(
-        &settings.policy,
+    Arc::new(intake_policy::PolicyShared::new(
         store.clone(),
         grey,
         settings.smtp.clock.clone(),
-    )
-    .map_err(anyhow::Error::msg)
-    .context("setting up the policy checks")
+    ))
+}
+
+/// Every policy profile's checks, built from the settings with the state in `shared`.
+fn policy_profiles(
+    settings: &Settings,
+    shared: &intake_policy::PolicyShared,
+) -> anyhow::Result<intake_policy::Profiles> {
+    intake_policy::Profiles::build(&settings.policy, shared).context("setting up the policy checks")
 }
 
 /// The link to the cluster's Redis when `cluster.redis_url` is set; the client limits in
@@ -433,93 +399,41 @@ fn with_event_feed(
     Ok(Arc::new(store))
 }
 
+/// The policy checks of a listener whose targets are `names`: its profile's, then each
+/// target's recipient verification (the relay's `verify_recipients`) for the recipients
+/// that go there (by `names` or a `[[route]]`).
 fn checks_for(
-    settings: &Settings,
     profiles: &intake_policy::Profiles,
     profile: &str,
     targets: &TargetSet,
-    kinds: &[crate::config::TargetKind],
+    names: &[crate::config::TargetName],
 ) -> anyhow::Result<intake_core::Pipeline> {
-    use crate::config::TargetKind;
-    // The profile's checks, then (for relayed mail) recipient verification.
     let mut checks = (*profiles
         .get(profile)
         .with_context(|| format!("no policy profile {profile:?} (policy.profiles)"))?)
     .clone();
-    let relays = |k: &[TargetKind]| k.contains(&TargetKind::Relay);
-    let any_relay = relays(kinds) || settings.routes.iter().any(|r| relays(&r.targets));
-    if let (true, true, Some(relay)) = (
-        settings.delivery.relay_verify,
-        any_relay,
-        targets.relay_target.clone(),
-    ) {
-        let routes: Vec<(intake_smtp::DomainPolicy, bool)> = settings
-            .routes
-            .iter()
-            .map(|r| (r.domains.clone(), relays(&r.targets)))
-            .collect();
-        let default = relays(kinds);
-        let skip = Arc::new(move |rcpt: &str| {
-            let domain = rcpt.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-            let relayed = routes
-                .iter()
-                .find(|(d, _)| d.accepts(domain))
-                .map(|(_, r)| *r)
-                .unwrap_or(default);
-            !relayed
-        });
-        let c = settings
-            .delivery
-            .relay
-            .as_ref()
-            .expect("a relay target has settings");
-        let deadline = c.connect_timeout + c.command_timeout * 4;
-        checks.add(
-            Arc::new(intake_smtp::relay::RecipientVerify::new(relay, skip)),
-            deadline,
-            intake_core::OnError::Defer,
-        );
-    }
+    targets.add_recipient_checks(&mut checks, names);
     Ok(checks)
 }
 
-/// Every configured delivery target.
+/// Every configured delivery target (one instance of each, shared by the listeners that
+/// use it, so that a relay's connection limit holds for the whole process) and the routes.
 fn target_set(settings: &Settings, store: &Arc<dyn MailStore>) -> anyhow::Result<TargetSet> {
-    let mut set = TargetSet {
-        routes: Vec::new(),
-        relay_target: None,
-        store: Arc::new(intake_core::StoreTarget(store.clone())),
-        relay: None,
-        webhook: None,
-        program: None,
+    let routes = settings
+        .routes
+        .iter()
+        .map(|r| {
+            let domains = r.domains.clone();
+            intake_delivery::RouteSpec {
+                matches: Arc::new(move |d: &str| domains.accepts(d)),
+                targets: r.targets.clone(),
+            }
+        })
+        .collect();
+    let cx = intake_delivery::TargetContext {
+        store: store.clone(),
     };
-    let d = &settings.delivery;
-    if let Some(cfg) = d.relay.clone() {
-        let server = cfg.server.clone();
-        let relay = Arc::new(
-            intake_smtp::relay::RelayTarget::new(cfg)
-                .with_context(|| format!("setting up the relay to {server} (relay.tls_ca)"))?,
-        );
-        set.relay_target = Some(relay.clone());
-        set.relay = Some(relay);
-    }
-    if let Some(cfg) = d.webhook.clone() {
-        set.webhook = Some(Arc::new(
-            intake_smtp::webhook::WebhookTarget::new(cfg)
-                .context("setting up the webhook (webhook.url, webhook.tls_ca)")?,
-        ));
-    }
-    if let Some(cfg) = d.program.clone() {
-        set.program = Some(Arc::new(intake_smtp::program::ProgramTarget::new(cfg)));
-    }
-    for r in &settings.routes {
-        let domains = r.domains.clone();
-        set.routes.push(intake_core::Route {
-            matches: Arc::new(move |d: &str| domains.accepts(d)),
-            targets: set.list(&r.targets)?,
-        });
-    }
-    Ok(set)
+    Ok(TargetSet::build(&settings.delivery.sections, &cx, routes)?)
 }
 
 /// The default listener's session settings.
@@ -537,7 +451,6 @@ fn default_session(
 
 /// A `[[listener]]`'s service, from the default one.
 fn extra_service(
-    settings: &Settings,
     l: &crate::config::ListenerSettings,
     default: &intake_smtp::Service,
     targets: &TargetSet,
@@ -552,9 +465,7 @@ fn extra_service(
     };
     if let Some(profile) = profile {
         let mut cfg = (*svc.cfg).clone();
-        cfg.checks = Arc::new(checks_for(
-            settings, profiles, profile, targets, &l.targets,
-        )?);
+        cfg.checks = Arc::new(checks_for(profiles, profile, targets, &l.targets)?);
         svc.cfg = Arc::new(cfg);
     }
     Ok(svc)
@@ -565,7 +476,7 @@ fn extra_service(
 /// open keep theirs. Addresses, connection caps, the store, targets and HTTP settings need a
 /// restart: a reload that changes them says so in the log.
 pub struct Reloader {
-    store: Arc<dyn MailStore>,
+    policy: Arc<intake_policy::PolicyShared>,
     cluster: Option<Arc<intake_cluster::Cluster>>,
     targets: Arc<TargetSet>,
     auth: Arc<dyn intake_core::Authenticator>,
@@ -579,14 +490,8 @@ impl Reloader {
     pub fn apply(&self, new: &Settings) -> anyhow::Result<()> {
         // The checks are built again from the new settings (a resolver that cannot be made
         // refuses the reload; the old checks stay).
-        let profiles = policy_profiles(new, &self.store, self.cluster.as_ref())?;
-        let checks = checks_for(
-            new,
-            &profiles,
-            "default",
-            &self.targets,
-            &new.delivery.targets,
-        )?;
+        let profiles = policy_profiles(new, &self.policy)?;
+        let checks = checks_for(&profiles, "default", &self.targets, &new.delivery.targets)?;
         let default = intake_smtp::Service {
             cfg: default_session(new, Arc::new(checks), &self.auth),
             ..self.default.clone()
@@ -598,8 +503,7 @@ impl Reloader {
         for (name, live) in &self.extra {
             match new.listeners.iter().find(|l| &l.name == name) {
                 Some(l) => {
-                    let svc =
-                        extra_service(new, l, &default, &self.targets, &self.auth, &profiles)?;
+                    let svc = extra_service(l, &default, &self.targets, &self.auth, &profiles)?;
                     updates.push((live.clone(), svc.cfg));
                 }
                 None => tracing::warn!(listener = %name,
@@ -762,15 +666,10 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     // The policy checks, wired here so that the session never depends on their backends.
     // Each listener runs the checks of its profile; the default listener's is `default`.
     let cluster = cluster(settings)?;
-    let profiles = policy_profiles(settings, &store, cluster.as_ref())?;
+    let policy = policy_shared(settings, &store, cluster.as_ref());
+    let profiles = policy_profiles(settings, &policy)?;
     let targets = Arc::new(target_set(settings, &store)?);
-    let checks = checks_for(
-        settings,
-        &profiles,
-        "default",
-        &targets,
-        &settings.delivery.targets,
-    )?;
+    let checks = checks_for(&profiles, "default", &targets, &settings.delivery.targets)?;
     let auth = authenticator(settings, &store);
     let (mailpit, mailpit_addr) = match settings.http.mailpit_listen {
         Some(addr) => {
@@ -831,7 +730,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
             .await
             .with_context(|| format!("binding listener {:?} to {}", l.name, l.address))?;
         let addr = bound.local_addr()?;
-        let mut svc = extra_service(settings, l, &svc, &targets, &auth, &profiles)?;
+        let mut svc = extra_service(l, &svc, &targets, &auth, &profiles)?;
         let live = Arc::new(intake_smtp::LiveConfig::default());
         svc.live = Some(live.clone());
         extra_live.push((l.name.clone(), live));
@@ -847,7 +746,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         ));
     }
     let reloader = Arc::new(Reloader {
-        store: store.clone(),
+        policy,
         cluster: cluster.clone(),
         targets: targets.clone(),
         auth: auth.clone(),

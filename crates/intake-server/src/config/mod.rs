@@ -14,5 +14,5 @@ pub use env::{ENV_PREFIX, load_table};
 pub use reader::{ConfigError, Origin, Sources};
 pub use settings::{
     AuthConfig, AuthMode, DeliverySettings, HttpSettings, ListenerSettings, LogFormat,
-    PolicyProfile, RetentionSettings, Settings, StoreSettings, TargetKind, TlsPolicy, known_keys,
+    PolicyProfile, RetentionSettings, Settings, StoreSettings, TargetName, TlsPolicy, known_keys,
 };
