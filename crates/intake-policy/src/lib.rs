@@ -38,7 +38,7 @@ pub mod spamd;
 #[cfg(any(test, feature = "test-dns"))]
 pub mod testdns;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use intake_core::Pipeline;
@@ -49,56 +49,10 @@ pub use dnsbl::{Dnsbl, DnsblAction, DnsblConfig};
 pub use greylist::{Greylist, GreylistConfig};
 pub use helo::{HeloCheck, HeloConfig};
 pub use recipients::{RecipientExists, RecipientsConfig};
-pub use registry::{BuiltCheck, CHECKS, CheckEntry, PolicyError};
+pub use registry::{BuiltCheck, CHECKS, CheckEntry, DEFAULT_PROFILE, PolicyConfig, PolicyError};
 pub use rspamd::{Rspamd, RspamdConfig};
 pub use shared::PolicyShared;
 pub use spamd::{Spamd, SpamdConfig};
-
-/// The profile of the default listener.
-pub const DEFAULT_PROFILE: &str = "default";
-
-/// Every policy setting.
-#[derive(Debug, Clone, Default)]
-pub struct PolicyConfig {
-    /// The resolver of the DNS checks.
-    pub dns: DnsConfig,
-    /// DNS block- and allowlists.
-    pub dnsbl: DnsblConfig,
-    /// HELO name checks.
-    pub helo: HeloConfig,
-    /// Valid recipients.
-    pub recipients: RecipientsConfig,
-    /// Greylisting.
-    pub greylist: GreylistConfig,
-    /// SPF, DKIM, DMARC, ARC.
-    pub sender_auth: AuthConfig,
-    /// rspamd.
-    pub rspamd: RspamdConfig,
-    /// SpamAssassin's spamd.
-    pub spamd: SpamdConfig,
-    /// Named profiles: the checks each runs. `default` is the enabled checks unless given.
-    pub profiles: BTreeMap<String, Vec<String>>,
-}
-
-impl PolicyConfig {
-    /// The checks of the `default` profile when it is not configured: the enabled ones.
-    pub fn enabled_checks(&self) -> Vec<String> {
-        CHECKS
-            .iter()
-            .filter(|e| (e.enabled)(self))
-            .map(|e| e.name.to_string())
-            .collect()
-    }
-
-    /// The checks of profile `name`, or `None` when there is no such profile.
-    pub fn profile(&self, name: &str) -> Option<Vec<String>> {
-        match self.profiles.get(name) {
-            Some(checks) => Some(checks.clone()),
-            None if name == DEFAULT_PROFILE => Some(self.enabled_checks()),
-            None => None,
-        }
-    }
-}
 
 /// The pipelines of every profile, by name. Checks are built once and shared.
 #[derive(Debug, Default)]

@@ -2,17 +2,21 @@
 //! of one stage run.
 //!
 //! Adding a check: its module (an `intake_core::Check` and its config struct), one line in
-//! [`CHECKS`] (and its field in [`crate::PolicyConfig`]), and its section read in the
+//! [`CHECKS`] and its field in [`PolicyConfig`] (both here), and its section read in the
 //! server's configuration. State that must outlive a reload (caches, counters, shared
 //! records) comes from [`PolicyShared`], never from the constructor itself.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use intake_core::{Check, OnError, Stage};
 
 use crate::shared::PolicyShared;
-use crate::{Dnsbl, Greylist, HeloCheck, PolicyConfig, RecipientExists, Rspamd, SenderAuth, Spamd};
+use crate::{
+    AuthConfig, DnsConfig, Dnsbl, DnsblConfig, Greylist, GreylistConfig, HeloCheck, HeloConfig,
+    RecipientExists, RecipientsConfig, Rspamd, RspamdConfig, SenderAuth, Spamd, SpamdConfig,
+};
 
 /// Every check, in the order checks of one stage run.
 pub const CHECKS: &[CheckEntry] = &[
@@ -101,6 +105,52 @@ pub const CHECKS: &[CheckEntry] = &[
         },
     },
 ];
+
+/// The profile of the default listener.
+pub const DEFAULT_PROFILE: &str = "default";
+
+/// Every policy setting.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyConfig {
+    /// The resolver of the DNS checks.
+    pub dns: DnsConfig,
+    /// DNS block- and allowlists.
+    pub dnsbl: DnsblConfig,
+    /// HELO name checks.
+    pub helo: HeloConfig,
+    /// Valid recipients.
+    pub recipients: RecipientsConfig,
+    /// Greylisting.
+    pub greylist: GreylistConfig,
+    /// SPF, DKIM, DMARC, ARC.
+    pub sender_auth: AuthConfig,
+    /// rspamd.
+    pub rspamd: RspamdConfig,
+    /// SpamAssassin's spamd.
+    pub spamd: SpamdConfig,
+    /// Named profiles: the checks each runs. `default` is the enabled checks unless given.
+    pub profiles: BTreeMap<String, Vec<String>>,
+}
+
+impl PolicyConfig {
+    /// The checks of the `default` profile when it is not configured: the enabled ones.
+    pub fn enabled_checks(&self) -> Vec<String> {
+        CHECKS
+            .iter()
+            .filter(|e| (e.enabled)(self))
+            .map(|e| e.name.to_string())
+            .collect()
+    }
+
+    /// The checks of profile `name`, or `None` when there is no such profile.
+    pub fn profile(&self, name: &str) -> Option<Vec<String>> {
+        match self.profiles.get(name) {
+            Some(checks) => Some(checks.clone()),
+            None if name == DEFAULT_PROFILE => Some(self.enabled_checks()),
+            None => None,
+        }
+    }
+}
 
 /// One policy check.
 pub struct CheckEntry {

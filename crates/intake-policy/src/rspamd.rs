@@ -168,3 +168,42 @@ impl Check for Rspamd {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn an_answer_past_the_bound_cannot_decide_and_is_not_read_whole() {
+        // A "scanner" announcing a 100 MB answer, sending a little and then waiting.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = l.local_addr().unwrap();
+        let (done, wait) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await.unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n{\"action\":")
+                .await
+                .unwrap();
+            let _ = wait.await;
+        });
+        let check = Rspamd::new(RspamdConfig {
+            enabled: true,
+            address,
+            ..RspamdConfig::default()
+        });
+        let mut cx = CheckCtx::new(Stage::Data, "192.0.2.1:40000".parse().unwrap());
+        cx.content = bytes::Bytes::from_static(b"Subject: x\r\n\r\nhi\r\n");
+        let e = check.check(&cx).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            CheckError::Backend(format!(
+                "rspamd: the response body is larger than {MAX_ANSWER} bytes"
+            ))
+            .to_string()
+        );
+        drop(done);
+    }
+}
