@@ -21,7 +21,7 @@ use mail_auth::hickory_resolver::config::{
 use mail_auth::{MX, MessageAuthenticator, RecordSet, ResolverCache, Txt};
 
 /// Settings of the shared resolver.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsConfig {
     /// Name servers (address and port); empty: the system's configuration.
     pub servers: Vec<SocketAddr>,

@@ -13,13 +13,14 @@
 //! The DNS checks share one caching resolver ([`dns`]). Which checks a listener runs is its
 //! *profile* ([`Profiles`]): a named list of checks (`[policy.profiles.mx] checks = [..]`);
 //! the default listener uses `default`, which unless configured is every enabled check.
-//! Within a stage checks always run in the order of [`CHECKS`].
+//! Within a stage checks always run in the order of [`CHECKS`], the [`registry`].
 //!
-//! To add a check: implement `Check` in a module here, give it a config struct, add it to
-//! [`CHECKS`] and [`Profiles::build`], and read its settings in `intake-server`'s
-//! `settings.rs`. A check reads the time through the injected [`intake_core::Clock`] so
-//! that its tests need not sleep, and keeps durable state in the store (`MailStore`
-//! methods), never in files of its own.
+//! To add a check: implement `Check` in a module here with a config struct (a field of
+//! [`PolicyConfig`]), add one [`registry::CheckEntry`] to [`CHECKS`], and read its settings
+//! in `intake-server`'s configuration. A check reads the time through the injected
+//! [`intake_core::Clock`] so that its tests need not sleep, keeps durable state in the store
+//! (`MailStore` methods), never in files of its own, and takes whatever must outlive a
+//! reload (caches, shared records) from [`PolicyShared`], which the wiring builds once.
 #![warn(missing_docs)]
 
 pub mod auth;
@@ -28,17 +29,21 @@ pub mod dnsbl;
 pub mod greylist;
 pub mod helo;
 pub mod recipients;
+pub mod registry;
+#[cfg(test)]
+mod reload_tests;
 pub mod rspamd;
 pub mod settings;
+pub mod shared;
 pub mod spamd;
 pub mod spf;
 #[cfg(any(test, feature = "test-dns"))]
 pub mod testdns;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use intake_core::{Clock, GreyState, MailStore, Pipeline};
+use intake_core::Pipeline;
 
 pub use auth::{AuthConfig, SenderAuth};
 pub use dns::DnsConfig;
@@ -46,82 +51,10 @@ pub use dnsbl::{Dnsbl, DnsblAction, DnsblConfig};
 pub use greylist::{Greylist, GreylistConfig};
 pub use helo::{HeloCheck, HeloConfig};
 pub use recipients::{RecipientExists, RecipientsConfig};
+pub use registry::{BuiltCheck, CHECKS, CheckEntry, DEFAULT_PROFILE, PolicyConfig, PolicyError};
 pub use rspamd::{Rspamd, RspamdConfig};
+pub use shared::PolicyShared;
 pub use spamd::{Spamd, SpamdConfig};
-
-/// Every check's name, in the order checks of one stage run.
-pub const CHECKS: &[&str] = &[
-    "dnsbl",
-    "helo",
-    "recipients",
-    "greylist",
-    "sender_auth",
-    "rspamd",
-    "spamd",
-];
-
-/// The profile of the default listener.
-pub const DEFAULT_PROFILE: &str = "default";
-
-/// Every policy setting.
-#[derive(Debug, Clone, Default)]
-pub struct PolicyConfig {
-    /// The resolver of the DNS checks.
-    pub dns: DnsConfig,
-    /// DNS block- and allowlists.
-    pub dnsbl: DnsblConfig,
-    /// HELO name checks.
-    pub helo: HeloConfig,
-    /// Valid recipients.
-    pub recipients: RecipientsConfig,
-    /// Greylisting.
-    pub greylist: GreylistConfig,
-    /// SPF, DKIM, DMARC, ARC.
-    pub sender_auth: AuthConfig,
-    /// rspamd.
-    pub rspamd: RspamdConfig,
-    /// SpamAssassin's spamd.
-    pub spamd: SpamdConfig,
-    /// Named profiles: the checks each runs. `default` is the enabled checks unless given.
-    pub profiles: BTreeMap<String, Vec<String>>,
-}
-
-impl PolicyConfig {
-    /// The checks of the `default` profile when it is not configured: the enabled ones.
-    pub fn enabled_checks(&self) -> Vec<String> {
-        let on = [
-            self.dnsbl.enabled && !self.dnsbl.zones.is_empty(),
-            self.helo.enabled(),
-            true, // recipients: accepts everyone until a source lists someone
-            self.greylist.enabled,
-            self.sender_auth.enabled,
-            self.rspamd.enabled,
-            self.spamd.enabled,
-        ];
-        CHECKS
-            .iter()
-            .zip(on)
-            .filter(|(_, on)| *on)
-            .map(|(c, _)| c.to_string())
-            .collect()
-    }
-
-    /// The checks of profile `name`, or `None` when there is no such profile.
-    pub fn profile(&self, name: &str) -> Option<Vec<String>> {
-        match self.profiles.get(name) {
-            Some(checks) => Some(checks.clone()),
-            None if name == DEFAULT_PROFILE => Some(self.enabled_checks()),
-            None => None,
-        }
-    }
-}
-
-/// A check with its deadline and what to do when it cannot decide.
-type Built = (
-    Arc<dyn intake_core::Check>,
-    std::time::Duration,
-    intake_core::OnError,
-);
 
 /// The pipelines of every profile, by name. Checks are built once and shared.
 #[derive(Debug, Default)]
@@ -130,25 +63,12 @@ pub struct Profiles {
 }
 
 impl Profiles {
-    /// Builds every configured profile (and `default`). Fails on an unknown check name or
-    /// when a DNS check is wanted and no resolver can be made. Greylisting keeps its
-    /// records in `store`.
-    pub fn build(
-        cfg: &PolicyConfig,
-        store: Arc<dyn MailStore>,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Profiles, String> {
-        let grey = Arc::new(intake_core::StoreGreyState(store.clone()));
-        Profiles::build_with(cfg, store, grey, clock)
-    }
-
-    /// As [`Profiles::build`], with greylist records in `grey` (Redis, for a cluster).
-    pub fn build_with(
-        cfg: &PolicyConfig,
-        store: Arc<dyn MailStore>,
-        grey: Arc<dyn GreyState>,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Profiles, String> {
+    /// Builds every configured profile (and `default`), each check once, shared by the
+    /// profiles that use it. State that outlives this build (the resolver and its caches,
+    /// greylist records) comes from `shared`, so a reload builds again from new settings
+    /// and keeps it. Fails on an unknown check name or when a DNS check is wanted and no
+    /// resolver can be made.
+    pub fn build(cfg: &PolicyConfig, shared: &PolicyShared) -> Result<Profiles, PolicyError> {
         let mut names: Vec<String> = cfg.profiles.keys().cloned().collect();
         if !names.iter().any(|n| n == DEFAULT_PROFILE) {
             names.push(DEFAULT_PROFILE.into());
@@ -161,78 +81,24 @@ impl Profiles {
             })
             .collect();
         for (profile, checks) in &wanted {
-            if let Some(bad) = checks.iter().find(|c| !CHECKS.contains(&c.as_str())) {
-                return Err(format!(
-                    "policy.profiles.{profile}: unknown check {bad:?} (known: {})",
-                    CHECKS.join(", ")
-                ));
+            if let Some(bad) = checks.iter().find(|c| registry::find(c).is_none()) {
+                return Err(PolicyError::UnknownCheck {
+                    profile: profile.clone(),
+                    check: bad.clone(),
+                });
             }
         }
         let uses = |c: &str| wanted.iter().any(|(_, cs)| cs.iter().any(|x| x == c));
-        let dns = if uses("dnsbl") || uses("sender_auth") {
-            Some(dns::resolver(&cfg.dns)?)
-        } else {
-            None
-        };
-        // mail-auth's parsed-record caches, only when sender authentication runs.
-        let caches = uses("sender_auth").then(|| Arc::new(dns::Caches::new(cfg.dns.cache_size)));
-        // One instance of each check, shared by the profiles that use it.
-        let mut built: HashMap<&str, Built> = HashMap::new();
-        for name in CHECKS.iter().copied().filter(|c| uses(c)) {
-            let entry: Built = match name {
-                "dnsbl" => (
-                    Arc::new(Dnsbl::new(cfg.dnsbl.clone(), dns.clone().expect("built"))),
-                    cfg.dnsbl.timeout,
-                    cfg.dnsbl.on_error,
-                ),
-                "helo" => (
-                    Arc::new(HeloCheck::new(cfg.helo.clone())),
-                    std::time::Duration::from_secs(1),
-                    intake_core::OnError::FailOpen,
-                ),
-                "recipients" => (
-                    Arc::new(RecipientExists::new(&cfg.recipients, store.clone())),
-                    cfg.recipients.timeout,
-                    cfg.recipients.on_error,
-                ),
-                "greylist" => (
-                    Arc::new(Greylist::with_state(
-                        cfg.greylist.clone(),
-                        grey.clone(),
-                        clock.clone(),
-                    )),
-                    cfg.greylist.timeout,
-                    cfg.greylist.on_error,
-                ),
-                "sender_auth" => (
-                    Arc::new(SenderAuth::new(
-                        cfg.sender_auth.clone(),
-                        dns.clone().expect("built"),
-                        caches.clone().expect("built"),
-                    )),
-                    cfg.sender_auth.timeout,
-                    cfg.sender_auth.on_error,
-                ),
-                "rspamd" => (
-                    Arc::new(Rspamd::new(cfg.rspamd.clone())),
-                    cfg.rspamd.timeout,
-                    cfg.rspamd.on_error,
-                ),
-                "spamd" => (
-                    Arc::new(Spamd::new(cfg.spamd.clone())),
-                    cfg.spamd.timeout,
-                    cfg.spamd.on_error,
-                ),
-                _ => unreachable!("CHECKS lists every check"),
-            };
-            built.insert(name, entry);
+        let mut built: HashMap<&str, BuiltCheck> = HashMap::new();
+        for entry in CHECKS.iter().filter(|e| uses(e.name)) {
+            built.insert(entry.name, (entry.build)(cfg, shared)?);
         }
         let mut pipelines = HashMap::new();
         for (profile, checks) in wanted {
             let mut p = Pipeline::new();
-            for name in CHECKS.iter().filter(|c| checks.iter().any(|x| x == **c)) {
-                let (check, deadline, on_error) = &built[name];
-                p.add(check.clone(), *deadline, *on_error);
+            for entry in CHECKS.iter().filter(|e| checks.iter().any(|x| x == e.name)) {
+                let b = &built[entry.name];
+                p.add(b.check.clone(), b.deadline, b.on_error);
             }
             pipelines.insert(profile, Arc::new(p));
         }
@@ -248,15 +114,6 @@ impl Profiles {
     pub fn default_pipeline(&self) -> Arc<Pipeline> {
         self.get(DEFAULT_PROFILE).unwrap_or_default()
     }
-}
-
-/// The checks of the `default` profile (see [`Profiles::build`]).
-pub fn pipeline(
-    cfg: &PolicyConfig,
-    store: Arc<dyn MailStore>,
-    clock: Arc<dyn Clock>,
-) -> Result<Arc<Pipeline>, String> {
-    Profiles::build(cfg, store, clock).map(|p| p.default_pipeline())
 }
 
 #[cfg(test)]

@@ -9,9 +9,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use intake_client::{HttpClient, Trust};
 use intake_core::{Check, CheckCtx, CheckError, Findings, OnError, Reason, Stage, Verdict};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Settings of the rspamd check.
 #[derive(Debug, Clone)]
@@ -44,15 +43,23 @@ impl Default for RspamdConfig {
     }
 }
 
+/// The largest answer read from rspamd: its JSON is a few kilobytes; more is refused
+/// (the check then could not decide).
+pub const MAX_ANSWER: usize = 1024 * 1024;
+
 /// The rspamd check (at end of data).
 pub struct Rspamd {
     cfg: RspamdConfig,
+    client: HttpClient,
 }
 
 impl Rspamd {
     /// The check with these settings.
     pub fn new(cfg: RspamdConfig) -> Rspamd {
-        Rspamd { cfg }
+        let client = HttpClient::new(&format!("http://{}/checkv2", cfg.address), Trust::System)
+            .expect("an http:// URL made from a socket address")
+            .with_max_body(MAX_ANSWER);
+        Rspamd { cfg, client }
     }
 }
 
@@ -72,70 +79,6 @@ fn header_value(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
-}
-
-/// Sends one HTTP/1.1 request (closing the connection after it) and returns the status and
-/// the body.
-pub(crate) async fn http_post(
-    address: SocketAddr,
-    path: &str,
-    headers: &[(&str, String)],
-    body: &[u8],
-) -> Result<(u16, Vec<u8>), String> {
-    let mut stream = TcpStream::connect(address)
-        .await
-        .map_err(|e| format!("{address}: {e}"))?;
-    let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        req.push_str(&format!("{name}: {}\r\n", header_value(value)));
-    }
-    req.push_str("\r\n");
-    stream
-        .write_all(req.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    stream.write_all(body).await.map_err(|e| e.to_string())?;
-    let mut answer = Vec::new();
-    stream
-        .read_to_end(&mut answer)
-        .await
-        .map_err(|e| e.to_string())?;
-    let split = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no HTTP header in the answer")?;
-    let head = String::from_utf8_lossy(&answer[..split]);
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or("no HTTP status in the answer")?;
-    let mut body = answer[split + 4..].to_vec();
-    if head
-        .lines()
-        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"))
-    {
-        body = dechunk(&body).ok_or("bad chunked body")?;
-    }
-    Ok((status, body))
-}
-
-fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = b.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&b[..eol]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        b = &b[eol + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(b.get(..size)?);
-        b = b.get(size + 2..)?;
-    }
 }
 
 #[async_trait]
@@ -162,9 +105,19 @@ impl Check for Rspamd {
         for r in &cx.recipients {
             headers.push(("Rcpt", r.clone()));
         }
-        let (status, body) = http_post(self.cfg.address, "/checkv2", &headers, &cx.content)
+        let headers: Vec<(&str, String)> = headers
+            .into_iter()
+            .map(|(name, value)| (name, header_value(&value)))
+            .collect();
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let fail = |e: intake_client::HttpError| CheckError::Backend(format!("rspamd: {e}"));
+        let answer = self
+            .client
+            .post(&headers, cx.content.clone(), self.cfg.timeout)
             .await
-            .map_err(|e| CheckError::Backend(format!("rspamd: {e}")))?;
+            .map_err(fail)?;
+        let status = answer.status;
+        let body = answer.bytes().await.map_err(fail)?;
         if status != 200 {
             return Err(CheckError::Backend(format!(
                 "rspamd answered HTTP {status}: {}",
@@ -213,5 +166,44 @@ impl Check for Rspamd {
             "add header" | "rewrite subject" => tag(spam_headers()),
             _ => tag(String::new()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn an_answer_past_the_bound_cannot_decide_and_is_not_read_whole() {
+        // A "scanner" announcing a 100 MB answer, sending a little and then waiting.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = l.local_addr().unwrap();
+        let (done, wait) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await.unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n{\"action\":")
+                .await
+                .unwrap();
+            let _ = wait.await;
+        });
+        let check = Rspamd::new(RspamdConfig {
+            enabled: true,
+            address,
+            ..RspamdConfig::default()
+        });
+        let mut cx = CheckCtx::new(Stage::Data, "192.0.2.1:40000".parse().unwrap());
+        cx.content = bytes::Bytes::from_static(b"Subject: x\r\n\r\nhi\r\n");
+        let e = check.check(&cx).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            CheckError::Backend(format!(
+                "rspamd: the response body is larger than {MAX_ANSWER} bytes"
+            ))
+            .to_string()
+        );
+        drop(done);
     }
 }

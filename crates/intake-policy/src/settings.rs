@@ -153,10 +153,13 @@ fn read_profiles(r: &mut Reader<'_>) -> std::collections::BTreeMap<String, Vec<S
         let key = format!("policy.profiles.{name}.checks");
         let checks: Vec<String> = r.get(&key, Vec::new());
         for c in &checks {
-            if !crate::CHECKS.contains(&c.as_str()) {
+            if crate::registry::find(c).is_none() {
                 r.error(
                     &key,
-                    format!("{c:?} is not a check (known: {})", crate::CHECKS.join(", ")),
+                    format!(
+                        "{c:?} is not a check (known: {})",
+                        crate::registry::known_names()
+                    ),
                 );
             }
         }

@@ -13,6 +13,10 @@ use intake_core::{Check, CheckCtx, CheckError, Findings, OnError, Reason, Stage,
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// The largest answer read from spamd (its header and the list of rules that hit); more
+/// is refused (the check then could not decide).
+pub const MAX_ANSWER: usize = 64 * 1024;
+
 /// Settings of the spamd check.
 #[derive(Debug, Clone)]
 pub struct SpamdConfig {
@@ -136,11 +140,18 @@ impl Check for Spamd {
             .await
             .map_err(|e| fail(e.to_string()))?;
         stream.shutdown().await.map_err(|e| fail(e.to_string()))?;
+        // Read at most MAX_ANSWER (+1 to tell a larger answer), never the whole of it.
         let mut answer = Vec::new();
-        stream
+        (&mut stream)
+            .take(MAX_ANSWER as u64 + 1)
             .read_to_end(&mut answer)
             .await
             .map_err(|e| fail(e.to_string()))?;
+        if answer.len() > MAX_ANSWER {
+            return Err(fail(format!(
+                "the answer is larger than {MAX_ANSWER} bytes"
+            )));
+        }
         let a = parse_answer(&answer).map_err(fail)?;
         let findings = Findings {
             symbols: a.symbols.iter().map(|s| format!("SA:{s}")).collect(),
@@ -196,5 +207,36 @@ mod tests {
             }
         );
         assert!(parse_answer(b"SPAMD/1.0 76 Bad header line: x\r\n").is_err());
+    }
+
+    #[tokio::test]
+    async fn an_answer_past_the_bound_cannot_decide_and_is_not_read_whole() {
+        // A "spamd" sending more than the bound and then waiting with the connection open.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = l.local_addr().unwrap();
+        let (done, wait) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await.unwrap();
+            let mut answer = b"SPAMD/1.1 0 EX_OK\r\nSpam: True ; 9.0 / 5.0\r\n\r\n".to_vec();
+            answer.resize(MAX_ANSWER + 4096, b'A');
+            s.write_all(&answer).await.unwrap();
+            let _ = wait.await;
+        });
+        let check = Spamd::new(SpamdConfig {
+            enabled: true,
+            address,
+            ..SpamdConfig::default()
+        });
+        let mut cx = CheckCtx::new(Stage::Data, "192.0.2.1:40000".parse().unwrap());
+        cx.content = bytes::Bytes::from_static(b"Subject: x\r\n\r\nhi\r\n");
+        let e = check.check(&cx).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with(&format!("the answer is larger than {MAX_ANSWER} bytes")),
+            "{e}"
+        );
+        drop(done);
     }
 }

@@ -18,14 +18,10 @@ pub mod conn;
 pub mod failure;
 pub mod limits;
 pub mod listener;
-pub mod program;
 pub mod proxy;
-pub mod relay;
 pub mod session;
 pub mod settings;
 pub mod tls;
-pub mod tls_client;
-pub mod webhook;
 
 pub use config::{DomainPolicy, SessionConfig, TlsMode};
 pub use listener::{LiveConfig, Service, serve, serve_with};

@@ -12,5 +12,5 @@ mod settings;
 pub use intake_config::{ConfigError, ENV_PREFIX, Origin, Sources, load_table};
 pub use settings::{
     AuthConfig, AuthMode, DeliverySettings, HttpSettings, ListenerSettings, LogFormat,
-    PolicyProfile, RetentionSettings, Settings, StoreSettings, TargetKind, TlsPolicy, known_keys,
+    PolicyProfile, RetentionSettings, Settings, StoreSettings, TargetName, TlsPolicy, known_keys,
 };

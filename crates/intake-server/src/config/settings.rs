@@ -6,13 +6,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use intake_core::Retention;
+use intake_delivery::program::ProgramConfig;
+use intake_delivery::relay::{RelayConfig, RelayTls};
+use intake_delivery::webhook::{HttpUrl, WebhookConfig};
+pub use intake_delivery::{TargetName, TargetsConfig};
 use intake_http::{AccessConfig, AccessMode, HttpConfig, RateLimit, Scopes, Token};
 use intake_policy::PolicyConfig;
 use intake_smtp::limits::LimitSettings;
-use intake_smtp::program::ProgramConfig;
 use intake_smtp::proxy::ProxySettings;
-use intake_smtp::relay::{RelayConfig, RelayTls};
-use intake_smtp::webhook::{HttpUrl, WebhookConfig};
 use intake_smtp::{DomainPolicy, SessionConfig};
 use intake_store::StoreKind;
 pub use intake_store::StoreSettings;
@@ -50,32 +51,13 @@ pub struct RetentionSettings {
     pub interval: Duration,
 }
 
-/// A kind of delivery target (`delivery.targets`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TargetKind {
-    /// The local store.
-    Store,
-    /// A downstream SMTP/LMTP server (`[relay]`).
-    Relay,
-    /// An HTTP POST (`[webhook]`).
-    Webhook,
-    /// A command, the message on its standard input (`[program]`).
-    Program,
-}
-
 /// Where accepted mail goes.
 #[derive(Debug, Clone)]
 pub struct DeliverySettings {
     /// The targets of the default listener, in order (250 only when all took the message).
-    pub targets: Vec<TargetKind>,
-    /// The downstream server, when a listener relays.
-    pub relay: Option<RelayConfig>,
-    /// Ask the downstream about each recipient at RCPT time.
-    pub relay_verify: bool,
-    /// The webhook, when a listener posts.
-    pub webhook: Option<WebhookConfig>,
-    /// The program, when a listener runs one.
-    pub program: Option<ProgramConfig>,
+    pub targets: Vec<TargetName>,
+    /// Each target's section (`[relay]`, `[webhook]`, `[program]`), when configured.
+    pub sections: TargetsConfig,
 }
 
 /// SMTP AUTH of the default listener (`[auth]`).
@@ -152,7 +134,7 @@ pub struct ListenerSettings {
     /// The policy checks.
     pub policy: PolicyProfile,
     /// Where its mail goes.
-    pub targets: Vec<TargetKind>,
+    pub targets: Vec<TargetName>,
 }
 
 /// A `[[route]]`: recipients at these domains go to these targets, on every listener.
@@ -161,7 +143,7 @@ pub struct RouteSettings {
     /// Domain patterns (`example.com`, `*.example.com`).
     pub domains: DomainPolicy,
     /// The targets.
-    pub targets: Vec<TargetKind>,
+    pub targets: Vec<TargetName>,
 }
 
 /// Everything `intake` needs to run, validated.
@@ -366,18 +348,15 @@ fn read_delivery(r: &mut Reader<'_>, hostname: &str, domains: &DomainPolicy) -> 
     let names: Vec<String> = r.get("delivery.targets", vec!["store".to_string()]);
     let mut targets = Vec::new();
     for n in &names {
-        let kind = match n.as_str() {
-            "store" => TargetKind::Store,
-            "relay" => TargetKind::Relay,
-            "webhook" => TargetKind::Webhook,
-            "program" => TargetKind::Program,
-            other => {
-                r.error(
-                    "delivery.targets",
-                    format!("{other:?}: expected \"store\", \"relay\", \"webhook\" or \"program\""),
-                );
-                continue;
-            }
+        let Some(kind) = TargetName::parse(n) else {
+            r.error(
+                "delivery.targets",
+                format!(
+                    "{n:?}: expected one of {}",
+                    intake_delivery::registry::known_names()
+                ),
+            );
+            continue;
         };
         if targets.contains(&kind) {
             r.error("delivery.targets", format!("{n:?} is listed twice"));
@@ -426,7 +405,7 @@ fn read_delivery(r: &mut Reader<'_>, hostname: &str, domains: &DomainPolicy) -> 
     let data_timeout = r.timeout("relay.data_timeout", d.data_timeout);
     let idle_timeout = r.duration("relay.idle_timeout", d.idle_timeout);
     let relay_verify: bool = r.get("relay.verify_recipients", false);
-    let wanted = targets.contains(&TargetKind::Relay);
+    let wanted = targets.iter().any(|t| *t == "relay");
     let relay = if server.is_empty() {
         if wanted {
             r.error(
@@ -460,6 +439,7 @@ fn read_delivery(r: &mut Reader<'_>, hostname: &str, domains: &DomainPolicy) -> 
         c.command_timeout = command_timeout;
         c.data_timeout = data_timeout;
         c.idle_timeout = idle_timeout;
+        c.verify_recipients = relay_verify;
         Some(c)
     };
     if wanted && domains.is_catch_all() {
@@ -469,14 +449,15 @@ fn read_delivery(r: &mut Reader<'_>, hostname: &str, domains: &DomainPolicy) -> 
              unless it refuses the others itself",
         );
     }
-    let webhook = read_webhook(r, targets.contains(&TargetKind::Webhook));
-    let program = read_program(r, targets.contains(&TargetKind::Program));
+    let webhook = read_webhook(r, targets.iter().any(|t| *t == "webhook"));
+    let program = read_program(r, targets.iter().any(|t| *t == "program"));
     DeliverySettings {
         targets,
-        relay,
-        relay_verify,
-        webhook,
-        program,
+        sections: TargetsConfig {
+            relay,
+            webhook,
+            program,
+        },
     }
 }
 
@@ -487,30 +468,18 @@ fn read_target_list(
     key: &str,
     v: &toml::Value,
     delivery: &DeliverySettings,
-) -> Vec<TargetKind> {
+) -> Vec<TargetName> {
     let names: Vec<String> = v.clone().try_into().unwrap_or_else(|_| {
         r.error(key, "expected a list such as [\"store\"]");
         Vec::new()
     });
     let mut kinds = Vec::new();
     for n in names {
-        let k = match n.as_str() {
-            "store" => TargetKind::Store,
-            "relay" => TargetKind::Relay,
-            "webhook" => TargetKind::Webhook,
-            "program" => TargetKind::Program,
-            other => {
-                r.error(key, format!("{other:?} is not a target"));
-                continue;
-            }
+        let Some(k) = TargetName::parse(&n) else {
+            r.error(key, format!("{n:?} is not a target"));
+            continue;
         };
-        let configured = match k {
-            TargetKind::Store => true,
-            TargetKind::Relay => delivery.relay.is_some(),
-            TargetKind::Webhook => delivery.webhook.is_some(),
-            TargetKind::Program => delivery.program.is_some(),
-        };
-        if !configured {
+        if !k.is_configured(&delivery.sections) {
             r.error(key, format!("{n:?} needs its section ([{n}])"));
         }
         if !kinds.contains(&k) {
@@ -1200,13 +1169,16 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(s.delivery.targets, [TargetKind::Relay]);
-        assert_eq!(s.delivery.relay.as_ref().unwrap().server, "127.0.0.1:2526");
+        assert_eq!(s.delivery.targets, ["relay"]);
+        assert_eq!(
+            s.delivery.sections.relay.as_ref().unwrap().server,
+            "127.0.0.1:2526"
+        );
         assert!(
             s.warnings.iter().any(|w| w.key == "smtp.domains"),
             "relaying every domain is worth a warning"
         );
-        assert_eq!(Settings::defaults().delivery.targets, [TargetKind::Store]);
+        assert_eq!(Settings::defaults().delivery.targets, ["store"]);
         // Each target without what it needs, and nonsense, is an error with its key.
         let errs = load(
             "[delivery]\ntargets = [\"relay\", \"webhook\", \"program\", \"fax\"]\n\
@@ -1232,7 +1204,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        let p = s.delivery.program.unwrap();
+        let p = s.delivery.sections.program.unwrap();
         assert_eq!((p.command.len(), p.timeout.as_secs()), (1, 5));
     }
 
@@ -1268,7 +1240,7 @@ mod tests {
             (l.name.as_str(), l.auth, l.policy.clone()),
             ("app", AuthMode::Required, PolicyProfile::None)
         );
-        assert_eq!(l.targets, [TargetKind::Store], "the default targets");
+        assert_eq!(l.targets, ["store"], "the default targets");
     }
 
     #[test]

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use super::targets::{TargetSet, checks_for};
+use intake_delivery::TargetSet;
+
+use super::targets::checks_for;
 use crate::config::{AuthMode, ListenerSettings, PolicyProfile, Settings, TlsPolicy};
 
 /// The live objects every listener shares, built once and kept across reloads.
@@ -101,7 +103,7 @@ pub(super) fn service(
         PolicyProfile::None => None,
     };
     cfg.checks = Arc::new(match profile {
-        Some(p) => checks_for(settings, profiles, p, &shared.targets, &spec.targets)?,
+        Some(p) => checks_for(profiles, p, &shared.targets, &spec.targets)?,
         None => intake_core::Pipeline::new(),
     });
     Ok(intake_smtp::Service {

@@ -95,7 +95,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     let limits =
         intake_smtp::limits::ClientLimits::new(settings.limits, settings.limits_exempt.clone());
     let cluster = store::cluster(settings, &limits)?;
-    let profiles = policy::policy_profiles(settings, &store, cluster.as_ref())?;
+    let policy = policy::policy_shared(settings, &store, cluster.as_ref());
+    let profiles = policy::policy_profiles(settings, &policy)?;
     let shared = listeners::Shared {
         targets: Arc::new(targets::target_set(settings, &store)?),
         auth: policy::authenticator(settings, &store),
@@ -125,8 +126,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         ));
     }
     let reloader = Arc::new(Reloader {
-        store: store.clone(),
-        cluster: cluster.clone(),
+        policy,
         shared,
         live,
         started: settings.clone(),

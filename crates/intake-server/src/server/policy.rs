@@ -21,23 +21,28 @@ pub(super) fn authenticator(
     ))
 }
 
-/// Every policy profile's checks, built once from the settings (one resolver for all).
-/// In a cluster, greylist records are kept in its Redis rather than in the store.
-pub(super) fn policy_profiles(
+/// What the policy checks keep across reloads (built once): the store, the greylist
+/// records (in a cluster, in its Redis rather than in the store), the resolver and caches.
+pub(super) fn policy_shared(
     settings: &Settings,
     store: &Arc<dyn MailStore>,
     cluster: Option<&Arc<intake_cluster::Cluster>>,
-) -> anyhow::Result<intake_policy::Profiles> {
+) -> Arc<intake_policy::PolicyShared> {
     let grey: Arc<dyn intake_core::GreyState> = match cluster {
         Some(c) => c.grey_state(),
         None => Arc::new(intake_core::StoreGreyState(store.clone())),
     };
-    intake_policy::Profiles::build_with(
-        &settings.policy,
+    Arc::new(intake_policy::PolicyShared::new(
         store.clone(),
         grey,
         settings.smtp.clock.clone(),
-    )
-    .map_err(anyhow::Error::msg)
-    .context("setting up the policy checks")
+    ))
+}
+
+/// Every policy profile's checks, built from the settings with the state in `shared`.
+pub(super) fn policy_profiles(
+    settings: &Settings,
+    shared: &intake_policy::PolicyShared,
+) -> anyhow::Result<intake_policy::Profiles> {
+    intake_policy::Profiles::build(&settings.policy, shared).context("setting up the policy checks")
 }

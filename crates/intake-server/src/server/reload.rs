@@ -7,16 +7,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use intake_core::MailStore;
-
 use super::listeners::{self, Shared};
 use super::policy::policy_profiles;
 use crate::config::Settings;
 
 /// Applies a new configuration to the running listeners.
 pub struct Reloader {
-    pub(super) store: Arc<dyn MailStore>,
-    pub(super) cluster: Option<Arc<intake_cluster::Cluster>>,
+    /// What the checks keep across reloads (greylist records, resolver, caches).
+    pub(super) policy: Arc<intake_policy::PolicyShared>,
     pub(super) shared: Shared,
     /// Each running listener's live settings, by name and configured address.
     pub(super) live: Vec<((String, SocketAddr), Arc<intake_smtp::LiveConfig>)>,
@@ -32,7 +30,7 @@ impl Reloader {
     pub fn apply(&self, new: &Settings) -> anyhow::Result<()> {
         // The checks are built again from the new settings (a resolver that cannot be made
         // refuses the reload; the old checks stay).
-        let profiles = policy_profiles(new, &self.store, self.cluster.as_ref())?;
+        let profiles = policy_profiles(new, &self.policy)?;
         let mut updates = Vec::new();
         for spec in listeners::specs(new) {
             let key = listeners::key(&spec);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use intake_core::Targets;
-use intake_smtp::relay::{RelayConfig, RelayTarget, RelayTls};
+use intake_delivery::relay::{RelayConfig, RelayTarget, RelayTls};
 use intake_smtp::{Service, SessionConfig};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};

@@ -31,6 +31,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::Semaphore;
 
+use crate::registry::{Built, TargetContext, TargetError, TargetName, TargetsConfig};
+
+/// The registry's constructor: the `[program]` section.
+pub(crate) fn build(cfg: &TargetsConfig, _cx: &TargetContext) -> Result<Built, TargetError> {
+    let cfg = cfg.program.clone().ok_or(TargetError::NotConfigured(
+        TargetName::parse("program").expect("registered"),
+    ))?;
+    Ok(Built::target(Arc::new(ProgramTarget::new(cfg))))
+}
+
 /// sysexits.h `EX_TEMPFAIL`.
 pub const EX_TEMPFAIL: i32 = 75;
 

@@ -1,4 +1,4 @@
-//! TLS as a client (rustls on ring): STARTTLS to a relay's downstream, `https://` webhooks.
+//! TLS as a client (rustls on ring): STARTTLS to a relay's downstream, `https://` requests.
 
 use std::path::Path;
 use std::sync::Arc;

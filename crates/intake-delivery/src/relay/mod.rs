@@ -19,11 +19,41 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use intake_client::Trust;
 use intake_core::{DeliveryTarget, Handoff, RcptOutcome};
 use rustls_pki_types::ServerName;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use client::Client;
+
+use crate::registry::{Built, TargetContext, TargetError, TargetName, TargetsConfig, Verifier};
+
+/// The registry's constructor: the `[relay]` section, with its recipient verification
+/// when `verify_recipients` is set.
+pub(crate) fn build(cfg: &TargetsConfig, _cx: &TargetContext) -> Result<Built, TargetError> {
+    let cfg = cfg.relay.clone().ok_or(TargetError::NotConfigured(
+        TargetName::parse("relay").expect("registered"),
+    ))?;
+    let relay = Arc::new(
+        RelayTarget::new(cfg.clone()).map_err(|e| TargetError::Setup {
+            target: "relay",
+            keys: "relay.tls_ca",
+            source: Box::new(e),
+        })?,
+    );
+    let verifier = cfg.verify_recipients.then(|| {
+        let relay = relay.clone();
+        Verifier {
+            // A connection, MAIL, RCPT and RSET, each within the command timeout.
+            deadline: cfg.connect_timeout + cfg.command_timeout * 4,
+            make: Arc::new(move |skip| Arc::new(RecipientVerify::new(relay.clone(), skip))),
+        }
+    });
+    Ok(Built {
+        target: relay,
+        verifier,
+    })
+}
 
 /// STARTTLS to the downstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +95,8 @@ pub struct RelayConfig {
     pub data_timeout: Duration,
     /// How long an idle connection is kept for reuse (0: not kept).
     pub idle_timeout: Duration,
+    /// Ask the downstream about each recipient at RCPT time ([`RecipientVerify`]).
+    pub verify_recipients: bool,
 }
 
 impl RelayConfig {
@@ -89,6 +121,7 @@ impl RelayConfig {
             command_timeout: Duration::from_secs(30),
             data_timeout: Duration::from_secs(50),
             idle_timeout: Duration::from_secs(30),
+            verify_recipients: false,
         }
     }
 }
@@ -102,6 +135,7 @@ impl std::fmt::Debug for RelayConfig {
             .field("tls_ca", &self.tls_ca)
             .field("auth_user", &self.auth.as_ref().map(|(u, _)| u))
             .field("max_connections", &self.max_connections)
+            .field("verify_recipients", &self.verify_recipients)
             .finish_non_exhaustive()
     }
 }
@@ -140,10 +174,12 @@ impl RelayTarget {
     pub fn new(cfg: RelayConfig) -> std::io::Result<RelayTarget> {
         let tls = match cfg.tls {
             RelayTls::Off => None,
-            _ => Some(crate::tls_client::connector(match cfg.tls_ca.as_deref() {
-                Some(ca) => crate::tls_client::Trust::CaFile(ca),
-                None => crate::tls_client::Trust::Any,
-            })?),
+            _ => Some(intake_client::tls::connector(
+                match cfg.tls_ca.as_deref() {
+                    Some(ca) => Trust::CaFile(ca),
+                    None => Trust::Any,
+                },
+            )?),
         };
         Ok(RelayTarget {
             slots: Arc::new(Semaphore::new(cfg.max_connections.max(1))),

@@ -1,0 +1,213 @@
+//! The registry of policy checks: one [`CheckEntry`] per check, in the order the checks
+//! of one stage run.
+//!
+//! Adding a check: its module (an `intake_core::Check` and its config struct), one line in
+//! [`CHECKS`] and its field in [`PolicyConfig`] (both here), and its section read in the
+//! server's configuration. State that must outlive a reload (caches, counters, shared
+//! records) comes from [`PolicyShared`], never from the constructor itself.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use intake_core::{Check, OnError, Stage};
+
+use crate::shared::PolicyShared;
+use crate::{
+    AuthConfig, DnsConfig, Dnsbl, DnsblConfig, Greylist, GreylistConfig, HeloCheck, HeloConfig,
+    RecipientExists, RecipientsConfig, Rspamd, RspamdConfig, SenderAuth, Spamd, SpamdConfig,
+};
+
+/// Every check, in the order checks of one stage run.
+pub const CHECKS: &[CheckEntry] = &[
+    CheckEntry {
+        name: "dnsbl",
+        stage: Stage::Connect,
+        enabled: |c| c.dnsbl.enabled && !c.dnsbl.zones.is_empty(),
+        build: |c, s| {
+            let check = Dnsbl::new(c.dnsbl.clone(), s.resolver(&c.dns)?);
+            Ok(BuiltCheck::new(check, c.dnsbl.timeout, c.dnsbl.on_error))
+        },
+    },
+    CheckEntry {
+        name: "helo",
+        stage: Stage::Helo,
+        enabled: |c| c.helo.enabled(),
+        build: |c, _| {
+            let check = HeloCheck::new(c.helo.clone());
+            Ok(BuiltCheck::new(
+                check,
+                Duration::from_secs(1),
+                OnError::FailOpen,
+            ))
+        },
+    },
+    CheckEntry {
+        name: "recipients",
+        stage: Stage::RcptTo,
+        // Accepts everyone until a source lists someone.
+        enabled: |_| true,
+        build: |c, s| {
+            let check = RecipientExists::new(&c.recipients, s.store.clone());
+            Ok(BuiltCheck::new(
+                check,
+                c.recipients.timeout,
+                c.recipients.on_error,
+            ))
+        },
+    },
+    CheckEntry {
+        name: "greylist",
+        stage: Stage::RcptTo,
+        enabled: |c| c.greylist.enabled,
+        build: |c, s| {
+            let check = Greylist::with_state(c.greylist.clone(), s.grey.clone(), s.clock.clone());
+            Ok(BuiltCheck::new(
+                check,
+                c.greylist.timeout,
+                c.greylist.on_error,
+            ))
+        },
+    },
+    CheckEntry {
+        name: "sender_auth",
+        stage: Stage::Data,
+        enabled: |c| c.sender_auth.enabled,
+        build: |c, s| {
+            let check = SenderAuth::new(
+                c.sender_auth.clone(),
+                s.resolver(&c.dns)?,
+                s.caches(c.dns.cache_size),
+            );
+            Ok(BuiltCheck::new(
+                check,
+                c.sender_auth.timeout,
+                c.sender_auth.on_error,
+            ))
+        },
+    },
+    CheckEntry {
+        name: "rspamd",
+        stage: Stage::Data,
+        enabled: |c| c.rspamd.enabled,
+        build: |c, _| {
+            let check = Rspamd::new(c.rspamd.clone());
+            Ok(BuiltCheck::new(check, c.rspamd.timeout, c.rspamd.on_error))
+        },
+    },
+    CheckEntry {
+        name: "spamd",
+        stage: Stage::Data,
+        enabled: |c| c.spamd.enabled,
+        build: |c, _| {
+            let check = Spamd::new(c.spamd.clone());
+            Ok(BuiltCheck::new(check, c.spamd.timeout, c.spamd.on_error))
+        },
+    },
+];
+
+/// The profile of the default listener.
+pub const DEFAULT_PROFILE: &str = "default";
+
+/// Every policy setting.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyConfig {
+    /// The resolver of the DNS checks.
+    pub dns: DnsConfig,
+    /// DNS block- and allowlists.
+    pub dnsbl: DnsblConfig,
+    /// HELO name checks.
+    pub helo: HeloConfig,
+    /// Valid recipients.
+    pub recipients: RecipientsConfig,
+    /// Greylisting.
+    pub greylist: GreylistConfig,
+    /// SPF, DKIM, DMARC, ARC.
+    pub sender_auth: AuthConfig,
+    /// rspamd.
+    pub rspamd: RspamdConfig,
+    /// SpamAssassin's spamd.
+    pub spamd: SpamdConfig,
+    /// Named profiles: the checks each runs. `default` is the enabled checks unless given.
+    pub profiles: BTreeMap<String, Vec<String>>,
+}
+
+impl PolicyConfig {
+    /// The checks of the `default` profile when it is not configured: the enabled ones.
+    pub fn enabled_checks(&self) -> Vec<String> {
+        CHECKS
+            .iter()
+            .filter(|e| (e.enabled)(self))
+            .map(|e| e.name.to_string())
+            .collect()
+    }
+
+    /// The checks of profile `name`, or `None` when there is no such profile.
+    pub fn profile(&self, name: &str) -> Option<Vec<String>> {
+        match self.profiles.get(name) {
+            Some(checks) => Some(checks.clone()),
+            None if name == DEFAULT_PROFILE => Some(self.enabled_checks()),
+            None => None,
+        }
+    }
+}
+
+/// One policy check.
+pub struct CheckEntry {
+    /// Its name in profiles (`[policy.profiles.<name>] checks`), logs and metrics.
+    pub name: &'static str,
+    /// When it runs.
+    pub stage: Stage,
+    /// Whether the settings switch it on (the `default` profile, unless configured).
+    pub enabled: fn(&PolicyConfig) -> bool,
+    /// Builds it from the settings, with the state kept across reloads.
+    pub build: fn(&PolicyConfig, &PolicyShared) -> Result<BuiltCheck, PolicyError>,
+}
+
+/// A built check with its deadline and what to do when it cannot decide.
+#[derive(Clone)]
+pub struct BuiltCheck {
+    /// The check.
+    pub check: Arc<dyn Check>,
+    /// How long it may take.
+    pub deadline: Duration,
+    /// What a failure or a missed deadline means.
+    pub on_error: OnError,
+}
+
+impl BuiltCheck {
+    /// `check` with its deadline and failure policy.
+    pub fn new(check: impl Check + 'static, deadline: Duration, on_error: OnError) -> BuiltCheck {
+        BuiltCheck {
+            check: Arc::new(check),
+            deadline,
+            on_error,
+        }
+    }
+}
+
+/// The check called `name`.
+pub fn find(name: &str) -> Option<&'static CheckEntry> {
+    CHECKS.iter().find(|e| e.name == name)
+}
+
+/// Every check's name, separated by commas (for error messages).
+pub fn known_names() -> String {
+    CHECKS.iter().map(|e| e.name).collect::<Vec<_>>().join(", ")
+}
+
+/// Why the checks could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// A profile names a check that does not exist.
+    #[error("policy.profiles.{profile}: unknown check {check:?} (known: {known})", known = known_names())]
+    UnknownCheck {
+        /// The profile.
+        profile: String,
+        /// The name it gave.
+        check: String,
+    },
+    /// The resolver of the DNS checks could not be made.
+    #[error("{0}")]
+    Dns(String),
+}

@@ -1,0 +1,83 @@
+//! [`PolicyShared`]: what the checks keep across a reload. The wiring builds it once per
+//! process; every build of the checks ([`crate::Profiles::build`], at start and on each
+//! SIGHUP) takes its state from here, so new settings never empty a cache or forget a
+//! greylisted triplet.
+
+use std::sync::{Arc, Mutex};
+
+use intake_core::{Clock, GreyState, MailStore};
+use mail_auth::MessageAuthenticator;
+
+use crate::dns::{self, Caches, DnsConfig};
+use crate::registry::PolicyError;
+
+/// State the checks share and keep across rebuilds.
+pub struct PolicyShared {
+    /// The store (recipient table).
+    pub store: Arc<dyn MailStore>,
+    /// Greylist records: in the store on one node, in Redis for a cluster.
+    pub grey: Arc<dyn GreyState>,
+    /// The time every check reads.
+    pub clock: Arc<dyn Clock>,
+    /// The resolver (and its cache of answers) with the settings it was made for.
+    resolver: Mutex<Option<(DnsConfig, Arc<MessageAuthenticator>)>>,
+    /// mail-auth's parsed-record caches with their capacity.
+    caches: Mutex<Option<(u64, Arc<Caches>)>>,
+}
+
+impl std::fmt::Debug for PolicyShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyShared").finish_non_exhaustive()
+    }
+}
+
+impl PolicyShared {
+    /// Shared state with greylist records in `grey`.
+    pub fn new(
+        store: Arc<dyn MailStore>,
+        grey: Arc<dyn GreyState>,
+        clock: Arc<dyn Clock>,
+    ) -> PolicyShared {
+        PolicyShared {
+            store,
+            grey,
+            clock,
+            resolver: Mutex::new(None),
+            caches: Mutex::new(None),
+        }
+    }
+
+    /// Shared state with greylist records in `store` (one node).
+    pub fn with_store(store: Arc<dyn MailStore>, clock: Arc<dyn Clock>) -> PolicyShared {
+        let grey = Arc::new(intake_core::StoreGreyState(store.clone()));
+        PolicyShared::new(store, grey, clock)
+    }
+
+    /// The resolver for `cfg`: the one made before while `cfg` is unchanged (its cache of
+    /// answers kept), a new one when the `[dns]` settings changed.
+    pub fn resolver(&self, cfg: &DnsConfig) -> Result<Arc<MessageAuthenticator>, PolicyError> {
+        let mut slot = self.resolver.lock().expect("resolver slot");
+        if let Some((made_for, r)) = slot.as_ref()
+            && made_for == cfg
+        {
+            return Ok(r.clone());
+        }
+        let r = dns::resolver(cfg).map_err(PolicyError::Dns)?;
+        *slot = Some((cfg.clone(), r.clone()));
+        Ok(r)
+    }
+
+    /// mail-auth's parsed-record caches of `capacity` entries each: the same ones while the
+    /// capacity is unchanged.
+    pub fn caches(&self, capacity: u64) -> Arc<Caches> {
+        let mut slot = self.caches.lock().expect("caches slot");
+        match slot.as_ref() {
+            Some((c, caches)) if *c == capacity => caches.clone(),
+            _ => {
+                let caches = Arc::new(Caches::new(capacity));
+                *slot = Some((capacity, caches.clone()));
+                caches
+            }
+        }
+    }
+}
