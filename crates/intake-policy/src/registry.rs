@@ -13,6 +13,7 @@ use std::time::Duration;
 use intake_core::{Check, OnError, Stage};
 
 use crate::shared::PolicyShared;
+use crate::spf::{SpfAtMail, SpfAtMailCheck};
 use crate::{
     AuthConfig, DnsConfig, Dnsbl, DnsblConfig, Greylist, GreylistConfig, HeloCheck, HeloConfig,
     RecipientExists, RecipientsConfig, Rspamd, RspamdConfig, SenderAuth, Spamd, SpamdConfig,
@@ -70,6 +71,26 @@ pub const CHECKS: &[CheckEntry] = &[
         },
     },
     CheckEntry {
+        name: "spf_at_mail",
+        stage: Stage::MailFrom,
+        enabled: |c| c.sender_auth.spf_at_mail != SpfAtMail::Off,
+        build: |c, s| {
+            let check = SpfAtMailCheck::new(
+                c.sender_auth.spf_at_mail,
+                c.sender_auth.hostname.clone(),
+                s.resolver(&c.dns)?,
+                s.caches(c.dns.cache_size),
+                s.spf_results.clone(),
+            );
+            // A lookup that cannot finish is a temperror: `spf_at_mail` says what it does.
+            Ok(BuiltCheck::new(
+                check,
+                c.sender_auth.timeout,
+                OnError::FailOpen,
+            ))
+        },
+    },
+    CheckEntry {
         name: "sender_auth",
         stage: Stage::Data,
         enabled: |c| c.sender_auth.enabled,
@@ -78,7 +99,8 @@ pub const CHECKS: &[CheckEntry] = &[
                 c.sender_auth.clone(),
                 s.resolver(&c.dns)?,
                 s.caches(c.dns.cache_size),
-            );
+            )
+            .with_spf_results(s.spf_results.clone());
             Ok(BuiltCheck::new(
                 check,
                 c.sender_auth.timeout,

@@ -23,6 +23,8 @@ pub struct PolicyShared {
     resolver: Mutex<Option<(DnsConfig, Arc<MessageAuthenticator>)>>,
     /// mail-auth's parsed-record caches with their capacity.
     caches: Mutex<Option<(u64, Arc<Caches>)>>,
+    /// SPF results found at MAIL FROM, for the end of data.
+    pub spf_results: Arc<crate::spf::SpfResults>,
 }
 
 impl std::fmt::Debug for PolicyShared {
@@ -44,6 +46,7 @@ impl PolicyShared {
             clock,
             resolver: Mutex::new(None),
             caches: Mutex::new(None),
+            spf_results: Arc::new(crate::spf::SpfResults::new(10_000)),
         }
     }
 
