@@ -296,6 +296,7 @@ fn listener_service(
     Ok(intake_smtp::Service {
         cfg: Arc::new(cfg),
         targets: targets.pick(&l.targets)?,
+        arrivals: default.arrivals.clone(),
         tls: default.tls.clone(),
         implicit_tls: l.tls == TlsPolicy::Implicit,
         proxy: default.proxy.clone(),
@@ -799,6 +800,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     let svc = intake_smtp::Service {
         cfg: default_session(settings, Arc::new(checks), &auth),
         targets: targets.pick(&settings.delivery.targets)?,
+        // The store's group-commit counter, for every listener (they copy this service).
+        arrivals: store.arrivals(),
         tls: tls.clone(),
         implicit_tls: false,
         proxy: settings.proxy.clone(),

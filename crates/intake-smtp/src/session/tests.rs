@@ -45,7 +45,7 @@ fn code(step: Step) -> String {
     match step {
         Step::Reply(r)
         | Step::Close(r)
-        | Step::ReadData(r, _)
+        | Step::ReadData(r)
         | Step::StartTls(r)
         | Step::ReadLine(r) => match r.status {
             Some(s) => format!("{} {}", r.code, s),
@@ -53,7 +53,7 @@ fn code(step: Step) -> String {
         },
         Step::ReadChunk { keep, .. } => format!("chunk keep={keep}"),
         Step::Await(Effect::Deliver(_)) => "deliver".into(),
-        Step::Await(Effect::Check(cx)) => format!("check {}", cx.stage),
+        Step::Await(Effect::Check { cx, .. }) => format!("check {}", cx.stage),
         Step::Await(Effect::Authenticate(c)) => format!("authenticate {}", c.username),
     }
 }
@@ -449,7 +449,7 @@ fn checked_session(stages: &[Stage]) -> Session {
 /// The check context a step asks the driver to evaluate.
 fn check_ctx(step: Step) -> intake_core::CheckCtx {
     match step {
-        Step::Await(Effect::Check(cx)) => cx,
+        Step::Await(Effect::Check { cx, .. }) => cx,
         other => panic!("expected a check, got {other:?}"),
     }
 }
