@@ -96,7 +96,7 @@ impl Session {
     fn checked(&mut self, pending: Pending, decision: Decision) -> Step {
         match (pending, decision) {
             (Pending::Connect, Decision::Go(tags)) => {
-                self.session_headers.extend(tags.headers);
+                self.add_session_headers(tags.headers);
                 self.session_findings
                     .get_or_insert_default()
                     .merge(tags.findings);
@@ -104,7 +104,7 @@ impl Session {
             }
             (Pending::Connect, Decision::Stop(r)) => Step::Close(r),
             (Pending::Helo { name, esmtp }, Decision::Go(tags)) => {
-                self.session_headers.extend(tags.headers);
+                self.add_session_headers(tags.headers);
                 self.session_findings
                     .get_or_insert_default()
                     .merge(tags.findings);
@@ -147,9 +147,25 @@ impl Session {
         }
     }
 
+    /// Header fields for every message of the session, each once (a HELO check that
+    /// could not decide for a repeated EHLO marks the messages once).
+    fn add_session_headers(&mut self, headers: Vec<String>) {
+        for h in headers {
+            if !self.session_headers.contains(&h) {
+                self.session_headers.push(h);
+            }
+        }
+    }
+
     fn tag(&mut self, tags: Tags) {
         if let Some(tx) = self.tx_mut() {
-            tx.headers.extend(tags.headers);
+            // Once per message: a check that could not decide for each recipient marks
+            // the message once.
+            for h in tags.headers {
+                if !tx.headers.contains(&h) {
+                    tx.headers.push(h);
+                }
+            }
             tx.score += tags.score;
             tx.findings.merge(tags.findings);
         }
