@@ -70,6 +70,11 @@ impl fmt::Display for Reason {
 
 /// What one check decided.
 #[derive(Debug, Clone, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a verdict lives only until the session folds it in; boxing the findings would \
+              cost an allocation per tag"
+)]
 pub enum Verdict {
     /// Nothing to say: go on.
     Pass,
@@ -376,26 +381,34 @@ impl Pipeline {
     }
 }
 
-/// What a check that could not decide and fails open says: go on, with a header field
-/// naming the check and why (one line, control characters blanked) and the same in the
-/// findings, so that mail it did not check does not look checked.
+/// What a check that could not decide and fails open says (see [`Verdict::unchecked`]).
 fn unchecked(check: &str, err: &CheckError) -> Verdict {
-    let reason: String = err
-        .to_string()
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(200)
-        .collect();
-    Verdict::Tag {
-        score: 0.0,
-        header: format!("X-Intake-Unchecked: {check}; {reason}\r\n"),
-        findings: Findings {
-            undecided: vec![Undecided {
-                check: check.to_string(),
-                reason,
-            }],
-            ..Findings::default()
-        },
+    Verdict::unchecked(check, &err.to_string())
+}
+
+impl Verdict {
+    /// Go on without this check's verdict, marked: a header field
+    /// `X-Intake-Unchecked: <check>; <reason>` (one line, control characters blanked) and
+    /// the same as an [`Undecided`] finding, so that mail a check did not look at does not
+    /// look checked. What the pipeline makes of a check that fails open; a check that
+    /// falls back by itself (its shared state is unavailable) says the same.
+    pub fn unchecked(check: &str, reason: &str) -> Verdict {
+        let reason: String = reason
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(200)
+            .collect();
+        Verdict::Tag {
+            score: 0.0,
+            header: format!("X-Intake-Unchecked: {check}; {reason}\r\n"),
+            findings: Findings {
+                undecided: vec![Undecided {
+                    check: check.to_string(),
+                    reason,
+                }],
+                ..Findings::default()
+            },
+        }
     }
 }
 

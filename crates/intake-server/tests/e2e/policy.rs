@@ -572,7 +572,10 @@ async fn spamd_sees_the_client_in_our_received_header() {
         .map(|s| s.as_str().unwrap())
         .collect();
     assert!(
-        m["checks"]["scanner"].as_str().unwrap().starts_with("spamd: "),
+        m["checks"]["scanner"]
+            .as_str()
+            .unwrap()
+            .starts_with("spamd: "),
         "{m}"
     );
     for rule in ["SA:NO_RECEIVED", "SA:NO_RELAYS"] {

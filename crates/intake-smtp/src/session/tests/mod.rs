@@ -149,11 +149,9 @@ fn policy(text: &str) -> intake_core::Reason {
     intake_core::Reason::Policy(text.into())
 }
 
-
 fn tls() -> intake_core::TlsInfo {
     intake_core::TlsInfo {
         version: "TLSv1.3".into(),
         cipher: "TLS13_AES_256_GCM_SHA384".into(),
     }
 }
-

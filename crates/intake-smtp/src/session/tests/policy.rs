@@ -303,5 +303,9 @@ fn content_checks_are_given_the_header_fields_the_message_will_be_stored_with() 
         "Received: from client.example ([192.0.2.7] port 40000)\r\n\tby mx.test (Intake) with ESMTP\r\n\tid 01900000-0000-7000-8000-000000000001\r\n\tfor <x@example.com>;\r\n\tWed, 4 Mar 2026 05:06:07 +0000\r\nX-Rcpt-Checked: yes\r\n"
     );
     let d = delivery(s.resume(Outcome::Checked(vec![Verdict::Pass])));
-    assert_eq!(d.headers.concat(), header, "the same id and header are stored");
+    assert_eq!(
+        d.headers.concat(),
+        header,
+        "the same id and header are stored"
+    );
 }
