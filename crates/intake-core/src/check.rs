@@ -73,6 +73,11 @@ impl fmt::Display for Reason {
 
 /// What one check decided.
 #[derive(Debug, Clone, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a verdict lives only until the session folds it in; boxing the findings would \
+              cost an allocation per tag"
+)]
 pub enum Verdict {
     /// Nothing to say: go on.
     Pass,
@@ -134,6 +139,19 @@ pub struct Findings {
     /// A content scanner's action and score, e.g. `rspamd: add header (7.2/15)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scanner: Option<String>,
+    /// Checks that could not decide and let the message in (their `on_error` is to fail
+    /// open): the message was not checked by them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undecided: Vec<Undecided>,
+}
+
+/// A check that could not decide, and why; the message went on without its verdict.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Undecided {
+    /// The check's name, e.g. `rspamd`.
+    pub check: String,
+    /// Why it could not decide, e.g. `timed out after 20s`.
+    pub reason: String,
 }
 
 impl Findings {
@@ -142,6 +160,11 @@ impl Findings {
         self.score += other.score;
         self.symbols.extend(other.symbols);
         self.lists.extend(other.lists);
+        for u in other.undecided {
+            if !self.undecided.contains(&u) {
+                self.undecided.push(u);
+            }
+        }
         for (mine, theirs) in [
             (&mut self.spf, other.spf),
             (&mut self.dkim, other.dkim),
@@ -200,7 +223,10 @@ pub struct CheckCtx {
     pub rcpt_to: Option<String>,
     /// The recipients accepted so far.
     pub recipients: Vec<String>,
-    /// At [`Stage::Data`]: the message content as received (no headers of ours).
+    /// At [`Stage::Data`]: the message as it will be stored so far: our `Received:`
+    /// header (client address, HELO, TLS) first, then the header fields earlier checks
+    /// added, then the content as received (less any `Authentication-Results:` that
+    /// claimed our host name).
     pub content: Bytes,
     /// Symbols earlier checks of this session and message found (e.g. `DNSWL_ALLOWLISTED`
     /// from the DNS lists at connect), so a later check can take them into account.
@@ -308,8 +334,10 @@ impl Pipeline {
 
     /// Runs the checks of `cx.stage` in order, each under its deadline, and returns their
     /// verdicts. Stops after the first deferral or rejection. A check that fails or times
-    /// out is logged and counts as [`Verdict::Pass`] or a deferral with
-    /// [`Reason::CheckFailed`], as its [`OnError`] says.
+    /// out is logged and, as its [`OnError`] says, becomes a deferral with
+    /// [`Reason::CheckFailed`] or lets the message in marked as not checked by it: a
+    /// [`Verdict::Tag`] with an `X-Intake-Unchecked: <check>; <reason>` header field and
+    /// an [`Undecided`] finding (counted as a pass in the metrics).
     pub async fn run(&self, cx: &CheckCtx) -> Vec<Verdict> {
         let mut out = Vec::new();
         for e in self.entries.iter().filter(|e| e.check.stage() == cx.stage) {
@@ -320,18 +348,24 @@ impl Pipeline {
             };
             let m = e.metrics.get_or_init(|| CheckMetrics::of(e.check.name()));
             m.seconds.record(started.elapsed());
-            let verdict = match result {
-                Ok(v) => v,
+            let (verdict, kind) = match result {
+                Ok(v) => {
+                    let kind = result_index(&v);
+                    (v, kind)
+                }
                 Err(err) => {
                     tracing::warn!(
                         check = e.check.name(), stage = %cx.stage, client = %cx.client,
                         error = %err, on_error = ?e.on_error, "check could not decide"
                     );
                     match e.on_error {
-                        OnError::FailOpen => Verdict::Pass,
-                        OnError::Defer => Verdict::Defer {
-                            reason: Reason::CheckFailed,
-                        },
+                        OnError::FailOpen => (unchecked(e.check.name(), &err), 0),
+                        OnError::Defer => (
+                            Verdict::Defer {
+                                reason: Reason::CheckFailed,
+                            },
+                            2,
+                        ),
                     }
                 }
             };
@@ -341,7 +375,7 @@ impl Pipeline {
                     rcpt = cx.rcpt_to.as_deref().unwrap_or(""), verdict = ?verdict, "policy decision"
                 );
             }
-            m.verdicts[result_index(&verdict)].increment(1);
+            m.verdicts[kind].increment(1);
             let stop = verdict.is_final();
             out.push(verdict);
             if stop {
@@ -349,6 +383,37 @@ impl Pipeline {
             }
         }
         out
+    }
+}
+
+/// What a check that could not decide and fails open says (see [`Verdict::unchecked`]).
+fn unchecked(check: &str, err: &CheckError) -> Verdict {
+    Verdict::unchecked(check, &err.to_string())
+}
+
+impl Verdict {
+    /// Go on without this check's verdict, marked: a header field
+    /// `X-Intake-Unchecked: <check>; <reason>` (one line, control characters blanked) and
+    /// the same as an [`Undecided`] finding, so that mail a check did not look at does not
+    /// look checked. What the pipeline makes of a check that fails open; a check that
+    /// falls back by itself (its shared state is unavailable) says the same.
+    pub fn unchecked(check: &str, reason: &str) -> Verdict {
+        let reason: String = reason
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(200)
+            .collect();
+        Verdict::Tag {
+            score: 0.0,
+            header: format!("X-Intake-Unchecked: {check}; {reason}\r\n"),
+            findings: Findings {
+                undecided: vec![Undecided {
+                    check: check.to_string(),
+                    reason,
+                }],
+                ..Findings::default()
+            },
+        }
     }
 }
 
@@ -485,7 +550,20 @@ mod tests {
         let fail = || Err(CheckError::Backend("store down".into()));
         let mut p = Pipeline::new();
         p.add(fixed(Stage::MailFrom, fail), SECOND, OnError::FailOpen);
-        assert_eq!(p.run(&cx(Stage::MailFrom)).await, vec![Verdict::Pass]);
+        assert_eq!(
+            p.run(&cx(Stage::MailFrom)).await,
+            vec![Verdict::Tag {
+                score: 0.0,
+                header: "X-Intake-Unchecked: fixed; store down\r\n".into(),
+                findings: Findings {
+                    undecided: vec![Undecided {
+                        check: "fixed".into(),
+                        reason: "store down".into()
+                    }],
+                    ..Findings::default()
+                }
+            }]
+        );
         let mut p = Pipeline::new();
         p.add(fixed(Stage::MailFrom, fail), SECOND, OnError::Defer);
         assert_eq!(
@@ -519,6 +597,14 @@ mod tests {
         assert_eq!(started.elapsed(), SECOND);
         let mut p = Pipeline::new();
         p.add(slow, SECOND, OnError::FailOpen);
-        assert_eq!(p.run(&cx(Stage::Data)).await, vec![Verdict::Pass]);
+        let v = p.run(&cx(Stage::Data)).await;
+        let Some(Verdict::Tag {
+            header, findings, ..
+        }) = v.first()
+        else {
+            panic!("{v:?}")
+        };
+        assert_eq!(header, "X-Intake-Unchecked: fixed; timed out after 1s\r\n");
+        assert_eq!(findings.undecided[0].reason, "timed out after 1s");
     }
 }

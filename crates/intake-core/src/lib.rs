@@ -28,7 +28,7 @@ pub mod store;
 pub use auth::{AuthResult, Authenticator, Credentials, FailureLimit, StoreAuthenticator};
 pub use check::{
     Check, CheckCtx, CheckError, Clock, Findings, IdSource, OnError, Pipeline, RandomIds, Reason,
-    Stage, SystemClock, Verdict,
+    Stage, SystemClock, Undecided, Verdict,
 };
 pub use delivery::{
     BodyType, DeliveryReport, DeliveryTarget, DownstreamReply, Handoff, MailParams, RcptOutcome,

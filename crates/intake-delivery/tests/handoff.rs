@@ -26,6 +26,7 @@ async fn intake(target: Arc<dyn DeliveryTarget>) -> (SocketAddr, CancellationTok
             ..SessionConfig::default()
         }),
         targets: Targets::new(vec![target]),
+        arrivals: None,
         tls: None,
         implicit_tls: false,
         proxy: None,

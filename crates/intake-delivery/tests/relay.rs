@@ -84,6 +84,7 @@ async fn intake(relay: RelayConfig) -> (SocketAddr, CancellationToken) {
             ..SessionConfig::default()
         }),
         targets: Targets::new(vec![Arc::new(RelayTarget::new(relay).unwrap())]),
+        arrivals: None,
         tls: None,
         implicit_tls: false,
         proxy: None,

@@ -517,6 +517,7 @@ async function openMessage(id) {
     add("Spam score", c.scanner || (c.score ? String(c.score) : ""), (c.symbols || []).join(", "));
     add("DNS lists", (c.lists || []).join(", "));
     if (!c.scanner && c.symbols && c.symbols.length) add("Checks", c.symbols.join(", "));
+    add("Not checked", (c.undecided || []).map((u) => u.check + " (could not decide: " + u.reason + ")").join(", "));
   }
 
   const raw = messagePath(id) + "/raw";

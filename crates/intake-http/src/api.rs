@@ -286,6 +286,18 @@ pub struct ChecksJson {
     pub arc: Option<String>,
     /// The content scanner's verdict, e.g. `rspamd: add header (7.20/15.00)`.
     pub scanner: Option<String>,
+    /// Checks that could not decide and let the message in unchecked (`on_error =
+    /// "accept"`); the message also carries an `X-Intake-Unchecked:` header for each.
+    pub undecided: Vec<UndecidedJson>,
+}
+
+/// A check that could not decide about a message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UndecidedJson {
+    /// The check, e.g. `rspamd`.
+    pub check: String,
+    /// Why it could not decide, e.g. `timed out after 20s`.
+    pub reason: String,
 }
 
 impl From<&intake_core::Findings> for ChecksJson {
@@ -299,6 +311,12 @@ impl From<&intake_core::Findings> for ChecksJson {
             dmarc: f.dmarc.clone(),
             arc: f.arc.clone(),
             scanner: f.scanner.clone(),
+            undecided: (f.undecided.iter())
+                .map(|u| UndecidedJson {
+                    check: u.check.clone(),
+                    reason: u.reason.clone(),
+                })
+                .collect(),
         }
     }
 }

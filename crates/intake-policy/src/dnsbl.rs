@@ -441,18 +441,30 @@ mod dns_tests {
         let check = Arc::new(Dnsbl::new(cfg(DnsblAction::Reject), dns));
         let err = check.check(&at("192.0.2.7")).await.unwrap_err();
         assert!(err.to_string().contains("did not answer"), "{err}");
-        for (on_error, expect) in [
-            (OnError::FailOpen, Verdict::Pass),
-            (
-                OnError::Defer,
-                Verdict::Defer {
-                    reason: Reason::CheckFailed,
+        let mut p = intake_core::Pipeline::new();
+        p.add(check.clone(), Duration::from_secs(3), OnError::Defer);
+        assert_eq!(
+            p.run(&at("192.0.2.7")).await,
+            vec![Verdict::Defer {
+                reason: Reason::CheckFailed,
+            }]
+        );
+        // Failing open lets the client in, marked as not checked by the lists.
+        let mut p = intake_core::Pipeline::new();
+        p.add(check.clone(), Duration::from_secs(3), OnError::FailOpen);
+        match &p.run(&at("192.0.2.7")).await[..] {
+            [
+                Verdict::Tag {
+                    header, findings, ..
                 },
-            ),
-        ] {
-            let mut p = intake_core::Pipeline::new();
-            p.add(check.clone(), Duration::from_secs(3), on_error);
-            assert_eq!(p.run(&at("192.0.2.7")).await, vec![expect]);
+            ] => {
+                assert!(
+                    header.starts_with("X-Intake-Unchecked: dnsbl; "),
+                    "{header}"
+                );
+                assert_eq!(findings.undecided[0].check, "dnsbl");
+            }
+            other => panic!("{other:?}"),
         }
     }
 

@@ -225,7 +225,7 @@ impl Check for Greylist {
                         "greylist: shared state unavailable, falling back");
                 }
                 Ok(match self.cfg.on_error {
-                    OnError::FailOpen => Verdict::Pass,
+                    OnError::FailOpen => Verdict::unchecked("greylist", &why),
                     OnError::Defer => Verdict::Defer {
                         reason: Reason::CheckFailed,
                     },

@@ -3,18 +3,24 @@
 //! Three layers, each testable without the one above it:
 //! - [`session`]: the synchronous state machine. It decides every reply from the commands
 //!   it is given and never touches a socket or awaits anything; when it must wait (policy
-//!   checks, the store) it asks the driver with [`session::Step::Await`] and is resumed
-//!   with the [`session::Outcome`].
+//!   checks, the store, AUTH) it asks the driver with [`session::Step::Await`] and is
+//!   resumed with the [`session::Outcome`]. Its state is one [`session`] phase.
 //! - [`conn`]: the driver. The only code that reads or writes the socket: it frames input
-//!   with `intake-proto`, runs timeouts and shutdown, runs checks and hands messages to the
-//!   store (each under a deadline) and flushes replies once per pipelined batch.
+//!   with `intake-proto`, runs timeouts and shutdown, carries out the session's effects
+//!   through the injected [`effects::Effects`] (each under a deadline) and flushes replies
+//!   once per pipelined batch.
 //! - [`listener`]: the accept loop, the connection limit and graceful shutdown.
 //!
-//! [`failure`] maps store failures to replies (the one place that does).
+//! [`assemble`] turns received content into the message checks and targets see (our
+//! header fields in front, forged `Authentication-Results:` removed, hashed and parsed);
+//! [`failure`] maps our own failures (store, delivery, checks, AUTH) to replies, the one
+//! place that does.
 #![warn(missing_docs)]
 
+pub mod assemble;
 pub mod config;
 pub mod conn;
+pub mod effects;
 pub mod failure;
 pub mod limits;
 pub mod listener;
@@ -24,4 +30,4 @@ pub mod settings;
 pub mod tls;
 
 pub use config::{DomainPolicy, SessionConfig, TlsMode};
-pub use listener::{LiveConfig, Service, serve, serve_with};
+pub use listener::{LiveConfig, Service, serve_with};

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use intake_core::net::{AcceptBackoff, LogEvery};
-use intake_core::{MailStore, Targets};
+use intake_core::{Arrivals, Targets};
 use intake_proto::replies;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::SessionConfig;
-use crate::conn::{Connection, Ended};
+use crate::conn::{Connection, Ended, Services};
+use crate::effects::LiveEffects;
 use crate::limits::Refusal;
 use crate::proxy::Prefixed;
 use crate::session::Session;
@@ -27,6 +28,9 @@ pub struct Service {
     /// Where accepted mail goes: the store, a relay, ... ([`Targets::store`] for the store
     /// alone).
     pub targets: Targets,
+    /// The store's count of sessions receiving content, for its group commit (`None`
+    /// when the store does not batch). Used only when the store is one of `targets`.
+    pub arrivals: Option<Arrivals>,
     /// Certificates, for STARTTLS and implicit TLS.
     pub tls: Option<Arc<TlsCerts>>,
     /// Implicit TLS (port 465 style): the handshake comes before the greeting.
@@ -62,28 +66,19 @@ impl Service {
             .and_then(|l| l.get())
             .unwrap_or_else(|| self.cfg.clone())
     }
-}
 
-/// Serves plaintext SMTP (no TLS) on `listener` until `shutdown` is cancelled.
-pub async fn serve(
-    listener: TcpListener,
-    cfg: Arc<SessionConfig>,
-    store: Arc<dyn MailStore>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    serve_with(
-        listener,
-        Service {
-            cfg,
-            targets: Targets::store(store),
-            live: None,
-            tls: None,
-            implicit_tls: false,
-            proxy: None,
-        },
-        shutdown,
-    )
-    .await
+    /// What a connection with settings `cfg` runs its effects with: `cfg`'s checks and
+    /// authenticator, this listener's targets.
+    pub fn services(&self, cfg: &SessionConfig) -> Services {
+        Services {
+            effects: Arc::new(LiveEffects {
+                checks: cfg.checks.clone(),
+                targets: self.targets.clone(),
+                authenticator: cfg.auth.authenticator.clone(),
+            }),
+            arrivals: (self.arrivals.clone()).filter(|_| self.targets.has_store()),
+        }
+    }
 }
 
 /// Serves SMTP on `listener` until `shutdown` is cancelled, then waits (up to
@@ -241,7 +236,8 @@ fn handle(
             let session = Session::new(cfg, client);
             return Box::pin(encrypted(sock, session, &svc, certs, true, token)).await;
         }
-        let plain = Connection::resume(sock, Session::new(cfg, client), svc.targets.clone(), true);
+        let services = svc.services(&cfg);
+        let plain = Connection::resume(sock, Session::new(cfg, client), services, true);
         match plain.run(token.clone()).await? {
             Ended::Closed => Ok(()),
             Ended::StartTls(sock, session) => {
@@ -287,7 +283,8 @@ async fn encrypted(
         .increment(1);
     session.tls_started(info);
     // Inside TLS a second STARTTLS is refused by the session, so this ends the connection.
-    Connection::resume(stream, session, svc.targets.clone(), greet)
+    let services = svc.services(session.config());
+    Connection::resume(stream, session, services, greet)
         .run(token)
         .await?;
     Ok(())

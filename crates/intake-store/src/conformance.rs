@@ -625,6 +625,10 @@ pub async fn check_findings_are_kept(t: TestBackend) {
         dmarc: Some("fail (p=reject)".into()),
         arc: Some("none".into()),
         scanner: Some("rspamd: add header (7.50/15.00)".into()),
+        undecided: vec![intake_core::Undecided {
+            check: "spamd".into(),
+            reason: "timed out after 20s".into(),
+        }],
     };
     let expected = m.findings.clone();
     let checked = m.id;

@@ -21,6 +21,8 @@ pub(super) struct Shared {
     pub auth: Arc<dyn intake_core::Authenticator>,
     pub limits: Arc<intake_smtp::limits::ClientLimits>,
     pub tls: Option<Arc<intake_smtp::tls::TlsCerts>>,
+    /// The store's group-commit counter (sessions receiving content), for the driver.
+    pub arrivals: Option<intake_core::Arrivals>,
 }
 
 /// Every SMTP listener the settings ask for, the default one first. The default listener
@@ -109,6 +111,7 @@ pub(super) fn service(
     Ok(intake_smtp::Service {
         cfg: Arc::new(cfg),
         targets: shared.targets.pick(&spec.targets)?,
+        arrivals: shared.arrivals.clone(),
         tls: shared.tls.clone(),
         implicit_tls: spec.tls == TlsPolicy::Implicit,
         proxy: settings.proxy.clone(),

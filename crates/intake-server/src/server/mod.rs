@@ -102,6 +102,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         auth: policy::authenticator(settings, &store),
         limits,
         tls: tls.clone(),
+        arrivals: store.arrivals(),
     };
     let mut smtp_tasks = Vec::new();
     let mut live = Vec::new();

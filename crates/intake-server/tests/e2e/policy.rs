@@ -414,3 +414,175 @@ async fn an_allowlisted_client_is_not_greylisted() {
     )
     .await;
 }
+
+/// Sends one message on a fresh connection; returns the reply after the content.
+async fn send(srv: &TestServer, subject: &str) -> crate::support::Reply {
+    let mut c = Client::greeted(srv.addr).await;
+    c.transcript(
+        "C: EHLO client.example.test
+         S: 250
+         C: MAIL FROM:<alice@sender.test>
+         S: 250 2.1.0
+         C: RCPT TO:<bob@example.test>
+         S: 250 2.1.5
+         C: DATA
+         S: 354",
+    )
+    .await;
+    c.send(
+        format!(
+            "From: Alice <alice@sender.test>\r\nTo: bob@example.test\r\nSubject: {subject}\r\n\
+             Date: Sun, 06 Dec 2026 00:00:00 +0000\r\nMessage-ID: <{subject}@sender.test>\r\n\r\nhello\r\n.\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    c.reply().await
+}
+
+/// The stored message a 250 reply names, as the API shows it.
+async fn fetch(srv: &TestServer, r: &crate::support::Reply) -> serde_json::Value {
+    assert_eq!(r.head(), "250 2.0.0", "{}", r.text());
+    let id = r.text().split_whitespace().last().unwrap().to_string();
+    let http = srv.running.http_addr.unwrap();
+    crate::http::get(http, &format!("/api/v1/messages/{id}"))
+        .await
+        .json()
+}
+
+/// The value of the first header field called `name` of a message as the API shows it.
+fn header(m: &serde_json::Value, name: &str) -> Option<String> {
+    m["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"].as_str() == Some(name))
+        .map(|h| h["value"].as_str().unwrap().to_string())
+}
+
+/// A scanner that accepts connections and never answers.
+async fn silent_scanner() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = l.accept().await {
+            held.push(sock);
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn a_scanner_that_cannot_decide_leaves_the_message_marked_unchecked() {
+    let (scanner, _task) = silent_scanner().await;
+    let srv = TestServer::start(&format!(
+        "[smtp]\nhostname = \"mx.test\"\n[http]\nrate_limit = 0\n\
+         [spamd]\nenabled = true\naddress = \"{scanner}\"\ntimeout = \"1s\"\non_error = \"pass\"\n"
+    ))
+    .await;
+    let m = fetch(&srv, &send(&srv, "unscanned").await).await;
+    assert_eq!(
+        header(&m, "X-Intake-Unchecked").as_deref(),
+        Some("spamd; timed out after 1s"),
+        "{m}"
+    );
+    assert_eq!(
+        m["checks"]["undecided"],
+        serde_json::json!([{ "check": "spamd", "reason": "timed out after 1s" }]),
+        "{m}"
+    );
+    assert_eq!(m["checks"]["scanner"], serde_json::Value::Null);
+}
+
+/// spamd on a free loopback port; stopped (SIGTERM to the PID we started, so it stops its
+/// own children) when dropped.
+struct Spamd {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Spamd {
+    fn start(dir: &std::path::Path) -> Spamd {
+        let bin = ["/usr/sbin/spamd", "/usr/bin/spamd"]
+            .into_iter()
+            .map(std::path::Path::new)
+            .find(|p| p.exists())
+            .expect("spamd is not installed (apt-get install spamd spamassassin)");
+        let port = crate::support::free_port();
+        let child = std::process::Command::new(bin)
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .args([
+                "--allowed-ips=127.0.0.1",
+                "--max-children=1",
+                "--min-children=1",
+                "--nouser-config",
+                "-u",
+                "nobody",
+            ])
+            .arg(format!("--syslog={}", dir.join("spamd.log").display()))
+            .arg(format!("--pidfile={}", dir.join("spamd.pid").display()))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start spamd");
+        Spamd {
+            child,
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+}
+
+impl Drop for Spamd {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = std::process::Command::new("kill")
+                .arg(self.child.id().to_string())
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[tokio::test]
+async fn spamd_sees_the_client_in_our_received_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let spamd = Spamd::start(dir.path());
+    let srv = TestServer::start(&format!(
+        "[smtp]\nhostname = \"mx.test\"\ndomains = [\"example.test\"]\n[http]\nrate_limit = 0\n\
+         [spamd]\nenabled = true\naddress = \"{}\"\ntimeout = \"60s\"\non_error = \"defer\"\n",
+        spamd.addr
+    ))
+    .await;
+    // Until spamd has loaded its rules and listens, the message is deferred (451 4.4.3).
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let reply = loop {
+        let r = send(&srv, "relayed").await;
+        if r.code != 451 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let m = fetch(&srv, &reply).await;
+    let symbols: Vec<&str> = m["checks"]["symbols"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert!(
+        m["checks"]["scanner"]
+            .as_str()
+            .unwrap()
+            .starts_with("spamd: "),
+        "{m}"
+    );
+    for rule in ["SA:NO_RECEIVED", "SA:NO_RELAYS"] {
+        assert!(!symbols.contains(&rule), "{rule} in {symbols:?}");
+    }
+    assert!(
+        symbols.contains(&"SA:ALL_TRUSTED"),
+        "the relay from 127.0.0.1 was seen: {symbols:?}"
+    );
+}

@@ -10,7 +10,8 @@ use base64::Engine;
 use intake_core::{AuthResult, Credentials};
 use intake_proto::{Mechanism, Reply, replies};
 
-use super::{Effect, Pending, Session, Step};
+use super::{Effect, Pending, Phase, Session, Step};
+use crate::failure::Failure;
 
 /// Where a SASL exchange is.
 #[derive(Debug)]
@@ -57,7 +58,7 @@ impl Session {
         if self.helo.is_none() || !self.esmtp {
             return self.client_error(replies::HELO_FIRST);
         }
-        if self.user.is_some() || self.tx.is_some() {
+        if self.user.is_some() || self.in_transaction() {
             return self.client_error(replies::AUTH_ALREADY);
         }
         if self.tls.is_none() && !a.allow_plaintext {
@@ -66,12 +67,12 @@ impl Session {
         match (mechanism, initial) {
             (Mechanism::Plain, Some(resp)) => self.plain(&resp),
             (Mechanism::Plain, None) => {
-                self.sasl = Some(Sasl::Plain);
+                self.phase = Phase::Auth(Sasl::Plain);
                 Step::ReadLine(Reply::plain(334, ""))
             }
             (Mechanism::Login, Some(resp)) => self.sasl_line(&resp, Sasl::LoginUser),
             (Mechanism::Login, None) => {
-                self.sasl = Some(Sasl::LoginUser);
+                self.phase = Phase::Auth(Sasl::LoginUser);
                 Step::ReadLine(challenge("Username:"))
             }
             (Mechanism::Other, _) => self.client_error(replies::AUTH_MECHANISM),
@@ -80,8 +81,12 @@ impl Session {
 
     /// One line of the SASL exchange, after a [`Step::ReadLine`].
     pub fn on_line(&mut self, line: &str) -> Step {
-        let Some(state) = self.sasl.take() else {
-            return self.client_error(replies::BAD_SEQUENCE);
+        let state = match self.take_phase() {
+            Phase::Auth(state) => state,
+            other => {
+                self.phase = other;
+                return self.client_error(replies::BAD_SEQUENCE);
+            }
         };
         self.sasl_line(line, state)
     }
@@ -95,7 +100,7 @@ impl Session {
             Sasl::Plain => self.plain(line),
             Sasl::LoginUser => match decode(line).and_then(|b| String::from_utf8(b).ok()) {
                 Some(user) => {
-                    self.sasl = Some(Sasl::LoginPassword(user));
+                    self.phase = Phase::Auth(Sasl::LoginPassword(user));
                     Step::ReadLine(challenge("Password:"))
                 }
                 None => self.client_error(replies::AUTH_CANCELLED),
@@ -134,12 +139,20 @@ impl Session {
     }
 
     fn check(&mut self, username: String, password: String) -> Step {
-        self.pending = Some(Pending::Auth);
-        Step::Await(Effect::Authenticate(Credentials {
+        let credentials = Credentials {
             username,
             password,
             client: self.client.ip(),
-        }))
+        };
+        self.wait(Pending::Auth, Effect::Authenticate(credentials))
+    }
+
+    /// A SASL response line grew past the longest line allowed without ending (RFC 4954
+    /// §4 allows long lines, not endless ones): the exchange is cancelled and the
+    /// session closed.
+    pub fn on_endless_line(&mut self) -> Step {
+        self.end_transaction();
+        Step::Close(replies::AUTH_CANCELLED)
     }
 
     /// The authenticator answered.
@@ -151,9 +164,8 @@ impl Session {
                 Step::Reply(replies::AUTH_OK)
             }
             AuthResult::Invalid => self.client_error(replies::AUTH_INVALID),
-            AuthResult::RateLimited | AuthResult::Unavailable => {
-                Step::Reply(replies::AUTH_TEMPORARY)
-            }
+            AuthResult::RateLimited => Step::Reply(replies::AUTH_TEMPORARY),
+            AuthResult::Unavailable => Step::Reply(Failure::Authenticator.reply()),
         }
     }
 

@@ -3,11 +3,11 @@
 use intake_core::{BodyType, Envelope, MailParams, Stage};
 use intake_proto::{BdatDecoder, Body, DataDecoder, DataOutcome, replies};
 
-use super::{ContentMode, Delivery, Effect, Pending, Session, Step};
+use super::{ContentMode, Delivery, Effect, Pending, Phase, Session, Stamp, Step};
 
 impl Session {
     pub(super) fn handle_data(&mut self) -> Step {
-        let Some(tx) = &mut self.tx else {
+        let Some(tx) = self.tx_mut() else {
             return self.client_error(replies::MAIL_FIRST);
         };
         if tx.mode == ContentMode::Bdat {
@@ -17,71 +17,89 @@ impl Session {
             return self.client_error(replies::RCPT_FIRST);
         }
         tx.mode = ContentMode::Data;
-        Step::ReadData(
-            replies::START_DATA,
-            DataDecoder::new(self.cfg.max_message_size, self.cfg.line_endings),
-        )
+        let Phase::Mail(tx) = self.take_phase() else {
+            unreachable!("a transaction outside an effect or content is in Phase::Mail")
+        };
+        let decoder = DataDecoder::new(self.cfg.max_message_size, self.cfg.line_endings);
+        self.phase = Phase::Data(tx, decoder);
+        Step::ReadData(replies::START_DATA)
     }
 
     /// The DATA content ended with `outcome`.
     pub fn data_done(&mut self, outcome: DataOutcome) -> Step {
+        match self.take_phase() {
+            Phase::Data(tx, _) => self.phase = Phase::Mail(tx),
+            other => {
+                tracing::error!(phase = ?other, "end of DATA outside DATA");
+                self.phase = other;
+                return Step::Reply(replies::BAD_SEQUENCE);
+            }
+        }
         match outcome {
             DataOutcome::Complete => self.content_complete(),
             DataOutcome::TooLarge => {
-                self.tx = None;
+                self.end_transaction();
                 Step::Reply(replies::MESSAGE_TOO_BIG)
             }
             DataOutcome::BareLineEnding => {
-                self.tx = None;
+                self.end_transaction();
                 self.client_error(replies::BARE_LINE_ENDING_DATA)
             }
         }
     }
 
     pub(super) fn handle_bdat(&mut self, size: u64, last: bool) -> Step {
+        let max = self.cfg.max_message_size;
         // The chunk's octets follow the command whatever we answer: always read them.
-        let error = match &mut self.tx {
+        let refusal = match self.tx_mut() {
             None => Some(replies::MAIL_FIRST),
             Some(tx) if tx.rcpt_to.is_empty() => Some(replies::RCPT_FIRST),
             Some(tx) if tx.mode == ContentMode::Data => Some(replies::DATA_BDAT_MIX),
             Some(tx) => {
                 tx.mode = ContentMode::Bdat;
                 tx.bdat_size = tx.bdat_size.saturating_add(size);
-                if tx.bdat_error.is_none() && tx.bdat_size > self.cfg.max_message_size {
+                if tx.bdat_error.is_none() && tx.bdat_size > max {
                     tx.bdat_error = Some(replies::MESSAGE_TOO_BIG);
                 }
                 None
             }
         };
-        if let Some(e) = error {
-            // No transaction to attach the error to: remember it in a throw-away one.
-            self.pending_chunk_error = Some(e);
-            return Step::ReadChunk {
-                decoder: BdatDecoder::new(size, false),
-                keep: false,
-            };
-        }
-        self.pending_chunk_error = None;
-        let keep = self.tx.as_ref().is_some_and(|t| t.bdat_error.is_none());
-        self.pending_last = last;
-        Step::ReadChunk {
+        let keep = refusal.is_none() && self.tx().is_some_and(|t| t.bdat_error.is_none());
+        let tx = match self.take_phase() {
+            Phase::Mail(tx) => Some(tx),
+            _ => None,
+        };
+        self.phase = Phase::Chunk {
+            tx,
             decoder: BdatDecoder::new(size, keep),
-            keep,
-        }
+            last,
+            refusal,
+        };
+        Step::ReadChunk { keep }
     }
 
     /// The octets of the chunk announced by the last BDAT have been read.
     pub fn bdat_done(&mut self) -> Step {
-        if let Some(e) = self.pending_chunk_error.take() {
+        let (tx, last, refusal) = match self.take_phase() {
+            Phase::Chunk {
+                tx, last, refusal, ..
+            } => (tx, last, refusal),
+            other => {
+                tracing::error!(phase = ?other, "end of a BDAT chunk outside BDAT");
+                self.phase = other;
+                return Step::Reply(replies::BAD_SEQUENCE);
+            }
+        };
+        self.back_to(tx);
+        if let Some(e) = refusal {
             return self.client_error(e);
         }
-        let last = self.pending_last;
-        let Some(tx) = &mut self.tx else {
+        let Some(tx) = self.tx() else {
             return self.client_error(replies::MAIL_FIRST);
         };
         if let Some(e) = tx.bdat_error.clone() {
             if last {
-                self.tx = None;
+                self.end_transaction();
             }
             return Step::Reply(e);
         }
@@ -91,20 +109,38 @@ impl Session {
         Step::Reply(replies::CHUNK_OK.with_text(format!("{} octets received", tx.bdat_size)))
     }
 
-    /// The content is complete: check it if there are content checks, else deliver.
+    /// The content is complete: it gets its id and our `Received:`, then the content
+    /// checks if there are any, then delivery.
     fn content_complete(&mut self) -> Step {
-        self.ask(Pending::Data, Stage::Data, None)
-            .unwrap_or_else(|| self.deliver())
+        let tx = self.tx().expect("content only inside a transaction");
+        let id = self.cfg.ids.next_id();
+        let at = self.cfg.clock.now();
+        let received = self.received_header(id, tx.rcpt_to.as_slice(), tx.smtputf8, at);
+        let stamp = Stamp { id, at, received };
+        if self.cfg.checks.has(Stage::Data) {
+            return self
+                .ask(Pending::Data(stamp), Stage::Data, None)
+                .expect("checked above");
+        }
+        self.deliver(stamp)
+    }
+
+    /// The header fields in front of the content, in order: `received`, then those the
+    /// session's and the transaction's checks added so far.
+    pub(super) fn header_fields(&self, received: &str) -> Vec<String> {
+        let mut headers = vec![received.to_string()];
+        headers.extend(self.session_headers.iter().cloned());
+        if let Some(tx) = self.tx() {
+            headers.extend(tx.headers.iter().cloned());
+        }
+        headers
     }
 
     /// Asks the driver to hand the message to the delivery targets.
-    pub(super) fn deliver(&mut self) -> Step {
-        let tx = self.tx.as_ref().expect("content only inside a transaction");
-        let id = self.cfg.ids.next_id();
-        let now = self.cfg.clock.now();
-        let mut headers = vec![self.received_header(id, tx.rcpt_to.as_slice(), tx.smtputf8, now)];
-        headers.extend(self.session_headers.iter().cloned());
-        headers.extend(tx.headers.iter().cloned());
+    pub(super) fn deliver(&mut self, stamp: Stamp) -> Step {
+        let Stamp { id, at, received } = stamp;
+        let headers = self.header_fields(&received);
+        let tx = self.tx().expect("content only inside a transaction");
         if tx.score != 0.0 {
             tracing::debug!(%id, score = tx.score, "checks scored the message");
         }
@@ -129,10 +165,9 @@ impl Session {
             },
             headers,
             id,
-            received_at: now,
+            received_at: at,
             findings: Box::new(findings),
         };
-        self.pending = Some(Pending::Deliver(id));
-        Step::Await(Effect::Deliver(delivery))
+        self.wait(Pending::Deliver(id), Effect::Deliver(delivery))
     }
 }

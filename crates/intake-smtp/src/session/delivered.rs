@@ -23,12 +23,13 @@ use intake_core::{DeliveryReport, DownstreamReply, MessageId, RcptOutcome};
 use intake_proto::{EnhancedStatus, Reply, replies};
 
 use super::Session;
+use crate::failure::Failure;
 
 impl Session {
     /// The targets answered for message `id`: ends the transaction and gives the final
     /// reply (see the module documentation for the rule).
     pub(super) fn delivered(&mut self, id: MessageId, report: &DeliveryReport) -> Reply {
-        self.tx = None;
+        self.end_transaction();
         final_reply(id, report)
     }
 }
@@ -52,8 +53,8 @@ pub fn final_reply(id: MessageId, report: &DeliveryReport) -> Reply {
             Some(r) => passed_on(r, 4),
             // Nothing from a downstream: our own failure (the store's 451 4.3.0 when the
             // store is a target), or a downstream that timed out or was unreachable.
-            None if report.store_failed => crate::failure::delivery_failed(),
-            None => replies::DELIVERY_DEFERRED,
+            None if report.store_failed => Failure::Store.reply(),
+            None => Failure::Downstream.reply(),
         };
     }
     if rcpts.iter().any(RcptOutcome::is_accepted) || rcpts.is_empty() {

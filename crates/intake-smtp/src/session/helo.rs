@@ -12,7 +12,7 @@ impl Session {
         }
         if self.cfg.checks.has(Stage::Helo) {
             // A new EHLO/HELO ends any transaction whatever the checks say.
-            self.tx = None;
+            self.end_transaction();
             let pending = Pending::Helo { name, esmtp };
             return self.ask(pending, Stage::Helo, None).expect("checked above");
         }
@@ -22,7 +22,7 @@ impl Session {
     /// The name passed: remember it and answer.
     pub(super) fn accept_helo(&mut self, name: String, esmtp: bool) -> Step {
         // A new EHLO/HELO resets any transaction (RFC 5321 §4.1.4).
-        self.tx = None;
+        self.end_transaction();
         self.esmtp = esmtp;
         let reply = if esmtp {
             ehlo_reply(

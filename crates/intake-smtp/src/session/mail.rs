@@ -3,14 +3,14 @@
 use intake_core::Stage;
 use intake_proto::{Body, MailFrom, replies};
 
-use super::{ContentMode, Pending, Session, Step, Transaction};
+use super::{ContentMode, Pending, Phase, Session, Step, Transaction};
 
 impl Session {
     pub(super) fn handle_mail_from(&mut self, from: MailFrom) -> Step {
         if self.helo.is_none() {
             return self.client_error(replies::HELO_FIRST);
         }
-        if self.tx.is_some() {
+        if self.in_transaction() {
             return self.client_error(replies::NESTED_MAIL);
         }
         if self.cfg.tls == crate::config::TlsMode::Required && self.tls.is_none() {
@@ -51,7 +51,7 @@ impl Session {
     /// MAIL FROM was accepted: the transaction starts.
     pub(super) fn start_transaction(&mut self, from: MailFrom) {
         self.messages += 1;
-        self.tx = Some(Box::new(Transaction {
+        self.phase = Phase::Mail(Box::new(Transaction {
             mail_from: from.address,
             rcpt_to: Vec::new(),
             smtputf8: from.smtputf8,

@@ -40,14 +40,12 @@ use crate::config::{SessionConfig, ViolationPolicy};
 pub enum Step {
     /// Send this reply and go on reading commands.
     Reply(Reply),
-    /// Send the 354 reply, then read message content with this decoder and call
+    /// Send the 354 reply, then read message content as [`Session::input`] says and call
     /// [`Session::data_done`] when it reports the end.
-    ReadData(Reply, DataDecoder),
-    /// Read one BDAT chunk with this decoder (no reply yet), then call
+    ReadData(Reply),
+    /// Read one BDAT chunk as [`Session::input`] says (no reply yet), then call
     /// [`Session::bdat_done`]. `keep` false: drop the octets (the transaction failed).
     ReadChunk {
-        /// Reads exactly the announced octets.
-        decoder: BdatDecoder,
         /// Keep the octets as message content, or drop them.
         keep: bool,
     },
@@ -65,12 +63,32 @@ pub enum Step {
     Close(Reply),
 }
 
+/// How the driver reads the next input.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// A command line.
+    Command,
+    /// One raw line of a SASL exchange (AUTH), not a command: [`Session::on_line`].
+    Line,
+    /// DATA content, with this decoder: [`Session::data_done`] at its end.
+    Data(&'a mut DataDecoder),
+    /// The octets of one BDAT chunk, with this decoder: [`Session::bdat_done`] at its end.
+    Chunk(&'a mut BdatDecoder),
+}
+
 /// Something the session waits for: the driver does it and calls [`Session::resume`].
 #[derive(Debug)]
 pub enum Effect {
-    /// Run the checks of `ctx.stage` (the driver adds the content at [`Stage::Data`]) and
-    /// resume with [`Outcome::Checked`].
-    Check(CheckCtx),
+    /// Run the checks of `cx.stage` and resume with [`Outcome::Checked`]. At
+    /// [`Stage::Data`] the driver sets `cx.content` to the message as it will be stored
+    /// so far: `header` (our `Received:` first, then the fields earlier checks added),
+    /// then the content; at other stages `header` is empty.
+    Check {
+        /// What the checks look at.
+        cx: CheckCtx,
+        /// The header fields in front of the content, at [`Stage::Data`].
+        header: String,
+    },
     /// Hand the message (with [`Delivery::headers`] prepended to the content) to the
     /// listener's delivery targets (the store, a relay, ...) and resume with
     /// [`Outcome::Delivered`].
@@ -113,6 +131,15 @@ pub struct Delivery {
     pub findings: Box<intake_core::Findings>,
 }
 
+/// What a complete message is known by from the end of its content on: its id, when it
+/// arrived, and our `Received:` header naming both.
+#[derive(Debug)]
+struct Stamp {
+    id: MessageId,
+    at: jiff::Timestamp,
+    received: String,
+}
+
 /// What the session is waiting for (the [`Effect`] it asked for last).
 #[derive(Debug)]
 enum Pending {
@@ -125,7 +152,7 @@ enum Pending {
     /// Checks of one recipient; then it is added.
     Rcpt(String),
     /// Checks of the content; then delivery.
-    Data,
+    Data(Stamp),
     /// The store.
     Deliver(MessageId),
     /// The authenticator.
@@ -162,36 +189,56 @@ struct Transaction {
     findings: intake_core::Findings,
 }
 
+/// Where a session is: the one state the session and its driver go by.
+#[derive(Debug)]
+enum Phase {
+    /// Waiting for a command, no mail transaction open.
+    Idle,
+    /// A mail transaction is open (MAIL accepted; recipients and BDAT chunks arriving).
+    Mail(Box<Transaction>),
+    /// Reading DATA content for the transaction.
+    Data(Box<Transaction>, DataDecoder),
+    /// Reading the octets of one BDAT chunk: kept for the transaction, or dropped.
+    Chunk {
+        /// The transaction, if one is open.
+        tx: Option<Box<Transaction>>,
+        decoder: BdatDecoder,
+        /// The chunk carried LAST.
+        last: bool,
+        /// The chunk came outside a usable transaction: answer this once it is read.
+        refusal: Option<Reply>,
+    },
+    /// A SASL exchange: the next line is a response, not a command.
+    Auth(auth::Sasl),
+    /// Waiting for an effect the driver carries out, with the transaction if one is open.
+    Waiting {
+        pending: Pending,
+        tx: Option<Box<Transaction>>,
+    },
+}
+
 /// The state of one SMTP session.
 #[derive(Debug)]
 pub struct Session {
     cfg: Arc<SessionConfig>,
     client: SocketAddr,
+    /// Where the session is.
+    phase: Phase,
     /// EHLO/HELO name once the client introduced itself.
     helo: Option<String>,
     /// The client used EHLO (extensions allowed) rather than HELO.
     esmtp: bool,
     tls: Option<TlsInfo>,
-    /// Boxed (as are the findings and the user below): an idle session is small.
-    tx: Option<Box<Transaction>>,
     errors: u32,
-    /// The error to answer once the octets of a BDAT chunk sent outside a usable
-    /// transaction have been read.
-    pending_chunk_error: Option<Reply>,
-    /// The BDAT being read carried LAST.
-    pending_last: bool,
     /// Transactions started (MAIL accepted) in this connection.
     messages: usize,
-    /// The effect the driver is carrying out for us, if any.
-    pending: Option<Pending>,
     /// Header fields added by connect and HELO checks, for every message of the session.
     session_headers: Vec<String>,
-    /// What connect and HELO checks found, for every message of the session.
+    /// What connect and HELO checks found, for every message of the session (boxed, as
+    /// are the transaction and the user: an idle session is small).
     session_findings: Option<Box<intake_core::Findings>>,
     /// The logged-in user (AUTH), if any.
     user: Option<Box<User>>,
-    /// A SASL exchange in progress.
-    sasl: Option<auth::Sasl>,
 }
 
 impl Session {
@@ -200,19 +247,15 @@ impl Session {
         Session {
             cfg,
             client,
+            phase: Phase::Idle,
             helo: None,
             esmtp: false,
             tls: None,
-            tx: None,
             errors: 0,
-            pending_chunk_error: None,
-            pending_last: false,
             messages: 0,
-            pending: None,
             session_headers: Vec::new(),
             session_findings: None,
             user: None,
-            sasl: None,
         }
     }
 
@@ -248,14 +291,71 @@ impl Session {
 
     /// Whether a mail transaction is open (MAIL accepted, not yet finished or reset).
     pub fn in_transaction(&self) -> bool {
-        self.tx.is_some()
+        self.tx().is_some()
     }
 
     /// The open transaction's sender and recipient count (for log lines).
     pub fn transaction_summary(&self) -> Option<(&str, usize)> {
-        self.tx
-            .as_ref()
-            .map(|t| (t.mail_from.as_str(), t.rcpt_to.len()))
+        self.tx().map(|t| (t.mail_from.as_str(), t.rcpt_to.len()))
+    }
+
+    /// How the driver reads the next input.
+    pub fn input(&mut self) -> Input<'_> {
+        match &mut self.phase {
+            Phase::Data(_, decoder) => Input::Data(decoder),
+            Phase::Chunk { decoder, .. } => Input::Chunk(decoder),
+            Phase::Auth(_) => Input::Line,
+            Phase::Idle | Phase::Mail(_) | Phase::Waiting { .. } => Input::Command,
+        }
+    }
+
+    /// Whether message content is being read (DATA or a BDAT chunk).
+    pub fn reading_content(&self) -> bool {
+        matches!(self.phase, Phase::Data(..) | Phase::Chunk { .. })
+    }
+
+    /// The open transaction, if any.
+    fn tx(&self) -> Option<&Transaction> {
+        match &self.phase {
+            Phase::Mail(tx) | Phase::Data(tx, _) => Some(tx),
+            Phase::Chunk { tx, .. } | Phase::Waiting { tx, .. } => tx.as_deref(),
+            Phase::Idle | Phase::Auth(_) => None,
+        }
+    }
+
+    /// The open transaction, if any, to change.
+    fn tx_mut(&mut self) -> Option<&mut Transaction> {
+        match &mut self.phase {
+            Phase::Mail(tx) | Phase::Data(tx, _) => Some(tx),
+            Phase::Chunk { tx, .. } | Phase::Waiting { tx, .. } => tx.as_deref_mut(),
+            Phase::Idle | Phase::Auth(_) => None,
+        }
+    }
+
+    /// Leaves the current phase for [`Phase::Idle`], returning it.
+    fn take_phase(&mut self) -> Phase {
+        std::mem::replace(&mut self.phase, Phase::Idle)
+    }
+
+    /// Goes back to the open transaction, if there is one, or to [`Phase::Idle`].
+    fn back_to(&mut self, tx: Option<Box<Transaction>>) {
+        self.phase = tx.map_or(Phase::Idle, Phase::Mail);
+    }
+
+    /// Ends the open transaction, if any (RSET, a new EHLO, a refused or delivered
+    /// message).
+    fn end_transaction(&mut self) {
+        self.phase = Phase::Idle;
+    }
+
+    /// Waits for an effect: remembers what to do after, with the open transaction.
+    fn wait(&mut self, pending: Pending, effect: Effect) -> Step {
+        let tx = match self.take_phase() {
+            Phase::Mail(tx) => Some(tx),
+            _ => None,
+        };
+        self.phase = Phase::Waiting { pending, tx };
+        Step::Await(effect)
     }
 
     /// Records TLS parameters (after a handshake).
@@ -282,7 +382,7 @@ impl Session {
             Command::Data => self.handle_data(),
             Command::Bdat { size, last } => self.handle_bdat(size, last),
             Command::Rset => {
-                self.tx = None;
+                self.end_transaction();
                 Step::Reply(replies::OK)
             }
             Command::Noop => Step::Reply(replies::OK),

@@ -7,7 +7,8 @@
 use intake_core::{CheckCtx, Reason, Stage, Verdict};
 use intake_proto::{Reply, replies};
 
-use super::{Effect, Outcome, Pending, Session, Step};
+use super::{Effect, Outcome, Pending, Phase, Session, Step};
+use crate::failure::Failure;
 
 /// The sum of what passing checks said: header fields to add and a score.
 #[derive(Debug, Default)]
@@ -41,33 +42,40 @@ impl Session {
             _ => self.helo.clone(),
         };
         cx.tls = self.tls.is_some();
+        let tx = self.tx();
         cx.mail_from = match &pending {
             Pending::Mail(from) => Some(from.address.clone()),
-            _ => self.tx.as_ref().map(|t| t.mail_from.clone()),
+            _ => tx.map(|t| t.mail_from.clone()),
         };
         cx.rcpt_to = rcpt_to.map(str::to_string);
         cx.symbols = (self.session_findings.as_ref())
             .map(|f| f.symbols.clone())
             .unwrap_or_default();
-        if let Some(tx) = &self.tx {
+        if let Some(tx) = tx {
             cx.symbols.extend(tx.findings.symbols.iter().cloned());
         }
-        cx.recipients = self
-            .tx
-            .as_ref()
-            .map(|t| t.rcpt_to.clone())
-            .unwrap_or_default();
-        self.pending = Some(pending);
-        Some(Step::Await(Effect::Check(cx)))
+        cx.recipients = tx.map(|t| t.rcpt_to.clone()).unwrap_or_default();
+        // Content checks see the message as it will be stored: our `Received:` (client
+        // address, HELO, TLS) first, then the fields earlier checks added.
+        let header = match &pending {
+            Pending::Data(stamp) => self.header_fields(&stamp.received).concat(),
+            _ => String::new(),
+        };
+        Some(self.wait(pending, Effect::Check { cx, header }))
     }
 
     /// The driver carried out the last [`Step::Await`]: go on from where the session was.
     pub fn resume(&mut self, outcome: Outcome) -> Step {
-        let Some(pending) = self.pending.take() else {
-            // A driver bug; answer something safe rather than panic in production.
-            tracing::error!(?outcome, "resume without a pending effect");
-            return Step::Reply(replies::BAD_SEQUENCE);
+        let (pending, tx) = match self.take_phase() {
+            Phase::Waiting { pending, tx } => (pending, tx),
+            other => {
+                // A driver bug; answer something safe rather than panic in production.
+                tracing::error!(?outcome, phase = ?other, "resume without a pending effect");
+                self.phase = other;
+                return Step::Reply(replies::BAD_SEQUENCE);
+            }
         };
+        self.back_to(tx);
         match (pending, outcome) {
             (Pending::Deliver(id), Outcome::Delivered(report)) => {
                 Step::Reply(self.delivered(id, &report))
@@ -79,8 +87,8 @@ impl Session {
             }
             (pending, outcome) => {
                 tracing::error!(?pending, ?outcome, "resumed with the wrong outcome");
-                self.tx = None;
-                Step::Reply(replies::CHECK_UNAVAILABLE)
+                self.end_transaction();
+                Step::Reply(Failure::Check.reply())
             }
         }
     }
@@ -88,7 +96,7 @@ impl Session {
     fn checked(&mut self, pending: Pending, decision: Decision) -> Step {
         match (pending, decision) {
             (Pending::Connect, Decision::Go(tags)) => {
-                self.session_headers.extend(tags.headers);
+                self.add_session_headers(tags.headers);
                 self.session_findings
                     .get_or_insert_default()
                     .merge(tags.findings);
@@ -96,7 +104,7 @@ impl Session {
             }
             (Pending::Connect, Decision::Stop(r)) => Step::Close(r),
             (Pending::Helo { name, esmtp }, Decision::Go(tags)) => {
-                self.session_headers.extend(tags.headers);
+                self.add_session_headers(tags.headers);
                 self.session_findings
                     .get_or_insert_default()
                     .merge(tags.findings);
@@ -111,12 +119,12 @@ impl Session {
                 self.tag(tags);
                 self.add_recipient(address)
             }
-            (Pending::Data, Decision::Go(tags)) => {
+            (Pending::Data(stamp), Decision::Go(tags)) => {
                 self.tag(tags);
-                self.deliver()
+                self.deliver(stamp)
             }
-            (Pending::Data, Decision::Stop(r)) => {
-                self.tx = None;
+            (Pending::Data(_), Decision::Stop(r)) => {
+                self.end_transaction();
                 Step::Reply(r)
             }
             (Pending::Helo { .. } | Pending::Mail(_) | Pending::Rcpt(_), Decision::Stop(r)) => {
@@ -133,15 +141,31 @@ impl Session {
             (Pending::Deliver(id), _) => {
                 // Checks answered where the store should have.
                 tracing::error!(%id, "delivery resumed with verdicts");
-                self.tx = None;
-                Step::Reply(replies::CHECK_UNAVAILABLE)
+                self.end_transaction();
+                Step::Reply(Failure::Check.reply())
+            }
+        }
+    }
+
+    /// Header fields for every message of the session, each once (a HELO check that
+    /// could not decide for a repeated EHLO marks the messages once).
+    fn add_session_headers(&mut self, headers: Vec<String>) {
+        for h in headers {
+            if !self.session_headers.contains(&h) {
+                self.session_headers.push(h);
             }
         }
     }
 
     fn tag(&mut self, tags: Tags) {
-        if let Some(tx) = &mut self.tx {
-            tx.headers.extend(tags.headers);
+        if let Some(tx) = self.tx_mut() {
+            // Once per message: a check that could not decide for each recipient marks
+            // the message once.
+            for h in tags.headers {
+                if !tx.headers.contains(&h) {
+                    tx.headers.push(h);
+                }
+            }
             tx.score += tags.score;
             tx.findings.merge(tags.findings);
         }
@@ -184,7 +208,8 @@ fn deferral(reason: &Reason, pending: &Pending) -> Reply {
         (Reason::Greylisted, _) => replies::GREYLISTED,
         (Reason::Policy(text), _) => replies::POLICY_DEFERRED.with_text(clean(text)),
         (Reason::Spf(text), _) => replies::SPF_TEMP_ERROR.with_text(clean(text)),
-        (Reason::CheckFailed | Reason::UnknownRecipient, _) => replies::CHECK_UNAVAILABLE,
+        (Reason::CheckFailed, _) => Failure::Check.reply(),
+        (Reason::UnknownRecipient, _) => replies::CHECK_UNAVAILABLE,
     }
 }
 

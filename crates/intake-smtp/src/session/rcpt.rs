@@ -7,7 +7,7 @@ use super::{Pending, Session, Step};
 
 impl Session {
     pub(super) fn handle_rcpt_to(&mut self, to: RcptTo) -> Step {
-        let Some(tx) = &self.tx else {
+        let Some(tx) = self.tx() else {
             return self.client_error(replies::MAIL_FIRST);
         };
         let smtputf8 = tx.smtputf8;
@@ -46,8 +46,7 @@ impl Session {
             return Step::Reply(replies::RECIPIENT_RATE);
         }
         let already = self
-            .tx
-            .as_ref()
+            .tx()
             .is_some_and(|tx| tx.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(&address)));
         if !already {
             let rcpt = address.clone();
@@ -61,7 +60,7 @@ impl Session {
 
     /// The recipient passed every check: add it (once).
     pub(super) fn add_recipient(&mut self, address: String) -> Step {
-        let Some(tx) = self.tx.as_mut() else {
+        let Some(tx) = self.tx_mut() else {
             return self.client_error(replies::MAIL_FIRST);
         };
         if !tx.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(&address)) {

@@ -19,7 +19,7 @@ impl Session {
         if self.cfg.tls == TlsMode::Off {
             return self.client_error(replies::NOT_IMPLEMENTED);
         }
-        if self.tx.is_some() {
+        if self.in_transaction() {
             return self.client_error(replies::BAD_SEQUENCE);
         }
         Step::StartTls(replies::READY_FOR_TLS)
@@ -30,9 +30,8 @@ impl Session {
     pub fn tls_started(&mut self, tls: TlsInfo) {
         self.helo = None;
         self.esmtp = false;
-        self.tx = None;
+        self.end_transaction();
         self.user = None;
-        self.sasl = None;
         self.tls = Some(tls);
     }
 }
