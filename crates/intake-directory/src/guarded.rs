@@ -2,15 +2,19 @@
 //! call. What the server holds (`Arc<Guarded>` or `Arc<dyn Directory>`).
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use intake_core::Clock;
+use intake_core::password::{self, Plaintext};
 
 use crate::breaker::Breaker;
 use crate::cache::{AnswerCache, LoginKeys};
-use crate::{Directory, DirectoryError, LoginResult};
+use crate::{Backend, Directory, DirectoryError, LoginAnswer, LoginResult};
+
+/// A hash to check unknown logins' passwords against, so they take as long as known ones.
+static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| password::hash("no such login"));
 
 /// How a [`Guarded`] directory is guarded (from [`crate::DirectorySettings`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +31,7 @@ pub struct Guards {
 
 /// A directory behind a cache, a circuit breaker and a timeout.
 pub struct Guarded {
-    inner: Arc<dyn Directory>,
+    inner: Arc<dyn Backend>,
     guards: Guards,
     breaker: Breaker,
     recipients: AnswerCache<String>,
@@ -37,7 +41,7 @@ pub struct Guarded {
 
 impl Guarded {
     /// Guards `inner` as `guards` says; `clock` judges cache expiry and the breaker.
-    pub fn new(inner: Arc<dyn Directory>, guards: Guards, clock: Arc<dyn Clock>) -> Guarded {
+    pub fn new(inner: Arc<dyn Backend>, guards: Guards, clock: Arc<dyn Clock>) -> Guarded {
         Guarded {
             inner,
             guards,
@@ -99,6 +103,10 @@ impl Directory for Guarded {
         login: &str,
         password: &str,
     ) -> Result<LoginResult, DirectoryError> {
+        // An empty password would be an anonymous LDAP bind; no directory gets one.
+        if login.is_empty() || password.is_empty() {
+            return Ok(LoginResult::Invalid);
+        }
         let key = self.keys.of(login, password);
         if let Some(valid) = self.logins.get(&key) {
             return Ok(if valid {
@@ -107,10 +115,30 @@ impl Directory for Guarded {
                 LoginResult::Invalid
             });
         }
-        let result = self.ask(self.inner.verify_login(login, password)).await?;
+        let result = match self.ask(self.inner.login(login, password)).await? {
+            LoginAnswer::Decided(result) => result,
+            LoginAnswer::Stored(stored) => check_stored(stored, password).await?,
+        };
         self.logins.insert(key, result == LoginResult::Valid);
         Ok(result)
     }
+}
+
+/// Checks `password` against a stored one on the blocking pool (an unknown login against a
+/// dummy hash, so it takes as long).
+async fn check_stored(stored: Option<String>, password: &str) -> Result<LoginResult, DirectoryError> {
+    let known = stored.is_some();
+    let hash = stored.unwrap_or_else(|| DUMMY_HASH.clone());
+    let password = password.to_string();
+    let matches = tokio::task::spawn_blocking(move || {
+        password::verify_with(&hash, &password, Plaintext::Accept)
+    })
+    .await?;
+    Ok(if known && matches {
+        LoginResult::Valid
+    } else {
+        LoginResult::Invalid
+    })
 }
 
 #[cfg(test)]
@@ -131,7 +159,7 @@ mod tests {
     }
 
     #[async_trait]
-    impl Directory for Fake {
+    impl Backend for Fake {
         async fn recipient_exists(&self, address: &str) -> Result<bool, DirectoryError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             if self.hang.load(Ordering::SeqCst) {
@@ -142,12 +170,13 @@ mod tests {
             }
             Ok(self.recipients.lock().unwrap().iter().any(|r| r == address))
         }
-        async fn verify_login(&self, login: &str, pw: &str) -> Result<LoginResult, DirectoryError> {
+        async fn login(&self, login: &str, pw: &str) -> Result<LoginAnswer, DirectoryError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
-            Ok(if login == "alice" && pw == "right" {
-                LoginResult::Valid
-            } else {
-                LoginResult::Invalid
+            Ok(match login {
+                "alice" if pw == "right" => LoginAnswer::Decided(LoginResult::Valid),
+                "alice" => LoginAnswer::Decided(LoginResult::Invalid),
+                "stored" => LoginAnswer::Stored(Some("{PLAIN}right".into())),
+                _ => LoginAnswer::Stored(None),
             })
         }
     }
@@ -192,6 +221,17 @@ mod tests {
         assert_eq!(g.verify_login("alice", "right").await.unwrap(), LoginResult::Valid);
         assert_eq!(g.verify_login("alice", "wrong").await.unwrap(), LoginResult::Invalid);
         assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(g.verify_login("alice", "").await.unwrap(), LoginResult::Invalid);
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 2, "an empty password is not asked");
+    }
+
+    #[tokio::test]
+    async fn stored_passwords_are_checked_here() {
+        let (fake, clock) = (Arc::new(Fake::default()), ManualClock::new());
+        let g = guarded(&fake, &clock);
+        assert_eq!(g.verify_login("stored", "right").await.unwrap(), LoginResult::Valid);
+        assert_eq!(g.verify_login("stored", "wrong").await.unwrap(), LoginResult::Invalid);
+        assert_eq!(g.verify_login("nobody", "right").await.unwrap(), LoginResult::Invalid);
     }
 
     #[tokio::test]

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, SearchOptions, SearchResult};
 use tokio::sync::Mutex;
 
-use crate::{Directory, DirectoryError, LoginResult};
+use crate::{Backend, DirectoryError, LoginAnswer, LoginResult};
 
 /// What the LDAP directory needs (from [`crate::DirectorySettings`]).
 #[derive(Clone, PartialEq, Eq)]
@@ -141,29 +141,26 @@ impl LdapDirectory {
 }
 
 #[async_trait]
-impl Directory for LdapDirectory {
+impl Backend for LdapDirectory {
     async fn recipient_exists(&self, address: &str) -> Result<bool, DirectoryError> {
         let filter = fill(&self.cfg.recipient_filter, address);
         Ok(!self.search(&filter, 1).await?.is_empty())
     }
 
-    async fn verify_login(
-        &self,
-        login: &str,
-        password: &str,
-    ) -> Result<LoginResult, DirectoryError> {
-        // An empty password would be an unauthenticated bind, which servers accept.
+    async fn login(&self, login: &str, password: &str) -> Result<LoginAnswer, DirectoryError> {
+        // An empty password would be an unauthenticated bind, which servers accept
+        // (Guarded never asks with one; this is the second lock).
         if password.is_empty() || login.is_empty() {
-            return Ok(LoginResult::Invalid);
+            return Ok(LoginAnswer::Decided(LoginResult::Invalid));
         }
         let filter = fill(&self.cfg.login_filter, login);
         let dns = self.search(&filter, 2).await?;
         let dn = match dns.as_slice() {
             [dn] => dn,
-            [] => return Ok(LoginResult::Invalid),
+            [] => return Ok(LoginAnswer::Decided(LoginResult::Invalid)),
             _ => {
                 tracing::warn!(%login, filter = %filter, "directory.login_filter finds several entries; login refused");
-                return Ok(LoginResult::Invalid);
+                return Ok(LoginAnswer::Decided(LoginResult::Invalid));
             }
         };
         let mut user = self.connect().await?;
@@ -174,9 +171,9 @@ impl Directory for LdapDirectory {
         let _ = user.unbind().await;
         let result = bound?;
         if result.rc == 0 {
-            Ok(LoginResult::Valid)
+            Ok(LoginAnswer::Decided(LoginResult::Valid))
         } else if BIND_REFUSED.contains(&result.rc) {
-            Ok(LoginResult::Invalid)
+            Ok(LoginAnswer::Decided(LoginResult::Invalid))
         } else {
             Err(result.success().expect_err("rc is not 0").into())
         }

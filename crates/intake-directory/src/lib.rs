@@ -2,11 +2,13 @@
 //! them, in LDAP or in an SQL database (`[directory]`).
 //!
 //! - [`Directory`]: the two questions Intake asks (does this recipient exist? is this login
-//!   right?), answered by [`ldap::LdapDirectory`] or [`sql::SqlDirectory`].
-//! - [`Guarded`]: what the server uses, any directory behind a cache ([`cache`]: positive
+//!   right?). [`Guarded`] answers them: what the server uses.
+//! - [`Backend`]: what a directory server answers, [`ldap::LdapDirectory`] or
+//!   [`sql::SqlDirectory`]. [`Guarded`] puts one behind a cache ([`cache`]: positive
 //!   answers for `cache_ttl`, negative ones for `negative_cache_ttl`), a circuit breaker
 //!   ([`breaker`]: after a failure, fail fast for `breaker_cooldown`) and a deadline per
-//!   call (`timeout`).
+//!   call (`timeout`), and checks a stored password itself, on the blocking pool and outside
+//!   that deadline (a slow hash is not a slow directory).
 //! - [`settings::DirectorySettings`]: `[directory]` as serde reads it, validated, and
 //!   [`settings::DirectorySettings::open`], which builds the [`Guarded`] directory.
 //! - [`check::DirectoryRecipients`]: the RCPT check (`550 5.1.1` for an unknown recipient).
@@ -51,6 +53,26 @@ pub trait Directory: Send + Sync + 'static {
     /// Whether `password` is right for `login`.
     async fn verify_login(&self, login: &str, password: &str)
     -> Result<LoginResult, DirectoryError>;
+}
+
+/// What a directory server answers about a login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginAnswer {
+    /// The server decided (LDAP: the bind as the entry succeeded or was refused).
+    Decided(LoginResult),
+    /// The server gave the stored password (SQL), to be checked by [`Guarded`] with
+    /// [`intake_core::password::verify_with`]; `None`: no such login.
+    Stored(Option<String>),
+}
+
+/// A directory server: one round trip per question, no cache, no deadline of its own
+/// beyond its connection settings. [`Guarded`] adds those.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Whether `address` is a recipient the server knows.
+    async fn recipient_exists(&self, address: &str) -> Result<bool, DirectoryError>;
+    /// What the server says about `login` with `password` (never empty).
+    async fn login(&self, login: &str, password: &str) -> Result<LoginAnswer, DirectoryError>;
 }
 
 /// The directory could not decide.

@@ -387,7 +387,7 @@ impl DirectorySettings {
     /// breaker's cooldown (tests move it).
     pub fn open_with_clock(&self, clock: Arc<dyn Clock>) -> Result<Guarded, SettingsError> {
         self.validate()?;
-        let inner: Arc<dyn crate::Directory> = match self.kind {
+        let inner: Arc<dyn crate::Backend> = match self.kind {
             DirectoryKind::Ldap => Arc::new(LdapDirectory::new(LdapConfig {
                 url: self.url.clone(),
                 starttls: self.starttls,

@@ -4,7 +4,7 @@
 //!   MySQL; every `?` is bound to the login) and returns the stored password in its first
 //!   column. No row, or NULL: no such login. The stored value may be any scheme
 //!   [`intake_core::password`] reads, bare or with a Dovecot `{SCHEME}` prefix, including
-//!   `{PLAIN}` (which Dovecot accepts too).
+//!   `{PLAIN}` (which Dovecot accepts too); [`crate::Guarded`] checks it.
 //! - `recipient_query` gets the address the same way; a row means the recipient exists,
 //!   unless its first column is NULL, 0 or false (so `SELECT count(*) ...` works too).
 //!
@@ -13,16 +13,14 @@
 //! start) and pooled.
 
 use std::str::FromStr;
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use intake_core::password::{self, Plaintext};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::{Directory, DirectoryError, LoginResult};
+use crate::{Backend, DirectoryError, LoginAnswer};
 
 /// What the SQL directory needs (from [`crate::DirectorySettings`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,9 +101,6 @@ impl std::fmt::Debug for SqlDirectory {
             .finish_non_exhaustive()
     }
 }
-
-/// A hash to check unknown logins' passwords against, so they take as long as known ones.
-static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| password::hash("no such login"));
 
 /// Runs `query` with `value` bound to each of its placeholders; the first row, if any.
 macro_rules! first_row {
@@ -204,7 +199,7 @@ macro_rules! says_yes {
 }
 
 #[async_trait]
-impl Directory for SqlDirectory {
+impl Backend for SqlDirectory {
     async fn recipient_exists(&self, address: &str) -> Result<bool, DirectoryError> {
         let query = (self.recipient_query.as_deref())
             .ok_or(DirectoryError::NotConfigured("recipient_query"))?;
@@ -215,27 +210,8 @@ impl Directory for SqlDirectory {
         })
     }
 
-    async fn verify_login(
-        &self,
-        login: &str,
-        password: &str,
-    ) -> Result<LoginResult, DirectoryError> {
-        if login.is_empty() || password.is_empty() {
-            return Ok(LoginResult::Invalid);
-        }
-        let stored = self.stored_password(login).await?;
-        let known = stored.is_some();
-        let hash = stored.unwrap_or_else(|| DUMMY_HASH.clone());
-        let password = password.to_string();
-        let matches = tokio::task::spawn_blocking(move || {
-            password::verify_with(&hash, &password, Plaintext::Accept)
-        })
-        .await?;
-        Ok(if known && matches {
-            LoginResult::Valid
-        } else {
-            LoginResult::Invalid
-        })
+    async fn login(&self, login: &str, _password: &str) -> Result<LoginAnswer, DirectoryError> {
+        Ok(LoginAnswer::Stored(self.stored_password(login).await?))
     }
 }
 

@@ -243,6 +243,8 @@ pub const UNKNOWN_RECIPIENT: Reply =
     Reply::new(550, S(5, 1, 1), "Recipient address rejected: user unknown");
 /// A check rejected; its own text usually replaces this one.
 pub const POLICY_REJECTED: Reply = Reply::new(550, S(5, 7, 1), "Refused by policy");
+/// A virus scanner found something; the text names the signature.
+pub const VIRUS_FOUND: Reply = Reply::new(554, S(5, 7, 1), "Message refused: virus found");
 /// A connect-stage check rejected the client: the session ends.
 pub const CONNECTION_REJECTED: Reply = Reply::new(554, S(5, 7, 1), "Connection refused by policy");
 /// Null recipient or otherwise unacceptable destination.

@@ -183,6 +183,7 @@ fn deferral(reason: &Reason, pending: &Pending) -> Reply {
         (_, Pending::Connect) => replies::CONNECTION_DEFERRED,
         (Reason::Greylisted, _) => replies::GREYLISTED,
         (Reason::Policy(text), _) => replies::POLICY_DEFERRED.with_text(clean(text)),
+        (Reason::Virus(_), _) => replies::POLICY_DEFERRED,
         (Reason::CheckFailed | Reason::UnknownRecipient, _) => replies::CHECK_UNAVAILABLE,
     }
 }
@@ -198,6 +199,8 @@ fn rejection(reason: &Reason, pending: &Pending) -> Reply {
         (_, Pending::Connect) => replies::CONNECTION_REJECTED,
         (Reason::UnknownRecipient, _) => replies::UNKNOWN_RECIPIENT,
         (Reason::Policy(text), _) => replies::POLICY_REJECTED.with_text(clean(text)),
+        (Reason::Virus(name), _) => replies::VIRUS_FOUND
+            .with_text(clean(&format!("{} ({name})", replies::VIRUS_FOUND.text))),
     }
 }
 
@@ -212,5 +215,21 @@ fn clean(text: &str) -> String {
         "Refused by policy".into()
     } else {
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_virus_is_refused_with_554_naming_it() {
+        let r = rejection(&Reason::Virus("Eicar-Test-Signature".into()), &Pending::Data);
+        assert_eq!(
+            r.to_wire(),
+            "554 5.7.1 Message refused: virus found (Eicar-Test-Signature)\r\n"
+        );
+        let r = rejection(&Reason::Virus("x\r\n250 ok".into()), &Pending::Data);
+        assert_eq!(r.to_wire().matches("\r\n").count(), 1, "one line");
     }
 }
