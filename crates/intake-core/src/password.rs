@@ -142,7 +142,8 @@ fn scheme_of(stored: &str) -> Option<(Kind, &str)> {
     let stored = stored.trim();
     let hash = match stored.strip_prefix('{').and_then(|s| s.split_once('}')) {
         Some((scheme, hash)) => {
-            let digest = |algorithm, salted| Some((Kind::Digest(Digest { algorithm, salted }), hash));
+            let digest =
+                |algorithm, salted| Some((Kind::Digest(Digest { algorithm, salted }), hash));
             match scheme.to_ascii_uppercase().as_str() {
                 "ARGON2ID" | "ARGON2I" | "BLF-CRYPT" | "SHA512-CRYPT" | "SHA256-CRYPT"
                 | "CRYPT" => hash,
@@ -232,7 +233,10 @@ mod tests {
             "pw"
         ));
         // A salted scheme with no salt, or the wrong length: never.
-        assert!(!verify(&format!("{{SSHA}}{}", b64(&Algorithm::Sha1.digest(&[b"pw"]))), "pw"));
+        assert!(!verify(
+            &format!("{{SSHA}}{}", b64(&Algorithm::Sha1.digest(&[b"pw"]))),
+            "pw"
+        ));
         assert!(!verify("{SSHA}not base64!", "pw"));
     }
 

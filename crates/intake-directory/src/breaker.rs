@@ -137,7 +137,9 @@ pub(crate) mod tests {
 
     impl ManualClock {
         pub fn new() -> Arc<ManualClock> {
-            Arc::new(ManualClock(Mutex::new(Timestamp::from_second(1_800_000_000).unwrap())))
+            Arc::new(ManualClock(Mutex::new(
+                Timestamp::from_second(1_800_000_000).unwrap(),
+            )))
         }
         pub fn advance(&self, d: Duration) {
             let mut t = self.0.lock().unwrap();

@@ -81,14 +81,20 @@ mod tests {
     #[tokio::test]
     async fn unknown_is_rejected_known_and_postmaster_pass_down_is_an_error() {
         let check = DirectoryRecipients::new(Arc::new(Only("alice@example.test")));
-        assert_eq!(check.check(&cx("alice@example.test")).await.unwrap(), Verdict::Pass);
+        assert_eq!(
+            check.check(&cx("alice@example.test")).await.unwrap(),
+            Verdict::Pass
+        );
         assert_eq!(
             check.check(&cx("bob@example.test")).await.unwrap(),
             Verdict::Reject {
                 reason: Reason::UnknownRecipient
             }
         );
-        assert_eq!(check.check(&cx("PostMaster@example.test")).await.unwrap(), Verdict::Pass);
+        assert_eq!(
+            check.check(&cx("PostMaster@example.test")).await.unwrap(),
+            Verdict::Pass
+        );
         let down = DirectoryRecipients::new(Arc::new(Only("down")));
         assert!(matches!(
             down.check(&cx("bob@example.test")).await,

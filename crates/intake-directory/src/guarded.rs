@@ -46,7 +46,11 @@ impl Guarded {
             inner,
             guards,
             breaker: Breaker::new(guards.breaker_cooldown, clock.clone()),
-            recipients: AnswerCache::new(guards.cache_ttl, guards.negative_cache_ttl, clock.clone()),
+            recipients: AnswerCache::new(
+                guards.cache_ttl,
+                guards.negative_cache_ttl,
+                clock.clone(),
+            ),
             logins: AnswerCache::new(guards.cache_ttl, guards.negative_cache_ttl, clock),
             keys: LoginKeys::new(),
         }
@@ -126,7 +130,10 @@ impl Directory for Guarded {
 
 /// Checks `password` against a stored one on the blocking pool (an unknown login against a
 /// dummy hash, so it takes as long).
-async fn check_stored(stored: Option<String>, password: &str) -> Result<LoginResult, DirectoryError> {
+async fn check_stored(
+    stored: Option<String>,
+    password: &str,
+) -> Result<LoginResult, DirectoryError> {
     let known = stored.is_some();
     let hash = stored.unwrap_or_else(|| DUMMY_HASH.clone());
     let password = password.to_string();
@@ -206,8 +213,14 @@ mod tests {
         assert!(!g.recipient_exists("b@x.test").await.unwrap());
         assert_eq!(fake.calls.load(Ordering::SeqCst), 2, "both from the cache");
         clock.advance(GUARDS.negative_cache_ttl);
-        assert!(g.recipient_exists("b@x.test").await.unwrap(), "the no expired");
-        assert!(g.recipient_exists("a@x.test").await.unwrap(), "the yes did not");
+        assert!(
+            g.recipient_exists("b@x.test").await.unwrap(),
+            "the no expired"
+        );
+        assert!(
+            g.recipient_exists("a@x.test").await.unwrap(),
+            "the yes did not"
+        );
         clock.advance(GUARDS.cache_ttl);
         assert!(!g.recipient_exists("a@x.test").await.unwrap());
     }
@@ -216,22 +229,50 @@ mod tests {
     async fn logins_are_cached_per_password() {
         let (fake, clock) = (Arc::new(Fake::default()), ManualClock::new());
         let g = guarded(&fake, &clock);
-        assert_eq!(g.verify_login("alice", "wrong").await.unwrap(), LoginResult::Invalid);
-        assert_eq!(g.verify_login("alice", "right").await.unwrap(), LoginResult::Valid);
-        assert_eq!(g.verify_login("alice", "right").await.unwrap(), LoginResult::Valid);
-        assert_eq!(g.verify_login("alice", "wrong").await.unwrap(), LoginResult::Invalid);
+        assert_eq!(
+            g.verify_login("alice", "wrong").await.unwrap(),
+            LoginResult::Invalid
+        );
+        assert_eq!(
+            g.verify_login("alice", "right").await.unwrap(),
+            LoginResult::Valid
+        );
+        assert_eq!(
+            g.verify_login("alice", "right").await.unwrap(),
+            LoginResult::Valid
+        );
+        assert_eq!(
+            g.verify_login("alice", "wrong").await.unwrap(),
+            LoginResult::Invalid
+        );
         assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
-        assert_eq!(g.verify_login("alice", "").await.unwrap(), LoginResult::Invalid);
-        assert_eq!(fake.calls.load(Ordering::SeqCst), 2, "an empty password is not asked");
+        assert_eq!(
+            g.verify_login("alice", "").await.unwrap(),
+            LoginResult::Invalid
+        );
+        assert_eq!(
+            fake.calls.load(Ordering::SeqCst),
+            2,
+            "an empty password is not asked"
+        );
     }
 
     #[tokio::test]
     async fn stored_passwords_are_checked_here() {
         let (fake, clock) = (Arc::new(Fake::default()), ManualClock::new());
         let g = guarded(&fake, &clock);
-        assert_eq!(g.verify_login("stored", "right").await.unwrap(), LoginResult::Valid);
-        assert_eq!(g.verify_login("stored", "wrong").await.unwrap(), LoginResult::Invalid);
-        assert_eq!(g.verify_login("nobody", "right").await.unwrap(), LoginResult::Invalid);
+        assert_eq!(
+            g.verify_login("stored", "right").await.unwrap(),
+            LoginResult::Valid
+        );
+        assert_eq!(
+            g.verify_login("stored", "wrong").await.unwrap(),
+            LoginResult::Invalid
+        );
+        assert_eq!(
+            g.verify_login("nobody", "right").await.unwrap(),
+            LoginResult::Invalid
+        );
     }
 
     #[tokio::test]
@@ -269,6 +310,10 @@ mod tests {
             g.recipient_exists("a@x.test").await,
             Err(DirectoryError::CircuitOpen { .. })
         ));
-        assert_eq!(started.elapsed(), GUARDS.timeout, "the second failed at once");
+        assert_eq!(
+            started.elapsed(),
+            GUARDS.timeout,
+            "the second failed at once"
+        );
     }
 }

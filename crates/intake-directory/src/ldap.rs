@@ -15,7 +15,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, SearchOptions, SearchResult};
+use ldap3::{
+    Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, SearchOptions, SearchResult,
+};
 use tokio::sync::Mutex;
 
 use crate::{Backend, DirectoryError, LoginAnswer, LoginResult};

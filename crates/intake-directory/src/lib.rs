@@ -51,8 +51,11 @@ pub trait Directory: Send + Sync + 'static {
     /// Whether `address` is a recipient the directory knows.
     async fn recipient_exists(&self, address: &str) -> Result<bool, DirectoryError>;
     /// Whether `password` is right for `login`.
-    async fn verify_login(&self, login: &str, password: &str)
-    -> Result<LoginResult, DirectoryError>;
+    async fn verify_login(
+        &self,
+        login: &str,
+        password: &str,
+    ) -> Result<LoginResult, DirectoryError>;
 }
 
 /// What a directory server answers about a login.

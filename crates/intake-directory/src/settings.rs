@@ -269,7 +269,10 @@ impl DirectorySettings {
 
     fn validate_ldap(&self) -> Result<(), SettingsError> {
         let kind = "ldap";
-        let scheme = self.url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        let scheme = self
+            .url
+            .split_once("://")
+            .map(|(s, _)| s.to_ascii_lowercase());
         match scheme.as_deref() {
             Some("ldap") => {}
             Some("ldaps") if self.starttls => return Err(SettingsError::StartTlsOnLdaps),
@@ -493,7 +496,10 @@ mod tests {
         assert!(s.answers_logins() && !s.answers_recipients());
         let shown = format!("{s:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(shown.contains("postgres://app:…@db.example.test:5432/app"), "{shown}");
+        assert!(
+            shown.contains("postgres://app:…@db.example.test:5432/app"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -545,16 +551,29 @@ mod tests {
         assert_eq!(s.validate(), Err(SettingsError::HalfBind));
         let mut s = ldap();
         s.password_query = Some("SELECT 1".into());
-        assert!(matches!(s.validate(), Err(SettingsError::NotFor { key: "password_query", .. })));
+        assert!(matches!(
+            s.validate(),
+            Err(SettingsError::NotFor {
+                key: "password_query",
+                ..
+            })
+        ));
 
         let sql = |url: &str, q: &str| {
             let mut s = DirectorySettings::new(DirectoryKind::Sql, url);
             s.recipient_query = Some(q.into());
             s
         };
-        assert_eq!(sql("mysql://root@127.0.0.1/test", "SELECT 1 FROM m WHERE a = ?").validate(), Ok(()));
         assert_eq!(
-            sql("mysql://root@127.0.0.1/test", "SELECT 1 FROM m WHERE a = $1").validate(),
+            sql("mysql://root@127.0.0.1/test", "SELECT 1 FROM m WHERE a = ?").validate(),
+            Ok(())
+        );
+        assert_eq!(
+            sql(
+                "mysql://root@127.0.0.1/test",
+                "SELECT 1 FROM m WHERE a = $1"
+            )
+            .validate(),
             Err(SettingsError::NoPlaceholder {
                 key: "recipient_query",
                 placeholder: "?"
@@ -565,7 +584,10 @@ mod tests {
             Ok(()),
             "a crude check: $1 anywhere"
         );
-        assert!(matches!(sql("sqlite://x", "?").validate(), Err(SettingsError::BadUrl { .. })));
+        assert!(matches!(
+            sql("sqlite://x", "?").validate(),
+            Err(SettingsError::BadUrl { .. })
+        ));
         let mut s = sql("postgres://x/db", "SELECT 1 WHERE $1 = ''");
         s.recipient_query = None;
         assert_eq!(s.validate(), Err(SettingsError::NoQuery));

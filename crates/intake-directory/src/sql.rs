@@ -204,7 +204,9 @@ impl Backend for SqlDirectory {
         let query = (self.recipient_query.as_deref())
             .ok_or(DirectoryError::NotConfigured("recipient_query"))?;
         Ok(match &self.pool {
-            Pool::Postgres(pool) => first_row!(pool, query, address, 1)?.is_some_and(|r| says_yes!(&r)),
+            Pool::Postgres(pool) => {
+                first_row!(pool, query, address, 1)?.is_some_and(|r| says_yes!(&r))
+            }
             Pool::Mysql(pool) => first_row!(pool, query, address, question_marks(query))?
                 .is_some_and(|r| says_yes!(&r)),
         })
@@ -222,14 +224,26 @@ mod tests {
     #[test]
     fn placeholders_outside_quotes_are_counted() {
         assert_eq!(question_marks("SELECT password FROM u WHERE login = ?"), 1);
-        assert_eq!(question_marks("SELECT 1 FROM m WHERE a = ? OR alias = ?"), 2);
-        assert_eq!(question_marks("SELECT '?' FROM m WHERE a = ? AND `b?` = 1"), 1);
+        assert_eq!(
+            question_marks("SELECT 1 FROM m WHERE a = ? OR alias = ?"),
+            2
+        );
+        assert_eq!(
+            question_marks("SELECT '?' FROM m WHERE a = ? AND `b?` = 1"),
+            1
+        );
     }
 
     #[test]
     fn servers_by_scheme() {
-        assert_eq!(SqlServer::of_url("postgres://h/db"), Some(SqlServer::Postgres));
-        assert_eq!(SqlServer::of_url("postgresql://h/db"), Some(SqlServer::Postgres));
+        assert_eq!(
+            SqlServer::of_url("postgres://h/db"),
+            Some(SqlServer::Postgres)
+        );
+        assert_eq!(
+            SqlServer::of_url("postgresql://h/db"),
+            Some(SqlServer::Postgres)
+        );
         assert_eq!(SqlServer::of_url("MYSQL://h/db"), Some(SqlServer::Mysql));
         assert_eq!(SqlServer::of_url("mariadb://h/db"), Some(SqlServer::Mysql));
         assert_eq!(SqlServer::of_url("sqlite://x"), None);

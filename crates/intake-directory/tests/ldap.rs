@@ -146,9 +146,15 @@ async fn recipients_known_and_unknown() {
     let slapd = Slapd::start();
     let d = open(&slapd.settings(), &ManualClock::new());
     assert!(d.recipient_exists("alice@example.test").await.unwrap());
-    assert!(d.recipient_exists("ALICE@example.test").await.unwrap(), "mail matches without case");
+    assert!(
+        d.recipient_exists("ALICE@example.test").await.unwrap(),
+        "mail matches without case"
+    );
     assert!(!d.recipient_exists("nobody@example.test").await.unwrap());
-    assert!(!d.recipient_exists("*").await.unwrap(), "a wildcard is a literal");
+    assert!(
+        !d.recipient_exists("*").await.unwrap(),
+        "a wildcard is a literal"
+    );
     assert!(!d.recipient_exists("*)(mail=*").await.unwrap());
 }
 
@@ -163,12 +169,19 @@ async fn logins_bind_as_the_entry() {
     assert_eq!(login("alice", "alice-pw").await, LoginResult::Valid);
     assert_eq!(login("alice", "carol-pw").await, LoginResult::Invalid);
     assert_eq!(login("carol", "carol-pw").await, LoginResult::Valid);
-    assert_eq!(login("alice", "").await, LoginResult::Invalid, "no anonymous bind");
+    assert_eq!(
+        login("alice", "").await,
+        LoginResult::Invalid,
+        "no anonymous bind"
+    );
     assert_eq!(login("nobody", "alice-pw").await, LoginResult::Invalid);
     // Injection: the filter would match every uid if `%s` were pasted unescaped.
     assert_eq!(login("*)(uid=*", "alice-pw").await, LoginResult::Invalid);
     assert_eq!(login("*", "alice-pw").await, LoginResult::Invalid);
-    assert_eq!(login("alice)(|(uid=*", "alice-pw").await, LoginResult::Invalid);
+    assert_eq!(
+        login("alice)(|(uid=*", "alice-pw").await,
+        LoginResult::Invalid
+    );
 }
 
 #[tokio::test]
@@ -179,12 +192,18 @@ async fn a_new_entry_at_once_and_a_changed_one_after_the_ttl() {
     s.cache_ttl = Duration::from_secs(60);
     s.negative_cache_ttl = Duration::from_secs(10);
     let d = open(&s, &clock);
-    assert_eq!(d.verify_login("alice", "alice-pw").await.unwrap(), LoginResult::Valid);
+    assert_eq!(
+        d.verify_login("alice", "alice-pw").await.unwrap(),
+        LoginResult::Valid
+    );
     assert!(!d.recipient_exists("dave@example.test").await.unwrap());
 
     // A new entry whose login was never asked for: seen at once.
     slapd.ldap("ldapadd", &person("dave", "dave@example.test", "dave-pw"));
-    assert_eq!(d.verify_login("dave", "dave-pw").await.unwrap(), LoginResult::Valid);
+    assert_eq!(
+        d.verify_login("dave", "dave-pw").await.unwrap(),
+        LoginResult::Valid
+    );
     // Its address was asked for before: the cached no stands until negative_cache_ttl.
     assert!(!d.recipient_exists("dave@example.test").await.unwrap());
     clock.advance(s.negative_cache_ttl);
@@ -198,10 +217,19 @@ async fn a_new_entry_at_once_and_a_changed_one_after_the_ttl() {
             slappasswd("alice-new")
         ),
     );
-    assert_eq!(d.verify_login("alice", "alice-pw").await.unwrap(), LoginResult::Valid);
-    assert_eq!(d.verify_login("alice", "alice-new").await.unwrap(), LoginResult::Valid);
+    assert_eq!(
+        d.verify_login("alice", "alice-pw").await.unwrap(),
+        LoginResult::Valid
+    );
+    assert_eq!(
+        d.verify_login("alice", "alice-new").await.unwrap(),
+        LoginResult::Valid
+    );
     clock.advance(s.cache_ttl);
-    assert_eq!(d.verify_login("alice", "alice-pw").await.unwrap(), LoginResult::Invalid);
+    assert_eq!(
+        d.verify_login("alice", "alice-pw").await.unwrap(),
+        LoginResult::Invalid
+    );
 }
 
 #[tokio::test]
@@ -240,7 +268,11 @@ async fn slapd_going_away_fails_fast_through_the_breaker() {
             Err(DirectoryError::CircuitOpen { .. })
         ));
     }
-    assert!(started.elapsed() < Duration::from_millis(200), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(d.is_failing());
 }
 
@@ -257,7 +289,10 @@ async fn a_directory_that_never_answers_costs_one_timeout() {
         Err(DirectoryError::Timeout(_) | DirectoryError::Ldap(_))
     ));
     let first = started.elapsed();
-    assert!(first >= Duration::from_millis(250) && first < Duration::from_secs(2), "{first:?}");
+    assert!(
+        first >= Duration::from_millis(250) && first < Duration::from_secs(2),
+        "{first:?}"
+    );
     assert!(matches!(
         d.recipient_exists("bob@example.test").await,
         Err(DirectoryError::CircuitOpen { .. })

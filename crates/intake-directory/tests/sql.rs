@@ -127,22 +127,39 @@ fn ssha(password: &str) -> String {
 /// The application's tables: customers with hashes in several schemes, and mailboxes.
 async fn prepare(db: &Scratch) {
     let customers = [
-        ("one@example.test", format!("{{SHA512-CRYPT}}{}", openssl_passwd("-6", "one-pw"))),
-        ("five@example.test", format!("{{SHA256-CRYPT}}{}", openssl_passwd("-5", "five-pw"))),
+        (
+            "one@example.test",
+            format!("{{SHA512-CRYPT}}{}", openssl_passwd("-6", "one-pw")),
+        ),
+        (
+            "five@example.test",
+            format!("{{SHA256-CRYPT}}{}", openssl_passwd("-5", "five-pw")),
+        ),
         ("bare@example.test", openssl_passwd("-6", "bare-pw")),
         ("ssha@example.test", ssha("ssha-pw")),
-        ("argon@example.test", format!("{{ARGON2ID}}{}", intake_core::password::hash("argon-pw"))),
+        (
+            "argon@example.test",
+            format!("{{ARGON2ID}}{}", intake_core::password::hash("argon-pw")),
+        ),
         ("plain@example.test", "{PLAIN}plain-pw".to_string()),
     ];
-    let bool_type = if db.server == Server::Postgres { "boolean" } else { "bool" };
+    let bool_type = if db.server == Server::Postgres {
+        "boolean"
+    } else {
+        "bool"
+    };
     let mut statements = vec![
-        format!("CREATE TABLE customers (login varchar(200) PRIMARY KEY, password text NOT NULL, active {bool_type} NOT NULL DEFAULT true)"),
+        format!(
+            "CREATE TABLE customers (login varchar(200) PRIMARY KEY, password text NOT NULL, active {bool_type} NOT NULL DEFAULT true)"
+        ),
         "CREATE TABLE mailboxes (address varchar(200) PRIMARY KEY)".to_string(),
         "INSERT INTO mailboxes VALUES ('inbound@example.test')".to_string(),
         "INSERT INTO customers VALUES ('off@example.test', '{PLAIN}off-pw', false)".to_string(),
     ];
     for (login, hash) in customers {
-        statements.push(format!("INSERT INTO customers VALUES ('{login}', '{hash}', true)"));
+        statements.push(format!(
+            "INSERT INTO customers VALUES ('{login}', '{hash}', true)"
+        ));
     }
     let refs: Vec<&str> = statements.iter().map(String::as_str).collect();
     db.exec(&refs).await;
@@ -181,20 +198,41 @@ async fn recipients_and_logins(server: Server) {
         ("argon@example.test", "argon-pw"),
         ("plain@example.test", "plain-pw"),
     ] {
-        assert_eq!(d.verify_login(login, pw).await.unwrap(), LoginResult::Valid, "{login}");
+        assert_eq!(
+            d.verify_login(login, pw).await.unwrap(),
+            LoginResult::Valid,
+            "{login}"
+        );
         assert_eq!(
             d.verify_login(login, &format!("{pw}x")).await.unwrap(),
             LoginResult::Invalid,
             "{login} wrong"
         );
     }
-    assert_eq!(d.verify_login("off@example.test", "off-pw").await.unwrap(), LoginResult::Invalid, "inactive");
-    assert_eq!(d.verify_login("nobody@example.test", "one-pw").await.unwrap(), LoginResult::Invalid);
-    assert_eq!(d.verify_login("one@example.test", "").await.unwrap(), LoginResult::Invalid);
-    // Injection: the login is a bound parameter, never SQL.
-    assert_eq!(d.verify_login("' OR '1'='1", "one-pw").await.unwrap(), LoginResult::Invalid);
     assert_eq!(
-        d.verify_login("x' OR login = 'one@example.test", "one-pw").await.unwrap(),
+        d.verify_login("off@example.test", "off-pw").await.unwrap(),
+        LoginResult::Invalid,
+        "inactive"
+    );
+    assert_eq!(
+        d.verify_login("nobody@example.test", "one-pw")
+            .await
+            .unwrap(),
+        LoginResult::Invalid
+    );
+    assert_eq!(
+        d.verify_login("one@example.test", "").await.unwrap(),
+        LoginResult::Invalid
+    );
+    // Injection: the login is a bound parameter, never SQL.
+    assert_eq!(
+        d.verify_login("' OR '1'='1", "one-pw").await.unwrap(),
+        LoginResult::Invalid
+    );
+    assert_eq!(
+        d.verify_login("x' OR login = 'one@example.test", "one-pw")
+            .await
+            .unwrap(),
         LoginResult::Invalid
     );
 }
@@ -206,17 +244,29 @@ async fn new_rows_at_once_changed_rows_after_the_ttl(server: Server) {
     let clock = ManualClock::new();
     let s = db.settings(pq, rq);
     let d = open(&s, &clock);
-    assert_eq!(d.verify_login("one@example.test", "one-pw").await.unwrap(), LoginResult::Valid);
+    assert_eq!(
+        d.verify_login("one@example.test", "one-pw").await.unwrap(),
+        LoginResult::Valid
+    );
     assert!(!d.recipient_exists("new@example.test").await.unwrap());
 
     let two = openssl_passwd("-6", "two-pw");
     db.exec(&[
-        &format!("INSERT INTO customers VALUES ('two@example.test', '{{SHA512-CRYPT}}{two}', true)"),
+        &format!(
+            "INSERT INTO customers VALUES ('two@example.test', '{{SHA512-CRYPT}}{two}', true)"
+        ),
         "INSERT INTO mailboxes VALUES ('new@example.test')",
     ])
     .await;
-    assert_eq!(d.verify_login("two@example.test", "two-pw").await.unwrap(), LoginResult::Valid, "at once");
-    assert!(!d.recipient_exists("new@example.test").await.unwrap(), "the cached no");
+    assert_eq!(
+        d.verify_login("two@example.test", "two-pw").await.unwrap(),
+        LoginResult::Valid,
+        "at once"
+    );
+    assert!(
+        !d.recipient_exists("new@example.test").await.unwrap(),
+        "the cached no"
+    );
     clock.advance(s.negative_cache_ttl);
     assert!(d.recipient_exists("new@example.test").await.unwrap());
 
@@ -225,11 +275,22 @@ async fn new_rows_at_once_changed_rows_after_the_ttl(server: Server) {
         "UPDATE customers SET password = '{{SHA512-CRYPT}}{changed}' WHERE login = 'one@example.test'"
     )])
     .await;
-    assert_eq!(d.verify_login("one@example.test", "one-pw").await.unwrap(), LoginResult::Valid, "cached");
-    assert_eq!(d.verify_login("one@example.test", "one-new").await.unwrap(), LoginResult::Valid);
+    assert_eq!(
+        d.verify_login("one@example.test", "one-pw").await.unwrap(),
+        LoginResult::Valid,
+        "cached"
+    );
+    assert_eq!(
+        d.verify_login("one@example.test", "one-new").await.unwrap(),
+        LoginResult::Valid
+    );
     clock.advance(s.cache_ttl);
-    assert_eq!(d.verify_login("one@example.test", "one-pw").await.unwrap(), LoginResult::Invalid);
-    db.exec(&["DELETE FROM mailboxes WHERE address = 'inbound@example.test'"]).await;
+    assert_eq!(
+        d.verify_login("one@example.test", "one-pw").await.unwrap(),
+        LoginResult::Invalid
+    );
+    db.exec(&["DELETE FROM mailboxes WHERE address = 'inbound@example.test'"])
+        .await;
     assert!(!d.recipient_exists("inbound@example.test").await.unwrap());
 }
 
@@ -238,12 +299,17 @@ async fn count_queries_and_several_placeholders(server: Server) {
     prepare(&db).await;
     let (pq, _) = queries(server);
     let rq = match server {
-        Server::Postgres => "SELECT count(*) FROM mailboxes WHERE address = $1 OR address = lower($1)",
+        Server::Postgres => {
+            "SELECT count(*) FROM mailboxes WHERE address = $1 OR address = lower($1)"
+        }
         Server::Mysql => "SELECT count(*) FROM mailboxes WHERE address = ? OR address = lower(?)",
     };
     let d = open(&db.settings(pq, rq), &ManualClock::new());
     assert!(d.recipient_exists("INBOUND@example.test").await.unwrap());
-    assert!(!d.recipient_exists("nobody@example.test").await.unwrap(), "a count of 0 is no");
+    assert!(
+        !d.recipient_exists("nobody@example.test").await.unwrap(),
+        "a count of 0 is no"
+    );
 }
 
 async fn a_bad_query_is_could_not_decide(server: Server) {
@@ -285,13 +351,23 @@ async fn a_server_that_is_down_fails_fast_through_the_breaker() {
         format!("mysql://root@127.0.0.1:{}/x", free_port()),
     ] {
         let mut s = DirectorySettings::new(DirectoryKind::Sql, url.clone());
-        s.password_query = Some(if url.starts_with("postgres") { "SELECT p FROM t WHERE l = $1" } else { "SELECT p FROM t WHERE l = ?" }.into());
+        s.password_query = Some(
+            if url.starts_with("postgres") {
+                "SELECT p FROM t WHERE l = $1"
+            } else {
+                "SELECT p FROM t WHERE l = ?"
+            }
+            .into(),
+        );
         s.timeout = Duration::from_secs(2);
         let d = open(&s, &ManualClock::new());
         let started = Instant::now();
         let first = d.verify_login("one@example.test", "pw").await;
         assert!(
-            matches!(first, Err(DirectoryError::Sql(_) | DirectoryError::Timeout(_))),
+            matches!(
+                first,
+                Err(DirectoryError::Sql(_) | DirectoryError::Timeout(_))
+            ),
             "{url}: {first:?}"
         );
         let took = started.elapsed();
@@ -301,6 +377,9 @@ async fn a_server_that_is_down_fails_fast_through_the_breaker() {
                 Err(DirectoryError::CircuitOpen { .. })
             ));
         }
-        assert!(started.elapsed() - took < Duration::from_millis(100), "{url}");
+        assert!(
+            started.elapsed() - took < Duration::from_millis(100),
+            "{url}"
+        );
     }
 }

@@ -253,7 +253,10 @@ impl Check for Clamav {
 
     async fn check(&self, cx: &CheckCtx) -> Result<Verdict, CheckError> {
         if cx.content.len() > self.cfg.max_size {
-            tracing::debug!(size = cx.content.len(), "clamav: over clamav.max_size, not scanned");
+            tracing::debug!(
+                size = cx.content.len(),
+                "clamav: over clamav.max_size, not scanned"
+            );
             return Ok(Verdict::Pass);
         }
         let result = self.scan(&cx.content).await.map_err(|e| match e {
@@ -293,7 +296,9 @@ mod tests {
         );
         assert_eq!(
             parse_answer(b"stream: Intake.Test.Pattern.UNOFFICIAL FOUND\n"),
-            Ok(ScanResult::Infected("Intake.Test.Pattern.UNOFFICIAL".into()))
+            Ok(ScanResult::Infected(
+                "Intake.Test.Pattern.UNOFFICIAL".into()
+            ))
         );
         assert!(parse_answer(b"INSTREAM size limit exceeded. ERROR\0").is_err());
         assert!(parse_answer(b"stream:  FOUND\0").is_err());

@@ -224,7 +224,10 @@ mod tests {
 
     #[test]
     fn a_virus_is_refused_with_554_naming_it() {
-        let r = rejection(&Reason::Virus("Eicar-Test-Signature".into()), &Pending::Data);
+        let r = rejection(
+            &Reason::Virus("Eicar-Test-Signature".into()),
+            &Pending::Data,
+        );
         assert_eq!(
             r.to_wire(),
             "554 5.7.1 Message refused: virus found (Eicar-Test-Signature)\r\n"
