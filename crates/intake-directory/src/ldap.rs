@@ -12,18 +12,22 @@
 //! opened on first use and again after it drops. `%s` is escaped as RFC 4515 requires
 //! (`*`, `(`, `)`, `\` and NUL), so a login of `*)(uid=*` matches nothing.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use ldap3::{
     Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, SearchOptions, SearchResult,
 };
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use tokio::sync::Mutex;
 
 use crate::{Backend, DirectoryError, LoginAnswer, LoginResult};
 
 /// What the LDAP directory needs (from [`crate::DirectorySettings`]).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct LdapConfig {
     /// `ldap://host:port` or `ldaps://host:port`.
     pub url: String,
@@ -39,6 +43,31 @@ pub struct LdapConfig {
     pub login_filter: String,
     /// Connect and per-operation timeout.
     pub timeout: Duration,
+    /// The TLS settings for `ldaps://` and StartTLS (none: the system's roots).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A TLS client configuration (ring) trusting only the CA certificates in the PEM file
+/// `ca`, for a directory whose certificate a private CA issued.
+pub fn tls_trusting(ca: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no certificate in it", ca.display()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 impl std::fmt::Debug for LdapConfig {
@@ -51,6 +80,7 @@ impl std::fmt::Debug for LdapConfig {
             .field("recipient_filter", &self.recipient_filter)
             .field("login_filter", &self.login_filter)
             .field("timeout", &self.timeout)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -87,9 +117,12 @@ impl LdapDirectory {
 
     /// A new connection (driven by a task of its own), not yet bound.
     async fn connect(&self) -> Result<Ldap, DirectoryError> {
-        let settings = LdapConnSettings::new()
+        let mut settings = LdapConnSettings::new()
             .set_conn_timeout(self.cfg.timeout)
             .set_starttls(self.cfg.starttls);
+        if let Some(tls) = &self.cfg.tls {
+            settings = settings.set_config(tls.clone());
+        }
         let (conn, ldap) = LdapConnAsync::with_settings(settings, &self.cfg.url).await?;
         ldap3::drive!(conn);
         Ok(ldap)

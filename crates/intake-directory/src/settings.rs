@@ -6,6 +6,7 @@
 //! type = "ldap"                                   # or "sql"
 //! url = "ldap://127.0.0.1:389"                    # ldaps://…; postgres://… or mysql://… for sql
 //! starttls = false
+//! tls_ca = "/etc/intake/ldap-ca.pem"             # default: the system's roots
 //! bind_dn = "cn=intake,dc=example,dc=test"
 //! bind_password = "secret"
 //! base = "ou=people,dc=example,dc=test"
@@ -23,6 +24,7 @@
 //!
 //! Durations are integer seconds or strings such as `"250ms"`, `"30s"`, `"5m"`, `"1h"`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +72,10 @@ pub struct DirectorySettings {
     /// LDAP: upgrade `ldap://` with StartTLS (default false).
     #[serde(default)]
     pub starttls: bool,
+    /// LDAP: a PEM file of the CA certificates to trust for `ldaps://` and StartTLS
+    /// (none: the system's roots).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
     /// LDAP: the DN to bind as for searches (none: anonymous).
     #[serde(default)]
     pub bind_dn: Option<String>,
@@ -130,6 +136,7 @@ impl std::fmt::Debug for DirectorySettings {
             .field("kind", &self.kind)
             .field("url", &redact_url(&self.url))
             .field("starttls", &self.starttls)
+            .field("tls_ca", &self.tls_ca)
             .field("bind_dn", &self.bind_dn)
             .field("bind_password", &self.bind_password.as_ref().map(|_| "…"))
             .field("base", &self.base)
@@ -219,6 +226,9 @@ pub enum SettingsError {
     /// sqlx could not read the URL.
     #[error("directory.url: {0}")]
     SqlUrl(String),
+    /// `tls_ca` cannot be read or holds no certificate.
+    #[error("directory.tls_ca: {0}")]
+    TlsCa(String),
 }
 
 impl DirectorySettings {
@@ -228,6 +238,7 @@ impl DirectorySettings {
             kind,
             url: url.into(),
             starttls: false,
+            tls_ca: None,
             bind_dn: None,
             bind_password: None,
             base: None,
@@ -333,6 +344,7 @@ impl DirectorySettings {
             ("recipient_filter", self.recipient_filter.is_some()),
             ("login_filter", self.login_filter.is_some()),
             ("starttls", self.starttls),
+            ("tls_ca", self.tls_ca.is_some()),
         ] {
             if set {
                 return Err(SettingsError::NotFor { key, kind });
@@ -399,6 +411,10 @@ impl DirectorySettings {
                 recipient_filter: self.recipient_filter().to_string(),
                 login_filter: self.login_filter().to_string(),
                 timeout: self.timeout,
+                tls: match &self.tls_ca {
+                    Some(ca) => Some(crate::ldap::tls_trusting(ca).map_err(SettingsError::TlsCa)?),
+                    None => None,
+                },
             })),
             DirectoryKind::Sql => Arc::new(
                 SqlDirectory::new(&SqlConfig {

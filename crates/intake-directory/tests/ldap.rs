@@ -23,11 +23,39 @@ const BASE: &str = "ou=people,dc=example,dc=test";
 struct Slapd {
     child: Child,
     port: u16,
+    /// With TLS: the ldaps:// port and the CA file to trust.
+    tls: Option<(u16, std::path::PathBuf)>,
     _dir: tempfile::TempDir,
+}
+
+/// A CA and a certificate for 127.0.0.1 it signed, as PEM files in `dir`: (ca, cert, key).
+fn certificates(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let paths = [
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    ];
+    std::fs::write(&paths[0], ca.pem()).unwrap();
+    std::fs::write(&paths[1], cert.pem()).unwrap();
+    std::fs::write(&paths[2], key.serialize_pem()).unwrap();
+    paths
 }
 
 impl Slapd {
     fn start() -> Slapd {
+        Slapd::start_with(false)
+    }
+
+    fn start_with(tls: bool) -> Slapd {
         assert!(
             std::path::Path::new(SLAPD).exists(),
             "{SLAPD} missing: apt-get install slapd ldap-utils"
@@ -55,10 +83,24 @@ impl Slapd {
         )
         .unwrap();
         let port = free_port();
+        let mut urls = format!("ldap://127.0.0.1:{port}/");
+        let tls = tls.then(|| {
+            let [ca, cert, key] = certificates(d);
+            let mut conf = std::fs::read_to_string(d.join("slapd.conf")).unwrap();
+            conf = format!(
+                "TLSCertificateFile {}\nTLSCertificateKeyFile {}\n{conf}",
+                cert.display(),
+                key.display()
+            );
+            std::fs::write(d.join("slapd.conf"), conf).unwrap();
+            let tls_port = free_port();
+            urls.push_str(&format!(" ldaps://127.0.0.1:{tls_port}/"));
+            (tls_port, ca)
+        });
         let log = std::fs::File::create(d.join("slapd.log")).unwrap();
         let child = Command::new(SLAPD)
             .arg("-h")
-            .arg(format!("ldap://127.0.0.1:{port}/"))
+            .arg(&urls)
             .arg("-f")
             .arg(d.join("slapd.conf"))
             .args(["-d", "0"])
@@ -69,6 +111,7 @@ impl Slapd {
         let slapd = Slapd {
             child,
             port,
+            tls,
             _dir: dir,
         };
         wait_port(port, Duration::from_secs(10), "slapd");
@@ -316,4 +359,44 @@ async fn nothing_listening_is_could_not_decide() {
         d.verify_login("alice", "pw").await,
         Err(DirectoryError::CircuitOpen { .. })
     ));
+}
+
+#[tokio::test]
+async fn ldaps_and_starttls_with_a_private_ca() {
+    let slapd = Slapd::start_with(true);
+    let (tls_port, ca) = slapd.tls.clone().unwrap();
+    let clock = ManualClock::new();
+
+    let mut ldaps = slapd.settings();
+    ldaps.url = format!("ldaps://127.0.0.1:{tls_port}");
+    ldaps.tls_ca = Some(ca.clone());
+    let d = open(&ldaps, &clock);
+    assert_eq!(
+        d.verify_login("alice", "alice-pw").await.unwrap(),
+        LoginResult::Valid
+    );
+    assert!(d.recipient_exists("alice@example.test").await.unwrap());
+
+    let mut starttls = slapd.settings();
+    starttls.starttls = true;
+    starttls.tls_ca = Some(ca);
+    let d = open(&starttls, &clock);
+    assert_eq!(
+        d.verify_login("alice", "alice-pw").await.unwrap(),
+        LoginResult::Valid
+    );
+    assert_eq!(
+        d.verify_login("alice", "wrong").await.unwrap(),
+        LoginResult::Invalid
+    );
+
+    // The system's roots do not know the private CA: could not decide, never a yes.
+    let mut untrusted = ldaps.clone();
+    untrusted.tls_ca = None;
+    assert!(
+        open(&untrusted, &clock)
+            .verify_login("alice", "alice-pw")
+            .await
+            .is_err()
+    );
 }
