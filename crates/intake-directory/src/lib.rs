@@ -31,7 +31,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use check::DirectoryRecipients;
-pub use guarded::Guarded;
+pub use guarded::{Guarded, Guards};
 pub use ldap::LdapDirectory;
 pub use settings::{DirectoryKind, DirectorySettings, SettingsError};
 pub use sql::SqlDirectory;
