@@ -58,6 +58,8 @@ pub enum Reason {
     Spf(String),
     /// Anything else; the text is shown to the client (`550 5.7.1` / `451 4.7.1`).
     Policy(String),
+    /// A virus scanner found this signature in the content (`554 5.7.1` naming it).
+    Virus(String),
 }
 
 impl fmt::Display for Reason {
@@ -67,6 +69,7 @@ impl fmt::Display for Reason {
             Reason::Greylisted => f.write_str("greylisted"),
             Reason::CheckFailed => f.write_str("check failed"),
             Reason::Spf(t) | Reason::Policy(t) => f.write_str(t),
+            Reason::Virus(name) => write!(f, "virus found: {name}"),
         }
     }
 }

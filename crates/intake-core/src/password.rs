@@ -1,14 +1,20 @@
 //! Password hashes of SMTP AUTH users: argon2id for new hashes; bcrypt, SHA-512-crypt and
 //! SHA-256-crypt verified for hashes imported from another system, bare or in Dovecot's
-//! `{SCHEME}hash` form (`{ARGON2ID}`, `{BLF-CRYPT}`, `{SHA512-CRYPT}`, `{SHA256-CRYPT}`,
-//! `{CRYPT}`). Plain-text schemes (`{PLAIN}`, `{CLEARTEXT}`) and unknown ones never verify.
+//! `{SCHEME}hash` form (`{ARGON2ID}`, `{ARGON2I}`, `{BLF-CRYPT}`, `{SHA512-CRYPT}`,
+//! `{SHA256-CRYPT}`, `{CRYPT}`), and Dovecot's (and OpenLDAP's) salted digests `{SSHA}`,
+//! `{SSHA256}`, `{SSHA512}` and plain digests `{SHA}`, `{SHA256}`, `{SHA512}` (base64).
+//! Plain-text schemes (`{PLAIN}`, `{CLEARTEXT}`) verify only through [`verify_with`] and
+//! [`Plaintext::Accept`] (a directory that stores them, as Dovecot would read it); unknown
+//! schemes never verify.
 //!
 //! Verifying is deliberately slow (argon2id ~tens of ms): call it off the async runtime
 //! (`spawn_blocking`).
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
+use base64::Engine;
 use sha_crypt::ShaCrypt;
+use subtle::ConstantTimeEq;
 
 /// A new argon2id hash (PHC string, `$argon2id$v=19$...`) with a random salt.
 pub fn hash(password: &str) -> String {
@@ -18,8 +24,25 @@ pub fn hash(password: &str) -> String {
         .to_string()
 }
 
-/// Whether `password` matches `stored`. Malformed or unknown hashes never match.
+/// Whether `password` matches `stored`. Malformed, plain-text and unknown hashes never
+/// match.
 pub fn verify(stored: &str, password: &str) -> bool {
+    verify_with(stored, password, Plaintext::Refuse)
+}
+
+/// Whether a stored `{PLAIN}` / `{CLEARTEXT}` password may verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plaintext {
+    /// Never (Intake's own users: a plain-text password is refused at load).
+    Refuse,
+    /// Compare it (in constant time): a directory that stores such passwords, as Dovecot
+    /// accepts them.
+    Accept,
+}
+
+/// Whether `password` matches `stored`, with plain-text schemes as `plaintext` says.
+/// Malformed and unknown hashes never match.
+pub fn verify_with(stored: &str, password: &str, plaintext: Plaintext) -> bool {
     let pw = password.as_bytes();
     match scheme_of(stored) {
         Some((Kind::Argon2, hash)) => PasswordHash::new(hash)
@@ -27,6 +50,10 @@ pub fn verify(stored: &str, password: &str) -> bool {
             .unwrap_or(false),
         Some((Kind::Bcrypt, hash)) => bcrypt::verify(pw, hash).unwrap_or(false),
         Some((Kind::ShaCrypt, hash)) => ShaCrypt::default().verify_password(pw, hash).is_ok(),
+        Some((Kind::Digest(d), encoded)) => verify_digest(d, encoded, pw),
+        Some((Kind::Plain, text)) => {
+            plaintext == Plaintext::Accept && bool::from(text.as_bytes().ct_eq(pw))
+        }
         None => false,
     }
 }
@@ -34,7 +61,7 @@ pub fn verify(stored: &str, password: &str) -> bool {
 /// Whether `stored` is in a form [`verify`] can check (it may still be malformed): for
 /// refusing a file of hashes at load rather than failing every login.
 pub fn is_supported(stored: &str) -> bool {
-    scheme_of(stored).is_some()
+    scheme_of(stored).is_some_and(|(kind, _)| !matches!(kind, Kind::Plain))
 }
 
 /// The verifiers we have.
@@ -42,6 +69,71 @@ enum Kind {
     Argon2,
     Bcrypt,
     ShaCrypt,
+    /// `{SHA}`, `{SSHA512}`...: base64 of the digest of password (+ salt) (+ salt).
+    Digest(Digest),
+    /// `{PLAIN}`, `{CLEARTEXT}`.
+    Plain,
+}
+
+/// A `{SHA*}` / `{SSHA*}` scheme: which digest, and whether a salt follows it.
+#[derive(Clone, Copy)]
+struct Digest {
+    algorithm: Algorithm,
+    salted: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Algorithm {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+impl Algorithm {
+    fn len(self) -> usize {
+        match self {
+            Algorithm::Sha1 => 20,
+            Algorithm::Sha256 => 32,
+            Algorithm::Sha512 => 64,
+        }
+    }
+
+    fn digest(self, parts: &[&[u8]]) -> Vec<u8> {
+        fn run<D: sha2::Digest>(parts: &[&[u8]]) -> Vec<u8> {
+            let mut d = D::new();
+            for p in parts {
+                d.update(p);
+            }
+            d.finalize().to_vec()
+        }
+        match self {
+            Algorithm::Sha1 => {
+                use sha1::Digest as _;
+                let mut d = sha1::Sha1::new();
+                for p in parts {
+                    d.update(p);
+                }
+                d.finalize().to_vec()
+            }
+            Algorithm::Sha256 => run::<sha2::Sha256>(parts),
+            Algorithm::Sha512 => run::<sha2::Sha512>(parts),
+        }
+    }
+}
+
+/// Checks a base64 `{SHA*}` / `{SSHA*}` value: digest, then (salted) the salt.
+fn verify_digest(d: Digest, encoded: &str, pw: &[u8]) -> bool {
+    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return false;
+    };
+    let len = d.algorithm.len();
+    let (expected, salt) = match (d.salted, raw.len()) {
+        (false, n) if n == len => (&raw[..], &[][..]),
+        // A salt of at least one byte (OpenLDAP writes 4, Dovecot 8).
+        (true, n) if n > len => raw.split_at(len),
+        _ => return false,
+    };
+    bool::from(d.algorithm.digest(&[pw, salt]).ct_eq(expected))
 }
 
 /// The verifier for `stored` (bare, or with a Dovecot `{SCHEME}` prefix) and the hash it
@@ -49,12 +141,22 @@ enum Kind {
 fn scheme_of(stored: &str) -> Option<(Kind, &str)> {
     let stored = stored.trim();
     let hash = match stored.strip_prefix('{').and_then(|s| s.split_once('}')) {
-        Some((scheme, hash)) => match scheme.to_ascii_uppercase().as_str() {
-            "ARGON2ID" | "ARGON2I" | "BLF-CRYPT" | "SHA512-CRYPT" | "SHA256-CRYPT" | "CRYPT" => {
-                hash
+        Some((scheme, hash)) => {
+            let digest =
+                |algorithm, salted| Some((Kind::Digest(Digest { algorithm, salted }), hash));
+            match scheme.to_ascii_uppercase().as_str() {
+                "ARGON2ID" | "ARGON2I" | "BLF-CRYPT" | "SHA512-CRYPT" | "SHA256-CRYPT"
+                | "CRYPT" => hash,
+                "SHA" | "SHA1" => return digest(Algorithm::Sha1, false),
+                "SSHA" => return digest(Algorithm::Sha1, true),
+                "SHA256" => return digest(Algorithm::Sha256, false),
+                "SSHA256" => return digest(Algorithm::Sha256, true),
+                "SHA512" => return digest(Algorithm::Sha512, false),
+                "SSHA512" => return digest(Algorithm::Sha512, true),
+                "PLAIN" | "CLEARTEXT" => return Some((Kind::Plain, hash)),
+                _ => return None,
             }
-            _ => return None,
-        },
+        }
         None => stored,
     };
     // A modular-crypt or PHC string, by its `$id$`.
@@ -104,6 +206,53 @@ mod tests {
         assert!(verify(&format!("{{BLF-CRYPT}}{h}"), "s3cret"));
         // The $2y$ prefix written by PHP and Dovecot.
         assert!(verify(&h.replacen("$2b$", "$2y$", 1), "s3cret"));
+    }
+
+    #[test]
+    fn salted_and_plain_digests_as_openldap_and_dovecot_write_them() {
+        // `slappasswd -h {SSHA} -s secret` style: sha1(pw + salt) + salt, base64.
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let salt = b"s4lt";
+        for (scheme, alg) in [
+            ("SSHA", Algorithm::Sha1),
+            ("SSHA256", Algorithm::Sha256),
+            ("SSHA512", Algorithm::Sha512),
+        ] {
+            let mut raw = alg.digest(&[b"secret", salt]);
+            raw.extend_from_slice(salt);
+            let stored = format!("{{{scheme}}}{}", b64(&raw));
+            assert!(verify(&stored, "secret"), "{stored}");
+            assert!(!verify(&stored, "secreT"), "{stored}");
+            assert!(is_supported(&stored));
+        }
+        // {SHA}: sha1("secret"), as `slappasswd -h {SHA} -s secret` prints it.
+        assert!(verify("{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=", "secret"));
+        assert!(!verify("{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=", "secret2"));
+        assert!(verify(
+            &format!("{{SHA512}}{}", b64(&Algorithm::Sha512.digest(&[b"pw"]))),
+            "pw"
+        ));
+        // A salted scheme with no salt, or the wrong length: never.
+        assert!(!verify(
+            &format!("{{SSHA}}{}", b64(&Algorithm::Sha1.digest(&[b"pw"]))),
+            "pw"
+        ));
+        assert!(!verify("{SSHA}not base64!", "pw"));
+    }
+
+    #[test]
+    fn plain_text_only_when_accepted() {
+        for stored in ["{PLAIN}s3cret", "{cleartext}s3cret"] {
+            assert!(!verify(stored, "s3cret"));
+            assert!(verify_with(stored, "s3cret", Plaintext::Accept));
+            assert!(!verify_with(stored, "s3cre", Plaintext::Accept));
+            assert!(!verify_with(stored, "s3cret2", Plaintext::Accept));
+        }
+        // A bare string is not a plain-text password, even when accepted.
+        assert!(!verify_with("s3cret", "s3cret", Plaintext::Accept));
+        // And hashes still verify as hashes.
+        let h = hash("x");
+        assert!(verify_with(&h, "x", Plaintext::Accept));
     }
 
     #[test]

@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod clamav;
 pub mod dns;
 pub mod dnsbl;
 pub mod greylist;
@@ -46,6 +47,7 @@ use std::sync::Arc;
 use intake_core::Pipeline;
 
 pub use auth::{AuthConfig, SenderAuth};
+pub use clamav::{Clamav, ClamavAction, ClamavConfig, ClamdAddress};
 pub use dns::DnsConfig;
 pub use dnsbl::{Dnsbl, DnsblAction, DnsblConfig};
 pub use greylist::{Greylist, GreylistConfig};

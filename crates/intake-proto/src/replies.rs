@@ -248,6 +248,8 @@ pub const UNKNOWN_RECIPIENT: Reply =
 pub const POLICY_REJECTED: Reply = Reply::new(550, S(5, 7, 1), "Refused by policy");
 /// The sender's SPF record refuses the client (RFC 7372 §3.2: 5.7.23).
 pub const SPF_FAILED: Reply = Reply::new(550, S(5, 7, 23), "SPF validation failed");
+/// A virus scanner found something; the text names the signature.
+pub const VIRUS_FOUND: Reply = Reply::new(554, S(5, 7, 1), "Message refused: virus found");
 /// A connect-stage check rejected the client: the session ends.
 pub const CONNECTION_REJECTED: Reply = Reply::new(554, S(5, 7, 1), "Connection refused by policy");
 /// Null recipient or otherwise unacceptable destination.

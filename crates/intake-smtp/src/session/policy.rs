@@ -208,6 +208,7 @@ fn deferral(reason: &Reason, pending: &Pending) -> Reply {
         (Reason::Greylisted, _) => replies::GREYLISTED,
         (Reason::Policy(text), _) => replies::POLICY_DEFERRED.with_text(clean(text)),
         (Reason::Spf(text), _) => replies::SPF_TEMP_ERROR.with_text(clean(text)),
+        (Reason::Virus(_), _) => replies::POLICY_DEFERRED,
         (Reason::CheckFailed, _) => Failure::Check.reply(),
         (Reason::UnknownRecipient, _) => replies::CHECK_UNAVAILABLE,
     }
@@ -225,6 +226,8 @@ fn rejection(reason: &Reason, pending: &Pending) -> Reply {
         (Reason::UnknownRecipient, _) => replies::UNKNOWN_RECIPIENT,
         (Reason::Policy(text), _) => replies::POLICY_REJECTED.with_text(clean(text)),
         (Reason::Spf(text), _) => replies::SPF_FAILED.with_text(clean(text)),
+        (Reason::Virus(name), _) => replies::VIRUS_FOUND
+            .with_text(clean(&format!("{} ({name})", replies::VIRUS_FOUND.text))),
     }
 }
 
@@ -239,5 +242,24 @@ fn clean(text: &str) -> String {
         "Refused by policy".into()
     } else {
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_virus_is_refused_with_554_naming_it() {
+        let r = rejection(
+            &Reason::Virus("Eicar-Test-Signature".into()),
+            &Pending::Auth,
+        );
+        assert_eq!(
+            r.to_wire(),
+            "554 5.7.1 Message refused: virus found (Eicar-Test-Signature)\r\n"
+        );
+        let r = rejection(&Reason::Virus("x\r\n250 ok".into()), &Pending::Auth);
+        assert_eq!(r.to_wire().matches("\r\n").count(), 1, "one line");
     }
 }
