@@ -7,11 +7,10 @@ use axum::response::{IntoResponse, Response};
 use intake_core::{MessageId, Page, StoredMessage, alias, mime};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::access::{AccessInfo, Granted};
+use crate::access::{self, AccessInfo, Granted, Need, Routes, Rule};
 use crate::error::{ApiError, ErrorBody};
 use crate::events;
 use crate::model::{MessageSummary, parse_query, rfc3339};
@@ -26,25 +25,28 @@ use crate::model::{MessageSummary, parse_query, rfc3339};
 )]
 struct ApiDoc;
 
-/// The API routes (with state applied) and their OpenAPI document.
-pub(crate) fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
-    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(list_mailbox))
-        .routes(routes!(delete_mailbox))
-        .routes(routes!(mailbox_alias))
-        .routes(routes!(list_messages))
-        .routes(routes!(get_message, delete_message))
-        .routes(routes!(mark_read, mark_unread))
-        .routes(routes!(raw_message))
-        .routes(routes!(message_headers))
-        .routes(routes!(message_html))
-        .routes(routes!(attachment))
-        .routes(routes!(search))
-        .routes(routes!(events::wait))
-        .routes(routes!(events::events))
-        .routes(routes!(access_info))
-        .split_for_parts();
-    (router.with_state(state), api)
+/// The API routes and their OpenAPI document, each with the access it needs.
+pub(crate) fn routes() -> Routes<AppState> {
+    let one_mailbox_search = Rule::ReadsMailboxIf(access::one_mailbox_query);
+    Routes::new(ApiDoc::openapi())
+        .api(Need::MailboxRead, routes!(list_mailbox))
+        .api(Need::MailboxDelete, routes!(delete_mailbox))
+        .api(Need::MailboxRead, routes!(mailbox_alias))
+        .api(Need::AllRead, routes!(list_messages))
+        .api(Need::MailboxRead, routes!(get_message))
+        .api(Need::MailboxDelete, routes!(delete_message))
+        .api(Need::MailboxRead, routes!(mark_read, mark_unread))
+        .api(Need::MailboxRead, routes!(raw_message))
+        .api(Need::MailboxRead, routes!(message_headers))
+        .api(Need::MailboxRead, routes!(message_html))
+        .api(Need::MailboxRead, routes!(attachment))
+        .api(one_mailbox_search, routes!(search))
+        .api(one_mailbox_search, routes!(events::wait))
+        .api(
+            Rule::ReadsMailboxIf(access::one_mailbox_stream),
+            routes!(events::events),
+        )
+        .api(Need::Page, routes!(access_info))
 }
 
 /// A page of a mailbox.
@@ -147,18 +149,9 @@ pub(crate) async fn load(state: &AppState, id: &str) -> Result<StoredMessage, Ap
 /// The alias of a mailbox, registered with the store so that mail to it is filed here.
 pub(crate) async fn alias_of(state: &AppState, mailbox: &str) -> Result<String, ApiError> {
     let alias = alias::derive(&state.alias_secret, mailbox);
-    let known = state
-        .registered_aliases
-        .lock()
-        .expect("alias set")
-        .contains(&alias);
-    if !known {
+    if !state.registered_aliases.contains_key(&alias) {
         state.store.register_alias(&alias, mailbox).await?;
-        let mut set = state.registered_aliases.lock().expect("alias set");
-        if set.len() > 100_000 {
-            set.clear();
-        }
-        set.insert(alias.clone());
+        state.registered_aliases.insert(alias.clone(), ());
     }
     Ok(alias)
 }
@@ -716,7 +709,7 @@ async fn access_info(
     granted: Option<axum::Extension<Granted>>,
 ) -> Json<AccessInfo> {
     Json(AccessInfo::of(
-        &state.config.access,
+        state.guard.config(),
         granted.map(|axum::Extension(g)| g),
     ))
 }

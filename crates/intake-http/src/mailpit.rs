@@ -11,46 +11,36 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use intake_core::{MessageId, Page, Summary, mime};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use crate::access::Need;
+use crate::access::{Need, Routes};
 use crate::api::{load, parse_id, sandboxed_html};
 use crate::error::ApiError;
 use crate::model::{parse_query, rfc3339};
 
-/// The Mailpit routes (with state applied).
-pub(crate) fn routes(state: AppState) -> Router {
-    Router::new()
-        .route(
-            "/api/v1/messages",
-            get(list).put(set_read).delete(delete_messages),
-        )
-        .route("/api/v1/search", get(search).delete(delete_search))
-        .route("/api/v1/message/{id}", get(message))
-        .route("/api/v1/message/{id}/headers", get(headers))
-        .route("/api/v1/message/{id}/raw", get(raw))
-        .route("/api/v1/message/{id}/part/{part}", get(part))
-        .route("/api/v1/info", get(info))
-        .route("/api/v1/webui", get(webui))
-        .route("/view/{file}", get(view))
-        .with_state(state)
-}
-
-/// Every Mailpit route spans all mail: reads need `read`, deletes `delete`.
-pub(crate) fn classify(method: &Method, _template: Option<&str>, _query: Option<&str>) -> Need {
-    if method == Method::DELETE {
-        Need::AllDelete
-    } else {
-        Need::AllRead
-    }
+/// The Mailpit routes. Every one spans all mail: reads (and marking read) need `read`,
+/// deletes `delete`.
+pub(crate) fn routes() -> Routes<AppState> {
+    let (read, delete) = (Need::AllRead, Need::AllDelete);
+    Routes::new(Default::default())
+        .on(Method::GET, "/api/v1/messages", read, list)
+        .on(Method::PUT, "/api/v1/messages", read, set_read)
+        .on(Method::DELETE, "/api/v1/messages", delete, delete_messages)
+        .on(Method::GET, "/api/v1/search", read, search)
+        .on(Method::DELETE, "/api/v1/search", delete, delete_search)
+        .on(Method::GET, "/api/v1/message/{id}", read, message)
+        .on(Method::GET, "/api/v1/message/{id}/headers", read, headers)
+        .on(Method::GET, "/api/v1/message/{id}/raw", read, raw)
+        .on(Method::GET, "/api/v1/message/{id}/part/{part}", read, part)
+        .on(Method::GET, "/api/v1/info", read, info)
+        .on(Method::GET, "/api/v1/webui", read, webui)
+        .on(Method::GET, "/view/{file}", read, view)
 }
 
 /// `{Name, Address}`.

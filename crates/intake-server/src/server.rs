@@ -245,10 +245,11 @@ fn authenticator(
     store: &Arc<dyn MailStore>,
 ) -> Arc<dyn intake_core::Authenticator> {
     let a = &settings.auth;
+    let limiter =
+        intake_core::LoginLimiter::new(intake_core::LoginLimits::new(a.per_client, a.per_account));
     Arc::new(intake_core::StoreAuthenticator::new(
         store.clone(),
-        a.per_client,
-        a.per_account,
+        Arc::new(limiter),
     ))
 }
 
@@ -723,24 +724,24 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         )),
         None => None,
     };
+    // One HTTP state for both listeners: one rate budget per client, one failed-login count.
+    let mut http_state = intake_http::AppState::new(
+        store.clone(),
+        events.clone(),
+        secret.clone(),
+        settings.http.config.clone(),
+    )
+    .with_draining(shutdown.clone());
+    if let Some(render) = crate::metrics::render() {
+        http_state = http_state.with_metrics(render);
+    }
     let (http, http_addr) = match settings.http.listen {
         Some(addr) => {
             let l = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding HTTP to {addr} (http.listen)"))?;
             let bound = l.local_addr()?;
-            let mut state = intake_http::AppState::new(
-                store.clone(),
-                events.clone(),
-                secret.clone(),
-                settings.http.config.clone(),
-            )
-            .with_draining(shutdown.clone());
-            if let Some(render) = crate::metrics::render() {
-                state = state.with_metrics(render);
-            }
-            let state = state.with_admin_tokens(settings.admin_tokens.clone());
-            let app = intake_http::router(state);
+            let app = intake_http::router(http_state.clone());
             let cfg = settings.http.config.clone();
             let token = shutdown.clone();
             let https = match (&settings.http.tls, &tls) {
@@ -778,13 +779,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
                 .await
                 .with_context(|| format!("binding the Mailpit API to {addr} (mailpit.listen)"))?;
             let bound = l.local_addr()?;
-            let state = intake_http::AppState::new(
-                store.clone(),
-                events.clone(),
-                secret.clone(),
-                settings.http.config.clone(),
-            );
-            let app = intake_http::mailpit_router(state);
+            let app = intake_http::mailpit_router(http_state.clone());
             let cfg = settings.http.config.clone();
             let token = shutdown.clone();
             (
