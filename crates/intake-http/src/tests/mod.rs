@@ -46,6 +46,10 @@ pub(crate) async fn send(app: &axum::Router, req: Request<Body>) -> (u16, String
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    if ctype.starts_with("text/event-stream") {
+        // An event stream never ends: its status and type are what a caller can check.
+        return (status, ctype, Vec::new());
+    }
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, ctype, body.to_vec())
 }
