@@ -217,7 +217,7 @@ pub fn router(state: AppState) -> Router {
     }
 }
 
-/// The Mailpit-compatible API (`mailpit.rs`), for a listener of its own; errors in plain
+/// The Mailpit-compatible API (`mailpit/`), for a listener of its own; errors in plain
 /// text, as Mailpit writes them.
 pub fn mailpit_router(state: AppState) -> Router {
     let (app, _, rules) = mailpit::routes().split();
