@@ -1,18 +1,18 @@
 //! SMTP AUTH: checking a login against the users in the store, with failed logins limited
-//! per client and per account.
+//! by a [`LoginLimiter`] (per client address, per address and account; an account attacked
+//! from many addresses is slowed down, never locked).
 //!
 //! The answer never says whether the user exists: an unknown user, a disabled one and a
 //! wrong password all give [`AuthResult::Invalid`], after the same password-hash work (an
 //! unknown user is checked against a dummy argon2id hash). Hash checks run on the
 //! blocking pool (`spawn_blocking`), never on the async runtime.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 
+use crate::login_limit::LoginLimiter;
 use crate::store::{MailStore, User};
 
 /// A login to check.
@@ -55,51 +55,6 @@ pub trait Authenticator: Send + Sync + 'static {
     async fn authenticate(&self, c: &Credentials) -> AuthResult;
 }
 
-/// Failed logins allowed per key within a window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FailureLimit {
-    /// Failures allowed within `window`; the next attempt is refused unchecked.
-    pub max_failures: u32,
-    /// The window.
-    pub window: Duration,
-}
-
-/// Counts failures per key (a client address, an account) in fixed windows.
-#[derive(Debug)]
-struct Failures {
-    limit: FailureLimit,
-    map: Mutex<HashMap<String, (u32, Instant)>>,
-}
-
-impl Failures {
-    fn new(limit: FailureLimit) -> Failures {
-        Failures {
-            limit,
-            map: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn blocked(&self, key: &str) -> bool {
-        let map = self.map.lock().expect("failures");
-        map.get(key).is_some_and(|(n, since)| {
-            since.elapsed() < self.limit.window && *n >= self.limit.max_failures
-        })
-    }
-
-    fn failed(&self, key: &str) {
-        let mut map = self.map.lock().expect("failures");
-        if map.len() > 100_000 {
-            let window = self.limit.window;
-            map.retain(|_, (_, since)| since.elapsed() < window);
-        }
-        let e = map.entry(key.to_string()).or_insert((0, Instant::now()));
-        if e.1.elapsed() >= self.limit.window {
-            *e = (0, Instant::now());
-        }
-        e.0 += 1;
-    }
-}
-
 /// A hash to check unknown users' passwords against, so they take as long as known ones.
 static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| crate::password::hash("no such user"));
 
@@ -107,22 +62,14 @@ static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| crate::password::hash("no
 /// with the CLI applies to the next login).
 pub struct StoreAuthenticator {
     store: Arc<dyn MailStore>,
-    per_client: Failures,
-    per_account: Failures,
+    limiter: Arc<LoginLimiter>,
 }
 
 impl StoreAuthenticator {
-    /// Checks logins against `store`'s users, with these limits on failures.
-    pub fn new(
-        store: Arc<dyn MailStore>,
-        per_client: FailureLimit,
-        per_account: FailureLimit,
-    ) -> StoreAuthenticator {
-        StoreAuthenticator {
-            store,
-            per_client: Failures::new(per_client),
-            per_account: Failures::new(per_account),
-        }
+    /// Checks logins against `store`'s users, counting failures in `limiter` (built once
+    /// and kept across reloads, so that a reload does not forgive a guesser).
+    pub fn new(store: Arc<dyn MailStore>, limiter: Arc<LoginLimiter>) -> StoreAuthenticator {
+        StoreAuthenticator { store, limiter }
     }
 }
 
@@ -130,8 +77,7 @@ impl StoreAuthenticator {
 impl Authenticator for StoreAuthenticator {
     async fn authenticate(&self, c: &Credentials) -> AuthResult {
         let account = c.username.trim().to_lowercase();
-        let client = c.client.to_string();
-        if self.per_client.blocked(&client) || self.per_account.blocked(&account) {
+        if self.limiter.admit(c.client, Some(&account)).await.is_err() {
             tracing::warn!(client = %c.client, user = %account, "AUTH refused: too many failed logins");
             return AuthResult::RateLimited;
         }
@@ -160,31 +106,9 @@ impl Authenticator for StoreAuthenticator {
                     Some(_) => "wrong password",
                 };
                 tracing::info!(client = %c.client, user = %account, why, "AUTH failed");
-                self.per_client.failed(&client);
-                self.per_account.failed(&account);
+                self.limiter.failed(c.client, Some(&account));
                 AuthResult::Invalid
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failures_block_after_the_limit_within_the_window() {
-        let f = Failures::new(FailureLimit {
-            max_failures: 2,
-            window: Duration::from_millis(200),
-        });
-        assert!(!f.blocked("a"));
-        f.failed("a");
-        assert!(!f.blocked("a"));
-        f.failed("a");
-        assert!(f.blocked("a"));
-        assert!(!f.blocked("b"), "per key");
-        std::thread::sleep(Duration::from_millis(250));
-        assert!(!f.blocked("a"), "the window passed");
     }
 }

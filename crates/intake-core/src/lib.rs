@@ -17,6 +17,7 @@ pub mod breaker;
 pub mod check;
 pub mod delivery;
 pub mod events;
+pub mod login_limit;
 pub mod message;
 pub mod mime;
 pub mod net;
@@ -25,7 +26,7 @@ pub mod search;
 pub mod shared;
 pub mod store;
 
-pub use auth::{AuthResult, Authenticator, Credentials, FailureLimit, StoreAuthenticator};
+pub use auth::{AuthResult, Authenticator, Credentials, StoreAuthenticator};
 pub use check::{
     Check, CheckCtx, CheckError, Clock, Findings, IdSource, OnError, Pipeline, RandomIds, Reason,
     Stage, SystemClock, Undecided, Verdict,
@@ -35,6 +36,7 @@ pub use delivery::{
     Route, StoreTarget, Targets,
 };
 pub use events::{Event, EventBus, EventFeed};
+pub use login_limit::{FailureLimit, Gate, LoginLimiter, LoginLimits};
 pub use message::{
     Attachment, Envelope, Incoming, MessageId, ParsedMeta, SessionInfo, StoredMessage, Summary,
     TlsInfo, mailbox_key,

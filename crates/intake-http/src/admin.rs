@@ -1,26 +1,25 @@
 //! The admin API for SMTP AUTH users (`/api/v1/admin/users`), behind a bearer token.
 //!
-//! Kept apart from the read API: its own router ([`router`]), its own OpenAPI document
-//! (`/api/v1/admin/openapi.json`) and its own tokens (`admin.tokens`; no token configured:
-//! every admin route answers 404, as if it did not exist). Tokens are compared in constant
-//! time. Passwords are hashed (argon2id) off the async runtime and never returned.
-//!
-//! A bearer token from `http.tokens` with the `admin` scope opens these routes too (in
-//! `public` and `private` access modes, where the access guard checks credentials).
+//! Kept apart from the read API: its own routes ([`routes`]) and its own OpenAPI document
+//! (`/api/v1/admin/openapi.json`). Every route declares the `admin` need, so the access
+//! guard opens it to a credential with the `admin` scope (an `admin.tokens` token, or an
+//! `http.tokens` token with that scope), in every access mode; with no such credential
+//! configured the routes answer 404, as if they did not exist. Passwords are hashed
+//! (argon2id) off the async runtime and never returned.
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::Next;
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use intake_core::{MailStore, User};
+use intake_core::User;
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::AppState;
+use crate::access::{Need, Routes};
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
 
 #[derive(OpenApi)]
@@ -47,39 +46,25 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-#[derive(Clone)]
-struct Admin {
-    store: Arc<dyn MailStore>,
-    tokens: Arc<[String]>,
-}
+/// Request bodies of the admin routes: a user and a password hash fit well within this.
+pub(crate) const MAX_BODY: usize = 16 * 1024;
 
-/// The admin routes for `store`, open to holders of one of `tokens`. With no token the
-/// routes answer 404.
-pub fn router(store: Arc<dyn MailStore>, tokens: Vec<String>) -> axum::Router {
-    let state = Admin {
-        store,
-        tokens: tokens.into_iter().filter(|t| !t.is_empty()).collect(),
-    };
-    let (router, api) = OpenApiRouter::with_openapi(AdminDoc::openapi())
-        .routes(routes!(list_users, add_user))
-        .routes(routes!(set_password))
-        .routes(routes!(set_enabled))
-        .split_for_parts();
-    let spec = Arc::new(api);
-    router
-        .route(
-            "/api/v1/admin/openapi.json",
-            axum::routing::get(move || {
-                let spec = spec.clone();
-                async move { Json((*spec).clone()) }
-            }),
-        )
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            authorize,
-        ))
-        .layer(DefaultBodyLimit::max(16 * 1024))
-        .with_state(state)
+/// The admin routes and their document, each needing the `admin` scope.
+pub(crate) fn routes() -> Routes<AppState> {
+    let routes = Routes::new(AdminDoc::openapi())
+        .api(Need::Admin, routes!(list_users, add_user))
+        .api(Need::Admin, routes!(set_password))
+        .api(Need::Admin, routes!(set_enabled));
+    let spec = Arc::new(routes.doc().clone());
+    routes.on(
+        Method::GET,
+        "/api/v1/admin/openapi.json",
+        Need::Admin,
+        move || {
+            let spec = spec.clone();
+            async move { Json((*spec).clone()) }
+        },
+    )
 }
 
 fn error(status: StatusCode, code: &'static str, message: &str) -> Response {
@@ -91,49 +76,6 @@ fn error(status: StatusCode, code: &'static str, message: &str) -> Response {
         },
     };
     (status, Json(body)).into_response()
-}
-
-/// Constant-time equality (the length of the configured token may leak, not its bytes).
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn authorize(State(admin): State<Admin>, req: Request, next: Next) -> Response {
-    // A credential with the `admin` scope (http.tokens), checked by the access guard.
-    let scoped = req
-        .extensions()
-        .get::<crate::access::Granted>()
-        .and_then(|g| g.scopes)
-        .is_some_and(|s| s.covers(crate::access::Scopes::ADMIN));
-    if scoped {
-        return next.run(req).await;
-    }
-    if admin.tokens.is_empty() {
-        return ApiError::NotFound("no such route".into()).into_response();
-    }
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let mut ok = false;
-    for t in admin.tokens.iter() {
-        ok |= same(given.as_bytes(), t.as_bytes());
-    }
-    if !ok {
-        let mut r = error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "an admin bearer token is needed",
-        );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            axum::http::HeaderValue::from_static("Bearer"),
-        );
-        return r;
-    }
-    next.run(req).await
 }
 
 /// A user as the API shows it (never the hash).
@@ -222,7 +164,7 @@ async fn hash_of(password: Option<String>, hash: Option<String>) -> Result<Strin
 #[utoipa::path(get, path = "/api/v1/admin/users", tag = "admin",
     security(("admin_token" = [])),
     responses((status = 200, body = [UserView]), (status = 401, body = ErrorBody)))]
-async fn list_users(State(a): State<Admin>) -> Result<Json<Vec<UserView>>, ApiError> {
+async fn list_users(State(a): State<AppState>) -> Result<Json<Vec<UserView>>, ApiError> {
     let users = a.store.user_list().await?;
     Ok(Json(users.into_iter().map(UserView::from).collect()))
 }
@@ -232,7 +174,7 @@ async fn list_users(State(a): State<Admin>) -> Result<Json<Vec<UserView>>, ApiEr
     security(("admin_token" = [])),
     responses((status = 201, body = UserView), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn add_user(State(a): State<Admin>, Json(n): Json<NewUser>) -> Response {
+async fn add_user(State(a): State<AppState>, Json(n): Json<NewUser>) -> Response {
     let address = n.address.trim().to_lowercase();
     if !address.contains('@') || address.contains(char::is_whitespace) {
         return ApiError::BadRequest("address: expected user@example.com".into()).into_response();
@@ -267,7 +209,7 @@ async fn add_user(State(a): State<Admin>, Json(n): Json<NewUser>) -> Response {
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 async fn set_password(
-    State(a): State<Admin>,
+    State(a): State<AppState>,
     Path(address): Path<String>,
     Json(n): Json<NewPassword>,
 ) -> Response {
@@ -288,7 +230,7 @@ async fn set_password(
     params(("address" = String, Path, description = "The user's address")),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn set_enabled(
-    State(a): State<Admin>,
+    State(a): State<AppState>,
     Path(address): Path<String>,
     Json(e): Json<Enabled>,
 ) -> Response {

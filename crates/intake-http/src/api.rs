@@ -7,14 +7,16 @@ use axum::response::{IntoResponse, Response};
 use intake_core::{MessageId, Page, StoredMessage, alias, mime};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::access::{AccessInfo, Granted};
+use crate::access::{self, AccessInfo, Granted, Need, Routes, Rule};
 use crate::error::{ApiError, ErrorBody};
 use crate::events;
-use crate::model::{MessageSummary, parse_query, rfc3339};
+use crate::model::{
+    AttachmentJson, ChecksJson, ClientJson, HeaderField, HeaderList, MessageDetail, MessageSummary,
+    TlsJson, parse_query, rfc3339,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,25 +28,28 @@ use crate::model::{MessageSummary, parse_query, rfc3339};
 )]
 struct ApiDoc;
 
-/// The API routes (with state applied) and their OpenAPI document.
-pub(crate) fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
-    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(list_mailbox))
-        .routes(routes!(delete_mailbox))
-        .routes(routes!(mailbox_alias))
-        .routes(routes!(list_messages))
-        .routes(routes!(get_message, delete_message))
-        .routes(routes!(mark_read, mark_unread))
-        .routes(routes!(raw_message))
-        .routes(routes!(message_headers))
-        .routes(routes!(message_html))
-        .routes(routes!(attachment))
-        .routes(routes!(search))
-        .routes(routes!(events::wait))
-        .routes(routes!(events::events))
-        .routes(routes!(access_info))
-        .split_for_parts();
-    (router.with_state(state), api)
+/// The API routes and their OpenAPI document, each with the access it needs.
+pub(crate) fn routes() -> Routes<AppState> {
+    let one_mailbox_search = Rule::ReadsMailboxIf(access::one_mailbox_query);
+    Routes::new(ApiDoc::openapi())
+        .api(Need::MailboxRead, routes!(list_mailbox))
+        .api(Need::MailboxDelete, routes!(delete_mailbox))
+        .api(Need::MailboxRead, routes!(mailbox_alias))
+        .api(Need::AllRead, routes!(list_messages))
+        .api(Need::MailboxRead, routes!(get_message))
+        .api(Need::MailboxDelete, routes!(delete_message))
+        .api(Need::MailboxRead, routes!(mark_read, mark_unread))
+        .api(Need::MailboxRead, routes!(raw_message))
+        .api(Need::MailboxRead, routes!(message_headers))
+        .api(Need::MailboxRead, routes!(message_html))
+        .api(Need::MailboxRead, routes!(attachment))
+        .api(one_mailbox_search, routes!(search))
+        .api(one_mailbox_search, routes!(events::wait))
+        .api(
+            Rule::ReadsMailboxIf(access::one_mailbox_stream),
+            routes!(events::events),
+        )
+        .api(Need::Page, routes!(access_info))
 }
 
 /// A page of a mailbox.
@@ -147,18 +152,9 @@ pub(crate) async fn load(state: &AppState, id: &str) -> Result<StoredMessage, Ap
 /// The alias of a mailbox, registered with the store so that mail to it is filed here.
 pub(crate) async fn alias_of(state: &AppState, mailbox: &str) -> Result<String, ApiError> {
     let alias = alias::derive(&state.alias_secret, mailbox);
-    let known = state
-        .registered_aliases
-        .lock()
-        .expect("alias set")
-        .contains(&alias);
-    if !known {
+    if !state.registered_aliases.contains_key(&alias) {
         state.store.register_alias(&alias, mailbox).await?;
-        let mut set = state.registered_aliases.lock().expect("alias set");
-        if set.len() > 100_000 {
-            set.clear();
-        }
-        set.insert(alias.clone());
+        state.registered_aliases.insert(alias.clone(), ());
     }
     Ok(alias)
 }
@@ -246,158 +242,6 @@ async fn list_messages(
         per_page,
         messages: l.messages.iter().map(MessageSummary::from).collect(),
     }))
-}
-
-/// A header field.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct HeaderField {
-    /// Field name as sent.
-    pub name: String,
-    /// Value, decoded where it was an encoded word.
-    pub value: String,
-}
-
-/// TLS of the session the message came in on.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TlsJson {
-    /// e.g. TLSv1.3.
-    pub version: String,
-    /// e.g. TLS13_AES_256_GCM_SHA384.
-    pub cipher: String,
-}
-
-/// What the policy checks found about a message (absent when no check looked at it).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ChecksJson {
-    /// Sum of the checks' scores (DNS lists that tag, rspamd, spamd).
-    pub score: f32,
-    /// Rule names: `DNSBL_LISTED`, `DNSWL_ALLOWLISTED`, `DMARC_POLICY_REJECT`,
-    /// `RSPAMD:<symbol>`, `SA:<rule>`, ...
-    pub symbols: Vec<String>,
-    /// DNS lists that listed the client, as `zone=weight`.
-    pub lists: Vec<String>,
-    /// SPF result (`pass`, `fail`, `softfail`, `neutral`, `none`, `temperror`, `permerror`).
-    pub spf: Option<String>,
-    /// DKIM result of the best signature.
-    pub dkim: Option<String>,
-    /// DMARC result and the domain's policy, e.g. `fail (p=reject)`.
-    pub dmarc: Option<String>,
-    /// ARC chain result.
-    pub arc: Option<String>,
-    /// The content scanner's verdict, e.g. `rspamd: add header (7.20/15.00)`.
-    pub scanner: Option<String>,
-    /// Checks that could not decide and let the message in unchecked (`on_error =
-    /// "accept"`); the message also carries an `X-Intake-Unchecked:` header for each.
-    pub undecided: Vec<UndecidedJson>,
-}
-
-/// A check that could not decide about a message.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UndecidedJson {
-    /// The check, e.g. `rspamd`.
-    pub check: String,
-    /// Why it could not decide, e.g. `timed out after 20s`.
-    pub reason: String,
-}
-
-impl From<&intake_core::Findings> for ChecksJson {
-    fn from(f: &intake_core::Findings) -> Self {
-        ChecksJson {
-            score: f.score,
-            symbols: f.symbols.clone(),
-            lists: f.lists.clone(),
-            spf: f.spf.clone(),
-            dkim: f.dkim.clone(),
-            dmarc: f.dmarc.clone(),
-            arc: f.arc.clone(),
-            scanner: f.scanner.clone(),
-            undecided: (f.undecided.iter())
-                .map(|u| UndecidedJson {
-                    check: u.check.clone(),
-                    reason: u.reason.clone(),
-                })
-                .collect(),
-        }
-    }
-}
-
-/// The SMTP client.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ClientJson {
-    /// IP address.
-    pub ip: String,
-    /// Source port.
-    pub port: u16,
-}
-
-/// An attachment of a message.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AttachmentJson {
-    /// Part id for `/attachments/{part}`.
-    pub part: String,
-    /// File name, if any.
-    pub name: Option<String>,
-    /// MIME type.
-    pub content_type: String,
-    /// Decoded size in octets.
-    pub size: u64,
-}
-
-/// One message with everything known about it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct MessageDetail {
-    /// Message id.
-    pub id: String,
-    /// When Intake received it (RFC 3339, UTC).
-    pub received_at: String,
-    /// Envelope sender.
-    pub mail_from: String,
-    /// Envelope recipients.
-    pub rcpt_to: Vec<String>,
-    /// Mailboxes it is filed under.
-    pub mailboxes: Vec<String>,
-    /// `From:`.
-    pub from: Option<String>,
-    /// `To:`.
-    pub to: Option<String>,
-    /// `Cc:`.
-    pub cc: Option<String>,
-    /// Decoded subject.
-    pub subject: Option<String>,
-    /// Size in octets, as received.
-    pub size: u64,
-    /// Marked read.
-    pub seen: bool,
-    /// Number of attachments.
-    pub attachments: u32,
-    /// EHLO/HELO name.
-    pub helo: String,
-    /// SMTP client.
-    pub client: ClientJson,
-    /// TLS, if the session was encrypted.
-    pub tls: Option<TlsJson>,
-    /// What the policy checks found (score, symbols, DNS lists, SPF/DKIM/DMARC/ARC,
-    /// scanner); `null` when no check looked at the message.
-    pub checks: Option<ChecksJson>,
-    /// SHA-256 of the content as received.
-    pub sha256: String,
-    /// `Message-ID:`.
-    pub message_id: Option<String>,
-    /// `Date:` (RFC 3339).
-    pub date: Option<String>,
-    /// Top-level MIME type.
-    pub content_type: Option<String>,
-    /// Its charset.
-    pub charset: Option<String>,
-    /// All header fields in order.
-    pub headers: Vec<HeaderField>,
-    /// Plain-text body (HTML converted when there is no plain part).
-    pub text: Option<String>,
-    /// HTML body, if the message has one. Render it only in a sandboxed frame
-    /// (`/api/v1/messages/{id}/html` does that safely).
-    pub html: Option<String>,
-    /// Attachments.
-    pub attachment_list: Vec<AttachmentJson>,
 }
 
 fn headers_of(raw: &[u8]) -> Vec<HeaderField> {
@@ -538,13 +382,6 @@ async fn raw_message(
         HeaderValue::from_str(&format!("attachment; filename=\"{}.eml\"", m.id)).expect("ascii"),
     );
     Ok((h, m.raw).into_response())
-}
-
-/// The header fields alone.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct HeaderList {
-    /// In order.
-    pub headers: Vec<HeaderField>,
 }
 
 /// The header fields, in order.
@@ -734,7 +571,7 @@ async fn access_info(
     granted: Option<axum::Extension<Granted>>,
 ) -> Json<AccessInfo> {
     Json(AccessInfo::of(
-        &state.config.access,
+        state.guard.config(),
         granted.map(|axum::Extension(g)| g),
     ))
 }

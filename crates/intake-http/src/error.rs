@@ -108,3 +108,103 @@ impl IntoResponse for ApiError {
         (status, Json(body)).into_response()
     }
 }
+
+/// How a listener writes its errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// Intake's API: every error under `/api/` is an [`ErrorBody`].
+    Json,
+    /// The Mailpit listener: the message as plain text, as Mailpit writes its errors.
+    PlainText,
+}
+
+/// The longest error body rewritten; errors are short, and a longer body is left alone.
+const MAX_ERROR_BODY: usize = 16 * 1024;
+
+/// The stable code of an error status without one of its own.
+fn code_of(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "timeout",
+        413 => "too_large",
+        415 => "unsupported_media_type",
+        422 => "unprocessable",
+        429 => "rate_limited",
+        503 => "unavailable",
+        s if s >= 500 => "internal",
+        _ => "error",
+    }
+}
+
+fn is_json(r: &Response) -> bool {
+    r.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// Rewrites the errors that axum, its extractors and the docs page answer on their own
+/// (plain text or empty: a path that is not UTF-8, a duplicated query parameter, a body
+/// past the limit, a method the route does not have, a missing docs file) into the
+/// listener's [`Dialect`]. Successful responses pass untouched.
+pub(crate) async fn uniform(
+    dialect: Dialect,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let api = req.uri().path().starts_with("/api/");
+    let r = next.run(req).await;
+    let status = r.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return r;
+    }
+    match dialect {
+        Dialect::Json if api && !is_json(&r) => {
+            let (mut parts, body) = r.into_parts();
+            let text = match axum::body::to_bytes(body, MAX_ERROR_BODY).await {
+                Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
+                Err(_) => String::new(),
+            };
+            let message = if text.is_empty() {
+                status.canonical_reason().unwrap_or("error").to_lowercase()
+            } else {
+                text
+            };
+            let body = ErrorBody {
+                error: ErrorDetail {
+                    status: status.as_u16(),
+                    code: code_of(status),
+                    message,
+                },
+            };
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            let json = serde_json::to_vec(&body).unwrap_or_default();
+            Response::from_parts(parts, axum::body::Body::from(json))
+        }
+        Dialect::PlainText if is_json(&r) => {
+            let (mut parts, body) = r.into_parts();
+            let Ok(bytes) = axum::body::to_bytes(body, MAX_ERROR_BODY).await else {
+                return Response::from_parts(parts, axum::body::Body::empty());
+            };
+            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            Response::from_parts(parts, axum::body::Body::from(message + "\n"))
+        }
+        _ => r,
+    }
+}

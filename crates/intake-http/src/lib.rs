@@ -7,7 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod access;
-pub mod admin;
+mod admin;
 mod api;
 mod conn;
 pub mod error;
@@ -22,8 +22,7 @@ mod slots;
 mod tests;
 mod ui;
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -87,7 +86,11 @@ impl Default for HttpConfig {
     }
 }
 
-/// What every handler shares.
+/// What every handler shares, and the live objects of the HTTP side: the per-client rate
+/// limiter, the access guard (credentials, failed-login counts, verified-password cache),
+/// the open-stream slots and the alias cache. Build it once ([`AppState::new`] and the
+/// `with_*` calls) and give clones to [`router`] and [`mailpit_router`]: both listeners
+/// then share one budget per client, and a reload that keeps the state keeps the counts.
 #[derive(Clone)]
 pub struct AppState {
     /// The mail store.
@@ -99,22 +102,28 @@ pub struct AppState {
     /// Settings.
     pub config: Arc<HttpConfig>,
     /// Aliases already registered with the store (saves a write per listing).
-    registered_aliases: Arc<Mutex<HashSet<String>>>,
+    registered_aliases: moka::sync::Cache<String, ()>,
     /// Open event streams and `/wait` requests per client IP.
     streams: slots::PerIp,
+    /// Requests per client IP, one budget for every listener of this state.
+    rate: Option<ratelimit::Limiter>,
+    /// Credentials, failed logins.
+    guard: access::Guard,
     /// Renders the metrics (`/metrics`), when the process has a recorder.
     metrics: Option<MetricsRender>,
     /// Cancelled when the server starts draining (`/readyz` turns 503).
     draining: CancellationToken,
-    /// Tokens of the users admin API (`admin.tokens`), beside the `admin` scope.
-    admin_tokens: Vec<String>,
 }
 
 /// Renders the process's metrics in Prometheus' text format.
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// Aliases remembered as registered; the least recently used leave first when full.
+const ALIAS_CACHE: u64 = 100_000;
+
 impl AppState {
-    /// A state for a store and its event bus.
+    /// A state for a store and its event bus. Must be called within a tokio runtime (the
+    /// rate limiter forgets idle clients on a timer).
     pub fn new(
         store: Arc<dyn MailStore>,
         events: EventBus,
@@ -126,18 +135,13 @@ impl AppState {
             events,
             alias_secret: alias_secret.into(),
             streams: slots::PerIp::new(config.max_streams_per_ip),
+            rate: config.rate_limit.map(ratelimit::limiter),
+            guard: access::Guard::new(config.access.clone()),
             config: Arc::new(config),
-            registered_aliases: Arc::default(),
+            registered_aliases: moka::sync::Cache::new(ALIAS_CACHE),
             metrics: None,
             draining: CancellationToken::new(),
-            admin_tokens: Vec::new(),
         }
-    }
-
-    /// The users admin API also accepts these tokens (`admin.tokens`).
-    pub fn with_admin_tokens(mut self, tokens: Vec<String>) -> Self {
-        self.admin_tokens = tokens;
-        self
     }
 
     /// Serves `/metrics` with this renderer.
@@ -153,43 +157,72 @@ impl AppState {
     }
 }
 
-/// The whole HTTP app.
-pub fn router(state: AppState) -> Router {
-    let (api, openapi) = api::routes(state.clone());
-    let docs = utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/v1/openapi.json", openapi);
-    let api = ratelimit::layer(api, &state.config);
-    let app = Router::new()
-        .merge(api)
-        .merge(docs)
-        .merge(ui::routes())
-        .merge(ops::routes(state.clone()))
-        .merge(admin::router(
-            state.store.clone(),
-            state.admin_tokens.clone(),
-        ));
-    let app = match ui::cors(&state.config.cors_origins) {
-        Some(cors) => app.layer(cors),
-        None => app,
-    };
+/// Wraps `app` (whose routes declared `rules`) with what every listener has: the access
+/// guard, then the body limit; errors leave through `errors`.
+fn finish(app: Router, state: &AppState, rules: access::Rules, errors: error::Dialect) -> Router {
     let body_timeout = state.config.body_timeout;
-    let guard = access::Guard::new(state.config.access.clone(), access::classify);
+    let checker = access::Checker {
+        guard: state.guard.clone(),
+        rules: Arc::new(rules),
+    };
     app.fallback(|| async { error::ApiError::NotFound("no such route".into()) })
-        .layer(axum::middleware::from_fn_with_state(guard, access::check))
+        .layer(axum::middleware::from_fn_with_state(checker, access::check))
         .layer(axum::middleware::from_fn(move |req, next| {
             limit_body(body_timeout, req, next)
+        }))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            error::uniform(errors, req, next)
         }))
 }
 
-/// The Mailpit-compatible API (`mailpit.rs`), for a listener of its own.
+/// The whole HTTP app: the API, its docs, the web inbox, the probes and metrics, and the
+/// users admin API.
+pub fn router(state: AppState) -> Router {
+    let (api, openapi, mut rules) = api::routes().split();
+    let docs = utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/v1/openapi.json", openapi);
+    let (docs, _, docs_rules) = access::Routes::new(Default::default())
+        .merge_get(
+            access::Need::Page,
+            &[
+                "/api/docs",
+                "/api/docs/",
+                "/api/docs/{*rest}",
+                "/api/v1/openapi.json",
+            ],
+            Router::<AppState>::from(docs),
+        )
+        .split();
+    let (ui, _, ui_rules) = ui::routes().split();
+    let (ops, _, ops_rules) = ops::routes().split();
+    let (admin, _, admin_rules) = admin::routes().split();
+    for r in [docs_rules, ui_rules, ops_rules, admin_rules] {
+        rules.merge(r);
+    }
+    let api = ratelimit::layer(api.with_state(state.clone()), &state.rate);
+    let app = Router::new()
+        .merge(api)
+        .merge(docs.with_state(state.clone()))
+        .merge(ui.with_state(state.clone()))
+        .merge(ops.with_state(state.clone()))
+        .merge(
+            admin
+                .layer(axum::extract::DefaultBodyLimit::max(admin::MAX_BODY))
+                .with_state(state.clone()),
+        );
+    let app = finish(app, &state, rules, error::Dialect::Json);
+    // Outside the guard: a browser's preflight carries no credential.
+    match ui::cors(&state.config.cors_origins) {
+        Some(cors) => app.layer(cors),
+        None => app,
+    }
+}
+
+/// The Mailpit-compatible API (`mailpit/`), for a listener of its own; errors in plain
+/// text, as Mailpit writes them.
 pub fn mailpit_router(state: AppState) -> Router {
-    let body_timeout = state.config.body_timeout;
-    let guard = access::Guard::new(state.config.access.clone(), mailpit::classify);
-    let app = ratelimit::layer(mailpit::routes(state.clone()), &state.config);
-    app.fallback(|| async { error::ApiError::NotFound("no such route".into()) })
-        .layer(axum::middleware::from_fn_with_state(guard, access::check))
-        .layer(axum::middleware::from_fn(move |req, next| {
-            limit_body(body_timeout, req, next)
-        }))
+    let (app, _, rules) = mailpit::routes().split();
+    let app = ratelimit::layer(app.with_state(state.clone()), &state.rate);
+    finish(app, &state, rules, error::Dialect::PlainText)
 }
 
 /// No route takes more than a small body: refuse larger ones before reading them.

@@ -1,24 +1,24 @@
 //! Operations routes: `/metrics` (Prometheus text, rendered by the recorder the server
-//! installed), `/healthz` (the process answers) and `/readyz` (the store answers and the
-//! server is not draining).
+//! installed; in `public` and `private` modes it needs the `metrics` scope or a client in
+//! `http.metrics_networks`, since it tells how much mail the store holds), `/healthz` (the
+//! process answers) and `/readyz` (the store answers and the server is not draining): the
+//! probes are open in every mode.
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use intake_core::Page;
 
 use crate::AppState;
+use crate::access::{Need, Routes};
 
-pub(crate) fn routes(state: AppState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .with_state(state)
+pub(crate) fn routes() -> Routes<AppState> {
+    Routes::new(Default::default())
+        .on(Method::GET, "/metrics", Need::Metrics, metrics)
+        .on(Method::GET, "/healthz", Need::Probe, || async { "ok\n" })
+        .on(Method::GET, "/readyz", Need::Probe, readyz)
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

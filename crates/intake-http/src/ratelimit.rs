@@ -1,5 +1,6 @@
 //! Per-client rate limits on the API (GCRA, keyed by client IP): a script that hammers a
-//! mailbox gets 429 with `Retry-After`, everyone else is served.
+//! mailbox gets 429 with `Retry-After`, everyone else is served. One limiter per HTTP state,
+//! so a client has one budget across the main API and the Mailpit listener.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -11,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::HttpConfig;
 use crate::error::ApiError;
 
 /// A per-client rate.
@@ -36,18 +36,24 @@ async fn check(State(limiter): State<Limiter>, req: Request, next: Next) -> Resp
     }
 }
 
-/// Wraps the API routes with the limiter (when one is configured).
-pub(crate) fn layer(api: axum::Router, cfg: &HttpConfig) -> axum::Router {
-    let Some(rl) = cfg.rate_limit else { return api };
+/// The limiter for `rl`.
+pub(crate) fn limiter(rl: RateLimit) -> Limiter {
     let per_second = std::num::NonZeroU32::new(rl.per_second.max(1)).expect("non-zero");
     let burst = std::num::NonZeroU32::new(rl.burst.max(1)).expect("non-zero");
-    let limiter = keyed(Quota::per_second(per_second).allow_burst(burst));
-    api.layer(middleware::from_fn_with_state(limiter, check))
+    keyed(Quota::per_second(per_second).allow_burst(burst))
+}
+
+/// Wraps routes with the limiter (when one is configured).
+pub(crate) fn layer(routes: axum::Router, limiter: &Option<Limiter>) -> axum::Router {
+    match limiter {
+        Some(l) => routes.layer(middleware::from_fn_with_state(l.clone(), check)),
+        None => routes,
+    }
 }
 
 /// A limiter keyed by client IP that forgets idle clients now and then, so that its key map
 /// stays small (the timer ends with the limiter).
-pub(crate) fn keyed(quota: Quota) -> Limiter {
+fn keyed(quota: Quota) -> Limiter {
     let limiter: Limiter = Arc::new(RateLimiter::keyed(quota));
     let weak = Arc::downgrade(&limiter);
     tokio::spawn(async move {

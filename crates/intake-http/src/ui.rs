@@ -2,14 +2,14 @@
 //! served with a strict Content-Security-Policy. Message HTML is never part of this page: it
 //! is shown in a sandboxed iframe from `/api/v1/messages/{id}/html`.
 
-use axum::Router;
 use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use rust_embed::RustEmbed;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::AppState;
+use crate::access::{Need, Routes};
 use crate::error::ApiError;
 
 #[derive(RustEmbed)]
@@ -47,12 +47,16 @@ fn asset(path: &str) -> Response {
     (h, file.data.into_owned()).into_response()
 }
 
-pub(crate) fn routes() -> Router {
-    Router::new()
-        .route("/", get(|| async { asset("index.html") }))
-        .route(
+pub(crate) fn routes() -> Routes<AppState> {
+    Routes::new(Default::default())
+        .on(Method::GET, "/", Need::Page, || async {
+            asset("index.html")
+        })
+        .on(
+            Method::GET,
             "/assets/{*path}",
-            get(|Path(p): Path<String>| async move { asset(&p) }),
+            Need::Page,
+            |Path(p): Path<String>| async move { asset(&p) },
         )
 }
 

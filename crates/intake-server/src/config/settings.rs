@@ -908,6 +908,7 @@ fn read_access(r: &mut Reader<'_>, listen: Option<SocketAddr>) -> AccessConfig {
             d.htpasswd_scopes
         }
     };
+    let metrics_networks = r.networks("http.metrics_networks", &[]);
     if mode == AccessMode::Private && tokens.is_empty() && htpasswd.is_none() {
         r.error(
             "http.access",
@@ -922,6 +923,7 @@ fn read_access(r: &mut Reader<'_>, listen: Option<SocketAddr>) -> AccessConfig {
         public_delete: r.get("http.public_delete", d.public_delete),
         auth_failures_per_minute: r
             .get("http.auth_failures_per_minute", d.auth_failures_per_minute),
+        metrics_networks,
     }
 }
 

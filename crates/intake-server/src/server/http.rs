@@ -31,26 +31,25 @@ pub(super) async fn start(
     go: &CancellationToken,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(Option<Started>, Option<Started>)> {
-    let state = || {
-        intake_http::AppState::new(
-            src.store.clone(),
-            src.events.clone(),
-            src.secret.clone(),
-            settings.http.config.clone(),
-        )
-    };
+    // One HTTP state for both listeners: one rate budget per client, one failed-login
+    // count, one set of stream slots.
+    let mut state = intake_http::AppState::new(
+        src.store.clone(),
+        src.events.clone(),
+        src.secret.clone(),
+        settings.http.config.clone(),
+    )
+    .with_draining(shutdown.clone());
+    if let Some(render) = crate::metrics::render() {
+        state = state.with_metrics(render);
+    }
     let api = match settings.http.listen {
         Some(addr) => {
             let l = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding HTTP to {addr} (http.listen)"))?;
             let bound = l.local_addr()?;
-            let mut state = state().with_draining(shutdown.clone());
-            if let Some(render) = crate::metrics::render() {
-                state = state.with_metrics(render);
-            }
-            let state = state.with_admin_tokens(settings.admin_tokens.clone());
-            let app = intake_http::router(state);
+            let app = intake_http::router(state.clone());
             let cfg = settings.http.config.clone();
             let token = shutdown.clone();
             let https = match (&settings.http.tls, &src.tls) {
@@ -73,7 +72,7 @@ pub(super) async fn start(
                 .await
                 .with_context(|| format!("binding the Mailpit API to {addr} (mailpit.listen)"))?;
             let bound = l.local_addr()?;
-            let app = intake_http::mailpit_router(state());
+            let app = intake_http::mailpit_router(state.clone());
             let cfg = settings.http.config.clone();
             let token = shutdown.clone();
             let task = tokio::spawn(gated(go.clone(), async move {

@@ -14,10 +14,11 @@ pub(super) fn authenticator(
     store: &Arc<dyn MailStore>,
 ) -> Arc<dyn intake_core::Authenticator> {
     let a = &settings.auth;
+    let limiter =
+        intake_core::LoginLimiter::new(intake_core::LoginLimits::new(a.per_client, a.per_account));
     Arc::new(intake_core::StoreAuthenticator::new(
         store.clone(),
-        a.per_client,
-        a.per_account,
+        Arc::new(limiter),
     ))
 }
 

@@ -394,7 +394,8 @@ async fn public_mode_can_forbid_anonymous_deletes() {
     assert_eq!(info["delete"], true);
     assert_eq!(
         info["scopes"],
-        serde_json::json!(["read", "delete", "admin"])
+        serde_json::json!(["read", "delete", "metrics", "admin"]),
+        "admin covers every scope"
     );
     server.stop().await;
 }

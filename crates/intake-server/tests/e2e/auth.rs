@@ -237,6 +237,56 @@ async fn failed_logins_are_limited_and_never_tell_who_exists() {
     assert_eq!(r.head(), "454 4.7.0");
 }
 
+/// One AUTH PLAIN from the loopback address `from`; the reply's head.
+async fn login_from(addr: std::net::SocketAddr, from: [u8; 4], plain: &str) -> String {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind((std::net::Ipv4Addr::from(from), 0).into())
+        .unwrap();
+    let mut c = Client::from_stream(sock.connect(addr).await.unwrap());
+    assert_eq!(c.reply().await.code, 220);
+    c.cmd("EHLO client.test").await;
+    c.cmd(&format!("AUTH PLAIN {plain}")).await.head()
+}
+
+#[tokio::test]
+async fn wrong_passwords_from_one_address_do_not_lock_the_owner_out() {
+    let (srv, _dir) = submission(
+        "allow_plaintext = true\nmax_failures_per_client = 3\nmax_failures_per_account = 3\n",
+    )
+    .await;
+    let (ok, _) = user_cli(&srv.data(), &["add", "alice@example.test"], "s3cret\n");
+    assert!(ok);
+    // "\0alice@example.test\0wrong", then "\0alice@example.test\0s3cret".
+    let wrong = "AGFsaWNlQGV4YW1wbGUudGVzdAB3cm9uZw==";
+    let right = "AGFsaWNlQGV4YW1wbGUudGVzdABzM2NyZXQ=";
+    let mut heads = Vec::new();
+    for _ in 0..5 {
+        heads.push(login_from(srv.addr, [127, 0, 0, 2], wrong).await);
+    }
+    assert_eq!(
+        heads,
+        [
+            "535 5.7.8",
+            "535 5.7.8",
+            "535 5.7.8",
+            "454 4.7.0",
+            "454 4.7.0"
+        ],
+        "the guessing address is stopped"
+    );
+    // The owner, from another address, logs in (after a short delay: the account has had
+    // its failures).
+    assert_eq!(
+        login_from(srv.addr, [127, 0, 0, 3], right).await,
+        "235 2.7.0"
+    );
+    // The guesser is still refused, even with the right password.
+    assert_eq!(
+        login_from(srv.addr, [127, 0, 0, 2], right).await,
+        "454 4.7.0"
+    );
+}
+
 #[tokio::test]
 async fn open_relay_attempts_are_refused_on_every_listener_kind() {
     let dir = tempfile::tempdir().unwrap();

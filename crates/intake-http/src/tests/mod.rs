@@ -1,10 +1,17 @@
-//! The router over the in-memory store: what a client sees of aliases, listings and deletes,
-//! and the events they cause.
+//! The router over the in-memory store, driven in-process (tower `oneshot`): what a client
+//! sees of aliases, listings and deletes and the events they cause; who may do what
+//! (`access_table`); the errors of malformed requests (`errors`); the rate budget shared by
+//! the two listeners (`budget`).
+
+mod access_table;
+mod budget;
+mod errors;
 
 use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::http::Request;
 use http_body_util::BodyExt;
 use intake_core::{Event, MailStore};
 use intake_store::conformance::incoming;
@@ -12,17 +19,43 @@ use tower::ServiceExt;
 
 use super::*;
 
-async fn call(app: &axum::Router, method: &str, uri: &str) -> (u16, serde_json::Value) {
-    let mut req = axum::http::Request::builder()
-        .method(method)
-        .uri(uri)
-        .body(Body::empty())
-        .unwrap();
+/// A request from 192.0.2.7, as the connection loop would pass it on.
+pub(crate) fn request(
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Body,
+) -> Request<Body> {
+    let mut b = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let mut req = b.body(body).unwrap();
     let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();
     req.extensions_mut().insert(ConnectInfo(peer));
+    req
+}
+
+/// The status, the content type and the body of one request.
+pub(crate) async fn send(app: &axum::Router, req: Request<Body>) -> (u16, String, Vec<u8>) {
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status().as_u16();
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if ctype.starts_with("text/event-stream") {
+        // An event stream never ends: its status and type are what a caller can check.
+        return (status, ctype, Vec::new());
+    }
     let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, ctype, body.to_vec())
+}
+
+async fn call(app: &axum::Router, method: &str, uri: &str) -> (u16, serde_json::Value) {
+    let (status, _, body) = send(app, request(method, uri, &[], Body::empty())).await;
     (status, serde_json::from_slice(&body).unwrap_or_default())
 }
 

@@ -11,126 +11,40 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use intake_core::{MessageId, Page, Summary, mime};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+
+mod shapes;
+
+use shapes::{Contact, ListUnsubscribe, Message, MessageSummary, MessagesPage, Part, contacts};
 
 use crate::AppState;
-use crate::access::Need;
+use crate::access::{Need, Routes};
 use crate::api::{load, parse_id, sandboxed_html};
 use crate::error::ApiError;
 use crate::model::{parse_query, rfc3339};
 
-/// The Mailpit routes (with state applied).
-pub(crate) fn routes(state: AppState) -> Router {
-    Router::new()
-        .route(
-            "/api/v1/messages",
-            get(list).put(set_read).delete(delete_messages),
-        )
-        .route("/api/v1/search", get(search).delete(delete_search))
-        .route("/api/v1/message/{id}", get(message))
-        .route("/api/v1/message/{id}/headers", get(headers))
-        .route("/api/v1/message/{id}/raw", get(raw))
-        .route("/api/v1/message/{id}/part/{part}", get(part))
-        .route("/api/v1/info", get(info))
-        .route("/api/v1/webui", get(webui))
-        .route("/view/{file}", get(view))
-        .with_state(state)
-}
-
-/// Every Mailpit route spans all mail: reads need `read`, deletes `delete`.
-pub(crate) fn classify(method: &Method, _template: Option<&str>, _query: Option<&str>) -> Need {
-    if method == Method::DELETE {
-        Need::AllDelete
-    } else {
-        Need::AllRead
-    }
-}
-
-/// `{Name, Address}`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "PascalCase")]
-pub(crate) struct Contact {
-    name: String,
-    address: String,
-}
-
-/// Splits an address-list header value (`"Doe, Jane" <j@x>, bob@y`) into contacts.
-fn contacts(value: Option<&str>) -> Vec<Contact> {
-    let Some(v) = value else { return Vec::new() };
-    let mut parts = Vec::new();
-    let (mut cur, mut quoted, mut angle) = (String::new(), false, false);
-    for c in v.chars() {
-        match c {
-            '"' => quoted = !quoted,
-            '<' if !quoted => angle = true,
-            '>' if !quoted => angle = false,
-            ',' if !quoted && !angle => {
-                parts.push(std::mem::take(&mut cur));
-                continue;
-            }
-            _ => {}
-        }
-        cur.push(c);
-    }
-    parts.push(cur);
-    parts
-        .iter()
-        .map(|p| p.trim())
-        .filter(|p| !p.is_empty())
-        .map(|p| match (p.rfind('<'), p.rfind('>')) {
-            (Some(l), Some(r)) if l < r => Contact {
-                name: p[..l].trim().trim_matches('"').trim().to_string(),
-                address: p[l + 1..r].trim().to_string(),
-            },
-            _ => Contact {
-                name: String::new(),
-                address: p.to_string(),
-            },
-        })
-        .collect()
-}
-
-/// A message in a listing.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct MessageSummary {
-    #[serde(rename = "ID")]
-    id: String,
-    #[serde(rename = "MessageID")]
-    message_id: String,
-    read: bool,
-    from: Contact,
-    to: Vec<Contact>,
-    cc: Vec<Contact>,
-    bcc: Vec<Contact>,
-    reply_to: Vec<Contact>,
-    subject: String,
-    created: String,
-    username: String,
-    tags: Vec<String>,
-    size: u64,
-    attachments: u32,
-    snippet: String,
-}
-
-/// A page of messages (`/messages`, `/search`).
-#[derive(Debug, Serialize)]
-struct MessagesPage {
-    total: u64,
-    unread: u64,
-    count: usize,
-    messages_count: u64,
-    messages_unread: u64,
-    start: u64,
-    tags: Vec<String>,
-    messages: Vec<MessageSummary>,
+/// The Mailpit routes. Every one spans all mail: reads (and marking read) need `read`,
+/// deletes `delete`.
+pub(crate) fn routes() -> Routes<AppState> {
+    let (read, delete) = (Need::AllRead, Need::AllDelete);
+    Routes::new(Default::default())
+        .on(Method::GET, "/api/v1/messages", read, list)
+        .on(Method::PUT, "/api/v1/messages", read, set_read)
+        .on(Method::DELETE, "/api/v1/messages", delete, delete_messages)
+        .on(Method::GET, "/api/v1/search", read, search)
+        .on(Method::DELETE, "/api/v1/search", delete, delete_search)
+        .on(Method::GET, "/api/v1/message/{id}", read, message)
+        .on(Method::GET, "/api/v1/message/{id}/headers", read, headers)
+        .on(Method::GET, "/api/v1/message/{id}/raw", read, raw)
+        .on(Method::GET, "/api/v1/message/{id}/part/{part}", read, part)
+        .on(Method::GET, "/api/v1/info", read, info)
+        .on(Method::GET, "/api/v1/webui", read, webui)
+        .on(Method::GET, "/view/{file}", read, view)
 }
 
 #[derive(Debug, Deserialize)]
@@ -383,54 +297,6 @@ async fn resolve(state: &AppState, id: &str) -> Result<String, ApiError> {
         .first()
         .map(|m| m.id.to_string())
         .ok_or_else(|| ApiError::NotFound("no messages".into()))
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct Part {
-    #[serde(rename = "PartID")]
-    part_id: String,
-    file_name: String,
-    content_type: String,
-    #[serde(rename = "ContentID")]
-    content_id: String,
-    size: u64,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct ListUnsubscribe {
-    header: String,
-    links: Vec<String>,
-    errors: String,
-    header_post: String,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct Message {
-    #[serde(rename = "ID")]
-    id: String,
-    #[serde(rename = "MessageID")]
-    message_id: String,
-    read: bool,
-    from: Contact,
-    to: Vec<Contact>,
-    cc: Vec<Contact>,
-    bcc: Vec<Contact>,
-    reply_to: Vec<Contact>,
-    return_path: String,
-    subject: String,
-    list_unsubscribe: ListUnsubscribe,
-    date: String,
-    tags: Vec<String>,
-    username: String,
-    text: String,
-    #[serde(rename = "HTML")]
-    html: String,
-    size: u64,
-    inline: Vec<Part>,
-    attachments: Vec<Part>,
 }
 
 async fn message(
