@@ -30,7 +30,7 @@ use intake_core::{EventBus, MailStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use access::{AccessConfig, AccessMode, Scopes, Token};
+pub use access::{AccessConfig, AccessMode, Login, Scopes, Token};
 pub use ratelimit::RateLimit;
 
 /// Where HTTPS gets its certificate: called once per connection, so a reloaded certificate
@@ -122,6 +122,12 @@ pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 const ALIAS_CACHE: u64 = 100_000;
 
 impl AppState {
+    /// Checks a login made outside HTTP (POP3) against the same tokens and htpasswd users,
+    /// under the same failed-login limits, as HTTP's credentials.
+    pub async fn login(&self, user: &str, password: &str, client: std::net::IpAddr) -> Login {
+        self.guard.login(user, password, client).await
+    }
+
     /// A state for a store and its event bus. Must be called within a tokio runtime (the
     /// rate limiter forgets idle clients on a timer).
     pub fn new(

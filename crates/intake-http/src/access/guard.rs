@@ -63,6 +63,17 @@ pub(crate) struct Guard {
     admin_possible: bool,
 }
 
+/// The outcome of a login outside HTTP ([`crate::AppState::login`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Login {
+    /// A token or an htpasswd user with these scopes.
+    Valid(Scopes),
+    /// A known user with a wrong password, or a client over its failed-login limit.
+    Wrong,
+    /// Neither a token nor a known user.
+    Unknown,
+}
+
 /// What the request may do, for handlers (`/api/v1/access`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Granted {
@@ -148,6 +159,33 @@ impl Guard {
                 ))
             }
         }
+    }
+
+    /// A login outside HTTP (POP3): a token given as the password (any user name), or an
+    /// htpasswd user, under the same failed-login limits as HTTP's basic auth.
+    pub(crate) async fn login(&self, user: &str, password: &str, ip: IpAddr) -> Login {
+        if let Some(l) = &self.failures
+            && l.admit(ip, Some(user)).await.is_err()
+        {
+            return Login::Wrong;
+        }
+        if let Some(scopes) = self.token_scopes(password) {
+            return Login::Valid(scopes);
+        }
+        let Some(h) = &self.htpasswd else {
+            return Login::Unknown;
+        };
+        if h.verify(user, password).await {
+            return Login::Valid(self.cfg.htpasswd_scopes);
+        }
+        if !h.knows(user) {
+            return Login::Unknown;
+        }
+        tracing::info!(client = %ip, user, "wrong password");
+        if let Some(l) = &self.failures {
+            l.failed(ip, Some(user));
+        }
+        Login::Wrong
     }
 
     /// The challenge a refusal carries: basic auth when there are users to log in as.

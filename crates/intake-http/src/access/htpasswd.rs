@@ -104,6 +104,13 @@ impl Htpasswd {
         }
     }
 
+    /// True when `user` is in the file (whatever the password).
+    pub(super) fn knows(&self, user: &str) -> bool {
+        let mut l = self.loaded.lock().expect("htpasswd lock");
+        self.refresh(&mut l);
+        l.users.contains_key(user)
+    }
+
     /// True when `user` is in the file with this password.
     pub(super) async fn verify(&self, user: &str, password: &str) -> bool {
         let key: [u8; 32] = {

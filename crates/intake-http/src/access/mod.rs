@@ -36,6 +36,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 pub(crate) use guard::{Checker, Granted, Guard, check};
+pub use guard::Login;
 pub use htpasswd::verify_password;
 pub(crate) use routes::{Routes, Rule, Rules};
 
