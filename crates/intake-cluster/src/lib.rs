@@ -24,7 +24,7 @@
 
 mod feed;
 
-pub use feed::{FeedConfig, RedisFeed};
+pub use feed::{FeedConfig, FeedError, RedisFeed};
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

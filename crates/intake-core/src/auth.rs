@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::store::{MailStore, User};
+use crate::store::{User, UserDirectory};
 
 /// A login to check.
 #[derive(Clone)]
@@ -106,7 +106,7 @@ static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| crate::password::hash("no
 /// Logins checked against the store's `users` table (read at every AUTH: a change made
 /// with the CLI applies to the next login).
 pub struct StoreAuthenticator {
-    store: Arc<dyn MailStore>,
+    store: Arc<dyn UserDirectory>,
     per_client: Failures,
     per_account: Failures,
 }
@@ -114,7 +114,7 @@ pub struct StoreAuthenticator {
 impl StoreAuthenticator {
     /// Checks logins against `store`'s users, with these limits on failures.
     pub fn new(
-        store: Arc<dyn MailStore>,
+        store: Arc<dyn UserDirectory>,
         per_client: FailureLimit,
         per_account: FailureLimit,
     ) -> StoreAuthenticator {

@@ -15,7 +15,7 @@ use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use intake_core::{MailStore, User};
+use intake_core::{User, UserDirectory};
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -49,13 +49,13 @@ impl utoipa::Modify for BearerAuth {
 
 #[derive(Clone)]
 struct Admin {
-    store: Arc<dyn MailStore>,
+    store: Arc<dyn UserDirectory>,
     tokens: Arc<[String]>,
 }
 
-/// The admin routes for `store`, open to holders of one of `tokens`. With no token the
-/// routes answer 404.
-pub fn router(store: Arc<dyn MailStore>, tokens: Vec<String>) -> axum::Router {
+/// The admin routes over the users in `store`, open to holders of one of `tokens`. With no
+/// token the routes answer 404.
+pub fn router(store: Arc<dyn UserDirectory>, tokens: Vec<String>) -> axum::Router {
     let state = Admin {
         store,
         tokens: tokens.into_iter().filter(|t| !t.is_empty()).collect(),

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use intake_core::{EventBus, MailStore};
+use intake_core::{EventBus, MailStore, UserDirectory};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -92,6 +92,8 @@ impl Default for HttpConfig {
 pub struct AppState {
     /// The mail store.
     pub store: Arc<dyn MailStore>,
+    /// The SMTP AUTH users (the admin API).
+    pub users: Arc<dyn UserDirectory>,
     /// Committed changes (new and deleted mail).
     pub events: EventBus,
     /// The secret aliases are derived with.
@@ -114,14 +116,15 @@ pub struct AppState {
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl AppState {
-    /// A state for a store and its event bus.
-    pub fn new(
-        store: Arc<dyn MailStore>,
+    /// A state for a store (its mail and its users) and its event bus.
+    pub fn new<S: MailStore + UserDirectory>(
+        store: Arc<S>,
         events: EventBus,
         alias_secret: Vec<u8>,
         config: HttpConfig,
     ) -> Self {
         AppState {
+            users: store.clone(),
             store,
             events,
             alias_secret: alias_secret.into(),
@@ -164,7 +167,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ui::routes())
         .merge(ops::routes(state.clone()))
         .merge(admin::router(
-            state.store.clone(),
+            state.users.clone(),
             state.admin_tokens.clone(),
         ));
     let app = match ui::cors(&state.config.cors_origins) {

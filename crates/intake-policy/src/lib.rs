@@ -18,8 +18,8 @@
 //! To add a check: implement `Check` in a module here, give it a config struct, add it to
 //! [`CHECKS`] and [`Profiles::build`], and read its settings in `intake-server`'s
 //! `settings.rs`. A check reads the time through the injected [`intake_core::Clock`] so
-//! that its tests need not sleep, and keeps durable state in the store (`MailStore`
-//! methods), never in files of its own.
+//! that its tests need not sleep, and keeps durable state in the store (through the trait
+//! of the capability it needs: `RecipientTable`, `PolicyState`), never in files of its own.
 #![warn(missing_docs)]
 
 pub mod auth;
@@ -36,7 +36,7 @@ pub mod testdns;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use intake_core::{Clock, GreyState, MailStore, Pipeline};
+use intake_core::{Clock, GreyState, Pipeline, PolicyState, RecipientTable};
 
 pub use auth::{AuthConfig, SenderAuth};
 pub use dns::DnsConfig;
@@ -129,21 +129,22 @@ pub struct Profiles {
 
 impl Profiles {
     /// Builds every configured profile (and `default`). Fails on an unknown check name or
-    /// when a DNS check is wanted and no resolver can be made. Greylisting keeps its
-    /// records in `store`.
+    /// when a DNS check is wanted and no resolver can be made. The recipient check reads
+    /// the store's table in `recipients`; greylisting keeps its records in `state`.
     pub fn build(
         cfg: &PolicyConfig,
-        store: Arc<dyn MailStore>,
+        recipients: Arc<dyn RecipientTable>,
+        state: Arc<dyn PolicyState>,
         clock: Arc<dyn Clock>,
     ) -> Result<Profiles, String> {
-        let grey = Arc::new(intake_core::StoreGreyState(store.clone()));
-        Profiles::build_with(cfg, store, grey, clock)
+        let grey = Arc::new(intake_core::StoreGreyState(state));
+        Profiles::build_with(cfg, recipients, grey, clock)
     }
 
     /// As [`Profiles::build`], with greylist records in `grey` (Redis, for a cluster).
     pub fn build_with(
         cfg: &PolicyConfig,
-        store: Arc<dyn MailStore>,
+        recipients: Arc<dyn RecipientTable>,
         grey: Arc<dyn GreyState>,
         clock: Arc<dyn Clock>,
     ) -> Result<Profiles, String> {
@@ -189,7 +190,7 @@ impl Profiles {
                     intake_core::OnError::FailOpen,
                 ),
                 "recipients" => (
-                    Arc::new(RecipientExists::new(&cfg.recipients, store.clone())),
+                    Arc::new(RecipientExists::new(&cfg.recipients, recipients.clone())),
                     cfg.recipients.timeout,
                     cfg.recipients.on_error,
                 ),
@@ -251,10 +252,11 @@ impl Profiles {
 /// The checks of the `default` profile (see [`Profiles::build`]).
 pub fn pipeline(
     cfg: &PolicyConfig,
-    store: Arc<dyn MailStore>,
+    recipients: Arc<dyn RecipientTable>,
+    state: Arc<dyn PolicyState>,
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<Pipeline>, String> {
-    Profiles::build(cfg, store, clock).map(|p| p.default_pipeline())
+    Profiles::build(cfg, recipients, state, clock).map(|p| p.default_pipeline())
 }
 
 #[cfg(test)]

@@ -242,11 +242,11 @@ fn check_descriptors(settings: &Settings) -> anyhow::Result<()> {
 /// so that failed logins count wherever they happen.
 fn authenticator(
     settings: &Settings,
-    store: &Arc<dyn MailStore>,
+    users: Arc<dyn intake_core::UserDirectory>,
 ) -> Arc<dyn intake_core::Authenticator> {
     let a = &settings.auth;
     Arc::new(intake_core::StoreAuthenticator::new(
-        store.clone(),
+        users,
         a.per_client,
         a.per_account,
     ))
@@ -310,6 +310,8 @@ struct TargetSet {
     /// The relay itself (for recipient verification).
     relay_target: Option<Arc<intake_smtp::relay::RelayTarget>>,
     store: Arc<dyn intake_core::DeliveryTarget>,
+    /// The store engine's group-commit counter, for listeners that deliver to the store.
+    arrivals: Option<intake_core::Arrivals>,
     relay: Option<Arc<dyn intake_core::DeliveryTarget>>,
     webhook: Option<Arc<dyn intake_core::DeliveryTarget>>,
     program: Option<Arc<dyn intake_core::DeliveryTarget>>,
@@ -318,7 +320,9 @@ struct TargetSet {
 impl TargetSet {
     /// The targets of these kinds, with the `[[route]]`s tried first.
     fn pick(&self, kinds: &[crate::config::TargetKind]) -> anyhow::Result<intake_core::Targets> {
-        Ok(intake_core::Targets::new(self.list(kinds)?).with_routes(self.routes.clone()))
+        Ok(intake_core::Targets::new(self.list(kinds)?)
+            .with_routes(self.routes.clone())
+            .with_arrivals(self.arrivals.clone()))
     }
 
     fn list(
@@ -347,7 +351,7 @@ impl TargetSet {
 /// In a cluster, greylist records are kept in its Redis rather than in the store.
 fn policy_profiles(
     settings: &Settings,
-    store: &Arc<dyn MailStore>,
+    store: &Arc<intake_store::Store>,
     cluster: Option<&Arc<intake_cluster::Cluster>>,
 ) -> anyhow::Result<intake_policy::Profiles> {
     let grey: Arc<dyn intake_core::GreyState> = match cluster {
@@ -427,7 +431,7 @@ fn with_event_feed(
     let feed = intake_cluster::RedisFeed::start(cfg, bus.clone(), shutdown.clone())
         .map_err(anyhow::Error::msg)
         .context("starting the event feed between nodes")?;
-    let store = intake_store::Store::new(opened.backend().clone())
+    let store = intake_store::Store::new(opened.backends().clone())
         .with_events(bus)
         .with_feed(feed);
     Ok(Arc::new(store))
@@ -484,11 +488,16 @@ fn checks_for(
 }
 
 /// Every configured delivery target.
-fn target_set(settings: &Settings, store: &Arc<dyn MailStore>) -> anyhow::Result<TargetSet> {
+fn target_set(
+    settings: &Settings,
+    store: &Arc<dyn MailStore>,
+    arrivals: Option<intake_core::Arrivals>,
+) -> anyhow::Result<TargetSet> {
     let mut set = TargetSet {
         routes: Vec::new(),
         relay_target: None,
         store: Arc::new(intake_core::StoreTarget(store.clone())),
+        arrivals,
         relay: None,
         webhook: None,
         program: None,
@@ -565,7 +574,7 @@ fn extra_service(
 /// open keep theirs. Addresses, connection caps, the store, targets and HTTP settings need a
 /// restart: a reload that changes them says so in the log.
 pub struct Reloader {
-    store: Arc<dyn MailStore>,
+    store: Arc<intake_store::Store>,
     cluster: Option<Arc<intake_cluster::Cluster>>,
     targets: Arc<TargetSet>,
     auth: Arc<dyn intake_core::Authenticator>,
@@ -697,7 +706,10 @@ async fn gated<F: std::future::Future>(go: CancellationToken, fut: F) -> F::Outp
 /// Opens the store, binds SMTP and HTTP and starts serving in the background.
 pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     check_descriptors(settings)?;
-    let opened = intake_store::open(&settings.store, intake_store::Mode::ReadWrite)
+    let intake_store::Opened {
+        store: opened,
+        arrivals,
+    } = intake_store::open(&settings.store, intake_store::Mode::ReadWrite)
         .await
         .with_context(|| format!("opening the store ({})", settings.store.describe()))?;
     let shutdown = CancellationToken::new();
@@ -710,7 +722,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     } else {
         Vec::new()
     };
-    let store: Arc<dyn MailStore> = opened;
+    let store: Arc<dyn MailStore> = opened.clone();
     let listener = bind(settings.smtp_listen)
         .with_context(|| format!("binding SMTP to {} (smtp.listen)", settings.smtp_listen))?;
     let smtp_addr = listener.local_addr()?;
@@ -730,7 +742,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
                 .with_context(|| format!("binding HTTP to {addr} (http.listen)"))?;
             let bound = l.local_addr()?;
             let mut state = intake_http::AppState::new(
-                store.clone(),
+                opened.clone(),
                 events.clone(),
                 secret.clone(),
                 settings.http.config.clone(),
@@ -762,8 +774,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     // The policy checks, wired here so that the session never depends on their backends.
     // Each listener runs the checks of its profile; the default listener's is `default`.
     let cluster = cluster(settings)?;
-    let profiles = policy_profiles(settings, &store, cluster.as_ref())?;
-    let targets = Arc::new(target_set(settings, &store)?);
+    let profiles = policy_profiles(settings, &opened, cluster.as_ref())?;
+    let targets = Arc::new(target_set(settings, &store, arrivals)?);
     let checks = checks_for(
         settings,
         &profiles,
@@ -771,7 +783,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         &targets,
         &settings.delivery.targets,
     )?;
-    let auth = authenticator(settings, &store);
+    let auth = authenticator(settings, opened.clone());
     let (mailpit, mailpit_addr) = match settings.http.mailpit_listen {
         Some(addr) => {
             let l = TcpListener::bind(addr)
@@ -779,7 +791,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
                 .with_context(|| format!("binding the Mailpit API to {addr} (mailpit.listen)"))?;
             let bound = l.local_addr()?;
             let state = intake_http::AppState::new(
-                store.clone(),
+                opened.clone(),
                 events.clone(),
                 secret.clone(),
                 settings.http.config.clone(),
@@ -847,7 +859,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         ));
     }
     let reloader = Arc::new(Reloader {
-        store: store.clone(),
+        store: opened.clone(),
         cluster: cluster.clone(),
         targets: targets.clone(),
         auth: auth.clone(),

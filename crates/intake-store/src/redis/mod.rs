@@ -25,7 +25,7 @@
 //!
 //! A `250` needs the message on disk: with `appendonly yes` and `appendfsync always`, Redis
 //! writes and fsyncs its append-only file before it sends the reply to a write (Redis 7.0
-//! has no `WAITAOF` to ask for it otherwise). [`RedisStore::connect`] reads both settings
+//! has no `WAITAOF` to ask for it otherwise). [`RedisBackend::connect`] reads both settings
 //! with `CONFIG GET` and refuses to start on anything weaker unless
 //! `store.redis_accept_weak_durability` is set (then it warns, loudly and again every
 //! minute while it runs).
@@ -48,6 +48,7 @@
 //! still have been committed by Redis afterwards: the client was told to retry, so it may be
 //! stored twice, never lost.
 
+mod options;
 mod scripts;
 #[cfg(any(test, feature = "testing"))]
 pub mod test_server;
@@ -60,17 +61,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use intake_core::{
-    Arrivals, Backend, Envelope, Eviction, Findings, GreyRecord, Incoming, Listing, MessageId,
-    Page, ParsedMeta, Query, Removal, Retention, StoreError, StoredMessage, Summary, TlsInfo, User,
-    mime,
+    Arrivals, DirectoryBackend, Envelope, Eviction, Findings, GreyRecord, Incoming, Listing,
+    MailBackend, MessageId, Page, ParsedMeta, PolicyBackend, Query, Removal, Retention, StoreError,
+    StoredMessage, Summary, TlsInfo, User, mime,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use crate::settings::RedisOptions;
-use crate::settings::{Mode, StoreSettings};
+use crate::common::{Mode, redact};
+pub use options::RedisOptions;
 use scripts::Scripts;
 
 /// The layout this version writes (`P version`).
@@ -134,7 +135,7 @@ struct Doc {
 }
 
 /// The Redis store. See the module docs.
-pub struct RedisStore {
+pub struct RedisBackend {
     inner: Arc<Inner>,
     /// Deliveries for the writer; `None` once closed, or when opened without one.
     tx: Mutex<Option<mpsc::Sender<writer::Queued>>>,
@@ -263,14 +264,40 @@ async fn durability(inner: &Inner) -> Result<Durability, StoreError> {
     })
 }
 
-impl RedisStore {
-    /// Connects to the Redis of `settings` as `mode` needs: the server (`ReadWrite`)
+/// Settings of the Redis engine.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` (`store.url`; never logged with its password).
+    pub url: String,
+    /// Most messages in one `MULTI`/`EXEC` (`store.max_batch`).
+    pub max_batch: usize,
+    /// How long the writer lingers for more messages while other sessions are receiving
+    /// content (`store.commit_delay`).
+    pub commit_delay: Duration,
+    /// `store.redis_*`.
+    pub options: RedisOptions,
+}
+
+impl RedisConfig {
+    /// Defaults for a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            max_batch: 256,
+            commit_delay: Duration::from_millis(1),
+            options: RedisOptions::default(),
+        }
+    }
+}
+
+impl RedisBackend {
+    /// Connects to the Redis of `cfg` as `mode` needs: the server (`ReadWrite`)
     /// checks durability first and starts the group-commit writer; `Admin` writes policy
     /// state and users but takes no mail; `ReadOnly` needs data written by a server and
     /// writes nothing.
-    pub async fn connect(settings: &StoreSettings, mode: Mode) -> Result<RedisStore, StoreError> {
-        let opts = settings.redis.clone();
-        let client = redis::Client::open(settings.url.as_str())
+    pub async fn connect(cfg: &RedisConfig, mode: Mode) -> Result<RedisBackend, StoreError> {
+        let opts = cfg.options.clone();
+        let client = redis::Client::open(cfg.url.as_str())
             .map_err(|e| unavailable(format!("store.url is not a Redis URL: {e}")))?;
         let conn = manager(&client, opts.timeout)?;
         let inner = Arc::new(Inner {
@@ -280,10 +307,10 @@ impl RedisStore {
             failures: AtomicU32::new(0),
             closed: AtomicBool::new(false),
             scripts: Scripts::new(),
-            max_batch: settings.max_batch.max(1),
-            commit_delay: settings.commit_delay,
+            max_batch: cfg.max_batch.max(1),
+            commit_delay: cfg.commit_delay,
         });
-        let where_ = settings.describe();
+        let where_ = format!("redis at {}", redact(&cfg.url));
         let mut conn = inner.conn();
         let version: Option<String> = inner
             .call(
@@ -304,7 +331,7 @@ impl RedisStore {
             )));
         }
         let arrivals = Arrivals::default();
-        let mut store = RedisStore {
+        let mut store = RedisBackend {
             inner: inner.clone(),
             tx: Mutex::new(None),
             writer: Mutex::new(None),
@@ -511,7 +538,7 @@ fn stored(
 
 /// The fields a delivery writes: summary JSON, document JSON, header block, body text.
 pub(crate) fn encode(msg: &Incoming) -> Result<[String; 4], StoreError> {
-    let sum = serde_json::to_string(&Summary::of(msg)).map_err(unavailable)?;
+    let sum = serde_json::to_string(&Summary::from(msg)).map_err(unavailable)?;
     let doc = Doc {
         envelope: msg.envelope.clone(),
         helo: msg.session.helo.clone(),
@@ -533,7 +560,7 @@ pub(crate) fn encode(msg: &Incoming) -> Result<[String; 4], StoreError> {
 }
 
 #[async_trait]
-impl Backend for RedisStore {
+impl MailBackend for RedisBackend {
     async fn deliver(&self, msg: Incoming, mailboxes: Vec<String>) -> Result<(), StoreError> {
         self.inner.writable()?;
         let tx = self
@@ -630,18 +657,7 @@ impl Backend for RedisStore {
                     continue;
                 }
                 if out.total >= page.offset && (out.messages.len() as u64) < page.limit {
-                    out.messages.push(Summary {
-                        id: m.id,
-                        received_at: m.received_at,
-                        mail_from: m.envelope.mail_from.clone(),
-                        rcpt_to: m.envelope.rcpt_to.clone(),
-                        from: m.meta.from.clone(),
-                        to: m.meta.to.clone(),
-                        subject: m.meta.subject.clone(),
-                        size: m.size,
-                        seen: m.seen,
-                        attachments: m.meta.attachments.len() as u32,
-                    });
+                    out.messages.push(Summary::from(&m));
                 }
                 out.total += 1;
                 if !m.seen {
@@ -833,6 +849,21 @@ impl Backend for RedisStore {
         Ok(v)
     }
 
+    async fn close(&self) {
+        self.inner.closed.store(true, Ordering::Relaxed);
+        drop(self.tx.lock().expect("writer").take());
+        let task = self.writer.lock().expect("writer").take();
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+        if let Some(n) = self.nag.lock().expect("nag").take() {
+            n.abort();
+        }
+    }
+}
+
+#[async_trait]
+impl DirectoryBackend for RedisBackend {
     async fn recipient_add(&self, address: &str) -> Result<bool, StoreError> {
         self.writable()?;
         let i = &self.inner;
@@ -904,43 +935,6 @@ impl Backend for RedisStore {
         Ok(Some(hits.contains(&1)))
     }
 
-    async fn greylist_get(&self, key: &str) -> Result<Option<GreyRecord>, StoreError> {
-        let i = &self.inner;
-        let mut conn = i.conn();
-        let v: Option<String> = i
-            .call(
-                "greylist HGET",
-                redis::cmd("HGET")
-                    .arg(i.key("grey"))
-                    .arg(key)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(v.as_deref().and_then(parse_grey))
-    }
-
-    async fn greylist_put(&self, key: &str, r: GreyRecord) -> Result<(), StoreError> {
-        self.writable()?;
-        let i = &self.inner;
-        let mut conn = i.conn();
-        let mut inv = i.scripts.grey_put.prepare_invoke();
-        inv.arg(i.prefix())
-            .arg(key)
-            .arg(format!("{} {} {}", r.first_seen, r.last_seen, r.passes))
-            .arg(r.last_seen);
-        i.call("greylist put", inv.invoke_async::<()>(&mut conn))
-            .await
-    }
-
-    async fn greylist_expire(&self, before_ms: i64) -> Result<u64, StoreError> {
-        self.writable()?;
-        let i = &self.inner;
-        let mut conn = i.conn();
-        let mut inv = i.scripts.grey_expire.prepare_invoke();
-        inv.arg(i.prefix()).arg(before_ms);
-        i.call("greylist expire", inv.invoke_async(&mut conn)).await
-    }
-
     async fn user_get(&self, address: &str) -> Result<Option<User>, StoreError> {
         let i = &self.inner;
         let mut conn = i.conn();
@@ -1010,25 +1004,57 @@ impl Backend for RedisStore {
         }
         Ok(out)
     }
+}
 
-    fn arrivals(&self) -> Option<Arrivals> {
-        Some(self.arrivals.clone())
+#[async_trait]
+impl PolicyBackend for RedisBackend {
+    async fn greylist_get(&self, key: &str) -> Result<Option<GreyRecord>, StoreError> {
+        let i = &self.inner;
+        let mut conn = i.conn();
+        let v: Option<String> = i
+            .call(
+                "greylist HGET",
+                redis::cmd("HGET")
+                    .arg(i.key("grey"))
+                    .arg(key)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(v.as_deref().and_then(parse_grey))
     }
 
-    async fn close(&self) {
-        self.inner.closed.store(true, Ordering::Relaxed);
-        drop(self.tx.lock().expect("writer").take());
-        let task = self.writer.lock().expect("writer").take();
-        if let Some(t) = task {
-            let _ = t.await;
-        }
-        if let Some(n) = self.nag.lock().expect("nag").take() {
-            n.abort();
-        }
+    async fn greylist_put(&self, key: &str, r: GreyRecord) -> Result<(), StoreError> {
+        self.writable()?;
+        let i = &self.inner;
+        let mut conn = i.conn();
+        let mut inv = i.scripts.grey_put.prepare_invoke();
+        inv.arg(i.prefix())
+            .arg(key)
+            .arg(format!("{} {} {}", r.first_seen, r.last_seen, r.passes))
+            .arg(r.last_seen);
+        i.call("greylist put", inv.invoke_async::<()>(&mut conn))
+            .await
+    }
+
+    async fn greylist_expire(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.writable()?;
+        let i = &self.inner;
+        let mut conn = i.conn();
+        let mut inv = i.scripts.grey_expire.prepare_invoke();
+        inv.arg(i.prefix()).arg(before_ms);
+        i.call("greylist expire", inv.invoke_async(&mut conn)).await
     }
 }
 
-impl RedisStore {
+impl RedisBackend {
+    /// The counter of sessions receiving content this engine's group commit lingers
+    /// for; `open` hands it to the wiring ([`crate::Opened`]).
+    pub fn arrivals(&self) -> Option<Arrivals> {
+        (self.mode == Mode::ReadWrite).then(|| self.arrivals.clone())
+    }
+}
+
+impl RedisBackend {
     async fn user_set(&self, address: &str, field: &str, value: &str) -> Result<bool, StoreError> {
         self.writable()?;
         let i = &self.inner;
@@ -1040,7 +1066,7 @@ impl RedisStore {
     }
 }
 
-impl Drop for RedisStore {
+impl Drop for RedisBackend {
     fn drop(&mut self) {
         if let Some(n) = self.nag.lock().expect("nag").take() {
             n.abort();
