@@ -1,4 +1,4 @@
-//! Intake's domain types and the storage trait, with no backend code.
+//! Intake's domain types and the storage traits (by capability), with no backend code.
 //!
 //! - [`message`]: what a session hands to a store ([`Incoming`]) and what a store gives back
 //!   ([`Summary`], [`StoredMessage`]), with the time-ordered [`MessageId`].

@@ -562,7 +562,7 @@ fn read_cluster(r: &mut Reader<'_>) -> intake_cluster::ClusterConfig {
     if !redis_url.is_empty()
         && let Err(e) = intake_cluster::check_url(&redis_url)
     {
-        r.error("cluster.redis_url", e);
+        r.error("cluster.redis_url", e.to_string());
     }
     intake_cluster::ClusterConfig {
         redis_url,
@@ -1471,7 +1471,7 @@ fn read_store(r: &mut Reader<'_>) -> StoreSettings {
         && !s.url.is_empty()
         && let Err(e) = intake_cluster::check_url(&s.url)
     {
-        r.error("store.url", e);
+        r.error("store.url", e.to_string());
     }
     s
 }
