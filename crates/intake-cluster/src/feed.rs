@@ -12,18 +12,17 @@
 //! The subscriber connects again with backoff (100 ms, doubling to 5 s). A full queue
 //! (Redis slow or down) drops events, never blocks a delivery.
 //!
-//! The message on the channel, JSON:
-//! `{"node":"<id>","new":{"mailboxes":[…],"message":<Summary>}}` or
-//! `{"node":"<id>","deleted":{"mailboxes":[…],"id":"<message id>"}}`.
+//! The message on the channel is an [`intake_core::WireEvent`], the encoding the PostgreSQL
+//! feed uses too: `{"node":"<id>","kind":"new","mailboxes":[…],"message":<Summary>}` or
+//! `{"node":"<id>","kind":"deleted","id":"<message id>","mailboxes":[…]}`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use intake_core::net::LogEvery;
-use intake_core::{Event, EventBus, EventFeed, MessageId, Summary};
+use intake_core::{Event, EventBus, EventFeed, WireEvent};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -57,66 +56,32 @@ impl std::fmt::Debug for FeedConfig {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct Wire {
-    node: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    new: Option<WireNew>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    deleted: Option<WireDeleted>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct WireNew {
-    mailboxes: Vec<String>,
-    message: Summary,
-}
-
-#[derive(Serialize, Deserialize)]
-struct WireDeleted {
-    mailboxes: Vec<String>,
-    id: MessageId,
-}
-
-fn encode(node: &str, e: &Event) -> Option<String> {
-    let w = match e {
-        Event::New { mailboxes, message } => Wire {
-            node: node.into(),
-            new: Some(WireNew {
-                mailboxes: mailboxes.clone(),
-                message: message.clone(),
-            }),
-            deleted: None,
-        },
-        Event::Deleted { mailboxes, id } => Wire {
-            node: node.into(),
-            new: None,
-            deleted: Some(WireDeleted {
-                mailboxes: mailboxes.clone(),
-                id: *id,
-            }),
-        },
-    };
-    serde_json::to_string(&w).ok()
+fn encode(node: &str, e: &Event) -> String {
+    WireEvent::new(node, e).encode()
 }
 
 /// Another node's event, or `None` for ours and for what cannot be read.
 fn decode(me: &str, payload: &[u8]) -> Option<Event> {
-    let w: Wire = serde_json::from_slice(payload).ok()?;
+    if WireEvent::is_from(payload, me) {
+        return None;
+    }
+    let w = WireEvent::decode(payload).ok()?;
     if w.node == me {
         return None;
     }
-    match (w.new, w.deleted) {
-        (Some(n), None) => Some(Event::New {
-            mailboxes: n.mailboxes,
-            message: n.message,
-        }),
-        (None, Some(d)) => Some(Event::Deleted {
-            mailboxes: d.mailboxes,
-            id: d.id,
-        }),
-        _ => None,
-    }
+    // A Redis feed always sends whole events (no `new_id`): nothing to read back.
+    w.change.into_event()
+}
+
+/// Why the feed could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    /// `redis_url` is not a Redis URL.
+    #[error("the event feed's Redis URL: {0}")]
+    Url(#[source] redis::RedisError),
+    /// The connection could not be set up.
+    #[error("the event feed's Redis connection: {0}")]
+    Connection(#[source] redis::RedisError),
 }
 
 /// The feed of one node. See the module docs.
@@ -143,9 +108,8 @@ impl RedisFeed {
         cfg: FeedConfig,
         bus: EventBus,
         shutdown: CancellationToken,
-    ) -> Result<Arc<RedisFeed>, String> {
-        let client = redis::Client::open(cfg.redis_url.as_str())
-            .map_err(|e| format!("the event feed's Redis URL: {e}"))?;
+    ) -> Result<Arc<RedisFeed>, FeedError> {
+        let client = redis::Client::open(cfg.redis_url.as_str()).map_err(FeedError::Url)?;
         let channel = format!("{}events", cfg.key_prefix);
         let (queue, rx) = mpsc::channel(QUEUE);
         let (up, subscribed) = watch::channel(false);
@@ -156,7 +120,7 @@ impl RedisFeed {
                 .set_response_timeout(Some(cfg.timeout))
                 .set_number_of_retries(0),
         )
-        .map_err(|e| format!("the event feed's Redis connection: {e}"))?;
+        .map_err(FeedError::Connection)?;
         tokio::spawn(publisher(
             conn,
             channel.clone(),
@@ -192,9 +156,7 @@ impl RedisFeed {
 
 impl EventFeed for RedisFeed {
     fn publish(&self, event: &Event) {
-        let Some(json) = encode(&self.node, event) else {
-            return;
-        };
+        let json = encode(&self.node, event);
         if self.queue.try_send(json).is_err()
             && let Some(n) = self.dropped.lock().expect("feed lock").hit()
         {
@@ -312,6 +274,7 @@ async fn subscriber(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use intake_core::MessageId;
 
     #[test]
     fn events_round_trip_and_ours_are_skipped() {
@@ -320,7 +283,7 @@ mod tests {
             mailboxes: vec!["a@x.test".into()],
             id,
         };
-        let json = encode("n1", &e).unwrap();
+        let json = encode("n1", &e);
         assert!(decode("n1", json.as_bytes()).is_none(), "our own");
         match decode("n2", json.as_bytes()) {
             Some(Event::Deleted { mailboxes, id: got }) => {

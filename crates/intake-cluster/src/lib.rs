@@ -24,7 +24,7 @@
 
 mod feed;
 
-pub use feed::{FeedConfig, RedisFeed};
+pub use feed::{FeedConfig, FeedError, RedisFeed};
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -89,11 +89,22 @@ pub fn redacted(url: &str) -> String {
     }
 }
 
+/// Why the cluster's Redis link could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The URL is not one the Redis client accepts.
+    #[error("not a Redis URL: {0}")]
+    Url(#[source] redis::RedisError),
+    /// The connection could not be set up.
+    #[error("Redis connection: {0}")]
+    Connection(#[source] redis::RedisError),
+}
+
 /// Whether `url` is a Redis URL the client accepts (checked when settings are read).
-pub fn check_url(url: &str) -> Result<(), String> {
+pub fn check_url(url: &str) -> Result<(), ClusterError> {
     redis::Client::open(url)
         .map(|_| ())
-        .map_err(|e| format!("not a Redis URL: {e}"))
+        .map_err(ClusterError::Url)
 }
 
 /// Consecutive failed syncs after which the connection is made again from scratch.
@@ -126,21 +137,20 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-fn manager(client: &redis::Client, timeout: Duration) -> Result<ConnectionManager, String> {
+fn manager(client: &redis::Client, timeout: Duration) -> Result<ConnectionManager, ClusterError> {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout))
         // The sync task tries again every interval; no backoff loop inside a call.
         .set_number_of_retries(0);
     ConnectionManager::new_lazy_with_config(client.clone(), config)
-        .map_err(|e| format!("Redis connection: {e}"))
+        .map_err(ClusterError::Connection)
 }
 
 impl Cluster {
     /// A link to the Redis of `cfg` (connected on first use; call within a tokio runtime).
-    pub fn new(cfg: ClusterConfig) -> Result<Arc<Cluster>, String> {
-        let client = redis::Client::open(cfg.redis_url.as_str())
-            .map_err(|e| format!("cluster.redis_url: {e}"))?;
+    pub fn new(cfg: ClusterConfig) -> Result<Arc<Cluster>, ClusterError> {
+        let client = redis::Client::open(cfg.redis_url.as_str()).map_err(ClusterError::Url)?;
         let conn = manager(&client, cfg.timeout)?;
         Ok(Arc::new(Cluster {
             node: uuid::Uuid::new_v4().simple().to_string(),

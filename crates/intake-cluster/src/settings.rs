@@ -12,7 +12,7 @@ impl ClusterConfig {
         if !redis_url.is_empty()
             && let Err(e) = check_url(&redis_url)
         {
-            r.error("cluster.redis_url", e);
+            r.error("cluster.redis_url", e.to_string());
         }
         ClusterConfig {
             redis_url,

@@ -8,8 +8,8 @@ use std::time::Duration;
 use intake_cluster::{FeedConfig, RedisFeed};
 use intake_core::{Event, EventBus, MailStore};
 use intake_store::conformance::incoming;
-use intake_store::redis::{RedisStore, test_server::TestRedis};
-use intake_store::{Mode, Store, StoreKind, StoreSettings};
+use intake_store::redis::{RedisBackend, RedisConfig, test_server::TestRedis};
+use intake_store::{Mode, Store};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -19,10 +19,9 @@ struct Node {
 }
 
 async fn node(url: &str, name: &str, shutdown: &CancellationToken) -> Node {
-    let mut s = StoreSettings::sqlite("unused");
-    s.kind = StoreKind::Redis;
-    s.url = url.into();
-    let backend = RedisStore::connect(&s, Mode::ReadWrite).await.unwrap();
+    let backend = RedisBackend::connect(&RedisConfig::new(url), Mode::ReadWrite)
+        .await
+        .unwrap();
     let bus = EventBus::default();
     let feed = RedisFeed::start(
         FeedConfig {

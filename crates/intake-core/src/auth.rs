@@ -13,7 +13,7 @@ use std::sync::{Arc, LazyLock};
 use async_trait::async_trait;
 
 use crate::login_limit::LoginLimiter;
-use crate::store::{MailStore, User};
+use crate::store::{User, UserDirectory};
 
 /// A login to check.
 #[derive(Clone)]
@@ -61,14 +61,14 @@ static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| crate::password::hash("no
 /// Logins checked against the store's `users` table (read at every AUTH: a change made
 /// with the CLI applies to the next login).
 pub struct StoreAuthenticator {
-    store: Arc<dyn MailStore>,
+    store: Arc<dyn UserDirectory>,
     limiter: Arc<LoginLimiter>,
 }
 
 impl StoreAuthenticator {
     /// Checks logins against `store`'s users, counting failures in `limiter` (built once
     /// and kept across reloads, so that a reload does not forgive a guesser).
-    pub fn new(store: Arc<dyn MailStore>, limiter: Arc<LoginLimiter>) -> StoreAuthenticator {
+    pub fn new(store: Arc<dyn UserDirectory>, limiter: Arc<LoginLimiter>) -> StoreAuthenticator {
         StoreAuthenticator { store, limiter }
     }
 }

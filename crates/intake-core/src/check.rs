@@ -76,11 +76,6 @@ impl fmt::Display for Reason {
 
 /// What one check decided.
 #[derive(Debug, Clone, PartialEq)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a verdict lives only until the session folds it in; boxing the findings would \
-              cost an allocation per tag"
-)]
 pub enum Verdict {
     /// Nothing to say: go on.
     Pass,

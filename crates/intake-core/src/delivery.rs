@@ -138,11 +138,6 @@ pub trait DeliveryTarget: Send + Sync + 'static {
     fn is_store(&self) -> bool {
         false
     }
-
-    /// The store's counter of sessions receiving content (for group commit).
-    fn arrivals(&self) -> Option<Arrivals> {
-        None
-    }
 }
 
 /// Folds the answers of several targets into one outcome per recipient: a recipient is
@@ -184,10 +179,6 @@ impl DeliveryTarget for StoreTarget {
     fn is_store(&self) -> bool {
         true
     }
-
-    fn arrivals(&self) -> Option<Arrivals> {
-        self.0.arrivals()
-    }
 }
 
 /// A recipient domain rule: recipients it matches go to its targets instead of the
@@ -208,6 +199,8 @@ pub struct Route {
 pub struct Targets {
     list: Arc<[Arc<dyn DeliveryTarget>]>,
     routes: Arc<[Route]>,
+    /// The store engine's group-commit counter, handed in by the wiring.
+    arrivals: Option<Arrivals>,
 }
 
 impl Targets {
@@ -216,6 +209,7 @@ impl Targets {
         Targets {
             list: list.into(),
             routes: Arc::new([]),
+            arrivals: None,
         }
     }
 
@@ -250,9 +244,17 @@ impl Targets {
         self.all().any(|t| t.is_store())
     }
 
-    /// The store's counter of sessions receiving content, if the store is a target.
+    /// The same targets, counting the sessions that receive content for them on
+    /// `arrivals`: the store engine's group-commit counter (`intake_store::Opened`), which
+    /// the wiring passes in.
+    pub fn with_arrivals(self, arrivals: Option<Arrivals>) -> Targets {
+        Targets { arrivals, ..self }
+    }
+
+    /// The store's counter of sessions receiving content, if the store is a target and the
+    /// wiring gave one.
     pub fn arrivals(&self) -> Option<Arrivals> {
-        self.all().find_map(|t| t.arrivals())
+        self.arrivals.clone().filter(|_| self.has_store())
     }
 
     /// Which target list a recipient goes to: `None` the listener's, `Some(i)` route i's.

@@ -2,8 +2,10 @@
 //!
 //! The store layer (`intake_store::Store`) publishes an event after the change is
 //! committed, never before: on the local [`EventBus`], and on an [`EventFeed`] when one is
-//! configured (a feed between nodes sharing one database).
+//! configured (a feed between nodes sharing one database). Between nodes an event travels
+//! as a [`WireEvent`], the one encoding every feed uses.
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::message::{MessageId, Summary};
@@ -81,4 +83,158 @@ impl Default for EventBus {
 pub trait EventFeed: Send + Sync + 'static {
     /// Announces one committed change to the other nodes. Must not block.
     fn publish(&self, event: &Event);
+}
+
+/// An [`Event`] as it travels between nodes, whatever the feed (PostgreSQL `NOTIFY`, Redis
+/// `PUBLISH`). JSON, the sending node first:
+///
+/// - `{"node":"<id>","kind":"new","mailboxes":[…],"message":<Summary>}`
+/// - `{"node":"<id>","kind":"new_id","id":"<message id>"}`: a new message too large to
+///   describe in one notification; the receiver reads its summary from the store
+/// - `{"node":"<id>","kind":"deleted","id":"<message id>","mailboxes":[…]}`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireEvent {
+    /// The node that made the change (random, per start).
+    pub node: String,
+    /// What changed.
+    #[serde(flatten)]
+    pub change: WireChange,
+}
+
+/// What a [`WireEvent`] says changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WireChange {
+    /// [`Event::New`].
+    New {
+        /// The mailboxes it is filed under.
+        mailboxes: Vec<String>,
+        /// The message.
+        message: Summary,
+    },
+    /// [`Event::New`] by id only: the receiver reads the message.
+    NewId {
+        /// The message.
+        id: MessageId,
+    },
+    /// [`Event::Deleted`].
+    Deleted {
+        /// The message.
+        id: MessageId,
+        /// The mailboxes it left.
+        mailboxes: Vec<String>,
+    },
+}
+
+/// A payload that is not a [`WireEvent`].
+#[derive(Debug, thiserror::Error)]
+#[error("not an event: {0}")]
+pub struct WireError(#[from] serde_json::Error);
+
+impl WireEvent {
+    /// `event`, sent by `node`.
+    pub fn new(node: &str, event: &Event) -> WireEvent {
+        let change = match event {
+            Event::New { mailboxes, message } => WireChange::New {
+                mailboxes: mailboxes.clone(),
+                message: message.clone(),
+            },
+            Event::Deleted { mailboxes, id } => WireChange::Deleted {
+                id: *id,
+                mailboxes: mailboxes.clone(),
+            },
+        };
+        WireEvent {
+            node: node.to_string(),
+            change,
+        }
+    }
+
+    /// The JSON payload.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("events serialize")
+    }
+
+    /// Reads a payload.
+    pub fn decode(payload: &[u8]) -> Result<WireEvent, WireError> {
+        Ok(serde_json::from_slice(payload)?)
+    }
+
+    /// Whether `payload` was sent by `node`, read from its first bytes without parsing the
+    /// rest (a node skips its own events, which its layer published already).
+    pub fn is_from(payload: &[u8], node: &str) -> bool {
+        payload
+            .strip_prefix(b"{\"node\":\"")
+            .and_then(|rest| rest.strip_prefix(node.as_bytes()))
+            .is_some_and(|rest| rest.starts_with(b"\""))
+    }
+}
+
+impl WireChange {
+    /// The event, unless only the id of a new message came ([`WireChange::NewId`]: the
+    /// receiver reads the message first).
+    pub fn into_event(self) -> Option<Event> {
+        match self {
+            WireChange::New { mailboxes, message } => Some(Event::New { mailboxes, message }),
+            WireChange::NewId { .. } => None,
+            WireChange::Deleted { id, mailboxes } => Some(Event::Deleted { mailboxes, id }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+    use crate::message::MessageId;
+
+    fn summary(id: MessageId) -> Summary {
+        Summary {
+            id,
+            received_at: 1_700_000_000_000,
+            mail_from: "a@x.test".into(),
+            rcpt_to: vec!["b@y.test".into()],
+            from: Some("A <a@x.test>".into()),
+            to: None,
+            subject: Some("hi \"there\"".into()),
+            size: 42,
+            seen: false,
+            attachments: 1,
+        }
+    }
+
+    #[test]
+    fn an_event_reads_back_as_sent_and_names_its_node_first() {
+        let id = MessageId::new();
+        for event in [
+            Event::New {
+                mailboxes: vec!["b@y.test".into()],
+                message: summary(id),
+            },
+            Event::Deleted {
+                mailboxes: vec!["b@y.test".into(), "c@y.test".into()],
+                id,
+            },
+        ] {
+            let json = WireEvent::new("n1", &event).encode();
+            assert!(WireEvent::is_from(json.as_bytes(), "n1"), "{json}");
+            assert!(
+                !WireEvent::is_from(json.as_bytes(), "n"),
+                "a prefix is not the node"
+            );
+            let back = WireEvent::decode(json.as_bytes()).unwrap();
+            assert_eq!(back.node, "n1");
+            let again = back.change.into_event().unwrap();
+            assert_eq!(format!("{again:?}"), format!("{event:?}"));
+        }
+        let json = WireEvent {
+            node: "n2".into(),
+            change: WireChange::NewId { id },
+        }
+        .encode();
+        assert_eq!(
+            json,
+            format!("{{\"node\":\"n2\",\"kind\":\"new_id\",\"id\":\"{id}\"}}")
+        );
+        assert!(WireEvent::decode(b"{\"node\":\"x\"}").is_err());
+    }
 }

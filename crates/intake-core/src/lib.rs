@@ -1,11 +1,12 @@
-//! Intake's domain types and the storage trait, with no backend code.
+//! Intake's domain types and the storage traits (by capability), with no backend code.
 //!
 //! - [`message`]: what a session hands to a store ([`Incoming`]) and what a store gives back
 //!   ([`Summary`], [`StoredMessage`]), with the time-ordered [`MessageId`].
 //! - [`mime`]: every call into mail-parser lives here, so that its upgrade stays local.
-//! - [`store`]: the [`Backend`] trait every storage engine implements, the [`MailStore`]
-//!   trait the rest of Intake uses (implemented by `intake_store::Store` above a backend),
-//!   and [`StoreError`].
+//! - [`store`]: storage by capability: mail ([`MailBackend`] for engines, [`MailStore`] for
+//!   callers), the directory of users and recipients ([`DirectoryBackend`];
+//!   [`UserDirectory`], [`RecipientTable`]) and policy state ([`PolicyBackend`];
+//!   [`PolicyState`]), implemented for callers by `intake_store::Store`, and [`StoreError`].
 //! - [`check`]: the policy seam: [`Check`], [`Verdict`], [`Pipeline`] (deadlines, fail
 //!   open or defer), and the injected [`Clock`] and [`IdSource`].
 //! - [`shared`]: state the nodes of a cluster share ([`GreyState`], [`SharedLimits`]).
@@ -35,7 +36,7 @@ pub use delivery::{
     BodyType, DeliveryReport, DeliveryTarget, DownstreamReply, Handoff, MailParams, RcptOutcome,
     Route, StoreTarget, Targets,
 };
-pub use events::{Event, EventBus, EventFeed};
+pub use events::{Event, EventBus, EventFeed, WireChange, WireError, WireEvent};
 pub use login_limit::{FailureLimit, Gate, LoginLimiter, LoginLimits};
 pub use message::{
     Attachment, Envelope, Incoming, MessageId, ParsedMeta, SessionInfo, StoredMessage, Summary,
@@ -44,6 +45,7 @@ pub use message::{
 pub use search::{Query, QueryError};
 pub use shared::{ClientCounts, GreyState, SharedError, SharedLimits, StoreGreyState};
 pub use store::{
-    ArrivalGuard, Arrivals, Backend, Evicted, Eviction, GreyRecord, Listing, MailStore, Page,
-    Removal, Retention, StoreError, User,
+    ArrivalGuard, Arrivals, DirectoryBackend, Evicted, Eviction, GreyRecord, Listing, MailBackend,
+    MailStore, Page, PolicyBackend, PolicyState, RecipientTable, Removal, Retention, StoreError,
+    User, UserDirectory,
 };

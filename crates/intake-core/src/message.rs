@@ -237,20 +237,43 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// The summary of a message about to be stored (for events published on commit).
-    pub fn of(m: &Incoming) -> Summary {
+    /// The one place a summary is made from a message's parts; every other constructor
+    /// (from an [`Incoming`] or a [`StoredMessage`]) goes through it. The SQL engines read
+    /// the same fields from their columns.
+    fn new(
+        id: MessageId,
+        received_at: i64,
+        envelope: &Envelope,
+        meta: &ParsedMeta,
+        size: u64,
+        seen: bool,
+    ) -> Summary {
         Summary {
-            id: m.id,
-            received_at: m.received_at,
-            mail_from: m.envelope.mail_from.clone(),
-            rcpt_to: m.envelope.rcpt_to.clone(),
-            from: m.meta.from.clone(),
-            to: m.meta.to.clone(),
-            subject: m.meta.subject.clone(),
-            size: m.size,
-            seen: false,
-            attachments: m.meta.attachments.len() as u32,
+            id,
+            received_at,
+            mail_from: envelope.mail_from.clone(),
+            rcpt_to: envelope.rcpt_to.clone(),
+            from: meta.from.clone(),
+            to: meta.to.clone(),
+            subject: meta.subject.clone(),
+            size,
+            seen,
+            attachments: meta.attachments.len() as u32,
         }
+    }
+}
+
+/// The summary of a message about to be stored (for events published on commit): unread.
+impl From<&Incoming> for Summary {
+    fn from(m: &Incoming) -> Summary {
+        Summary::new(m.id, m.received_at, &m.envelope, &m.meta, m.size, false)
+    }
+}
+
+/// The summary of a stored message.
+impl From<&StoredMessage> for Summary {
+    fn from(m: &StoredMessage) -> Summary {
+        Summary::new(m.id, m.received_at, &m.envelope, &m.meta, m.size, m.seen)
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::{GreyRecord, MailStore, StoreError};
+use crate::{GreyRecord, PolicyState, StoreError};
 
 /// Why shared state could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -46,10 +46,9 @@ pub trait GreyState: Send + Sync + std::fmt::Debug + 'static {
     async fn expire(&self, before_ms: i64) -> Result<u64, SharedError>;
 }
 
-/// Greylist records in the store (`greylist_*` of [`MailStore`]): one node's state,
-/// surviving restarts.
+/// Greylist records in the store ([`PolicyState`]): one node's state, surviving restarts.
 #[derive(Clone)]
-pub struct StoreGreyState(pub Arc<dyn MailStore>);
+pub struct StoreGreyState(pub Arc<dyn PolicyState>);
 
 impl std::fmt::Debug for StoreGreyState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -165,7 +165,7 @@ async fn hash_of(password: Option<String>, hash: Option<String>) -> Result<Strin
     security(("admin_token" = [])),
     responses((status = 200, body = [UserView]), (status = 401, body = ErrorBody)))]
 async fn list_users(State(a): State<AppState>) -> Result<Json<Vec<UserView>>, ApiError> {
-    let users = a.store.user_list().await?;
+    let users = a.users.user_list().await?;
     Ok(Json(users.into_iter().map(UserView::from).collect()))
 }
 
@@ -195,7 +195,7 @@ async fn add_user(State(a): State<AppState>, Json(n): Json<NewUser>) -> Response
         enabled: true,
         senders: n.senders.iter().map(|s| s.trim().to_lowercase()).collect(),
     };
-    match a.store.user_add(user.clone()).await {
+    match a.users.user_add(user.clone()).await {
         Ok(true) => (StatusCode::CREATED, Json(UserView::from(user))).into_response(),
         Ok(false) => error(StatusCode::CONFLICT, "conflict", "the user exists already"),
         Err(e) => ApiError::from(e).into_response(),
@@ -217,7 +217,7 @@ async fn set_password(
         Ok(h) => h,
         Err(r) => return r,
     };
-    match a.store.user_set_password(&address, &hash).await {
+    match a.users.user_set_password(&address, &hash).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => ApiError::NotFound("no such user".into()).into_response(),
         Err(e) => ApiError::from(e).into_response(),
@@ -234,7 +234,7 @@ async fn set_enabled(
     Path(address): Path<String>,
     Json(e): Json<Enabled>,
 ) -> Response {
-    match a.store.user_set_enabled(&address, e.enabled).await {
+    match a.users.user_set_enabled(&address, e.enabled).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => ApiError::NotFound("no such user".into()).into_response(),
         Err(err) => ApiError::from(err).into_response(),

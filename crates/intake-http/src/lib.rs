@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use intake_core::{EventBus, MailStore};
+use intake_core::{EventBus, MailStore, UserDirectory};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -95,6 +95,8 @@ impl Default for HttpConfig {
 pub struct AppState {
     /// The mail store.
     pub store: Arc<dyn MailStore>,
+    /// The SMTP AUTH users (the admin API).
+    pub users: Arc<dyn UserDirectory>,
     /// Committed changes (new and deleted mail).
     pub events: EventBus,
     /// The secret aliases are derived with.
@@ -128,15 +130,16 @@ impl AppState {
         self.guard.login(user, password, client).await
     }
 
-    /// A state for a store and its event bus. Must be called within a tokio runtime (the
-    /// rate limiter forgets idle clients on a timer).
-    pub fn new(
-        store: Arc<dyn MailStore>,
+    /// A state for a store (its mail and its users) and its event bus. Must be called within
+    /// a tokio runtime (the rate limiter forgets idle clients on a timer).
+    pub fn new<S: MailStore + UserDirectory>(
+        store: Arc<S>,
         events: EventBus,
         alias_secret: Vec<u8>,
         config: HttpConfig,
     ) -> Self {
         AppState {
+            users: store.clone(),
             store,
             events,
             alias_secret: alias_secret.into(),

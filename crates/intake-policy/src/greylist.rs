@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use intake_core::net::LogEvery;
 use intake_core::{
-    Check, CheckCtx, CheckError, Clock, GreyRecord, GreyState, MailStore, OnError, Reason,
+    Check, CheckCtx, CheckError, Clock, GreyRecord, GreyState, OnError, PolicyState, Reason,
     SharedError, Stage, Verdict,
 };
 use ipnet::IpNet;
@@ -110,9 +110,13 @@ impl From<SharedError> for Undecided {
 }
 
 impl Greylist {
-    /// A check keeping its state in `store`, reading the time from `clock`.
-    pub fn new(cfg: GreylistConfig, store: Arc<dyn MailStore>, clock: Arc<dyn Clock>) -> Greylist {
-        Greylist::with_state(cfg, Arc::new(intake_core::StoreGreyState(store)), clock)
+    /// A check keeping its state in the store's policy state, reading the time from `clock`.
+    pub fn new(
+        cfg: GreylistConfig,
+        state: Arc<dyn PolicyState>,
+        clock: Arc<dyn Clock>,
+    ) -> Greylist {
+        Greylist::with_state(cfg, Arc::new(intake_core::StoreGreyState(state)), clock)
     }
 
     /// A check keeping its state in `state` (the store, or Redis for a cluster).
@@ -322,6 +326,7 @@ impl Greylist {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use intake_core::MailStore;
     use intake_store::{Mode, StoreSettings};
 
     /// A clock the test moves.
@@ -347,14 +352,14 @@ mod tests {
     struct Fixture {
         check: Greylist,
         clock: Arc<ManualClock>,
-        store: Arc<dyn MailStore>,
+        store: Arc<intake_store::Store>,
     }
 
     fn fixture(f: impl FnOnce(&mut GreylistConfig)) -> Fixture {
         fixture_on(intake_store::memory::store(), f)
     }
 
-    fn fixture_on(store: Arc<dyn MailStore>, f: impl FnOnce(&mut GreylistConfig)) -> Fixture {
+    fn fixture_on(store: Arc<intake_store::Store>, f: impl FnOnce(&mut GreylistConfig)) -> Fixture {
         let clock = Arc::new(ManualClock::default());
         let mut cfg = GreylistConfig {
             enabled: true,
@@ -508,7 +513,8 @@ mod tests {
         let settings = StoreSettings::sqlite(dir.path());
         let sqlite = intake_store::open(&settings, Mode::ReadWrite)
             .await
-            .unwrap();
+            .unwrap()
+            .store;
         let f = fixture_on(sqlite, |_| {});
         assert_eq!(
             attempt(&f.check, "192.0.2.10", "", "b@y.test").await,
@@ -517,7 +523,8 @@ mod tests {
         f.store.close().await;
         let store = intake_store::open(&settings, Mode::ReadWrite)
             .await
-            .unwrap();
+            .unwrap()
+            .store;
         let cfg = GreylistConfig {
             enabled: true,
             ..GreylistConfig::default()
@@ -526,7 +533,10 @@ mod tests {
         f.clock.advance(6 * MIN);
         assert_eq!(attempt(&check, "192.0.2.10", "", "b@y.test").await, "pass");
         store.close().await;
-        let ro = intake_store::open(&settings, Mode::ReadOnly).await.unwrap();
+        let ro = intake_store::open(&settings, Mode::ReadOnly)
+            .await
+            .unwrap()
+            .store;
         let check = Greylist::new(cfg, ro, f.clock.clone());
         assert_eq!(
             attempt(&check, "192.0.2.10", "", "b@y.test").await,

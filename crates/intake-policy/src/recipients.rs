@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use intake_core::{Check, CheckCtx, CheckError, MailStore, OnError, Reason, Stage, Verdict};
+use intake_core::{Check, CheckCtx, CheckError, OnError, Reason, RecipientTable, Stage, Verdict};
 
 /// Settings of the recipient check.
 #[derive(Debug, Clone)]
@@ -141,7 +141,7 @@ enum Table {
 pub struct RecipientExists {
     fixed: RecipientList,
     file: Option<FileSource>,
-    store: Arc<dyn MailStore>,
+    store: Arc<dyn RecipientTable>,
     /// The store's table as last seen: an empty one is not asked again for `empty_for`, so
     /// a server without a recipient list does no lookup per RCPT.
     table: Mutex<Table>,
@@ -158,7 +158,7 @@ pub struct RecipientExists {
 
 impl RecipientExists {
     /// A check over the configured sources and the store's table.
-    pub fn new(cfg: &RecipientsConfig, store: Arc<dyn MailStore>) -> RecipientExists {
+    pub fn new(cfg: &RecipientsConfig, store: Arc<dyn RecipientTable>) -> RecipientExists {
         let (fixed, bad) = RecipientList::parse(&cfg.addresses);
         for b in bad {
             tracing::warn!(entry = %b, "recipients.addresses: not an address or @domain; ignored");
@@ -273,6 +273,7 @@ impl Check for RecipientExists {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use intake_core::MailStore;
     use intake_store::{Mode, StoreSettings};
 
     fn cx(rcpt: &str) -> CheckCtx {
@@ -425,10 +426,14 @@ mod tests {
         let settings = StoreSettings::sqlite(dir.path());
         let s = intake_store::open(&settings, Mode::ReadWrite)
             .await
-            .unwrap();
+            .unwrap()
+            .store;
         s.close().await;
         // Read-only and with the database gone: every lookup fails.
-        let ro = intake_store::open(&settings, Mode::ReadOnly).await.unwrap();
+        let ro = intake_store::open(&settings, Mode::ReadOnly)
+            .await
+            .unwrap()
+            .store;
         std::fs::remove_file(dir.path().join("intake.db")).unwrap();
         let check = RecipientExists::new(&RecipientsConfig::default(), ro);
         assert_eq!(verdicts(&check, &["a@example.test"]).await, ["error"]);

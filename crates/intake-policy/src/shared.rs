@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use intake_core::{Clock, GreyState, MailStore};
+use intake_core::{Clock, GreyState, PolicyState, RecipientTable};
 use mail_auth::MessageAuthenticator;
 
 use crate::dns::{self, Caches, DnsConfig};
@@ -13,8 +13,8 @@ use crate::registry::PolicyError;
 
 /// State the checks share and keep across rebuilds.
 pub struct PolicyShared {
-    /// The store (recipient table).
-    pub store: Arc<dyn MailStore>,
+    /// The store's recipient table.
+    pub store: Arc<dyn RecipientTable>,
     /// Greylist records: in the store on one node, in Redis for a cluster.
     pub grey: Arc<dyn GreyState>,
     /// The time every check reads.
@@ -36,7 +36,7 @@ impl std::fmt::Debug for PolicyShared {
 impl PolicyShared {
     /// Shared state with greylist records in `grey`.
     pub fn new(
-        store: Arc<dyn MailStore>,
+        store: Arc<dyn RecipientTable>,
         grey: Arc<dyn GreyState>,
         clock: Arc<dyn Clock>,
     ) -> PolicyShared {
@@ -51,7 +51,10 @@ impl PolicyShared {
     }
 
     /// Shared state with greylist records in `store` (one node).
-    pub fn with_store(store: Arc<dyn MailStore>, clock: Arc<dyn Clock>) -> PolicyShared {
+    pub fn with_store<S: RecipientTable + PolicyState>(
+        store: Arc<S>,
+        clock: Arc<dyn Clock>,
+    ) -> PolicyShared {
         let grey = Arc::new(intake_core::StoreGreyState(store.clone()));
         PolicyShared::new(store, grey, clock)
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use intake_core::{MessageId, Page};
+use intake_core::{MailStore, MessageId, Page, RecipientTable, UserDirectory};
 
 use crate::config::{ConfigError, Settings, load_table};
 
@@ -229,16 +229,15 @@ fn format_time(ms: i64) -> String {
 }
 
 /// The store for listings: read-only, and only if it has data.
-async fn open_existing(settings: &Settings) -> anyhow::Result<Arc<dyn intake_core::MailStore>> {
+async fn open_existing(settings: &Settings) -> anyhow::Result<Arc<intake_store::Store>> {
     open(settings, intake_store::Mode::ReadOnly).await
 }
 
 async fn open(
     settings: &Settings,
     mode: intake_store::Mode,
-) -> anyhow::Result<Arc<dyn intake_core::MailStore>> {
-    let store = intake_store::open(&settings.store, mode).await?;
-    Ok(store)
+) -> anyhow::Result<Arc<intake_store::Store>> {
+    Ok(intake_store::open(&settings.store, mode).await?.store)
 }
 
 /// `intake mailbox list`.

@@ -1,4 +1,6 @@
-//! The layer above every backend: what makes a [`Backend`] a [`MailStore`].
+//! The layer above every engine: what makes an engine's [`MailBackend`],
+//! [`DirectoryBackend`] and [`PolicyBackend`] the [`MailStore`], [`UserDirectory`],
+//! [`RecipientTable`] and [`PolicyState`] the rest of Intake uses.
 //!
 //! - Aliases: a recipient shaped like an alias (`d-…@domain`) is looked up (through a small
 //!   cache) and the message filed in its mailbox; the backend only ever sees final mailboxes.
@@ -15,9 +17,10 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use intake_core::{
-    Arrivals, Backend, Event, EventBus, EventFeed, Evicted, GreyRecord, Incoming, Listing,
-    MailStore, MessageId, Page, Query, Removal, Retention, StoreError, StoredMessage, Summary,
-    User, alias, mailbox_key,
+    DirectoryBackend, Event, EventBus, EventFeed, Evicted, GreyRecord, Incoming, Listing,
+    MailBackend, MailStore, MessageId, Page, PolicyBackend, PolicyState, Query, RecipientTable,
+    Removal, Retention, StoreError, StoredMessage, Summary, User, UserDirectory, alias,
+    mailbox_key,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -27,9 +30,33 @@ const ALIAS_CACHE: usize = 100_000;
 /// Where the generated alias secret is kept in the backend (see [`Store::alias_secret`]).
 const ALIAS_SECRET_KEY: &str = "alias_secret";
 
-/// A backend with aliases, events and normalized keys: the [`MailStore`] Intake uses.
+/// An engine's capabilities, each as its own trait object. An engine that keeps all three
+/// (every engine today) becomes one with `Backends::from(Arc::new(engine))`.
+#[derive(Clone)]
+pub struct Backends {
+    /// Mail.
+    pub mail: Arc<dyn MailBackend>,
+    /// Users and recipients.
+    pub directory: Arc<dyn DirectoryBackend>,
+    /// Policy state.
+    pub policy: Arc<dyn PolicyBackend>,
+}
+
+impl<E: MailBackend + DirectoryBackend + PolicyBackend> From<Arc<E>> for Backends {
+    fn from(engine: Arc<E>) -> Backends {
+        Backends {
+            mail: engine.clone(),
+            directory: engine.clone(),
+            policy: engine,
+        }
+    }
+}
+
+/// An engine with aliases, events and normalized keys: the [`MailStore`],
+/// [`UserDirectory`], [`RecipientTable`] and [`PolicyState`] Intake uses. Hand each caller
+/// only the capability it needs (`Arc<Store>` coerces to each trait object).
 pub struct Store {
-    backend: Arc<dyn Backend>,
+    backends: Backends,
     events: EventBus,
     feed: Option<Arc<dyn EventFeed>>,
     /// Alias → mailbox, for aliases found registered (an alias never changes mailbox in
@@ -39,10 +66,11 @@ pub struct Store {
 }
 
 impl Store {
-    /// The layer over `backend`, publishing on a bus of its own.
-    pub fn new(backend: Arc<dyn Backend>) -> Store {
+    /// The layer over an engine (`Arc<Engine>` or [`Backends`]), publishing on a bus of
+    /// its own.
+    pub fn new(backends: impl Into<Backends>) -> Store {
         Store {
-            backend,
+            backends: backends.into(),
             events: EventBus::default(),
             feed: None,
             aliases: Mutex::default(),
@@ -66,9 +94,9 @@ impl Store {
         &self.events
     }
 
-    /// The backend underneath.
-    pub fn backend(&self) -> &Arc<dyn Backend> {
-        &self.backend
+    /// The engine underneath (to lay another `Store` over it, with a feed, say).
+    pub fn backends(&self) -> &Backends {
+        &self.backends
     }
 
     /// The generated alias secret, shared by every node on the same data: created once
@@ -88,7 +116,8 @@ impl Store {
             )
         });
         let key = self
-            .backend
+            .backends
+            .mail
             .meta_get_or_insert(ALIAS_SECRET_KEY, &candidate)
             .await?;
         Ok(key.into_bytes())
@@ -115,7 +144,7 @@ impl Store {
         if let Some(mailbox) = self.aliases.lock().expect("alias cache").get(&address) {
             return Ok(mailbox.clone());
         }
-        match self.backend.alias_get(&address).await? {
+        match self.backends.mail.alias_get(&address).await? {
             Some(mailbox) => {
                 self.remember_alias(address, mailbox.clone());
                 Ok(mailbox)
@@ -154,102 +183,123 @@ impl MailStore for Store {
             }
         }
         // Made before the message moves into the backend (a few small clones).
-        let message = Summary::of(&msg);
-        self.backend.deliver(msg, mailboxes.clone()).await?;
+        let message = Summary::from(&msg);
+        self.backends.mail.deliver(msg, mailboxes.clone()).await?;
         self.publish(Event::New { mailboxes, message });
         Ok(())
     }
 
     async fn list_mailbox(&self, mailbox: &str, page: Page) -> Result<Listing, StoreError> {
-        self.backend.list_mailbox(&mailbox_key(mailbox), page).await
+        self.backends
+            .mail
+            .list_mailbox(&mailbox_key(mailbox), page)
+            .await
     }
 
     async fn list_all(&self, page: Page) -> Result<Listing, StoreError> {
-        self.backend.list_all(page).await
+        self.backends.mail.list_all(page).await
     }
 
     async fn search(&self, query: &Query, page: Page) -> Result<Listing, StoreError> {
-        self.backend.search(query, page).await
+        self.backends.mail.search(query, page).await
     }
 
     async fn fetch(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
-        self.backend.fetch(id).await
+        self.backends.mail.fetch(id).await
     }
 
     async fn delete(&self, id: MessageId) -> Result<bool, StoreError> {
-        let removed = self.backend.delete(id).await?;
+        let removed = self.backends.mail.delete(id).await?;
         let found = removed.is_some();
         self.publish_removed(removed.into_iter().collect());
         Ok(found)
     }
 
     async fn delete_mailbox(&self, mailbox: &str) -> Result<u64, StoreError> {
-        let removed = self.backend.delete_mailbox(&mailbox_key(mailbox)).await?;
+        let removed = self
+            .backends
+            .mail
+            .delete_mailbox(&mailbox_key(mailbox))
+            .await?;
         let n = removed.len() as u64;
         self.publish_removed(removed);
         Ok(n)
     }
 
     async fn set_seen(&self, id: MessageId, seen: bool) -> Result<bool, StoreError> {
-        self.backend.set_seen(id, seen).await
+        self.backends.mail.set_seen(id, seen).await
     }
 
     async fn register_alias(&self, alias: &str, mailbox: &str) -> Result<(), StoreError> {
         let (alias, mailbox) = (mailbox_key(alias), mailbox_key(mailbox));
-        self.backend.alias_put(&alias, &mailbox).await?;
+        self.backends.mail.alias_put(&alias, &mailbox).await?;
         self.remember_alias(alias, mailbox);
         Ok(())
     }
 
     async fn evict(&self, policy: &Retention) -> Result<Evicted, StoreError> {
         let now = jiff::Timestamp::now().as_millisecond();
-        let done = self.backend.evict(policy, now).await?;
+        let done = self.backends.mail.evict(policy, now).await?;
         self.publish_removed(done.removed);
         Ok(done.evicted)
     }
 
     fn size_on_disk(&self) -> Option<u64> {
-        self.backend.size_on_disk()
-    }
-
-    fn arrivals(&self) -> Option<Arrivals> {
-        self.backend.arrivals()
+        self.backends.mail.size_on_disk()
     }
 
     async fn close(&self) {
-        self.backend.close().await
+        self.backends.mail.close().await
     }
+}
 
+#[async_trait]
+impl RecipientTable for Store {
     async fn recipient_add(&self, address: &str) -> Result<bool, StoreError> {
-        self.backend.recipient_add(&recipient_key(address)).await
+        self.backends
+            .directory
+            .recipient_add(&recipient_key(address))
+            .await
     }
 
     async fn recipient_remove(&self, address: &str) -> Result<bool, StoreError> {
-        self.backend.recipient_remove(&recipient_key(address)).await
+        self.backends
+            .directory
+            .recipient_remove(&recipient_key(address))
+            .await
     }
 
     async fn recipient_list(&self) -> Result<Vec<String>, StoreError> {
-        self.backend.recipient_list().await
+        self.backends.directory.recipient_list().await
     }
 
     async fn recipient_lookup(&self, address: &str) -> Result<Option<bool>, StoreError> {
-        self.backend.recipient_lookup(&recipient_key(address)).await
+        self.backends
+            .directory
+            .recipient_lookup(&recipient_key(address))
+            .await
     }
+}
 
+#[async_trait]
+impl PolicyState for Store {
     async fn greylist_get(&self, key: &str) -> Result<Option<GreyRecord>, StoreError> {
-        self.backend.greylist_get(key).await
+        self.backends.policy.greylist_get(key).await
     }
 
     async fn greylist_put(&self, key: &str, record: GreyRecord) -> Result<(), StoreError> {
-        self.backend.greylist_put(key, record).await
+        self.backends.policy.greylist_put(key, record).await
     }
 
     async fn greylist_expire(&self, before_ms: i64) -> Result<u64, StoreError> {
-        self.backend.greylist_expire(before_ms).await
+        self.backends.policy.greylist_expire(before_ms).await
     }
+}
 
+#[async_trait]
+impl UserDirectory for Store {
     async fn user_get(&self, address: &str) -> Result<Option<User>, StoreError> {
-        self.backend.user_get(&user_key(address)).await
+        self.backends.directory.user_get(&user_key(address)).await
     }
 
     async fn user_add(&self, user: User) -> Result<bool, StoreError> {
@@ -258,23 +308,25 @@ impl MailStore for Store {
             senders: user.senders.iter().map(|s| user_key(s)).collect(),
             ..user
         };
-        self.backend.user_add(user).await
+        self.backends.directory.user_add(user).await
     }
 
     async fn user_set_password(&self, address: &str, hash: &str) -> Result<bool, StoreError> {
-        self.backend
+        self.backends
+            .directory
             .user_set_password(&user_key(address), hash)
             .await
     }
 
     async fn user_set_enabled(&self, address: &str, enabled: bool) -> Result<bool, StoreError> {
-        self.backend
+        self.backends
+            .directory
             .user_set_enabled(&user_key(address), enabled)
             .await
     }
 
     async fn user_list(&self) -> Result<Vec<User>, StoreError> {
-        self.backend.user_list().await
+        self.backends.directory.user_list().await
     }
 }
 

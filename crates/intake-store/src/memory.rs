@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use intake_core::{
-    Backend, Eviction, GreyRecord, Incoming, Listing, MessageId, Page, Query, Removal, Retention,
-    StoreError, StoredMessage, Summary, User, mime,
+    DirectoryBackend, Eviction, GreyRecord, Incoming, Listing, MailBackend, MessageId, Page,
+    PolicyBackend, Query, Removal, Retention, StoreError, StoredMessage, Summary, User, mime,
 };
 use tokio::sync::watch;
 
@@ -91,21 +91,6 @@ impl MemoryBackend {
     }
 }
 
-fn summary(m: &StoredMessage) -> Summary {
-    Summary {
-        id: m.id,
-        received_at: m.received_at,
-        mail_from: m.envelope.mail_from.clone(),
-        rcpt_to: m.envelope.rcpt_to.clone(),
-        from: m.meta.from.clone(),
-        to: m.meta.to.clone(),
-        subject: m.meta.subject.clone(),
-        size: m.size,
-        seen: m.seen,
-        attachments: m.meta.attachments.len() as u32,
-    }
-}
-
 /// Newest first, one page, with the totals.
 fn listing<'a>(matching: impl DoubleEndedIterator<Item = &'a Kept>, page: Page) -> Listing {
     let mut out = Listing::default();
@@ -115,7 +100,7 @@ fn listing<'a>(matching: impl DoubleEndedIterator<Item = &'a Kept>, page: Page) 
             out.unread += 1;
         }
         if (i as u64) >= page.offset && (out.messages.len() as u64) < page.limit {
-            out.messages.push(summary(&k.message));
+            out.messages.push(Summary::from(&k.message));
         }
     }
     out
@@ -151,7 +136,7 @@ impl State {
 }
 
 #[async_trait]
-impl Backend for MemoryBackend {
+impl MailBackend for MemoryBackend {
     async fn deliver(&self, msg: Incoming, mailboxes: Vec<String>) -> Result<(), StoreError> {
         let mut stalled = self.stalled.subscribe();
         let _ = stalled.wait_for(|s| !*s).await;
@@ -333,6 +318,13 @@ impl Backend for MemoryBackend {
             .clone())
     }
 
+    async fn close(&self) {
+        self.state().closed = true;
+    }
+}
+
+#[async_trait]
+impl DirectoryBackend for MemoryBackend {
     async fn recipient_add(&self, address: &str) -> Result<bool, StoreError> {
         Ok(self.writable()?.recipients.insert(address.to_string()))
     }
@@ -354,22 +346,6 @@ impl Backend for MemoryBackend {
         Ok(Some(
             s.recipients.contains(address) || domain.is_some_and(|d| s.recipients.contains(&d)),
         ))
-    }
-
-    async fn greylist_get(&self, key: &str) -> Result<Option<GreyRecord>, StoreError> {
-        Ok(self.state().greylist.get(key).copied())
-    }
-
-    async fn greylist_put(&self, key: &str, record: GreyRecord) -> Result<(), StoreError> {
-        self.writable()?.greylist.insert(key.to_string(), record);
-        Ok(())
-    }
-
-    async fn greylist_expire(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let mut s = self.writable()?;
-        let n = s.greylist.len();
-        s.greylist.retain(|_, r| r.last_seen >= before_ms);
-        Ok((n - s.greylist.len()) as u64)
     }
 
     async fn user_get(&self, address: &str) -> Result<Option<User>, StoreError> {
@@ -408,9 +384,24 @@ impl Backend for MemoryBackend {
     async fn user_list(&self) -> Result<Vec<User>, StoreError> {
         Ok(self.state().users.values().cloned().collect())
     }
+}
 
-    async fn close(&self) {
-        self.state().closed = true;
+#[async_trait]
+impl PolicyBackend for MemoryBackend {
+    async fn greylist_get(&self, key: &str) -> Result<Option<GreyRecord>, StoreError> {
+        Ok(self.state().greylist.get(key).copied())
+    }
+
+    async fn greylist_put(&self, key: &str, record: GreyRecord) -> Result<(), StoreError> {
+        self.writable()?.greylist.insert(key.to_string(), record);
+        Ok(())
+    }
+
+    async fn greylist_expire(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let mut s = self.writable()?;
+        let n = s.greylist.len();
+        s.greylist.retain(|_, r| r.last_seen >= before_ms);
+        Ok((n - s.greylist.len()) as u64)
     }
 }
 

@@ -35,8 +35,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-pub(crate) use guard::{Checker, Granted, Guard, check};
 pub use guard::Login;
+pub(crate) use guard::{Checker, Granted, Guard, check};
 pub use htpasswd::verify_password;
 pub(crate) use routes::{Routes, Rule, Rules};
 

@@ -60,12 +60,19 @@ fn page(p: &Paging, max: u64) -> Page {
     }
 }
 
+/// What a listing line shows that the store's summary does not hold: read from the source.
+#[derive(Default)]
+struct Details {
+    snippet: String,
+    message_id: String,
+}
+
 /// The snippet and Message-ID of a message (read from its source).
-async fn details(state: &AppState, s: &Summary) -> (String, String) {
+async fn details(state: &AppState, s: &Summary) -> Details {
     let Ok(Some(m)) = state.store.fetch(s.id).await else {
-        return (String::new(), String::new());
+        return Details::default();
     };
-    let id = m.meta.message_id.clone().unwrap_or_default();
+    let message_id = m.meta.message_id.clone().unwrap_or_default();
     let raw = m.raw.clone();
     let snippet = tokio::task::spawn_blocking(move || {
         let text = mime::plain_text(&raw).unwrap_or_default();
@@ -74,16 +81,17 @@ async fn details(state: &AppState, s: &Summary) -> (String, String) {
     })
     .await
     .unwrap_or_default();
-    (snippet, id)
+    Details {
+        snippet,
+        message_id,
+    }
 }
 
-async fn summaries(state: &AppState, list: &[Summary]) -> Vec<MessageSummary> {
-    let details = futures_util::future::join_all(list.iter().map(|s| details(state, s))).await;
-    list.iter()
-        .zip(details)
-        .map(|(s, (snippet, message_id))| MessageSummary {
+impl From<(&Summary, Details)> for MessageSummary {
+    fn from((s, d): (&Summary, Details)) -> Self {
+        MessageSummary {
             id: s.id.to_string(),
-            message_id,
+            message_id: d.message_id,
             read: s.seen,
             from: contacts(s.from.as_deref())
                 .into_iter()
@@ -102,9 +110,14 @@ async fn summaries(state: &AppState, list: &[Summary]) -> Vec<MessageSummary> {
             tags: Vec::new(),
             size: s.size,
             attachments: s.attachments,
-            snippet,
-        })
-        .collect()
+            snippet: d.snippet,
+        }
+    }
+}
+
+async fn summaries(state: &AppState, list: &[Summary]) -> Vec<MessageSummary> {
+    let details = futures_util::future::join_all(list.iter().map(|s| details(state, s))).await;
+    list.iter().zip(details).map(MessageSummary::from).collect()
 }
 
 async fn page_of(

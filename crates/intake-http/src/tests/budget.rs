@@ -15,12 +15,9 @@ async fn a_client_has_one_budget_across_the_api_and_the_mailpit_listener() {
         }),
         ..(*base.config).clone()
     };
-    let state = crate::AppState::new(
-        base.store.clone(),
-        base.events.clone(),
-        b"secret".to_vec(),
-        config,
-    );
+    let store = intake_store::memory::store();
+    let events = store.events().clone();
+    let state = crate::AppState::new(store, events, b"secret".to_vec(), config);
     let api = crate::router(state.clone());
     let mailpit = crate::mailpit_router(state);
     let get = || request("GET", "/api/v1/messages", &[], Body::empty());

@@ -1008,7 +1008,7 @@ fn read_store(r: &mut Reader<'_>) -> StoreSettings {
         && !s.url.is_empty()
         && let Err(e) = intake_cluster::check_url(&s.url)
     {
-        r.error("store.url", e);
+        r.error("store.url", e.to_string());
     }
     s
 }
@@ -1477,7 +1477,7 @@ mod doc_tests {
         let lines: Vec<&str> = doc.lines().collect();
         for (i, pair) in lines.windows(2).enumerate() {
             assert!(
-                !(pair[1].starts_with("| `") && !pair[0].starts_with('|')),
+                !pair[1].starts_with("| `") || pair[0].starts_with('|'),
                 "docs/configuration.md line {}: a table row outside a table",
                 i + 2
             );

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use intake_core::{EventBus, MailStore};
+use intake_core::EventBus;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -15,7 +15,7 @@ use crate::config::Settings;
 
 /// What the HTTP listeners read.
 pub(super) struct Sources {
-    pub store: Arc<dyn MailStore>,
+    pub store: Arc<intake_store::Store>,
     pub events: EventBus,
     pub secret: Vec<u8>,
     pub tls: Option<Arc<intake_smtp::tls::TlsCerts>>,

@@ -54,7 +54,10 @@ async fn gated<F: std::future::Future>(go: CancellationToken, fut: F) -> F::Outp
 /// Opens the store, binds SMTP and HTTP and starts serving in the background.
 pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     check_descriptors(settings)?;
-    let opened = intake_store::open(&settings.store, intake_store::Mode::ReadWrite)
+    let intake_store::Opened {
+        store: opened,
+        arrivals,
+    } = intake_store::open(&settings.store, intake_store::Mode::ReadWrite)
         .await
         .with_context(|| format!("opening the store ({})", settings.store.describe()))?;
     let shutdown = CancellationToken::new();
@@ -67,7 +70,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     } else {
         Vec::new()
     };
-    let store: Arc<dyn MailStore> = opened;
+    let store: Arc<dyn MailStore> = opened.clone();
     let specs = listeners::specs(settings);
     let mut bound = Vec::new();
     for spec in &specs {
@@ -84,7 +87,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         None => None,
     };
     let sources = http::Sources {
-        store: store.clone(),
+        store: opened.clone(),
         events: events.clone(),
         secret,
         tls: tls.clone(),
@@ -95,14 +98,14 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     let limits =
         intake_smtp::limits::ClientLimits::new(settings.limits, settings.limits_exempt.clone());
     let cluster = store::cluster(settings, &limits)?;
-    let policy = policy::policy_shared(settings, &store, cluster.as_ref());
+    let policy = policy::policy_shared(settings, &opened, cluster.as_ref());
     let profiles = policy::policy_profiles(settings, &policy)?;
     let shared = listeners::Shared {
         targets: Arc::new(targets::target_set(settings, &store)?),
-        auth: policy::authenticator(settings, &store),
+        auth: policy::authenticator(settings, opened.clone()),
         limits,
         tls: tls.clone(),
-        arrivals: store.arrivals(),
+        arrivals,
     };
     let mut smtp_tasks = Vec::new();
     let mut live = Vec::new();

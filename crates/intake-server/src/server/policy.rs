@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use intake_core::MailStore;
 
 use crate::config::Settings;
 
@@ -11,13 +10,13 @@ use crate::config::Settings;
 /// so that failed logins count wherever they happen.
 pub(super) fn authenticator(
     settings: &Settings,
-    store: &Arc<dyn MailStore>,
+    users: Arc<dyn intake_core::UserDirectory>,
 ) -> Arc<dyn intake_core::Authenticator> {
     let a = &settings.auth;
     let limiter =
         intake_core::LoginLimiter::new(intake_core::LoginLimits::new(a.per_client, a.per_account));
     Arc::new(intake_core::StoreAuthenticator::new(
-        store.clone(),
+        users,
         Arc::new(limiter),
     ))
 }
@@ -26,7 +25,7 @@ pub(super) fn authenticator(
 /// records (in a cluster, in its Redis rather than in the store), the resolver and caches.
 pub(super) fn policy_shared(
     settings: &Settings,
-    store: &Arc<dyn MailStore>,
+    store: &Arc<intake_store::Store>,
     cluster: Option<&Arc<intake_cluster::Cluster>>,
 ) -> Arc<intake_policy::PolicyShared> {
     let grey: Arc<dyn intake_core::GreyState> = match cluster {

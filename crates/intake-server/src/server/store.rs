@@ -100,7 +100,7 @@ pub(super) fn with_event_feed(
     let feed = intake_cluster::RedisFeed::start(cfg, bus.clone(), shutdown.clone())
         .map_err(anyhow::Error::msg)
         .context("starting the event feed between nodes")?;
-    let store = intake_store::Store::new(opened.backend().clone())
+    let store = intake_store::Store::new(opened.backends().clone())
         .with_events(bus)
         .with_feed(feed);
     Ok(Arc::new(store))

@@ -24,6 +24,7 @@
 //! log when `innodb_flush_log_at_trx_commit = 1` (and the binary log, if any, with
 //! `sync_binlog = 1`). Both are checked at start ([`schema::check_server`]).
 
+mod options;
 mod policy;
 mod read;
 mod schema;
@@ -34,15 +35,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use intake_core::{
-    Arrivals, Backend, Eviction, GreyRecord, Incoming, Listing, MessageId, Page, Query, Removal,
-    Retention, StoreError, StoredMessage, User,
+    Arrivals, DirectoryBackend, Eviction, GreyRecord, Incoming, Listing, MailBackend, MessageId,
+    Page, PolicyBackend, Query, Removal, Retention, StoreError, StoredMessage, User,
 };
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor, MySqlConnection};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::settings::{Mode, StoreSettings, redact};
+use crate::common::{Mode, PoolOptions};
+pub use options::MysqlOptions;
 
 /// Settings of the MariaDB/MySQL store.
 #[derive(Debug, Clone)]
@@ -63,23 +65,17 @@ pub struct MysqlConfig {
 }
 
 impl MysqlConfig {
-    /// The settings of `[store]` for MariaDB/MySQL.
-    pub fn from_settings(s: &StoreSettings) -> Self {
-        MysqlConfig {
-            url: s.url.clone(),
-            max_batch: s.max_batch.max(1),
-            commit_delay: s.commit_delay,
-            pool_size: s.pool.pool_size.max(1),
-            connect_timeout: s.pool.connect_timeout,
-            require_durable_commit: s.mysql.require_durable_commit,
-        }
-    }
-
     /// Defaults for a URL.
     pub fn new(url: impl Into<String>) -> Self {
-        let mut s = StoreSettings::sqlite("unused");
-        s.url = url.into();
-        MysqlConfig::from_settings(&s)
+        let pool = PoolOptions::default();
+        MysqlConfig {
+            url: url.into(),
+            max_batch: 256,
+            commit_delay: Duration::from_millis(1),
+            pool_size: pool.pool_size,
+            connect_timeout: pool.connect_timeout,
+            require_durable_commit: MysqlOptions::default().require_durable_commit,
+        }
     }
 }
 
@@ -99,7 +95,7 @@ pub(crate) struct ServerLimits {
 }
 
 /// The MariaDB/MySQL store. Cheap to share behind an `Arc`.
-pub struct MysqlStore {
+pub struct MysqlBackend {
     pool: MySqlPool,
     mode: Mode,
     limits: Arc<ServerLimits>,
@@ -160,21 +156,12 @@ pub(crate) async fn connect_one(
     }
 }
 
-impl MysqlStore {
-    /// Connects to the server in `[store]` for `mode`: the server (ReadWrite) checks the
+impl MysqlBackend {
+    /// Connects to the server of `cfg` for `mode`: the server (ReadWrite) checks the
     /// server's durability settings, creates or upgrades the schema and starts the writer;
     /// Admin upgrades the schema and takes no mail; ReadOnly changes nothing and fails when
     /// there is no Intake schema in the database.
-    pub async fn connect(settings: &StoreSettings, mode: Mode) -> Result<MysqlStore, StoreError> {
-        let cfg = MysqlConfig::from_settings(settings);
-        let at = redact(&cfg.url);
-        Self::open(cfg, mode)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("opening the store at {at}: {e}")))
-    }
-
-    /// As [`MysqlStore::connect`], from a [`MysqlConfig`].
-    pub async fn open(cfg: MysqlConfig, mode: Mode) -> Result<MysqlStore, StoreError> {
+    pub async fn open(cfg: MysqlConfig, mode: Mode) -> Result<MysqlBackend, StoreError> {
         let opts: MySqlConnectOptions = cfg
             .url
             .parse()
@@ -208,7 +195,7 @@ impl MysqlStore {
         } else {
             (None, None)
         };
-        Ok(MysqlStore {
+        Ok(MysqlBackend {
             pool,
             mode,
             limits,
@@ -242,7 +229,7 @@ impl MysqlStore {
 const EVICT_CHUNK: usize = 500;
 
 #[async_trait]
-impl Backend for MysqlStore {
+impl MailBackend for MysqlBackend {
     async fn deliver(&self, msg: Incoming, mailboxes: Vec<String>) -> Result<(), StoreError> {
         let tx = self
             .tx
@@ -384,6 +371,18 @@ impl Backend for MysqlStore {
         policy::meta_get_or_insert(self.writable()?, key, value).await
     }
 
+    async fn close(&self) {
+        let tx = self.tx.lock().expect("sender").take();
+        drop(tx);
+        let writer = self.writer.lock().expect("writer").take();
+        if let Some(w) = writer {
+            let _ = w.await;
+        }
+    }
+}
+
+#[async_trait]
+impl DirectoryBackend for MysqlBackend {
     async fn recipient_add(&self, address: &str) -> Result<bool, StoreError> {
         policy::recipient_add(self.writable()?, address).await
     }
@@ -398,18 +397,6 @@ impl Backend for MysqlStore {
 
     async fn recipient_lookup(&self, address: &str) -> Result<Option<bool>, StoreError> {
         policy::recipient_lookup(&self.pool, address).await
-    }
-
-    async fn greylist_get(&self, key: &str) -> Result<Option<GreyRecord>, StoreError> {
-        policy::greylist_get(&self.pool, key).await
-    }
-
-    async fn greylist_put(&self, key: &str, record: GreyRecord) -> Result<(), StoreError> {
-        policy::greylist_put(self.writable()?, key, record).await
-    }
-
-    async fn greylist_expire(&self, before_ms: i64) -> Result<u64, StoreError> {
-        policy::greylist_expire(self.writable()?, before_ms).await
     }
 
     async fn user_get(&self, address: &str) -> Result<Option<User>, StoreError> {
@@ -431,18 +418,28 @@ impl Backend for MysqlStore {
     async fn user_list(&self) -> Result<Vec<User>, StoreError> {
         policy::user_list(&self.pool).await
     }
+}
 
-    fn arrivals(&self) -> Option<Arrivals> {
-        (self.mode == Mode::ReadWrite).then(|| self.arrivals.clone())
+#[async_trait]
+impl PolicyBackend for MysqlBackend {
+    async fn greylist_get(&self, key: &str) -> Result<Option<GreyRecord>, StoreError> {
+        policy::greylist_get(&self.pool, key).await
     }
 
-    async fn close(&self) {
-        let tx = self.tx.lock().expect("sender").take();
-        drop(tx);
-        let writer = self.writer.lock().expect("writer").take();
-        if let Some(w) = writer {
-            let _ = w.await;
-        }
+    async fn greylist_put(&self, key: &str, record: GreyRecord) -> Result<(), StoreError> {
+        policy::greylist_put(self.writable()?, key, record).await
+    }
+
+    async fn greylist_expire(&self, before_ms: i64) -> Result<u64, StoreError> {
+        policy::greylist_expire(self.writable()?, before_ms).await
+    }
+}
+
+impl MysqlBackend {
+    /// The counter of sessions receiving content this engine's group commit lingers
+    /// for; `open` hands it to the wiring ([`crate::Opened`]).
+    pub fn arrivals(&self) -> Option<Arrivals> {
+        (self.mode == Mode::ReadWrite).then(|| self.arrivals.clone())
     }
 }
 

@@ -6,7 +6,7 @@
 use super::*;
 use crate::Store;
 use crate::conformance::{TestBackend, all, incoming, incoming_with};
-use intake_core::MailStore;
+use intake_core::{MailStore, RecipientTable};
 
 /// The server the tests use.
 fn server_url() -> String {
@@ -83,8 +83,8 @@ impl Drop for ScratchDb {
     }
 }
 
-async fn open_rw(db: &ScratchDb) -> MysqlStore {
-    MysqlStore::open(MysqlConfig::new(&db.url), Mode::ReadWrite)
+async fn open_rw(db: &ScratchDb) -> MysqlBackend {
+    MysqlBackend::open(MysqlConfig::new(&db.url), Mode::ReadWrite)
         .await
         .unwrap()
 }
@@ -99,14 +99,14 @@ mod conformance {
     crate::conformance_suite!(super::make);
 }
 
-fn layer(backend: MysqlStore) -> Store {
+fn layer(backend: MysqlBackend) -> Store {
     Store::new(Arc::new(backend))
 }
 
-async fn open_with(url: &str, connect_timeout: Duration) -> MysqlStore {
+async fn open_with(url: &str, connect_timeout: Duration) -> MysqlBackend {
     let mut cfg = MysqlConfig::new(url);
     cfg.connect_timeout = connect_timeout;
-    MysqlStore::open(cfg, Mode::ReadWrite).await.unwrap()
+    MysqlBackend::open(cfg, Mode::ReadWrite).await.unwrap()
 }
 
 /// Kills every connection to the scratch database but `admin`'s own, as an operator (or a
@@ -498,7 +498,7 @@ async fn nodes_starting_together_apply_the_schema_once() {
     for _ in 0..4 {
         let url = db.url.clone();
         starts.push(tokio::spawn(async move {
-            MysqlStore::open(MysqlConfig::new(url), Mode::ReadWrite).await
+            MysqlBackend::open(MysqlConfig::new(url), Mode::ReadWrite).await
         }));
     }
     let mut stores = Vec::new();
@@ -539,14 +539,14 @@ async fn nodes_starting_together_apply_the_schema_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_needs_the_schema_and_admin_takes_no_mail() {
     let db = ScratchDb::new().await;
-    let e = MysqlStore::open(MysqlConfig::new(&db.url), Mode::ReadOnly)
+    let e = MysqlBackend::open(MysqlConfig::new(&db.url), Mode::ReadOnly)
         .await
         .err()
         .unwrap()
         .to_string();
     assert!(e.contains("no Intake data in this database"), "{e}");
     let admin = layer(
-        MysqlStore::open(MysqlConfig::new(&db.url), Mode::Admin)
+        MysqlBackend::open(MysqlConfig::new(&db.url), Mode::Admin)
             .await
             .unwrap(),
     );
@@ -558,7 +558,7 @@ async fn read_only_needs_the_schema_and_admin_takes_no_mail() {
     let rw = layer(open_rw(&db).await);
     rw.deliver(incoming(&["a@x.test"], "yes")).await.unwrap();
     let ro = layer(
-        MysqlStore::open(MysqlConfig::new(&db.url), Mode::ReadOnly)
+        MysqlBackend::open(MysqlConfig::new(&db.url), Mode::ReadOnly)
             .await
             .unwrap(),
     );
@@ -570,7 +570,7 @@ async fn read_only_needs_the_schema_and_admin_takes_no_mail() {
 
     // A database that does not exist is named in the error, with the hint to create it.
     let missing = format!("{}_missing", db.url);
-    let e = MysqlStore::open(MysqlConfig::new(&missing), Mode::ReadWrite)
+    let e = MysqlBackend::open(MysqlConfig::new(&missing), Mode::ReadWrite)
         .await
         .err()
         .unwrap()

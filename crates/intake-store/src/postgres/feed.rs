@@ -1,8 +1,9 @@
 //! Events between nodes over PostgreSQL `LISTEN/NOTIFY` (channel `intake_events`).
 //!
 //! Each node has an id of its own (random, per start). After each committed change the
-//! layer hands the event to [`PgFeed::publish`], which queues a JSON notification
-//! (`{"node":…,"kind":"new","mailboxes":[…],"message":{summary}}`, or `deleted` with the id
+//! layer hands the event to [`PgFeed::publish`], which queues a notification (an
+//! [`intake_core::WireEvent`], the encoding the Redis feed uses too:
+//! `{"node":…,"kind":"new","mailboxes":[…],"message":{summary}}`, or `deleted` with the id
 //! and mailboxes) for a sender task that runs `pg_notify`, once for everything queued (one
 //! statement, one transaction: the other nodes receive them together, in order). A notification must stay under
 //! PostgreSQL's 8000-byte limit: a new message too large to describe is sent as its id alone
@@ -18,8 +19,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use intake_core::{Event, EventBus, EventFeed, MessageId, Summary};
-use serde::{Deserialize, Serialize};
+use intake_core::{Event, EventBus, EventFeed, WireChange, WireEvent};
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -35,30 +35,6 @@ const MAX_PAYLOAD: usize = 7900;
 const QUEUE: usize = 4096;
 /// Notifications sent in one statement, at most (each is under 8000 bytes).
 const SEND_MANY: usize = 256;
-
-/// One notification.
-#[derive(Debug, Serialize, Deserialize)]
-struct Notice {
-    /// The node that made the change.
-    node: String,
-    #[serde(flatten)]
-    change: Change,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum Change {
-    New {
-        mailboxes: Vec<String>,
-        message: Summary,
-    },
-    /// A new message too large to describe in one notification: the receiver reads it.
-    NewId { id: MessageId },
-    Deleted {
-        id: MessageId,
-        mailboxes: Vec<String>,
-    },
-}
 
 /// The feed of one node (see the module docs).
 pub struct PgFeed {
@@ -99,23 +75,23 @@ impl PgFeed {
 
     /// The notifications announcing `event`, each under the size limit.
     fn payloads(&self, event: &Event) -> Vec<String> {
-        let json = |change: Change| {
-            serde_json::to_string(&Notice {
+        let json = |change: WireChange| {
+            WireEvent {
                 node: self.node.clone(),
                 change,
-            })
-            .expect("events serialize")
+            }
+            .encode()
         };
         match event {
             Event::New { mailboxes, message } => {
-                let full = json(Change::New {
+                let full = json(WireChange::New {
                     mailboxes: mailboxes.clone(),
                     message: message.clone(),
                 });
                 if full.len() <= MAX_PAYLOAD {
                     vec![full]
                 } else {
-                    vec![json(Change::NewId { id: message.id })]
+                    vec![json(WireChange::NewId { id: message.id })]
                 }
             }
             Event::Deleted { mailboxes, id } => {
@@ -127,7 +103,7 @@ impl PgFeed {
                 for m in mailboxes {
                     let size = m.len() * 2 + 4; // room for JSON escapes
                     if used + size > room && !group.is_empty() {
-                        out.push(json(Change::Deleted {
+                        out.push(json(WireChange::Deleted {
                             id: *id,
                             mailboxes: std::mem::take(&mut group),
                         }));
@@ -137,7 +113,7 @@ impl PgFeed {
                     group.push(m.clone());
                 }
                 if !group.is_empty() || out.is_empty() {
-                    out.push(json(Change::Deleted {
+                    out.push(json(WireChange::Deleted {
                         id: *id,
                         mailboxes: group,
                     }));
@@ -234,10 +210,10 @@ async fn listen(
 }
 
 async fn receive(payload: &str, pool: &PgPool, bus: &EventBus, node: &str) {
-    if is_from(payload, node) {
+    if WireEvent::is_from(payload.as_bytes(), node) {
         return; // this node's own, already published by the layer
     }
-    let notice: Notice = match serde_json::from_str(payload) {
+    let notice = match WireEvent::decode(payload.as_bytes()) {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!(error = %e, "event feed: ignoring a notification it cannot read");
@@ -248,29 +224,21 @@ async fn receive(payload: &str, pool: &PgPool, bus: &EventBus, node: &str) {
         return;
     }
     match notice.change {
-        Change::New { mailboxes, message } => bus.publish(Event::New { mailboxes, message }),
-        Change::NewId { id } => match read::summary(pool, id).await {
+        WireChange::New { mailboxes, message } => bus.publish(Event::New { mailboxes, message }),
+        WireChange::NewId { id } => match read::summary(pool, id).await {
             Ok(Some((message, mailboxes))) => bus.publish(Event::New { mailboxes, message }),
             Ok(None) => {} // deleted meanwhile: its Deleted follows
             Err(e) => tracing::warn!(error = %e, %id,
                 "event feed: cannot read a message another node stored; not announced"),
         },
-        Change::Deleted { id, mailboxes } => bus.publish(Event::Deleted { mailboxes, id }),
+        WireChange::Deleted { id, mailboxes } => bus.publish(Event::Deleted { mailboxes, id }),
     }
-}
-
-/// The notification comes from `node`: a [`Notice`] is written with its node first, so
-/// this node's own are known without reading them.
-fn is_from(payload: &str, node: &str) -> bool {
-    payload
-        .strip_prefix("{\"node\":\"")
-        .and_then(|rest| rest.strip_prefix(node))
-        .is_some_and(|rest| rest.starts_with('"'))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use intake_core::Summary;
 
     fn feed() -> PgFeed {
         PgFeed {
@@ -288,13 +256,14 @@ mod tests {
             mailboxes: vec!["a@x.test".into()],
             id: m.id,
         });
-        assert!(is_from(&p[0], "n1"), "{}", p[0]);
+        let from = |p: &str, node: &str| WireEvent::is_from(p.as_bytes(), node);
+        assert!(from(&p[0], "n1"), "{}", p[0]);
         assert!(
-            !is_from(&p[0], "n"),
+            !from(&p[0], "n"),
             "another node's id is not a prefix of ours"
         );
-        assert!(!is_from(&p[0], "n2"));
-        assert!(!is_from("{\"kind\":\"deleted\",\"node\":\"n1\"}", "n2"));
+        assert!(!from(&p[0], "n2"));
+        assert!(!from("{\"kind\":\"deleted\",\"node\":\"n1\"}", "n2"));
     }
 
     /// Every notification fits PostgreSQL's limit, whatever the event.
@@ -307,11 +276,11 @@ mod tests {
         let m = crate::conformance::incoming(&["a@x.test"], "small");
         let small = f.payloads(&Event::New {
             mailboxes: vec!["a@x.test".into()],
-            message: Summary::of(&m),
+            message: Summary::from(&m),
         });
         assert_eq!(small.len(), 1);
         assert!(small[0].contains("\"kind\":\"new\""), "{}", small[0]);
-        let mut big = Summary::of(&m);
+        let mut big = Summary::from(&m);
         big.rcpt_to = many.clone();
         let big = f.payloads(&Event::New {
             mailboxes: many.clone(),
@@ -327,9 +296,9 @@ mod tests {
         let mut seen = Vec::new();
         for p in &gone {
             assert!(p.len() < 8000, "{}", p.len());
-            let n: Notice = serde_json::from_str(p).unwrap();
+            let n = WireEvent::decode(p.as_bytes()).unwrap();
             match n.change {
-                Change::Deleted { id, mailboxes } => {
+                WireChange::Deleted { id, mailboxes } => {
                     assert_eq!(id, m.id);
                     seen.extend(mailboxes);
                 }

@@ -36,15 +36,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use intake_core::{
-    Arrivals, Backend, EventBus, EventFeed, Eviction, GreyRecord, Incoming, Listing, MessageId,
-    Page, Query, Removal, Retention, StoreError, StoredMessage, User,
+    Arrivals, DirectoryBackend, EventBus, Eviction, GreyRecord, Incoming, Listing, MailBackend,
+    MessageId, Page, PolicyBackend, Query, Removal, Retention, StoreError, StoredMessage, User,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Mode, Store, StoreSettings};
+use crate::common::{Mode, PoolOptions, redact};
 pub use feed::PgFeed;
 
 /// Eviction deletes in chunks of this many messages (short transactions).
@@ -68,10 +68,11 @@ pub struct PostgresConfig {
 }
 
 impl PostgresConfig {
-    /// The settings of `[store]` for PostgreSQL.
-    pub fn from_settings(s: &StoreSettings) -> Result<Self, StoreError> {
-        let described = s.describe();
-        let connect = PgConnectOptions::from_str(&s.url).map_err(|e| {
+    /// For `url` (`store.url`) and the pool, with the default group commit (`max_batch`
+    /// 256, `commit_delay` 1 ms; set the fields to change them).
+    pub fn new(url: &str, pool: &PoolOptions) -> Result<Self, StoreError> {
+        let described = format!("postgres at {}", redact(url));
+        let connect = PgConnectOptions::from_str(url).map_err(|e| {
             StoreError::Unavailable(format!(
                 "store.url is not a PostgreSQL URL ({described}): {e}"
             ))
@@ -81,7 +82,7 @@ impl PostgresConfig {
         // waits for the server's delayed ACK (40 ms) before its last segment leaves. Without
         // an `sslmode` in the URL, loopback connections go in plain text; any other host keeps
         // sqlx's default (`prefer`), and an explicit `sslmode` is always obeyed.
-        let explicit_tls = s.url.contains("sslmode=");
+        let explicit_tls = url.contains("sslmode=");
         let connect = if !explicit_tls && is_loopback(connect.get_host()) {
             connect.ssl_mode(sqlx::postgres::PgSslMode::Disable)
         } else {
@@ -94,10 +95,10 @@ impl PostgresConfig {
                 // database's default: a 250 (or a delete reported done) must survive a crash.
                 .options([("synchronous_commit", "on")]),
             described,
-            max_batch: s.max_batch.max(1),
-            commit_delay: s.commit_delay,
-            pool_size: s.pool.pool_size.max(1),
-            connect_timeout: s.pool.connect_timeout,
+            max_batch: 256,
+            commit_delay: Duration::from_millis(1),
+            pool_size: pool.pool_size.max(1),
+            connect_timeout: pool.connect_timeout,
         })
     }
 }
@@ -111,25 +112,8 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Opens the store `[store]` describes on PostgreSQL, with the event feed between nodes
-/// when it takes mail (`Mode::ReadWrite`).
-pub async fn open(settings: &StoreSettings, mode: Mode) -> Result<Arc<Store>, StoreError> {
-    let cfg = PostgresConfig::from_settings(settings)?;
-    let backend = PostgresStore::connect(cfg, mode).await?;
-    let events = EventBus::default();
-    let feed = match mode {
-        Mode::ReadWrite => Some(backend.start_feed(events.clone()).await?),
-        Mode::ReadOnly | Mode::Admin => None,
-    };
-    let mut store = Store::new(Arc::new(backend)).with_events(events);
-    if let Some(feed) = feed {
-        store = store.with_feed(feed as Arc<dyn EventFeed>);
-    }
-    Ok(Arc::new(store))
-}
-
 /// The PostgreSQL backend. Cheap to share behind an `Arc`.
-pub struct PostgresStore {
+pub struct PostgresBackend {
     cfg: PostgresConfig,
     pool: PgPool,
     tx: Mutex<Option<mpsc::Sender<writer::Queued>>>,
@@ -156,12 +140,12 @@ pub(crate) fn pg_text(s: &str) -> Cow<'_, str> {
     }
 }
 
-impl PostgresStore {
+impl PostgresBackend {
     /// Connects, and as `mode` asks: the server (`ReadWrite`) and the CLI's admin commands
     /// (`Admin`) create or upgrade the schema; `ReadOnly` (the CLI's listings) changes
     /// nothing and fails when there is no Intake schema yet. Only `ReadWrite` starts the
     /// group-commit writer; the others answer deliveries with [`StoreError::Closed`].
-    pub async fn connect(cfg: PostgresConfig, mode: Mode) -> Result<PostgresStore, StoreError> {
+    pub async fn connect(cfg: PostgresConfig, mode: Mode) -> Result<PostgresBackend, StoreError> {
         let read_only = mode == Mode::ReadOnly;
         let mut connect = cfg.connect.clone();
         if read_only {
@@ -201,7 +185,7 @@ impl PostgresStore {
         } else {
             (None, None)
         };
-        Ok(PostgresStore {
+        Ok(PostgresBackend {
             cfg,
             pool,
             tx: Mutex::new(tx),
@@ -253,7 +237,7 @@ async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 }
 
 #[async_trait]
-impl Backend for PostgresStore {
+impl MailBackend for PostgresBackend {
     async fn deliver(&self, msg: Incoming, mailboxes: Vec<String>) -> Result<(), StoreError> {
         let tx = self
             .tx
@@ -409,6 +393,24 @@ impl Backend for PostgresStore {
             .map_err(unavailable)
     }
 
+    async fn close(&self) {
+        let tx = self.tx.lock().expect("sender").take();
+        drop(tx);
+        let writer = self.writer.lock().expect("writer").take();
+        if let Some(w) = writer {
+            let _ = w.await;
+        }
+        // The feed sends what is queued, then stops listening.
+        self.stop.cancel();
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks"));
+        for t in tasks {
+            let _ = tokio::time::timeout(self.cfg.connect_timeout, t).await;
+        }
+    }
+}
+
+#[async_trait]
+impl DirectoryBackend for PostgresBackend {
     async fn recipient_add(&self, address: &str) -> Result<bool, StoreError> {
         policy::recipient_add(self.writable()?, address).await
     }
@@ -423,18 +425,6 @@ impl Backend for PostgresStore {
 
     async fn recipient_lookup(&self, address: &str) -> Result<Option<bool>, StoreError> {
         policy::recipient_lookup(&self.pool, address).await
-    }
-
-    async fn greylist_get(&self, key: &str) -> Result<Option<GreyRecord>, StoreError> {
-        policy::greylist_get(&self.pool, key).await
-    }
-
-    async fn greylist_put(&self, key: &str, record: GreyRecord) -> Result<(), StoreError> {
-        policy::greylist_put(self.writable()?, key, record).await
-    }
-
-    async fn greylist_expire(&self, before_ms: i64) -> Result<u64, StoreError> {
-        policy::greylist_expire(self.writable()?, before_ms).await
     }
 
     async fn user_get(&self, address: &str) -> Result<Option<User>, StoreError> {
@@ -456,24 +446,29 @@ impl Backend for PostgresStore {
     async fn user_list(&self) -> Result<Vec<User>, StoreError> {
         policy::user_list(&self.pool).await
     }
+}
 
-    fn arrivals(&self) -> Option<Arrivals> {
-        Some(self.arrivals.clone())
+#[async_trait]
+impl PolicyBackend for PostgresBackend {
+    async fn greylist_get(&self, key: &str) -> Result<Option<GreyRecord>, StoreError> {
+        policy::greylist_get(&self.pool, key).await
     }
 
-    async fn close(&self) {
-        let tx = self.tx.lock().expect("sender").take();
-        drop(tx);
-        let writer = self.writer.lock().expect("writer").take();
-        if let Some(w) = writer {
-            let _ = w.await;
-        }
-        // The feed sends what is queued, then stops listening.
-        self.stop.cancel();
-        let tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks"));
-        for t in tasks {
-            let _ = tokio::time::timeout(self.cfg.connect_timeout, t).await;
-        }
+    async fn greylist_put(&self, key: &str, record: GreyRecord) -> Result<(), StoreError> {
+        policy::greylist_put(self.writable()?, key, record).await
+    }
+
+    async fn greylist_expire(&self, before_ms: i64) -> Result<u64, StoreError> {
+        policy::greylist_expire(self.writable()?, before_ms).await
+    }
+}
+
+impl PostgresBackend {
+    /// The counter of sessions receiving content this engine's group commit lingers
+    /// for; `open` hands it to the wiring ([`crate::Opened`]).
+    pub fn arrivals(&self) -> Option<Arrivals> {
+        let writing = self.writer.lock().expect("writer").is_some();
+        writing.then(|| self.arrivals.clone())
     }
 }
 

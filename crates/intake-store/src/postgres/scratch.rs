@@ -61,6 +61,12 @@ impl ScratchDatabase {
         s
     }
 
+    /// The engine's settings for this database, with the defaults.
+    pub fn config(&self) -> super::PostgresConfig {
+        super::PostgresConfig::new(&self.url, &crate::PoolOptions::default())
+            .expect("a scratch database has a PostgreSQL URL")
+    }
+
     /// Runs `sql` on the server's admin database (not this one), for what a test does to
     /// the database from outside: terminating its sessions, refusing connections.
     pub async fn admin(&self, sql: &str) {

@@ -5,10 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use intake_core::{Backend, Event, Incoming, MailStore, Page, Query, StoreError};
+use intake_core::{
+    Event, Incoming, MailBackend, MailStore, Page, Query, RecipientTable, StoreError,
+};
 
 use super::scratch::ScratchDatabase;
-use super::{PostgresConfig, PostgresStore};
+use super::{PostgresBackend, PostgresConfig};
 use crate::conformance::{TestBackend, all, incoming, incoming_with};
 use crate::{Mode, Store};
 
@@ -22,13 +24,16 @@ mod conformance {
     crate::conformance_suite!(super::make);
 }
 
-async fn connect(db: &ScratchDatabase, mode: Mode) -> Result<PostgresStore, StoreError> {
-    PostgresStore::connect(PostgresConfig::from_settings(&db.settings())?, mode).await
+async fn connect(db: &ScratchDatabase, mode: Mode) -> Result<PostgresBackend, StoreError> {
+    PostgresBackend::connect(db.config(), mode).await
 }
 
 /// A node: the store as `intake serve` opens it (with the feed).
 async fn node(db: &ScratchDatabase) -> Arc<Store> {
-    crate::open(&db.settings(), Mode::ReadWrite).await.unwrap()
+    crate::open(&db.settings(), Mode::ReadWrite)
+        .await
+        .unwrap()
+        .store
 }
 
 /// Waits (up to 15 s) for an event on `rx` that `want` accepts.
@@ -67,7 +72,7 @@ async fn nodes_starting_together_migrate_once_and_share_the_data() {
         .collect();
     let mut nodes = Vec::new();
     for o in opening {
-        nodes.push(o.await.unwrap().expect("every node starts"));
+        nodes.push(o.await.unwrap().expect("every node starts").store);
     }
     nodes[0]
         .deliver(incoming(&["a@x.test"], "from node 0"))
@@ -107,7 +112,10 @@ async fn read_only_needs_the_schema_and_writes_nothing() {
         .to_string();
     assert!(e.contains("no Intake data in postgres at"), "{e}");
     assert!(e.contains(&db.name), "{e}");
-    let admin = crate::open(&db.settings(), Mode::Admin).await.unwrap();
+    let admin = crate::open(&db.settings(), Mode::Admin)
+        .await
+        .unwrap()
+        .store;
     assert!(admin.recipient_add("carol@example.test").await.unwrap());
     assert!(matches!(
         admin.deliver(incoming(&["x@y"], "no")).await,
@@ -118,7 +126,10 @@ async fn read_only_needs_the_schema_and_writes_nothing() {
         .deliver(incoming(&["a@x.test"], "kept"))
         .await
         .unwrap();
-    let ro = crate::open(&db.settings(), Mode::ReadOnly).await.unwrap();
+    let ro = crate::open(&db.settings(), Mode::ReadOnly)
+        .await
+        .unwrap()
+        .store;
     assert_eq!(ro.list_mailbox("a@x.test", all()).await.unwrap().total, 1);
     assert_eq!(
         ro.recipient_lookup("carol@example.test").await.unwrap(),
@@ -138,8 +149,8 @@ async fn a_poison_message_fails_alone_and_its_batch_is_stored() {
     let db = ScratchDatabase::create().await;
     let mut s = db.settings();
     s.commit_delay = Duration::from_millis(500);
-    let store = crate::open(&s, Mode::ReadWrite).await.unwrap();
-    crate::conformance::a_poison_message_fails_alone(store).await;
+    let opened = crate::open(&s, Mode::ReadWrite).await.unwrap();
+    crate::conformance::a_poison_message_fails_alone(opened).await;
 }
 
 /// Many messages written as one batch (one statement for all of them) each keep their own
@@ -151,8 +162,9 @@ async fn a_batch_keeps_every_message_apart() {
     let db = ScratchDatabase::create().await;
     let mut s = db.settings();
     s.commit_delay = Duration::from_millis(500);
-    let store = crate::open(&s, Mode::ReadWrite).await.unwrap();
-    let arriving = store.arrivals().unwrap().start();
+    let opened = crate::open(&s, Mode::ReadWrite).await.unwrap();
+    let store = opened.store;
+    let arriving = opened.arrivals.unwrap().start();
     let rcpts: Vec<Vec<String>> = (0..6)
         .map(|i| {
             (0..=i % 3)
@@ -407,7 +419,7 @@ async fn an_outage_fails_fast_and_the_store_recovers_by_itself() {
     let db = ScratchDatabase::create().await;
     let mut s = db.settings();
     s.pool.connect_timeout = Duration::from_secs(2);
-    let store = crate::open(&s, Mode::ReadWrite).await.unwrap();
+    let store = crate::open(&s, Mode::ReadWrite).await.unwrap().store;
     deliver(&store, incoming(&["a@x.test"], "before"))
         .await
         .unwrap();
@@ -535,10 +547,7 @@ async fn the_feed_reconnects_after_its_session_is_terminated() {
 fn loopback_goes_without_tls_unless_the_url_asks_for_it() {
     use sqlx::postgres::PgSslMode;
     let mode = |url: &str| {
-        let mut s = crate::StoreSettings::sqlite("unused");
-        s.kind = crate::StoreKind::Postgres;
-        s.url = url.into();
-        PostgresConfig::from_settings(&s)
+        PostgresConfig::new(url, &crate::PoolOptions::default())
             .unwrap()
             .connect
             .get_ssl_mode()

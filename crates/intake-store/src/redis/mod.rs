@@ -25,7 +25,7 @@
 //!
 //! A `250` needs the message on disk: with `appendonly yes` and `appendfsync always`, Redis
 //! writes and fsyncs its append-only file before it sends the reply to a write (Redis 7.0
-//! has no `WAITAOF` to ask for it otherwise). [`RedisStore::connect`] reads both settings
+//! has no `WAITAOF` to ask for it otherwise). [`RedisBackend::connect`] reads both settings
 //! with `CONFIG GET` and refuses to start on anything weaker unless
 //! `store.redis_accept_weak_durability` is set (then it warns, loudly and again every
 //! minute while it runs).
@@ -48,6 +48,10 @@
 //! still have been committed by Redis afterwards: the client was told to retry, so it may be
 //! stored twice, never lost.
 
+mod directory;
+mod mail;
+mod options;
+mod policy;
 mod scripts;
 #[cfg(any(test, feature = "testing"))]
 pub mod test_server;
@@ -60,17 +64,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use intake_core::{
-    Arrivals, Backend, Envelope, Eviction, Findings, GreyRecord, Incoming, Listing, MessageId,
-    Page, ParsedMeta, Query, Removal, Retention, StoreError, StoredMessage, Summary, TlsInfo, User,
-    mime,
+    Arrivals, DirectoryBackend, Envelope, Eviction, Findings, GreyRecord, Incoming, Listing,
+    MailBackend, MessageId, Page, ParsedMeta, PolicyBackend, Query, Removal, Retention, StoreError,
+    StoredMessage, Summary, TlsInfo, User, mime,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use crate::settings::RedisOptions;
-use crate::settings::{Mode, StoreSettings};
+use crate::common::{Mode, redact};
+pub use options::RedisOptions;
 use scripts::Scripts;
 
 /// The layout this version writes (`P version`).
@@ -134,7 +138,7 @@ struct Doc {
 }
 
 /// The Redis store. See the module docs.
-pub struct RedisStore {
+pub struct RedisBackend {
     inner: Arc<Inner>,
     /// Deliveries for the writer; `None` once closed, or when opened without one.
     tx: Mutex<Option<mpsc::Sender<writer::Queued>>>,
@@ -263,14 +267,40 @@ async fn durability(inner: &Inner) -> Result<Durability, StoreError> {
     })
 }
 
-impl RedisStore {
-    /// Connects to the Redis of `settings` as `mode` needs: the server (`ReadWrite`)
+/// Settings of the Redis engine.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` (`store.url`; never logged with its password).
+    pub url: String,
+    /// Most messages in one `MULTI`/`EXEC` (`store.max_batch`).
+    pub max_batch: usize,
+    /// How long the writer lingers for more messages while other sessions are receiving
+    /// content (`store.commit_delay`).
+    pub commit_delay: Duration,
+    /// `store.redis_*`.
+    pub options: RedisOptions,
+}
+
+impl RedisConfig {
+    /// Defaults for a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            max_batch: 256,
+            commit_delay: Duration::from_millis(1),
+            options: RedisOptions::default(),
+        }
+    }
+}
+
+impl RedisBackend {
+    /// Connects to the Redis of `cfg` as `mode` needs: the server (`ReadWrite`)
     /// checks durability first and starts the group-commit writer; `Admin` writes policy
     /// state and users but takes no mail; `ReadOnly` needs data written by a server and
     /// writes nothing.
-    pub async fn connect(settings: &StoreSettings, mode: Mode) -> Result<RedisStore, StoreError> {
-        let opts = settings.redis.clone();
-        let client = redis::Client::open(settings.url.as_str())
+    pub async fn connect(cfg: &RedisConfig, mode: Mode) -> Result<RedisBackend, StoreError> {
+        let opts = cfg.options.clone();
+        let client = redis::Client::open(cfg.url.as_str())
             .map_err(|e| unavailable(format!("store.url is not a Redis URL: {e}")))?;
         let conn = manager(&client, opts.timeout)?;
         let inner = Arc::new(Inner {
@@ -280,10 +310,10 @@ impl RedisStore {
             failures: AtomicU32::new(0),
             closed: AtomicBool::new(false),
             scripts: Scripts::new(),
-            max_batch: settings.max_batch.max(1),
-            commit_delay: settings.commit_delay,
+            max_batch: cfg.max_batch.max(1),
+            commit_delay: cfg.commit_delay,
         });
-        let where_ = settings.describe();
+        let where_ = format!("redis at {}", redact(&cfg.url));
         let mut conn = inner.conn();
         let version: Option<String> = inner
             .call(
@@ -304,7 +334,7 @@ impl RedisStore {
             )));
         }
         let arrivals = Arrivals::default();
-        let mut store = RedisStore {
+        let mut store = RedisBackend {
             inner: inner.clone(),
             tx: Mutex::new(None),
             writer: Mutex::new(None),
@@ -511,7 +541,7 @@ fn stored(
 
 /// The fields a delivery writes: summary JSON, document JSON, header block, body text.
 pub(crate) fn encode(msg: &Incoming) -> Result<[String; 4], StoreError> {
-    let sum = serde_json::to_string(&Summary::of(msg)).map_err(unavailable)?;
+    let sum = serde_json::to_string(&Summary::from(msg)).map_err(unavailable)?;
     let doc = Doc {
         envelope: msg.envelope.clone(),
         helo: msg.session.helo.clone(),
@@ -532,550 +562,20 @@ pub(crate) fn encode(msg: &Incoming) -> Result<[String; 4], StoreError> {
     Ok([sum, doc, head, text])
 }
 
-#[async_trait]
-impl Backend for RedisStore {
-    async fn deliver(&self, msg: Incoming, mailboxes: Vec<String>) -> Result<(), StoreError> {
-        self.inner.writable()?;
-        let tx = self
-            .tx
-            .lock()
-            .expect("writer")
-            .clone()
-            .ok_or(StoreError::Closed)?;
-        let (done, wait) = oneshot::channel();
-        // Its turn, then its batch: each bounded by the timeout.
-        let bound = self.inner.opts.timeout * 2;
-        let queued = tokio::time::timeout(bound, async {
-            tx.send((Box::new((msg, mailboxes)), done))
-                .await
-                .map_err(|_| StoreError::Closed)?;
-            wait.await.map_err(|_| StoreError::Closed)?
-        })
-        .await;
-        match queued {
-            Ok(r) => r,
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "Redis: delivery not committed within {bound:?}"
-            ))),
-        }
-    }
-
-    async fn list_mailbox(&self, mailbox: &str, page: Page) -> Result<Listing, StoreError> {
-        self.list(format!("box:{mailbox}"), format!("unread:{mailbox}"), page)
-            .await
-    }
-
-    async fn list_all(&self, page: Page) -> Result<Listing, StoreError> {
-        self.list("all".into(), "unread".into(), page).await
-    }
-
-    async fn search(&self, query: &Query, page: Page) -> Result<Listing, StoreError> {
-        let i = &self.inner;
-        let zset = match &query.mailbox {
-            Some(m) => i.key(&format!("box:{m}")),
-            None => i.key("all"),
-        };
-        let mut out = Listing::default();
-        let mut scanned: u64 = 0;
-        let mut start: isize = 0;
-        while scanned < i.opts.search_scan {
-            let n = SEARCH_CHUNK.min((i.opts.search_scan - scanned) as isize);
-            let mut conn = i.conn();
-            let ids: Vec<String> = i
-                .call(
-                    "search ZREVRANGE",
-                    redis::cmd("ZREVRANGE")
-                        .arg(&zset)
-                        .arg(start)
-                        .arg(start + n - 1)
-                        .query_async(&mut conn),
-                )
-                .await?;
-            if ids.is_empty() {
-                break;
-            }
-            start += ids.len() as isize;
-            scanned += ids.len() as u64;
-            let mut pipe = redis::pipe();
-            for id in &ids {
-                pipe.cmd("HMGET")
-                    .arg(i.key(&format!("m:{id}")))
-                    .arg(&["sum", "doc", "seen", "head", "text"])
-                    .cmd("SMEMBERS")
-                    .arg(i.key(&format!("mb:{id}")));
-            }
-            type Row = (
-                (
-                    Option<String>,
-                    Option<String>,
-                    Option<String>,
-                    Option<String>,
-                    Option<String>,
-                ),
-                Vec<String>,
-            );
-            let rows: Vec<Row> = i.call("search HMGET", pipe.query_async(&mut conn)).await?;
-            for ((sum, doc, seen, head, text), boxes) in rows {
-                let (Some(sum), Some(doc)) = (sum, doc) else {
-                    continue; // deleted meanwhile
-                };
-                let m = stored(
-                    &sum,
-                    &doc,
-                    seen.as_deref().unwrap_or("0"),
-                    head.unwrap_or_default().into_bytes(),
-                    boxes,
-                )?;
-                if !query.matches(&m, &m.mailboxes, text.as_deref().unwrap_or("")) {
-                    continue;
-                }
-                if out.total >= page.offset && (out.messages.len() as u64) < page.limit {
-                    out.messages.push(Summary {
-                        id: m.id,
-                        received_at: m.received_at,
-                        mail_from: m.envelope.mail_from.clone(),
-                        rcpt_to: m.envelope.rcpt_to.clone(),
-                        from: m.meta.from.clone(),
-                        to: m.meta.to.clone(),
-                        subject: m.meta.subject.clone(),
-                        size: m.size,
-                        seen: m.seen,
-                        attachments: m.meta.attachments.len() as u32,
-                    });
-                }
-                out.total += 1;
-                if !m.seen {
-                    out.unread += 1;
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    async fn fetch(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
-        let i = &self.inner;
-        let mut conn = i.conn();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("HMGET")
-            .arg(i.key(&format!("m:{id}")))
-            .arg(&["sum", "doc", "seen"])
-            .cmd("GET")
-            .arg(i.key(&format!("b:{id}")))
-            .cmd("SMEMBERS")
-            .arg(i.key(&format!("mb:{id}")));
-        type Got = (
-            (Option<String>, Option<String>, Option<String>),
-            Option<Vec<u8>>,
-            Vec<String>,
-        );
-        let ((sum, doc, seen), raw, boxes): Got =
-            i.call("fetch", pipe.query_async(&mut conn)).await?;
-        let (Some(sum), Some(doc), Some(raw)) = (sum, doc, raw) else {
-            return Ok(None);
-        };
-        stored(&sum, &doc, seen.as_deref().unwrap_or("0"), raw, boxes).map(Some)
-    }
-
-    async fn delete(&self, id: MessageId) -> Result<Option<Removal>, StoreError> {
-        self.writable()?;
-        let i = &self.inner;
-        let mut conn = i.conn();
-        let id = id.to_string();
-        let mut inv = i.scripts.delete.prepare_invoke();
-        inv.arg(i.prefix()).arg(&id);
-        let boxes: Option<Vec<String>> = i.call("delete", inv.invoke_async(&mut conn)).await?;
-        boxes.map(|b| removal(&id, b)).transpose()
-    }
-
-    async fn delete_mailbox(&self, mailbox: &str) -> Result<Vec<Removal>, StoreError> {
-        self.writable()?;
-        let i = &self.inner;
-        let mut out = Vec::new();
-        loop {
-            let mut conn = i.conn();
-            let mut inv = i.scripts.delete_mailbox.prepare_invoke();
-            inv.arg(i.prefix()).arg(mailbox).arg(CHUNK);
-            let ids: Vec<String> = i
-                .call("deleting a mailbox", inv.invoke_async(&mut conn))
-                .await?;
-            if ids.is_empty() {
-                break;
-            }
-            for id in ids {
-                out.push(removal(&id, vec![mailbox.to_string()])?);
-            }
-        }
-        Ok(out)
-    }
-
-    async fn set_seen(&self, id: MessageId, seen: bool) -> Result<bool, StoreError> {
-        self.writable()?;
-        let i = &self.inner;
-        let mut conn = i.conn();
-        let mut inv = i.scripts.set_seen.prepare_invoke();
-        inv.arg(i.prefix())
-            .arg(id.to_string())
-            .arg(if seen { "1" } else { "0" });
-        let n: i64 = i.call("set_seen", inv.invoke_async(&mut conn)).await?;
-        Ok(n == 1)
-    }
-
-    async fn evict(&self, policy: &Retention, now_ms: i64) -> Result<Eviction, StoreError> {
-        self.writable()?;
-        let i = &self.inner;
-        let mut out = Eviction::default();
-        if let Some(keep) = policy.per_mailbox {
-            for mailbox in self.mailboxes().await? {
-                loop {
-                    let mut conn = i.conn();
-                    let mut inv = i.scripts.trim.prepare_invoke();
-                    inv.arg(i.prefix()).arg(&mailbox).arg(keep).arg(CHUNK);
-                    let done: Vec<(String, i64)> =
-                        i.call("trimming", inv.invoke_async(&mut conn)).await?;
-                    if done.is_empty() {
-                        break;
-                    }
-                    for (id, deleted) in done {
-                        out.evicted.by_mailbox_cap += u64::from(deleted == 1);
-                        out.removed.push(removal(&id, vec![mailbox.clone()])?);
-                    }
-                }
-            }
-        }
-        if let Some(age) = policy.max_age {
-            let before = now_ms - age.as_millis() as i64;
-            loop {
-                let mut conn = i.conn();
-                let ids: Vec<String> = i
-                    .call(
-                        "ZRANGEBYSCORE at",
-                        redis::cmd("ZRANGEBYSCORE")
-                            .arg(i.key("at"))
-                            .arg("-inf")
-                            .arg(format!("({before}"))
-                            .arg("LIMIT")
-                            .arg(0)
-                            .arg(CHUNK)
-                            .query_async(&mut conn),
-                    )
-                    .await?;
-                if ids.is_empty() {
-                    break;
-                }
-                let removed = self.delete_ids(&ids).await?;
-                out.evicted.by_age += removed.len() as u64;
-                out.removed.extend(removed);
-            }
-        }
-        if let Some(max) = policy.max_bytes {
-            loop {
-                let mut conn = i.conn();
-                let mut inv = i.scripts.evict_size.prepare_invoke();
-                inv.arg(i.prefix()).arg(max).arg(CHUNK);
-                let gone: Vec<(String, Vec<String>)> = i
-                    .call("evicting by size", inv.invoke_async(&mut conn))
-                    .await?;
-                if gone.is_empty() {
-                    break;
-                }
-                for (id, boxes) in gone {
-                    out.evicted.by_size += 1;
-                    out.removed.push(removal(&id, boxes)?);
-                }
-            }
-        }
-        let e = &mut out.evicted;
-        e.messages = e.by_mailbox_cap + e.by_age + e.by_size;
-        Ok(out)
-    }
-
-    async fn alias_put(&self, alias: &str, mailbox: &str) -> Result<(), StoreError> {
-        self.writable()?;
-        let i = &self.inner;
-        let mut conn = i.conn();
-        i.call(
-            "alias SET",
-            redis::cmd("SET")
-                .arg(i.key(&format!("alias:{alias}")))
-                .arg(mailbox)
-                .query_async::<()>(&mut conn),
-        )
-        .await
-    }
-
-    async fn alias_get(&self, alias: &str) -> Result<Option<String>, StoreError> {
-        let i = &self.inner;
-        let mut conn = i.conn();
-        i.call(
-            "alias GET",
-            redis::cmd("GET")
-                .arg(i.key(&format!("alias:{alias}")))
-                .query_async(&mut conn),
-        )
-        .await
-    }
-
-    async fn meta_get_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
-        self.writable()?;
-        let i = &self.inner;
-        let mut conn = i.conn();
-        let k = i.key(&format!("meta:{key}"));
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("SETNX")
-            .arg(&k)
-            .arg(value)
-            .ignore()
-            .cmd("GET")
-            .arg(&k);
-        let (v,): (String,) = i.call("meta SETNX", pipe.query_async(&mut conn)).await?;
-        Ok(v)
-    }
-
-    async fn recipient_add(&self, address: &str) -> Result<bool, StoreError> {
-        self.writable()?;
-        let i = &self.inner;
-        let mut conn = i.conn();
-        let n: i64 = i
-            .call(
-                "SADD recipients",
-                redis::cmd("SADD")
-                    .arg(i.key("recipients"))
-                    .arg(address)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(n == 1)
-    }
-
-    async fn recipient_remove(&self, address: &str) -> Result<bool, StoreError> {
-        self.writable()?;
-        let i = &self.inner;
-        let mut conn = i.conn();
-        let n: i64 = i
-            .call(
-                "SREM recipients",
-                redis::cmd("SREM")
-                    .arg(i.key("recipients"))
-                    .arg(address)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(n == 1)
-    }
-
-    async fn recipient_list(&self) -> Result<Vec<String>, StoreError> {
-        let i = &self.inner;
-        let mut conn = i.conn();
-        let mut list: Vec<String> = i
-            .call(
-                "SMEMBERS recipients",
-                redis::cmd("SMEMBERS")
-                    .arg(i.key("recipients"))
-                    .query_async(&mut conn),
-            )
-            .await?;
-        list.sort();
-        Ok(list)
-    }
-
-    async fn recipient_lookup(&self, address: &str) -> Result<Option<bool>, StoreError> {
-        let i = &self.inner;
-        let mut conn = i.conn();
-        let domain = address
-            .rsplit_once('@')
-            .map(|(_, d)| format!("@{d}"))
-            .unwrap_or_default();
-        let k = i.key("recipients");
-        let mut pipe = redis::pipe();
-        pipe.cmd("SCARD")
-            .arg(&k)
-            .cmd("SMISMEMBER")
-            .arg(&k)
-            .arg(address)
-            .arg(domain);
-        let (n, hits): (u64, Vec<i64>) = i
-            .call("recipient lookup", pipe.query_async(&mut conn))
-            .await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        Ok(Some(hits.contains(&1)))
-    }
-
-    async fn greylist_get(&self, key: &str) -> Result<Option<GreyRecord>, StoreError> {
-        let i = &self.inner;
-        let mut conn = i.conn();
-        let v: Option<String> = i
-            .call(
-                "greylist HGET",
-                redis::cmd("HGET")
-                    .arg(i.key("grey"))
-                    .arg(key)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(v.as_deref().and_then(parse_grey))
-    }
-
-    async fn greylist_put(&self, key: &str, r: GreyRecord) -> Result<(), StoreError> {
-        self.writable()?;
-        let i = &self.inner;
-        let mut conn = i.conn();
-        let mut inv = i.scripts.grey_put.prepare_invoke();
-        inv.arg(i.prefix())
-            .arg(key)
-            .arg(format!("{} {} {}", r.first_seen, r.last_seen, r.passes))
-            .arg(r.last_seen);
-        i.call("greylist put", inv.invoke_async::<()>(&mut conn))
-            .await
-    }
-
-    async fn greylist_expire(&self, before_ms: i64) -> Result<u64, StoreError> {
-        self.writable()?;
-        let i = &self.inner;
-        let mut conn = i.conn();
-        let mut inv = i.scripts.grey_expire.prepare_invoke();
-        inv.arg(i.prefix()).arg(before_ms);
-        i.call("greylist expire", inv.invoke_async(&mut conn)).await
-    }
-
-    async fn user_get(&self, address: &str) -> Result<Option<User>, StoreError> {
-        let i = &self.inner;
-        let mut conn = i.conn();
-        let got: (Option<String>, Option<String>, Option<String>) = i
-            .call(
-                "user HMGET",
-                redis::cmd("HMGET")
-                    .arg(i.key(&format!("user:{address}")))
-                    .arg(&["hash", "enabled", "senders"])
-                    .query_async(&mut conn),
-            )
-            .await?;
-        user(address, got)
-    }
-
-    async fn user_add(&self, u: User) -> Result<bool, StoreError> {
-        self.writable()?;
-        let i = &self.inner;
-        let mut conn = i.conn();
-        let senders = serde_json::to_string(&u.senders).map_err(unavailable)?;
-        let mut inv = i.scripts.user_add.prepare_invoke();
-        inv.arg(i.prefix())
-            .arg(&u.address)
-            .arg(&u.password_hash)
-            .arg(if u.enabled { "1" } else { "0" })
-            .arg(senders);
-        let n: i64 = i.call("user add", inv.invoke_async(&mut conn)).await?;
-        Ok(n == 1)
-    }
-
-    async fn user_set_password(&self, address: &str, hash: &str) -> Result<bool, StoreError> {
-        self.user_set(address, "hash", hash).await
-    }
-
-    async fn user_set_enabled(&self, address: &str, enabled: bool) -> Result<bool, StoreError> {
-        self.user_set(address, "enabled", if enabled { "1" } else { "0" })
-            .await
-    }
-
-    async fn user_list(&self) -> Result<Vec<User>, StoreError> {
-        let i = &self.inner;
-        let mut conn = i.conn();
-        let addresses: Vec<String> = i
-            .call(
-                "ZRANGE users",
-                redis::cmd("ZRANGE")
-                    .arg(i.key("users"))
-                    .arg(0)
-                    .arg(-1)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        if addresses.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for a in &addresses {
-            pipe.cmd("HMGET")
-                .arg(i.key(&format!("user:{a}")))
-                .arg(&["hash", "enabled", "senders"]);
-        }
-        type Row = (Option<String>, Option<String>, Option<String>);
-        let rows: Vec<Row> = i.call("users HMGET", pipe.query_async(&mut conn)).await?;
-        let mut out = Vec::new();
-        for (a, row) in addresses.iter().zip(rows) {
-            out.extend(user(a, row)?);
-        }
-        Ok(out)
-    }
-
-    fn arrivals(&self) -> Option<Arrivals> {
-        Some(self.arrivals.clone())
-    }
-
-    async fn close(&self) {
-        self.inner.closed.store(true, Ordering::Relaxed);
-        drop(self.tx.lock().expect("writer").take());
-        let task = self.writer.lock().expect("writer").take();
-        if let Some(t) = task {
-            let _ = t.await;
-        }
-        if let Some(n) = self.nag.lock().expect("nag").take() {
-            n.abort();
-        }
+impl RedisBackend {
+    /// The counter of sessions receiving content this engine's group commit lingers
+    /// for; `open` hands it to the wiring ([`crate::Opened`]).
+    pub fn arrivals(&self) -> Option<Arrivals> {
+        (self.mode == Mode::ReadWrite).then(|| self.arrivals.clone())
     }
 }
 
-impl RedisStore {
-    async fn user_set(&self, address: &str, field: &str, value: &str) -> Result<bool, StoreError> {
-        self.writable()?;
-        let i = &self.inner;
-        let mut conn = i.conn();
-        let mut inv = i.scripts.user_set.prepare_invoke();
-        inv.arg(i.prefix()).arg(address).arg(field).arg(value);
-        let n: i64 = i.call("user change", inv.invoke_async(&mut conn)).await?;
-        Ok(n == 1)
-    }
-}
-
-impl Drop for RedisStore {
+impl Drop for RedisBackend {
     fn drop(&mut self) {
         if let Some(n) = self.nag.lock().expect("nag").take() {
             n.abort();
         }
     }
-}
-
-fn user(
-    address: &str,
-    (hash, enabled, senders): (Option<String>, Option<String>, Option<String>),
-) -> Result<Option<User>, StoreError> {
-    let Some(hash) = hash else {
-        return Ok(None);
-    };
-    let senders: Vec<String> = match senders {
-        Some(s) => serde_json::from_str(&s)
-            .map_err(|e| StoreError::Corrupt(format!("user {address}: {e}")))?,
-        None => Vec::new(),
-    };
-    Ok(Some(User {
-        address: address.to_string(),
-        password_hash: hash,
-        enabled: enabled.as_deref() != Some("0"),
-        senders,
-    }))
-}
-
-fn parse_grey(v: &str) -> Option<GreyRecord> {
-    let mut it = v.split(' ');
-    let r = GreyRecord {
-        first_seen: it.next()?.parse().ok()?,
-        last_seen: it.next()?.parse().ok()?,
-        passes: it.next()?.parse().ok()?,
-    };
-    it.next().is_none().then_some(r)
 }
 
 #[cfg(test)]

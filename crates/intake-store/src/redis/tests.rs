@@ -5,27 +5,28 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use intake_core::{Backend, MailStore, MessageId, StoreError};
+use intake_core::{
+    DirectoryBackend, MailBackend, MailStore, MessageId, RecipientTable, StoreError,
+};
 
 use super::test_server::TestRedis;
-use super::{RedisOptions, RedisStore};
+use super::{RedisBackend, RedisConfig, RedisOptions};
 use crate::conformance::{TestBackend, all, incoming};
-use crate::{Mode, Store, StoreKind, StoreSettings};
+use crate::{Mode, Store};
 
-fn settings(url: &str) -> StoreSettings {
-    let mut s = StoreSettings::sqlite("unused");
-    s.kind = StoreKind::Redis;
-    s.url = url.into();
-    s.redis = RedisOptions {
-        timeout: Duration::from_millis(500),
-        ..RedisOptions::default()
-    };
-    s
+fn settings(url: &str) -> RedisConfig {
+    RedisConfig {
+        options: RedisOptions {
+            timeout: Duration::from_millis(500),
+            ..RedisOptions::default()
+        },
+        ..RedisConfig::new(url)
+    }
 }
 
 async fn make() -> TestBackend {
     let redis = TestRedis::start();
-    let store = RedisStore::connect(&settings(&redis.url()), Mode::ReadWrite)
+    let store = RedisBackend::connect(&settings(&redis.url()), Mode::ReadWrite)
         .await
         .expect("connect");
     TestBackend::new(store).keeping(redis)
@@ -52,7 +53,7 @@ async fn redis_cmd(url: &str, args: &[&str]) -> redis::Value {
 async fn a_redis_that_does_not_fsync_every_write_is_refused() {
     let redis = TestRedis::start_volatile();
     let mut s = settings(&redis.url());
-    let e = RedisStore::connect(&s, Mode::ReadWrite)
+    let e = RedisBackend::connect(&s, Mode::ReadWrite)
         .await
         .err()
         .expect("refused")
@@ -66,16 +67,16 @@ async fn a_redis_that_does_not_fsync_every_write_is_refused() {
         "names the way out: {e}"
     );
     // The operator's explicit choice.
-    s.redis.accept_weak_durability = true;
+    s.options.accept_weak_durability = true;
     let store = Store::new(Arc::new(
-        RedisStore::connect(&s, Mode::ReadWrite).await.unwrap(),
+        RedisBackend::connect(&s, Mode::ReadWrite).await.unwrap(),
     ));
     store.deliver(incoming(&["a@x.test"], "hi")).await.unwrap();
     store.close().await;
     // The CLI (no mail taken) does not need it.
-    s.redis.accept_weak_durability = false;
-    RedisStore::connect(&s, Mode::ReadOnly).await.unwrap();
-    RedisStore::connect(&s, Mode::Admin).await.unwrap();
+    s.options.accept_weak_durability = false;
+    RedisBackend::connect(&s, Mode::ReadOnly).await.unwrap();
+    RedisBackend::connect(&s, Mode::Admin).await.unwrap();
 }
 
 #[tokio::test]
@@ -83,7 +84,7 @@ async fn a_redis_that_will_not_say_is_refused_too() {
     // CONFIG disabled, as some managed services do: durability cannot be checked.
     let redis = TestRedis::start_with(&["--rename-command", "CONFIG", ""]);
     let mut s = settings(&redis.url());
-    let e = RedisStore::connect(&s, Mode::ReadWrite)
+    let e = RedisBackend::connect(&s, Mode::ReadWrite)
         .await
         .err()
         .expect("refused")
@@ -92,8 +93,8 @@ async fn a_redis_that_will_not_say_is_refused_too() {
         e.contains("CONFIG GET failed") && e.contains("appendfsync always"),
         "{e}"
     );
-    s.redis.accept_weak_durability = true;
-    let store = RedisStore::connect(&s, Mode::ReadWrite).await.unwrap();
+    s.options.accept_weak_durability = true;
+    let store = RedisBackend::connect(&s, Mode::ReadWrite).await.unwrap();
     store.close().await;
 }
 
@@ -101,8 +102,8 @@ async fn a_redis_that_will_not_say_is_refused_too() {
 async fn the_shared_redis_without_appendonly_is_refused() {
     // The machine's shared Redis (appendonly no), read only: CONFIG GET, GET version.
     let mut s = settings("redis://127.0.0.1:6379/");
-    s.redis.key_prefix = format!("intake-test:{}:", uuid::Uuid::new_v4().simple());
-    match RedisStore::connect(&s, Mode::ReadWrite).await {
+    s.options.key_prefix = format!("intake-test:{}:", uuid::Uuid::new_v4().simple());
+    match RedisBackend::connect(&s, Mode::ReadWrite).await {
         Err(StoreError::Unavailable(e)) if e.contains("refusing to take mail") => {
             assert!(e.contains("appendonly no"), "{e}");
         }
@@ -118,7 +119,7 @@ async fn acknowledged_deliveries_survive_kill_9_of_redis() {
     let mut redis = TestRedis::start();
     let s = settings(&redis.url());
     let store = Arc::new(Store::new(Arc::new(
-        RedisStore::connect(&s, Mode::ReadWrite).await.unwrap(),
+        RedisBackend::connect(&s, Mode::ReadWrite).await.unwrap(),
     )));
     let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut clients = Vec::new();
@@ -158,7 +159,7 @@ async fn acknowledged_deliveries_survive_kill_9_of_redis() {
     store.close().await;
     redis.restart();
     let reopened = Store::new(Arc::new(
-        RedisStore::connect(&s, Mode::ReadOnly).await.unwrap(),
+        RedisBackend::connect(&s, Mode::ReadOnly).await.unwrap(),
     ));
     let mut missing = Vec::new();
     for id in &acked {
@@ -181,7 +182,7 @@ async fn an_outage_answers_unavailable_at_once_and_the_store_recovers() {
     let mut redis = TestRedis::start();
     let s = settings(&redis.url());
     let store = Store::new(Arc::new(
-        RedisStore::connect(&s, Mode::ReadWrite).await.unwrap(),
+        RedisBackend::connect(&s, Mode::ReadWrite).await.unwrap(),
     ));
     store
         .deliver(incoming(&["a@x.test"], "before"))
@@ -249,9 +250,9 @@ async fn deliver_eventually(store: &Store, subject: &str) {
 async fn the_mailbox_cap_is_enforced_as_mail_is_written() {
     let redis = TestRedis::start();
     let mut s = settings(&redis.url());
-    s.redis.mailbox_cap = Some(3);
+    s.options.mailbox_cap = Some(3);
     let store = Store::new(Arc::new(
-        RedisStore::connect(&s, Mode::ReadWrite).await.unwrap(),
+        RedisBackend::connect(&s, Mode::ReadWrite).await.unwrap(),
     ));
     let shared = incoming(&["cap@x.test", "other@x.test"], "shared");
     let shared_id = shared.id;
@@ -287,28 +288,30 @@ async fn the_mailbox_cap_is_enforced_as_mail_is_written() {
 async fn modes_read_only_needs_data_and_admin_takes_no_mail() {
     let redis = TestRedis::start();
     let s = settings(&redis.url());
-    let e = RedisStore::connect(&s, Mode::ReadOnly)
+    let e = RedisBackend::connect(&s, Mode::ReadOnly)
         .await
         .err()
         .expect("no data yet")
         .to_string();
     assert!(e.contains("no Intake data"), "{e}");
     let admin = Store::new(Arc::new(
-        RedisStore::connect(&s, Mode::Admin).await.unwrap(),
+        RedisBackend::connect(&s, Mode::Admin).await.unwrap(),
     ));
     assert!(admin.recipient_add("a@x.test").await.unwrap());
     assert!(matches!(
         admin.deliver(incoming(&["a@x.test"], "no")).await,
         Err(StoreError::Closed)
     ));
-    let ro = RedisStore::connect(&s, Mode::ReadOnly).await.unwrap();
+    let ro = RedisBackend::connect(&s, Mode::ReadOnly).await.unwrap();
     assert_eq!(ro.recipient_list().await.unwrap(), ["a@x.test"]);
     assert!(ro.recipient_add("b@x.test").await.is_err(), "read only");
     // A search finds only what the bounded scan reaches.
     let mut small = s.clone();
-    small.redis.search_scan = 2;
+    small.options.search_scan = 2;
     let store = Store::new(Arc::new(
-        RedisStore::connect(&small, Mode::ReadWrite).await.unwrap(),
+        RedisBackend::connect(&small, Mode::ReadWrite)
+            .await
+            .unwrap(),
     ));
     for subject in ["old marker", "new one", "newer one"] {
         store

@@ -6,7 +6,7 @@
 //! it has), `aliases` maps alias addresses to mailboxes, `meta` keeps the alias secret,
 //! `search_index` is a contentless FTS5 index filled after the commit, off the SMTP path.
 //!
-//! A [`Backend`]: storage only. Alias resolution, events and the retention schedule are the
+//! A [`MailBackend`], [`DirectoryBackend`] and [`PolicyBackend`]: storage only. Alias resolution, events and the retention schedule are the
 //! layer's (`crate::Store`).
 //!
 //! Writes: every write goes to one writer thread ([`writer`]). Sessions send an
@@ -23,6 +23,7 @@
 //! its own, not by the writer thread: a greylist update per RCPT must not wait for a group
 //! commit, and losing the last of it in a crash costs a retry, so it is not fsync'd.
 
+mod options;
 mod policy;
 mod read;
 mod schema;
@@ -36,12 +37,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use intake_core::{
-    Arrivals, Backend, Eviction, GreyRecord, Incoming, Listing, MessageId, Page, Query, Removal,
-    Retention, StoreError, StoredMessage,
+    Arrivals, DirectoryBackend, Eviction, GreyRecord, Incoming, Listing, MailBackend, MessageId,
+    Page, PolicyBackend, Query, Removal, Retention, StoreError, StoredMessage,
 };
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
+pub use options::SqliteOptions;
 use writer::Job;
 
 /// Settings of the SQLite store.
@@ -74,17 +76,6 @@ impl SqliteConfig {
         }
     }
 
-    /// The settings of `[store]` for SQLite.
-    pub fn from_settings(s: &crate::StoreSettings) -> Self {
-        SqliteConfig {
-            path: s.path.clone(),
-            max_batch: s.max_batch,
-            commit_delay: s.commit_delay,
-            busy_timeout: s.sqlite.busy_timeout,
-            index_max_lag: s.sqlite.index_max_lag,
-        }
-    }
-
     /// The database file.
     pub fn db_file(&self) -> PathBuf {
         self.path.join("intake.db")
@@ -92,12 +83,13 @@ impl SqliteConfig {
 }
 
 /// The embedded store. Cheap to share behind an `Arc`.
-pub struct SqliteStore {
+pub struct SqliteBackend {
     cfg: SqliteConfig,
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
-    arrivals: Arrivals,
+    /// Sessions receiving content (the writer lingers for them); `None` without a writer.
+    arrivals: Option<Arrivals>,
     /// The connection for policy state, opened on first use (never for a read-only store).
     policy: Arc<Mutex<Option<Connection>>>,
     read_only: bool,
@@ -131,10 +123,10 @@ fn open(cfg: &SqliteConfig, read_only: bool) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-impl SqliteStore {
+impl SqliteBackend {
     /// Opens (creating or upgrading if needed) the store in `cfg.path` and starts its
     /// writer thread.
-    pub fn open(cfg: SqliteConfig) -> Result<SqliteStore, StoreError> {
+    pub fn open(cfg: SqliteConfig) -> Result<SqliteBackend, StoreError> {
         std::fs::create_dir_all(&cfg.path)
             .map_err(|e| unavailable(format!("cannot create {}: {e}", cfg.path.display())))?;
         let conn = open(&cfg, false).map_err(unavailable)?;
@@ -152,12 +144,12 @@ impl SqliteStore {
             .name("intake-sqlite-writer".into())
             .spawn(move || writer::run(conn, rx, wcfg, warr))
             .map_err(unavailable)?;
-        Ok(SqliteStore {
+        Ok(SqliteBackend {
             cfg,
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             readers: Arc::new(Mutex::new(Vec::new())),
-            arrivals,
+            arrivals: Some(arrivals),
             policy: Arc::new(Mutex::new(None)),
             read_only: false,
         })
@@ -166,18 +158,18 @@ impl SqliteStore {
     /// Opens a store for administration while a server may be running (the CLI's
     /// `recipient add`): creates or upgrades the schema and writes policy state, but has no
     /// writer thread, so message writes answer [`StoreError::Closed`].
-    pub fn open_admin(cfg: SqliteConfig) -> Result<SqliteStore, StoreError> {
+    pub fn open_admin(cfg: SqliteConfig) -> Result<SqliteBackend, StoreError> {
         std::fs::create_dir_all(&cfg.path)
             .map_err(|e| unavailable(format!("cannot create {}: {e}", cfg.path.display())))?;
         let conn = open(&cfg, false).map_err(unavailable)?;
         schema::migrate(&conn).map_err(unavailable)?;
         policy::tune(&conn).map_err(unavailable)?;
-        Ok(SqliteStore {
+        Ok(SqliteBackend {
             cfg,
             tx: Mutex::new(None),
             writer: Mutex::new(None),
             readers: Arc::new(Mutex::new(Vec::new())),
-            arrivals: Arrivals::default(),
+            arrivals: None,
             policy: Arc::new(Mutex::new(Some(conn))),
             read_only: false,
         })
@@ -185,15 +177,15 @@ impl SqliteStore {
 
     /// Opens an existing store for reading only (the CLI, while a server may be writing):
     /// no writer thread, no schema change; every write answers [`StoreError::Closed`].
-    pub fn open_read_only(cfg: SqliteConfig) -> Result<SqliteStore, StoreError> {
+    pub fn open_read_only(cfg: SqliteConfig) -> Result<SqliteBackend, StoreError> {
         // Fail early and clearly if the file cannot be read.
         open(&cfg, true).map_err(unavailable)?;
-        Ok(SqliteStore {
+        Ok(SqliteBackend {
             cfg,
             tx: Mutex::new(None),
             writer: Mutex::new(None),
             readers: Arc::new(Mutex::new(Vec::new())),
-            arrivals: Arrivals::default(),
+            arrivals: None,
             policy: Arc::new(Mutex::new(None)),
             read_only: true,
         })
@@ -246,7 +238,7 @@ impl SqliteStore {
     }
 }
 
-impl SqliteStore {
+impl SqliteBackend {
     /// Runs `f` on the policy connection, off the async runtime.
     async fn policy<T, F>(&self, f: F) -> Result<T, StoreError>
     where
@@ -278,7 +270,7 @@ impl SqliteStore {
 const EVICT_CHUNK: usize = 500;
 
 #[async_trait]
-impl Backend for SqliteStore {
+impl MailBackend for SqliteBackend {
     async fn deliver(&self, msg: Incoming, mailboxes: Vec<String>) -> Result<(), StoreError> {
         self.write(|done| Job::Deliver(Box::new((msg, mailboxes)), done))
             .await
@@ -375,10 +367,18 @@ impl Backend for SqliteStore {
         Some(size(&db) + size(&wal))
     }
 
-    fn arrivals(&self) -> Option<Arrivals> {
-        Some(self.arrivals.clone())
+    async fn close(&self) {
+        let tx = self.tx.lock().expect("sender").take();
+        drop(tx);
+        let writer = self.writer.lock().expect("writer").take();
+        if let Some(w) = writer {
+            let _ = tokio::task::spawn_blocking(move || w.join()).await;
+        }
     }
+}
 
+#[async_trait]
+impl DirectoryBackend for SqliteBackend {
     async fn recipient_add(&self, address: &str) -> Result<bool, StoreError> {
         let a = policy::recipient_key(address);
         self.policy(move |c| policy::recipient_add(c, &a)).await
@@ -397,23 +397,6 @@ impl Backend for SqliteStore {
     async fn recipient_lookup(&self, address: &str) -> Result<Option<bool>, StoreError> {
         let a = policy::recipient_key(address);
         self.read(move |c| policy::recipient_lookup(c, &a).map_err(unavailable))
-            .await
-    }
-
-    async fn greylist_get(&self, key: &str) -> Result<Option<GreyRecord>, StoreError> {
-        let key = key.to_string();
-        self.read(move |c| policy::greylist_get(c, &key).map_err(unavailable))
-            .await
-    }
-
-    async fn greylist_put(&self, key: &str, record: GreyRecord) -> Result<(), StoreError> {
-        let key = key.to_string();
-        self.policy(move |c| policy::greylist_put(c, &key, record))
-            .await
-    }
-
-    async fn greylist_expire(&self, before_ms: i64) -> Result<u64, StoreError> {
-        self.policy(move |c| policy::greylist_expire(c, before_ms))
             .await
     }
 
@@ -441,14 +424,33 @@ impl Backend for SqliteStore {
     async fn user_list(&self) -> Result<Vec<intake_core::User>, StoreError> {
         self.read(|c| users::list(c).map_err(unavailable)).await
     }
+}
 
-    async fn close(&self) {
-        let tx = self.tx.lock().expect("sender").take();
-        drop(tx);
-        let writer = self.writer.lock().expect("writer").take();
-        if let Some(w) = writer {
-            let _ = tokio::task::spawn_blocking(move || w.join()).await;
-        }
+#[async_trait]
+impl PolicyBackend for SqliteBackend {
+    async fn greylist_get(&self, key: &str) -> Result<Option<GreyRecord>, StoreError> {
+        let key = key.to_string();
+        self.read(move |c| policy::greylist_get(c, &key).map_err(unavailable))
+            .await
+    }
+
+    async fn greylist_put(&self, key: &str, record: GreyRecord) -> Result<(), StoreError> {
+        let key = key.to_string();
+        self.policy(move |c| policy::greylist_put(c, &key, record))
+            .await
+    }
+
+    async fn greylist_expire(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.policy(move |c| policy::greylist_expire(c, before_ms))
+            .await
+    }
+}
+
+impl SqliteBackend {
+    /// The counter of sessions receiving content this engine's group commit lingers
+    /// for; `open` hands it to the wiring ([`crate::Opened`]).
+    pub fn arrivals(&self) -> Option<Arrivals> {
+        self.arrivals.clone()
     }
 }
 

@@ -4,11 +4,11 @@
 use super::*;
 use crate::Store;
 use crate::conformance::{TestBackend, all, incoming, incoming_with};
-use intake_core::{GreyRecord, MailStore};
+use intake_core::{GreyRecord, MailStore, PolicyState, RecipientTable, UserDirectory};
 
 async fn make() -> TestBackend {
     let dir = tempfile::tempdir().unwrap();
-    let backend = SqliteStore::open(SqliteConfig::new(dir.path())).unwrap();
+    let backend = SqliteBackend::open(SqliteConfig::new(dir.path())).unwrap();
     TestBackend::new(backend).keeping(dir)
 }
 
@@ -16,12 +16,12 @@ mod conformance {
     crate::conformance_suite!(super::make);
 }
 
-fn layer(backend: SqliteStore) -> Store {
+fn layer(backend: SqliteBackend) -> Store {
     Store::new(Arc::new(backend))
 }
 
 fn open_in(dir: &Path) -> Store {
-    layer(SqliteStore::open(SqliteConfig::new(dir)).unwrap())
+    layer(SqliteBackend::open(SqliteConfig::new(dir)).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,7 +55,7 @@ async fn a_locked_database_fails_the_write() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = SqliteConfig::new(dir.path());
     cfg.busy_timeout = Duration::from_millis(50);
-    let store = layer(SqliteStore::open(cfg.clone()).unwrap());
+    let store = layer(SqliteBackend::open(cfg.clone()).unwrap());
     let other = Connection::open(cfg.db_file()).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
     let r = store.deliver(incoming(&["a@b"], "x")).await;
@@ -108,11 +108,11 @@ async fn policy_tables_are_shared_with_admin_and_read_only_handles() {
     store.close().await;
     drop(store);
     // Another process (the CLI) sees and changes the same tables.
-    let admin = layer(SqliteStore::open_admin(SqliteConfig::new(dir.path())).unwrap());
+    let admin = layer(SqliteBackend::open_admin(SqliteConfig::new(dir.path())).unwrap());
     assert_eq!(admin.recipient_list().await.unwrap(), ["@catch.test"]);
     assert!(admin.recipient_add("carol@example.test").await.unwrap());
     assert!(admin.deliver(incoming(&["x@y"], "no")).await.is_err());
-    let ro = layer(SqliteStore::open_read_only(SqliteConfig::new(dir.path())).unwrap());
+    let ro = layer(SqliteBackend::open_read_only(SqliteConfig::new(dir.path())).unwrap());
     assert_eq!(
         ro.recipient_lookup("carol@example.test").await.unwrap(),
         Some(true)
@@ -181,10 +181,12 @@ async fn a_poison_message_fails_alone_and_its_batch_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = SqliteConfig::new(dir.path());
     cfg.commit_delay = Duration::from_millis(500);
-    crate::conformance::a_poison_message_fails_alone(Arc::new(layer(
-        SqliteStore::open(cfg).unwrap(),
-    )))
-    .await;
+    let engine = Arc::new(SqliteBackend::open(cfg).unwrap());
+    let opened = crate::Opened {
+        arrivals: engine.arrivals(),
+        store: Arc::new(Store::new(engine)),
+    };
+    crate::conformance::a_poison_message_fails_alone(opened).await;
 }
 
 /// The linger adapts to what is on its way: a message with no other session receiving
@@ -195,7 +197,9 @@ async fn the_linger_ends_when_no_session_is_receiving() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = SqliteConfig::new(dir.path());
     cfg.commit_delay = Duration::from_secs(30);
-    let store = Arc::new(layer(SqliteStore::open(cfg).unwrap()));
+    let engine = Arc::new(SqliteBackend::open(cfg).unwrap());
+    let arrivals = engine.arrivals().unwrap();
+    let store = Arc::new(Store::new(engine));
     let started = std::time::Instant::now();
     store
         .deliver(incoming(&["linger@example.com"], "alone"))
@@ -206,7 +210,7 @@ async fn the_linger_ends_when_no_session_is_receiving() {
         "a lone message waited"
     );
 
-    let arriving = store.arrivals().unwrap().start();
+    let arriving = arrivals.start();
     let waiting = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -242,7 +246,7 @@ async fn users_table_changes_are_seen_at_once_by_another_handle() {
     let server = open_in(dir.path());
     assert_eq!(server.user_get("a@example.test").await.unwrap(), None);
     // The CLI is another process with its own handle on the same database.
-    let admin = layer(SqliteStore::open_admin(SqliteConfig::new(dir.path())).unwrap());
+    let admin = layer(SqliteBackend::open_admin(SqliteConfig::new(dir.path())).unwrap());
     let user = intake_core::User {
         address: "Alice@Example.test".into(),
         password_hash: "$argon2id$x".into(),

@@ -1,163 +1,13 @@
-//! The conformance suite: what every [`Backend`] must do, the same tests for each.
-//!
-//! Each case is a `pub async fn` taking a fresh, empty backend ([`TestBackend`]) and
-//! panicking on a failure. Most drive the backend through the [`Store`] layer, as Intake
-//! does (aliases and events included); a few look at what the backend itself returns.
-//! [`conformance_suite!`](crate::conformance_suite) expands to one `#[tokio::test]` per case:
-//!
-//! ```ignore
-//! // In the new backend's tests (needs tokio as a dev-dependency, and intake-store's
-//! // `testing` feature when outside intake-store):
-//! async fn make() -> intake_store::conformance::TestBackend {
-//!     let db = fresh_empty_database().await;           // yours
-//!     TestBackend::new(MyBackend::connect(&db.url).await.unwrap()).keeping(db)
-//! }
-//! intake_store::conformance_suite!(make);
-//! ```
-//!
-//! Engine-specific behaviour (crash safety, restarts, schema upgrades, locks) is tested
-//! next to each backend, not here.
+//! Mail: deliveries, listings, fetch, search, deletes and their events, the read flag,
+//! aliases, check findings, the shared meta value, close; and the poison-batch case the
+//! group-committing engines run.
 
-use std::any::Any;
-use std::sync::Arc;
 use std::time::Duration;
 
-use intake_core::{
-    Backend, Envelope, Event, GreyRecord, Incoming, MailStore, MessageId, Page, Query, Retention,
-    SessionInfo, StoreError, User,
-};
-use tokio::sync::broadcast;
+use intake_core::{Event, Incoming, MailStore, MessageId, Page, Query, StoreError};
 
-use crate::Store;
-
-/// A fresh, empty backend for one case, with whatever must outlive it (a temporary
-/// directory, a scratch database dropped at the end).
-pub struct TestBackend {
-    /// The backend under test.
-    pub backend: Arc<dyn Backend>,
-    keep: Vec<Box<dyn Any + Send>>,
-}
-
-impl TestBackend {
-    /// A backend to test.
-    pub fn new(backend: impl Backend) -> Self {
-        TestBackend {
-            backend: Arc::new(backend),
-            keep: Vec::new(),
-        }
-    }
-
-    /// Keeps `guard` until the case is over.
-    pub fn keeping(mut self, guard: impl Any + Send) -> Self {
-        self.keep.push(Box::new(guard));
-        self
-    }
-
-    /// The layer over the backend, as Intake opens it, and the guards.
-    fn store(self) -> (Arc<Store>, Vec<Box<dyn Any + Send>>) {
-        (Arc::new(Store::new(self.backend)), self.keep)
-    }
-}
-
-/// Expands to one `#[tokio::test]` per conformance case, each calling `$make().await` for a
-/// fresh backend. `$make` is an `async fn() -> TestBackend`. Put it in a module of its own.
-#[macro_export]
-macro_rules! conformance_suite {
-    ($make:path) => {
-        $crate::conformance_suite!(@cases $make;
-            deliver_list_fetch_round_trip,
-            one_message_to_several_mailboxes_is_stored_once,
-            concurrent_deliveries_are_all_stored,
-            large_bodies_come_back_byte_for_byte,
-            aliases_file_mail_in_their_mailbox,
-            delete_publishes_events,
-            delete_mailbox_keeps_messages_filed_elsewhere,
-            set_seen_counts,
-            search_words_and_filters,
-            retention_per_mailbox_cap,
-            retention_max_age,
-            retention_max_size,
-            check_findings_are_kept,
-            meta_first_writer_wins,
-            recipients,
-            greylist_records,
-            users,
-            a_closed_store_refuses_writes,
-        );
-    };
-    (@cases $make:path; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                $crate::conformance::$case($make().await).await;
-            }
-        )*
-    };
-}
-
-/// A message to `rcpts` with this subject (and `body` in its body).
-pub fn incoming(rcpts: &[&str], subject: &str) -> Incoming {
-    incoming_with(rcpts, &format!("Subject: {subject}\r\n\r\nbody\r\n"))
-}
-
-/// A message to `rcpts` with this content (header and body), received now.
-pub fn incoming_with(rcpts: &[&str], content: &str) -> Incoming {
-    Incoming::new(
-        MessageId::new(),
-        jiff::Timestamp::now().as_millisecond(),
-        Envelope {
-            mail_from: "s@example.net".into(),
-            rcpt_to: rcpts.iter().map(|s| s.to_string()).collect(),
-        },
-        SessionInfo {
-            helo: "client.example".into(),
-            client: "192.0.2.1:4567".parse().expect("address"),
-            tls: None,
-        },
-        "Received: test\r\n",
-        content.as_bytes(),
-    )
-}
-
-/// Everything, in one page.
-pub fn all() -> Page {
-    Page {
-        offset: 0,
-        limit: 1000,
-    }
-}
-
-async fn subjects(store: &Store, mailbox: Option<&str>) -> Vec<String> {
-    let l = match mailbox {
-        Some(m) => store.list_mailbox(m, all()).await,
-        None => store.list_all(all()).await,
-    };
-    l.expect("listing")
-        .messages
-        .into_iter()
-        .map(|m| m.subject.unwrap_or_default())
-        .collect()
-}
-
-/// The events published so far.
-fn drain(rx: &mut broadcast::Receiver<Event>) -> Vec<Event> {
-    let mut out = Vec::new();
-    while let Ok(e) = rx.try_recv() {
-        out.push(e);
-    }
-    out
-}
-
-/// Deleted events as (id, mailboxes).
-fn deleted(events: &[Event]) -> Vec<(MessageId, Vec<String>)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Deleted { id, mailboxes } => Some((*id, mailboxes.clone())),
-            _ => None,
-        })
-        .collect()
-}
+use super::{TestBackend, all, deleted, drain, incoming, incoming_with, subjects};
+use crate::{Opened, Store};
 
 /// Stores, lists newest first with paging and totals, fetches everything back.
 pub async fn deliver_list_fetch_round_trip(t: TestBackend) {
@@ -334,10 +184,19 @@ pub async fn aliases_file_mail_in_their_mailbox(t: TestBackend) {
     assert_eq!(store.list_mailbox(&stranger, all()).await.unwrap().total, 1);
     // The backend itself answers for the alias, in lower case.
     assert_eq!(
-        store.backend().alias_get(&alias).await.unwrap().as_deref(),
+        store
+            .backends()
+            .mail
+            .alias_get(&alias)
+            .await
+            .unwrap()
+            .as_deref(),
         Some("bob@x.test")
     );
-    assert_eq!(store.backend().alias_get(&stranger).await.unwrap(), None);
+    assert_eq!(
+        store.backends().mail.alias_get(&stranger).await.unwrap(),
+        None
+    );
     store.close().await;
 }
 
@@ -494,124 +353,6 @@ pub async fn search_words_and_filters(t: TestBackend) {
     store.close().await;
 }
 
-/// `per_mailbox`: each mailbox keeps its newest; a message goes once no mailbox keeps it.
-pub async fn retention_per_mailbox_cap(t: TestBackend) {
-    let (store, _keep) = t.store();
-    for i in 0..10 {
-        store
-            .deliver(incoming(&["cap@x.test"], &format!("m{i}")))
-            .await
-            .unwrap();
-    }
-    let early = incoming(&["cap@x.test", "keep@x.test"], "early shared");
-    let early_id = early.id;
-    store.deliver(early).await.unwrap();
-    for i in 10..12 {
-        store
-            .deliver(incoming(&["cap@x.test"], &format!("m{i}")))
-            .await
-            .unwrap();
-    }
-    let mut events = store.events().subscribe();
-    let e = store
-        .evict(&Retention {
-            per_mailbox: Some(2),
-            ..Retention::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        (e.messages, e.by_mailbox_cap, e.by_age, e.by_size),
-        (10, 10, 0, 0)
-    );
-    assert_eq!(
-        subjects(&store, Some("cap@x.test")).await,
-        ["m11", "m10"],
-        "the newest are kept"
-    );
-    assert_eq!(
-        subjects(&store, Some("keep@x.test")).await,
-        ["early shared"],
-        "still in the other mailbox"
-    );
-    assert_eq!(
-        store.fetch(early_id).await.unwrap().unwrap().mailboxes,
-        ["keep@x.test"]
-    );
-    let gone = deleted(&drain(&mut events));
-    assert_eq!(gone.len(), 11, "one event per message leaving cap@");
-    assert!(gone.iter().all(|(_, m)| m == &["cap@x.test"]));
-    let again = store
-        .evict(&Retention {
-            per_mailbox: Some(2),
-            ..Retention::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(again.messages, 0);
-    store.close().await;
-}
-
-/// `max_age`: older messages go, from every mailbox.
-pub async fn retention_max_age(t: TestBackend) {
-    let (store, _keep) = t.store();
-    let mut old = incoming(&["old@x.test", "new@x.test"], "ancient");
-    old.received_at -= 10 * 86_400_000;
-    let old_id = old.id;
-    store.deliver(old).await.unwrap();
-    store
-        .deliver(incoming(&["new@x.test"], "fresh"))
-        .await
-        .unwrap();
-    let mut events = store.events().subscribe();
-    let e = store
-        .evict(&Retention {
-            max_age: Some(Duration::from_secs(86_400)),
-            ..Retention::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!((e.messages, e.by_age), (1, 1));
-    assert_eq!(subjects(&store, None).await, ["fresh"]);
-    assert_eq!(
-        deleted(&drain(&mut events)),
-        [(
-            old_id,
-            vec!["new@x.test".to_string(), "old@x.test".to_string()]
-        )]
-    );
-    store.close().await;
-}
-
-/// `max_bytes`: the oldest go until the rest fits.
-pub async fn retention_max_size(t: TestBackend) {
-    let (store, _keep) = t.store();
-    for s in ["s1", "s2", "s3"] {
-        store.deliver(incoming(&["a@x.test"], s)).await.unwrap();
-    }
-    let size = store.list_all(all()).await.unwrap().messages[0].size;
-    let mut events = store.events().subscribe();
-    let e = store
-        .evict(&Retention {
-            max_bytes: Some(size * 2),
-            ..Retention::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!((e.messages, e.by_size), (1, 1), "room for two");
-    assert_eq!(subjects(&store, None).await, ["s3", "s2"]);
-    assert_eq!(deleted(&drain(&mut events)).len(), 1);
-    let e = store
-        .evict(&Retention {
-            max_bytes: Some(size * 2),
-            ..Retention::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(e.messages, 0, "fits now");
-    store.close().await;
-}
-
 /// What the checks found is stored with the message (and only when they found anything).
 pub async fn check_findings_are_kept(t: TestBackend) {
     let (store, _keep) = t.store();
@@ -651,145 +392,13 @@ pub async fn check_findings_are_kept(t: TestBackend) {
 /// A shared setting is created once: the first writer wins (the alias secret).
 pub async fn meta_first_writer_wins(t: TestBackend) {
     let (store, _keep) = t.store();
-    let b = store.backend();
+    let b = &store.backends().mail;
     assert_eq!(b.meta_get_or_insert("k", "first").await.unwrap(), "first");
     assert_eq!(b.meta_get_or_insert("k", "second").await.unwrap(), "first");
     assert_eq!(b.meta_get_or_insert("other", "x").await.unwrap(), "x");
     let secret = store.alias_secret(None).await.unwrap();
     assert!(secret.len() >= 32);
     assert_eq!(store.alias_secret(None).await.unwrap(), secret, "kept");
-    store.close().await;
-}
-
-/// Valid recipients: addresses and `@domain` entries, normalized.
-pub async fn recipients(t: TestBackend) {
-    let (store, _keep) = t.store();
-    assert_eq!(
-        store.recipient_lookup("a@example.test").await.unwrap(),
-        None
-    );
-    assert!(store.recipient_add(" Alice@Example.test ").await.unwrap());
-    assert!(!store.recipient_add("alice@example.test").await.unwrap());
-    assert!(store.recipient_add("@catch.test").await.unwrap());
-    assert_eq!(
-        store.recipient_lookup("ALICE@example.test").await.unwrap(),
-        Some(true)
-    );
-    assert_eq!(
-        store.recipient_lookup("bob@example.test").await.unwrap(),
-        Some(false)
-    );
-    assert_eq!(
-        store.recipient_lookup("anyone@catch.test").await.unwrap(),
-        Some(true)
-    );
-    assert_eq!(
-        store
-            .recipient_lookup("anyone@sub.catch.test")
-            .await
-            .unwrap(),
-        Some(false),
-        "a catch-all is for its domain only"
-    );
-    assert_eq!(
-        store.recipient_list().await.unwrap(),
-        ["@catch.test", "alice@example.test"]
-    );
-    assert!(store.recipient_remove("ALICE@example.test").await.unwrap());
-    assert!(!store.recipient_remove("alice@example.test").await.unwrap());
-    assert_eq!(store.recipient_list().await.unwrap(), ["@catch.test"]);
-    store.close().await;
-}
-
-/// Greylisting records: written, replaced, expired by last sight.
-pub async fn greylist_records(t: TestBackend) {
-    let (store, _keep) = t.store();
-    assert_eq!(store.greylist_get("t a b c").await.unwrap(), None);
-    let rec = GreyRecord {
-        first_seen: 1_000,
-        last_seen: 2_000,
-        passes: 1,
-    };
-    store.greylist_put("t a b c", rec).await.unwrap();
-    assert_eq!(store.greylist_get("t a b c").await.unwrap(), Some(rec));
-    let later = GreyRecord {
-        last_seen: 2_500,
-        passes: 2,
-        ..rec
-    };
-    store.greylist_put("t a b c", later).await.unwrap();
-    assert_eq!(store.greylist_get("t a b c").await.unwrap(), Some(later));
-    let client = GreyRecord {
-        first_seen: 5_000,
-        last_seen: 9_000,
-        passes: 4,
-    };
-    store.greylist_put("c 192.0.2.0/24", client).await.unwrap();
-    assert_eq!(store.greylist_expire(3_000).await.unwrap(), 1);
-    assert_eq!(store.greylist_get("t a b c").await.unwrap(), None);
-    assert_eq!(
-        store.greylist_get("c 192.0.2.0/24").await.unwrap(),
-        Some(client)
-    );
-    store.close().await;
-}
-
-/// SMTP AUTH users: added once, changed, listed; addresses normalized.
-pub async fn users(t: TestBackend) {
-    let (store, _keep) = t.store();
-    assert_eq!(store.user_get("a@example.test").await.unwrap(), None);
-    let user = User {
-        address: "Alice@Example.test".into(),
-        password_hash: "$argon2id$x".into(),
-        enabled: true,
-        senders: vec!["@Example.test".into()],
-    };
-    assert!(store.user_add(user.clone()).await.unwrap());
-    assert!(!store.user_add(user).await.unwrap(), "no second alice");
-    let got = store.user_get("alice@EXAMPLE.test").await.unwrap().unwrap();
-    assert_eq!(got.address, "alice@example.test");
-    assert_eq!(got.senders, ["@example.test"]);
-    assert!(got.enabled);
-    assert!(
-        store
-            .user_set_password("alice@example.test", "$6$new")
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .user_set_enabled("ALICE@example.test", false)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .user_set_enabled("nobody@example.test", false)
-            .await
-            .unwrap()
-    );
-    assert!(!store.user_set_password("nobody@x", "h").await.unwrap());
-    let got = store.user_get("alice@example.test").await.unwrap().unwrap();
-    assert_eq!((got.password_hash.as_str(), got.enabled), ("$6$new", false));
-    let bob = User {
-        address: "bob@example.test".into(),
-        password_hash: "h".into(),
-        enabled: true,
-        senders: vec![],
-    };
-    assert!(store.user_add(bob).await.unwrap());
-    let list: Vec<String> = store
-        .user_list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|u| u.address)
-        .collect();
-    assert_eq!(
-        list,
-        ["alice@example.test", "bob@example.test"],
-        "by address"
-    );
     store.close().await;
 }
 
@@ -804,14 +413,15 @@ pub async fn a_closed_store_refuses_writes(t: TestBackend) {
     ));
 }
 
-/// For a backend that batches deliveries, given as a store whose `store.commit_delay` is
+/// For an engine that batches deliveries, opened with a `store.commit_delay`
 /// long enough (500 ms) to gather several messages in one batch: one poison message in a
 /// batch (a second message with an id already taken, which the database refuses) fails
 /// alone; every other message of the same batch is stored. Not in the suite: the memory
 /// backend has no batches.
-pub async fn a_poison_message_fails_alone(store: Arc<Store>) {
+pub async fn a_poison_message_fails_alone(opened: Opened) {
+    let store = opened.store;
     // While a session is "receiving content", the writer lingers and gathers one batch.
-    let arriving = store.arrivals().unwrap().start();
+    let arriving = opened.arrivals.expect("a batching engine").start();
     let good: Vec<Incoming> = (0..4)
         .map(|i| incoming(&["batch@example.com"], &format!("good {i}")))
         .collect();
