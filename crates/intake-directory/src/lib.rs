@@ -18,11 +18,13 @@
 //! to a rejection. A wrong password is not an error but [`LoginResult::Invalid`].
 #![warn(missing_docs)]
 
+mod auth;
 pub mod breaker;
 pub mod cache;
 pub mod check;
 mod guarded;
 pub mod ldap;
+mod read;
 pub mod settings;
 pub mod sql;
 
@@ -30,6 +32,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use auth::DirectoryAuthenticator;
 pub use check::DirectoryRecipients;
 pub use guarded::{Guarded, Guards};
 pub use ldap::LdapDirectory;

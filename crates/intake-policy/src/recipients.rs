@@ -28,6 +28,8 @@ pub struct RecipientsConfig {
     pub timeout: Duration,
     /// When the file or the store cannot be read: defer (default) or accept.
     pub on_error: OnError,
+    /// Also ask the `[directory]` (LDAP or SQL): an address it does not know is refused.
+    pub directory: bool,
 }
 
 impl Default for RecipientsConfig {
@@ -37,6 +39,7 @@ impl Default for RecipientsConfig {
             file: None,
             timeout: Duration::from_secs(5),
             on_error: OnError::Defer,
+            directory: false,
         }
     }
 }

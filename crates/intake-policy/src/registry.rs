@@ -15,8 +15,9 @@ use intake_core::{Check, OnError, Stage};
 use crate::shared::PolicyShared;
 use crate::spf::{SpfAtMail, SpfAtMailCheck};
 use crate::{
-    AuthConfig, DnsConfig, Dnsbl, DnsblConfig, Greylist, GreylistConfig, HeloCheck, HeloConfig,
-    RecipientExists, RecipientsConfig, Rspamd, RspamdConfig, SenderAuth, Spamd, SpamdConfig,
+    AuthConfig, Clamav, ClamavConfig, DnsConfig, Dnsbl, DnsblConfig, Greylist, GreylistConfig,
+    HeloCheck, HeloConfig, RecipientExists, RecipientsConfig, Rspamd, RspamdConfig, SenderAuth,
+    Spamd, SpamdConfig,
 };
 
 /// Every check, in the order checks of one stage run.
@@ -52,6 +53,19 @@ pub const CHECKS: &[CheckEntry] = &[
             let check = RecipientExists::new(&c.recipients, s.store.clone());
             Ok(BuiltCheck::new(
                 check,
+                c.recipients.timeout,
+                c.recipients.on_error,
+            ))
+        },
+    },
+    CheckEntry {
+        name: "directory_recipients",
+        stage: Stage::RcptTo,
+        enabled: |c| c.recipients.directory,
+        build: |c, s| {
+            let directory = s.directory.clone().ok_or(PolicyError::NoDirectory)?;
+            Ok(BuiltCheck::new(
+                intake_directory::DirectoryRecipients::new(directory),
                 c.recipients.timeout,
                 c.recipients.on_error,
             ))
@@ -126,6 +140,15 @@ pub const CHECKS: &[CheckEntry] = &[
             Ok(BuiltCheck::new(check, c.spamd.timeout, c.spamd.on_error))
         },
     },
+    CheckEntry {
+        name: "clamav",
+        stage: Stage::Data,
+        enabled: |c| c.clamav.enabled,
+        build: |c, _| {
+            let check = Clamav::new(c.clamav.clone());
+            Ok(BuiltCheck::new(check, c.clamav.timeout, c.clamav.on_error))
+        },
+    },
 ];
 
 /// The profile of the default listener.
@@ -150,6 +173,8 @@ pub struct PolicyConfig {
     pub rspamd: RspamdConfig,
     /// SpamAssassin's spamd.
     pub spamd: SpamdConfig,
+    /// ClamAV's clamd.
+    pub clamav: ClamavConfig,
     /// Named profiles: the checks each runs. `default` is the enabled checks unless given.
     pub profiles: BTreeMap<String, Vec<String>>,
 }
@@ -232,4 +257,7 @@ pub enum PolicyError {
     /// The resolver of the DNS checks could not be made.
     #[error("{0}")]
     Dns(String),
+    /// `recipients.directory` is on but no `[directory]` is configured.
+    #[error("recipients.directory needs a [directory] (directory.type and its keys)")]
+    NoDirectory,
 }

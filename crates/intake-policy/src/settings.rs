@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use intake_config::Reader;
 
+use crate::clamav::{ClamavAction, ClamavConfig, ClamdAddress};
 use crate::{
     DnsConfig, DnsblAction, DnsblConfig, GreylistConfig, HeloConfig, PolicyConfig,
     RecipientsConfig, RspamdConfig, SpamdConfig,
@@ -30,6 +31,7 @@ pub fn read(r: &mut Reader<'_>) -> PolicyConfig {
         file: (!file.is_empty()).then(|| PathBuf::from(file)),
         timeout: r.timeout("recipients.timeout", rd.timeout),
         on_error: r.get("recipients.on_error", rd.on_error),
+        directory: r.get("recipients.directory", rd.directory),
     };
     let gd = GreylistConfig::default();
     let greylist = GreylistConfig {
@@ -54,6 +56,7 @@ pub fn read(r: &mut Reader<'_>) -> PolicyConfig {
         sender_auth: read_sender_auth(r),
         rspamd: read_rspamd(r),
         spamd: read_spamd(r),
+        clamav: read_clamav(r),
         profiles: read_profiles(r),
     }
 }
@@ -143,6 +146,28 @@ fn read_spamd(r: &mut Reader<'_>) -> SpamdConfig {
         max_size: r.size("spamd.max_size", d.max_size as u64) as usize,
         timeout: r.timeout("spamd.timeout", d.timeout),
         on_error: r.get("spamd.on_error", d.on_error),
+    }
+}
+
+/// `[clamav]`: clamd's address (`host:port`, or a unix socket path) and what a virus gets.
+fn read_clamav(r: &mut Reader<'_>) -> ClamavConfig {
+    let d = ClamavConfig::default();
+    let address: String = r.get("clamav.address", "127.0.0.1:3310".to_string());
+    let action: String = r.get("clamav.action", "reject".to_string());
+    let action = ClamavAction::parse(&action).unwrap_or_else(|| {
+        r.error(
+            "clamav.action",
+            format!("{action:?}: expected \"reject\" or \"tag\""),
+        );
+        d.action
+    });
+    ClamavConfig {
+        enabled: r.get("clamav.enabled", d.enabled),
+        address: ClamdAddress::parse(&address),
+        action,
+        max_size: r.size("clamav.max_size", d.max_size as u64) as usize,
+        timeout: r.timeout("clamav.timeout", d.timeout),
+        on_error: r.get("clamav.on_error", d.on_error),
     }
 }
 

@@ -25,6 +25,9 @@ pub struct PolicyShared {
     caches: Mutex<Option<(u64, Arc<Caches>)>>,
     /// SPF results found at MAIL FROM, for the end of data.
     pub spf_results: Arc<crate::spf::SpfResults>,
+    /// The `[directory]` (LDAP or SQL), when one is configured: built once, its cache and
+    /// circuit breaker kept across reloads.
+    pub directory: Option<Arc<dyn intake_directory::Directory>>,
 }
 
 impl std::fmt::Debug for PolicyShared {
@@ -47,7 +50,14 @@ impl PolicyShared {
             resolver: Mutex::new(None),
             caches: Mutex::new(None),
             spf_results: Arc::new(crate::spf::SpfResults::new(10_000)),
+            directory: None,
         }
+    }
+
+    /// The same, with recipients (and logins) also looked up in `directory`.
+    pub fn with_directory(mut self, directory: Arc<dyn intake_directory::Directory>) -> Self {
+        self.directory = Some(directory);
+        self
     }
 
     /// Shared state with greylist records in `store` (one node).

@@ -77,6 +77,8 @@ pub struct AuthConfig {
     pub per_client: intake_core::FailureLimit,
     /// Failed logins allowed per account within the window.
     pub per_account: intake_core::FailureLimit,
+    /// Check logins in the `[directory]` instead of Intake's own users.
+    pub directory: bool,
 }
 
 /// TLS on an extra listener.
@@ -131,6 +133,8 @@ pub struct ListenerSettings {
     pub relay: bool,
     /// MAIL FROM must be the logged-in user's.
     pub restrict_senders: bool,
+    /// Logins checked in the `[directory]` rather than Intake's users.
+    pub auth_directory: bool,
     /// The policy checks.
     pub policy: PolicyProfile,
     /// Where its mail goes.
@@ -197,6 +201,8 @@ pub struct Settings {
     pub cluster: intake_cluster::ClusterConfig,
     /// The POP3 server (`[pop3]`; off unless `pop3.listen` is set).
     pub pop3: intake_pop3::Pop3Settings,
+    /// The directory of recipients and logins (`[directory]`: LDAP or SQL), if any.
+    pub directory: Option<intake_directory::DirectorySettings>,
     /// Problems that did not stop loading.
     pub warnings: Vec<ConfigError>,
 }
@@ -257,7 +263,13 @@ fn read(r: &mut Reader<'_>) -> Settings {
     let mut policy = intake_policy::settings::read(r);
     let delivery = read_delivery(r, &hostname, &domains);
     let auth = read_auth(r, tls_files.is_some());
-    let listeners = read_listeners(r, tls_files.is_some(), &delivery, smtp.listen);
+    let listeners = read_listeners(
+        r,
+        tls_files.is_some(),
+        &delivery,
+        smtp.listen,
+        auth.directory,
+    );
     let routes = read_routes(r, &delivery);
     for (i, l) in listeners.iter().enumerate() {
         if let PolicyProfile::Named(name) = &l.policy
@@ -316,6 +328,22 @@ fn read(r: &mut Reader<'_>) -> Settings {
 
     let cluster = intake_cluster::ClusterConfig::read(r);
     let pop3 = intake_pop3::Pop3Settings::read(r);
+    let directory = intake_directory::DirectorySettings::read(r);
+    let answers =
+        |f: fn(&intake_directory::DirectorySettings) -> bool| directory.as_ref().is_some_and(f);
+    if policy.recipients.directory && !answers(|d| d.answers_recipients()) {
+        r.error(
+            "recipients.directory",
+            "needs a [directory] that answers recipients (LDAP, or directory.recipient_query)",
+        );
+    }
+    let wants_logins = auth.directory || listeners.iter().any(|l| l.auth_directory);
+    if wants_logins && !answers(|d| d.answers_logins()) {
+        r.error(
+            "auth.directory",
+            "needs a [directory] that answers logins (LDAP, or directory.password_query)",
+        );
+    }
     Settings {
         smtp_listen: smtp.listen,
         smtp: smtp.session,
@@ -340,6 +368,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
         run,
         cluster,
         pop3,
+        directory,
         warnings: Vec::new(),
     }
 }
@@ -536,6 +565,7 @@ fn read_listeners(
     have_tls: bool,
     delivery: &DeliverySettings,
     default: SocketAddr,
+    auth_directory_default: bool,
 ) -> Vec<ListenerSettings> {
     const KEYS: &[&str] = &[
         "name",
@@ -545,6 +575,7 @@ fn read_listeners(
         "allow_plaintext_auth",
         "relay",
         "restrict_senders",
+        "auth_directory",
         "policy",
         "targets",
     ];
@@ -636,6 +667,7 @@ fn read_listeners(
             r.error(&key("relay"), "relaying needs a login: set auth");
         }
         let restrict_senders = flag(r, "restrict_senders", true);
+        let auth_directory = flag(r, "auth_directory", auth_directory_default);
         let policy = match text(r, "policy", "default").as_str() {
             "default" => PolicyProfile::Default,
             "none" => PolicyProfile::None,
@@ -654,6 +686,7 @@ fn read_listeners(
             allow_plaintext_auth,
             relay,
             restrict_senders,
+            auth_directory,
             policy,
             targets,
         });
@@ -670,6 +703,7 @@ fn read_auth(r: &mut Reader<'_>, have_tls: bool) -> AuthConfig {
     let window = r.timeout("auth.failure_window", Duration::from_secs(900));
     let per_client: u32 = r.get("auth.max_failures_per_client", 10);
     let per_account: u32 = r.get("auth.max_failures_per_account", 10);
+    let directory: bool = r.get("auth.directory", false);
     if enabled && !have_tls && !allow_plaintext {
         r.error(
             "auth.enabled",
@@ -693,6 +727,7 @@ fn read_auth(r: &mut Reader<'_>, have_tls: bool) -> AuthConfig {
             max_failures: per_account.max(1),
             window,
         },
+        directory,
     }
 }
 

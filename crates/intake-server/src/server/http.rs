@@ -24,13 +24,14 @@ pub(super) struct Sources {
 /// A bound HTTP listener, its task and address.
 pub(super) type Started = (String, JoinHandle<std::io::Result<()>>, SocketAddr);
 
-/// Binds and starts (behind the start gate `go`) each HTTP listener the settings ask for.
+/// Binds and starts (behind the start gate `go`) each HTTP listener the settings ask for;
+/// returns their one state too (POP3 checks its logins with it).
 pub(super) async fn start(
     settings: &Settings,
     src: &Sources,
     go: &CancellationToken,
     shutdown: &CancellationToken,
-) -> anyhow::Result<(Option<Started>, Option<Started>)> {
+) -> anyhow::Result<(intake_http::AppState, Option<Started>, Option<Started>)> {
     // One HTTP state for both listeners: one rate budget per client, one failed-login
     // count, one set of stream slots.
     let mut state = intake_http::AppState::new(
@@ -82,5 +83,5 @@ pub(super) async fn start(
         }
         None => None,
     };
-    Ok((api, mailpit))
+    Ok((state, api, mailpit))
 }

@@ -18,7 +18,10 @@ use crate::config::{AuthMode, ListenerSettings, PolicyProfile, Settings, TlsPoli
 /// The live objects every listener shares, built once and kept across reloads.
 pub(super) struct Shared {
     pub targets: Arc<TargetSet>,
+    /// Logins against Intake's own users.
     pub auth: Arc<dyn intake_core::Authenticator>,
+    /// Logins against the `[directory]`, when one is configured.
+    pub directory_auth: Option<Arc<dyn intake_core::Authenticator>>,
     pub limits: Arc<intake_smtp::limits::ClientLimits>,
     pub tls: Option<Arc<intake_smtp::tls::TlsCerts>>,
     /// The store's group-commit counter (sessions receiving content), for the driver.
@@ -47,6 +50,7 @@ pub(super) fn specs(settings: &Settings) -> Vec<ListenerSettings> {
         allow_plaintext_auth: a.allow_plaintext,
         relay: a.relay,
         restrict_senders: a.restrict_senders,
+        auth_directory: a.directory,
         policy: PolicyProfile::Default,
         targets: settings.delivery.targets.clone(),
     };
@@ -92,8 +96,12 @@ pub(super) fn service(
         TlsPolicy::Required => intake_smtp::TlsMode::Required,
     };
     cfg.limits = Some(shared.limits.clone());
+    let authenticator = match (&shared.directory_auth, spec.auth_directory) {
+        (Some(directory), true) => directory.clone(),
+        _ => shared.auth.clone(),
+    };
     cfg.auth = intake_smtp::config::AuthSettings {
-        authenticator: (spec.auth != AuthMode::Off).then(|| shared.auth.clone()),
+        authenticator: (spec.auth != AuthMode::Off).then_some(authenticator),
         allow_plaintext: spec.allow_plaintext_auth,
         required: spec.auth == AuthMode::Required,
         restrict_senders: spec.restrict_senders,

@@ -7,6 +7,7 @@
 mod http;
 mod listeners;
 mod policy;
+mod pop3;
 mod reload;
 mod running;
 mod store;
@@ -32,7 +33,11 @@ fn check_descriptors(settings: &Settings) -> anyhow::Result<()> {
         smtp: settings.smtp.max_connections as u64 * smtp_listeners,
         http: settings.http.config.max_connections as u64
             * (u64::from(settings.http.listen.is_some())
-                + u64::from(settings.http.mailpit_listen.is_some())),
+                + u64::from(settings.http.mailpit_listen.is_some()))
+            + settings
+                .pop3
+                .listen
+                .map_or(0, |_| settings.pop3.max_connections as u64),
         limit,
     };
     budget.check().map_err(anyhow::Error::msg)?;
@@ -92,17 +97,33 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         secret,
         tls: tls.clone(),
     };
-    let (api, mailpit) = http::start(settings, &sources, &go, &shutdown).await?;
+    let (http_state, api, mailpit) = http::start(settings, &sources, &go, &shutdown).await?;
+    let pop3 = pop3::start(settings, &http_state, tls.as_ref(), &go, &shutdown).await?;
     // The live objects, built once: per-client limits (one state for every listener), the
     // cluster link, the targets, the authenticator. A reload keeps them all.
     let limits =
         intake_smtp::limits::ClientLimits::new(settings.limits, settings.limits_exempt.clone());
     let cluster = store::cluster(settings, &limits)?;
-    let policy = policy::policy_shared(settings, &opened, cluster.as_ref());
+    let directory = policy::directory(settings)?;
+    let mut policy = policy::policy_shared(settings, &opened, cluster.as_ref());
+    if let Some(d) = &directory {
+        policy = Arc::new(
+            Arc::try_unwrap(policy)
+                .map_err(|_| anyhow::anyhow!("policy state shared too early"))?
+                .with_directory(d.clone()),
+        );
+    }
     let profiles = policy::policy_profiles(settings, &policy)?;
+    let limiter = policy::login_limiter(settings);
     let shared = listeners::Shared {
         targets: Arc::new(targets::target_set(settings, &store)?),
-        auth: policy::authenticator(settings, opened.clone()),
+        auth: policy::authenticator(opened.clone(), limiter.clone()),
+        directory_auth: directory.clone().map(|d| {
+            Arc::new(intake_directory::DirectoryAuthenticator::new(
+                d,
+                limiter.clone(),
+            )) as Arc<dyn intake_core::Authenticator>
+        }),
         limits,
         tls: tls.clone(),
         arrivals,
@@ -182,9 +203,11 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         events,
         shutdown,
         smtp_tasks,
+        pop3_addr: pop3.as_ref().map(|(_, _, a)| *a),
         http_tasks: api
             .into_iter()
             .chain(mailpit)
+            .chain(pop3)
             .map(|(name, task, _)| (name, task))
             .collect(),
         cluster,

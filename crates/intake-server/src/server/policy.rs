@@ -6,19 +6,33 @@ use anyhow::Context;
 
 use crate::config::Settings;
 
-/// The one authenticator of the process (users from the store), shared by every listener
-/// so that failed logins count wherever they happen.
+/// The authenticator of Intake's own users (from the store), shared by every listener so
+/// that failed logins count wherever they happen.
 pub(super) fn authenticator(
-    settings: &Settings,
     users: Arc<dyn intake_core::UserDirectory>,
+    limiter: Arc<intake_core::LoginLimiter>,
 ) -> Arc<dyn intake_core::Authenticator> {
+    Arc::new(intake_core::StoreAuthenticator::new(users, limiter))
+}
+
+/// The one failed-login limiter of SMTP AUTH, whichever the users' source.
+pub(super) fn login_limiter(settings: &Settings) -> Arc<intake_core::LoginLimiter> {
     let a = &settings.auth;
-    let limiter =
-        intake_core::LoginLimiter::new(intake_core::LoginLimits::new(a.per_client, a.per_account));
-    Arc::new(intake_core::StoreAuthenticator::new(
-        users,
-        Arc::new(limiter),
+    Arc::new(intake_core::LoginLimiter::new(
+        intake_core::LoginLimits::new(a.per_client, a.per_account),
     ))
+}
+
+/// The `[directory]` (LDAP or SQL), opened once: its answers cache and circuit breaker are
+/// kept for the life of the process.
+pub(super) fn directory(
+    settings: &Settings,
+) -> anyhow::Result<Option<Arc<dyn intake_directory::Directory>>> {
+    let Some(d) = &settings.directory else {
+        return Ok(None);
+    };
+    let guarded = d.open().context("setting up the directory ([directory])")?;
+    Ok(Some(Arc::new(guarded)))
 }
 
 /// What the policy checks keep across reloads (built once): the store, the greylist

@@ -23,6 +23,8 @@ pub struct Running {
     pub http_addr: Option<SocketAddr>,
     /// Where the Mailpit-compatible API listens, if it does.
     pub mailpit_addr: Option<SocketAddr>,
+    /// Where POP3 listens, if it does.
+    pub pop3_addr: Option<SocketAddr>,
     /// The TLS certificates in use (reloaded on SIGHUP).
     pub tls: Option<Arc<intake_smtp::tls::TlsCerts>>,
     /// The store the server writes.
