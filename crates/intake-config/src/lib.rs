@@ -19,3 +19,5 @@ mod reader;
 
 pub use env::{ENV_PREFIX, load_table};
 pub use reader::{ConfigError, Origin, Reader, Sources, parse_duration, parse_size};
+/// The TOML crate the tables are made of (for sections read as whole tables).
+pub use toml;

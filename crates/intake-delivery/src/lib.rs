@@ -16,6 +16,7 @@
 pub mod program;
 pub mod registry;
 pub mod relay;
+pub mod settings;
 pub mod webhook;
 
 pub use registry::{

@@ -17,6 +17,7 @@ mod mailpit;
 mod model;
 mod ops;
 mod ratelimit;
+pub mod settings;
 mod slots;
 #[cfg(test)]
 mod tests;

@@ -41,6 +41,7 @@ pub mod mysql {
 mod open;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod read;
 #[cfg(feature = "redis")]
 pub mod redis;
 /// Redis is not built in (cargo feature `redis`); its options still read.

@@ -7,10 +7,12 @@
 //! error with its key path (and the env var when it came from one) instead of stopping at
 //! the first. Settings are plain data: the server's wiring builds the live objects.
 
+mod listeners;
 mod settings;
 
 pub use intake_config::{ConfigError, ENV_PREFIX, Origin, Sources, load_table};
+pub use listeners::{AuthConfig, AuthMode, ListenerSettings, PolicyProfile, TlsPolicy};
 pub use settings::{
-    AuthConfig, AuthMode, DeliverySettings, HttpSettings, ListenerSettings, LogFormat,
-    PolicyProfile, RetentionSettings, Settings, StoreSettings, TargetName, TlsPolicy, known_keys,
+    DeliverySettings, HttpSettings, LogFormat, RetentionSettings, Settings, StoreSettings,
+    TargetName, known_keys,
 };
