@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::mime;
+pub use crate::mime::{Attachment, ParsedMeta};
 
 /// A message id: a UUIDv7, so ids sort by time of receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -83,40 +84,6 @@ pub struct SessionInfo {
     pub client: SocketAddr,
     /// TLS, when the session was encrypted.
     pub tls: Option<TlsInfo>,
-}
-
-/// An attachment, as listed with a message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Attachment {
-    /// File name, if the part has one.
-    pub name: Option<String>,
-    /// MIME type, e.g. `application/pdf`.
-    pub content_type: String,
-    /// Decoded size in octets.
-    pub size: u64,
-}
-
-/// Header fields parsed from a message, for listing and search.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ParsedMeta {
-    /// `Message-ID:` without angle brackets.
-    pub message_id: Option<String>,
-    /// `From:` addresses, as `Name <addr>` or `addr`, comma-separated.
-    pub from: Option<String>,
-    /// `To:` addresses.
-    pub to: Option<String>,
-    /// `Cc:` addresses.
-    pub cc: Option<String>,
-    /// Decoded `Subject:`.
-    pub subject: Option<String>,
-    /// `Date:` as RFC 3339, when it parses.
-    pub date: Option<String>,
-    /// Top-level MIME type, e.g. `multipart/mixed`.
-    pub content_type: Option<String>,
-    /// `charset` parameter of the top-level Content-Type.
-    pub charset: Option<String>,
-    /// Attachments.
-    pub attachments: Vec<Attachment>,
 }
 
 /// A message ready to be stored: everything a store writes, computed before the write so

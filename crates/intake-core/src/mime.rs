@@ -7,7 +7,41 @@ use mail_parser::decoders::base64::base64_decode;
 use mail_parser::decoders::quoted_printable::quoted_printable_decode;
 use mail_parser::{Address, HeaderName, MessageParser, MessagePart, MimeHeaders};
 
-use crate::message::{Attachment, ParsedMeta};
+use serde::{Deserialize, Serialize};
+
+/// An attachment, as listed with a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// File name, if the part has one.
+    pub name: Option<String>,
+    /// MIME type, e.g. `application/pdf`.
+    pub content_type: String,
+    /// Decoded size in octets.
+    pub size: u64,
+}
+
+/// Header fields parsed from a message, for listing and search.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParsedMeta {
+    /// `Message-ID:` without angle brackets.
+    pub message_id: Option<String>,
+    /// `From:` addresses, as `Name <addr>` or `addr`, comma-separated.
+    pub from: Option<String>,
+    /// `To:` addresses.
+    pub to: Option<String>,
+    /// `Cc:` addresses.
+    pub cc: Option<String>,
+    /// Decoded `Subject:`.
+    pub subject: Option<String>,
+    /// `Date:` as RFC 3339, when it parses.
+    pub date: Option<String>,
+    /// Top-level MIME type, e.g. `multipart/mixed`.
+    pub content_type: Option<String>,
+    /// `charset` parameter of the top-level Content-Type.
+    pub charset: Option<String>,
+    /// Attachments.
+    pub attachments: Vec<Attachment>,
+}
 
 /// Parses the header fields Intake indexes. Never fails: unparsable mail gives empty fields.
 pub fn parse_meta(content: &[u8]) -> ParsedMeta {

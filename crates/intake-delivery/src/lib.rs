@@ -17,6 +17,7 @@ pub mod program;
 pub mod registry;
 pub mod relay;
 pub mod settings;
+mod target;
 pub mod webhook;
 
 pub use registry::{

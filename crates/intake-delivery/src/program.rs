@@ -31,13 +31,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::Semaphore;
 
-use crate::registry::{Built, TargetContext, TargetError, TargetName, TargetsConfig};
+use crate::target::{Built, SetupError, TargetContext};
 
 /// The registry's constructor: the `[program]` section.
-pub(crate) fn build(cfg: &TargetsConfig, _cx: &TargetContext) -> Result<Built, TargetError> {
-    let cfg = cfg.program.clone().ok_or(TargetError::NotConfigured(
-        TargetName::parse("program").expect("registered"),
-    ))?;
+pub(crate) fn build(cfg: &ProgramConfig, _cx: &TargetContext) -> Result<Built, SetupError> {
+    let cfg = cfg.clone();
     Ok(Built::target(Arc::new(ProgramTarget::new(cfg))))
 }
 

@@ -7,9 +7,10 @@
 //! [`TargetsConfig`], and its section read in the server's configuration.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use intake_core::{Check, DeliveryTarget, MailStore, OnError, Pipeline, StoreTarget, Targets};
+use intake_core::{DeliveryTarget, OnError, Pipeline, StoreTarget, Targets};
+
+pub use crate::target::{Built, SetupError, Skip, TargetContext, Verifier};
 
 use crate::program::ProgramConfig;
 use crate::relay::RelayConfig;
@@ -25,19 +26,26 @@ pub const TARGETS: &[TargetEntry] = &[
     TargetEntry {
         name: "relay",
         configured: |c| c.relay.is_some(),
-        build: crate::relay::build,
+        build: |c, cx| Ok(crate::relay::build(section(&c.relay, "relay")?, cx)?),
     },
     TargetEntry {
         name: "webhook",
         configured: |c| c.webhook.is_some(),
-        build: crate::webhook::build,
+        build: |c, cx| Ok(crate::webhook::build(section(&c.webhook, "webhook")?, cx)?),
     },
     TargetEntry {
         name: "program",
         configured: |c| c.program.is_some(),
-        build: crate::program::build,
+        build: |c, cx| Ok(crate::program::build(section(&c.program, "program")?, cx)?),
     },
 ];
+
+/// A target's section, or why it cannot be built without one.
+fn section<'a, T>(c: &'a Option<T>, name: &str) -> Result<&'a T, TargetError> {
+    c.as_ref().ok_or_else(|| {
+        TargetError::NotConfigured(TargetName::parse(name).expect("a registered name"))
+    })
+}
 
 /// One kind of delivery target.
 pub struct TargetEntry {
@@ -58,44 +66,6 @@ pub struct TargetsConfig {
     pub webhook: Option<WebhookConfig>,
     /// `[program]`: a command, the message on its standard input.
     pub program: Option<ProgramConfig>,
-}
-
-/// What a target's constructor may use besides its settings: built once by the wiring.
-#[derive(Clone)]
-pub struct TargetContext {
-    /// The store (the `store` target).
-    pub store: Arc<dyn MailStore>,
-}
-
-/// A recipient's way past verification: true for recipients a verifier says nothing about.
-pub type Skip = Arc<dyn Fn(&str) -> bool + Send + Sync>;
-
-/// A target's RCPT-time check (the relay's `verify_recipients`): asks the target about each
-/// recipient before the client's RCPT is answered.
-#[derive(Clone)]
-pub struct Verifier {
-    /// How long one verification may take (it then defers: `451`).
-    pub deadline: Duration,
-    /// The check for one listener, told which recipients go elsewhere.
-    pub make: Arc<dyn Fn(Skip) -> Arc<dyn Check> + Send + Sync>,
-}
-
-/// A built target and what else it offers.
-pub struct Built {
-    /// The target.
-    pub target: Arc<dyn DeliveryTarget>,
-    /// Its recipient verification, when configured.
-    pub verifier: Option<Verifier>,
-}
-
-impl Built {
-    /// A target without verification.
-    pub fn target(target: Arc<dyn DeliveryTarget>) -> Built {
-        Built {
-            target,
-            verifier: None,
-        }
-    }
 }
 
 /// A target kind's name, known to the registry.
@@ -169,16 +139,8 @@ pub enum TargetError {
     #[error("delivery target {0} is not configured (its section [{0}] is missing)")]
     NotConfigured(TargetName),
     /// A target that could not be built (an unreadable CA file, say).
-    #[error("setting up the {target} target ({keys}): {source}")]
-    Setup {
-        /// The target.
-        target: &'static str,
-        /// The settings to look at.
-        keys: &'static str,
-        /// Why.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    #[error(transparent)]
+    Setup(#[from] SetupError),
 }
 
 /// Recipients whose domain `matches` go to `targets` instead of a listener's own (the

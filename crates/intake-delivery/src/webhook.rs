@@ -23,14 +23,12 @@ use sha2::Sha256;
 
 pub use intake_client::HttpUrl;
 
-use crate::registry::{Built, TargetContext, TargetError, TargetName, TargetsConfig};
+use crate::target::{Built, SetupError, TargetContext};
 
 /// The registry's constructor: the `[webhook]` section.
-pub(crate) fn build(cfg: &TargetsConfig, _cx: &TargetContext) -> Result<Built, TargetError> {
-    let cfg = cfg.webhook.clone().ok_or(TargetError::NotConfigured(
-        TargetName::parse("webhook").expect("registered"),
-    ))?;
-    let target = WebhookTarget::new(cfg).map_err(|e| TargetError::Setup {
+pub(crate) fn build(cfg: &WebhookConfig, _cx: &TargetContext) -> Result<Built, SetupError> {
+    let cfg = cfg.clone();
+    let target = WebhookTarget::new(cfg).map_err(|e| SetupError {
         target: "webhook",
         keys: "webhook.url, webhook.tls_ca",
         source: Box::new(e),

@@ -21,7 +21,6 @@ use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
     AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator,
-    SpfResult,
 };
 
 /// Settings of the sender authentication check.
@@ -79,18 +78,6 @@ impl SenderAuth {
     pub fn with_spf_results(mut self, results: Arc<crate::spf::SpfResults>) -> SenderAuth {
         self.spf_results = Some(results);
         self
-    }
-}
-
-pub(crate) fn spf_name(r: SpfResult) -> &'static str {
-    match r {
-        SpfResult::Pass => "pass",
-        SpfResult::Fail => "fail",
-        SpfResult::SoftFail => "softfail",
-        SpfResult::Neutral => "neutral",
-        SpfResult::TempError => "temperror",
-        SpfResult::PermError => "permerror",
-        SpfResult::None => "none",
     }
 }
 
@@ -155,7 +142,7 @@ impl Check for SenderAuth {
         };
         let mut ar = AuthenticationResults::new(host);
         let mut findings = Findings {
-            spf: Some(spf_name(spf.result()).into()),
+            spf: Some(crate::spf::spf_name(spf.result()).into()),
             ..Findings::default()
         };
         let Some(msg) = AuthenticatedMessage::parse(&cx.content) else {

@@ -27,6 +27,7 @@ pub mod auth;
 pub mod clamav;
 pub mod dns;
 pub mod dnsbl;
+mod error;
 pub mod greylist;
 pub mod helo;
 pub mod recipients;
@@ -87,6 +88,7 @@ impl Profiles {
                 return Err(PolicyError::UnknownCheck {
                     profile: profile.clone(),
                     check: bad.clone(),
+                    known: registry::known_names(),
                 });
             }
         }

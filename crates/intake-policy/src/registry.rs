@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use intake_core::{Check, OnError, Stage};
 
+pub use crate::error::PolicyError;
 use crate::shared::PolicyShared;
 use crate::spf::{SpfAtMail, SpfAtMailCheck};
 use crate::{
@@ -241,23 +242,4 @@ pub fn find(name: &str) -> Option<&'static CheckEntry> {
 /// Every check's name, separated by commas (for error messages).
 pub fn known_names() -> String {
     CHECKS.iter().map(|e| e.name).collect::<Vec<_>>().join(", ")
-}
-
-/// Why the checks could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum PolicyError {
-    /// A profile names a check that does not exist.
-    #[error("policy.profiles.{profile}: unknown check {check:?} (known: {known})", known = known_names())]
-    UnknownCheck {
-        /// The profile.
-        profile: String,
-        /// The name it gave.
-        check: String,
-    },
-    /// The resolver of the DNS checks could not be made.
-    #[error("{0}")]
-    Dns(String),
-    /// `recipients.directory` is on but no `[directory]` is configured.
-    #[error("recipients.directory needs a [directory] (directory.type and its keys)")]
-    NoDirectory,
 }

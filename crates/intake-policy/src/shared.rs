@@ -9,7 +9,7 @@ use intake_core::{Clock, GreyState, PolicyState, RecipientTable};
 use mail_auth::MessageAuthenticator;
 
 use crate::dns::{self, Caches, DnsConfig};
-use crate::registry::PolicyError;
+use crate::error::PolicyError;
 
 /// State the checks share and keep across rebuilds.
 pub struct PolicyShared {

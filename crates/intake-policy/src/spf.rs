@@ -76,6 +76,19 @@ impl SpfResults {
     }
 }
 
+/// SPF's result as `Authentication-Results:` and the API spell it.
+pub fn spf_name(r: SpfResult) -> &'static str {
+    match r {
+        SpfResult::Pass => "pass",
+        SpfResult::Fail => "fail",
+        SpfResult::SoftFail => "softfail",
+        SpfResult::Neutral => "neutral",
+        SpfResult::TempError => "temperror",
+        SpfResult::PermError => "permerror",
+        SpfResult::None => "none",
+    }
+}
+
 /// The check at MAIL FROM.
 pub struct SpfAtMailCheck {
     mode: SpfAtMail,
@@ -142,7 +155,7 @@ impl Check for SpfAtMailCheck {
                 score: 0.0,
                 header: String::new(),
                 findings: Findings {
-                    spf: Some(crate::auth::spf_name(result).into()),
+                    spf: Some(spf_name(result).into()),
                     ..Findings::default()
                 },
             },

@@ -26,21 +26,17 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use client::Client;
 
-use crate::registry::{Built, TargetContext, TargetError, TargetName, TargetsConfig, Verifier};
+use crate::target::{Built, SetupError, TargetContext, Verifier};
 
 /// The registry's constructor: the `[relay]` section, with its recipient verification
 /// when `verify_recipients` is set.
-pub(crate) fn build(cfg: &TargetsConfig, _cx: &TargetContext) -> Result<Built, TargetError> {
-    let cfg = cfg.relay.clone().ok_or(TargetError::NotConfigured(
-        TargetName::parse("relay").expect("registered"),
-    ))?;
-    let relay = Arc::new(
-        RelayTarget::new(cfg.clone()).map_err(|e| TargetError::Setup {
-            target: "relay",
-            keys: "relay.tls_ca",
-            source: Box::new(e),
-        })?,
-    );
+pub(crate) fn build(cfg: &RelayConfig, _cx: &TargetContext) -> Result<Built, SetupError> {
+    let cfg = cfg.clone();
+    let relay = Arc::new(RelayTarget::new(cfg.clone()).map_err(|e| SetupError {
+        target: "relay",
+        keys: "relay.tls_ca",
+        source: Box::new(e),
+    })?);
     let verifier = cfg.verify_recipients.then(|| {
         let relay = relay.clone();
         Verifier {
