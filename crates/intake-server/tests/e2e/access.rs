@@ -462,21 +462,19 @@ async fn the_htpasswd_file_is_read_again_when_it_changes() {
     );
     let line = ALICE.replacen("alice", "carol", 1);
     std::fs::write(&htpasswd, format!("{ALICE}\n{line}\n")).unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let s = TcpStream::connect(addr).await.unwrap();
-    assert_eq!(
-        status(s, "GET", "/api/v1/messages", Some(&carol)).await,
-        200
-    );
+    crate::support::eventually("the new user is read (at most a second later)", || async {
+        let s = TcpStream::connect(addr).await.unwrap();
+        status(s, "GET", "/api/v1/messages", Some(&carol)).await == 200
+    })
+    .await;
     // Removing a user takes effect as well (and forgets verified passwords).
     std::fs::write(&htpasswd, format!("{line}\n")).unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
     let alice = format!("Basic {}", base64_basic("alice:hunter2"));
-    let s = TcpStream::connect(addr).await.unwrap();
-    assert_eq!(
-        status(s, "GET", "/api/v1/messages", Some(&alice)).await,
-        401
-    );
+    crate::support::eventually("the removed user is refused", || async {
+        let s = TcpStream::connect(addr).await.unwrap();
+        status(s, "GET", "/api/v1/messages", Some(&alice)).await == 401
+    })
+    .await;
     server.stop().await;
 }
 

@@ -425,8 +425,8 @@ async fn wait_for_mail_returns_on_arrival_or_times_out() {
 async fn events_announce_new_and_deleted_mail() {
     let (srv, http) = server("").await;
     let mut all = Sse::open(http, "/api/v1/events").await;
+    // Subscribed: `open` returns once the stream's head is read, after the subscription.
     let mut mine = Sse::open(http, "/api/v1/events?mailbox=Ev@q.test").await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
     send_message(
         srv.addr,
         "a@b",

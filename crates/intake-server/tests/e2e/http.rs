@@ -99,6 +99,20 @@ pub async fn request(
     }
 }
 
+/// A GET's status, or None when the connection is refused or cut (a server shedding load).
+pub async fn try_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let line = String::from_utf8_lossy(&buf);
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 pub async fn get(addr: SocketAddr, path: &str) -> Response {
     request(addr, "GET", path, &[]).await
 }

@@ -141,18 +141,13 @@ async fn a_flood_past_the_global_cap_is_refused_and_http_recovers() {
     .await;
     assert_eq!(r.code, 250);
     // The held ones time out; then HTTP serves again.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let r = http::get(http_addr, "/api/v1/mailboxes/g@example.test/messages").await;
-        if r.status == 200 {
+        let r = http::try_status(http_addr, "/api/v1/mailboxes/g@example.test/messages").await;
+        if r == Some(200) {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "HTTP did not recover: {}",
-            r.status
-        );
+        assert!(Instant::now() < deadline, "HTTP did not recover: {r:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     server.stop().await;

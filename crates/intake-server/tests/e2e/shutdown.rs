@@ -1,8 +1,6 @@
 //! SIGTERM: stop accepting, let the transaction in flight finish (its 250 means stored),
 //! answer 421 4.3.2 to idle sessions, exit.
 
-use std::time::Duration;
-
 use crate::support::{Client, Process, cli};
 
 #[tokio::test]
@@ -29,11 +27,10 @@ async fn sigterm_finishes_transactions_and_closes_idle_sessions() {
     assert_eq!(r.head(), "421 4.3.2", "{r:?}");
     assert!(idle.is_closed().await);
     // No new connections.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
-        "listener closed"
-    );
+    crate::support::eventually("the listener is closed", || async {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
     // The transaction in flight completes and is acknowledged...
     busy.send(b"second half\r\n.\r\n").await;
     assert_eq!(busy.reply().await.head(), "250 2.0.0");

@@ -228,6 +228,20 @@ impl Client {
     }
 }
 
+/// Waits until `check` holds (polled every 20 ms, at most 10 s): for a state the server
+/// reaches by itself (a slot released, a file re-read, a listener closed), not a pause.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Sends one message over a fresh connection; returns the final reply.
 pub async fn send_message(addr: SocketAddr, from: &str, to: &[&str], content: &str) -> Reply {
     let mut c = Client::greeted(addr).await;
