@@ -24,6 +24,7 @@ test("the start page shows the latest mail, live, in open mode", { timeout: 20_0
   assert.equal(new URL(page.url()).hash, "", "the start page keeps its address");
   await item("For Frank").waitFor();
   await item("For Erin").waitFor(); // another mailbox's mail
+  assert.match(await item("For Erin").textContent(), /to erin@example\.test/, "whose mail it is");
   await sendMail("gina@example.test", ["From: a@example.net", "Subject: For Gina", "", "g"]);
   await item("For Gina").waitFor();
   assert.match(await items().first().textContent(), /For Gina/, "newest first");

@@ -180,7 +180,10 @@ function row(m) {
   t.title = fmtFull.format(new Date(m.received_at));
   const subject = el("span", "subject", m.subject || "(no subject)");
   const files = m.attachments ? m.attachments + (m.attachments === 1 ? " attachment" : " attachments") : "";
+  // Across mailboxes (all mail, the start page, search), say whose mail it is.
+  const whose = state.mailbox ? "" : (m.rcpt_to || []).join(", ");
   const info = el("span", "info", size(m.size) + (files ? " \u00b7 " + files : ""));
+  if (whose) info.prepend("to " + whose + " \u00b7 ");
   li.append(pick, from, t, subject, info);
   return li;
 }
