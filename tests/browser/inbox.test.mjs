@@ -1,187 +1,20 @@
-// Browser test of Intake's web inbox, in Debian's headless Chromium driven by playwright-core.
-// Starts its own Intake (INTAKE_BIN) on free loopback ports, sends mail over real SMTP, and
-// checks what a person sees: new mail appears without reloading, a message opens (text,
-// headers, source) and can be deleted, the URL can be bookmarked, the keyboard works, and a
-// hostile HTML message neither runs script nor loads a remote image until the reader asks.
-// Everything is bounded: each wait has a timeout and a watchdog ends the run after 55 s.
-import { test, before, after } from "node:test";
+// Browser test of Intake's web inbox (the harness: harness.mjs): new mail appears without
+// reloading, a message opens (text, headers, source) and can be deleted, the URL can be
+// bookmarked, the keyboard works, a hostile HTML message neither runs script nor loads a
+// remote image until the reader asks, phones, public mode, the checks' findings.
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import net from "node:net";
-import http from "node:http";
 import dgram from "node:dgram";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import {
+  WAIT, apiJSON, base, bin, browser, consoleLines, cspViolations, freePort, item, items,
+  openMailbox, page, sendMail, setup, shots, tracker, trackerHits, until, waitPort,
+} from "./harness.mjs";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const root = path.resolve(here, "../..");
-const bin = path.resolve(root, process.env.INTAKE_BIN || "target/debug/intake");
-const shots = path.resolve(process.env.SCREENSHOT_DIR || path.join(here, "out"));
-const WAIT = 10_000; // any single wait
-
-let intake, intakeExit, browser, page, smtpPort, httpPort, base, tracker, dataDir;
-const trackerHits = [];
-const consoleLines = [];
-
-// The whole run is bounded, whatever hangs.
-const watchdog = setTimeout(() => {
-  console.error("browser test: watchdog fired after 55 s");
-  if (intake) intake.kill("SIGKILL");
-  process.exit(1);
-}, 55_000);
-watchdog.unref();
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on("error", reject);
-    s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => resolve(p)); });
-  });
-}
-
-async function waitPort(port, ms, exited = () => intakeExit) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (exited()) throw new Error(`intake exited early (${intakeExit}); is INTAKE_BIN=${bin} right?`);
-    const ok = await new Promise((res) => {
-      const c = net.connect(port, "127.0.0.1", () => { c.end(); res(true); });
-      c.on("error", () => res(false));
-      c.setTimeout(1000, () => { c.destroy(); res(false); });
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`nothing listens on 127.0.0.1:${port} after ${ms} ms`);
-}
-
-async function until(what, fn, ms = WAIT) {
-  const end = Date.now() + ms;
-  for (;;) {
-    if (await fn()) return;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-// A tiny SMTP client: one command at a time, exact CRLF, dot-stuffing, every reply code
-// checked. Resolves with the id from "250 ... stored as <id>".
-function sendMail(to, lines, port = smtpPort) {
-  const body = lines.map((l) => (l.startsWith(".") ? "." + l : l)).join("\r\n");
-  const steps = [
-    [null, 220], ["EHLO browser.test", 250], ["MAIL FROM:<sender@example.net>", 250],
-    [`RCPT TO:<${to}>`, 250], ["DATA", 354], [body + "\r\n.", 250], ["QUIT", 221],
-  ];
-  return new Promise((resolve, reject) => {
-    const sock = net.connect(port, "127.0.0.1");
-    let buf = "";
-    let i = 0;
-    let id = null;
-    const fail = (e) => { clearTimeout(timer); sock.destroy(); reject(e); };
-    const timer = setTimeout(() => fail(new Error(`SMTP timeout at step ${i}`)), WAIT);
-    sock.on("data", (d) => {
-      buf += d.toString("latin1");
-      // A reply is complete when a line has a space after the code.
-      const lines = buf.split("\r\n");
-      const last = lines.slice(0, -1).find((l) => /^\d{3} /.test(l));
-      if (!last) return;
-      buf = "";
-      const code = Number(last.slice(0, 3));
-      if (code !== steps[i][1]) { fail(new Error(`SMTP: after ${steps[i][0] || "connect"} expected ${steps[i][1]}, got ${last}`)); return; }
-      if (steps[i][0] && steps[i][0].endsWith("\r\n.")) id = (/([0-9a-f]{8}-[0-9a-f-]{27})/i.exec(last) || [])[1] || null;
-      i += 1;
-      if (i === steps.length) { clearTimeout(timer); sock.end(); resolve(id); return; }
-      sock.write(steps[i][0] + "\r\n");
-    });
-    sock.on("error", fail);
-  });
-}
-
-async function apiJSON(p, opts) {
-  const r = await fetch(base + p, { ...opts, signal: AbortSignal.timeout(WAIT) });
-  assert.ok(r.ok, `${p}: ${r.status}`);
-  return r.status === 204 ? null : r.json();
-}
-
-const items = () => page.locator("#message-list li[data-id]");
-const item = (subject) => page.locator("#message-list li[data-id]", { hasText: subject });
-
-async function openMailbox(p, name) {
-  await p.fill("#mailbox-input", name);
-  await p.press("#mailbox-input", "Enter");
-  await p.locator("#status.live").waitFor();
-}
-
-// The page obeys its own CSP: violations in the top document are recorded by an init script
-// (which runs outside the page's CSP) and must stay empty.
-async function cspViolations(p) {
-  return p.evaluate(() => window.__csp || []);
-}
-
-before(async () => {
-  smtpPort = await freePort();
-  httpPort = await freePort();
-  base = `http://127.0.0.1:${httpPort}`;
-  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "intake-browser-"));
-  assert.ok(fs.existsSync(bin), `no intake binary at ${bin} (set INTAKE_BIN)`);
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("INTAKE_") && k !== "RUST_LOG"));
-  intake = spawn(bin, ["serve"], {
-    cwd: dataDir,
-    env: {
-      ...env,
-      INTAKE_SMTP__LISTEN: `127.0.0.1:${smtpPort}`,
-      INTAKE_HTTP__LISTEN: `127.0.0.1:${httpPort}`,
-      INTAKE_STORE__PATH: dataDir,
-      INTAKE_LOG__LEVEL: "warn",
-    },
-    stdio: ["ignore", "ignore", "inherit"],
-  });
-  intake.on("exit", (code, sig) => { intakeExit = sig || `code ${code}`; });
-  await waitPort(smtpPort, 15_000);
-  await waitPort(httpPort, 15_000);
-
-  // A "remote" image server on loopback: it records every request.
-  tracker = http.createServer((req, res) => {
-    trackerHits.push(req.url);
-    res.writeHead(200, { "Content-Type": "image/gif", "Cache-Control": "no-store" });
-    res.end(Buffer.from("R0lGODlhAQABAAAAACwAAAAAAQABAAACAkQBADs=", "base64"));
-  });
-  await new Promise((r) => tracker.listen(0, "127.0.0.1", r));
-
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-    timeout: 20_000,
-  });
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-  await context.addInitScript(() => {
-    if (window !== window.top) return;
-    window.__csp = [];
-    document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));
-  });
-  page = await context.newPage();
-  page.setDefaultTimeout(WAIT);
-  page.setDefaultNavigationTimeout(WAIT);
-  page.on("console", (m) => consoleLines.push(m.text()));
-  page.on("pageerror", (e) => consoleLines.push("pageerror: " + e.message));
-}, { timeout: 40_000 });
-
-after(async () => {
-  try { if (browser) await browser.close(); } catch (_) { /* already gone */ }
-  if (tracker) tracker.close();
-  if (intake && !intakeExit) {
-    const exited = new Promise((r) => intake.once("exit", r));
-    intake.kill("SIGTERM");
-    const t = setTimeout(() => intake.kill("SIGKILL"), 5_000);
-    await exited;
-    clearTimeout(t);
-  }
-  if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
-  clearTimeout(watchdog);
-}, { timeout: 15_000 });
+setup();
 
 test("new mail appears live, opens, is marked read and is deleted", { timeout: 20_000 }, async () => {
   await page.goto(base + "/");
@@ -206,7 +39,7 @@ test("new mail appears live, opens, is marked read and is deleted", { timeout: 2
   await item("Live hello").click();
   await page.locator("#message-view").waitFor({ state: "visible" });
   assert.equal(await page.textContent("#view-subject"), "Live hello");
-  assert.equal(await page.getAttribute("#html-frame", "sandbox"), "", "an empty sandbox attribute");
+  assert.equal(await page.getAttribute("#html-frame", "sandbox"), "allow-same-origin", "sandboxed, no scripts");
   await page.click("#tab-text");
   assert.match(await page.textContent("#view-text"), /Hello from the browser test\.\s+\.a line that starts with a dot/);
   await page.click("#tab-headers");
@@ -296,12 +129,16 @@ test("hostile HTML neither runs script nor loads remote images", { timeout: 20_0
   const frame = page.frameLocator("#html-frame");
   await frame.locator("text=Innocent text").waitFor();
   await page.waitForTimeout(500); // let anything that could run, run
-  // Two layers: the frame's empty sandbox attribute, and the route's own `sandbox` CSP.
-  assert.equal(await page.getAttribute("#html-frame", "sandbox"), "");
+  // Two layers: the frame's sandbox attribute, and the route's own `sandbox` CSP; neither
+  // allows scripts (the origin is kept only so that the page can size the frame).
+  assert.equal(await page.getAttribute("#html-frame", "sandbox"), "allow-same-origin");
   assert.match(await page.getAttribute("#html-frame", "src"), /\/api\/v1\/messages\/[^/]+\/html$/);
   if (id) {
     const r = await fetch(`${base}/api/v1/messages/${id}/html`, { signal: AbortSignal.timeout(WAIT) });
-    assert.match(r.headers.get("content-security-policy") || "", /(^|;)\s*sandbox\s*(;|$)/);
+    const csp = r.headers.get("content-security-policy") || "";
+    assert.match(csp, /(^|;)\s*sandbox allow-same-origin\s*(;|$)/);
+    assert.match(csp, /(^|;)\s*script-src 'none'\s*(;|$)/);
+    assert.doesNotMatch(csp, /allow-scripts|allow-forms|allow-popups|allow-top/);
   }
 
   assert.notEqual(await page.title(), "pwned", "no script reached the page");
@@ -315,7 +152,7 @@ test("hostile HTML neither runs script nor loads remote images", { timeout: 20_0
   await until("the tracker to be fetched", () => trackerHits.length > 0);
   assert.deepEqual(trackerHits, ["/tracker.png"]);
   assert.match(await page.getAttribute("#html-frame", "src"), /\/html\?images=1$/);
-  assert.equal(await page.getAttribute("#html-frame", "sandbox"), "", "still sandboxed with images");
+  assert.equal(await page.getAttribute("#html-frame", "sandbox"), "allow-same-origin", "still sandboxed with images");
   await frame.locator("text=Innocent text").waitFor();
   await page.waitForTimeout(300);
   assert.notEqual(await page.title(), "pwned");
@@ -388,12 +225,36 @@ test("in public mode the page offers one mailbox, not all mail, and hides delete
     await p.goto(pbase + "/");
     await p.locator("body[data-access=mailbox]").waitFor();
     assert.equal(await p.locator("#all-mail").isVisible(), false, "no All mail button");
-    assert.match(await p.textContent("#empty"), /^Type a mailbox address above and press Enter\.$/);
+    // The start page explains itself and offers the mailbox box; nothing is watched, so
+    // the live indicator is not shown (it never says "offline" on a healthy server).
+    await p.locator("#intro").waitFor();
+    assert.match(await p.textContent("#intro"), /type the\s+address to read the mail sent to it/);
+    assert.equal(await p.locator("#status").isVisible(), false, "no live indicator on the start page");
+    assert.equal(await p.locator("#message-list li").count(), 0, "no mail shown before an address");
+    fs.mkdirSync(shots, { recursive: true });
+    await p.screenshot({ path: path.join(shots, "landing-public.png") });
+    await p.fill("#intro-input", "dave@example.test");
+    await p.press("#intro-input", "Enter");
+    await p.locator("#message-list li[data-id]", { hasText: "Public hello" }).waitFor();
+    await p.locator("#status.live").waitFor();
+    assert.equal(new URL(p.url()).hash, "#/dave@example.test");
+    // Searching all mail is not open: the page says how to search one mailbox.
+    await p.goto(pbase + "/");
+    await p.locator("#intro").waitFor();
+    await p.fill("#search-input", "hello");
+    await p.press("#search-input", "Enter");
+    await p.locator("#error:not([hidden])").waitFor();
+    assert.match(await p.textContent("#error"), /add mailbox:<address>/);
+    await p.fill("#search-input", "mailbox:dave@example.test hello");
+    await p.press("#search-input", "Enter");
+    await p.locator("#message-list li[data-id]", { hasText: "Public hello" }).waitFor();
+    await p.goto(pbase + "/");
+    await p.locator("#intro").waitFor();
     // A bookmarked #all does not open all mail.
     await p.goto(pbase + "/#all");
     await p.locator("#error:not([hidden])").waitFor();
     assert.match(await p.textContent("#error"), /not open to you/);
-    assert.equal(await p.textContent("#list-title"), "No mailbox open");
+    assert.equal(await p.textContent("#list-title"), "Read a mailbox");
     // One mailbox by its address works, live, without a delete button.
     await openMailbox(p, "dave@example.test");
     await p.locator("#message-list li[data-id]", { hasText: "Public hello" }).click();

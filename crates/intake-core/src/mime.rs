@@ -237,6 +237,26 @@ pub fn attachment(raw: &[u8], index: usize) -> Option<(String, Option<String>, V
     ))
 }
 
+/// The Content-ID of every attachment that has one, by its index in [`attachment`]'s order,
+/// without angle brackets: what a `cid:` URL in the HTML body names (RFC 2392). Inline
+/// images of a `multipart/related` message are attachments in that order too.
+pub fn content_ids(raw: &[u8]) -> Vec<(usize, String)> {
+    let Some(msg) = structure_parser().parse(raw) else {
+        return Vec::new();
+    };
+    msg.attachments()
+        .enumerate()
+        .filter_map(|(i, part)| {
+            let id = part
+                .content_id()?
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>');
+            (!id.is_empty()).then(|| (i, id.to_string()))
+        })
+        .collect()
+}
+
 /// Text for the search index: body text and all header values.
 pub fn index_text(raw: &[u8]) -> (String, String) {
     let Some(msg) = MessageParser::default().parse(raw) else {
@@ -403,6 +423,14 @@ mod tests {
             "café and a soft break".as_bytes()
         );
         assert!(attachment(&raw, 4).is_none());
+    }
+
+    #[test]
+    fn inline_images_are_found_by_their_content_id() {
+        let raw = many_parts();
+        assert_eq!(content_ids(&raw), vec![(0, "logo".to_string())]);
+        assert_eq!(attachment(&raw, 0).unwrap().0, "image/png");
+        assert!(content_ids(b"Subject: plain\r\n\r\nno parts\r\n").is_empty());
     }
 
     #[test]

@@ -1,10 +1,13 @@
-// Intake web inbox. Plain JS (ES2020), no dependencies, no inline script or style (the page's
-// CSP forbids both). Message content only ever reaches the page through textContent and
-// attributes set from JS; HTML mail is shown in an iframe with an empty `sandbox` attribute,
-// served by /api/v1/messages/{id}/html with its own strict CSP.
+// Intake web inbox: the list, live updates, search, the URL, keys (message.js: one message;
+// selection.js: changes to many). Plain JS (ES2020), no dependencies, no build step, no
+// inline script or style (the page's CSP forbids both). Message content only ever reaches
+// the page through textContent and attributes set from JS; HTML mail is shown in an iframe
+// sandboxed without scripts, served by /api/v1/messages/{id}/html with its own strict CSP.
 //
-// URL: #/<mailbox> opens a mailbox, #all opens all mail, and /<id> after either opens a
-// message (#/bob@example.com/0190…). ?mailbox=<address> is accepted too.
+// URL: #/<mailbox> opens a mailbox, #all opens all mail, #search/<query> shows search
+// results, and /<id> after any of them opens a message (#/bob@example.com/0190…).
+// ?mailbox=<address> is accepted too. Without any, the start page: the latest mail when
+// this client may read all mail, else a short explanation and the mailbox box.
 "use strict";
 
 const PER_PAGE = 50;
@@ -15,6 +18,9 @@ const messagePath = (id) => api("/messages/" + encodeURIComponent(id));
 
 const state = {
   mailbox: null,    // null: none open; "": all mail; else the address as typed
+  query: null,      // a search's text (then mailbox is null)
+  home: false,      // the start page's latest mail (all mail, shown at /)
+  selected: new Set(), // ids picked for a batch action
   messages: [],     // MessageSummary, newest first
   total: 0,
   unread: 0,
@@ -98,8 +104,11 @@ function size(n) {
   return n < 1024 ? n + " B" : n < 1048576 ? (n / 1024).toFixed(1) + " KB" : (n / 1048576).toFixed(1) + " MB";
 }
 
+// The live indicator; hidden (null) where nothing is watched, such as the start page.
 function setStatus(kind) {
   const s = $("status");
+  s.hidden = !kind;
+  if (!kind) return;
   const text = { live: "live", connecting: "connecting\u2026", reconnecting: "reconnecting\u2026", offline: "offline" }[kind];
   s.textContent = text;
   s.title = "Live updates: " + text;
@@ -112,9 +121,11 @@ function encodeName(name) {
   return encodeURIComponent(name).replace(/%40/g, "@");
 }
 
-function hashFor(mailbox, id) {
-  if (mailbox === null) return "";
-  const base = mailbox === "" ? "#all" : "#/" + encodeName(mailbox);
+function hashFor(mailbox, id, query) {
+  let base;
+  if (query !== null && query !== undefined) base = "#search/" + encodeURIComponent(query);
+  else if (mailbox === null) return "";
+  else base = mailbox === "" ? "#all" : "#/" + encodeName(mailbox);
   return id ? base + "/" + encodeURIComponent(id) : base;
 }
 
@@ -122,6 +133,12 @@ function parseHash() {
   const h = location.hash;
   let m = /^#all(?:\/([^/]+))?$/.exec(h);
   if (m) return { mailbox: "", id: m[1] ? decodeURIComponent(m[1]) : null };
+  m = /^#search\/([^/]*)(?:\/([^/]+))?$/.exec(h);
+  if (m) {
+    try {
+      return { mailbox: null, query: decodeURIComponent(m[1]), id: m[2] ? decodeURIComponent(m[2]) : null };
+    } catch (_) { return { mailbox: null, id: null }; }
+  }
   m = /^#\/([^/]+)(?:\/([^/]+))?$/.exec(h);
   if (m) {
     try {
@@ -133,7 +150,7 @@ function parseHash() {
 
 // Opening/closing a message replaces the history entry; changing mailbox adds one.
 function syncHash() {
-  const h = hashFor(state.mailbox, state.openId);
+  const h = state.home && !state.openId ? "" : hashFor(state.mailbox, state.openId, state.query);
   if (location.hash !== h) history.replaceState(null, "", h || location.pathname);
 }
 
@@ -149,6 +166,12 @@ function row(m) {
   li.setAttribute("aria-selected", String(m.id === state.currentId));
   if (m.id === state.currentId) li.classList.add("current");
   if (m.id === state.openId) li.classList.add("open");
+  const pick = el("input", "pick");
+  pick.type = "checkbox";
+  pick.checked = state.selected.has(m.id);
+  pick.tabIndex = -1;
+  pick.setAttribute("aria-label", "Select " + (m.subject || "(no subject)"));
+  if (pick.checked) li.classList.add("picked");
   const from = el("span", "from");
   if (!m.seen) from.append(el("span", "visually-hidden", "Unread. "));
   from.append(document.createTextNode(m.from || m.mail_from || "<>"));
@@ -157,8 +180,11 @@ function row(m) {
   t.title = fmtFull.format(new Date(m.received_at));
   const subject = el("span", "subject", m.subject || "(no subject)");
   const files = m.attachments ? m.attachments + (m.attachments === 1 ? " attachment" : " attachments") : "";
+  // Across mailboxes (all mail, the start page, search), say whose mail it is.
+  const whose = state.mailbox ? "" : (m.rcpt_to || []).join(", ");
   const info = el("span", "info", size(m.size) + (files ? " \u00b7 " + files : ""));
-  li.append(from, t, subject, info);
+  if (whose) info.prepend("to " + whose + " \u00b7 ");
+  li.append(pick, from, t, subject, info);
   return li;
 }
 
@@ -170,20 +196,23 @@ function render() {
   } else {
     list.removeAttribute("aria-activedescendant");
   }
+  const open = state.mailbox !== null || state.query !== null;
   const empty = $("empty");
-  empty.hidden = state.messages.length > 0;
-  empty.textContent = state.mailbox === null
-    ? (state.access.all_mail
-      ? "Type a mailbox address above and press Enter, or open All mail."
-      : "Type a mailbox address above and press Enter.")
+  empty.hidden = state.messages.length > 0 || !open;
+  empty.textContent = state.query !== null
+    ? "Nothing matches this search."
     : "No mail yet. New mail appears here by itself.";
-  if (state.mailbox === null) {
+  $("intro").hidden = open;
+  if (!open) {
     $("counts").textContent = "";
   } else {
-    $("counts").textContent = state.total + (state.total === 1 ? " message" : " messages") + " \u00b7 " + state.unread + " unread";
+    const noun = state.query !== null ? (state.total === 1 ? " result" : " results") : (state.total === 1 ? " message" : " messages");
+    $("counts").textContent = state.total + noun + " \u00b7 " + state.unread + " unread";
   }
-  $("more").hidden = state.mailbox === null || state.messages.length >= state.total;
-  const name = state.mailbox === null ? "" : state.mailbox === "" ? "All mail" : state.mailbox;
+  $("more").hidden = !open || state.messages.length >= state.total;
+  renderSelection();
+  const name = state.query !== null ? "Search: " + state.query
+    : state.mailbox === null ? "" : state.mailbox === "" ? (state.home ? "" : "All mail") : state.mailbox;
   document.title = (state.unread > 0 ? "(" + state.unread + ") " : "") + (name ? name + " \u00b7 " : "") + "Intake";
 }
 
@@ -193,6 +222,7 @@ function refreshTimes() {
 
 function listPath(page, perPage) {
   const q = "?page=" + page + "&per_page=" + perPage;
+  if (state.query !== null) return api("/search" + q + "&query=" + encodeURIComponent(state.query));
   return state.mailbox === "" ? api("/messages" + q) : mailboxPath(state.mailbox) + "/messages" + q;
 }
 
@@ -208,13 +238,13 @@ async function load(keep) {
     state.messages = data.messages;
     state.total = data.total;
     state.unread = data.unread;
-    if (state.mailbox !== "") {
+    if (state.mailbox) {
       $("list-title").textContent = data.mailbox || state.mailbox;
       showAlias(data.alias);
     }
     showError("");
   } catch (e) {
-    if (gen === state.gen) showError("Could not load the list: " + e.message);
+    if (gen === state.gen) showError((state.query !== null ? "Could not search: " : "Could not load the list: ") + e.message);
   } finally {
     if (gen === state.gen) {
       state.loading -= 1;
@@ -247,7 +277,7 @@ async function loadMore() {
 
 async function showAlias(alias) {
   const box = $("alias-box");
-  if (state.mailbox === null || state.mailbox === "") { box.hidden = true; return; }
+  if (!state.mailbox) { box.hidden = true; return; }
   if (!alias) {
     const gen = state.gen;
     try {
@@ -264,6 +294,7 @@ function removeLocal(id) {
   if (!gone) return false;
   const i = state.messages.indexOf(gone);
   state.messages.splice(i, 1);
+  state.selected.delete(id);
   state.total = Math.max(0, state.total - 1);
   if (!gone.seen) state.unread = Math.max(0, state.unread - 1);
   if (state.currentId === id) {
@@ -276,6 +307,12 @@ function removeLocal(id) {
 // ---- live updates ---------------------------------------------------------------------
 
 function apply(type, data) {
+  if (state.query !== null) {
+    // Whether new mail matches is the server's to say; a deleted message just goes.
+    if (type === "new") scheduleReload();
+    else if (removeLocal(data.id) && state.openId === data.id) closeMessage(false);
+    return;
+  }
   if (type === "new") {
     const m = data.message;
     if (!m || state.messages.some((x) => x.id === m.id)) return;
@@ -315,9 +352,15 @@ function closeSource() {
 
 function subscribe() {
   closeSource();
-  if (state.mailbox === null) { setStatus("offline"); return; }
+  // The mailbox whose mail can change what is shown ("" for all mail), or none.
+  let watch = state.mailbox;
+  if (state.query !== null) {
+    const m = /(?:^|\s)mailbox:("[^"]+"|\S+)/i.exec(state.query);
+    watch = m ? m[1].replace(/"/g, "") : state.access.all_mail ? "" : null;
+  }
+  if (watch === null) { setStatus(null); return; }
   const gen = state.gen;
-  const url = api("/events") + (state.mailbox ? "?mailbox=" + encodeURIComponent(state.mailbox) : "");
+  const url = api("/events") + (watch ? "?mailbox=" + encodeURIComponent(watch) : "");
   const es = new EventSource(url);
   state.source = es;
   let opened = false;
@@ -349,18 +392,26 @@ function subscribe() {
 
 // ---- mailbox --------------------------------------------------------------------------
 
-function openMailbox(name, id) {
+// Shows a mailbox (name), all mail (""), a search (query) or the start page (neither).
+function openMailbox(name, id, query) {
+  if (query === undefined) query = null;
+  let error = "";
   if (name === "" && !state.access.all_mail) {
     // All mail needs a credential on this server: stay on the start page.
-    showError("All mail is not open to you on this server; type a mailbox address.");
+    error = "All mail is not open to you on this server; type a mailbox address.";
     history.replaceState(null, "", location.pathname);
     name = null;
     id = null;
   }
-  const same = name === state.mailbox;
+  const home = name === null && query === null && state.access.all_mail;
+  if (home) name = "";
+  const same = name === state.mailbox && query === state.query && home === state.home;
   if (!same) {
     state.gen += 1;
     state.mailbox = name;
+    state.query = query;
+    state.home = home;
+    state.selected.clear();
     state.messages = [];
     state.total = 0;
     state.unread = 0;
@@ -369,20 +420,42 @@ function openMailbox(name, id) {
     state.queue = [];
     state.retries = 0;
     $("alias-box").hidden = true;
-    $("list-title").textContent = name === null ? "No mailbox open" : name === "" ? "All mail" : name;
+    $("list-title").textContent = query !== null ? "Search" : home ? "Latest mail"
+      : name === null ? "Read a mailbox" : name === "" ? "All mail" : name;
     $("mailbox-input").value = name || "";
-    showError("");
+    $("search-input").value = query || "";
+    showError(error);
     if (state.openId) closeMessage(false);
     render();
-    if (name !== null) {
+    if (name !== null || query !== null) {
       subscribe();
       load(false);
     } else {
       closeSource();
+      setStatus(null);
     }
+  } else if (error) {
+    showError(error);
   }
   if (id && id !== state.openId) openMessage(id);
   else if (!id && state.openId) closeMessage(false);
+}
+
+// A search gets its own history entry. Searching from a mailbox searches that mailbox
+// (the filter is put in the box, where it can be removed).
+function goSearch(text) {
+  let q = text.trim();
+  if (!q) return;
+  if (state.mailbox && state.query === null && !/(?:^|\s)mailbox:/i.test(q)) {
+    q = "mailbox:" + state.mailbox + " " + q;
+  }
+  if (!state.access.all_mail && !/(?:^|\s)mailbox:/i.test(q)) {
+    showError("Searching all mail is not open to you on this server: add mailbox:<address> to the search.");
+    return;
+  }
+  const h = hashFor(null, null, q);
+  if (location.hash !== h) location.hash = h;
+  else load(true);
 }
 
 // A new mailbox gets its own history entry (back returns to the previous one).
@@ -435,173 +508,6 @@ async function copyAlias() {
   setTimeout(() => { button.textContent = "Copy"; }, 1500);
 }
 
-// ---- one message ----------------------------------------------------------------------
-
-function selectTab(name, focus) {
-  document.querySelectorAll(".tabs [role=tab]").forEach((b) => {
-    const on = b.dataset.tab === name;
-    b.setAttribute("aria-selected", String(on));
-    b.tabIndex = on ? 0 : -1;
-    if (on && focus) b.focus();
-  });
-  document.querySelectorAll("[data-panel]").forEach((p) => { p.hidden = p.dataset.panel !== name; });
-  if (name === "raw") loadRaw();
-}
-
-async function loadRaw() {
-  const pre = $("view-raw");
-  const id = state.openId;
-  if (!id || pre.dataset.id === id) return;
-  pre.dataset.id = id;
-  pre.textContent = "Loading\u2026";
-  try {
-    const r = await fetch(messagePath(id) + "/raw");
-    if (!r.ok) throw new Error(r.status + " " + r.statusText);
-    const text = await r.text();
-    if (state.openId === id) pre.textContent = text;
-  } catch (e) {
-    if (state.openId === id) { pre.textContent = "Could not load the source: " + e.message; delete pre.dataset.id; }
-  }
-}
-
-function setFrame(id, images) {
-  const frame = $("html-frame");
-  // Defence in depth: whatever happened to the markup, the frame stays fully sandboxed.
-  frame.setAttribute("sandbox", "");
-  frame.src = id ? messagePath(id) + "/html" + (images ? "?images=1" : "") : "about:blank";
-}
-
-async function openMessage(id) {
-  const gen = state.gen;
-  let m;
-  try {
-    m = await request(messagePath(id));
-  } catch (e) {
-    if (gen !== state.gen) return;
-    showError(e.status === 404 ? "That message no longer exists." : "Could not open the message: " + e.message);
-    if (state.openId === id || parseHash().id === id) { state.openId = null; syncHash(); }
-    return;
-  }
-  if (gen !== state.gen) return;
-  showError("");
-  const wasOpen = !!state.openId;
-  state.openId = id;
-  state.currentId = id;
-  state.imagesShown = false;
-  syncHash();
-  document.body.classList.add("viewing");
-  $("message-view").hidden = false;
-  $("view-subject").textContent = m.subject || "(no subject)";
-
-  const meta = $("view-meta");
-  meta.replaceChildren();
-  const add = (k, v, title) => {
-    if (!v) return;
-    const dd = el("dd", null, v);
-    if (title) dd.title = title;
-    meta.append(el("dt", null, k), dd);
-  };
-  const rcpts = (m.rcpt_to || []).join(", ");
-  add("From", m.from || m.mail_from || "<>");
-  add("To", m.to || rcpts);
-  add("Cc", m.cc);
-  add("Envelope", (m.mail_from || "<>") + " \u2192 " + rcpts);
-  const received = new Date(m.received_at);
-  add("Received", fmtFull.format(received) + (relative(received) ? " (" + relative(received) + ")" : ""), m.received_at);
-  if (m.client) add("Client", (m.helo ? m.helo + " " : "") + "[" + m.client.ip + "]" + (m.tls ? " with TLS" : ""));
-  add("Size", size(m.size));
-  const c = m.checks;
-  if (c) {
-    const auth = ["spf", "dkim", "dmarc", "arc"].filter((k) => c[k]).map((k) => k.toUpperCase() + " " + c[k]);
-    add("Authentication", auth.join(", "));
-    add("Spam score", c.scanner || (c.score ? String(c.score) : ""), (c.symbols || []).join(", "));
-    add("DNS lists", (c.lists || []).join(", "));
-    if (!c.scanner && c.symbols && c.symbols.length) add("Checks", c.symbols.join(", "));
-    add("Not checked", (c.undecided || []).map((u) => u.check + " (could not decide: " + u.reason + ")").join(", "));
-  }
-
-  const raw = messagePath(id) + "/raw";
-  $("download-raw").href = raw;
-  $("download-raw-2").href = raw;
-  $("download-raw").setAttribute("download", id + ".eml");
-  $("download-raw-2").setAttribute("download", id + ".eml");
-
-  setFrame(id, false);
-  $("show-images").disabled = false;
-  $("images-note").textContent = "Remote images are blocked.";
-  $("view-text").textContent = m.text || "(no text part)";
-
-  const tbody = $("view-headers").tBodies[0];
-  tbody.replaceChildren();
-  (m.headers || []).forEach((h) => {
-    const tr = el("tr");
-    tr.append(el("th", null, h.name), el("td", null, h.value));
-    tr.firstChild.scope = "row";
-    tbody.append(tr);
-  });
-
-  $("view-raw").textContent = "";
-  delete $("view-raw").dataset.id;
-
-  const atts = $("view-attachments");
-  atts.replaceChildren();
-  const list = m.attachment_list || [];
-  if (list.length === 0) atts.append(el("li", "muted", "No attachments."));
-  list.forEach((a) => {
-    const li = el("li");
-    const link = el("a", null, a.name || "attachment " + a.part);
-    link.href = messagePath(id) + "/attachments/" + encodeURIComponent(a.part);
-    link.setAttribute("download", a.name || "");
-    li.append(link, el("span", "muted", " " + (a.content_type || "") + ", " + size(a.size)));
-    atts.append(li);
-  });
-  $("tab-attachments").textContent = list.length ? "Attachments (" + list.length + ")" : "Attachments";
-
-  selectTab(m.html ? "html" : "text", false);
-  render();
-  if (!wasOpen || document.activeElement === document.body) $("view-subject").focus({ preventScroll: true });
-  const li = $(rowId(id));
-  if (li) li.scrollIntoView({ block: "nearest" });
-
-  if (!m.seen) {
-    try {
-      await request(messagePath(id) + "/read", { method: "POST" });
-      const s = state.messages.find((x) => x.id === id);
-      if (s && !s.seen) {
-        s.seen = true;
-        state.unread = Math.max(0, state.unread - 1);
-        render();
-      }
-    } catch (_) { /* the flag stays; not worth an error */ }
-  }
-}
-
-// Back to the list; focus goes to the list when asked or when it was in the message.
-function closeMessage(focusList) {
-  const wasFocusedInside = $("message-view").contains(document.activeElement);
-  state.openId = null;
-  document.body.classList.remove("viewing");
-  $("message-view").hidden = true;
-  setFrame(null);
-  syncHash();
-  render();
-  if (wasFocusedInside || focusList) $("message-list").focus({ preventScroll: true });
-}
-
-async function deleteMessage() {
-  if (!state.access.delete) return;
-  const id = state.openId || state.currentId;
-  if (!id) return;
-  try {
-    await request(messagePath(id), { method: "DELETE" });
-  } catch (e) {
-    if (e.status !== 404) { showError("Could not delete: " + e.message); return; }
-  }
-  removeLocal(id);
-  if (state.openId === id) closeMessage(true);
-  else render();
-}
-
 function move(delta) {
   if (state.messages.length === 0) return;
   const i = state.messages.findIndex((m) => m.id === state.currentId);
@@ -641,7 +547,10 @@ function onKey(e) {
       break;
     case "o": case "Enter": if (state.currentId) openMessage(state.currentId); break;
     case "#": case "Delete": deleteMessage(); break;
-    case "r": if (state.mailbox !== null) load(true); break;
+    case "r": if (state.mailbox !== null || state.query !== null) load(true); break;
+    case "s": $("search-input").focus(); $("search-input").select(); break;
+    case "x": if (state.currentId) toggleSelected(state.currentId); break;
+    case "u": if (state.openId) markUnread(); break;
     case "Escape": if (state.openId) closeMessage(true); break;
     default: return;
   }
@@ -649,7 +558,7 @@ function onKey(e) {
 }
 
 function onHash() {
-  let { mailbox, id } = parseHash();
+  let { mailbox, id, query } = parseHash();
   if (mailbox === null && !location.hash) {
     const q = new URLSearchParams(location.search).get("mailbox");
     if (q !== null) {
@@ -657,7 +566,7 @@ function onHash() {
       history.replaceState(null, "", location.pathname + hashFor(mailbox, null));
     }
   }
-  openMailbox(mailbox, id);
+  openMailbox(mailbox, id, query === undefined ? null : query);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -666,6 +575,18 @@ document.addEventListener("DOMContentLoaded", () => {
     const name = $("mailbox-input").value.trim();
     if (name) goMailbox(name);
   });
+  $("intro-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const name = $("intro-input").value.trim();
+    if (name) goMailbox(name);
+  });
+  $("search-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    goSearch($("search-input").value);
+  });
+  $("html-frame").addEventListener("load", fitFrame);
+  let resizing = 0;
+  window.addEventListener("resize", () => { cancelAnimationFrame(resizing); resizing = requestAnimationFrame(fitFrame); });
   $("all-mail").addEventListener("click", () => goMailbox(""));
   $("home").addEventListener("click", (e) => { e.preventDefault(); history.pushState(null, "", location.pathname); openMailbox(null, null); });
   $("more").addEventListener("click", loadMore);
@@ -684,6 +605,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("message-list").addEventListener("click", (e) => {
     const li = e.target.closest("li[data-id]");
     if (!li) return;
+    if (e.target.classList.contains("pick")) { toggleSelected(li.dataset.id, e.target.checked); return; }
     state.currentId = li.dataset.id;
     openMessage(li.dataset.id);
   });
@@ -700,10 +622,11 @@ document.addEventListener("DOMContentLoaded", () => {
 async function loadAccess() {
   try {
     const a = await request(api("/access"));
-    state.access = { all_mail: !!a.all_mail, delete: !!a.delete };
+    state.access = { all_mail: !!a.all_mail, delete: !!a.delete, mode: a.mode };
   } catch (_) { /* an older server: everything shown, the API still decides */ }
   $("all-mail").hidden = !state.access.all_mail;
   $("delete-message").hidden = !state.access.delete;
   $("delete-mailbox").hidden = !state.access.delete;
   document.body.dataset.access = state.access.all_mail ? "all" : "mailbox";
+  document.body.dataset.mode = state.access.mode || "";
 }

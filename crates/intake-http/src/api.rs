@@ -11,8 +11,10 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::access::{self, AccessInfo, Granted, Need, Routes, Rule};
+use crate::batch;
 use crate::error::{ApiError, ErrorBody};
 use crate::events;
+use crate::html_view;
 use crate::model::{
     AttachmentJson, ChecksJson, ClientJson, HeaderField, HeaderList, MessageDetail, MessageSummary,
     TlsJson, parse_query, rfc3339,
@@ -39,9 +41,11 @@ pub(crate) fn routes() -> Routes<AppState> {
         .api(Need::MailboxRead, routes!(get_message))
         .api(Need::MailboxDelete, routes!(delete_message))
         .api(Need::MailboxRead, routes!(mark_read, mark_unread))
+        .api(Need::MailboxRead, routes!(batch::mark_many))
+        .api(Need::MailboxDelete, routes!(batch::delete_many))
         .api(Need::MailboxRead, routes!(raw_message))
         .api(Need::MailboxRead, routes!(message_headers))
-        .api(Need::MailboxRead, routes!(message_html))
+        .api(Need::MailboxRead, routes!(html_view::message_html))
         .api(Need::MailboxRead, routes!(attachment))
         .api(one_mailbox_search, routes!(search))
         .api(one_mailbox_search, routes!(events::wait))
@@ -396,32 +400,6 @@ async fn message_headers(
     Ok(Json(HeaderList {
         headers: headers_of(&m.raw),
     }))
-}
-
-/// Options of the HTML view.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct HtmlOptions {
-    /// `1`: allow remote images (blocked by default).
-    pub images: Option<u8>,
-}
-
-/// The HTML body as a page for a sandboxed iframe, with a CSP that forbids scripts and
-/// (unless `images=1`) every remote load.
-#[utoipa::path(get, path = "/api/v1/messages/{id}/html", tag = "messages",
-    params(("id" = String, Path, description = "Message id"), HtmlOptions),
-    responses((status = 200, content_type = "text/html"), (status = 404, body = ErrorBody)))]
-async fn message_html(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    QueryParams(opts): QueryParams<HtmlOptions>,
-) -> Result<Response, ApiError> {
-    let m = load(&state, &id).await?;
-    let raw = m.raw.clone();
-    let html = tokio::task::spawn_blocking(move || html_or_text(&raw))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(sandboxed_html(html, opts.images == Some(1)))
 }
 
 /// An HTML body as a page for a sandboxed iframe: no script, no remote loads (remote images

@@ -9,9 +9,11 @@
 pub mod access;
 mod admin;
 mod api;
+mod batch;
 mod conn;
 pub mod error;
 mod events;
+mod html_view;
 mod listen;
 mod mailpit;
 mod model;

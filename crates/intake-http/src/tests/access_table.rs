@@ -203,6 +203,20 @@ fn api_table(id: &str) -> Vec<Row> {
             Mailbox,
         ),
         (
+            "POST",
+            "/api/v1/messages/read",
+            "/api/v1/messages/read".into(),
+            r#"{"ids": ["019300000000700080000000000000aa"], "read": true}"#,
+            Mailbox,
+        ),
+        (
+            "POST",
+            "/api/v1/messages/delete",
+            "/api/v1/messages/delete".into(),
+            r#"{"ids": ["019300000000700080000000000000aa"]}"#,
+            MailboxDelete,
+        ),
+        (
             "DELETE",
             "/api/v1/messages/{id}",
             format!("/api/v1/messages/{NO_ID}"),

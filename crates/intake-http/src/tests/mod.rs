@@ -6,6 +6,7 @@
 mod access_table;
 mod budget;
 mod errors;
+mod inbox;
 
 use std::net::SocketAddr;
 
@@ -54,7 +55,7 @@ pub(crate) async fn send(app: &axum::Router, req: Request<Body>) -> (u16, String
     (status, ctype, body.to_vec())
 }
 
-async fn call(app: &axum::Router, method: &str, uri: &str) -> (u16, serde_json::Value) {
+pub(crate) async fn call(app: &axum::Router, method: &str, uri: &str) -> (u16, serde_json::Value) {
     let (status, _, body) = send(app, request(method, uri, &[], Body::empty())).await;
     (status, serde_json::from_slice(&body).unwrap_or_default())
 }

@@ -185,6 +185,19 @@ fn table(id: &str) -> Vec<(&'static str, &'static str, String, Class)> {
             format!("/api/v1/messages/{id}/read"),
             Class::Mailbox,
         ),
+        // Without a body: allowed is a 4xx about the body, refused a 401 or 403.
+        (
+            "POST",
+            "/api/v1/messages/read",
+            "/api/v1/messages/read".into(),
+            Class::Mailbox,
+        ),
+        (
+            "POST",
+            "/api/v1/messages/delete",
+            "/api/v1/messages/delete".into(),
+            Class::MailboxDelete,
+        ),
         // A message that does not exist: the delete is allowed or refused, never done.
         (
             "DELETE",
