@@ -12,7 +12,9 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use intake_core::{Check, CheckCtx, CheckError, OnError, Reason, RecipientTable, Stage, Verdict};
@@ -276,7 +278,7 @@ impl Check for RecipientExists {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use intake_core::MailStore;
+    use intake_core::{MailStore, StoreError};
     use intake_store::{Mode, StoreSettings};
 
     fn cx(rcpt: &str) -> CheckCtx {
@@ -440,5 +442,97 @@ mod tests {
         std::fs::remove_file(dir.path().join("intake.db")).unwrap();
         let check = RecipientExists::new(&RecipientsConfig::default(), ro);
         assert_eq!(verdicts(&check, &["a@example.test"]).await, ["error"]);
+    }
+
+    /// A store that is away: lookups hang (a closed pool waiting for its connect timeout)
+    /// until the test lets one answer, or fail at once. Counts the lookups it was asked.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        Hang,
+        Empty,
+        Fail,
+    }
+
+    struct AwayTable {
+        answer: std::sync::Mutex<Answer>,
+        asked: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait]
+    impl RecipientTable for AwayTable {
+        async fn recipient_add(&self, _: &str) -> Result<bool, StoreError> {
+            unreachable!("the check never writes")
+        }
+        async fn recipient_remove(&self, _: &str) -> Result<bool, StoreError> {
+            unreachable!("the check never writes")
+        }
+        async fn recipient_list(&self) -> Result<Vec<String>, StoreError> {
+            unreachable!("the check never lists")
+        }
+        async fn recipient_lookup(&self, _: &str) -> Result<Option<bool>, StoreError> {
+            self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let answer = *self.answer.lock().unwrap();
+            match answer {
+                Answer::Empty => Ok(None),
+                Answer::Fail => Err(StoreError::Unavailable("connection refused".into())),
+                Answer::Hang => std::future::pending().await,
+            }
+        }
+    }
+
+    fn away(answer: Answer) -> Arc<AwayTable> {
+        Arc::new(AwayTable {
+            answer: std::sync::Mutex::new(answer),
+            asked: Default::default(),
+        })
+    }
+
+    /// With the store away, one RCPT pays the lookup's bound; the next ones are answered
+    /// at once by the circuit breaker ("could not decide" while the table may list
+    /// addresses), without asking the store again.
+    #[tokio::test(start_paused = true)]
+    async fn a_store_that_does_not_answer_costs_one_timeout_then_fails_fast() {
+        let table = away(Answer::Hang);
+        let cfg = RecipientsConfig {
+            timeout: Duration::from_secs(5),
+            ..RecipientsConfig::default()
+        };
+        let check = RecipientExists::new(&cfg, table.clone());
+        let started = tokio::time::Instant::now();
+        assert_eq!(verdicts(&check, &["a@example.test"]).await, ["error"]);
+        assert!(
+            started.elapsed() < cfg.timeout,
+            "the lookup gives up within the check's deadline"
+        );
+        let after = tokio::time::Instant::now();
+        assert_eq!(
+            verdicts(&check, &["b@example.test", "c@example.test"]).await,
+            ["error", "error"]
+        );
+        assert_eq!(
+            after.elapsed(),
+            Duration::ZERO,
+            "no wait while the breaker is open"
+        );
+        assert_eq!(table.asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// A server without a recipient list (the table known empty) keeps accepting mail
+    /// while the store is away, without waiting for it.
+    #[tokio::test(start_paused = true)]
+    async fn without_a_list_the_store_being_away_costs_nothing() {
+        let table = away(Answer::Empty);
+        let check = RecipientExists::new(&RecipientsConfig::default(), table.clone());
+        assert_eq!(verdicts(&check, &["a@example.test"]).await, ["pass"]);
+        *table.answer.lock().unwrap() = Answer::Fail;
+        // Within the second an empty table is believed: not asked at all.
+        assert_eq!(verdicts(&check, &["b@example.test"]).await, ["pass"]);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // Asked again, it fails: still no source, still accepted, and then not asked.
+        assert_eq!(
+            verdicts(&check, &["c@example.test", "d@example.test"]).await,
+            ["pass", "pass"]
+        );
+        assert_eq!(table.asked.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }
