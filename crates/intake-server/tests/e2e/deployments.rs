@@ -23,7 +23,11 @@ fn examples() -> Vec<toml::Table> {
         .skip(1)
         .map(|b| b.split("```").next().unwrap().parse().unwrap())
         .collect();
-    assert_eq!(blocks.len(), 2, "the gateway and the application listener");
+    assert_eq!(
+        blocks.len(),
+        4,
+        "the gateway, the application listener, the LDAP gateway, the sending platform"
+    );
     blocks
 }
 
@@ -274,4 +278,33 @@ async fn the_application_listener_example_posts_each_message() {
         assert_eq!(v["parsed"]["subject"], "to the app");
     }
     running.stop().await.unwrap();
+}
+
+/// The LDAP gateway and the sending platform load as written (with local certificates and
+/// store): every section is valid, the directory answers what each asks of it, and the
+/// checks are the ones the page describes.
+#[test]
+fn the_directory_examples_load_as_described() {
+    let mut examples = examples();
+    let dir = tempfile::tempdir().unwrap();
+    let mut gateway = examples.remove(2);
+    localize(&mut gateway, dir.path());
+    let g = Settings::from_table(&gateway, &Sources::default()).expect("the gateway loads");
+    let d = g.directory.as_ref().expect("a directory");
+    assert!(d.answers_recipients());
+    assert!(g.policy.recipients.directory);
+    assert!(g.policy.spamd.enabled && g.policy.clamav.enabled);
+    assert_eq!(g.policy.clamav.on_error, intake_core::OnError::Defer);
+    assert_eq!(
+        g.policy.sender_auth.spf_at_mail,
+        intake_policy::spf::SpfAtMail::Reject
+    );
+    assert_eq!(g.delivery.targets, ["relay"]);
+
+    let mut platform = examples.remove(2);
+    localize(&mut platform, dir.path());
+    let p = Settings::from_table(&platform, &Sources::default()).expect("the platform loads");
+    assert!(p.directory.as_ref().expect("a directory").answers_logins());
+    assert!(p.auth.directory && p.auth.required);
+    assert_eq!(p.delivery.targets, ["webhook"]);
 }
