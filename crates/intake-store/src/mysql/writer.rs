@@ -150,7 +150,9 @@ impl Writer {
                 .find_map(|r| r.as_ref().err())
                 .map(|e| e.to_string())
                 .unwrap_or_default();
-            tracing::error!(messages = n, error = %why, "commit failed; answering 451");
+            if let Some(repeats) = crate::common::WRITE_FAILURES.hit(&why) {
+                tracing::error!(messages = n, error = %why, repeats, "commit failed; answering 451");
+            }
         }
         for (d, result) in batch.into_iter().zip(results) {
             let _ = d.done.send(result);
@@ -175,7 +177,9 @@ impl Writer {
                     self.conn = Some(c);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "store: the writer cannot connect");
+                    if let Some(repeats) = crate::common::WRITE_FAILURES.hit(&e.to_string()) {
+                        tracing::warn!(error = %e, repeats, "store: the writer cannot connect");
+                    }
                     self.failed_at = Some((Instant::now(), e.to_string()));
                     return Err(e);
                 }
