@@ -86,23 +86,24 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         )),
         None => None,
     };
-    let sources = http::Sources {
-        store: opened.clone(),
-        events: events.clone(),
-        secret,
-        tls: tls.clone(),
-    };
-    let (api, mailpit) = http::start(settings, &sources, &go, &shutdown).await?;
     // The live objects, built once: per-client limits (one state for every listener), the
     // cluster link, the targets, the authenticator. A reload keeps them all.
     let limits =
         intake_smtp::limits::ClientLimits::new(settings.limits, settings.limits_exempt.clone());
     let cluster = store::cluster(settings, &limits)?;
+    let sources = http::Sources {
+        store: opened.clone(),
+        events: events.clone(),
+        secret,
+        tls: tls.clone(),
+        cluster: cluster.clone(),
+    };
+    let (api, mailpit) = http::start(settings, &sources, &go, &shutdown).await?;
     let policy = policy::policy_shared(settings, &opened, cluster.as_ref());
     let profiles = policy::policy_profiles(settings, &policy)?;
     let shared = listeners::Shared {
         targets: Arc::new(targets::target_set(settings, &store)?),
-        auth: policy::authenticator(settings, opened.clone()),
+        auth: policy::authenticator(settings, opened.clone(), cluster.as_ref()),
         limits,
         tls: tls.clone(),
         arrivals,

@@ -8,17 +8,20 @@ use crate::config::Settings;
 
 /// The one authenticator of the process (users from the store), shared by every listener
 /// so that failed logins count wherever they happen.
+/// In a cluster its failed-login counts are shared through the cluster's Redis.
 pub(super) fn authenticator(
     settings: &Settings,
     users: Arc<dyn intake_core::UserDirectory>,
+    cluster: Option<&Arc<intake_cluster::Cluster>>,
 ) -> Arc<dyn intake_core::Authenticator> {
     let a = &settings.auth;
-    let limiter =
-        intake_core::LoginLimiter::new(intake_core::LoginLimits::new(a.per_client, a.per_account));
-    Arc::new(intake_core::StoreAuthenticator::new(
-        users,
-        Arc::new(limiter),
-    ))
+    let limiter = Arc::new(intake_core::LoginLimiter::new(
+        intake_core::LoginLimits::new(a.per_client, a.per_account),
+    ));
+    if let Some(c) = cluster {
+        c.share_logins("smtp", limiter.clone());
+    }
+    Arc::new(intake_core::StoreAuthenticator::new(users, limiter))
 }
 
 /// What the policy checks keep across reloads (built once): the store, the greylist
