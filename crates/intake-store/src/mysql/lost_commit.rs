@@ -136,7 +136,7 @@ async fn relay(client: TcpStream, server: TcpStream, mode: Arc<AtomicU8>) {
 }
 
 async fn open_through(proxy: &CommitBreaker, db: &ScratchDb) -> Store {
-    let mut cfg = MysqlConfig::new(&proxy.url(&db.url));
+    let mut cfg = MysqlConfig::new(proxy.url(&db.url));
     cfg.connect_timeout = Duration::from_secs(2);
     Store::new(Arc::new(
         MysqlBackend::open(cfg, Mode::ReadWrite).await.unwrap(),
