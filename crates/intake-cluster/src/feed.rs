@@ -8,7 +8,9 @@
 //! node see mail that arrived through any node sharing the same store.
 //!
 //! Pub/sub is fire and forget: an event sent while a node is not subscribed (Redis down, a
-//! reconnect in progress) is not seen by that node; its listeners still read the store.
+//! reconnect in progress) is not seen by that node. It does not pretend otherwise: once
+//! subscribed again it calls [`EventBus::missed`], so its SSE listeners get
+//! `event: lagged` (and reload from the store) and `/wait` looks in the store.
 //! The subscriber connects again with backoff (100 ms, doubling to 5 s). A full queue
 //! (Redis slow or down) drops events, never blocks a delivery.
 //!
@@ -219,6 +221,8 @@ async fn subscriber(
 ) {
     let mut backoff = BACKOFF_MIN;
     let mut down_since_logged = false;
+    // Subscribed before: a new subscription means events may have been missed between.
+    let mut was_subscribed = false;
     loop {
         let connected = tokio::select! {
             c = tokio::time::timeout(timeout, async {
@@ -235,6 +239,10 @@ async fn subscriber(
                 }
                 backoff = BACKOFF_MIN;
                 up.send_replace(true);
+                if was_subscribed {
+                    bus.missed();
+                }
+                was_subscribed = true;
                 let mut messages = ps.into_on_message();
                 loop {
                     let msg = tokio::select! {

@@ -9,7 +9,8 @@
 //!   the value `<first_seen> <last_seen> <passes>` (Unix ms), with `PX` set to what is left
 //!   of the record's life, so Redis expires it.
 //! - `node:<id>`: one node's per-client counts (open connections per IP and network,
-//!   connections, messages, recipients per IP over the last minute), JSON, written every
+//!   connections, messages, recipients per IP over the last minute, failed logins per
+//!   address, per address and account, per account for each shared login limiter), JSON, written every
 //!   sync interval with `PX` of three intervals: a node that stops stops counting soon after.
 //! - `nodes`: the ids of the nodes (a sorted set by last sync time), so each node reads the
 //!   others' `node:` keys without a `SCAN`. Ids whose key has gone are removed.
@@ -35,7 +36,7 @@ mod settings;
 
 use async_trait::async_trait;
 use intake_core::net::LogEvery;
-use intake_core::{ClientCounts, GreyRecord, GreyState, SharedError, SharedLimits};
+use intake_core::{ClientCounts, GreyRecord, GreyState, SharedError, SharedLimits, SharedLogins};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -125,6 +126,8 @@ pub struct Cluster {
     down_log: Mutex<LogEvery>,
     /// The limits whose counts are shared (the current ones: a reload replaces them).
     limits: Mutex<Option<Arc<dyn SharedLimits>>>,
+    /// The failed-login limiters whose counts are shared, by name (`smtp`, `http`).
+    logins: Mutex<Vec<(String, Arc<dyn SharedLogins>)>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -161,6 +164,7 @@ impl Cluster {
             failures: AtomicU32::new(0),
             down_log: Mutex::new(LogEvery::new(Duration::from_secs(60))),
             limits: Mutex::new(None),
+            logins: Mutex::new(Vec::new()),
         }))
     }
 
@@ -172,6 +176,16 @@ impl Cluster {
     /// Shares the counts of `limits` from now on (replacing limits shared before).
     pub fn share_limits(&self, limits: Arc<dyn SharedLimits>) {
         *self.limits.lock().expect("cluster lock") = Some(limits);
+    }
+
+    /// Shares the failed-login counts of `limiter` under `name` from now on (a limiter is
+    /// built once and kept across reloads). Each node adds the others' counts of the same
+    /// name to its own.
+    pub fn share_logins(&self, name: &str, limiter: Arc<dyn SharedLogins>) {
+        self.logins
+            .lock()
+            .expect("cluster lock")
+            .push((name.to_string(), limiter));
     }
 
     /// Greylist records in this cluster's Redis.
@@ -226,13 +240,14 @@ impl Cluster {
     /// checks that Redis answers when no limits are shared). Marks Redis up or down.
     pub async fn sync(&self) -> Result<(), SharedError> {
         let limits = self.limits.lock().expect("cluster lock").clone();
-        let result = match &limits {
-            Some(l) => self.exchange(l.as_ref()).await,
-            None => {
+        let logins = self.logins.lock().expect("cluster lock").clone();
+        let result = match (&limits, logins.is_empty()) {
+            (None, true) => {
                 let mut conn = self.conn();
                 self.call("PING", redis::cmd("PING").query_async::<()>(&mut conn))
                     .await
             }
+            _ => self.exchange(limits.as_deref(), &logins).await,
         };
         match &result {
             Ok(()) => {
@@ -244,6 +259,9 @@ impl Cluster {
             Err(e) => {
                 if let Some(l) = &limits {
                     l.set_others(ClientCounts::default());
+                }
+                for (_, l) in &logins {
+                    l.set_others(Default::default());
                 }
                 if let Some(n) = self.down_log.lock().expect("cluster lock").hit()
                     && n > 1
@@ -261,9 +279,19 @@ impl Cluster {
         result
     }
 
-    async fn exchange(&self, limits: &dyn SharedLimits) -> Result<(), SharedError> {
-        let mine = serde_json::to_string(&limits.local_counts())
-            .map_err(|e| SharedError::Failed(e.to_string()))?;
+    async fn exchange(
+        &self,
+        limits: Option<&dyn SharedLimits>,
+        logins: &[(String, Arc<dyn SharedLogins>)],
+    ) -> Result<(), SharedError> {
+        let mut mine = limits.map(|l| l.local_counts()).unwrap_or_default();
+        for (name, l) in logins {
+            let failures = l.local_failures();
+            if !failures.is_empty() {
+                mine.logins.insert(name.clone(), failures);
+            }
+        }
+        let mine = serde_json::to_string(&mine).map_err(|e| SharedError::Failed(e.to_string()))?;
         let ttl = u64::try_from(self.cfg.sync_interval.as_millis().saturating_mul(3))
             .unwrap_or(u64::MAX)
             .max(1000);
@@ -330,7 +358,12 @@ impl Cluster {
                     .await;
             }
         }
-        limits.set_others(others);
+        for (name, l) in logins {
+            l.set_others(others.logins.remove(name).unwrap_or_default());
+        }
+        if let Some(l) = limits {
+            l.set_others(others);
+        }
         Ok(())
     }
 

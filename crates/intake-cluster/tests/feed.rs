@@ -126,3 +126,48 @@ async fn the_subscriber_comes_back_after_redis_restarts() {
     a.store.close().await;
     b.store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_resubscribes_tells_its_listeners_they_may_have_missed_events() {
+    let mut redis = TestRedis::start();
+    let shutdown = CancellationToken::new();
+    let a = node(&redis.url(), "node-a", &shutdown).await;
+    let b = node(&redis.url(), "node-b", &shutdown).await;
+    b.feed.wait_subscribed().await;
+    let mut missed = b.store.events().watch_missed();
+    // While B is cut off, A's mail is stored but B's feed cannot see its event.
+    redis.restart();
+    let stored = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let m = incoming(&["gap@x.test"], "while B was away");
+            let id = m.id;
+            if a.store.deliver(m).await.is_ok() {
+                return id;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("A stores again once Redis is back");
+    // B, subscribed again, says events may be missing (SSE: `event: lagged`), so its
+    // listeners read the store, where the message is.
+    tokio::time::timeout(Duration::from_secs(20), missed.changed())
+        .await
+        .expect("B announced a possible gap after resubscribing")
+        .unwrap();
+    // (B's store connection, broken by the restart, is made again on a later call.)
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(found) = b.store.fetch(stored).await {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("B's store answers again");
+    assert!(found.is_some());
+    shutdown.cancel();
+    a.store.close().await;
+    b.store.close().await;
+}

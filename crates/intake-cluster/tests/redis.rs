@@ -482,3 +482,66 @@ async fn a_node_goes_alone_while_redis_is_away_and_back_when_it_returns() {
     relay.cut();
     cleanup(&p).await;
 }
+
+#[tokio::test]
+async fn failed_logins_count_across_nodes_and_per_limiter() {
+    use intake_core::{FailureLimit, Gate, LoginLimiter, LoginLimits};
+    let p = prefix();
+    let (a, b) = (node(REDIS, &p), node(REDIS, &p));
+    let limit = FailureLimit {
+        max_failures: 4,
+        window: Duration::from_secs(60),
+    };
+    let limiter = || Arc::new(LoginLimiter::new(LoginLimits::new(limit, limit)));
+    let (smtp_a, smtp_b, http_b) = (limiter(), limiter(), limiter());
+    a.share_logins("smtp", smtp_a.clone());
+    b.share_logins("smtp", smtp_b.clone());
+    b.share_logins("http", http_b.clone());
+    let guesser: IpAddr = "192.0.2.7".parse().unwrap();
+    // Three wrong passwords on A, one on B: four for the pair across the cluster.
+    for _ in 0..3 {
+        smtp_a.failed(guesser, Some("alice@example.test"));
+    }
+    assert_eq!(
+        smtp_b.gate(guesser, Some("alice@example.test")),
+        Gate::Check {
+            delay: Duration::ZERO
+        }
+    );
+    smtp_b.failed(guesser, Some("alice@example.test"));
+    sync(&[&a, &b]).await;
+    assert!(
+        matches!(
+            smtp_b.gate(guesser, Some("Alice@example.test")),
+            Gate::Refuse { .. }
+        ),
+        "refused on B after 3 failures on A and 1 on B"
+    );
+    assert!(matches!(
+        smtp_a.gate(guesser, Some("alice@example.test")),
+        Gate::Refuse { .. }
+    ));
+    // The owner elsewhere is slowed down, not locked out, on either node.
+    let owner: IpAddr = "198.51.100.1".parse().unwrap();
+    assert!(
+        matches!(smtp_a.gate(owner, Some("alice@example.test")), Gate::Check { delay } if delay > Duration::ZERO)
+    );
+    // Another limiter (HTTP) of the same name space is not counted with SMTP's.
+    assert_eq!(
+        http_b.gate(guesser, Some("alice@example.test")),
+        Gate::Check {
+            delay: Duration::ZERO
+        }
+    );
+    // A node that leaves takes its failures with it: B alone has one.
+    a.leave().await;
+    b.sync().await.unwrap();
+    assert_eq!(
+        smtp_b.gate(guesser, Some("alice@example.test")),
+        Gate::Check {
+            delay: Duration::ZERO
+        }
+    );
+    b.leave().await;
+    cleanup(&p).await;
+}

@@ -73,12 +73,21 @@ impl StoreAuthenticator {
     }
 }
 
+/// Logins refused by the limiter, summarized in the log.
+static REFUSED: crate::net::Repeated =
+    crate::net::Repeated::new(std::time::Duration::from_secs(10));
+
 #[async_trait]
 impl Authenticator for StoreAuthenticator {
     async fn authenticate(&self, c: &Credentials) -> AuthResult {
         let account = c.username.trim().to_lowercase();
         if self.limiter.admit(c.client, Some(&account)).await.is_err() {
-            tracing::warn!(client = %c.client, user = %account, "AUTH refused: too many failed logins");
+            // A guesser keeps trying: logged once per client and account, then a count
+            // every ten seconds while it goes on.
+            if let Some(repeats) = REFUSED.hit(&format!("{} {account}", c.client)) {
+                tracing::warn!(client = %c.client, user = %account, repeats,
+                    "AUTH refused: too many failed logins");
+            }
             return AuthResult::RateLimited;
         }
         let user = match self.store.user_get(&account).await {

@@ -304,6 +304,11 @@ impl fmt::Debug for Pipeline {
     }
 }
 
+/// A scanner that is down fails every message alike: its "could not decide" is logged
+/// once, then once per ten seconds with the number (`repeats`); the metrics count each.
+static UNDECIDED: crate::net::Repeated =
+    crate::net::Repeated::new(std::time::Duration::from_secs(10));
+
 impl Pipeline {
     /// No checks.
     pub fn new() -> Pipeline {
@@ -352,10 +357,12 @@ impl Pipeline {
                     (v, kind)
                 }
                 Err(err) => {
-                    tracing::warn!(
-                        check = e.check.name(), stage = %cx.stage, client = %cx.client,
-                        error = %err, on_error = ?e.on_error, "check could not decide"
-                    );
+                    if let Some(repeats) = UNDECIDED.hit(&format!("{}: {err}", e.check.name())) {
+                        tracing::warn!(
+                            check = e.check.name(), stage = %cx.stage, client = %cx.client,
+                            error = %err, on_error = ?e.on_error, repeats, "check could not decide"
+                        );
+                    }
                     match e.on_error {
                         OnError::FailOpen => (unchecked(e.check.name(), &err), 0),
                         OnError::Defer => (

@@ -5,8 +5,10 @@
 //! configured (a feed between nodes sharing one database). Between nodes an event travels
 //! as a [`WireEvent`], the one encoding every feed uses.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::message::{MessageId, Summary};
 
@@ -42,28 +44,51 @@ impl Event {
 
 /// A broadcast channel of [`Event`]s. Slow listeners lose old events rather than holding
 /// memory: they get `Lagged` and can re-read the store.
+///
+/// Events can also be missed before they reach the bus: a feed between nodes that lost
+/// its connection does not see what the other nodes published meanwhile. The feed then
+/// calls [`EventBus::missed`], and listeners watching [`EventBus::watch_missed`] treat it
+/// as a lag (the SSE stream sends `event: lagged`, `/wait` looks in the store).
 #[derive(Debug, Clone)]
-pub struct EventBus(broadcast::Sender<Event>);
+pub struct EventBus {
+    tx: broadcast::Sender<Event>,
+    /// How many times events may have been missed upstream (a feed reconnected).
+    missed: Arc<watch::Sender<u64>>,
+}
 
 impl EventBus {
     /// A bus keeping up to `capacity` events for slow listeners.
     pub fn new(capacity: usize) -> Self {
-        EventBus(broadcast::channel(capacity.max(16)).0)
+        EventBus {
+            tx: broadcast::channel(capacity.max(16)).0,
+            missed: Arc::new(watch::channel(0).0),
+        }
     }
 
     /// Publishes (no-op when nobody listens).
     pub fn publish(&self, e: Event) {
-        let _ = self.0.send(e);
+        let _ = self.tx.send(e);
     }
 
     /// A new listener, seeing events published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.0.subscribe()
+        self.tx.subscribe()
     }
 
     /// Whether anybody listens (publishers may skip building events otherwise).
     pub fn has_listeners(&self) -> bool {
-        self.0.receiver_count() > 0
+        self.tx.receiver_count() > 0
+    }
+
+    /// Says that events from other nodes may have been missed (a feed was disconnected
+    /// and is back): every listener is told to re-read the store.
+    pub fn missed(&self) {
+        self.missed.send_modify(|n| *n += 1);
+    }
+
+    /// Changes each time [`EventBus::missed`] is called (from now on).
+    pub fn watch_missed(&self) -> watch::Receiver<u64> {
+        self.missed.subscribe()
     }
 }
 

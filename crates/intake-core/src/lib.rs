@@ -43,7 +43,9 @@ pub use message::{
     TlsInfo, mailbox_key,
 };
 pub use search::{Query, QueryError};
-pub use shared::{ClientCounts, GreyState, SharedError, SharedLimits, StoreGreyState};
+pub use shared::{
+    ClientCounts, GreyState, LoginCounts, SharedError, SharedLimits, SharedLogins, StoreGreyState,
+};
 pub use store::{
     ArrivalGuard, Arrivals, DirectoryBackend, Evicted, Eviction, GreyRecord, Listing, MailBackend,
     MailStore, Page, PolicyBackend, PolicyState, RecipientTable, Removal, Retention, StoreError,

@@ -14,17 +14,27 @@
 //!   An account attacked from many addresses slows down; it is never locked, so its owner,
 //!   from another address, still logs in.
 //!
+//! In a cluster the counts are shared ([`SharedLogins`]): every node adds the other nodes'
+//! failures, as last synced, to its own before deciding.
+//!
 //! A refused attempt is not checked and does not count. The maps are bounded caches (moka):
 //! an entry leaves when its window has passed, or when the cache is full (least recently
 //! used first), so a flood of addresses costs bounded memory.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use moka::sync::Cache;
 use tokio::time::Instant;
+
+use crate::shared::{LoginCounts, SharedLogins};
+
+/// Keys per map a node hands to the others at each sync (a flood of addresses must not
+/// make the shared counts unbounded); past it some keys count on this node only.
+const SHARED_KEYS: usize = 10_000;
 
 /// Failed logins allowed per key within a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,11 +148,36 @@ where
         w.failures.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Some(time left) when `key` has used up its failures.
-    fn blocked(&self, key: &K) -> Option<Duration> {
+    /// Some(time left) when `key` has used up its failures, `others` being the other
+    /// nodes' failures of it (refused for a whole window when only theirs count).
+    fn blocked(&self, key: &K, others: u32) -> Option<Duration> {
         let (n, left) = self.count(key);
-        (n >= self.limit.max_failures).then_some(left)
+        let left = if left.is_zero() {
+            self.limit.window
+        } else {
+            left
+        };
+        (n.saturating_add(others) >= self.limit.max_failures).then_some(left)
     }
+
+    /// The keys with failures in their current window (at most [`SHARED_KEYS`]).
+    fn counts(&self) -> impl Iterator<Item = (Arc<K>, u32)> + '_ {
+        let window = self.limit.window;
+        self.map
+            .iter()
+            .filter(move |(_, w)| w.since.elapsed() < window)
+            .map(|(k, w)| (k, w.failures.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .take(SHARED_KEYS)
+    }
+}
+
+/// The other nodes' failures, as last synced, by the keys of the three counters.
+#[derive(Debug, Default)]
+struct Others {
+    clients: HashMap<IpAddr, u32>,
+    pairs: HashMap<(IpAddr, String), u32>,
+    accounts: HashMap<String, u32>,
 }
 
 /// Failed logins per client address, per (address, account) and per account. Build one per
@@ -152,6 +187,8 @@ pub struct LoginLimiter {
     clients: Counter<IpAddr>,
     pairs: Counter<(IpAddr, String)>,
     accounts: Counter<String>,
+    /// The other nodes' failures (empty on a single node).
+    others: RwLock<Arc<Others>>,
 }
 
 impl std::fmt::Debug for LoginLimiter {
@@ -174,6 +211,7 @@ impl LoginLimiter {
             clients: Counter::new(limits.per_client, limits.capacity),
             pairs: Counter::new(limits.per_account, limits.capacity),
             accounts: Counter::new(limits.per_account, limits.capacity),
+            others: RwLock::default(),
             limits,
         }
     }
@@ -186,7 +224,13 @@ impl LoginLimiter {
     /// What to do with an attempt from `client` for `account` (None: a credential with no
     /// account, such as a bearer token).
     pub fn gate(&self, client: IpAddr, account: Option<&str>) -> Gate {
-        if let Some(retry_after) = self.clients.blocked(&client) {
+        let others = self
+            .others
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let theirs = others.clients.get(&client).copied().unwrap_or(0);
+        if let Some(retry_after) = self.clients.blocked(&client, theirs) {
             return Gate::Refuse { retry_after };
         }
         let Some(account) = account.map(account_key) else {
@@ -194,10 +238,14 @@ impl LoginLimiter {
                 delay: Duration::ZERO,
             };
         };
-        if let Some(retry_after) = self.pairs.blocked(&(client, account.clone())) {
+        let pair = (client, account);
+        let theirs = others.pairs.get(&pair).copied().unwrap_or(0);
+        if let Some(retry_after) = self.pairs.blocked(&pair, theirs) {
             return Gate::Refuse { retry_after };
         }
+        let account = pair.1;
         let (n, _) = self.accounts.count(&account);
+        let n = n.saturating_add(others.accounts.get(&account).copied().unwrap_or(0));
         let max = self.limits.per_account.max_failures;
         let delay = if n < max {
             Duration::ZERO
@@ -231,6 +279,41 @@ impl LoginLimiter {
                 Ok(())
             }
         }
+    }
+}
+
+impl SharedLogins for LoginLimiter {
+    fn local_failures(&self) -> LoginCounts {
+        LoginCounts {
+            clients: self.clients.counts().map(|(k, n)| (*k, n)).collect(),
+            pairs: self
+                .pairs
+                .counts()
+                .map(|(k, n)| (format!("{} {}", k.0, k.1), n))
+                .collect(),
+            accounts: self
+                .accounts
+                .counts()
+                .map(|(k, n)| (k.as_ref().clone(), n))
+                .collect(),
+        }
+    }
+
+    fn set_others(&self, others: LoginCounts) {
+        let pairs = others
+            .pairs
+            .into_iter()
+            .filter_map(|(k, n)| {
+                let (ip, account) = k.split_once(' ')?;
+                Some(((ip.parse().ok()?, account.to_string()), n))
+            })
+            .collect();
+        let others = Others {
+            clients: others.clients,
+            pairs,
+            accounts: others.accounts,
+        };
+        *self.others.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(others);
     }
 }
 
@@ -340,5 +423,38 @@ mod tests {
         assert_eq!(l.gate(ip(2), None), AT_ONCE, "the window passed");
         l.failed(ip(2), None);
         assert_eq!(l.gate(ip(2), None), AT_ONCE, "a new window counts from one");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_other_nodes_failures_count_as_if_here() {
+        let a = limiter(10, 3);
+        let b = limiter(10, 3);
+        for _ in 0..2 {
+            a.failed(ip(2), Some("Alice"));
+        }
+        let shared = a.local_failures();
+        assert_eq!(shared.pairs.get("127.0.0.2 alice"), Some(&2));
+        assert_eq!(shared.accounts.get("alice"), Some(&2));
+        assert_eq!(shared.clients.get(&ip(2)), Some(&2));
+        // Node b has seen one failure of its own: with a's two, the pair is used up.
+        b.failed(ip(2), Some("alice"));
+        assert_eq!(b.gate(ip(2), Some("alice")), AT_ONCE);
+        b.set_others(shared);
+        match b.gate(ip(2), Some("alice")) {
+            Gate::Refuse { retry_after } => assert_eq!(retry_after, Duration::from_secs(60)),
+            g => panic!("{g:?}"),
+        }
+        // The account, from elsewhere, is slowed down by the three failures together.
+        assert_eq!(
+            b.gate(ip(9), Some("alice")),
+            Gate::Check {
+                delay: Duration::from_secs(1)
+            }
+        );
+        // Once a's window has passed it shares nothing, and b counts its own again.
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(a.local_failures().is_empty());
+        b.set_others(a.local_failures());
+        assert_eq!(b.gate(ip(2), Some("alice")), AT_ONCE);
     }
 }

@@ -3,6 +3,7 @@
 //! the log.
 
 use std::io;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Counts an event and says when it is time to log it: at most once per interval, with
@@ -38,6 +39,71 @@ impl LogEvery {
                 Some(std::mem::take(&mut self.count))
             }
         }
+    }
+}
+
+/// How many kinds of failure [`Repeated`] follows at once; past that the one seen least
+/// recently is forgotten (and logged at once again if it comes back).
+const REPEATED_KINDS: usize = 16;
+
+/// Logs a failure that repeats, such as every message refused while a downstream, the
+/// store or a scanner is down: the first failure of a kind is logged at once, then, while
+/// it goes on, at most one line per interval counting the failures since the previous
+/// line. Kinds are told apart by a key (the error text, a reply); a new kind is logged at
+/// once. Shared between tasks (`&self`), and `const` so it can be a `static`. Metrics
+/// count every failure; only the log is summarized.
+#[derive(Debug)]
+pub struct Repeated {
+    interval: Duration,
+    kinds: Mutex<Vec<Kind>>,
+}
+
+#[derive(Debug)]
+struct Kind {
+    key: String,
+    logged: Instant,
+    seen: Instant,
+    count: u64,
+}
+
+impl Repeated {
+    /// At most one line per kind and `interval`, after the first.
+    pub const fn new(interval: Duration) -> Self {
+        Repeated {
+            interval,
+            kinds: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Counts one failure of the kind `key`; `Some(n)` when a line is due, `n` being the
+    /// failures of that kind it covers (1 for the first).
+    pub fn hit(&self, key: &str) -> Option<u64> {
+        self.hit_at(key, Instant::now())
+    }
+
+    fn hit_at(&self, key: &str, now: Instant) -> Option<u64> {
+        let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = kinds.iter_mut().find(|k| k.key == key) {
+            k.count += 1;
+            k.seen = now;
+            if now.saturating_duration_since(k.logged) < self.interval {
+                return None;
+            }
+            k.logged = now;
+            return Some(std::mem::take(&mut k.count));
+        }
+        if kinds.len() >= REPEATED_KINDS
+            && let Some(oldest) = (0..kinds.len()).min_by_key(|&i| kinds[i].seen)
+        {
+            kinds.swap_remove(oldest);
+        }
+        kinds.push(Kind {
+            key: key.to_owned(),
+            logged: now,
+            seen: now,
+            count: 0,
+        });
+        Some(1)
     }
 }
 
@@ -110,6 +176,43 @@ mod tests {
         }
         assert_eq!(l.hit_at(t0 + Duration::from_secs(10)), Some(100));
         assert_eq!(l.hit_at(t0 + Duration::from_secs(11)), None);
+    }
+
+    #[test]
+    fn repeated_logs_each_kind_once_then_a_count_per_interval() {
+        let r = Repeated::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(r.hit_at("refused", t0), Some(1));
+        assert_eq!(
+            r.hit_at("timed out", t0),
+            Some(1),
+            "another kind is logged at once"
+        );
+        for i in 1..=50 {
+            assert_eq!(r.hit_at("refused", t0 + Duration::from_millis(i)), None);
+            assert_eq!(r.hit_at("timed out", t0 + Duration::from_millis(i)), None);
+        }
+        assert_eq!(r.hit_at("refused", t0 + Duration::from_secs(10)), Some(51));
+        assert_eq!(r.hit_at("refused", t0 + Duration::from_secs(11)), None);
+        assert_eq!(
+            r.hit_at("timed out", t0 + Duration::from_secs(12)),
+            Some(51)
+        );
+    }
+
+    #[test]
+    fn repeated_forgets_the_least_recent_kind_past_its_bound() {
+        let r = Repeated::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        for i in 0..=REPEATED_KINDS as u64 {
+            assert_eq!(
+                r.hit_at(&format!("k{i}"), t0 + Duration::from_millis(i)),
+                Some(1)
+            );
+        }
+        // k0 was dropped to make room: it is new again. k2 is still followed.
+        assert_eq!(r.hit_at("k0", t0 + Duration::from_secs(1)), Some(1));
+        assert_eq!(r.hit_at("k2", t0 + Duration::from_secs(1)), None);
     }
 
     #[test]

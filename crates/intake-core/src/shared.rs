@@ -3,7 +3,7 @@
 //! them on Redis, and a single node keeps today's behaviour (greylist records in the
 //! store, counts in process memory).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,6 +90,9 @@ pub struct ClientCounts {
     /// Recipients accepted per IP over the last minute.
     #[serde(default, rename = "r", skip_serializing_if = "HashMap::is_empty")]
     pub recipients: HashMap<IpAddr, u32>,
+    /// Failed logins in their current windows, per limiter (`smtp`, `http`).
+    #[serde(default, rename = "l", skip_serializing_if = "BTreeMap::is_empty")]
+    pub logins: BTreeMap<String, LoginCounts>,
 }
 
 impl ClientCounts {
@@ -107,6 +110,9 @@ impl ClientCounts {
                 *e = e.saturating_add(*n);
             }
         }
+        for (name, theirs) in &other.logins {
+            self.logins.entry(name.clone()).or_default().add(theirs);
+        }
     }
 
     /// Whether nothing is counted.
@@ -116,6 +122,7 @@ impl ClientCounts {
             && self.connections.is_empty()
             && self.messages.is_empty()
             && self.recipients.is_empty()
+            && self.logins.values().all(LoginCounts::is_empty)
     }
 }
 
@@ -128,4 +135,53 @@ pub trait SharedLimits: Send + Sync + 'static {
 
     /// What the other nodes counted, as last read (empty: local limits only).
     fn set_others(&self, others: ClientCounts);
+}
+
+/// What one node's failed-login limiter counts in the current windows (see
+/// [`crate::LoginLimiter`]); only non-zero counts are listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginCounts {
+    /// Failures per client address.
+    #[serde(default, rename = "c", skip_serializing_if = "HashMap::is_empty")]
+    pub clients: HashMap<IpAddr, u32>,
+    /// Failures per client address and account, keyed `<address> <account>`.
+    #[serde(default, rename = "p", skip_serializing_if = "HashMap::is_empty")]
+    pub pairs: HashMap<String, u32>,
+    /// Failures per account, from every address.
+    #[serde(default, rename = "a", skip_serializing_if = "HashMap::is_empty")]
+    pub accounts: HashMap<String, u32>,
+}
+
+impl LoginCounts {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &LoginCounts) {
+        for (ip, n) in &other.clients {
+            let e = self.clients.entry(*ip).or_default();
+            *e = e.saturating_add(*n);
+        }
+        for (mine, theirs) in [
+            (&mut self.pairs, &other.pairs),
+            (&mut self.accounts, &other.accounts),
+        ] {
+            for (k, n) in theirs {
+                let e = mine.entry(k.clone()).or_default();
+                *e = e.saturating_add(*n);
+            }
+        }
+    }
+
+    /// Whether nothing is counted.
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty() && self.pairs.is_empty() && self.accounts.is_empty()
+    }
+}
+
+/// A failed-login limiter whose counts hold across a cluster, synced like
+/// [`SharedLimits`]: the gate stays local and adds the other nodes' failures as last read.
+pub trait SharedLogins: Send + Sync + 'static {
+    /// This node's failures in their current windows.
+    fn local_failures(&self) -> LoginCounts;
+
+    /// What the other nodes counted, as last read (empty: this node's failures only).
+    fn set_others(&self, others: LoginCounts);
 }

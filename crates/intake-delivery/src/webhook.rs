@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use intake_client::{HttpClient, HttpError, Trust};
+use intake_core::net::Repeated;
 use intake_core::{DeliveryTarget, Handoff, RcptOutcome};
 use sha2::Sha256;
 
@@ -65,6 +66,8 @@ impl std::fmt::Debug for WebhookConfig {
 pub struct WebhookTarget {
     cfg: WebhookConfig,
     client: HttpClient,
+    /// Failures logged once, then summarized every ten seconds while they go on.
+    failures: Repeated,
 }
 
 impl WebhookTarget {
@@ -76,7 +79,11 @@ impl WebhookTarget {
             None => Trust::System,
         };
         let client = HttpClient::new(&cfg.url, trust)?;
-        Ok(WebhookTarget { cfg, client })
+        Ok(WebhookTarget {
+            cfg,
+            client,
+            failures: Repeated::new(Duration::from_secs(10)),
+        })
     }
 }
 
@@ -157,17 +164,24 @@ impl DeliveryTarget for WebhookTarget {
         let outcome = match self.post(msg).await {
             Ok(code) if (200..300).contains(&code) => RcptOutcome::Accepted,
             Ok(code) => {
-                tracing::warn!(id = %msg.message.id, url = %self.cfg.url, status = code,
-                    "webhook did not accept the message");
+                if let Some(n) = self.failures.hit(&format!("status {code}")) {
+                    tracing::warn!(id = %msg.message.id, url = %self.cfg.url, status = code, messages = n,
+                        "webhook did not accept the message");
+                }
                 RcptOutcome::TEMP
             }
             Err(HttpError::TimedOut(timeout)) => {
-                tracing::warn!(id = %msg.message.id, url = %self.cfg.url, ?timeout,
-                    "webhook did not answer in time");
+                if let Some(n) = self.failures.hit("timeout") {
+                    tracing::warn!(id = %msg.message.id, url = %self.cfg.url, ?timeout, messages = n,
+                        "webhook did not answer in time");
+                }
                 RcptOutcome::TEMP
             }
             Err(e) => {
-                tracing::warn!(id = %msg.message.id, url = %self.cfg.url, error = %e, "webhook failed");
+                if let Some(n) = self.failures.hit(&e.to_string()) {
+                    tracing::warn!(id = %msg.message.id, url = %self.cfg.url, error = %e, messages = n,
+                        "webhook failed");
+                }
                 RcptOutcome::TEMP
             }
         };

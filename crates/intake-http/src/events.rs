@@ -86,27 +86,38 @@ pub(crate) async fn events(
     QueryParams(p): QueryParams<EventParams>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let rx = state.events.subscribe();
+    let missed = state.events.watch_missed();
     let filter = p.mailbox.map(|m| mailbox_key(m.trim()));
     // The slot lives in the stream: it is given back when the client goes away.
-    let init = (rx, filter, slot);
-    let stream = futures_util::stream::unfold(init, |(mut rx, filter, slot)| async move {
-        loop {
-            match rx.recv().await {
-                Ok(e) => {
-                    if filter.as_deref().is_none_or(|m| e.touches(m)) {
-                        let ev = to_sse(&e);
-                        return Some((Ok(ev), (rx, filter, slot)));
+    let init = (rx, missed, filter, slot);
+    let stream =
+        futures_util::stream::unfold(init, |(mut rx, mut missed, filter, slot)| async move {
+            loop {
+                let next = tokio::select! {
+                    r = rx.recv() => r,
+                    Ok(()) = missed.changed() => {
+                        // The feed between nodes was disconnected: events from other nodes
+                        // may be missing. Same as a lag: the page reloads the list.
+                        let ev = SseEvent::default().event("lagged").data("feed");
+                        return Some((Ok(ev), (rx, missed, filter, slot)));
                     }
+                };
+                match next {
+                    Ok(e) => {
+                        if filter.as_deref().is_none_or(|m| e.touches(m)) {
+                            let ev = to_sse(&e);
+                            return Some((Ok(ev), (rx, missed, filter, slot)));
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        // Tell the page it missed events; it reloads the list.
+                        let ev = SseEvent::default().event("lagged").data(n.to_string());
+                        return Some((Ok(ev), (rx, missed, filter, slot)));
+                    }
+                    Err(RecvError::Closed) => return None,
                 }
-                Err(RecvError::Lagged(n)) => {
-                    // Tell the page it missed events; it reloads the list.
-                    let ev = SseEvent::default().event("lagged").data(n.to_string());
-                    return Some((Ok(ev), (rx, filter, slot)));
-                }
-                Err(RecvError::Closed) => return None,
             }
-        }
-    });
+        });
     Sse::new(stream).keep_alive(
         KeepAlive::new()
             .interval(Duration::from_secs(15))
@@ -144,16 +155,20 @@ pub(crate) async fn wait(
     }
     // Subscribe before anything else, so nothing arriving from now on is missed.
     let mut rx = state.events.subscribe();
+    let mut missed = state.events.watch_missed();
     let started = jiff::Timestamp::now().as_millisecond();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
-        let next = match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Err(_) => {
+        let next = tokio::select! {
+            r = rx.recv() => r,
+            // Events from other nodes may be missing (the feed reconnected): look in the
+            // store, as after a lag.
+            Ok(()) = missed.changed() => Err(RecvError::Lagged(0)),
+            _ = tokio::time::sleep_until(deadline) => {
                 return Err(ApiError::Timeout(format!(
                     "no message matching {text:?} within {secs} s"
                 )));
             }
-            Ok(r) => r,
         };
         match next {
             Ok(Event::New { mailboxes, message }) => {

@@ -133,6 +133,12 @@ impl AppState {
         self.guard.login(user, password, client).await
     }
 
+    /// The failed-login limiter of HTTP credentials (and POP3 logins), if limits are on:
+    /// the server shares its counts between the nodes of a cluster.
+    pub fn login_limiter(&self) -> Option<Arc<intake_core::LoginLimiter>> {
+        self.guard.login_limiter()
+    }
+
     /// A state for a store (its mail and its users) and its event bus. Must be called within
     /// a tokio runtime (the rate limiter forgets idle clients on a timer).
     pub fn new<S: MailStore + UserDirectory>(

@@ -45,6 +45,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(bytes) = state.store.size_on_disk() {
         metrics::gauge!("intake_store_bytes").set(bytes as f64);
     }
+    // 1 while the store runs with weaker durability than a 250 needs (accepted by the
+    // operator), so an alert can say what the log says.
+    let weak = state.store.durability_warning().is_some();
+    metrics::gauge!("intake_store_durability_weak").set(if weak { 1.0 } else { 0.0 });
     (
         [(
             header::CONTENT_TYPE,
@@ -64,7 +68,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
         limit: 1,
     });
     match tokio::time::timeout(Duration::from_secs(2), probe).await {
-        Ok(Ok(_)) => (StatusCode::OK, "ready\n").into_response(),
+        // Ready, but say so when acknowledged mail may be lost (the operator accepted a
+        // store without durable writes): a probe passes, a person reading it is told.
+        Ok(Ok(_)) => match state.store.durability_warning() {
+            None => (StatusCode::OK, "ready\n").into_response(),
+            Some(w) => (StatusCode::OK, format!("ready\nwarning: {w}\n")).into_response(),
+        },
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: the store does not answer");
             (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response()

@@ -84,6 +84,10 @@ fn describe() {
     );
     describe_gauge!("intake_store_unread_messages", "Unread messages stored");
     describe_gauge!(
+        "intake_store_durability_weak",
+        "1 when the store may lose acknowledged mail (Redis without appendfsync always, accepted by store.redis_accept_weak_durability), else 0"
+    );
+    describe_gauge!(
         "intake_store_bytes",
         Unit::Bytes,
         "Bytes the store takes on disk (read at scrape time)"

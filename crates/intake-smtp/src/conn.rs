@@ -9,11 +9,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 
 use bytes::BytesMut;
+use intake_core::net::Repeated;
 use intake_core::{ArrivalGuard, Arrivals, AuthResult, DeliveryReport, Stage};
 use intake_proto::{CommandDecoder, Reply, replies};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -346,10 +347,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         let step = self.session.data_done(outcome);
                         let (step, delivered) = Box::pin(self.settle(step)).await;
                         if let (Step::Reply(r) | Step::Close(r), false) = (&step, delivered) {
-                            tracing::info!(
-                                id = "-", client = %self.client, sender = %sender, rcpts, size,
-                                outcome = %r, "message rejected"
-                            );
+                            if let Some(repeats) = log_due(r) {
+                                tracing::info!(
+                                    id = "-", client = %self.client, sender = %sender, rcpts, size,
+                                    outcome = %r, repeats, "message rejected"
+                                );
+                            }
                             count_refused(r, &self.session.config().listener);
                             self.content.clear();
                         }
@@ -374,10 +377,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         if let (Some((sender, rcpts)), false) =
                             (summary, self.session.in_transaction())
                         {
-                            tracing::info!(
-                                id = "-", client = %self.client, sender = %sender, rcpts,
-                                outcome = %r, "message rejected"
-                            );
+                            if let Some(repeats) = log_due(r) {
+                                tracing::info!(
+                                    id = "-", client = %self.client, sender = %sender, rcpts,
+                                    outcome = %r, repeats, "message rejected"
+                                );
+                            }
                             count_refused(r, &self.session.config().listener);
                         }
                         self.content.clear();
@@ -502,13 +507,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             m.bytes.increment(size);
             m.deliver_seconds.record(started.elapsed());
         } else {
-            tracing::error!(
-                %id, client = %self.client, sender = %sender, rcpts, accepted, size,
-                outcomes = ?report.rcpts, outcome = %outcome, "message not delivered"
-            );
+            if let Some(repeats) = log_due(&outcome) {
+                tracing::error!(
+                    %id, client = %self.client, sender = %sender, rcpts, accepted, size,
+                    outcomes = ?report.rcpts, outcome = %outcome, repeats, "message not delivered"
+                );
+            }
             count_refused(&outcome, &self.session.config().listener);
         }
         report
+    }
+}
+
+/// Messages deferred (4xx) with the same reply: while a downstream, the store or a check
+/// is down every message fails alike, so the log gets the first, then one line per ten
+/// seconds with the number (`repeats`). The metrics count each.
+static DEFERRALS: Repeated = Repeated::new(Duration::from_secs(10));
+
+/// Whether the line about a message refused with `r` is due, and how many refusals it
+/// covers: every 5xx (a decision about that message), 4xx summarized by [`DEFERRALS`].
+fn log_due(r: &Reply) -> Option<u64> {
+    if r.code >= 500 {
+        Some(1)
+    } else {
+        DEFERRALS.hit(&r.to_string())
     }
 }
 

@@ -3,6 +3,12 @@
 
 use std::time::Duration;
 
+use intake_core::net::Repeated;
+
+/// A store that is down fails every batch alike: the writers log a failure once, then once
+/// per ten seconds with the number of batches (`repeats`); the commit metrics count each.
+pub(crate) static WRITE_FAILURES: Repeated = Repeated::new(Duration::from_secs(10));
+
 /// How a process uses the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

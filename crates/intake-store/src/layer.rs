@@ -248,6 +248,10 @@ impl MailStore for Store {
         self.backends.mail.size_on_disk()
     }
 
+    fn durability_warning(&self) -> Option<String> {
+        self.backends.mail.durability_warning()
+    }
+
     async fn close(&self) {
         self.backends.mail.close().await
     }

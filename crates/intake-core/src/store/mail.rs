@@ -50,6 +50,13 @@ pub trait MailStore: Send + Sync + 'static {
     /// Bytes the store takes on disk, when the engine can tell cheaply (metrics).
     fn size_on_disk(&self) -> Option<u64>;
 
+    /// Why an acknowledged message may be lost, when the operator accepted a store that
+    /// does not make every write durable (Redis without `appendfsync always`, with
+    /// `store.redis_accept_weak_durability`); shown by `/readyz`. `None`: durable.
+    fn durability_warning(&self) -> Option<String> {
+        None
+    }
+
     /// Waits until queued writes are done and stops taking new ones.
     async fn close(&self);
 }
@@ -118,6 +125,12 @@ pub trait MailBackend: Send + Sync + 'static {
 
     /// Bytes the data takes on disk, when the engine can tell cheaply (metrics).
     fn size_on_disk(&self) -> Option<u64> {
+        None
+    }
+
+    /// Why an acknowledged write may be lost, when the engine runs with weaker durability
+    /// than a 250 needs because the operator accepted it; `None`: durable.
+    fn durability_warning(&self) -> Option<String> {
         None
     }
 

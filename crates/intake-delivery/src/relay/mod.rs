@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use intake_client::Trust;
+use intake_core::net::Repeated;
 use intake_core::{DeliveryTarget, Handoff, RcptOutcome};
 use rustls_pki_types::ServerName;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -163,7 +164,13 @@ pub struct RelayTarget {
     slots: Arc<Semaphore>,
     idle: Mutex<Vec<Idle>>,
     tls: Option<tokio_rustls::TlsConnector>,
+    /// Failures of the downstream, logged once then summarized (an outage under load
+    /// fails every message the same way).
+    failures: Repeated,
 }
+
+/// How often a failure that goes on is summarized in the log.
+const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 
 impl RelayTarget {
     /// A relay with these settings (reads `tls_ca` now).
@@ -182,6 +189,7 @@ impl RelayTarget {
             idle: Mutex::new(Vec::new()),
             cfg,
             tls,
+            failures: Repeated::new(SUMMARY_INTERVAL),
         })
     }
 
@@ -199,8 +207,10 @@ impl RelayTarget {
         match self.slots.clone().try_acquire_owned() {
             Ok(permit) => self.open(permit).await,
             Err(_) => {
-                tracing::warn!(server = %self.cfg.server, limit = self.cfg.max_connections,
-                    "relay connection limit reached (relay.max_connections): deferred");
+                if let Some(n) = self.failures.hit("limit") {
+                    tracing::warn!(server = %self.cfg.server, limit = self.cfg.max_connections, messages = n,
+                        "relay connection limit reached (relay.max_connections): deferred");
+                }
                 Err(RcptOutcome::TEMP)
             }
         }
@@ -226,7 +236,10 @@ impl RelayTarget {
         match Client::connect(&self.cfg, self.tls.as_ref()).await {
             Ok(c) => Ok((c, permit)),
             Err(e) => {
-                tracing::warn!(server = %self.cfg.server, error = %e, "relay: no session with the downstream");
+                if let Some(n) = self.failures.hit(&format!("connect: {e}")) {
+                    tracing::warn!(server = %self.cfg.server, error = %e, messages = n,
+                        "relay: no session with the downstream (logged once per 10 s while it goes on)");
+                }
                 Err(e.outcome())
             }
         }
@@ -252,8 +265,10 @@ impl DeliveryTarget for RelayTarget {
                 outcomes
             }
             Err(e) => {
-                tracing::warn!(id = %msg.message.id, server = %self.cfg.server, error = %e,
-                    "relay: the downstream session failed during the transaction");
+                if let Some(n) = self.failures.hit(&format!("send: {e}")) {
+                    tracing::warn!(id = %msg.message.id, server = %self.cfg.server, error = %e, messages = n,
+                        "relay: the downstream session failed during the transaction (logged once per 10 s while it goes on)");
+                }
                 vec![e.outcome(); n]
             }
         }

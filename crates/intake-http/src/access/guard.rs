@@ -81,6 +81,11 @@ pub(crate) struct Granted {
 }
 
 impl Guard {
+    /// The failed-login limiter, if `auth_failures_per_minute` is set.
+    pub(crate) fn login_limiter(&self) -> Option<Arc<LoginLimiter>> {
+        self.failures.clone()
+    }
+
     pub(crate) fn new(cfg: AccessConfig) -> Guard {
         let failures = (cfg.auth_failures_per_minute > 0).then(|| {
             let limit = FailureLimit {

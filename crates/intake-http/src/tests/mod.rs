@@ -92,3 +92,29 @@ async fn mail_to_an_alias_is_listed_in_its_mailbox_and_a_delete_is_announced() {
         e => panic!("{e:?}"),
     }
 }
+
+#[tokio::test]
+async fn events_missed_upstream_reach_sse_listeners_as_lagged() {
+    let store = intake_store::memory::store();
+    let events = store.events().clone();
+    let state = AppState::new(
+        store.clone(),
+        events.clone(),
+        b"secret".to_vec(),
+        HttpConfig::default(),
+    );
+    let app = router(state);
+    let req = request("GET", "/api/v1/events", &[], Body::empty());
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    // The feed between nodes reconnected: events from other nodes may be missing.
+    events.missed();
+    let frame = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame())
+        .await
+        .expect("an event")
+        .expect("the stream")
+        .unwrap();
+    let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
+    assert_eq!(text, "event: lagged\ndata: feed\n\n");
+}

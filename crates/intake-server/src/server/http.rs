@@ -19,6 +19,8 @@ pub(super) struct Sources {
     pub events: EventBus,
     pub secret: Vec<u8>,
     pub tls: Option<Arc<intake_smtp::tls::TlsCerts>>,
+    /// The cluster link, which shares HTTP's failed-login counts between nodes.
+    pub cluster: Option<Arc<intake_cluster::Cluster>>,
 }
 
 /// A bound HTTP listener, its task and address.
@@ -41,6 +43,9 @@ pub(super) async fn start(
         settings.http.config.clone(),
     )
     .with_draining(shutdown.clone());
+    if let (Some(c), Some(l)) = (&src.cluster, state.login_limiter()) {
+        c.share_logins("http", l);
+    }
     if let Some(render) = crate::metrics::render() {
         state = state.with_metrics(render);
     }

@@ -91,19 +91,20 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         )),
         None => None,
     };
-    let sources = http::Sources {
-        store: opened.clone(),
-        events: events.clone(),
-        secret,
-        tls: tls.clone(),
-    };
-    let (http_state, api, mailpit) = http::start(settings, &sources, &go, &shutdown).await?;
-    let pop3 = pop3::start(settings, &http_state, tls.as_ref(), &go, &shutdown).await?;
     // The live objects, built once: per-client limits (one state for every listener), the
     // cluster link, the targets, the authenticator. A reload keeps them all.
     let limits =
         intake_smtp::limits::ClientLimits::new(settings.limits, settings.limits_exempt.clone());
     let cluster = store::cluster(settings, &limits)?;
+    let sources = http::Sources {
+        store: opened.clone(),
+        events: events.clone(),
+        secret,
+        tls: tls.clone(),
+        cluster: cluster.clone(),
+    };
+    let (http_state, api, mailpit) = http::start(settings, &sources, &go, &shutdown).await?;
+    let pop3 = pop3::start(settings, &http_state, tls.as_ref(), &go, &shutdown).await?;
     let directory = policy::directory(settings)?;
     let mut policy = policy::policy_shared(settings, &opened, cluster.as_ref());
     if let Some(d) = &directory {
@@ -114,7 +115,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         );
     }
     let profiles = policy::policy_profiles(settings, &policy)?;
-    let limiter = policy::login_limiter(settings);
+    let limiter = policy::login_limiter(settings, cluster.as_ref());
     let shared = listeners::Shared {
         targets: Arc::new(targets::target_set(settings, &store)?),
         auth: policy::authenticator(opened.clone(), limiter.clone()),

@@ -15,12 +15,20 @@ pub(super) fn authenticator(
     Arc::new(intake_core::StoreAuthenticator::new(users, limiter))
 }
 
-/// The one failed-login limiter of SMTP AUTH, whichever the users' source.
-pub(super) fn login_limiter(settings: &Settings) -> Arc<intake_core::LoginLimiter> {
+/// The one failed-login limiter of SMTP AUTH, whichever the users' source; in a cluster its
+/// counts are shared through the cluster's Redis.
+pub(super) fn login_limiter(
+    settings: &Settings,
+    cluster: Option<&Arc<intake_cluster::Cluster>>,
+) -> Arc<intake_core::LoginLimiter> {
     let a = &settings.auth;
-    Arc::new(intake_core::LoginLimiter::new(
+    let limiter = Arc::new(intake_core::LoginLimiter::new(
         intake_core::LoginLimits::new(a.per_client, a.per_account),
-    ))
+    ));
+    if let Some(c) = cluster {
+        c.share_logins("smtp", limiter.clone());
+    }
+    limiter
 }
 
 /// The `[directory]` (LDAP or SQL), opened once: its answers cache and circuit breaker are

@@ -22,6 +22,7 @@ mod limits;
 mod listeners;
 mod mysql;
 mod ops;
+mod outage_log;
 mod policy;
 mod postgres;
 mod proxy;

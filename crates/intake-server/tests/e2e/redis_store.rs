@@ -122,6 +122,52 @@ async fn a_redis_that_does_not_fsync_every_write_is_refused_at_start() {
     );
 }
 
+/// `intake_store_durability_weak` as /metrics shows it.
+async fn durability_gauge(http: std::net::SocketAddr) -> String {
+    let text = get(http, "/metrics").await.text();
+    text.lines()
+        .find(|l| l.starts_with("intake_store_durability_weak "))
+        .unwrap_or_else(|| panic!("no durability gauge in:\n{text}"))
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weak_durability_accepted_is_shown_in_readyz_and_metrics() {
+    let redis = TestRedis::start_volatile();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut env = redis_env(&redis);
+    env.push(("INTAKE_HTTP__LISTEN", format!("127.0.0.1:{port}")));
+    env.push(("INTAKE_STORE__REDIS_ACCEPT_WEAK_DURABILITY", "true".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let p = Process::start(dir.path(), &env);
+    let http = format!("127.0.0.1:{port}").parse().unwrap();
+    let ready = get(http, "/readyz").await;
+    assert_eq!(
+        ready.status, 200,
+        "still ready: a probe must not fail over it"
+    );
+    let body = ready.text();
+    assert!(
+        body.starts_with("ready\n") && body.contains("warning:") && body.contains("appendonly no"),
+        "{body}"
+    );
+    assert_eq!(durability_gauge(http).await, "1");
+    p.terminate();
+
+    // A durable Redis: no warning, the gauge at 0.
+    let durable = TestRedis::start();
+    let port = free_port();
+    let p = start(&durable, dir.path(), port);
+    let http = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(get(http, "/readyz").await.text(), "ready\n");
+    assert_eq!(durability_gauge(http).await, "0");
+    drop(p);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_250_survives_sigkill_of_intake() {
     let redis = TestRedis::start();

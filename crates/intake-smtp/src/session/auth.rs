@@ -164,7 +164,10 @@ impl Session {
                 Step::Reply(replies::AUTH_OK)
             }
             AuthResult::Invalid => self.client_error(replies::AUTH_INVALID),
-            AuthResult::RateLimited => Step::Reply(replies::AUTH_TEMPORARY),
+            // Refused by the failed-login limiter: the client keeps guessing, so the
+            // 454 counts toward smtp.max_errors like a 535 (a guesser is closed out
+            // instead of trying forever on one connection).
+            AuthResult::RateLimited => self.client_error(replies::AUTH_TEMPORARY),
             AuthResult::Unavailable => Step::Reply(Failure::Authenticator.reply()),
         }
     }

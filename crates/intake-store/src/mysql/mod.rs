@@ -444,4 +444,6 @@ impl MysqlBackend {
 }
 
 #[cfg(test)]
+mod lost_commit;
+#[cfg(test)]
 mod tests;

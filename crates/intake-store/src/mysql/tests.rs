@@ -9,7 +9,7 @@ use crate::conformance::{TestBackend, all, incoming, incoming_with};
 use intake_core::{MailStore, RecipientTable};
 
 /// The server the tests use.
-fn server_url() -> String {
+pub(crate) fn server_url() -> String {
     std::env::var("INTAKE_TEST_MYSQL_URL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_string())
 }

@@ -14,10 +14,16 @@
 //! - A statement the server refuses (a poison message: a value it will not take): the
 //!   batch is rolled back and written again with each message in a savepoint of its own;
 //!   only the failing message is answered 451, and logged.
-//! - The connection breaks mid-batch, `COMMIT` fails, or the batch takes longer than
-//!   [`WRITE_TIMEOUT`]: every message of the batch is answered 451 and the connection is
-//!   dropped (the next batch reconnects). A `COMMIT` whose answer was lost may still have
-//!   committed: the sender retries and the message may be stored twice, never lost.
+//! - The connection breaks mid-batch, or the batch takes longer than [`WRITE_TIMEOUT`]:
+//!   every message of the batch is answered 451 and the connection is dropped (the next
+//!   batch reconnects).
+//! - `COMMIT` fails without an answer (the connection was killed or lost during it): the
+//!   batch may or may not have committed. The writer ends the old session (`KILL`, then
+//!   waits until the server has let it go, so a commit still in progress has finished),
+//!   then asks on a new connection which of the batch's ids are stored: those are
+//!   answered as stored, the others 451. Only if that check fails too (the server is
+//!   unreachable) is every message answered 451; the sender retries and the message may
+//!   then be stored twice, never lost.
 //! - No connection (the server is down): every message answers 451 at once; after a failed
 //!   attempt the writer does not try again for [`RECONNECT_BACKOFF`], so that sessions are
 //!   not each held for a connect timeout.
@@ -47,6 +53,9 @@ pub(crate) struct Delivery {
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// After a failed connection attempt, batches fail at once for this long.
 pub(crate) const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
+/// How long the check after a lost `COMMIT` may wait for the old session to end, on top
+/// of its connection time.
+const LOST_COMMIT_CHECK: Duration = Duration::from_secs(10);
 /// Rows of one multi-row `INSERT` at most.
 const MAX_ROWS: usize = 500;
 /// Deadlock (1213) and lock wait timeout (1205): the transaction can be tried again.
@@ -60,6 +69,8 @@ pub(crate) struct Writer {
     conn: Option<MySqlConnection>,
     /// When the last connection attempt failed (None: connected, or never tried).
     failed_at: Option<(Instant, String)>,
+    /// The server's id of `conn` (`CONNECTION_ID()`), to end it after a lost `COMMIT`.
+    conn_id: Option<u64>,
 }
 
 /// What became of each message of a batch.
@@ -93,6 +104,7 @@ impl Writer {
             arrivals,
             conn: None,
             failed_at: None,
+            conn_id: None,
         }
     }
 
@@ -150,7 +162,9 @@ impl Writer {
                 .find_map(|r| r.as_ref().err())
                 .map(|e| e.to_string())
                 .unwrap_or_default();
-            tracing::error!(messages = n, error = %why, "commit failed; answering 451");
+            if let Some(repeats) = crate::common::WRITE_FAILURES.hit(&why) {
+                tracing::error!(messages = n, error = %why, repeats, "commit failed; answering 451");
+            }
         }
         for (d, result) in batch.into_iter().zip(results) {
             let _ = d.done.send(result);
@@ -168,14 +182,20 @@ impl Writer {
                 )));
             }
             match connect_one(&self.opts, self.cfg.connect_timeout, false).await {
-                Ok(c) => {
+                Ok(mut c) => {
                     if self.failed_at.take().is_some() {
                         tracing::warn!("store: the writer is connected again");
                     }
+                    self.conn_id = sqlx::query_scalar::<_, u64>("SELECT CONNECTION_ID()")
+                        .fetch_one(&mut c)
+                        .await
+                        .ok();
                     self.conn = Some(c);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "store: the writer cannot connect");
+                    if let Some(repeats) = crate::common::WRITE_FAILURES.hit(&e.to_string()) {
+                        tracing::warn!(error = %e, repeats, "store: the writer cannot connect");
+                    }
                     self.failed_at = Some((Instant::now(), e.to_string()));
                     return Err(e);
                 }
@@ -234,10 +254,89 @@ impl Writer {
                 }
                 Failure::Commit(e) => {
                     self.conn = None;
-                    return fail_all(n, &e);
+                    let old = self.conn_id.take();
+                    return self.after_lost_commit(batch, old, e).await;
                 }
             }
         }
+    }
+
+    /// `COMMIT` failed with no answer: the batch may be stored. Ends the old session
+    /// `old` and waits until the server has let it go (a commit in progress finishes or
+    /// rolls back first), then looks the batch's ids up on a new connection: the messages
+    /// found are answered as stored, the others 451.
+    async fn after_lost_commit(
+        &self,
+        batch: &[Delivery],
+        old: Option<u64>,
+        e: sqlx::Error,
+    ) -> BatchResult {
+        let n = batch.len();
+        let check = async {
+            let mut c = connect_one(&self.opts, self.cfg.connect_timeout, false)
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(id) = old {
+                // Fails with "unknown thread" when it is gone already.
+                let _ = c.execute(sqlx::AssertSqlSafe(format!("KILL {id}"))).await;
+                loop {
+                    let alive: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM information_schema.processlist WHERE id = ?",
+                    )
+                    .bind(id)
+                    .fetch_one(&mut c)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                    if alive == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            let mut q = QueryBuilder::<MySql>::new("SELECT id FROM messages WHERE id IN (");
+            let mut list = q.separated(", ");
+            for d in batch {
+                list.push_bind(&d.msg.id.as_bytes()[..]);
+            }
+            q.push(")");
+            let found: Vec<Vec<u8>> = q
+                .build_query_scalar()
+                .fetch_all(&mut c)
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = c.close().await;
+            Ok::<_, String>(found)
+        };
+        let limit = self.cfg.connect_timeout.saturating_mul(2) + LOST_COMMIT_CHECK;
+        let found = match tokio::time::timeout(limit, check).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(why)) => {
+                tracing::error!(messages = n, error = %e, check = %why,
+                    "COMMIT lost and the batch could not be checked: answering 451 (a retry may store a message twice)");
+                return fail_all(n, &e);
+            }
+            Err(_) => {
+                tracing::error!(messages = n, error = %e,
+                    "COMMIT lost and the check did not finish in time: answering 451 (a retry may store a message twice)");
+                return fail_all(n, &e);
+            }
+        };
+        let stored = batch
+            .iter()
+            .filter(|d| found.iter().any(|f| f[..] == d.msg.id.as_bytes()[..]))
+            .count();
+        tracing::warn!(messages = n, stored, error = %e,
+            "COMMIT lost: checked on a new connection; stored messages answered as stored, the others 451");
+        batch
+            .iter()
+            .map(|d| {
+                if found.iter().any(|f| f[..] == d.msg.id.as_bytes()[..]) {
+                    Ok(())
+                } else {
+                    Err(unavailable(&e))
+                }
+            })
+            .collect()
     }
 
     /// Writes the batch again, each message in a savepoint of its own: only the messages

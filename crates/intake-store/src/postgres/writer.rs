@@ -292,8 +292,10 @@ impl Writer {
         let results = match results {
             Ok(results) => results,
             Err(e) => {
-                tracing::error!(messages = n, error = %e,
-                    "commit failed: answering 451 to every message of the batch");
+                if let Some(repeats) = crate::common::WRITE_FAILURES.hit(&e.to_string()) {
+                    tracing::error!(messages = n, error = %e, repeats,
+                        "commit failed: answering 451 to every message of the batch");
+                }
                 batch.iter().map(|_| Err(unavailable(&e))).collect()
             }
         };

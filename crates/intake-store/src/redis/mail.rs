@@ -5,6 +5,10 @@ use super::*;
 
 #[async_trait]
 impl MailBackend for RedisBackend {
+    fn durability_warning(&self) -> Option<String> {
+        self.weak.lock().expect("weak").clone()
+    }
+
     async fn deliver(&self, msg: Incoming, mailboxes: Vec<String>) -> Result<(), StoreError> {
         self.inner.writable()?;
         let tx = self

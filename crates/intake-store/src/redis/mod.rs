@@ -147,6 +147,8 @@ pub struct RedisBackend {
     mode: Mode,
     /// Reminds the log that mail may be lost, while it runs (weak durability accepted).
     nag: Mutex<Option<JoinHandle<()>>>,
+    /// Why mail may be lost (weak durability accepted), for `/readyz`.
+    weak: Mutex<Option<String>>,
 }
 
 /// What the store and its writer share.
@@ -341,6 +343,7 @@ impl RedisBackend {
             arrivals: arrivals.clone(),
             mode,
             nag: Mutex::new(None),
+            weak: Mutex::new(None),
         };
         match mode {
             Mode::ReadOnly => {
@@ -383,6 +386,7 @@ impl RedisBackend {
         }
         tracing::warn!(store = %where_, "DURABILITY WARNING: {problem}; \
             store.redis_accept_weak_durability = true, so Intake answers 250 anyway");
+        *self.weak.lock().expect("weak") = Some(problem.clone());
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             tick.tick().await;

@@ -107,7 +107,9 @@ async fn commit(inner: &Inner, batch: Vec<Queued>) {
             return;
         }
         Err(e) => {
-            tracing::warn!(error = %e, messages = n, "Redis store: a delivery batch failed");
+            if let Some(repeats) = crate::common::WRITE_FAILURES.hit(&e.to_string()) {
+                tracing::warn!(error = %e, messages = n, repeats, "Redis store: a delivery batch failed");
+            }
             for done in waiting {
                 let _ = done.send(Err(StoreError::Unavailable(e.to_string())));
             }

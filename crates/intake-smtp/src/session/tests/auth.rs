@@ -102,7 +102,10 @@ fn auth_plain_with_an_initial_response_then_235() {
 
 #[test]
 fn auth_login_exchange_and_cancel() {
-    let mut s = auth_session(|_| {});
+    let mut s = session(|c| {
+        c.auth.authenticator = Some(Arc::new(NoAuthenticator));
+        c.max_errors = 100;
+    });
     s.set_tls(tls());
     ehlo_text(&mut s);
     let r = challenge(s.on_command(auth(intake_proto::Mechanism::Login, None)));
@@ -143,6 +146,32 @@ fn auth_login_exchange_and_cancel() {
         code(s.resume(Outcome::Authenticated(intake_core::AuthResult::RateLimited))),
         "454 4.7.0"
     );
+}
+
+#[test]
+fn logins_refused_by_the_limiter_count_toward_max_errors() {
+    let mut s = auth_session(|a| a.allow_plaintext = true);
+    s.on_command(Command::Ehlo("c".into()));
+    let limited = |s: &mut Session| {
+        s.on_command(auth(intake_proto::Mechanism::Plain, Some(&b64("\0x\0y"))));
+        s.resume(Outcome::Authenticated(intake_core::AuthResult::RateLimited))
+    };
+    // max_errors is 5 in these tests: four 454s, then the connection is closed.
+    for _ in 0..4 {
+        assert_eq!(code(limited(&mut s)), "454 4.7.0");
+    }
+    match limited(&mut s) {
+        Step::Close(r) => assert_eq!(r, replies::TOO_MANY_ERRORS),
+        other => panic!("expected the session closed, got {other:?}"),
+    }
+    // Our own failure (the users cannot be read) is not the client's error.
+    let mut s = auth_session(|a| a.allow_plaintext = true);
+    s.on_command(Command::Ehlo("c".into()));
+    for _ in 0..10 {
+        s.on_command(auth(intake_proto::Mechanism::Plain, Some(&b64("\0x\0y"))));
+        let step = s.resume(Outcome::Authenticated(intake_core::AuthResult::Unavailable));
+        assert_eq!(code(step), "454 4.7.0");
+    }
 }
 
 #[test]
