@@ -22,6 +22,9 @@ use intake_core::{
     Removal, Retention, StoreError, StoredMessage, Summary, User, UserDirectory, alias,
     mailbox_key,
 };
+use intake_core::{MailTags, TagBackend, clean_tags};
+
+use crate::tagging::DeliveryTags;
 use tokio_util::sync::CancellationToken;
 
 /// Aliases kept in the cache at most (then it starts over).
@@ -40,14 +43,17 @@ pub struct Backends {
     pub directory: Arc<dyn DirectoryBackend>,
     /// Policy state.
     pub policy: Arc<dyn PolicyBackend>,
+    /// Tags on messages.
+    pub tags: Arc<dyn TagBackend>,
 }
 
-impl<E: MailBackend + DirectoryBackend + PolicyBackend> From<Arc<E>> for Backends {
+impl<E: MailBackend + DirectoryBackend + PolicyBackend + TagBackend> From<Arc<E>> for Backends {
     fn from(engine: Arc<E>) -> Backends {
         Backends {
             mail: engine.clone(),
             directory: engine.clone(),
-            policy: engine,
+            policy: engine.clone(),
+            tags: engine,
         }
     }
 }
@@ -63,6 +69,8 @@ pub struct Store {
     /// practice: it is derived from it). Misses are not cached: another node may register
     /// the alias at any time.
     aliases: Mutex<HashMap<String, String>>,
+    /// Tags a delivery gets from its `X-Tags` header or plus-addressing (none by default).
+    delivery_tags: DeliveryTags,
 }
 
 impl Store {
@@ -74,7 +82,14 @@ impl Store {
             events: EventBus::default(),
             feed: None,
             aliases: Mutex::default(),
+            delivery_tags: DeliveryTags::default(),
         }
+    }
+
+    /// Tags each delivery as `rules` say (`X-Tags`, plus-addressing).
+    pub fn with_delivery_tags(mut self, rules: DeliveryTags) -> Store {
+        self.delivery_tags = rules;
+        self
     }
 
     /// Publishes on `events` instead.
@@ -184,7 +199,14 @@ impl MailStore for Store {
         }
         // Made before the message moves into the backend (a few small clones).
         let message = Summary::from(&msg);
+        let (id, tags) = (msg.id, self.delivery_tags.tags_for(&msg));
         self.backends.mail.deliver(msg, mailboxes.clone()).await?;
+        if !tags.is_empty() {
+            // After the commit: a tag that fails to stick costs the tag, never the message.
+            if let Err(e) = self.backends.tags.tags_put(id, &tags).await {
+                tracing::warn!(%id, error = %e, "could not tag a delivered message");
+            }
+        }
         self.publish(Event::New { mailboxes, message });
         Ok(())
     }
@@ -250,6 +272,59 @@ impl MailStore for Store {
 
     async fn close(&self) {
         self.backends.mail.close().await
+    }
+}
+
+#[async_trait]
+impl MailTags for Store {
+    async fn tags_of(&self, id: MessageId) -> Result<Option<Vec<String>>, StoreError> {
+        self.backends.tags.tags_get(id).await
+    }
+
+    async fn set_tags(&self, id: MessageId, tags: &[String]) -> Result<bool, StoreError> {
+        self.backends.tags.tags_put(id, &clean_tags(tags)).await
+    }
+
+    async fn add_tags(&self, id: MessageId, tags: &[String]) -> Result<bool, StoreError> {
+        let Some(mut have) = self.backends.tags.tags_get(id).await? else {
+            return Ok(false);
+        };
+        have.extend(tags.iter().cloned());
+        self.backends.tags.tags_put(id, &clean_tags(&have)).await
+    }
+
+    async fn remove_tags(&self, id: MessageId, tags: &[String]) -> Result<bool, StoreError> {
+        let Some(have) = self.backends.tags.tags_get(id).await? else {
+            return Ok(false);
+        };
+        let gone = clean_tags(tags);
+        let keep: Vec<String> = have
+            .into_iter()
+            .filter(|t| !gone.iter().any(|g| g.eq_ignore_ascii_case(t)))
+            .collect();
+        self.backends.tags.tags_put(id, &keep).await
+    }
+
+    async fn all_tags(&self) -> Result<Vec<String>, StoreError> {
+        self.backends.tags.tags_all().await
+    }
+
+    async fn rename_tag(&self, from: &str, to: &str) -> Result<u64, StoreError> {
+        let (Some(from), Some(to)) = (intake_core::clean_tag(from), intake_core::clean_tag(to))
+        else {
+            return Ok(0);
+        };
+        if from == to {
+            return Ok(0);
+        }
+        self.backends.tags.tags_rename(&from, &to).await
+    }
+
+    async fn delete_tag(&self, tag: &str) -> Result<u64, StoreError> {
+        match intake_core::clean_tag(tag) {
+            Some(t) => self.backends.tags.tags_remove(&t).await,
+            None => Ok(0),
+        }
     }
 }
 

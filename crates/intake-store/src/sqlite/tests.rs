@@ -167,12 +167,16 @@ async fn an_older_database_is_upgraded_on_open() {
     store.deliver(m).await.unwrap();
     let got = store.fetch(id).await.unwrap().unwrap().findings.unwrap();
     assert_eq!(got.spf.as_deref(), Some("pass"));
+    // Version 7: tags.
+    use intake_core::MailTags;
+    assert!(store.set_tags(id, &["upgraded".into()]).await.unwrap());
+    assert_eq!(store.all_tags().await.unwrap(), vec!["upgraded"]);
     assert!(store.alias_secret(None).await.unwrap().len() >= 32);
     let conn = rusqlite::Connection::open(dir.path().join("intake.db")).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 6);
+    assert_eq!(version, 7);
 }
 
 /// One poison message in a batch fails alone (the case is shared with PostgreSQL).

@@ -386,6 +386,8 @@ fn delete_message(
         .execute([seq])?;
     tx.prepare_cached("DELETE FROM message_checks WHERE seq = ?1")?
         .execute([seq])?;
+    tx.prepare_cached("DELETE FROM message_tags WHERE seq = ?1")?
+        .execute([seq])?;
     tx.prepare_cached("DELETE FROM search_index WHERE rowid = ?1")?
         .execute([seq])?;
     tx.prepare_cached("DELETE FROM messages WHERE seq = ?1")?
