@@ -177,6 +177,55 @@ impl Store {
     }
 }
 
+/// Messages read per engine call when the layer filters a search itself.
+const SCAN_CHUNK: u64 = 500;
+
+impl Store {
+    /// A search with terms engines do not index (Mailpit's filters, negations): the
+    /// engine finds the core part's matches, and each is fetched and checked here. Costs
+    /// one fetch per core match, so a narrow core (a word, a sender) keeps it quick.
+    async fn search_scanning(&self, query: &Query, page: Page) -> Result<Listing, StoreError> {
+        let core = query.core();
+        let mut out = Listing::default();
+        let mut offset = 0;
+        loop {
+            let chunk = Page {
+                offset,
+                limit: SCAN_CHUNK,
+            };
+            let got = self.backends.mail.search(&core, chunk).await?;
+            let n = got.messages.len() as u64;
+            for s in got.messages {
+                let Some(m) = self.backends.mail.fetch(s.id).await? else {
+                    continue;
+                };
+                let tags = if query.needs_tags() {
+                    self.backends.tags.tags_get(s.id).await?.unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                let body = if query.needs_body() {
+                    intake_core::mime::index_text(&m.raw).0
+                } else {
+                    String::new()
+                };
+                if !query.matches_rest(&m, &m.mailboxes, &body, &tags) {
+                    continue;
+                }
+                out.total += 1;
+                out.unread += u64::from(!s.seen);
+                if out.total > page.offset && (out.messages.len() as u64) < page.limit {
+                    out.messages.push(s);
+                }
+            }
+            if n < SCAN_CHUNK {
+                return Ok(out);
+            }
+            offset += n;
+        }
+    }
+}
+
 /// How a recipient entry is kept: trimmed, without a final dot, lower-cased.
 fn recipient_key(address: &str) -> String {
     address.trim().trim_end_matches('.').to_lowercase()
@@ -223,7 +272,10 @@ impl MailStore for Store {
     }
 
     async fn search(&self, query: &Query, page: Page) -> Result<Listing, StoreError> {
-        self.backends.mail.search(query, page).await
+        if !query.needs_scan() {
+            return self.backends.mail.search(query, page).await;
+        }
+        self.search_scanning(query, page).await
     }
 
     async fn fetch(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {

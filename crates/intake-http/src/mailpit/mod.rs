@@ -19,6 +19,7 @@ use intake_core::{MessageId, Page, Summary, mime};
 use serde::Deserialize;
 
 mod shapes;
+mod tags;
 
 use shapes::{Contact, ListUnsubscribe, Message, MessageSummary, MessagesPage, Part, contacts};
 
@@ -44,6 +45,10 @@ pub(crate) fn routes() -> Routes<AppState> {
         .on(Method::GET, "/api/v1/message/{id}/part/{part}", read, part)
         .on(Method::GET, "/api/v1/info", read, info)
         .on(Method::GET, "/api/v1/webui", read, webui)
+        .on(Method::GET, "/api/v1/tags", read, tags::list)
+        .on(Method::PUT, "/api/v1/tags", read, tags::set)
+        .on(Method::PUT, "/api/v1/tags/{tag}", read, tags::rename)
+        .on(Method::DELETE, "/api/v1/tags/{tag}", read, tags::delete)
         .on(Method::GET, "/view/{file}", read, view)
 }
 
@@ -65,6 +70,7 @@ fn page(p: &Paging, max: u64) -> Page {
 struct Details {
     snippet: String,
     message_id: String,
+    tags: Vec<String>,
 }
 
 /// The snippet and Message-ID of a message (read from its source).
@@ -73,6 +79,13 @@ async fn details(state: &AppState, s: &Summary) -> Details {
         return Details::default();
     };
     let message_id = m.meta.message_id.clone().unwrap_or_default();
+    let tags = state
+        .tags
+        .tags_of(s.id)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     let raw = m.raw.clone();
     let snippet = tokio::task::spawn_blocking(move || {
         let text = mime::plain_text(&raw).unwrap_or_default();
@@ -84,6 +97,7 @@ async fn details(state: &AppState, s: &Summary) -> Details {
     Details {
         snippet,
         message_id,
+        tags,
     }
 }
 
@@ -107,7 +121,7 @@ impl From<(&Summary, Details)> for MessageSummary {
             subject: s.subject.clone().unwrap_or_default(),
             created: rfc3339(s.received_at),
             username: String::new(),
-            tags: Vec::new(),
+            tags: d.tags,
             size: s.size,
             attachments: s.attachments,
             snippet: d.snippet,
@@ -133,7 +147,7 @@ async fn page_of(
         messages_count: listing.total,
         messages_unread: listing.unread,
         start,
-        tags: Vec::new(),
+        tags: state.tags.all_tags().await.unwrap_or_default(),
         messages,
     })
 }
@@ -232,7 +246,7 @@ async fn select(state: &AppState, query: Option<&str>) -> Result<Vec<MessageId>,
     }
 }
 
-fn ok() -> Response {
+pub(super) fn ok() -> Response {
     (
         [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
         "ok",
@@ -360,7 +374,7 @@ async fn message(
             header_post: header("List-Unsubscribe-Post").unwrap_or_default(),
         },
         date: meta.date.clone().unwrap_or_else(|| rfc3339(m.received_at)),
-        tags: Vec::new(),
+        tags: state.tags.tags_of(m.id).await?.unwrap_or_default(),
         username: String::new(),
         text,
         html,

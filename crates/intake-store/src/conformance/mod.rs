@@ -99,6 +99,7 @@ macro_rules! conformance_suite {
             users,
             a_closed_store_refuses_writes,
             tags_set_rename_delete,
+            search_mailpit_filters,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
