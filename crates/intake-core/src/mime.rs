@@ -9,6 +9,8 @@ use mail_parser::{Address, HeaderName, MessageParser, MessagePart, MimeHeaders};
 
 use crate::message::{Attachment, ParsedMeta};
 
+pub mod parts;
+
 /// Parses the header fields Intake indexes. Never fails: unparsable mail gives empty fields.
 pub fn parse_meta(content: &[u8]) -> ParsedMeta {
     let Some(msg) = meta_parser().parse_headers(content) else {

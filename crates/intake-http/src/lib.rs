@@ -117,6 +117,8 @@ pub struct AppState {
     metrics: Option<MetricsRender>,
     /// Cancelled when the server starts draining (`/readyz` turns 503).
     draining: CancellationToken,
+    /// The Mailpit listener's run-time counters (uptime, deletions).
+    mailpit: Arc<mailpit::Runtime>,
 }
 
 /// Renders the process's metrics in Prometheus' text format.
@@ -153,6 +155,7 @@ impl AppState {
             registered_aliases: moka::sync::Cache::new(ALIAS_CACHE),
             metrics: None,
             draining: CancellationToken::new(),
+            mailpit: Arc::default(),
         }
     }
 
