@@ -40,6 +40,9 @@ pub struct HttpSettings {
     pub tls: bool,
     /// The Mailpit-compatible API's own listener, if any.
     pub mailpit_listen: Option<SocketAddr>,
+    /// Tags deliveries get (`mailpit.tags_from_header`, `mailpit.tags_from_plus_addresses`;
+    /// only while the Mailpit listener is on).
+    pub mailpit_tags: intake_store::DeliveryTags,
 }
 
 /// Retention settings.
@@ -822,6 +825,12 @@ fn read_http(r: &mut Reader<'_>, have_certificate: bool) -> HttpSettings {
             }
         }
     };
+    let tags_header: bool = r.get("mailpit.tags_from_header", true);
+    let tags_plus: bool = r.get("mailpit.tags_from_plus_addresses", true);
+    let mailpit_tags = intake_store::DeliveryTags {
+        header: tags_header && mailpit_listen.is_some(),
+        plus_addresses: tags_plus && mailpit_listen.is_some(),
+    };
     if tls && !have_certificate {
         r.error(
             "http.tls",
@@ -848,6 +857,7 @@ fn read_http(r: &mut Reader<'_>, have_certificate: bool) -> HttpSettings {
         },
         tls,
         mailpit_listen,
+        mailpit_tags,
     }
 }
 
