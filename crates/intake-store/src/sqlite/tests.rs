@@ -94,6 +94,31 @@ async fn search_folds_diacritics() {
     panic!("cafe did not find café");
 }
 
+/// Mail that arrives after every message was deleted is still indexed for search (SQLite
+/// would reuse the deleted rows' numbers, which the index had already passed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_after_deleting_everything_is_searchable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(dir.path());
+    let found = async |word: &str| {
+        let q = Query::parse(word).unwrap();
+        for _ in 0..500 {
+            if store.search(&q, all()).await.unwrap().total == 1 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    };
+    for word in ["first", "second"] {
+        let m = incoming_with(&["ann@x.test"], &format!("Subject: {word}\r\n\r\nbody\r\n"));
+        let id = m.id;
+        store.deliver(m).await.unwrap();
+        assert!(found(word).await, "{word} never found");
+        assert!(store.delete(id).await.unwrap());
+    }
+}
+
 #[tokio::test]
 async fn policy_tables_are_shared_with_admin_and_read_only_handles() {
     let dir = tempfile::tempdir().unwrap();
