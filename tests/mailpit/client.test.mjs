@@ -210,6 +210,7 @@ test("Mailpit's filters, counts, Bcc, inline parts, checksums, canonical headers
   // A quoted phrase (through the full-text index, which may lag a moment behind delivery).
   const big = await mailpit.waitForMessage({ query: '"Big one"' }, { timeout: 5000, interval: 100 });
   assert.equal(big.Subject, "Big one");
+  await mailpit.setReadStatus({ IDs: [big.ID], Read: false });
   const summary = (await mailpit.searchMessages({ query: "cc:carl" })).messages[0];
   assert.equal(summary.ID, msg.ID);
   assert.deepEqual(summary.Bcc, [{ Name: "", Address: "hidden@example.test" }]);

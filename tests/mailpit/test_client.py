@@ -57,6 +57,7 @@ class MailpitClientAgainstIntake(unittest.TestCase):
                        f"Date: Tue, 01 Dec 2026 10:00:00 +0000\r\nMessage-ID: <{subject}@example.net>\r\n\r\nbody of {subject}\r\n")
 
     def test_round_trip(self):
+        self.api.delete_messages([])
         self.send("alice@example.test", "first")
         self.send("bob@example.test", "second")
         messages = self.api.get_messages()
@@ -87,6 +88,8 @@ class MailpitClientAgainstIntake(unittest.TestCase):
             s.sendmail("sender@example.net", ["carol@example.test", "hidden@example.test"],
                        "From: Sender <sender@example.net>\r\nTo: carol@example.test\r\n"
                        "Subject: filed\r\nDate: Tue, 01 Dec 2026 10:00:00 +0000\r\n"
+                       # The client's Headers model requires Delivered-To (and Content-Type).
+                       "Delivered-To: carol@example.test\r\n"
                        "Message-ID: <filed@example.net>\r\nMIME-Version: 1.0\r\n"
                        "Content-Type: multipart/mixed; boundary=B\r\n\r\n"
                        "--B\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"

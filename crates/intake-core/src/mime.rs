@@ -192,6 +192,26 @@ pub fn headers(raw: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The header fields in order, values as sent (unfolded, encoded words left as they are).
+pub fn raw_headers(raw: &[u8]) -> Vec<(String, String)> {
+    let Some(msg) = MessageParser::default().parse_headers(raw) else {
+        return Vec::new();
+    };
+    msg.headers()
+        .iter()
+        .map(|h| {
+            let value = raw
+                .get(h.offset_start() as usize..h.offset_end() as usize)
+                .map(|v| {
+                    let unfolded = String::from_utf8_lossy(v).replace("\r\n", "");
+                    unfolded.replace(['\r', '\n'], "").trim().to_string()
+                })
+                .unwrap_or_default();
+            (h.name().to_string(), value)
+        })
+        .collect()
+}
+
 /// One attachment by its index in [`ParsedMeta::attachments`] order: (content type, file
 /// name, decoded bytes). Found with the same parser that listed it, so the index means the
 /// same part; only that part is decoded.

@@ -124,7 +124,7 @@ pub(super) async fn headers(
     let id = resolve(&state, &id).await?;
     let m = load(&state, &id).await?;
     let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (k, v) in mime::headers(&m.raw) {
+    for (k, v) in mime::raw_headers(&m.raw) {
         map.entry(canonical(&k)).or_default().push(v);
     }
     Ok(Json(map))
