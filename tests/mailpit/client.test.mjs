@@ -227,3 +227,28 @@ test("Mailpit's filters, counts, Bcc, inline parts, checksums, canonical headers
   assert.ok(info.DatabaseSize > 0);
   assert.ok(info.RuntimeStats.MessagesDeleted >= 2);
 });
+
+test("sendMessage injects a message that is listed, tagged and has its attachment", async () => {
+  await mailpit.deleteMessages();
+  const sent = await mailpit.sendMessage({
+    From: { Email: "api@example.net", Name: "API Sender" },
+    To: [{ Email: "henry@example.test", Name: "Henry" }],
+    Bcc: ["quiet@example.test"],
+    Subject: "Sent über the API",
+    Text: "plain words",
+    HTML: "<p>html words</p>",
+    Headers: { "X-Campaign": "spring" },
+    Tags: ["api"],
+    Attachments: [{ Content: Buffer.from("a,b\n").toString("base64"), Filename: "data.csv", ContentType: "text/csv" }],
+  });
+  const msg = await mailpit.getMessageSummary(sent.ID);
+  assert.equal(msg.Subject, "Sent über the API");
+  assert.deepEqual(msg.From, { Name: "API Sender", Address: "api@example.net" });
+  assert.deepEqual(msg.Bcc, [{ Name: "", Address: "quiet@example.test" }]);
+  assert.deepEqual(msg.Tags, ["api"]);
+  assert.match(msg.Text, /plain words/);
+  assert.match(msg.HTML, /html words/);
+  assert.equal(msg.Attachments[0].FileName, "data.csv");
+  assert.equal(await (await mailpit.getMessageAttachment(sent.ID, msg.Attachments[0].PartID)).text(), "a,b\n");
+  assert.deepEqual((await mailpit.getMessageHeaders(sent.ID))["X-Campaign"], ["spring"]);
+});

@@ -17,6 +17,7 @@ use intake_core::{MessageId, Page, Summary, mime};
 use serde::Deserialize;
 
 mod message;
+mod send;
 mod shapes;
 mod tags;
 
@@ -100,6 +101,7 @@ pub(crate) fn routes() -> Routes<AppState> {
         )
         .on(Method::GET, "/api/v1/info", read, info)
         .on(Method::GET, "/api/v1/webui", read, webui)
+        .on(Method::POST, "/api/v1/send", delete, send::send)
         .on(Method::GET, "/api/v1/tags", read, tags::list)
         .on(Method::PUT, "/api/v1/tags", read, tags::set)
         .on(Method::PUT, "/api/v1/tags/{tag}", read, tags::rename)
