@@ -357,7 +357,7 @@ fn parse_size(v: &str) -> Option<u64> {
         _ => (v, 1),
     };
     let n: f64 = num.trim().parse().ok()?;
-    (n.is_finite() && n >= 0.0).then(|| (n * mult as f64) as u64)
+    (n.is_finite() && n >= 0.0).then_some((n * mult as f64) as u64)
 }
 
 /// A message's fields as terms see them (lower-cased).
