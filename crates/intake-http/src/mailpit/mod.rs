@@ -5,8 +5,10 @@
 //!
 //! Routes: `GET/PUT/DELETE /api/v1/messages`, `GET/DELETE /api/v1/search`,
 //! `GET /api/v1/message/{ID}` (also `latest`; marks read), `…/headers`, `…/raw`,
-//! `…/part/{PartID}`, `GET /api/v1/info`, `GET /api/v1/webui`, `/view/{ID}.html` and `.txt`.
-//! A `PartID` is the attachment's position, from 0 (Intake's own numbering).
+//! `…/part/{PartID}` ([`message`]: a `PartID` is Mailpit's MIME path, `1.2`),
+//! `POST /api/v1/send` ([`send`]), `GET/PUT /api/v1/tags`, `PUT/DELETE /api/v1/tags/{Tag}`
+//! ([`tags`]), `GET /api/v1/info`, `GET /api/v1/webui`, `/view/{ID}.html` and `.txt`.
+//! Not served yet: chaos, thumbnails, release, and the HTML, link and SpamAssassin checks.
 
 use axum::Json;
 use axum::body::Bytes;
