@@ -39,11 +39,11 @@ async function waitPort(port) {
 }
 
 // One message over SMTP, every reply checked.
-function send(to, subject, body, extra = []) {
+function send(to, subject, body, extra = [], rcpts = [to]) {
   const data = [`From: Sender Name <sender@example.net>`, `To: ${to}`, `Subject: ${subject}`,
     `Message-ID: <${subject.replace(/\W/g, "")}@example.net>`, ...extra, "", body].join("\r\n");
   const steps = [[null, 220], ["EHLO t", 250], ["MAIL FROM:<sender@example.net>", 250],
-    [`RCPT TO:<${to}>`, 250], ["DATA", 354], [data + "\r\n.", 250], ["QUIT", 221]];
+    ...rcpts.map((r) => [`RCPT TO:<${r}>`, 250]), ["DATA", 354], [data + "\r\n.", 250], ["QUIT", 221]];
   return new Promise((resolve, reject) => {
     const s = net.connect(smtpPort, "127.0.0.1");
     let buf = "", i = 0;
@@ -152,4 +152,103 @@ test("attachments are listed and downloaded by PartID", async () => {
   assert.equal(msg.Attachments[0].FileName, "report.csv");
   const blob = await mailpit.getMessageAttachment(msg.ID, msg.Attachments[0].PartID);
   assert.match(await blob.text(), /a,b\r?\n1,2/);
+});
+
+test("tags: from X-Tags and plus-addressing, set, listed, searched, renamed, deleted", async () => {
+  await mailpit.deleteMessages();
+  await send("dave+nightly@example.test", "Tagged one", "first", ["X-Tags: alpha, beta!"]);
+  await send("erin@example.test", "Plain two", "second");
+  const tagged = await mailpit.waitForMessage({ query: "subject:Tagged" }, { timeout: 5000, interval: 100 });
+  assert.deepEqual(tagged.Tags, ["alpha", "beta", "nightly"]);
+  const plain = (await mailpit.searchMessages({ query: "subject:Plain" })).messages[0];
+  assert.deepEqual(plain.Tags, []);
+  assert.equal(await mailpit.setTags({ IDs: [plain.ID], Tags: ["Release 1.0", "alpha"] }), "ok");
+  assert.deepEqual(await mailpit.getTags(), ["Release 1.0", "alpha", "beta", "nightly"]);
+  const page = await mailpit.searchMessages({ query: "tag:alpha" });
+  assert.equal(page.messages_count, 2);
+  assert.deepEqual(page.tags.includes("nightly"), true);
+  assert.equal((await mailpit.searchMessages({ query: "-tag:nightly" })).messages_count, 1);
+  assert.equal((await mailpit.searchMessages({ query: "is:tagged" })).messages_count, 2);
+  assert.equal(await mailpit.renameTag("alpha", "gamma"), "ok");
+  assert.equal(await mailpit.deleteTag("beta"), "ok");
+  assert.deepEqual(await mailpit.getTags(), ["Release 1.0", "gamma", "nightly"]);
+  const info = await mailpit.getInfo();
+  assert.deepEqual(info.Tags, { "Release 1.0": 1, gamma: 2, nightly: 1 });
+  assert.equal(await mailpit.setTags({ IDs: [plain.ID] }), "ok");
+  assert.deepEqual((await mailpit.getMessageSummary(plain.ID)).Tags, []);
+});
+
+test("Mailpit's filters, counts, Bcc, inline parts, checksums, canonical headers, views", async () => {
+  await mailpit.deleteMessages();
+  const b = "rel";
+  await send("frank@example.test", "Inline image", [
+    `--${b}`, "Content-Type: text/html", "", '<p>logo <img src="cid:logo@x"> <a href="http://example.test/">x</a></p>',
+    `--${b}`, "Content-Type: image/png", "Content-ID: <logo@x>", "Content-Disposition: inline",
+    "Content-Transfer-Encoding: base64", "", "aGVsbG8=", `--${b}--`].join("\r\n"),
+    ["MIME-Version: 1.0", `Content-Type: multipart/related; boundary=${b}`, "Cc: Carl <carl@example.test>",
+      "Reply-To: desk@example.test"],
+    ["frank@example.test", "hidden@example.test"]);
+  await send("gina@example.test", "Big one", "x ".repeat(20000));
+  const msg = await mailpit.waitForMessage({ query: "subject:Inline" }, { timeout: 5000, interval: 100 });
+  assert.deepEqual(msg.Bcc, [{ Name: "", Address: "hidden@example.test" }]);
+  assert.deepEqual(msg.Cc, [{ Name: "Carl", Address: "carl@example.test" }]);
+  assert.deepEqual(msg.ReplyTo, [{ Name: "", Address: "desk@example.test" }]);
+  assert.equal(msg.Attachments.length, 0);
+  assert.equal(msg.Inline.length, 1);
+  assert.equal(msg.Inline[0].PartID, "2");
+  assert.equal(msg.Inline[0].ContentID, "logo@x");
+  assert.equal(msg.Inline[0].Checksums.MD5, "5d41402abc4b2a76b9719d911017c592");
+  assert.equal(msg.Inline[0].Checksums.SHA1, "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d");
+  const img = await mailpit.getMessageAttachment(msg.ID, "2");
+  assert.equal(await img.text(), "hello");
+  const headers = await mailpit.getMessageHeaders(msg.ID);
+  assert.ok(headers["Message-Id"], Object.keys(headers).join(","));
+  const html = await mailpit.renderMessageHTML(msg.ID);
+  assert.match(html, new RegExp(`src="\\.\\./api/v1/message/${msg.ID}/part/2"`));
+  assert.match(await mailpit.renderMessageHTML(msg.ID, 1), /target="_blank"/);
+
+  // A quoted phrase (through the full-text index, which may lag a moment behind delivery).
+  const big = await mailpit.waitForMessage({ query: '"Big one"' }, { timeout: 5000, interval: 100 });
+  assert.equal(big.Subject, "Big one");
+  await mailpit.setReadStatus({ IDs: [big.ID], Read: false });
+  const summary = (await mailpit.searchMessages({ query: "cc:carl" })).messages[0];
+  assert.equal(summary.ID, msg.ID);
+  assert.deepEqual(summary.Bcc, [{ Name: "", Address: "hidden@example.test" }]);
+  for (const [q, n] of [["bcc:hidden", 1], ["reply-to:desk", 1], ["addressed:carl", 1],
+    ["message-id:Inlineimage@example.net", 1], ["larger:10k", 1], ["smaller:10k", 1],
+    ["-subject:Big", 1], ["!is:read", 1], ["subject:nothing", 0]]) {
+    assert.equal((await mailpit.searchMessages({ query: q })).messages_count, n, q);
+  }
+  const counted = await mailpit.searchMessages({ query: "subject:Big" });
+  assert.equal(counted.total, 2, "total counts all mail, as Mailpit does");
+  assert.equal(counted.messages_count, 1);
+  await assert.rejects(mailpit.searchMessages({ query: "kittens:yes" }), /kittens/);
+  const info = await mailpit.getInfo();
+  assert.ok(info.DatabaseSize > 0);
+  assert.ok(info.RuntimeStats.MessagesDeleted >= 2);
+});
+
+test("sendMessage injects a message that is listed, tagged and has its attachment", async () => {
+  await mailpit.deleteMessages();
+  const sent = await mailpit.sendMessage({
+    From: { Email: "api@example.net", Name: "API Sender" },
+    To: [{ Email: "henry@example.test", Name: "Henry" }],
+    Bcc: ["quiet@example.test"],
+    Subject: "Sent über the API",
+    Text: "plain words",
+    HTML: "<p>html words</p>",
+    Headers: { "X-Campaign": "spring" },
+    Tags: ["api"],
+    Attachments: [{ Content: Buffer.from("a,b\n").toString("base64"), Filename: "data.csv", ContentType: "text/csv" }],
+  });
+  const msg = await mailpit.getMessageSummary(sent.ID);
+  assert.equal(msg.Subject, "Sent über the API");
+  assert.deepEqual(msg.From, { Name: "API Sender", Address: "api@example.net" });
+  assert.deepEqual(msg.Bcc, [{ Name: "", Address: "quiet@example.test" }]);
+  assert.deepEqual(msg.Tags, ["api"]);
+  assert.match(msg.Text, /plain words/);
+  assert.match(msg.HTML, /html words/);
+  assert.equal(msg.Attachments[0].FileName, "data.csv");
+  assert.equal(await (await mailpit.getMessageAttachment(sent.ID, msg.Attachments[0].PartID)).text(), "a,b\n");
+  assert.deepEqual((await mailpit.getMessageHeaders(sent.ID))["X-Campaign"], ["spring"]);
 });

@@ -57,6 +57,7 @@ class MailpitClientAgainstIntake(unittest.TestCase):
                        f"Date: Tue, 01 Dec 2026 10:00:00 +0000\r\nMessage-ID: <{subject}@example.net>\r\n\r\nbody of {subject}\r\n")
 
     def test_round_trip(self):
+        self.api.delete_messages([])
         self.send("alice@example.test", "first")
         self.send("bob@example.test", "second")
         messages = self.api.get_messages()
@@ -79,6 +80,38 @@ class MailpitClientAgainstIntake(unittest.TestCase):
         # An empty list deletes everything, as Mailpit does.
         self.api.delete_messages([])
         self.assertEqual(self.api.get_messages().total, 0)
+
+    def test_every_other_method(self):
+        """put_messages (a form), get_message_headers, get_message_attachment."""
+        self.api.delete_messages([])
+        with smtplib.SMTP("127.0.0.1", self.smtp, timeout=10) as s:
+            s.sendmail("sender@example.net", ["carol@example.test", "hidden@example.test"],
+                       "From: Sender <sender@example.net>\r\nTo: carol@example.test\r\n"
+                       "Subject: filed\r\nDate: Tue, 01 Dec 2026 10:00:00 +0000\r\n"
+                       # The client's Headers model requires Delivered-To (and Content-Type).
+                       "Delivered-To: carol@example.test\r\n"
+                       "Message-ID: <filed@example.net>\r\nMIME-Version: 1.0\r\n"
+                       "Content-Type: multipart/mixed; boundary=B\r\n\r\n"
+                       "--B\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+                       "--B\r\nContent-Type: text/csv; name=r.csv\r\n"
+                       "Content-Disposition: attachment; filename=r.csv\r\n\r\na,b\r\n--B--\r\n")
+        newest = self.api.get_messages().messages[0]
+        self.assertFalse(newest.read)
+        self.api.put_messages([newest.id], "Read", True)
+        self.assertTrue(self.api.get_messages().messages[0].read)
+        self.api.put_messages([newest.id], "Read", False)
+        self.assertFalse(self.api.get_messages().messages[0].read)
+
+        headers = self.api.get_message_headers(newest.id)
+        self.assertEqual(headers.message_id, ["<filed@example.net>"])
+        self.assertEqual(headers.from_, ["Sender <sender@example.net>"])
+
+        message = self.api.get_message(newest.id)
+        self.assertEqual([c.address for c in message.bcc], ["hidden@example.test"])
+        self.assertEqual([a.file_name for a in message.attachments], ["r.csv"])
+        part = message.attachments[0].part_id
+        self.assertEqual(part, "2")
+        self.assertIn("a,b", self.api.get_message_attachment(newest.id, part))
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ pub use shared::{
     ClientCounts, GreyState, LoginCounts, SharedError, SharedLimits, SharedLogins, StoreGreyState,
 };
 pub use store::{
-    ArrivalGuard, Arrivals, DirectoryBackend, Evicted, Eviction, GreyRecord, Listing, MailBackend,
-    MailStore, Page, PolicyBackend, PolicyState, RecipientTable, Removal, Retention, StoreError,
-    User, UserDirectory,
+    ArrivalGuard, Arrivals, DirectoryBackend, Evicted, Eviction, GreyRecord, Listing, MAX_TAG_LEN,
+    MailBackend, MailStore, MailTags, Page, PolicyBackend, PolicyState, RecipientTable, Removal,
+    Retention, StoreError, TagBackend, User, UserDirectory, clean_tag, clean_tags,
 };

@@ -43,6 +43,8 @@ pub struct ParsedMeta {
     pub attachments: Vec<Attachment>,
 }
 
+pub mod parts;
+
 /// Parses the header fields Intake indexes. Never fails: unparsable mail gives empty fields.
 pub fn parse_meta(content: &[u8]) -> ParsedMeta {
     let Some(msg) = meta_parser().parse_headers(content) else {
@@ -220,6 +222,26 @@ pub fn headers(raw: &[u8]) -> Vec<(String, String)> {
                 _ => value,
             };
             (name, decoded)
+        })
+        .collect()
+}
+
+/// The header fields in order, values as sent (unfolded, encoded words left as they are).
+pub fn raw_headers(raw: &[u8]) -> Vec<(String, String)> {
+    let Some(msg) = MessageParser::default().parse_headers(raw) else {
+        return Vec::new();
+    };
+    msg.headers()
+        .iter()
+        .map(|h| {
+            let value = raw
+                .get(h.offset_start() as usize..h.offset_end() as usize)
+                .map(|v| {
+                    let unfolded = String::from_utf8_lossy(v).replace("\r\n", "");
+                    unfolded.replace(['\r', '\n'], "").trim().to_string()
+                })
+                .unwrap_or_default();
+            (h.name().to_string(), value)
         })
         .collect()
 }

@@ -402,46 +402,6 @@ async fn message_headers(
     }))
 }
 
-/// An HTML body as a page for a sandboxed iframe: no script, no remote loads (remote images
-/// only when `images`).
-pub(crate) fn sandboxed_html(html: String, images: bool) -> Response {
-    let images = if images {
-        "data: cid: http: https:"
-    } else {
-        "data: cid:"
-    };
-    let csp = format!(
-        "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src {images}; font-src data:; \
-         form-action 'none'; frame-ancestors 'self'; base-uri 'none'"
-    );
-    let mut h = HeaderMap::new();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_str(&csp).expect("ascii"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    (h, html).into_response()
-}
-
-/// The HTML body, or for a text-only message its text, escaped in a `<pre>`.
-pub(crate) fn html_or_text(raw: &[u8]) -> String {
-    mime::html_body(raw).unwrap_or_else(|| {
-        let text = mime::plain_text(raw).unwrap_or_default();
-        format!("<pre>{}</pre>", escape_html(&text))
-    })
-}
-
 pub(crate) fn escape_html(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")

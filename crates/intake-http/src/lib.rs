@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use intake_core::{EventBus, MailStore, UserDirectory};
+use intake_core::{EventBus, MailStore, MailTags, UserDirectory};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -100,6 +100,8 @@ pub struct AppState {
     pub store: Arc<dyn MailStore>,
     /// The SMTP AUTH users (the admin API).
     pub users: Arc<dyn UserDirectory>,
+    /// Tags on messages (the Mailpit API).
+    pub tags: Arc<dyn MailTags>,
     /// Committed changes (new and deleted mail).
     pub events: EventBus,
     /// The secret aliases are derived with.
@@ -118,6 +120,8 @@ pub struct AppState {
     metrics: Option<MetricsRender>,
     /// Cancelled when the server starts draining (`/readyz` turns 503).
     draining: CancellationToken,
+    /// The Mailpit listener's run-time counters (uptime, deletions).
+    mailpit: Arc<mailpit::Runtime>,
 }
 
 /// Renders the process's metrics in Prometheus' text format.
@@ -141,7 +145,7 @@ impl AppState {
 
     /// A state for a store (its mail and its users) and its event bus. Must be called within
     /// a tokio runtime (the rate limiter forgets idle clients on a timer).
-    pub fn new<S: MailStore + UserDirectory>(
+    pub fn new<S: MailStore + UserDirectory + MailTags>(
         store: Arc<S>,
         events: EventBus,
         alias_secret: Vec<u8>,
@@ -149,6 +153,7 @@ impl AppState {
     ) -> Self {
         AppState {
             users: store.clone(),
+            tags: store.clone(),
             store,
             events,
             alias_secret: alias_secret.into(),
@@ -159,6 +164,7 @@ impl AppState {
             registered_aliases: moka::sync::Cache::new(ALIAS_CACHE),
             metrics: None,
             draining: CancellationToken::new(),
+            mailpit: Arc::default(),
         }
     }
 

@@ -22,6 +22,9 @@ use intake_core::{
     Removal, Retention, StoreError, StoredMessage, Summary, User, UserDirectory, alias,
     mailbox_key,
 };
+use intake_core::{MailTags, TagBackend, clean_tags};
+
+use crate::tagging::DeliveryTags;
 use tokio_util::sync::CancellationToken;
 
 /// Aliases kept in the cache at most (then it starts over).
@@ -40,14 +43,17 @@ pub struct Backends {
     pub directory: Arc<dyn DirectoryBackend>,
     /// Policy state.
     pub policy: Arc<dyn PolicyBackend>,
+    /// Tags on messages.
+    pub tags: Arc<dyn TagBackend>,
 }
 
-impl<E: MailBackend + DirectoryBackend + PolicyBackend> From<Arc<E>> for Backends {
+impl<E: MailBackend + DirectoryBackend + PolicyBackend + TagBackend> From<Arc<E>> for Backends {
     fn from(engine: Arc<E>) -> Backends {
         Backends {
             mail: engine.clone(),
             directory: engine.clone(),
-            policy: engine,
+            policy: engine.clone(),
+            tags: engine,
         }
     }
 }
@@ -63,6 +69,8 @@ pub struct Store {
     /// practice: it is derived from it). Misses are not cached: another node may register
     /// the alias at any time.
     aliases: Mutex<HashMap<String, String>>,
+    /// Tags a delivery gets from its `X-Tags` header or plus-addressing (none by default).
+    delivery_tags: DeliveryTags,
 }
 
 impl Store {
@@ -74,7 +82,14 @@ impl Store {
             events: EventBus::default(),
             feed: None,
             aliases: Mutex::default(),
+            delivery_tags: DeliveryTags::default(),
         }
+    }
+
+    /// Tags each delivery as `rules` say (`X-Tags`, plus-addressing).
+    pub fn with_delivery_tags(mut self, rules: DeliveryTags) -> Store {
+        self.delivery_tags = rules;
+        self
     }
 
     /// Publishes on `events` instead.
@@ -162,6 +177,55 @@ impl Store {
     }
 }
 
+/// Messages read per engine call when the layer filters a search itself.
+const SCAN_CHUNK: u64 = 500;
+
+impl Store {
+    /// A search with terms engines do not index (Mailpit's filters, negations): the
+    /// engine finds the core part's matches, and each is fetched and checked here. Costs
+    /// one fetch per core match, so a narrow core (a word, a sender) keeps it quick.
+    async fn search_scanning(&self, query: &Query, page: Page) -> Result<Listing, StoreError> {
+        let core = query.core();
+        let mut out = Listing::default();
+        let mut offset = 0;
+        loop {
+            let chunk = Page {
+                offset,
+                limit: SCAN_CHUNK,
+            };
+            let got = self.backends.mail.search(&core, chunk).await?;
+            let n = got.messages.len() as u64;
+            for s in got.messages {
+                let Some(m) = self.backends.mail.fetch(s.id).await? else {
+                    continue;
+                };
+                let tags = if query.needs_tags() {
+                    self.backends.tags.tags_get(s.id).await?.unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                let body = if query.needs_body() {
+                    intake_core::mime::index_text(&m.raw).0
+                } else {
+                    String::new()
+                };
+                if !query.matches_rest(&m, &m.mailboxes, &body, &tags) {
+                    continue;
+                }
+                out.total += 1;
+                out.unread += u64::from(!s.seen);
+                if out.total > page.offset && (out.messages.len() as u64) < page.limit {
+                    out.messages.push(s);
+                }
+            }
+            if n < SCAN_CHUNK {
+                return Ok(out);
+            }
+            offset += n;
+        }
+    }
+}
+
 /// How a recipient entry is kept: trimmed, without a final dot, lower-cased.
 fn recipient_key(address: &str) -> String {
     address.trim().trim_end_matches('.').to_lowercase()
@@ -184,7 +248,14 @@ impl MailStore for Store {
         }
         // Made before the message moves into the backend (a few small clones).
         let message = Summary::from(&msg);
+        let (id, tags) = (msg.id, self.delivery_tags.tags_for(&msg));
         self.backends.mail.deliver(msg, mailboxes.clone()).await?;
+        if !tags.is_empty() {
+            // After the commit: a tag that fails to stick costs the tag, never the message.
+            if let Err(e) = self.backends.tags.tags_put(id, &tags).await {
+                tracing::warn!(%id, error = %e, "could not tag a delivered message");
+            }
+        }
         self.publish(Event::New { mailboxes, message });
         Ok(())
     }
@@ -201,7 +272,10 @@ impl MailStore for Store {
     }
 
     async fn search(&self, query: &Query, page: Page) -> Result<Listing, StoreError> {
-        self.backends.mail.search(query, page).await
+        if !query.needs_scan() {
+            return self.backends.mail.search(query, page).await;
+        }
+        self.search_scanning(query, page).await
     }
 
     async fn fetch(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
@@ -254,6 +328,59 @@ impl MailStore for Store {
 
     async fn close(&self) {
         self.backends.mail.close().await
+    }
+}
+
+#[async_trait]
+impl MailTags for Store {
+    async fn tags_of(&self, id: MessageId) -> Result<Option<Vec<String>>, StoreError> {
+        self.backends.tags.tags_get(id).await
+    }
+
+    async fn set_tags(&self, id: MessageId, tags: &[String]) -> Result<bool, StoreError> {
+        self.backends.tags.tags_put(id, &clean_tags(tags)).await
+    }
+
+    async fn add_tags(&self, id: MessageId, tags: &[String]) -> Result<bool, StoreError> {
+        let Some(mut have) = self.backends.tags.tags_get(id).await? else {
+            return Ok(false);
+        };
+        have.extend(tags.iter().cloned());
+        self.backends.tags.tags_put(id, &clean_tags(&have)).await
+    }
+
+    async fn remove_tags(&self, id: MessageId, tags: &[String]) -> Result<bool, StoreError> {
+        let Some(have) = self.backends.tags.tags_get(id).await? else {
+            return Ok(false);
+        };
+        let gone = clean_tags(tags);
+        let keep: Vec<String> = have
+            .into_iter()
+            .filter(|t| !gone.iter().any(|g| g.eq_ignore_ascii_case(t)))
+            .collect();
+        self.backends.tags.tags_put(id, &keep).await
+    }
+
+    async fn all_tags(&self) -> Result<Vec<String>, StoreError> {
+        self.backends.tags.tags_all().await
+    }
+
+    async fn rename_tag(&self, from: &str, to: &str) -> Result<u64, StoreError> {
+        let (Some(from), Some(to)) = (intake_core::clean_tag(from), intake_core::clean_tag(to))
+        else {
+            return Ok(0);
+        };
+        if from == to {
+            return Ok(0);
+        }
+        self.backends.tags.tags_rename(&from, &to).await
+    }
+
+    async fn delete_tag(&self, tag: &str) -> Result<u64, StoreError> {
+        match intake_core::clean_tag(tag) {
+            Some(t) => self.backends.tags.tags_remove(&t).await,
+            None => Ok(0),
+        }
     }
 }
 

@@ -52,6 +52,7 @@ pub mod redis {
 }
 mod settings;
 mod sqlite;
+mod tagging;
 
 pub use common::{Mode, PoolOptions};
 pub use layer::{Backends, Store, spawn_retention};
@@ -60,3 +61,4 @@ pub use open::{Opened, open};
 pub use redis::RedisOptions;
 pub use settings::{StoreKind, StoreSettings};
 pub use sqlite::{SqliteBackend, SqliteConfig, SqliteOptions, database_exists};
+pub use tagging::DeliveryTags;

@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use intake_core::{
     DirectoryBackend, Eviction, GreyRecord, Incoming, Listing, MailBackend, MessageId, Page,
-    PolicyBackend, Query, Removal, Retention, StoreError, StoredMessage, Summary, User, mime,
+    PolicyBackend, Query, Removal, Retention, StoreError, StoredMessage, Summary, TagBackend, User,
+    mime,
 };
 use tokio::sync::watch;
 
@@ -64,6 +65,8 @@ struct Kept {
     message: StoredMessage,
     /// Body text for search, extracted once.
     text: String,
+    /// Its tags.
+    tags: BTreeSet<String>,
 }
 
 impl MemoryBackend {
@@ -167,7 +170,14 @@ impl MailBackend for MemoryBackend {
         s.next_seq += 1;
         let seq = s.next_seq;
         s.seq_of.insert(message.id, seq);
-        s.messages.insert(seq, Kept { message, text });
+        s.messages.insert(
+            seq,
+            Kept {
+                message,
+                text,
+                tags: BTreeSet::new(),
+            },
+        );
         Ok(())
     }
 
@@ -402,6 +412,56 @@ impl PolicyBackend for MemoryBackend {
         let n = s.greylist.len();
         s.greylist.retain(|_, r| r.last_seen >= before_ms);
         Ok((n - s.greylist.len()) as u64)
+    }
+}
+
+#[async_trait]
+impl TagBackend for MemoryBackend {
+    async fn tags_get(&self, id: MessageId) -> Result<Option<Vec<String>>, StoreError> {
+        let s = self.state();
+        Ok(s.seq_of
+            .get(&id)
+            .and_then(|seq| s.messages.get(seq))
+            .map(|k| k.tags.iter().cloned().collect()))
+    }
+
+    async fn tags_put(&self, id: MessageId, tags: &[String]) -> Result<bool, StoreError> {
+        let mut s = self.writable()?;
+        let Some(seq) = s.seq_of.get(&id).copied() else {
+            return Ok(false);
+        };
+        let Some(kept) = s.messages.get_mut(&seq) else {
+            return Ok(false);
+        };
+        kept.tags = tags.iter().cloned().collect();
+        Ok(true)
+    }
+
+    async fn tags_all(&self) -> Result<Vec<String>, StoreError> {
+        let s = self.state();
+        let all: BTreeSet<&String> = s.messages.values().flat_map(|k| &k.tags).collect();
+        Ok(all.into_iter().cloned().collect())
+    }
+
+    async fn tags_rename(&self, from: &str, to: &str) -> Result<u64, StoreError> {
+        let mut s = self.writable()?;
+        let mut n = 0;
+        for k in s.messages.values_mut() {
+            if k.tags.remove(from) {
+                k.tags.insert(to.to_string());
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn tags_remove(&self, tag: &str) -> Result<u64, StoreError> {
+        let mut s = self.writable()?;
+        let mut n = 0;
+        for k in s.messages.values_mut() {
+            n += u64::from(k.tags.remove(tag));
+        }
+        Ok(n)
     }
 }
 

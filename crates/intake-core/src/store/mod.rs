@@ -8,6 +8,7 @@
 //! | mail | [`MailBackend`] | [`MailStore`] | SMTP store target, HTTP API, CLI listings, retention |
 //! | users and recipients | [`DirectoryBackend`] | [`UserDirectory`], [`RecipientTable`] | SMTP AUTH, the recipient check, CLI and admin API |
 //! | policy state | [`PolicyBackend`] | [`PolicyState`] | greylisting (through [`crate::StoreGreyState`]) |
+//! | tags | [`TagBackend`] | [`MailTags`] | the Mailpit API, `X-Tags` and plus-addressing at delivery |
 //!
 //! A new capability (tags, POP3 access) is a new pair of traits here, implemented by the
 //! engines that can keep it and forwarded by the layer; callers receive only the trait
@@ -17,11 +18,13 @@ mod arrivals;
 mod directory;
 mod mail;
 mod policy;
+mod tags;
 
 pub use arrivals::{ArrivalGuard, Arrivals};
 pub use directory::{DirectoryBackend, RecipientTable, User, UserDirectory};
 pub use mail::{MailBackend, MailStore};
 pub use policy::{GreyRecord, PolicyBackend, PolicyState};
+pub use tags::{MAX_TAG_LEN, MailTags, TagBackend, clean_tag, clean_tags};
 
 use crate::message::{MessageId, Summary};
 

@@ -5,28 +5,77 @@
 //!
 //! Routes: `GET/PUT/DELETE /api/v1/messages`, `GET/DELETE /api/v1/search`,
 //! `GET /api/v1/message/{ID}` (also `latest`; marks read), `…/headers`, `…/raw`,
-//! `…/part/{PartID}`, `GET /api/v1/info`, `GET /api/v1/webui`, `/view/{ID}.html` and `.txt`.
-//! A `PartID` is the attachment's position, from 0 (Intake's own numbering).
-
-use std::collections::BTreeMap;
+//! `…/part/{PartID}` ([`message`]: a `PartID` is Mailpit's MIME path, `1.2`),
+//! `POST /api/v1/send` ([`send`]), `GET/PUT /api/v1/tags`, `PUT/DELETE /api/v1/tags/{Tag}`
+//! ([`tags`]), `GET /api/v1/info`, `GET /api/v1/webui`, `/view/{ID}.html` and `.txt`.
+//! Not served yet: chaos, thumbnails, release, and the HTML, link and SpamAssassin checks.
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query as QueryParams, State};
+use axum::extract::{Query as QueryParams, State};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use intake_core::{MessageId, Page, Summary, mime};
 use serde::Deserialize;
 
+mod message;
+mod send;
 mod shapes;
+mod tags;
 
-use shapes::{Contact, ListUnsubscribe, Message, MessageSummary, MessagesPage, Part, contacts};
+use shapes::{Contact, MessageSummary, MessagesPage, contacts};
 
 use crate::AppState;
 use crate::access::{Need, Routes};
-use crate::api::{load, parse_id, sandboxed_html};
+use crate::api::parse_id;
 use crate::error::ApiError;
 use crate::model::{parse_query, rfc3339};
+
+/// Envelope recipients not named in `To` or `Cc`: Mailpit's `Bcc`.
+fn bcc_of(rcpt_to: &[String], to: Option<&str>, cc: Option<&str>) -> Vec<Contact> {
+    let named: Vec<String> = contacts(to)
+        .into_iter()
+        .chain(contacts(cc))
+        .map(|c| c.address.to_lowercase())
+        .collect();
+    rcpt_to
+        .iter()
+        .filter(|r| !named.contains(&r.to_lowercase()))
+        .map(|r| Contact {
+            name: String::new(),
+            address: r.clone(),
+        })
+        .collect()
+}
+
+/// What `/api/v1/info` reports about this process.
+pub(crate) struct Runtime {
+    started: std::time::Instant,
+    /// Messages deleted through this API since the start.
+    deleted: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime {
+            started: std::time::Instant::now(),
+            deleted: Default::default(),
+        }
+    }
+}
+
+/// Deletes messages, counting them for `info`.
+async fn delete_ids(state: &AppState, ids: Vec<MessageId>) -> Result<(), ApiError> {
+    for id in ids {
+        if state.store.delete(id).await? {
+            state
+                .mailpit
+                .deleted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
 
 /// The Mailpit routes. Every one spans all mail: reads (and marking read) need `read`,
 /// deletes `delete`.
@@ -38,13 +87,28 @@ pub(crate) fn routes() -> Routes<AppState> {
         .on(Method::DELETE, "/api/v1/messages", delete, delete_messages)
         .on(Method::GET, "/api/v1/search", read, search)
         .on(Method::DELETE, "/api/v1/search", delete, delete_search)
-        .on(Method::GET, "/api/v1/message/{id}", read, message)
-        .on(Method::GET, "/api/v1/message/{id}/headers", read, headers)
-        .on(Method::GET, "/api/v1/message/{id}/raw", read, raw)
-        .on(Method::GET, "/api/v1/message/{id}/part/{part}", read, part)
+        .on(Method::GET, "/api/v1/message/{id}", read, message::message)
+        .on(
+            Method::GET,
+            "/api/v1/message/{id}/headers",
+            read,
+            message::headers,
+        )
+        .on(Method::GET, "/api/v1/message/{id}/raw", read, message::raw)
+        .on(
+            Method::GET,
+            "/api/v1/message/{id}/part/{part}",
+            read,
+            message::part,
+        )
         .on(Method::GET, "/api/v1/info", read, info)
         .on(Method::GET, "/api/v1/webui", read, webui)
-        .on(Method::GET, "/view/{file}", read, view)
+        .on(Method::POST, "/api/v1/send", delete, send::send)
+        .on(Method::GET, "/api/v1/tags", read, tags::list)
+        .on(Method::PUT, "/api/v1/tags", read, tags::set)
+        .on(Method::PUT, "/api/v1/tags/{tag}", read, tags::rename)
+        .on(Method::DELETE, "/api/v1/tags/{tag}", read, tags::delete)
+        .on(Method::GET, "/view/{file}", read, message::view)
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +129,10 @@ fn page(p: &Paging, max: u64) -> Page {
 struct Details {
     snippet: String,
     message_id: String,
+    tags: Vec<String>,
+    cc: Vec<Contact>,
+    bcc: Vec<Contact>,
+    reply_to: Vec<Contact>,
 }
 
 /// The snippet and Message-ID of a message (read from its source).
@@ -73,17 +141,36 @@ async fn details(state: &AppState, s: &Summary) -> Details {
         return Details::default();
     };
     let message_id = m.meta.message_id.clone().unwrap_or_default();
+    let tags = state
+        .tags
+        .tags_of(s.id)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     let raw = m.raw.clone();
-    let snippet = tokio::task::spawn_blocking(move || {
+    let (snippet, reply_to) = tokio::task::spawn_blocking(move || {
         let text = mime::plain_text(&raw).unwrap_or_default();
         let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        flat.chars().take(250).collect::<String>()
+        let reply_to = mime::headers(&raw)
+            .into_iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("reply-to"))
+            .map(|(_, v)| v);
+        (flat.chars().take(250).collect::<String>(), reply_to)
     })
     .await
     .unwrap_or_default();
     Details {
         snippet,
         message_id,
+        tags,
+        cc: contacts(m.meta.cc.as_deref()),
+        bcc: bcc_of(
+            &m.envelope.rcpt_to,
+            m.meta.to.as_deref(),
+            m.meta.cc.as_deref(),
+        ),
+        reply_to: contacts(reply_to.as_deref()),
     }
 }
 
@@ -101,13 +188,13 @@ impl From<(&Summary, Details)> for MessageSummary {
                     address: s.mail_from.clone(),
                 }),
             to: contacts(s.to.as_deref()),
-            cc: Vec::new(),
-            bcc: Vec::new(),
-            reply_to: Vec::new(),
+            cc: d.cc,
+            bcc: d.bcc,
+            reply_to: d.reply_to,
             subject: s.subject.clone().unwrap_or_default(),
             created: rfc3339(s.received_at),
             username: String::new(),
-            tags: Vec::new(),
+            tags: d.tags,
             size: s.size,
             attachments: s.attachments,
             snippet: d.snippet,
@@ -120,20 +207,24 @@ async fn summaries(state: &AppState, list: &[Summary]) -> Vec<MessageSummary> {
     list.iter().zip(details).map(MessageSummary::from).collect()
 }
 
+/// A page as Mailpit counts it: `total`/`unread` over all mail, `messages_count`/
+/// `messages_unread` over the matches (the same for a plain listing).
 async fn page_of(
     state: &AppState,
     listing: intake_core::Listing,
+    all: Option<(u64, u64)>,
     start: u64,
 ) -> Json<MessagesPage> {
     let messages = summaries(state, &listing.messages).await;
+    let (total, unread) = all.unwrap_or((listing.total, listing.unread));
     Json(MessagesPage {
-        total: listing.total,
-        unread: listing.unread,
+        total,
+        unread,
         count: messages.len(),
         messages_count: listing.total,
         messages_unread: listing.unread,
         start,
-        tags: Vec::new(),
+        tags: state.tags.all_tags().await.unwrap_or_default(),
         messages,
     })
 }
@@ -144,7 +235,7 @@ async fn list(
 ) -> Result<Json<MessagesPage>, ApiError> {
     let pg = page(&p, state.config.max_per_page);
     let listing = state.store.list_all(pg).await?;
-    Ok(page_of(&state, listing, pg.offset).await)
+    Ok(page_of(&state, listing, None, pg.offset).await)
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,7 +258,15 @@ async fn search(
         state.config.max_per_page,
     );
     let listing = state.store.search(&q, pg).await?;
-    Ok(page_of(&state, listing, pg.offset).await)
+    let everything = state
+        .store
+        .list_all(Page {
+            offset: 0,
+            limit: 1,
+        })
+        .await?;
+    let all = Some((everything.total, everything.unread));
+    Ok(page_of(&state, listing, all, pg.offset).await)
 }
 
 /// `{IDs, Read, Search}` as JSON (Mailpit's own clients) or as a form (`ids=…&Read=true`,
@@ -275,9 +374,7 @@ async fn delete_messages(
             .map(|i| parse_id(i))
             .collect::<Result<_, _>>()?
     };
-    for id in ids {
-        state.store.delete(id).await?;
-    }
+    delete_ids(&state, ids).await?;
     Ok(ok())
 }
 
@@ -288,9 +385,8 @@ async fn delete_search(
     let Some(q) = p.query.filter(|q| !q.trim().is_empty()) else {
         return Err(ApiError::BadRequest("query is required".into()));
     };
-    for id in select(&state, Some(&q)).await? {
-        state.store.delete(id).await?;
-    }
+    let ids = select(&state, Some(&q)).await?;
+    delete_ids(&state, ids).await?;
     Ok(ok())
 }
 
@@ -312,172 +408,6 @@ async fn resolve(state: &AppState, id: &str) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::NotFound("no messages".into()))
 }
 
-async fn message(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Message>, ApiError> {
-    let id = resolve(&state, &id).await?;
-    let m = load(&state, &id).await?;
-    // Mailpit marks a message read when it is opened.
-    state.store.set_seen(m.id, true).await?;
-    let raw = m.raw.clone();
-    let (text, html, hdrs) = tokio::task::spawn_blocking(move || {
-        (
-            mime::text_body(&raw).unwrap_or_default(),
-            mime::html_body(&raw).unwrap_or_default(),
-            mime::headers(&raw),
-        )
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let header = |name: &str| {
-        hdrs.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
-    let meta = &m.meta;
-    Ok(Json(Message {
-        id: m.id.to_string(),
-        message_id: meta.message_id.clone().unwrap_or_default(),
-        read: true,
-        from: contacts(meta.from.as_deref())
-            .into_iter()
-            .next()
-            .unwrap_or(Contact {
-                name: String::new(),
-                address: m.envelope.mail_from.clone(),
-            }),
-        to: contacts(meta.to.as_deref()),
-        cc: contacts(meta.cc.as_deref()),
-        bcc: Vec::new(),
-        reply_to: contacts(header("Reply-To").as_deref()),
-        return_path: m.envelope.mail_from.clone(),
-        subject: meta.subject.clone().unwrap_or_default(),
-        list_unsubscribe: ListUnsubscribe {
-            header: header("List-Unsubscribe").unwrap_or_default(),
-            links: Vec::new(),
-            errors: String::new(),
-            header_post: header("List-Unsubscribe-Post").unwrap_or_default(),
-        },
-        date: meta.date.clone().unwrap_or_else(|| rfc3339(m.received_at)),
-        tags: Vec::new(),
-        username: String::new(),
-        text,
-        html,
-        size: m.size,
-        inline: Vec::new(),
-        attachments: meta
-            .attachments
-            .iter()
-            .enumerate()
-            .map(|(i, a)| Part {
-                part_id: i.to_string(),
-                file_name: a.name.clone().unwrap_or_default(),
-                content_type: a.content_type.clone(),
-                content_id: String::new(),
-                size: a.size,
-            })
-            .collect(),
-    }))
-}
-
-async fn headers(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<BTreeMap<String, Vec<String>>>, ApiError> {
-    let id = resolve(&state, &id).await?;
-    let m = load(&state, &id).await?;
-    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (k, v) in mime::headers(&m.raw) {
-        map.entry(k).or_default().push(v);
-    }
-    Ok(Json(map))
-}
-
-async fn raw(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let id = resolve(&state, &id).await?;
-    let m = load(&state, &id).await?;
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        )],
-        m.raw.clone(),
-    )
-        .into_response())
-}
-
-async fn part(
-    State(state): State<AppState>,
-    Path((id, part)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    let id = resolve(&state, &id).await?;
-    let m = load(&state, &id).await?;
-    let index: usize = part
-        .parse()
-        .map_err(|_| ApiError::NotFound(format!("no part {part}")))?;
-    let raw = m.raw.clone();
-    let found = tokio::task::spawn_blocking(move || mime::attachment(&raw, index))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let Some((ct, name, bytes)) = found else {
-        return Err(ApiError::NotFound(format!("no part {part}")));
-    };
-    let mut h = HeaderMap::new();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(&ct).unwrap_or(HeaderValue::from_static("application/octet-stream")),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("sandbox; default-src 'none'"),
-    );
-    let file = name
-        .unwrap_or_else(|| format!("part-{index}"))
-        .replace(['"', '\\', '\r', '\n'], "_");
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    Ok((h, bytes).into_response())
-}
-
-async fn view(
-    State(state): State<AppState>,
-    Path(file): Path<String>,
-) -> Result<Response, ApiError> {
-    let (id, html) = if let Some(id) = file.strip_suffix(".html") {
-        (id, true)
-    } else if let Some(id) = file.strip_suffix(".txt") {
-        (id, false)
-    } else {
-        return Err(ApiError::NotFound(format!("no view {file}")));
-    };
-    let id = resolve(&state, id).await?;
-    let m = load(&state, &id).await?;
-    let raw = m.raw.clone();
-    if html {
-        let body = tokio::task::spawn_blocking(move || crate::api::html_or_text(&raw))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        return Ok(sandboxed_html(body, false));
-    }
-    let text = tokio::task::spawn_blocking(move || mime::plain_text(&raw).unwrap_or_default())
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        )],
-        text,
-    )
-        .into_response())
-}
-
 async fn info(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let l = state
         .store
@@ -486,16 +416,39 @@ async fn info(State(state): State<AppState>) -> Result<Json<serde_json::Value>, 
             limit: 1,
         })
         .await?;
+    // Messages per tag, as Mailpit reports them.
+    let mut tags = serde_json::Map::new();
+    for t in state.tags.all_tags().await? {
+        let q = intake_core::Query {
+            extra: vec![intake_core::search::Term::Tag(t.to_lowercase())],
+            ..Default::default()
+        };
+        let n = state
+            .store
+            .search(
+                &q,
+                Page {
+                    offset: 0,
+                    limit: 1,
+                },
+            )
+            .await?
+            .total;
+        tags.insert(t, n.into());
+    }
     Ok(Json(serde_json::json!({
         "Version": concat!("intake-", env!("CARGO_PKG_VERSION")),
         "LatestVersion": "",
         "Database": "intake",
-        "DatabaseSize": 0,
+        "DatabaseSize": state.store.size_on_disk().unwrap_or(0),
         "Messages": l.total,
         "Unread": l.unread,
-        "Tags": {},
+        "Tags": tags,
         "RuntimeStats": {
-            "Uptime": 0, "Memory": 0, "MessagesDeleted": 0, "SMTPAccepted": 0,
+            "Uptime": state.mailpit.started.elapsed().as_secs(),
+            "Memory": 0,
+            "MessagesDeleted": state.mailpit.deleted.load(std::sync::atomic::Ordering::Relaxed),
+            "SMTPAccepted": 0,
             "SMTPAcceptedSize": 0, "SMTPRejected": 0, "SMTPIgnored": 0
         }
     })))

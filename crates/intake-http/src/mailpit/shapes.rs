@@ -93,6 +93,18 @@ pub(super) struct Part {
     #[serde(rename = "ContentID")]
     pub(super) content_id: String,
     pub(super) size: u64,
+    pub(super) checksums: Checksums,
+}
+
+/// Digests of a part's decoded content (hex).
+#[derive(Debug, Serialize)]
+pub(super) struct Checksums {
+    #[serde(rename = "MD5")]
+    pub(super) md5: String,
+    #[serde(rename = "SHA1")]
+    pub(super) sha1: String,
+    #[serde(rename = "SHA256")]
+    pub(super) sha256: String,
 }
 
 /// The `List-Unsubscribe` header, as Mailpit reports it.

@@ -75,6 +75,9 @@ pub struct Settings {
     pub run: crate::privileges::RunAs,
     /// State shared by the nodes of a cluster (Redis); no `redis_url`: a single node.
     pub cluster: intake_cluster::ClusterConfig,
+    /// Tags deliveries get (`mailpit.tags_from_header`, `mailpit.tags_from_plus_addresses`;
+    /// only while the Mailpit listener is on).
+    pub mailpit_tags: intake_store::DeliveryTags,
     /// The POP3 server (`[pop3]`; off unless `pop3.listen` is set).
     pub pop3: intake_pop3::Pop3Settings,
     /// The directory of recipients and logins (`[directory]`: LDAP or SQL), if any.
@@ -126,6 +129,13 @@ fn read(r: &mut Reader<'_>) -> Settings {
     let store = intake_store::read::read_store(r);
 
     let mut http = intake_http::settings::read_http(r, tls_files.is_some());
+    // Tags deliveries get while the Mailpit listener is on, as Mailpit's options say.
+    let tags_header: bool = r.get("mailpit.tags_from_header", true);
+    let tags_plus: bool = r.get("mailpit.tags_from_plus_addresses", true);
+    let mailpit_tags = intake_store::DeliveryTags {
+        header: tags_header && http.mailpit_listen.is_some(),
+        plus_addresses: tags_plus && http.mailpit_listen.is_some(),
+    };
     let retention = intake_store::read::read_retention(r);
     let alias_secret: String = r.get("aliases.secret", String::new());
     let secret_file: String = r.get("aliases.secret_file", String::new());
@@ -244,6 +254,7 @@ fn read(r: &mut Reader<'_>) -> Settings {
         run,
         cluster,
         pop3,
+        mailpit_tags,
         directory,
         warnings: Vec::new(),
     }

@@ -87,21 +87,26 @@ fn event_feed(settings: &Settings) -> Option<intake_cluster::FeedConfig> {
 
 /// The store with the event feed [`event_feed`] picks, if any: a layer over the same
 /// backend and bus that also sends every committed change to the other nodes (and puts
-/// theirs on the bus).
+/// theirs on the bus); and that tags deliveries as `[mailpit]` says.
 pub(super) fn with_event_feed(
     settings: &Settings,
     opened: Arc<intake_store::Store>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Arc<intake_store::Store>> {
-    let Some(cfg) = event_feed(settings) else {
+    let tags = settings.mailpit_tags;
+    let cfg = event_feed(settings);
+    if cfg.is_none() && tags == intake_store::DeliveryTags::default() {
         return Ok(opened);
-    };
+    }
     let bus = opened.events().clone();
-    let feed = intake_cluster::RedisFeed::start(cfg, bus.clone(), shutdown.clone())
-        .map_err(anyhow::Error::msg)
-        .context("starting the event feed between nodes")?;
-    let store = intake_store::Store::new(opened.backends().clone())
-        .with_events(bus)
-        .with_feed(feed);
+    let mut store = intake_store::Store::new(opened.backends().clone())
+        .with_events(bus.clone())
+        .with_delivery_tags(tags);
+    if let Some(cfg) = cfg {
+        let feed = intake_cluster::RedisFeed::start(cfg, bus, shutdown.clone())
+            .map_err(anyhow::Error::msg)
+            .context("starting the event feed between nodes")?;
+        store = store.with_feed(feed);
+    }
     Ok(Arc::new(store))
 }

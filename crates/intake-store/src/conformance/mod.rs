@@ -1,6 +1,7 @@
 //! The conformance suite: what every engine must do, the same tests for each, one file per
 //! capability: [`mail`] (deliveries, listings, search, deletes, aliases, meta, close),
-//! [`retention`], [`directory`] (recipients, users) and [`policy`] (greylist records).
+//! [`retention`], [`directory`] (recipients, users), [`policy`] (greylist records) and
+//! [`tags`].
 //!
 //! Each case is a `pub async fn` taking a fresh, empty engine ([`TestBackend`]) and
 //! panicking on a failure. Most drive the engine through the [`Store`] layer, as Intake
@@ -25,13 +26,14 @@ pub mod directory;
 pub mod mail;
 pub mod policy;
 pub mod retention;
+pub mod tags;
 
 use std::any::Any;
 use std::sync::Arc;
 
 use intake_core::{
     DirectoryBackend, Envelope, Event, Incoming, MailBackend, MailStore, MessageId, Page,
-    PolicyBackend, SessionInfo,
+    PolicyBackend, SessionInfo, TagBackend,
 };
 use tokio::sync::broadcast;
 
@@ -41,6 +43,7 @@ pub use directory::*;
 pub use mail::*;
 pub use policy::*;
 pub use retention::*;
+pub use tags::*;
 
 /// A fresh, empty backend for one case, with whatever must outlive it (a temporary
 /// directory, a scratch database dropped at the end).
@@ -52,7 +55,7 @@ pub struct TestBackend {
 
 impl TestBackend {
     /// An engine to test.
-    pub fn new(engine: impl MailBackend + DirectoryBackend + PolicyBackend) -> Self {
+    pub fn new(engine: impl MailBackend + DirectoryBackend + PolicyBackend + TagBackend) -> Self {
         TestBackend {
             backends: Arc::new(engine).into(),
             keep: Vec::new(),
@@ -95,6 +98,8 @@ macro_rules! conformance_suite {
             greylist_records,
             users,
             a_closed_store_refuses_writes,
+            tags_set_rename_delete,
+            search_mailpit_filters,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {

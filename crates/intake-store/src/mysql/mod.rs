@@ -28,6 +28,7 @@ mod options;
 mod policy;
 mod read;
 mod schema;
+mod tags;
 mod writer;
 
 use std::sync::{Arc, Mutex};
@@ -417,6 +418,32 @@ impl DirectoryBackend for MysqlBackend {
 
     async fn user_list(&self) -> Result<Vec<User>, StoreError> {
         policy::user_list(&self.pool).await
+    }
+}
+
+#[async_trait]
+impl intake_core::TagBackend for MysqlBackend {
+    async fn tags_get(
+        &self,
+        id: intake_core::MessageId,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        tags::get(&self.pool, id).await
+    }
+
+    async fn tags_put(&self, id: intake_core::MessageId, t: &[String]) -> Result<bool, StoreError> {
+        tags::put(self.writable()?, id, t).await
+    }
+
+    async fn tags_all(&self) -> Result<Vec<String>, StoreError> {
+        tags::all(&self.pool).await
+    }
+
+    async fn tags_rename(&self, from: &str, to: &str) -> Result<u64, StoreError> {
+        tags::rename(self.writable()?, from, to).await
+    }
+
+    async fn tags_remove(&self, tag: &str) -> Result<u64, StoreError> {
+        tags::remove(self.writable()?, tag).await
     }
 }
 

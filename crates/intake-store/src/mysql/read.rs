@@ -387,6 +387,7 @@ async fn delete_message(
         "mailbox_messages",
         "bodies",
         "message_checks",
+        "message_tags",
         "search_text",
         "messages",
     ] {

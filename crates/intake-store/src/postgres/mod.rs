@@ -27,6 +27,7 @@ mod policy;
 mod read;
 #[cfg(any(test, feature = "testing"))]
 pub mod scratch;
+mod tags;
 mod writer;
 
 use std::borrow::Cow;
@@ -445,6 +446,32 @@ impl DirectoryBackend for PostgresBackend {
 
     async fn user_list(&self) -> Result<Vec<User>, StoreError> {
         policy::user_list(&self.pool).await
+    }
+}
+
+#[async_trait]
+impl intake_core::TagBackend for PostgresBackend {
+    async fn tags_get(
+        &self,
+        id: intake_core::MessageId,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        tags::get(&self.pool, id).await
+    }
+
+    async fn tags_put(&self, id: intake_core::MessageId, t: &[String]) -> Result<bool, StoreError> {
+        tags::put(self.writable()?, id, t).await
+    }
+
+    async fn tags_all(&self) -> Result<Vec<String>, StoreError> {
+        tags::all(&self.pool).await
+    }
+
+    async fn tags_rename(&self, from: &str, to: &str) -> Result<u64, StoreError> {
+        tags::rename(self.writable()?, from, to).await
+    }
+
+    async fn tags_remove(&self, tag: &str) -> Result<u64, StoreError> {
+        tags::remove(self.writable()?, tag).await
     }
 }
 

@@ -19,6 +19,7 @@
 //! | `P recipients` | set | valid recipients |
 //! | `P grey`, `P grey_seen` | hash, sorted set | greylist records; their last sight (expiry) |
 //! | `P users`, `P user:<address>` | sorted set, hash | AUTH users |
+//! | `P t:<id>`, `P tag:<tag>`, `P tags` | set | a message's tags; the ids with a tag; every tag in use |
 //! | `P version` | string | the layout version, written by the server at start |
 //!
 //! # Durability
@@ -53,6 +54,7 @@ mod mail;
 mod options;
 mod policy;
 mod scripts;
+mod tags;
 #[cfg(any(test, feature = "testing"))]
 pub mod test_server;
 mod writer;

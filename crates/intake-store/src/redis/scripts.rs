@@ -16,7 +16,11 @@ local function remove_msg(p, id)
   end
   local size = redis.call('HGET', p..'m:'..id, 'size')
   if size then redis.call('DECRBY', p..'bytes', size) end
-  redis.call('DEL', p..'m:'..id, p..'b:'..id, p..'mb:'..id)
+  for _, t in ipairs(redis.call('SMEMBERS', p..'t:'..id)) do
+    redis.call('SREM', p..'tag:'..t, id)
+    if redis.call('EXISTS', p..'tag:'..t) == 0 then redis.call('SREM', p..'tags', t) end
+  end
+  redis.call('DEL', p..'m:'..id, p..'b:'..id, p..'mb:'..id, p..'t:'..id)
   redis.call('ZREM', p..'all', id)
   redis.call('ZREM', p..'at', id)
   redis.call('SREM', p..'unread', id)
@@ -211,6 +215,50 @@ redis.call('HSET', k, ARGV[3], ARGV[4])
 return 1
 "#;
 
+/// ARGV: prefix, id. `{}` when there is no such message, else `{1, tags...}`.
+const TAGS_GET: &str = r#"
+local p, id = ARGV[1], ARGV[2]
+if redis.call('EXISTS', p..'m:'..id) == 0 then return {} end
+local out = redis.call('SMEMBERS', p..'t:'..id)
+table.insert(out, 1, '1')
+return out
+"#;
+
+/// ARGV: prefix, id, then the tags. Replaces the message's tags; 0 if there is none.
+const TAGS_PUT: &str = r#"
+local p, id = ARGV[1], ARGV[2]
+if redis.call('EXISTS', p..'m:'..id) == 0 then return 0 end
+for _, t in ipairs(redis.call('SMEMBERS', p..'t:'..id)) do
+  redis.call('SREM', p..'tag:'..t, id)
+  if redis.call('EXISTS', p..'tag:'..t) == 0 then redis.call('SREM', p..'tags', t) end
+end
+redis.call('DEL', p..'t:'..id)
+for i = 3, #ARGV do
+  local t = ARGV[i]
+  redis.call('SADD', p..'t:'..id, t)
+  redis.call('SADD', p..'tag:'..t, id)
+  redis.call('SADD', p..'tags', t)
+end
+return 1
+"#;
+
+/// ARGV: prefix, from, to (empty: remove `from`). Returns how many messages had `from`.
+const TAGS_RENAME: &str = r#"
+local p, from, to = ARGV[1], ARGV[2], ARGV[3]
+local ids = redis.call('SMEMBERS', p..'tag:'..from)
+for _, id in ipairs(ids) do
+  redis.call('SREM', p..'t:'..id, from)
+  if to ~= '' then
+    redis.call('SADD', p..'t:'..id, to)
+    redis.call('SADD', p..'tag:'..to, id)
+  end
+end
+redis.call('DEL', p..'tag:'..from)
+redis.call('SREM', p..'tags', from)
+if to ~= '' and #ids > 0 then redis.call('SADD', p..'tags', to) end
+return #ids
+"#;
+
 /// The scripts, with the prelude, ready to run (`EVALSHA`, loaded on `NOSCRIPT`).
 pub(super) struct Scripts {
     pub deliver_source: String,
@@ -225,6 +273,9 @@ pub(super) struct Scripts {
     pub grey_expire: redis::Script,
     pub user_add: redis::Script,
     pub user_set: redis::Script,
+    pub tags_get: redis::Script,
+    pub tags_put: redis::Script,
+    pub tags_rename: redis::Script,
 }
 
 impl Scripts {
@@ -245,6 +296,9 @@ impl Scripts {
             grey_expire: with(GREY_EXPIRE),
             user_add: with(USER_ADD),
             user_set: with(USER_SET),
+            tags_get: with(TAGS_GET),
+            tags_put: with(TAGS_PUT),
+            tags_rename: with(TAGS_RENAME),
         }
     }
 }

@@ -27,6 +27,7 @@ mod options;
 mod policy;
 mod read;
 mod schema;
+mod tags;
 mod users;
 mod writer;
 
@@ -38,7 +39,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use intake_core::{
     Arrivals, DirectoryBackend, Eviction, GreyRecord, Incoming, Listing, MailBackend, MessageId,
-    Page, PolicyBackend, Query, Removal, Retention, StoreError, StoredMessage,
+    Page, PolicyBackend, Query, Removal, Retention, StoreError, StoredMessage, TagBackend,
 };
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
@@ -243,7 +244,7 @@ impl SqliteBackend {
     async fn policy<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         if self.read_only {
             return Err(StoreError::Unavailable(
@@ -259,7 +260,7 @@ impl SqliteBackend {
                 policy::tune(&conn).map_err(unavailable)?;
                 *slot = Some(conn);
             }
-            f(slot.as_ref().expect("opened above")).map_err(unavailable)
+            f(slot.as_mut().expect("opened above")).map_err(unavailable)
         })
         .await
         .map_err(unavailable)?
@@ -423,6 +424,33 @@ impl DirectoryBackend for SqliteBackend {
 
     async fn user_list(&self) -> Result<Vec<intake_core::User>, StoreError> {
         self.read(|c| users::list(c).map_err(unavailable)).await
+    }
+}
+
+#[async_trait]
+impl TagBackend for SqliteBackend {
+    async fn tags_get(&self, id: MessageId) -> Result<Option<Vec<String>>, StoreError> {
+        self.read(move |c| tags::get(c, id).map_err(unavailable))
+            .await
+    }
+
+    async fn tags_put(&self, id: MessageId, tags: &[String]) -> Result<bool, StoreError> {
+        let tags = tags.to_vec();
+        self.policy(move |c| tags::put(c, id, &tags)).await
+    }
+
+    async fn tags_all(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|c| tags::all(c).map_err(unavailable)).await
+    }
+
+    async fn tags_rename(&self, from: &str, to: &str) -> Result<u64, StoreError> {
+        let (from, to) = (from.to_string(), to.to_string());
+        self.policy(move |c| tags::rename(c, &from, &to)).await
+    }
+
+    async fn tags_remove(&self, tag: &str) -> Result<u64, StoreError> {
+        let tag = tag.to_string();
+        self.policy(move |c| tags::remove(c, &tag)).await
     }
 }
 

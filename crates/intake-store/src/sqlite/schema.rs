@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// Current schema version (`PRAGMA user_version`).
-const VERSION: i64 = 6; // 4 added the `users` table; 5 `message_checks`; 6 `meta`
+const VERSION: i64 = 7; // 4 added the `users` table; 5 `message_checks`; 6 `meta`; 7 `message_tags`
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS messages (
@@ -116,6 +116,8 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         }
     }
     conn.execute_batch(SCHEMA)?;
+    // Version 7: tags (self-contained: `IF NOT EXISTS`, nothing else changes).
+    conn.execute_batch(super::tags::SCHEMA)?;
     conn.pragma_update(None, "user_version", VERSION)?;
     Ok(())
 }

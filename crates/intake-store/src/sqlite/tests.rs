@@ -94,6 +94,31 @@ async fn search_folds_diacritics() {
     panic!("cafe did not find café");
 }
 
+/// Mail that arrives after every message was deleted is still indexed for search (SQLite
+/// would reuse the deleted rows' numbers, which the index had already passed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_after_deleting_everything_is_searchable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(dir.path());
+    let found = async |word: &str| {
+        let q = Query::parse(word).unwrap();
+        for _ in 0..500 {
+            if store.search(&q, all()).await.unwrap().total == 1 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    };
+    for word in ["first", "second"] {
+        let m = incoming_with(&["ann@x.test"], &format!("Subject: {word}\r\n\r\nbody\r\n"));
+        let id = m.id;
+        store.deliver(m).await.unwrap();
+        assert!(found(word).await, "{word} never found");
+        assert!(store.delete(id).await.unwrap());
+    }
+}
+
 #[tokio::test]
 async fn policy_tables_are_shared_with_admin_and_read_only_handles() {
     let dir = tempfile::tempdir().unwrap();
@@ -167,12 +192,16 @@ async fn an_older_database_is_upgraded_on_open() {
     store.deliver(m).await.unwrap();
     let got = store.fetch(id).await.unwrap().unwrap().findings.unwrap();
     assert_eq!(got.spf.as_deref(), Some("pass"));
+    // Version 7: tags.
+    use intake_core::MailTags;
+    assert!(store.set_tags(id, &["upgraded".into()]).await.unwrap());
+    assert_eq!(store.all_tags().await.unwrap(), vec!["upgraded"]);
     assert!(store.alias_secret(None).await.unwrap().len() >= 32);
     let conn = rusqlite::Connection::open(dir.path().join("intake.db")).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 6);
+    assert_eq!(version, 7);
 }
 
 /// One poison message in a batch fails alone (the case is shared with PostgreSQL).

@@ -386,6 +386,8 @@ fn delete_message(
         .execute([seq])?;
     tx.prepare_cached("DELETE FROM message_checks WHERE seq = ?1")?
         .execute([seq])?;
+    tx.prepare_cached("DELETE FROM message_tags WHERE seq = ?1")?
+        .execute([seq])?;
     tx.prepare_cached("DELETE FROM search_index WHERE rowid = ?1")?
         .execute([seq])?;
     tx.prepare_cached("DELETE FROM messages WHERE seq = ?1")?
@@ -465,10 +467,14 @@ fn insert_message(
     filed: &[String],
 ) -> rusqlite::Result<()> {
     let mut ins_msg = tx.prepare_cached(
-        "INSERT INTO messages (id, received_at, mail_from, rcpt_to, helo, client_ip, client_port,
+        // `seq` past both the newest row and what the search index has covered: once every
+        // message was deleted, SQLite would otherwise hand out old numbers again, below
+        // `indexed_upto`, and the new mail would never be indexed for search.
+        "INSERT INTO messages (seq, id, received_at, mail_from, rcpt_to, helo, client_ip, client_port,
             tls_version, tls_cipher, size, sha256, message_id, from_addr, to_addr, cc_addr,
             subject, date, content_type, charset, attachments, mailboxes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+         VALUES (max(coalesce((SELECT max(seq) FROM messages), 0),
+                     coalesce((SELECT value FROM state WHERE key = 'indexed_upto'), 0)) + 1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
     )?;
     let mut ins_body = tx.prepare_cached("INSERT INTO bodies (seq, raw) VALUES (?1, ?2)")?;
     let mut ins_box =

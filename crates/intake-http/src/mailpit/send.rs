@@ -1,0 +1,219 @@
+//! `POST /api/v1/send`: Mailpit's way to inject a message from JSON. The message is built
+//! here (MIME, base64 attachments) and stored through the same store delivery the SMTP
+//! store target uses, then tagged with `Tags`. Answers `{"ID": …}`.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use base64::Engine;
+use intake_core::{Envelope, Incoming, MessageId, SessionInfo};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct Address {
+    email: String,
+    name: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct Attachment {
+    content: String,
+    filename: String,
+    content_type: String,
+    #[serde(rename = "ContentID")]
+    content_id: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct SendRequest {
+    from: Address,
+    to: Vec<Address>,
+    cc: Vec<Address>,
+    bcc: Vec<String>,
+    reply_to: Vec<Address>,
+    subject: String,
+    text: String,
+    #[serde(rename = "HTML")]
+    html: String,
+    headers: BTreeMap<String, String>,
+    tags: Vec<String>,
+    attachments: Vec<Attachment>,
+}
+
+/// A header value with no line breaks, RFC 2047-encoded when it is not ASCII.
+fn value(v: &str) -> Result<String, ApiError> {
+    if v.contains(['\r', '\n']) {
+        return Err(ApiError::BadRequest(
+            "a header value has a line break".into(),
+        ));
+    }
+    if v.is_ascii() {
+        return Ok(v.to_string());
+    }
+    let b64 = base64::engine::general_purpose::STANDARD.encode(v.as_bytes());
+    Ok(format!("=?UTF-8?B?{b64}?="))
+}
+
+fn mailbox(a: &Address) -> Result<String, ApiError> {
+    if a.email.is_empty() || a.email.contains(['<', '>', ',', ' ', '\r', '\n']) {
+        return Err(ApiError::BadRequest(format!(
+            "{:?} is not an address",
+            a.email
+        )));
+    }
+    Ok(if a.name.is_empty() {
+        a.email.clone()
+    } else {
+        format!("\"{}\" <{}>", value(&a.name)?.replace('"', "'"), a.email)
+    })
+}
+
+fn list(addresses: &[Address]) -> Result<String, ApiError> {
+    Ok(addresses
+        .iter()
+        .map(mailbox)
+        .collect::<Result<Vec<_>, _>>()?
+        .join(", "))
+}
+
+fn base64_lines(bytes: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let mut out = String::new();
+    for chunk in b64.as_bytes().chunks(76) {
+        out.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+fn text_part(ctype: &str, body: &str) -> String {
+    format!(
+        "Content-Type: {ctype}; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
+        base64_lines(body.as_bytes())
+    )
+}
+
+/// The message's content (header and body), MIME.
+fn build(req: &SendRequest, id: MessageId) -> Result<String, ApiError> {
+    let mut h = format!("From: {}\r\n", mailbox(&req.from)?);
+    if !req.to.is_empty() {
+        h += &format!("To: {}\r\n", list(&req.to)?);
+    }
+    if !req.cc.is_empty() {
+        h += &format!("Cc: {}\r\n", list(&req.cc)?);
+    }
+    if !req.reply_to.is_empty() {
+        h += &format!("Reply-To: {}\r\n", list(&req.reply_to)?);
+    }
+    h += &format!("Subject: {}\r\n", value(&req.subject)?);
+    let now = jiff::Zoned::now();
+    let date =
+        jiff::fmt::rfc2822::to_string(&now).map_err(|e| ApiError::Internal(e.to_string()))?;
+    h += &format!("Date: {date}\r\nMessage-ID: <{id}@intake>\r\nMIME-Version: 1.0\r\n");
+    for (k, v) in &req.headers {
+        let name_ok = !k.is_empty() && k.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+        if !name_ok {
+            return Err(ApiError::BadRequest(format!("{k:?} is not a header name")));
+        }
+        h += &format!("{k}: {}\r\n", value(v)?);
+    }
+    let body = match (req.text.is_empty(), req.html.is_empty()) {
+        (false, false) => {
+            let b = format!("alt-{}", id.0.simple());
+            format!(
+                "Content-Type: multipart/alternative; boundary=\"{b}\"\r\n\r\n--{b}\r\n{}--{b}\r\n{}--{b}--\r\n",
+                text_part("text/plain", &req.text),
+                text_part("text/html", &req.html)
+            )
+        }
+        (true, false) => text_part("text/html", &req.html),
+        _ => text_part("text/plain", &req.text),
+    };
+    if req.attachments.is_empty() {
+        return Ok(h + &body);
+    }
+    let b = format!("mixed-{}", id.0.simple());
+    let mut out =
+        format!("{h}Content-Type: multipart/mixed; boundary=\"{b}\"\r\n\r\n--{b}\r\n{body}");
+    for a in &req.attachments {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(a.content.trim())
+            .map_err(|_| ApiError::BadRequest(format!("{}: Content is not base64", a.filename)))?;
+        let ctype = if a.content_type.is_empty() {
+            "application/octet-stream"
+        } else {
+            &a.content_type
+        };
+        let name = value(&a.filename)?.replace('"', "'");
+        let disposition = if a.content_id.is_empty() {
+            "attachment"
+        } else {
+            "inline"
+        };
+        out += &format!(
+            "--{b}\r\nContent-Type: {}; name=\"{name}\"\r\nContent-Disposition: {disposition}; filename=\"{name}\"\r\nContent-Transfer-Encoding: base64\r\n",
+            value(ctype)?
+        );
+        if !a.content_id.is_empty() {
+            out += &format!("Content-ID: <{}>\r\n", value(&a.content_id)?);
+        }
+        out += &format!("\r\n{}", base64_lines(&bytes));
+    }
+    out += &format!("--{b}--\r\n");
+    Ok(out)
+}
+
+/// Builds, stores and tags the message.
+pub(super) async fn send(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let req: SendRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("JSON body: {e}")))?;
+    let rcpts: Vec<String> = req
+        .to
+        .iter()
+        .chain(&req.cc)
+        .map(|a| a.email.clone())
+        .chain(req.bcc.iter().cloned())
+        .collect();
+    if rcpts.is_empty() {
+        return Err(ApiError::BadRequest("no recipients (To, Cc or Bcc)".into()));
+    }
+    let id = MessageId::new();
+    let content = build(&req, id)?;
+    let now = jiff::Timestamp::now();
+    let received = format!(
+        "Received: from the Mailpit API (POST /api/v1/send) by intake; {}\r\n",
+        jiff::fmt::rfc2822::to_string(&now.to_zoned(jiff::tz::TimeZone::UTC))
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+    );
+    let msg = Incoming::new(
+        id,
+        now.as_millisecond(),
+        Envelope {
+            mail_from: req.from.email.clone(),
+            rcpt_to: rcpts,
+        },
+        SessionInfo {
+            helo: "mailpit-api".into(),
+            client: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: None,
+        },
+        &received,
+        content.as_bytes(),
+    );
+    state.store.deliver(msg).await?;
+    if !req.tags.is_empty() {
+        state.tags.add_tags(id, &req.tags).await?;
+    }
+    Ok(Json(serde_json::json!({ "ID": id.to_string() })))
+}
