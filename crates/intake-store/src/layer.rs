@@ -11,9 +11,8 @@
 //! - Keys are normalized here (lower-cased mailboxes, trimmed recipients and users), so that
 //!   every backend stores them alike.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use intake_core::{
@@ -28,7 +27,7 @@ use crate::tagging::DeliveryTags;
 use tokio_util::sync::CancellationToken;
 
 /// Aliases kept in the cache at most (then it starts over).
-const ALIAS_CACHE: usize = 100_000;
+const ALIAS_CACHE: u64 = 100_000;
 
 /// Where the generated alias secret is kept in the backend (see [`Store::alias_secret`]).
 const ALIAS_SECRET_KEY: &str = "alias_secret";
@@ -68,7 +67,7 @@ pub struct Store {
     /// Alias → mailbox, for aliases found registered (an alias never changes mailbox in
     /// practice: it is derived from it). Misses are not cached: another node may register
     /// the alias at any time.
-    aliases: Mutex<HashMap<String, String>>,
+    aliases: moka::sync::Cache<String, String>,
     /// Tags a delivery gets from its `X-Tags` header or plus-addressing (none by default).
     delivery_tags: DeliveryTags,
 }
@@ -81,7 +80,7 @@ impl Store {
             backends: backends.into(),
             events: EventBus::default(),
             feed: None,
-            aliases: Mutex::default(),
+            aliases: moka::sync::Cache::new(ALIAS_CACHE),
             delivery_tags: DeliveryTags::default(),
         }
     }
@@ -156,8 +155,8 @@ impl Store {
         if !alias::looks_like_alias(&address) {
             return Ok(address);
         }
-        if let Some(mailbox) = self.aliases.lock().expect("alias cache").get(&address) {
-            return Ok(mailbox.clone());
+        if let Some(mailbox) = self.aliases.get(&address) {
+            return Ok(mailbox);
         }
         match self.backends.mail.alias_get(&address).await? {
             Some(mailbox) => {
@@ -169,11 +168,7 @@ impl Store {
     }
 
     fn remember_alias(&self, alias: String, mailbox: String) {
-        let mut cache = self.aliases.lock().expect("alias cache");
-        if cache.len() >= ALIAS_CACHE {
-            cache.clear();
-        }
-        cache.insert(alias, mailbox);
+        self.aliases.insert(alias, mailbox);
     }
 }
 
@@ -497,6 +492,8 @@ pub fn spawn_retention(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
     use crate::conformance::incoming;
     use crate::memory::MemoryBackend;
