@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use intake_core::{
     DirectoryBackend, Event, EventBus, EventFeed, Evicted, GreyRecord, Incoming, Listing,
     MailBackend, MailStore, MessageId, Page, PolicyBackend, PolicyState, Query, RecipientTable,
-    Removal, Retention, StoreError, StoredMessage, Summary, User, UserDirectory, alias,
+    Removal, Retention, SearchMode, StoreError, StoredMessage, Summary, User, UserDirectory, alias,
     mailbox_key,
 };
 use tokio_util::sync::CancellationToken;
@@ -63,6 +63,8 @@ pub struct Store {
     /// practice: it is derived from it). Misses are not cached: another node may register
     /// the alias at any time.
     aliases: Mutex<HashMap<String, String>>,
+    /// `store.search`: whether words can be searched at all.
+    search: SearchMode,
 }
 
 impl Store {
@@ -74,12 +76,20 @@ impl Store {
             events: EventBus::default(),
             feed: None,
             aliases: Mutex::default(),
+            search: SearchMode::Full,
         }
     }
 
     /// Publishes on `events` instead.
     pub fn with_events(mut self, events: EventBus) -> Store {
         self.events = events;
+        self
+    }
+
+    /// Searches as `store.search` says: with [`SearchMode::Off`] a query with words is
+    /// refused ([`StoreError::BadQuery`], saying why) instead of finding nothing.
+    pub fn with_search(mut self, search: SearchMode) -> Store {
+        self.search = search;
         self
     }
 
@@ -201,6 +211,9 @@ impl MailStore for Store {
     }
 
     async fn search(&self, query: &Query, page: Page) -> Result<Listing, StoreError> {
+        if let Some(why) = self.search.refusal(query) {
+            return Err(StoreError::BadQuery(why));
+        }
         self.backends.mail.search(query, page).await
     }
 
