@@ -548,46 +548,57 @@ fn index_chunk(
     mode: SearchMode,
 ) -> rusqlite::Result<Option<i64>> {
     let started = Instant::now();
-    let rows: Vec<(i64, String, String)> = {
-        let mut stmt = conn.prepare_cached(
-            "SELECT m.seq, coalesce(m.subject, ''),
-                    m.mail_from || ' ' || m.rcpt_to || ' ' || coalesce(m.from_addr, '') || ' ' ||
-                    coalesce(m.to_addr, '') || ' ' || coalesce(m.cc_addr, '')
-             FROM messages m WHERE m.seq > ?1 ORDER BY m.seq LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![after, limit], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
-        rows.collect::<Result<_, _>>()?
-    };
-    if rows.is_empty() {
+    let any: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE seq > ?1)")?
+        .query_row([after], |r| r.get(0))?;
+    if !any {
         return Ok(None);
     }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     let result = (|| {
         let tx = conn.transaction()?;
         let mut last = after;
+        let mut done = 0;
         {
+            let mut next = tx.prepare_cached(
+                "SELECT m.seq, coalesce(m.subject, ''),
+                        m.mail_from || ' ' || m.rcpt_to || ' ' || coalesce(m.from_addr, '') || ' ' ||
+                        coalesce(m.to_addr, '') || ' ' || coalesce(m.cc_addr, '')
+                 FROM messages m WHERE m.seq > ?1 ORDER BY m.seq LIMIT ?2",
+            )?;
             let mut body = tx.prepare_cached("SELECT raw FROM bodies WHERE seq = ?1")?;
             let mut ins = tx.prepare_cached(
                 "INSERT INTO search_index (rowid, subject, addresses, body, headers) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            for (seq, subject, addresses) in &rows {
-                let (text, headers) = body
-                    .query_row([seq], |r| {
-                        let raw = r.get_ref(0)?.as_blob()?;
-                        Ok(if mode.indexes_body() {
-                            mime::index_text(raw)
-                        } else {
-                            (String::new(), mime::index_headers(raw))
-                        })
-                    })
-                    .optional()?
-                    .unwrap_or_default();
-                ins.execute(params![seq, subject, addresses, text, headers])?;
-                last = *seq;
-                if started.elapsed() >= INDEX_STEP_TIME {
+            // A few rows at a time, so that a step cut short by the clock has not read rows
+            // it does not index.
+            'step: while done < limit {
+                let rows: Vec<(i64, String, String)> = next
+                    .query_map(params![last, (limit - done).min(32)], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })?
+                    .collect::<Result<_, _>>()?;
+                if rows.is_empty() {
                     break;
+                }
+                for (seq, subject, addresses) in &rows {
+                    let (text, headers) = body
+                        .query_row([seq], |r| {
+                            let raw = r.get_ref(0)?.as_blob()?;
+                            Ok(if mode.indexes_body() {
+                                mime::index_text(raw)
+                            } else {
+                                (String::new(), mime::index_headers(raw))
+                            })
+                        })
+                        .optional()?
+                        .unwrap_or_default();
+                    ins.execute(params![seq, subject, addresses, text, headers])?;
+                    last = *seq;
+                    done += 1;
+                    if started.elapsed() >= INDEX_STEP_TIME {
+                        break 'step;
+                    }
                 }
             }
             tx.execute(
