@@ -30,6 +30,9 @@ use crate::session::{Delivery, Effect, Input, Outcome, Session, Step};
 /// buffers, see `Connection::park`): long enough that a client sending command after
 /// command never pays for it, short enough that idle connections hold little.
 const PARK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+/// Buffer room reserved for reading commands: a command line or a pipelined MAIL, RCPT and
+/// DATA fit; a longer batch takes another read. Every idle connection holds this much.
+const COMMAND_ROOM: usize = 128;
 /// Buffer room a parked session keeps for the first bytes of its next command.
 const PARKED_ROOM: usize = 16;
 
@@ -120,7 +123,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             decoder,
             inbuf: BytesMut::new(),
             content: Content::default(),
-            out: Vec::with_capacity(256),
+            // Grown by the first reply (the greeting) to what it needs, not reserved ahead:
+            // an idle connection keeps what it allocates.
+            out: Vec::new(),
             services,
             client,
             arrival: None,
@@ -220,7 +225,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 let mut parked = false;
                 let read = loop {
                     if !parked {
-                        self.inbuf.reserve(if in_content { 16 * 1024 } else { 512 });
+                        self.inbuf.reserve(if in_content { 16 * 1024 } else { COMMAND_ROOM });
                     }
                     let read = tokio::select! {
                         r = timeout(wait, self.io.read_buf(&mut self.inbuf)) => r,
