@@ -225,7 +225,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 let mut parked = false;
                 let read = loop {
                     if !parked {
-                        self.inbuf.reserve(if in_content { 16 * 1024 } else { COMMAND_ROOM });
+                        self.inbuf
+                            .reserve(if in_content { 16 * 1024 } else { COMMAND_ROOM });
                     }
                     let read = tokio::select! {
                         r = timeout(wait, self.io.read_buf(&mut self.inbuf)) => r,
