@@ -631,7 +631,7 @@ OUT_FILE="$BENCH_OUT/core-$(date -u +%Y%m%d-%H%M%S).md"
     echo "### Core benchmark, $START_DATE"
     echo
     echo "- Machine: $(nproc) CPUs${cpu_model:+ ($cpu_model)}, Linux $(uname -r)"
-    if want intake; then echo "- Intake: \`$BIN\` at commit $git_rev, SQLite store (durable) in a fresh temporary directory"; fi
+    if want intake; then echo "- Intake: \`$BIN\` at commit $git_rev, SQLite store (durable) in a fresh temporary directory, store.search = ${INTAKE_STORE__SEARCH:-full}"; fi
     echo "- Client: Postfix $pf_version \`smtp-source\`, over loopback; reference server: \`smtp-sink\` (discards mail)"
     echo "- Each message: ${BENCH_SIZE}-byte body (\`smtp-source -l $BENCH_SIZE\`) plus ~180 bytes of headers, one recipient <$BENCH_RCPT>"
     if [[ -n $PREFILL_NOTE ]]; then echo "- Intake's store: $PREFILL_NOTE"; fi

@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IDLE=${BENCH_IDLE:-10000}
+# Seconds the connections are held idle before Intake's RSS is read (BENCH_IDLE_SETTLE).
 OUT=${BENCH_OUT:-bench/out}
 if [ -z "${INTAKE_BIN:-}" ]; then
   cargo build --release -q -p intake-server
@@ -42,9 +43,10 @@ for _ in $(seq 100); do python3 -c "import socket;socket.create_connection(('127
 rss() { awk '/VmRSS/ {print $2}' "/proc/$PID/status"; }
 base_rss=$(rss)
 
-python3 - "$SMTP" "$IDLE" "$PID" "$WORK/idle.txt" <<'PY'
+python3 - "$SMTP" "$IDLE" "$PID" "$WORK/idle.txt" "${BENCH_IDLE_SETTLE:-2}" <<'PY'
 import socket, sys, time, statistics, selectors
 port, n, pid, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+settle = float(sys.argv[5])
 def rss():
     for l in open(f"/proc/{pid}/status"):
         if l.startswith("VmRSS"): return int(l.split()[1])
@@ -78,6 +80,9 @@ while len(socks) < n and time.time() < deadline:
             except OSError: pass
             sel.unregister(key.fileobj)
             pending -= 1
+# Idle means quiet for a while: a session that has waited a second for its next command
+# gives back its buffers (Connection::park), so measure after that.
+time.sleep(settle)
 held_rss = rss()
 during = [greet_ms() for _ in range(20)]
 with open(out, "w") as f:

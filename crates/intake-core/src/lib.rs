@@ -42,7 +42,7 @@ pub use message::{
     Attachment, Envelope, Incoming, MessageId, ParsedMeta, SessionInfo, StoredMessage, Summary,
     TlsInfo, mailbox_key,
 };
-pub use search::{Query, QueryError};
+pub use search::{Query, QueryError, SearchMode};
 pub use shared::{
     ClientCounts, GreyState, LoginCounts, SharedError, SharedLimits, SharedLogins, StoreGreyState,
 };

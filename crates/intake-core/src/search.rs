@@ -85,6 +85,65 @@ pub enum Term {
 pub const FILTERS: &str = "from: to: cc: bcc: reply-to: addressed: subject: message-id: \
      mailbox: tag: has:attachment is:read is:unread is:tagged after: before: larger: smaller:";
 
+/// What a store indexes for full-text search (`store.search`). Filters (`from:`, `to:`,
+/// `subject:`, `mailbox:`, `has:`, `is:`, `after:`, `before:`) work on stored fields and do
+/// not depend on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SearchMode {
+    /// Words are found in the subject, the addresses, the other header values and the body
+    /// text (the default).
+    #[default]
+    Full,
+    /// Words are found in the subject, the addresses and the other header values, not in
+    /// the body: the message is not decoded for the index.
+    Headers,
+    /// No index is kept: searching for words is refused ([`SearchMode::refusal`]); filters
+    /// still work.
+    Off,
+}
+
+impl SearchMode {
+    /// Every mode, as `store.search` spells it.
+    pub const NAMES: &'static [&'static str] = &["full", "headers", "off"];
+
+    /// The mode a `store.search` value names.
+    pub fn parse(name: &str) -> Option<SearchMode> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "full" => Some(SearchMode::Full),
+            "headers" => Some(SearchMode::Headers),
+            "off" => Some(SearchMode::Off),
+            _ => None,
+        }
+    }
+
+    /// Its `store.search` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SearchMode::Full => "full",
+            SearchMode::Headers => "headers",
+            SearchMode::Off => "off",
+        }
+    }
+
+    /// Whether message bodies are indexed.
+    pub fn indexes_body(self) -> bool {
+        self == SearchMode::Full
+    }
+
+    /// Why `query` cannot run under this mode: words need an index, and with `off` there
+    /// is none. `None` when it can run.
+    pub fn refusal(self, query: &Query) -> Option<String> {
+        (self == SearchMode::Off && !query.words.is_empty()).then(|| {
+            format!(
+                "full-text search is off on this server (store.search = \"off\"), so words ({}) \
+                 cannot be searched; filters still work: from:, to:, subject:, mailbox:, \
+                 has:attachment, is:read, is:unread, after:, before:",
+                query.words.join(" ")
+            )
+        })
+    }
+}
+
 /// Why a query could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

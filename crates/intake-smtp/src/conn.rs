@@ -27,6 +27,16 @@ use crate::effects::Effects;
 use crate::failure::Failure;
 use crate::session::{Delivery, Effect, Input, Outcome, Session, Step};
 
+/// How long a session may wait for its next command before it parks (gives back its
+/// buffers, see `Connection::park`): long enough that a client sending command after
+/// command never pays for it, short enough that idle connections hold little.
+const PARK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+/// Buffer room reserved for reading commands: a command line or a pipelined MAIL, RCPT and
+/// DATA fit; a longer batch takes another read. Every idle connection holds this much.
+const COMMAND_ROOM: usize = 128;
+/// Buffer room a parked session keeps for the first bytes of its next command.
+const PARKED_ROOM: usize = 16;
+
 /// What the driver does after processing the buffered input.
 #[derive(Debug, PartialEq, Eq)]
 enum Flow {
@@ -114,7 +124,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             decoder,
             inbuf: BytesMut::new(),
             content: Content::default(),
-            out: Vec::with_capacity(256),
+            // Grown by the first reply (the greeting) to what it needs, not reserved ahead:
+            // an idle connection keeps what it allocates.
+            out: Vec::new(),
             services,
             client,
             arrival: None,
@@ -205,14 +217,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 // Between transactions a shutdown ends the session at once; inside one we let
                 // the client finish (the listener bounds how long).
                 let interruptible = !in_content && !self.session.in_transaction();
-                // Idle sessions hold little: a small buffer for commands, a larger one for content.
-                self.inbuf.reserve(if in_content { 16 * 1024 } else { 512 });
-                let read = tokio::select! {
-                    r = timeout(idle, self.io.read_buf(&mut self.inbuf)) => r,
-                    _ = shutdown.cancelled(), if interruptible => {
-                        Box::pin(self.close_with(replies::SHUTTING_DOWN)).await?;
-                        return Ok(Ended::Closed);
+                // Idle sessions hold little: a small buffer for commands, a larger one for
+                // content. Between commands, a session quiet for PARK_AFTER gives even those
+                // back until its client speaks again (`park`): most of an idle connection's
+                // memory otherwise.
+                let park = !in_content && self.inbuf.is_empty() && idle > PARK_AFTER;
+                let mut wait = if park { PARK_AFTER } else { idle };
+                let mut parked = false;
+                let read = loop {
+                    if !parked {
+                        self.inbuf
+                            .reserve(if in_content { 16 * 1024 } else { COMMAND_ROOM });
                     }
+                    let read = tokio::select! {
+                        r = timeout(wait, self.io.read_buf(&mut self.inbuf)) => r,
+                        _ = shutdown.cancelled(), if interruptible => {
+                            Box::pin(self.close_with(replies::SHUTTING_DOWN)).await?;
+                            return Ok(Ended::Closed);
+                        }
+                    };
+                    if read.is_err() && park && !parked {
+                        self.park();
+                        parked = true;
+                        wait = idle - PARK_AFTER;
+                        continue;
+                    }
+                    break read;
                 };
                 match read {
                     Err(_elapsed) => {
@@ -234,6 +264,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     Ok(Ok(_)) => {}
                 }
             }
+        }
+    }
+
+    /// Gives back the buffers a session waiting for its next command does not need: the
+    /// command buffer shrinks to [`PARKED_ROOM`] (the next read takes the first bytes of the
+    /// command, the buffer grows after), the reply buffer and an empty content buffer go.
+    fn park(&mut self) {
+        self.inbuf = BytesMut::with_capacity(PARKED_ROOM);
+        self.out = Vec::new();
+        if self.content.is_empty() {
+            self.content = Content::default();
         }
     }
 

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use intake_core::{
     DirectoryBackend, Event, EventBus, EventFeed, Evicted, GreyRecord, Incoming, Listing,
     MailBackend, MailStore, MessageId, Page, PolicyBackend, PolicyState, Query, RecipientTable,
-    Removal, Retention, StoreError, StoredMessage, Summary, User, UserDirectory, alias,
+    Removal, Retention, SearchMode, StoreError, StoredMessage, Summary, User, UserDirectory, alias,
     mailbox_key,
 };
 use intake_core::{MailTags, TagBackend, clean_tags};
@@ -70,6 +70,8 @@ pub struct Store {
     aliases: moka::sync::Cache<String, String>,
     /// Tags a delivery gets from its `X-Tags` header or plus-addressing (none by default).
     delivery_tags: DeliveryTags,
+    /// `store.search`: whether words can be searched at all.
+    search: SearchMode,
 }
 
 impl Store {
@@ -82,6 +84,7 @@ impl Store {
             feed: None,
             aliases: moka::sync::Cache::new(ALIAS_CACHE),
             delivery_tags: DeliveryTags::default(),
+            search: SearchMode::Full,
         }
     }
 
@@ -94,6 +97,13 @@ impl Store {
     /// Publishes on `events` instead.
     pub fn with_events(mut self, events: EventBus) -> Store {
         self.events = events;
+        self
+    }
+
+    /// Searches as `store.search` says: with [`SearchMode::Off`] a query with words is
+    /// refused ([`StoreError::BadQuery`], saying why) instead of finding nothing.
+    pub fn with_search(mut self, search: SearchMode) -> Store {
+        self.search = search;
         self
     }
 
@@ -267,6 +277,9 @@ impl MailStore for Store {
     }
 
     async fn search(&self, query: &Query, page: Page) -> Result<Listing, StoreError> {
+        if let Some(why) = self.search.refusal(query) {
+            return Err(StoreError::BadQuery(why));
+        }
         if !query.needs_scan() {
             return self.backends.mail.search(query, page).await;
         }

@@ -52,6 +52,7 @@ pub async fn open(settings: &StoreSettings, mode: Mode) -> Result<Opened, StoreE
                 pool_size: settings.pool.pool_size.max(1),
                 connect_timeout: settings.pool.connect_timeout,
                 require_durable_commit: settings.mysql.require_durable_commit,
+                search: settings.search,
             };
             let at = settings.describe();
             let engine = crate::mysql::MysqlBackend::open(cfg, mode)
@@ -73,7 +74,7 @@ pub async fn open(settings: &StoreSettings, mode: Mode) -> Result<Opened, StoreE
         }
     };
     Ok(Opened {
-        store: Arc::new(Store::new(backends)),
+        store: Arc::new(Store::new(backends).with_search(settings.search)),
         arrivals,
     })
 }
@@ -85,6 +86,7 @@ fn open_sqlite(settings: &StoreSettings, mode: Mode) -> Result<SqliteBackend, St
         commit_delay: settings.commit_delay,
         busy_timeout: settings.sqlite.busy_timeout,
         index_max_lag: settings.sqlite.index_max_lag,
+        search: settings.search,
     };
     let at = |e: StoreError| {
         StoreError::Unavailable(format!("opening {}: {e}", cfg.db_file().display()))
@@ -111,6 +113,7 @@ async fn open_postgres(settings: &StoreSettings, mode: Mode) -> Result<Opened, S
     let mut cfg = PostgresConfig::new(&settings.url, &settings.pool)?;
     cfg.max_batch = settings.max_batch.max(1);
     cfg.commit_delay = settings.commit_delay;
+    cfg.search = settings.search;
     let engine = Arc::new(PostgresBackend::connect(cfg, mode).await?);
     let events = EventBus::default();
     let feed = match mode {
@@ -118,7 +121,9 @@ async fn open_postgres(settings: &StoreSettings, mode: Mode) -> Result<Opened, S
         Mode::ReadOnly | Mode::Admin => None,
     };
     let arrivals = engine.arrivals();
-    let mut store = Store::new(engine).with_events(events);
+    let mut store = Store::new(engine)
+        .with_events(events)
+        .with_search(settings.search);
     if let Some(feed) = feed {
         store = store.with_feed(feed as Arc<dyn EventFeed>);
     }

@@ -18,14 +18,28 @@ pub struct RetentionSettings {
     pub interval: Duration,
 }
 
-/// `[store]`: the backend and its settings (SQLite's own keys are read whatever the type,
-/// so that switching back keeps them).
-/// Reads `[store]`: the engine and its settings.
+/// Reads `[store]`: the engine and its settings (SQLite's own keys are read whatever the
+/// type, so that switching back keeps them).
 pub fn read_store(r: &mut Reader<'_>) -> StoreSettings {
     let d = StoreSettings::sqlite("./intake-data");
     let kind: String = r.get("store.type", "sqlite".to_string());
     let url: String = r.get("store.url", String::new());
     let path: String = r.get("store.path", "./intake-data".to_string());
+    let search_name: String = r.get("store.search", d.search.name().to_string());
+    let search = intake_core::SearchMode::parse(&search_name).unwrap_or_else(|| {
+        r.error(
+            "store.search",
+            format!(
+                "{search_name:?}: expected one of {}",
+                intake_core::SearchMode::NAMES
+                    .iter()
+                    .map(|n| format!("{n:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        d.search
+    });
     // The server stores' pool (PostgreSQL, MariaDB/MySQL).
     let mut pool_size: u32 = r.get("store.pool_size", d.pool.pool_size);
     if pool_size == 0 {
@@ -59,6 +73,7 @@ pub fn read_store(r: &mut Reader<'_>) -> StoreSettings {
         path: PathBuf::from(path),
         max_batch: r.get("store.max_batch", d.max_batch),
         commit_delay: r.duration("store.commit_delay", d.commit_delay),
+        search,
         sqlite: crate::SqliteOptions {
             busy_timeout: r.duration("store.busy_timeout", d.sqlite.busy_timeout),
             index_max_lag: r.duration("store.index_max_lag", d.sqlite.index_max_lag),

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use intake_core::SearchMode;
+
 use crate::common::{PoolOptions, redact};
 use crate::mysql::MysqlOptions;
 use crate::redis::RedisOptions;
@@ -67,6 +69,8 @@ pub struct StoreSettings {
     pub max_batch: usize,
     /// How long to linger for more messages before a commit (`store.commit_delay`).
     pub commit_delay: Duration,
+    /// What is indexed for full-text search (`store.search`).
+    pub search: SearchMode,
     /// SQLite's own options.
     pub sqlite: SqliteOptions,
     /// Redis's own options.
@@ -86,6 +90,7 @@ impl StoreSettings {
             path: path.into(),
             max_batch: 256,
             commit_delay: Duration::from_millis(1),
+            search: SearchMode::Full,
             sqlite: SqliteOptions::default(),
             redis: RedisOptions::default(),
             mysql: MysqlOptions::default(),

@@ -525,3 +525,40 @@ impl intake_core::Authenticator for NoLogins {
         unreachable!("the fake effects answer")
     }
 }
+
+/// A session quiet between commands parks (gives back its buffers), then reads its next
+/// commands as before, a command longer than the parked room included; a message after
+/// parking is delivered whole.
+#[tokio::test(start_paused = true)]
+async fn a_parked_session_reads_its_next_commands() {
+    let fake = Fake::new(pass);
+    let (mut client, task) = start(Arc::new(SessionConfig::default()), &fake);
+    read_replies(&mut client, 1).await;
+    // Past PARK_AFTER with nothing sent: the session parks (paused time moves on by itself
+    // while every task waits).
+    tokio::time::sleep(PARK_AFTER * 3).await;
+    client
+        .write_all(b"EHLO a-client-name-longer-than-sixteen-bytes.example\r\n")
+        .await
+        .unwrap();
+    let ehlo = read_replies(&mut client, 1).await;
+    assert!(ehlo.starts_with("250-"), "{ehlo}");
+    tokio::time::sleep(PARK_AFTER * 3).await;
+    client
+        .write_all(b"MAIL FROM:<a@b>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n")
+        .await
+        .unwrap();
+    read_replies(&mut client, 3).await;
+    client
+        .write_all(b"Subject: parked\r\n\r\nhi\r\n.\r\n")
+        .await
+        .unwrap();
+    let done = read_replies(&mut client, 1).await;
+    assert!(done.starts_with("250 "), "{done}");
+    tokio::time::sleep(PARK_AFTER * 3).await;
+    client.write_all(b"QUIT\r\n").await.unwrap();
+    let bye = read_replies(&mut client, 1).await;
+    assert!(bye.starts_with("221 "), "{bye}");
+    task.await.unwrap().unwrap();
+    assert_eq!(fake.delivered().len(), 1);
+}

@@ -37,7 +37,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use intake_core::{
     Arrivals, DirectoryBackend, Eviction, GreyRecord, Incoming, Listing, MailBackend, MessageId,
-    Page, PolicyBackend, Query, Removal, Retention, StoreError, StoredMessage, User,
+    Page, PolicyBackend, Query, Removal, Retention, SearchMode, StoreError, StoredMessage, User,
+    mime,
 };
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor, MySqlConnection};
@@ -63,6 +64,8 @@ pub struct MysqlConfig {
     pub connect_timeout: Duration,
     /// Refuse to start when commits are not flushed (else warn).
     pub require_durable_commit: bool,
+    /// What the FULLTEXT index gets (`store.search`; `Off`: nothing).
+    pub search: SearchMode,
 }
 
 impl MysqlConfig {
@@ -76,6 +79,7 @@ impl MysqlConfig {
             pool_size: pool.pool_size,
             connect_timeout: pool.connect_timeout,
             require_durable_commit: MysqlOptions::default().require_durable_commit,
+            search: SearchMode::Full,
         }
     }
 }
@@ -100,6 +104,7 @@ pub struct MysqlBackend {
     pool: MySqlPool,
     mode: Mode,
     limits: Arc<ServerLimits>,
+    search: SearchMode,
     tx: Mutex<Option<mpsc::Sender<writer::Delivery>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     arrivals: Arrivals,
@@ -200,6 +205,7 @@ impl MysqlBackend {
             pool,
             mode,
             limits,
+            search: cfg.search,
             tx: Mutex::new(tx),
             writer: Mutex::new(handle),
             arrivals,
@@ -251,12 +257,22 @@ impl MailBackend for MysqlBackend {
         }
         // The search text is made here, on the session's own task (in parallel with other
         // sessions), so that the writer does no parsing.
-        let raw = msg.raw.clone();
         let chunk = self.limits.chunk;
-        let words = tokio::task::spawn_blocking(move || writer::search_words(&raw, chunk))
-            .await
-            .map_err(unavailable)?;
-        let words = format!("{}\n{words}", writer::header_words(&msg));
+        let words = match self.search {
+            SearchMode::Full => {
+                let raw = msg.raw.clone();
+                let words = tokio::task::spawn_blocking(move || writer::search_words(&raw, chunk))
+                    .await
+                    .map_err(unavailable)?;
+                format!("{}\n{words}", writer::header_words(&msg))
+            }
+            SearchMode::Headers => format!(
+                "{}\n{}",
+                writer::header_words(&msg),
+                mime::index_headers(&msg.raw)
+            ),
+            SearchMode::Off => String::new(),
+        };
         let (done, wait) = oneshot::channel();
         let d = writer::Delivery {
             msg,

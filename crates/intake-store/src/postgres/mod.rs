@@ -38,7 +38,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use intake_core::{
     Arrivals, DirectoryBackend, EventBus, Eviction, GreyRecord, Incoming, Listing, MailBackend,
-    MessageId, Page, PolicyBackend, Query, Removal, Retention, StoreError, StoredMessage, User,
+    MessageId, Page, PolicyBackend, Query, Removal, Retention, SearchMode, StoreError,
+    StoredMessage, User,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::{mpsc, oneshot};
@@ -62,6 +63,8 @@ pub struct PostgresConfig {
     pub max_batch: usize,
     /// How long the writer lingers for more messages while other sessions are receiving.
     pub commit_delay: Duration,
+    /// What the search document holds (`store.search`; `Off`: nothing).
+    pub search: SearchMode,
     /// Connections in the pool.
     pub pool_size: u32,
     /// Bound on every wait for a connection.
@@ -98,6 +101,7 @@ impl PostgresConfig {
             described,
             max_batch: 256,
             commit_delay: Duration::from_millis(1),
+            search: SearchMode::Full,
             pool_size: pool.pool_size.max(1),
             connect_timeout: pool.connect_timeout,
         })
@@ -247,12 +251,13 @@ impl MailBackend for PostgresBackend {
             .clone()
             .ok_or(StoreError::Closed)?;
         // The search text is made here, on the session's task, so the writer only writes.
-        let row = if msg.raw.len() > 256 * 1024 {
-            tokio::task::spawn_blocking(move || writer::Row::new(msg, mailboxes))
+        let search = self.cfg.search;
+        let row = if msg.raw.len() > 256 * 1024 && search.indexes_body() {
+            tokio::task::spawn_blocking(move || writer::Row::new(msg, mailboxes, search))
                 .await
                 .map_err(unavailable)?
         } else {
-            writer::Row::new(msg, mailboxes)
+            writer::Row::new(msg, mailboxes, search)
         };
         let (done, wait) = oneshot::channel();
         tx.send((Box::new(row), done))

@@ -30,7 +30,7 @@ use std::borrow::Cow;
 use std::io;
 use std::time::{Duration, Instant};
 
-use intake_core::{Arrivals, Incoming, StoreError, mime};
+use intake_core::{Arrivals, Incoming, SearchMode, StoreError, mime};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, PgExecutor};
 use tokio::sync::{mpsc, oneshot};
@@ -70,22 +70,30 @@ pub(super) struct Row {
 
 impl Row {
     /// Prepares `msg` for insertion: serializes its parts and extracts the search text.
-    pub(super) fn new(msg: Incoming, mailboxes: Vec<String>) -> Row {
+    pub(super) fn new(msg: Incoming, mailboxes: Vec<String>, search: SearchMode) -> Row {
         let attachments = json_text(&msg.meta.attachments);
         let findings = (!msg.findings.is_empty()).then(|| json_text(&msg.findings));
-        let (text, headers) = mime::index_text(&msg.raw);
+        let (text, headers) = match search {
+            SearchMode::Full => mime::index_text(&msg.raw),
+            SearchMode::Headers => (String::new(), mime::index_headers(&msg.raw)),
+            SearchMode::Off => Default::default(),
+        };
         let m = &msg.meta;
         let mut doc = String::new();
-        for part in [
-            m.subject.as_deref().unwrap_or(""),
-            &msg.envelope.mail_from,
-            &msg.envelope.rcpt_to.join(" "),
-            m.from.as_deref().unwrap_or(""),
-            m.to.as_deref().unwrap_or(""),
-            m.cc.as_deref().unwrap_or(""),
-            &text,
-            &headers,
-        ] {
+        for part in (search != SearchMode::Off)
+            .then_some([
+                m.subject.as_deref().unwrap_or(""),
+                &msg.envelope.mail_from,
+                &msg.envelope.rcpt_to.join(" "),
+                m.from.as_deref().unwrap_or(""),
+                m.to.as_deref().unwrap_or(""),
+                m.cc.as_deref().unwrap_or(""),
+                &text,
+                &headers,
+            ])
+            .into_iter()
+            .flatten()
+        {
             if !words(part, &mut doc) {
                 break;
             }

@@ -39,7 +39,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use intake_core::{
     Arrivals, DirectoryBackend, Eviction, GreyRecord, Incoming, Listing, MailBackend, MessageId,
-    Page, PolicyBackend, Query, Removal, Retention, StoreError, StoredMessage, TagBackend,
+    Page, PolicyBackend, Query, Removal, Retention, SearchMode, StoreError, StoredMessage,
+    TagBackend,
 };
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
@@ -63,6 +64,8 @@ pub struct SqliteConfig {
     /// Under sustained load, index new mail for search at least this often (otherwise the
     /// index is updated whenever the writer is idle).
     pub index_max_lag: Duration,
+    /// What is indexed for full-text search (`store.search`); `Off`: nothing.
+    pub search: SearchMode,
 }
 
 impl SqliteConfig {
@@ -74,6 +77,7 @@ impl SqliteConfig {
             commit_delay: Duration::from_millis(1),
             busy_timeout: Duration::from_secs(5),
             index_max_lag: Duration::from_secs(5),
+            search: SearchMode::Full,
         }
     }
 

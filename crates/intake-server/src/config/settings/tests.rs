@@ -18,6 +18,24 @@ mod unit {
     }
 
     #[test]
+    fn store_search_is_read_and_checked() {
+        let s = load("[store]\nsearch = \"headers\"\n", &[]).unwrap();
+        assert_eq!(s.store.search, intake_core::SearchMode::Headers);
+        let s = load("", &[("INTAKE_STORE__SEARCH", "off")]).unwrap();
+        assert_eq!(s.store.search, intake_core::SearchMode::Off);
+        assert_eq!(
+            load("", &[]).unwrap().store.search,
+            intake_core::SearchMode::Full
+        );
+        let errs = load("[store]\nsearch = \"bodies\"\n", &[]).unwrap_err();
+        assert!(
+            errs.iter().any(|e| e.key == "store.search"
+                && e.to_string().contains("\"full\", \"headers\", \"off\"")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
     fn defaults() {
         let s = Settings::defaults();
         assert_eq!(s.smtp_listen.to_string(), "127.0.0.1:2525");
