@@ -211,20 +211,22 @@ now_ns() { date +%s%N; }
 
 # wait_idle pid: waits until the server has nothing left to do after a run (search
 # indexing, commits): two half-second samples in a row of at most BENCH_IDLE_TICKS CPU ticks
-# each, within BENCH_IDLE_MAX seconds. Prints the ticks then, and sets IDLE_WAIT (seconds
-# waited; "timeout" when the server was still busy at the limit).
+# each, within BENCH_IDLE_MAX seconds. Sets IDLE_TICKS (the server's ticks then) and
+# IDLE_WAIT (seconds waited; "timeout" when the server was still busy at the limit).
+IDLE_TICKS=0
+IDLE_WAIT=0
 wait_idle() {
     local pid=$1 quiet=0 a b t0=$SECONDS
     a=$(cpu_ticks "$pid")
     while ((quiet < 2)); do
-        if ((SECONDS - t0 >= BENCH_IDLE_MAX)); then IDLE_WAIT="timeout"; echo "$a"; return; fi
+        if ((SECONDS - t0 >= BENCH_IDLE_MAX)); then IDLE_WAIT="timeout"; IDLE_TICKS=$a; return; fi
         sleep 0.5
         b=$(cpu_ticks "$pid")
         if ((b - a <= BENCH_IDLE_TICKS)); then quiet=$((quiet + 1)); else quiet=0; fi
         a=$b
     done
     IDLE_WAIT=$((SECONDS - t0))
-    echo "$a"
+    IDLE_TICKS=$a
 }
 
 cpu_ticks() { # pid -> utime+stime of the whole process (all threads), in clock ticks
@@ -407,7 +409,8 @@ run_source() {
     else
         c1=$(cpu_ticks "$pid")
         R_TICKS=$((c1 - c0))
-        c2=$(wait_idle "$pid")
+        wait_idle "$pid"
+        c2=$IDLE_TICKS
         R_WHOLE=$((c2 - c0))
         if [[ $IDLE_WAIT == timeout ]]; then
             echo "- $server was still busy ${BENCH_IDLE_MAX}s after a run: its whole cost is a lower bound" >>"$ERRORS"
