@@ -8,7 +8,7 @@ use std::process::Command;
 use sqlx::{ConnectOptions, Connection, Executor};
 
 use crate::http::get;
-use crate::support::{Process, free_port, kill9_under_load, missing_from, send_message};
+use crate::support::{Process, assert_none_lost, free_port, kill9_under_load, send_message};
 
 /// A database of its own on the test server, dropped at the end.
 struct Db {
@@ -172,14 +172,7 @@ async fn every_250_survives_sigkill_under_16_clients() {
     let again = Process::start(dir.path(), &with(&env, &[]));
     let (ok, out, err) = cli(dir.path(), &env, &["mailbox", "list", "crash@q.test"]);
     assert!(ok, "{err}");
-    let missing = missing_from(&acked, &out);
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged messages lost: {:?}",
-        missing.len(),
-        acked.len(),
-        &missing[..missing.len().min(5)]
-    );
+    assert_none_lost(&acked, &out);
     let r = send_message(
         again.addr,
         "s@x.test",

@@ -9,7 +9,7 @@ use std::time::Duration;
 use intake_store::postgres::scratch::ScratchDatabase;
 
 use crate::http::{Sse, get};
-use crate::support::{Process, free_port, kill9_under_load, missing_from, send_message};
+use crate::support::{Process, assert_none_lost, free_port, kill9_under_load, send_message};
 
 /// The environment of a node (and of the CLI) on `db`.
 fn env(db: &ScratchDatabase) -> Vec<(&'static str, String)> {
@@ -140,14 +140,7 @@ async fn every_250_survives_sigkill_under_16_clients() {
     let acked = kill9_under_load(p, 16).await;
     let (ok, out, err) = cli(dir.path(), &db, &["mailbox", "list", "crash@q.test"]);
     assert!(ok, "{err}");
-    let lost = missing_from(&acked, &out);
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged messages lost: {:?}",
-        lost.len(),
-        acked.len(),
-        &lost[..lost.len().min(5)]
-    );
+    assert_none_lost(&acked, &out);
     // The restarted server finds them all too, and takes mail again.
     let http_port = free_port();
     let p = start(dir.path(), &db, http_port);

@@ -258,6 +258,21 @@ pub async fn send_message(addr: SocketAddr, from: &str, to: &[&str], content: &s
     r
 }
 
+/// Sends `count` messages, one a connection, with the content `content(i)`
+/// for the i-th; each must be accepted.
+pub async fn send_each(
+    addr: SocketAddr,
+    from: &str,
+    to: &[&str],
+    count: usize,
+    content: impl Fn(usize) -> String,
+) {
+    for i in 0..count {
+        let r = send_message(addr, from, to, &content(i)).await;
+        assert_eq!(r.code, 250, "{r:?}");
+    }
+}
+
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -459,13 +474,19 @@ pub async fn kill9_under_load(p: Process, clients: usize) -> Vec<String> {
     acked
 }
 
-/// The subjects of `acked` that `listing` does not mention.
-pub fn missing_from(acked: &[String], listing: &str) -> Vec<String> {
-    acked
+/// Asserts that `listing` mentions every subject in `acked`.
+pub fn assert_none_lost(acked: &[String], listing: &str) {
+    let missing: Vec<&String> = acked
         .iter()
         .filter(|s| !listing.contains(s.as_str()))
-        .cloned()
-        .collect()
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged messages lost: {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(5)]
+    );
 }
 
 /// Where HAProxy is installed, if it is.
