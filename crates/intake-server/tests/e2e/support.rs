@@ -273,6 +273,13 @@ pub async fn send_each(
     }
 }
 
+/// Runs `cmd`, which must fail; returns what it wrote to stderr.
+pub fn stderr_of_failure(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
