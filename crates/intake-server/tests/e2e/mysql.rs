@@ -3,8 +3,6 @@
 //! mail in, read back through the HTTP API and the CLI, and kill -9 under 16 concurrent
 //! clients with every acknowledged message there after the restart.
 
-use std::process::Command;
-
 use sqlx::{ConnectOptions, Connection, Executor};
 
 use crate::http::get;
@@ -86,17 +84,7 @@ fn cli(
     env: &[(&'static str, String)],
     args: &[&str],
 ) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_intake"))
-        .args(args)
-        .env("INTAKE_STORE__PATH", data)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    crate::support::cli_with(Some(data), env, args)
 }
 
 #[tokio::test]

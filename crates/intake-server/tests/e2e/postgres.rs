@@ -3,7 +3,6 @@
 //! read back by the HTTP API and the CLI with the same settings, events between two nodes,
 //! and every 250 present after kill -9 under 16 clients.
 
-use std::process::Command;
 use std::time::Duration;
 
 use intake_store::postgres::scratch::ScratchDatabase;
@@ -29,17 +28,7 @@ fn start(data: &std::path::Path, db: &ScratchDatabase, http: u16) -> Process {
 
 /// `intake <args>` with the store settings of `db`: (success, stdout, stderr).
 fn cli(data: &std::path::Path, db: &ScratchDatabase, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_intake"))
-        .args(args)
-        .env("INTAKE_STORE__PATH", data)
-        .envs(env(db))
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    crate::support::cli_with(Some(data), &env(db), args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

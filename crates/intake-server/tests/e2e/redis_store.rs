@@ -28,16 +28,7 @@ fn start(redis: &TestRedis, data: &std::path::Path, http: u16) -> Process {
 
 /// The CLI with the same store settings: (success, stdout, stderr).
 fn cli(redis: &TestRedis, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_intake"))
-        .args(args)
-        .envs(redis_env(redis))
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    crate::support::cli_with(None, &redis_env(redis), args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -399,11 +399,23 @@ impl Drop for Process {
 
 /// Runs the `intake` CLI with the given store and arguments; returns stdout.
 pub fn cli(data: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_intake"))
-        .args(args)
-        .env("INTAKE_STORE__PATH", data)
-        .output()
-        .unwrap();
+    cli_with(Some(data), &[], args)
+}
+
+/// Runs the `intake` CLI with `args`, the store path `data` if given and the
+/// environment `env`: (success, stdout, stderr).
+pub fn cli_with(
+    data: Option<&Path>,
+    env: &[(&'static str, String)],
+    args: &[&str],
+) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_intake"));
+    cmd.args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    if let Some(data) = data {
+        cmd.env("INTAKE_STORE__PATH", data);
+    }
+    let out = cmd.output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
