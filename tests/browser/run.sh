@@ -7,14 +7,8 @@
 #   CHROMIUM        the browser (default: /usr/bin/chromium, installed with apt if missing)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-bin=${INTAKE_BIN:-target/debug/intake}
-case "$bin" in /*) ;; *) bin="$root/$bin" ;; esac
-export INTAKE_BIN="$bin"
-if [ ! -x "$INTAKE_BIN" ]; then
-  echo "no intake binary at $INTAKE_BIN: build it (cargo build -p intake-server) or set INTAKE_BIN" >&2
-  exit 1
-fi
+# shellcheck source=../intake-bin.sh
+. "$here/../intake-bin.sh"
 
 if [ -z "${CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then
   echo "installing Debian's chromium"

@@ -4,11 +4,8 @@
 # virtual environment of its own). INTAKE_BIN: the intake binary (default target/debug/intake).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-bin=${INTAKE_BIN:-target/debug/intake}
-case "$bin" in /*) ;; *) bin="$root/$bin" ;; esac
-export INTAKE_BIN="$bin"
-[ -x "$INTAKE_BIN" ] || { echo "no intake binary at $INTAKE_BIN" >&2; exit 1; }
+# shellcheck source=../intake-bin.sh
+. "$here/../intake-bin.sh"
 cd "$here"
 [ -d node_modules/mailpit-api ] || npm ci --no-audit --no-fund
 node --test client.test.mjs

@@ -407,16 +407,6 @@ pub struct RedisGreyState {
     cluster: Arc<Cluster>,
 }
 
-fn parse_record(v: &str) -> Option<GreyRecord> {
-    let mut it = v.split(' ');
-    let r = GreyRecord {
-        first_seen: it.next()?.parse().ok()?,
-        last_seen: it.next()?.parse().ok()?,
-        passes: it.next()?.parse().ok()?,
-    };
-    it.next().is_none().then_some(r)
-}
-
 #[async_trait]
 impl GreyState for RedisGreyState {
     async fn get(&self, key: &str) -> Result<Option<GreyRecord>, SharedError> {
@@ -432,7 +422,7 @@ impl GreyState for RedisGreyState {
             )
             .await?;
         // An unreadable value is as good as none: the triplet starts over.
-        Ok(v.as_deref().and_then(parse_record))
+        Ok(v.as_deref().and_then(GreyRecord::from_text))
     }
 
     async fn put(&self, key: &str, r: GreyRecord, ttl: Duration) -> Result<(), SharedError> {
@@ -444,7 +434,7 @@ impl GreyState for RedisGreyState {
             "greylist SET",
             redis::cmd("SET")
                 .arg(c.key(&format!("grey:{key}")))
-                .arg(format!("{} {} {}", r.first_seen, r.last_seen, r.passes))
+                .arg(r.to_text())
                 .arg("PX")
                 .arg(ms)
                 .query_async::<()>(&mut conn),
@@ -469,9 +459,9 @@ mod tests {
             last_seen: 2,
             passes: 3,
         };
-        assert_eq!(parse_record("1 2 3"), Some(r));
-        assert_eq!(parse_record("1 2"), None);
-        assert_eq!(parse_record("1 2 3 4"), None);
+        assert_eq!(GreyRecord::from_text("1 2 3"), Some(r));
+        assert_eq!(GreyRecord::from_text("1 2"), None);
+        assert_eq!(GreyRecord::from_text("1 2 3 4"), None);
         assert!(check_url("redis://127.0.0.1:6379/0").is_ok());
         assert!(check_url("http://x").is_err());
         assert_eq!(

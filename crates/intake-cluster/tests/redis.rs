@@ -41,30 +41,7 @@ async fn redis() -> redis::aio::MultiplexedConnection {
 
 /// Deletes every key under `prefix`.
 async fn cleanup(prefix: &str) {
-    let mut conn = redis().await;
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if !keys.is_empty() {
-            redis::cmd("DEL")
-                .arg(&keys)
-                .query_async::<()>(&mut conn)
-                .await
-                .unwrap();
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+    intake_store::redis::test_server::delete_keys(REDIS, prefix).await;
 }
 
 /// Keys under `prefix`.

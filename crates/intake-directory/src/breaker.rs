@@ -131,27 +131,7 @@ impl Drop for Permit<'_> {
 pub(crate) mod tests {
     use super::*;
 
-    /// A clock the test moves.
-    #[derive(Debug)]
-    pub struct ManualClock(pub Mutex<Timestamp>);
-
-    impl ManualClock {
-        pub fn new() -> Arc<ManualClock> {
-            Arc::new(ManualClock(Mutex::new(
-                Timestamp::from_second(1_800_000_000).unwrap(),
-            )))
-        }
-        pub fn advance(&self, d: Duration) {
-            let mut t = self.0.lock().unwrap();
-            *t += d;
-        }
-    }
-
-    impl Clock for ManualClock {
-        fn now(&self) -> Timestamp {
-            *self.0.lock().unwrap()
-        }
-    }
+    pub use crate::test_common::ManualClock;
 
     fn down() -> DirectoryError {
         DirectoryError::Timeout(Duration::from_secs(5))

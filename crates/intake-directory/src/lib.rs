@@ -27,6 +27,9 @@ pub mod ldap;
 mod read;
 pub mod settings;
 pub mod sql;
+#[cfg(test)]
+#[path = "../tests/common/mod.rs"]
+mod test_common;
 
 use std::time::Duration;
 

@@ -441,26 +441,34 @@ async fn attachment(
             }
         })
         .collect();
-    let mut h = HeaderMap::new();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(&content_type)
-            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
-    );
+    let mut h = sandboxed(&content_type);
     h.insert(
         header::CONTENT_DISPOSITION,
         HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")).expect("sanitized"),
     );
-    // Served from our origin: never let a browser run it.
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("sandbox; default-src 'none'"),
-    );
+    Ok((h, bytes).into_response())
+}
+
+/// `content_type` as a header value; `application/octet-stream` where it cannot be one.
+pub(crate) fn content_type_value(content_type: &str) -> HeaderValue {
+    HeaderValue::from_str(content_type)
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"))
+}
+
+/// The headers for content from a message, served from our origin: its type, and never
+/// run (a sandbox) nor sniffed by a browser.
+pub(crate) fn sandboxed(content_type: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(header::CONTENT_TYPE, content_type_value(content_type));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    Ok((h, bytes).into_response())
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
+    h
 }
 
 /// A search.

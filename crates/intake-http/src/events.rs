@@ -189,16 +189,7 @@ pub(crate) async fn wait(
                 // Missed events under load: look in the store for what arrived since.
                 let mut q = query.clone();
                 q.after = Some(q.after.map_or(started - 1, |a| a.max(started - 1)));
-                let found = state
-                    .store
-                    .search(
-                        &q,
-                        Page {
-                            offset: 0,
-                            limit: 1,
-                        },
-                    )
-                    .await?;
+                let found = state.store.search(&q, Page::FIRST).await?;
                 if let Some(s) = found.messages.last() {
                     return Ok(Json(MessageSummary::from(s)));
                 }

@@ -13,7 +13,7 @@
 //!   markup nothing to use it with.
 
 use axum::extract::{Path, Query as QueryParams, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use intake_core::mime;
 use serde::Deserialize;
@@ -74,25 +74,12 @@ fn framed_html(html: String, remote_images: bool) -> Response {
          style-src 'unsafe-inline'; img-src {images}; font-src data:; form-action 'none'; \
          frame-ancestors 'self'; base-uri 'none'"
     );
-    let mut h = HeaderMap::new();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_str(&csp).expect("ascii"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
     // Never cached: whether remote images load is decided per request.
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let h = crate::ui::page_headers(
+        HeaderValue::from_static("text/html; charset=utf-8"),
+        HeaderValue::from_str(&csp).expect("ascii"),
+        "no-store",
+    );
     (h, html).into_response()
 }
 

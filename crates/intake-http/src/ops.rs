@@ -30,14 +30,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
             .into_response();
     };
     // Gauges read at scrape time.
-    if let Ok(Ok(l)) = tokio::time::timeout(
-        Duration::from_secs(2),
-        state.store.list_all(Page {
-            offset: 0,
-            limit: 1,
-        }),
-    )
-    .await
+    if let Ok(Ok(l)) =
+        tokio::time::timeout(Duration::from_secs(2), state.store.list_all(Page::FIRST)).await
     {
         metrics::gauge!("intake_store_messages").set(l.total as f64);
         metrics::gauge!("intake_store_unread_messages").set(l.unread as f64);
@@ -63,10 +57,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if state.draining.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
     }
-    let probe = state.store.list_all(Page {
-        offset: 0,
-        limit: 1,
-    });
+    let probe = state.store.list_all(Page::FIRST);
     match tokio::time::timeout(Duration::from_secs(2), probe).await {
         // Ready, but say so when acknowledged mail may be lost (the operator accepted a
         // store without durable writes): a probe passes, a person reading it is told.

@@ -25,16 +25,24 @@ fn asset(path: &str) -> Response {
     let Some(file) = Assets::get(path) else {
         return ApiError::NotFound(format!("no asset {path}")).into_response();
     };
-    let mut h = HeaderMap::new();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(file.metadata.mimetype())
-            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
+    let h = page_headers(
+        crate::api::content_type_value(file.metadata.mimetype()),
         HeaderValue::from_static(PAGE_CSP),
+        "no-cache",
     );
+    (h, file.data.into_owned()).into_response()
+}
+
+/// The headers of a page: its type and content security policy, no sniffing, no referrer,
+/// and `cache_control`.
+pub(crate) fn page_headers(
+    content_type: HeaderValue,
+    csp: HeaderValue,
+    cache_control: &'static str,
+) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(header::CONTENT_TYPE, content_type);
+    h.insert(header::CONTENT_SECURITY_POLICY, csp);
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -43,8 +51,11 @@ fn asset(path: &str) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    (h, file.data.into_owned()).into_response()
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(cache_control),
+    );
+    h
 }
 
 pub(crate) fn routes() -> Routes<AppState> {

@@ -3,7 +3,7 @@
 //! itself (no freshclam, no network), never the packaged service; stopped by its PID.
 //! No clamd: the test fails and says so (`.ci/run` installs it).
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -13,17 +13,12 @@ use intake_core::{Check, CheckCtx, CheckError, Reason, Stage, Verdict};
 use intake_policy::clamav::{ClamavError, ScanResult};
 use intake_policy::{Clamav, ClamavAction, ClamavConfig, ClamdAddress};
 
+mod common;
+use common::free_port;
+
 const CLAMD: &str = "/usr/sbin/clamd";
 /// The test pattern our own signature matches (the acceptance check's).
 const PATTERN: &str = "INTAKE-AV-TEST-PATTERN-4b1d9e";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A clamd of the test's own; killed on drop.
 struct Clamd {

@@ -5,13 +5,16 @@
 //! `apt-get install rspamd spamd spamassassin`): a test that passes without running is
 //! not a test.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use intake_core::{Check, CheckCtx, Findings, Reason, Stage, Verdict};
 use intake_policy::{Rspamd, RspamdConfig, Spamd, SpamdConfig};
+
+mod common;
+use common::free_port;
 
 const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
 
@@ -32,14 +35,6 @@ fn installed(program: &str) -> Option<String> {
         }
     }
     None
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A daemon we started; stopped (SIGTERM to its PID, then waited for) when dropped.

@@ -61,6 +61,14 @@ pub struct Page {
     pub limit: u64,
 }
 
+impl Page {
+    /// The first item only (for a listing's totals, or whether there is anything at all).
+    pub const FIRST: Page = Page {
+        offset: 0,
+        limit: 1,
+    };
+}
+
 impl Default for Page {
     fn default() -> Self {
         Page {

@@ -44,3 +44,21 @@ pub struct GreyRecord {
     /// For a triplet: times it passed; for a client network: triplets that passed.
     pub passes: u32,
 }
+
+impl GreyRecord {
+    /// The record as text, as a key-value store keeps it: `"first_seen last_seen passes"`.
+    pub fn to_text(&self) -> String {
+        format!("{} {} {}", self.first_seen, self.last_seen, self.passes)
+    }
+
+    /// A record from [`GreyRecord::to_text`]'s form; `None` for anything else.
+    pub fn from_text(v: &str) -> Option<GreyRecord> {
+        let mut it = v.split(' ');
+        let r = GreyRecord {
+            first_seen: it.next()?.parse().ok()?,
+            last_seen: it.next()?.parse().ok()?,
+            passes: it.next()?.parse().ok()?,
+        };
+        it.next().is_none().then_some(r)
+    }
+}

@@ -171,20 +171,7 @@ pub(super) async fn part(
     let Some(p) = found else {
         return Err(ApiError::NotFound(format!("no part {path}")));
     };
-    let mut h = HeaderMap::new();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(&p.content_type)
-            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("sandbox; default-src 'none'"),
-    );
+    let mut h = crate::api::sandboxed(&p.content_type);
     let kind = if p.inline { "inline" } else { "attachment" };
     let file = p
         .file_name

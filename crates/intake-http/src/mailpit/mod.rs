@@ -258,13 +258,7 @@ async fn search(
         state.config.max_per_page,
     );
     let listing = state.store.search(&q, pg).await?;
-    let everything = state
-        .store
-        .list_all(Page {
-            offset: 0,
-            limit: 1,
-        })
-        .await?;
+    let everything = state.store.list_all(Page::FIRST).await?;
     let all = Some((everything.total, everything.unread));
     Ok(page_of(&state, listing, all, pg.offset).await)
 }
@@ -395,13 +389,7 @@ async fn resolve(state: &AppState, id: &str) -> Result<String, ApiError> {
     if id != "latest" {
         return Ok(id.to_string());
     }
-    let l = state
-        .store
-        .list_all(Page {
-            offset: 0,
-            limit: 1,
-        })
-        .await?;
+    let l = state.store.list_all(Page::FIRST).await?;
     l.messages
         .first()
         .map(|m| m.id.to_string())
@@ -409,13 +397,7 @@ async fn resolve(state: &AppState, id: &str) -> Result<String, ApiError> {
 }
 
 async fn info(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let l = state
-        .store
-        .list_all(Page {
-            offset: 0,
-            limit: 1,
-        })
-        .await?;
+    let l = state.store.list_all(Page::FIRST).await?;
     // Messages per tag, as Mailpit reports them.
     let mut tags = serde_json::Map::new();
     for t in state.tags.all_tags().await? {
@@ -423,17 +405,7 @@ async fn info(State(state): State<AppState>) -> Result<Json<serde_json::Value>, 
             extra: vec![intake_core::search::Term::Tag(t.to_lowercase())],
             ..Default::default()
         };
-        let n = state
-            .store
-            .search(
-                &q,
-                Page {
-                    offset: 0,
-                    limit: 1,
-                },
-            )
-            .await?
-            .total;
+        let n = state.store.search(&q, Page::FIRST).await?.total;
         tags.insert(t, n.into());
     }
     Ok(Json(serde_json::json!({

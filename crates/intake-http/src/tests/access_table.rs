@@ -388,10 +388,7 @@ async fn every_route_of_both_listeners_in_every_mode_with_every_credential() {
         let state = state(mode, |_| {}).await;
         let id = state
             .store
-            .list_all(intake_core::Page {
-                offset: 0,
-                limit: 1,
-            })
+            .list_all(intake_core::Page::FIRST)
             .await
             .unwrap()
             .messages[0]

@@ -6,7 +6,7 @@ use intake_core::{MailStore, MessageId};
 use intake_store::conformance::incoming_with;
 
 use super::{call, request, send};
-use crate::{AppState, HttpConfig, router};
+use crate::{AppState, router};
 
 /// A message whose HTML shows an inline image by its Content-ID, and links a remote one.
 const RELATED: &str = "From: a@example.net\r\nSubject: inline\r\nMIME-Version: 1.0\r\n\
@@ -25,12 +25,7 @@ async fn app_with(contents: &[&str]) -> (axum::Router, AppState, Vec<MessageId>)
         ids.push(m.id);
         store.deliver(m).await.unwrap();
     }
-    let state = AppState::new(
-        store.clone(),
-        store.events().clone(),
-        b"secret".to_vec(),
-        HttpConfig::default(),
-    );
+    let state = super::state_over(&store);
     (router(state.clone()), state, ids)
 }
 

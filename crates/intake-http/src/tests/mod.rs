@@ -60,17 +60,21 @@ pub(crate) async fn call(app: &axum::Router, method: &str, uri: &str) -> (u16, s
     (status, serde_json::from_slice(&body).unwrap_or_default())
 }
 
+/// The app's state over `store`: the default settings, the alias secret `secret`.
+pub(crate) fn state_over(store: &std::sync::Arc<intake_store::Store>) -> AppState {
+    AppState::new(
+        store.clone(),
+        store.events().clone(),
+        b"secret".to_vec(),
+        HttpConfig::default(),
+    )
+}
+
 #[tokio::test]
 async fn mail_to_an_alias_is_listed_in_its_mailbox_and_a_delete_is_announced() {
     let store = intake_store::memory::store();
     let events = store.events().clone();
-    let state = AppState::new(
-        store.clone(),
-        events.clone(),
-        b"secret".to_vec(),
-        HttpConfig::default(),
-    );
-    let app = router(state);
+    let app = router(state_over(&store));
     let (status, v) = call(&app, "GET", "/api/v1/mailboxes/Ann@x.test/alias").await;
     assert_eq!(status, 200, "{v}");
     let alias = v["alias"].as_str().unwrap().to_string();
@@ -97,13 +101,7 @@ async fn mail_to_an_alias_is_listed_in_its_mailbox_and_a_delete_is_announced() {
 async fn events_missed_upstream_reach_sse_listeners_as_lagged() {
     let store = intake_store::memory::store();
     let events = store.events().clone();
-    let state = AppState::new(
-        store.clone(),
-        events.clone(),
-        b"secret".to_vec(),
-        HttpConfig::default(),
-    );
-    let app = router(state);
+    let app = router(state_over(&store));
     let req = request("GET", "/api/v1/events", &[], Body::empty());
     let resp = app.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), 200);

@@ -311,13 +311,7 @@ async fn start(mode: &str, extra: &str) -> (TestServer, SocketAddr, String) {
     let listing = server
         .running
         .store
-        .list_mailbox(
-            "bob@example.test",
-            intake_core::Page {
-                offset: 0,
-                limit: 1,
-            },
-        )
+        .list_mailbox("bob@example.test", intake_core::Page::FIRST)
         .await
         .unwrap();
     let id = listing.messages[0].id.to_string();

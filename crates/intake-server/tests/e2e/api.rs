@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::http::{Sse, get, request};
-use crate::support::{TestServer, send_message};
+use crate::support::{TestServer, send_each, send_message};
 
 async fn server(extra: &str) -> (TestServer, std::net::SocketAddr) {
     let srv = TestServer::start(&format!("[http]\nrate_limit = 0\n{extra}")).await;
@@ -23,16 +23,10 @@ fn subjects(v: &serde_json::Value) -> Vec<String> {
 #[tokio::test]
 async fn mailbox_listing_pagination_and_global_list() {
     let (srv, http) = server("").await;
-    for i in 0..7 {
-        let r = send_message(
-            srv.addr,
-            "s@example.net",
-            &["Page@Q.test"],
-            &format!("Subject: p{i}\r\n\r\nx\r\n"),
-        )
-        .await;
-        assert_eq!(r.code, 250);
-    }
+    send_each(srv.addr, "s@example.net", &["Page@Q.test"], 7, |i| {
+        format!("Subject: p{i}\r\n\r\nx\r\n")
+    })
+    .await;
     send_message(
         srv.addr,
         "s@example.net",

@@ -1,6 +1,6 @@
 //! The CLI reads what the server wrote, through the same configuration.
 
-use crate::support::{Process, cli, send_message};
+use crate::support::{Process, cli, send_message, stderr_of_failure};
 
 #[tokio::test]
 async fn mailbox_list_and_message_show() {
@@ -51,13 +51,11 @@ fn check_config_reports_every_error() {
         "[smtp]\nlisten = \"nope\"\nmax_recipients = -1\nspelling_mistake = 1\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_intake"))
-        .args(["--config", f.to_str().unwrap(), "check-config"])
-        .env("INTAKE_SMTP__DATA_TIMEOUT", "whenever")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr_of_failure(
+        std::process::Command::new(env!("CARGO_BIN_EXE_intake"))
+            .args(["--config", f.to_str().unwrap(), "check-config"])
+            .env("INTAKE_SMTP__DATA_TIMEOUT", "whenever"),
+    );
     for k in [
         "smtp.listen",
         "smtp.max_recipients",
@@ -96,12 +94,13 @@ fn check_config_says_what_serve_would_refuse_in_plain_words() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_intake"))
-        .args(["--config", f.to_str().unwrap(), "check-config"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr_of_failure(
+        std::process::Command::new(env!("CARGO_BIN_EXE_intake")).args([
+            "--config",
+            f.to_str().unwrap(),
+            "check-config",
+        ]),
+    );
     for expected in [
         "smtp.max_recipients: expected a whole number of 0 or more, found string \"ten\"",
         "smtp.domains: expected a list such as [\"a\", \"b\"], found string \"example.com\"",
@@ -118,12 +117,13 @@ fn check_config_says_what_serve_would_refuse_in_plain_words() {
 
     // With a valid file, the store path is checked too.
     std::fs::write(&f, format!("[store]\npath = {:?}\n", blocker.join("data"))).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_intake"))
-        .args(["--config", f.to_str().unwrap(), "check-config"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr_of_failure(
+        std::process::Command::new(env!("CARGO_BIN_EXE_intake")).args([
+            "--config",
+            f.to_str().unwrap(),
+            "check-config",
+        ]),
+    );
     assert!(
         err.contains("store.path") && err.contains("is not a directory"),
         "{err}"

@@ -9,23 +9,7 @@ const REDIS: &str = "redis://127.0.0.1:6379/";
 
 /// Deletes every key under `prefix`.
 async fn cleanup(prefix: &str) {
-    let mut conn = redis::Client::open(REDIS)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis on 127.0.0.1:6379");
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        redis::cmd("DEL")
-            .arg(&keys)
-            .query_async::<()>(&mut conn)
-            .await
-            .unwrap();
-    }
+    intake_store::redis::test_server::delete_keys(REDIS, prefix).await;
 }
 
 /// The reply to RCPT TO:<to> after MAIL FROM:<from> on a new connection to `node`.

@@ -1,6 +1,6 @@
 //! Kill -9 while clients are sending: every message that got a 250 is in the store.
 
-use crate::support::{Process, cli, kill9_under_load, missing_from};
+use crate::support::{Process, assert_none_lost, cli, kill9_under_load};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_250_survives_sigkill() {
@@ -9,12 +9,5 @@ async fn every_250_survives_sigkill() {
     let acked = kill9_under_load(p, 12).await;
     let (ok, out, err) = cli(dir.path(), &["mailbox", "list", "crash@q.test"]);
     assert!(ok, "{err}");
-    let missing = missing_from(&acked, &out);
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged messages lost: {:?}",
-        missing.len(),
-        acked.len(),
-        &missing[..missing.len().min(5)]
-    );
+    assert_none_lost(&acked, &out);
 }

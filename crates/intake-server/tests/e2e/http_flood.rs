@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::http;
-use crate::support::{Process, TestServer, send_message};
+use crate::support::{Process, TestServer, send_each, send_message, stderr_of_failure};
 
 /// Connects to `addr` from the loopback address `from`.
 async fn connect_from(from: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
@@ -269,16 +269,10 @@ async fn a_process_with_few_descriptors_survives_an_http_flood_and_keeps_taking_
     for i in 0..20 {
         conns.extend(half_sent(attacker(i), http_addr, 100).await);
     }
-    for i in 0..20 {
-        let r = send_message(
-            p.addr,
-            "a@example.net",
-            &["fd@example.test"],
-            &format!("Subject: during flood {i}\r\n\r\nx\r\n"),
-        )
-        .await;
-        assert_eq!(r.code, 250, "{r:?}");
-    }
+    send_each(p.addr, "a@example.net", &["fd@example.test"], 20, |i| {
+        format!("Subject: during flood {i}\r\n\r\nx\r\n")
+    })
+    .await;
     drop(conns);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("descriptor budget"), "{text}");
@@ -293,17 +287,15 @@ async fn a_process_with_few_descriptors_survives_an_http_flood_and_keeps_taking_
 #[tokio::test]
 async fn caps_that_do_not_fit_the_descriptor_limit_are_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg("ulimit -n 300 && exec \"$0\" serve")
-        .arg(env!("CARGO_BIN_EXE_intake"))
-        .env("INTAKE_SMTP__LISTEN", "127.0.0.1:0")
-        .env("INTAKE_HTTP__LISTEN", "127.0.0.1:0")
-        .env("INTAKE_STORE__PATH", dir.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr_of_failure(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -n 300 && exec \"$0\" serve")
+            .arg(env!("CARGO_BIN_EXE_intake"))
+            .env("INTAKE_SMTP__LISTEN", "127.0.0.1:0")
+            .env("INTAKE_HTTP__LISTEN", "127.0.0.1:0")
+            .env("INTAKE_STORE__PATH", dir.path().join("data")),
+    );
     assert!(
         err.contains("open-file limit is 300") && err.contains("smtp.max_connections"),
         "{err}"

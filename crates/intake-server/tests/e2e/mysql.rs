@@ -3,71 +3,17 @@
 //! mail in, read back through the HTTP API and the CLI, and kill -9 under 16 concurrent
 //! clients with every acknowledged message there after the restart.
 
-use std::process::Command;
-
-use sqlx::{ConnectOptions, Connection, Executor};
+use intake_store::mysql::scratch::ScratchDb;
 
 use crate::http::get;
-use crate::support::{Process, free_port, kill9_under_load, missing_from, send_message};
+use crate::support::{Process, assert_none_lost, free_port, kill9_under_load, send_message};
 
-/// A database of its own on the test server, dropped at the end.
-struct Db {
-    url: String,
-    name: String,
-    admin: sqlx::mysql::MySqlConnectOptions,
-}
-
-impl Db {
-    async fn new() -> Db {
-        let base = std::env::var("INTAKE_TEST_MYSQL_URL")
-            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_string());
-        let admin: sqlx::mysql::MySqlConnectOptions = base.parse().unwrap();
-        let name = format!("intake_e_{}", uuid::Uuid::new_v4().simple());
-        let mut c = admin.connect().await.unwrap_or_else(|e| {
-            panic!("MariaDB/MySQL at {base} is needed by this test (INTAKE_TEST_MYSQL_URL): {e}")
-        });
-        c.execute(sqlx::AssertSqlSafe(format!(
-            "CREATE DATABASE `{name}` CHARACTER SET utf8mb4"
-        )))
-        .await
-        .unwrap();
-        let _ = c.close().await;
-        let (server, _) = base.rsplit_once('/').unwrap();
-        Db {
-            url: format!("{server}/{name}"),
-            name,
-            admin,
-        }
-    }
-
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("INTAKE_STORE__TYPE", "mysql".to_string()),
-            ("INTAKE_STORE__URL", self.url.clone()),
-        ]
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                if let Ok(mut c) = admin.connect().await {
-                    let _ = c
-                        .execute(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS `{name}`"
-                        )))
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
+/// The environment that points `intake` at `db`.
+fn store_env(db: &ScratchDb) -> Vec<(&'static str, String)> {
+    vec![
+        ("INTAKE_STORE__TYPE", "mysql".to_string()),
+        ("INTAKE_STORE__URL", db.url.clone()),
+    ]
 }
 
 fn with<'a>(
@@ -86,24 +32,14 @@ fn cli(
     env: &[(&'static str, String)],
     args: &[&str],
 ) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_intake"))
-        .args(args)
-        .env("INTAKE_STORE__PATH", data)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    crate::support::cli_with(Some(data), env, args)
 }
 
 #[tokio::test]
 async fn mail_in_read_back_through_the_api_and_the_cli() {
-    let db = Db::new().await;
+    let db = ScratchDb::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let env = db.env();
+    let env = store_env(&db);
     // Before the server ever ran: no schema, and the CLI says so.
     let (ok, _, err) = cli(dir.path(), &env, &["mailbox", "list", "x@y"]);
     assert!(!ok && err.contains("no Intake data"), "{err}");
@@ -163,23 +99,16 @@ async fn mail_in_read_back_through_the_api_and_the_cli() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_250_survives_sigkill_under_16_clients() {
-    let db = Db::new().await;
+    let db = ScratchDb::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let env = db.env();
+    let env = store_env(&db);
     let p = Process::start(dir.path(), &with(&env, &[]));
     let acked = kill9_under_load(p, 16).await;
     // Restarted on the same database, the server serves what the dead one acknowledged.
     let again = Process::start(dir.path(), &with(&env, &[]));
     let (ok, out, err) = cli(dir.path(), &env, &["mailbox", "list", "crash@q.test"]);
     assert!(ok, "{err}");
-    let missing = missing_from(&acked, &out);
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged messages lost: {:?}",
-        missing.len(),
-        acked.len(),
-        &missing[..missing.len().min(5)]
-    );
+    assert_none_lost(&acked, &out);
     let r = send_message(
         again.addr,
         "s@x.test",

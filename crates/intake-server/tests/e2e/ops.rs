@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use crate::http;
 use crate::reload::rcpt_code;
-use crate::support::{Process, free_port, send_message};
+use crate::support::{Process, free_port, send_each, send_message};
 
 /// The value of one series in Prometheus text (0 when absent).
 fn series(text: &str, name: &str) -> f64 {
@@ -38,16 +38,10 @@ async fn metrics_count_accepted_messages_and_commits_and_probes_answer() {
     assert_eq!(http::get(http_addr, "/healthz").await.status, 200);
     assert_eq!(http::get(http_addr, "/readyz").await.status, 200);
     let before = http::get(http_addr, "/metrics").await.text();
-    for i in 0..3 {
-        let r = send_message(
-            p.addr,
-            "a@example.net",
-            &["ok@example.test"],
-            &format!("Subject: m{i}\r\n\r\nx\r\n"),
-        )
-        .await;
-        assert_eq!(r.code, 250);
-    }
+    send_each(p.addr, "a@example.net", &["ok@example.test"], 3, |i| {
+        format!("Subject: m{i}\r\n\r\nx\r\n")
+    })
+    .await;
     let m = http::get(http_addr, "/metrics").await;
     assert_eq!(m.status, 200);
     assert!(m.header("content-type").unwrap().starts_with("text/plain"));

@@ -3,13 +3,12 @@
 //! read back by the HTTP API and the CLI with the same settings, events between two nodes,
 //! and every 250 present after kill -9 under 16 clients.
 
-use std::process::Command;
 use std::time::Duration;
 
 use intake_store::postgres::scratch::ScratchDatabase;
 
 use crate::http::{Sse, get};
-use crate::support::{Process, free_port, kill9_under_load, missing_from, send_message};
+use crate::support::{Process, assert_none_lost, free_port, kill9_under_load, send_message};
 
 /// The environment of a node (and of the CLI) on `db`.
 fn env(db: &ScratchDatabase) -> Vec<(&'static str, String)> {
@@ -29,17 +28,7 @@ fn start(data: &std::path::Path, db: &ScratchDatabase, http: u16) -> Process {
 
 /// `intake <args>` with the store settings of `db`: (success, stdout, stderr).
 fn cli(data: &std::path::Path, db: &ScratchDatabase, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_intake"))
-        .args(args)
-        .env("INTAKE_STORE__PATH", data)
-        .envs(env(db))
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    crate::support::cli_with(Some(data), &env(db), args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,14 +129,7 @@ async fn every_250_survives_sigkill_under_16_clients() {
     let acked = kill9_under_load(p, 16).await;
     let (ok, out, err) = cli(dir.path(), &db, &["mailbox", "list", "crash@q.test"]);
     assert!(ok, "{err}");
-    let lost = missing_from(&acked, &out);
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged messages lost: {:?}",
-        lost.len(),
-        acked.len(),
-        &lost[..lost.len().min(5)]
-    );
+    assert_none_lost(&acked, &out);
     // The restarted server finds them all too, and takes mail again.
     let http_port = free_port();
     let p = start(dir.path(), &db, http_port);

@@ -9,7 +9,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::support::{Client, TestServer};
 
-async fn client_of(srv: &TestServer, mailbox: &str) -> SocketAddr {
+async fn stored(srv: &TestServer, mailbox: &str) -> intake_core::StoredMessage {
     let l = srv
         .running
         .store
@@ -22,7 +22,10 @@ async fn client_of(srv: &TestServer, mailbox: &str) -> SocketAddr {
         .await
         .unwrap()
         .unwrap()
-        .client
+}
+
+async fn client_of(srv: &TestServer, mailbox: &str) -> SocketAddr {
+    stored(srv, mailbox).await.client
 }
 
 async fn send_after(addr: SocketAddr, header: &[u8], rcpt: &str) -> Client {
@@ -82,21 +85,7 @@ async fn header_sets_the_client_address() {
         client_of(&srv, "v2@q.test").await,
         "[2001:db8::9]:5555".parse().unwrap()
     );
-    let raw = {
-        let l = srv
-            .running
-            .store
-            .list_mailbox("v2@q.test", intake_core::Page::default())
-            .await
-            .unwrap();
-        srv.running
-            .store
-            .fetch(l.messages[0].id)
-            .await
-            .unwrap()
-            .unwrap()
-            .raw
-    };
+    let raw = stored(&srv, "v2@q.test").await.raw;
     assert!(
         String::from_utf8_lossy(&raw).contains("([2001:db8::9] port 5555)"),
         "the Received: header names the real client"

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use intake_store::redis::test_server::TestRedis;
 
 use crate::http::{Sse, get, request};
-use crate::support::{Process, free_port, kill9_under_load, missing_from, send_message};
+use crate::support::{Process, assert_none_lost, free_port, kill9_under_load, send_message};
 
 /// The environment that points intake (server or CLI) at `redis`.
 fn redis_env(redis: &TestRedis) -> Vec<(&'static str, String)> {
@@ -28,16 +28,7 @@ fn start(redis: &TestRedis, data: &std::path::Path, http: u16) -> Process {
 
 /// The CLI with the same store settings: (success, stdout, stderr).
 fn cli(redis: &TestRedis, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_intake"))
-        .args(args)
-        .envs(redis_env(redis))
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    crate::support::cli_with(None, &redis_env(redis), args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,14 +170,7 @@ async fn every_250_survives_sigkill_of_intake() {
     let _p = start(&redis, dir.path(), port);
     let (ok, out, err) = cli(&redis, &["mailbox", "list", "crash@q.test"]);
     assert!(ok, "{err}");
-    let missing = missing_from(&acked, &out);
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged messages lost: {:?}",
-        missing.len(),
-        acked.len(),
-        &missing[..missing.len().min(5)]
-    );
+    assert_none_lost(&acked, &out);
     let http = format!("127.0.0.1:{port}").parse().unwrap();
     let v = get(http, "/api/v1/mailboxes/crash@q.test/messages")
         .await

@@ -25,10 +25,7 @@ async fn send(addr: std::net::SocketAddr, rcpts: &[&str], subject: &str) -> Repl
 
 /// The whole stored message (bytes) of the newest message in `mailbox` downstream.
 async fn newest_raw(srv: &TestServer, mailbox: &str) -> String {
-    let page = Page {
-        offset: 0,
-        limit: 1,
-    };
+    let page = Page::FIRST;
     let store = &srv.running.store;
     let list = store.list_mailbox(mailbox, page).await.unwrap();
     let id = list.messages.first().expect("a message downstream").id;

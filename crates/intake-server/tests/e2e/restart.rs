@@ -1,20 +1,14 @@
 //! Messages survive a restart.
 
-use crate::support::{TestServer, send_message, settings};
+use crate::support::{TestServer, send_each, send_message, settings};
 
 #[tokio::test]
 async fn restart_and_read_back() {
     let srv = TestServer::start("").await;
-    for i in 0..20 {
-        let r = send_message(
-            srv.addr,
-            "a@b",
-            &["keep@q.test"],
-            &format!("Subject: m{i}\r\n\r\nbody {i}\r\n"),
-        )
-        .await;
-        assert_eq!(r.code, 250);
-    }
+    send_each(srv.addr, "a@b", &["keep@q.test"], 20, |i| {
+        format!("Subject: m{i}\r\n\r\nbody {i}\r\n")
+    })
+    .await;
     let dir = srv.stop().await;
     let s = settings("", &dir.path().join("data"));
     let again = intake_server::server::start(&s).await.unwrap();

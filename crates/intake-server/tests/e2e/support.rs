@@ -258,6 +258,28 @@ pub async fn send_message(addr: SocketAddr, from: &str, to: &[&str], content: &s
     r
 }
 
+/// Sends `count` messages, one a connection, with the content `content(i)`
+/// for the i-th; each must be accepted.
+pub async fn send_each(
+    addr: SocketAddr,
+    from: &str,
+    to: &[&str],
+    count: usize,
+    content: impl Fn(usize) -> String,
+) {
+    for i in 0..count {
+        let r = send_message(addr, from, to, &content(i)).await;
+        assert_eq!(r.code, 250, "{r:?}");
+    }
+}
+
+/// Runs `cmd`, which must fail; returns what it wrote to stderr.
+pub fn stderr_of_failure(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -377,11 +399,23 @@ impl Drop for Process {
 
 /// Runs the `intake` CLI with the given store and arguments; returns stdout.
 pub fn cli(data: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_intake"))
-        .args(args)
-        .env("INTAKE_STORE__PATH", data)
-        .output()
-        .unwrap();
+    cli_with(Some(data), &[], args)
+}
+
+/// Runs the `intake` CLI with `args`, the store path `data` if given and the
+/// environment `env`: (success, stdout, stderr).
+pub fn cli_with(
+    data: Option<&Path>,
+    env: &[(&'static str, String)],
+    args: &[&str],
+) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_intake"));
+    cmd.args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    if let Some(data) = data {
+        cmd.env("INTAKE_STORE__PATH", data);
+    }
+    let out = cmd.output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -459,13 +493,19 @@ pub async fn kill9_under_load(p: Process, clients: usize) -> Vec<String> {
     acked
 }
 
-/// The subjects of `acked` that `listing` does not mention.
-pub fn missing_from(acked: &[String], listing: &str) -> Vec<String> {
-    acked
+/// Asserts that `listing` mentions every subject in `acked`.
+pub fn assert_none_lost(acked: &[String], listing: &str) {
+    let missing: Vec<&String> = acked
         .iter()
         .filter(|s| !listing.contains(s.as_str()))
-        .cloned()
-        .collect()
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged messages lost: {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(5)]
+    );
 }
 
 /// Where HAProxy is installed, if it is.

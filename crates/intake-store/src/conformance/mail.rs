@@ -286,7 +286,8 @@ pub async fn set_seen_counts(t: TestBackend) {
     store.close().await;
 }
 
-async fn search(store: &Store, q: &str) -> Vec<String> {
+/// The subjects of what `q` finds.
+pub(crate) async fn search(store: &Store, q: &str) -> Vec<String> {
     store
         .search(&Query::parse(q).unwrap(), all())
         .await

@@ -488,5 +488,7 @@ impl MysqlBackend {
 
 #[cfg(test)]
 mod lost_commit;
+#[cfg(any(test, feature = "testing"))]
+pub mod scratch;
 #[cfg(test)]
 mod tests;

@@ -3,85 +3,11 @@
 //! The conformance suite, then what only this backend does (outages, poison batches,
 //! concurrent starts, big messages, search limits).
 
+pub(crate) use super::scratch::{ScratchDb, server_url};
 use super::*;
 use crate::Store;
 use crate::conformance::{TestBackend, all, incoming, incoming_with};
 use intake_core::{MailStore, RecipientTable};
-
-/// The server the tests use.
-pub(crate) fn server_url() -> String {
-    std::env::var("INTAKE_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_string())
-}
-
-/// A scratch database, dropped when this is dropped.
-pub(crate) struct ScratchDb {
-    pub url: String,
-    pub name: String,
-    admin: MySqlConnectOptions,
-}
-
-impl ScratchDb {
-    pub(crate) async fn new() -> ScratchDb {
-        let base = server_url();
-        let admin: MySqlConnectOptions = base.parse().expect("INTAKE_TEST_MYSQL_URL is a URL");
-        let name = format!("intake_t_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = tokio::time::timeout(Duration::from_secs(10), admin.connect())
-            .await
-            .unwrap_or_else(|_| panic!("MariaDB/MySQL at {base} did not answer within 10 s"))
-            .unwrap_or_else(|e| {
-                panic!(
-                    "MariaDB/MySQL at {base} is needed by these tests (INTAKE_TEST_MYSQL_URL): {e}"
-                )
-            });
-        conn.execute(sqlx::AssertSqlSafe(format!(
-            "CREATE DATABASE `{name}` CHARACTER SET utf8mb4"
-        )))
-        .await
-        .unwrap();
-        let _ = conn.close().await;
-        let url = match base.rsplit_once('/') {
-            Some((server, _)) if base.matches('/').count() > 2 => format!("{server}/{name}"),
-            _ => format!("{base}/{name}"),
-        };
-        ScratchDb { url, name, admin }
-    }
-
-    /// A connection to the scratch database, as another client (tests that kill or lock).
-    pub(crate) async fn admin(&self) -> MySqlConnection {
-        self.admin
-            .clone()
-            .database(&self.name)
-            .connect()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for ScratchDb {
-    fn drop(&mut self) {
-        let admin = self.admin.clone();
-        let name = self.name.clone();
-        // Drop runs inside the test's runtime: drop the database from a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                if let Ok(mut c) = admin.connect().await {
-                    let _ = c
-                        .execute(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS `{name}`"
-                        )))
-                        .await;
-                    let _ = c.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
 
 async fn open_rw(db: &ScratchDb) -> MysqlBackend {
     MysqlBackend::open(MysqlConfig::new(&db.url), Mode::ReadWrite)
@@ -306,14 +232,7 @@ async fn a_delivery_killed_mid_transaction_is_not_acknowledged() {
         .deliver(incoming(&["a@x.test"], "next"))
         .await
         .unwrap();
-    let subjects: Vec<_> = store
-        .list_mailbox("a@x.test", all())
-        .await
-        .unwrap()
-        .messages
-        .into_iter()
-        .map(|m| m.subject.unwrap_or_default())
-        .collect();
+    let subjects = crate::conformance::subjects(&store, Some("a@x.test")).await;
     assert_eq!(subjects, ["next", "warm up"]);
     store.close().await;
 }
@@ -472,14 +391,7 @@ async fn a_poison_message_fails_alone_in_its_batch() {
             r.unwrap();
         }
     }
-    let mut subjects: Vec<_> = store
-        .list_mailbox("p@x.test", all())
-        .await
-        .unwrap()
-        .messages
-        .into_iter()
-        .map(|m| m.subject.unwrap_or_default())
-        .collect();
+    let mut subjects = crate::conformance::subjects(&store, Some("p@x.test")).await;
     subjects.sort();
     assert_eq!(
         subjects,
@@ -633,19 +545,7 @@ async fn search_finds_short_words_stopwords_and_folds_accents() {
         .deliver(incoming(&["s@x.test"], "Other"))
         .await
         .unwrap();
-    let find = |q: &'static str| {
-        let store = &store;
-        async move {
-            store
-                .search(&Query::parse(q).unwrap(), all())
-                .await
-                .unwrap()
-                .messages
-                .into_iter()
-                .map(|m| m.subject.unwrap_or_default())
-                .collect::<Vec<_>>()
-        }
-    };
+    let find = |q: &'static str| crate::conformance::mail::search(&store, q);
     assert_eq!(find("42").await, ["Invoice 42"], "short: LIKE");
     assert_eq!(find("about").await, ["Invoice 42"], "a default stopword");
     assert_eq!(find("the bill").await, ["Invoice 42"]);

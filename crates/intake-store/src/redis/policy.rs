@@ -16,7 +16,7 @@ impl PolicyBackend for RedisBackend {
                     .query_async(&mut conn),
             )
             .await?;
-        Ok(v.as_deref().and_then(parse_grey))
+        Ok(v.as_deref().and_then(GreyRecord::from_text))
     }
 
     async fn greylist_put(&self, key: &str, r: GreyRecord) -> Result<(), StoreError> {
@@ -26,7 +26,7 @@ impl PolicyBackend for RedisBackend {
         let mut inv = i.scripts.grey_put.prepare_invoke();
         inv.arg(i.prefix())
             .arg(key)
-            .arg(format!("{} {} {}", r.first_seen, r.last_seen, r.passes))
+            .arg(r.to_text())
             .arg(r.last_seen);
         i.call("greylist put", inv.invoke_async::<()>(&mut conn))
             .await
@@ -40,14 +40,4 @@ impl PolicyBackend for RedisBackend {
         inv.arg(i.prefix()).arg(before_ms);
         i.call("greylist expire", inv.invoke_async(&mut conn)).await
     }
-}
-
-fn parse_grey(v: &str) -> Option<GreyRecord> {
-    let mut it = v.split(' ');
-    let r = GreyRecord {
-        first_seen: it.next()?.parse().ok()?,
-        last_seen: it.next()?.parse().ok()?,
-        passes: it.next()?.parse().ok()?,
-    };
-    it.next().is_none().then_some(r)
 }

@@ -49,15 +49,20 @@ async fn redis_cmd(url: &str, args: &[&str]) -> redis::Value {
     cmd.query_async(&mut c).await.unwrap()
 }
 
+/// Why connecting with `s` to take mail is refused.
+async fn refusal(s: &RedisConfig) -> String {
+    RedisBackend::connect(s, Mode::ReadWrite)
+        .await
+        .err()
+        .expect("refused")
+        .to_string()
+}
+
 #[tokio::test]
 async fn a_redis_that_does_not_fsync_every_write_is_refused() {
     let redis = TestRedis::start_volatile();
     let mut s = settings(&redis.url());
-    let e = RedisBackend::connect(&s, Mode::ReadWrite)
-        .await
-        .err()
-        .expect("refused")
-        .to_string();
+    let e = refusal(&s).await;
     assert!(
         e.contains("appendonly no") && e.contains("appendfsync everysec"),
         "names what Redis runs with: {e}"
@@ -84,11 +89,7 @@ async fn a_redis_that_will_not_say_is_refused_too() {
     // CONFIG disabled, as some managed services do: durability cannot be checked.
     let redis = TestRedis::start_with(&["--rename-command", "CONFIG", ""]);
     let mut s = settings(&redis.url());
-    let e = RedisBackend::connect(&s, Mode::ReadWrite)
-        .await
-        .err()
-        .expect("refused")
-        .to_string();
+    let e = refusal(&s).await;
     assert!(
         e.contains("CONFIG GET failed") && e.contains("appendfsync always"),
         "{e}"
