@@ -23,6 +23,7 @@
 //! its own, not by the writer thread: a greylist update per RCPT must not wait for a group
 //! commit, and losing the last of it in a crash costs a retry, so it is not fsync'd.
 
+mod index;
 mod options;
 mod policy;
 mod read;

@@ -9,9 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use intake_core::{
-    Arrivals, Incoming, MessageId, Removal, SearchMode, StoreError, mailbox_key, mime,
-};
+use intake_core::{Arrivals, Incoming, MessageId, Removal, SearchMode, StoreError, mailbox_key};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
 
@@ -42,11 +40,9 @@ type Queued = (Box<(Incoming, Vec<String>)>, Reply<()>);
 
 /// Messages one indexing step takes at most. Each step is one transaction, and FTS5 writes
 /// one index segment per transaction that later merges rewrite: larger steps mean fewer
-/// segments and less merging (see docs/performance.md), while [`INDEX_STEP_TIME`] keeps a
+/// segments and less merging (see docs/performance.md), while `index::INDEX_STEP_TIME` keeps a
 /// step short enough that a delivery arriving meanwhile waits little.
 const INDEX_CHUNK: i64 = 512;
-/// How long one indexing step may run before it commits what it has.
-const INDEX_STEP_TIME: Duration = Duration::from_millis(25);
 /// How long the writer must have had nothing to do before it indexes.
 const INDEX_WHEN_IDLE_FOR: Duration = Duration::from_millis(10);
 /// Indexing time taken at once when mail has waited `index_max_lag` to be indexed.
@@ -330,7 +326,7 @@ impl Writer {
     /// Indexes the next `limit` messages for search. Returns whether more remain.
     fn index_step(&mut self, limit: i64) -> bool {
         self.last_index = Instant::now();
-        match index_chunk(&mut self.conn, self.indexed_upto, limit, self.cfg.search) {
+        match super::index::index_chunk(&mut self.conn, self.indexed_upto, limit, self.cfg.search) {
             Ok(Some(upto)) => {
                 self.indexed_upto = upto;
                 true
@@ -537,85 +533,4 @@ fn insert_message(
         ins_box.execute(params![target, seq])?;
     }
     Ok(())
-}
-
-/// Indexes up to `limit` messages after `after` (fewer when [`INDEX_STEP_TIME`] runs out),
-/// in one transaction. `Ok(None)`: nothing to index.
-///
-/// The index is rebuildable from the stored messages (`indexed_upto` in `state`, written in
-/// the same transaction, says how far it got), so its commits are not fsync'd
-/// (`synchronous = NORMAL` for this transaction only): a crash can lose the last index
-/// commits, never a message, and the writer indexes those messages again after a restart.
-/// The next delivery commit (`FULL`) syncs the WAL, index frames included.
-fn index_chunk(
-    conn: &mut Connection,
-    after: i64,
-    limit: i64,
-    mode: SearchMode,
-) -> rusqlite::Result<Option<i64>> {
-    let started = Instant::now();
-    let any: bool = conn
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE seq > ?1)")?
-        .query_row([after], |r| r.get(0))?;
-    if !any {
-        return Ok(None);
-    }
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    let result = (|| {
-        let tx = conn.transaction()?;
-        let mut last = after;
-        let mut done = 0;
-        {
-            let mut next = tx.prepare_cached(
-                "SELECT m.seq, coalesce(m.subject, ''),
-                        m.mail_from || ' ' || m.rcpt_to || ' ' || coalesce(m.from_addr, '') || ' ' ||
-                        coalesce(m.to_addr, '') || ' ' || coalesce(m.cc_addr, '')
-                 FROM messages m WHERE m.seq > ?1 ORDER BY m.seq LIMIT ?2",
-            )?;
-            let mut body = tx.prepare_cached("SELECT raw FROM bodies WHERE seq = ?1")?;
-            let mut ins = tx.prepare_cached(
-                "INSERT INTO search_index (rowid, subject, addresses, body, headers) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            // A few rows at a time, so that a step cut short by the clock has not read rows
-            // it does not index.
-            'step: while done < limit {
-                let rows: Vec<(i64, String, String)> = next
-                    .query_map(params![last, (limit - done).min(32)], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })?
-                    .collect::<Result<_, _>>()?;
-                if rows.is_empty() {
-                    break;
-                }
-                for (seq, subject, addresses) in &rows {
-                    let (text, headers) = body
-                        .query_row([seq], |r| {
-                            let raw = r.get_ref(0)?.as_blob()?;
-                            Ok(if mode.indexes_body() {
-                                mime::index_text(raw)
-                            } else {
-                                (String::new(), mime::index_headers(raw))
-                            })
-                        })
-                        .optional()?
-                        .unwrap_or_default();
-                    ins.execute(params![seq, subject, addresses, text, headers])?;
-                    last = *seq;
-                    done += 1;
-                    if started.elapsed() >= INDEX_STEP_TIME {
-                        break 'step;
-                    }
-                }
-            }
-            tx.execute(
-                "INSERT INTO state (key, value) VALUES ('indexed_upto', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [last],
-            )?;
-        }
-        tx.commit()?;
-        Ok(Some(last))
-    })();
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    result
 }
