@@ -76,12 +76,6 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         Vec::new()
     };
     let store: Arc<dyn MailStore> = opened.clone();
-    let specs = listeners::specs(settings);
-    let mut bound = Vec::new();
-    for spec in &specs {
-        let l = listeners::bind(spec)?;
-        bound.push((spec, l.local_addr()?, l));
-    }
     // Opened once every listener is bound and privileges are dropped: no accept before.
     let go = CancellationToken::new();
     let tls = match &settings.tls_files {
@@ -105,6 +99,14 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     };
     let (http_state, api, mailpit) = http::start(settings, &sources, &go, &shutdown).await?;
     let pop3 = pop3::start(settings, &http_state, tls.as_ref(), &go, &shutdown).await?;
+    // SMTP last: the kernel completes connections on a listening socket before any accept,
+    // so a client (or a probe) that finds SMTP up finds HTTP and POP3 bound too.
+    let specs = listeners::specs(settings);
+    let mut bound = Vec::new();
+    for spec in &specs {
+        let l = listeners::bind(spec)?;
+        bound.push((spec, l.local_addr()?, l));
+    }
     let directory = policy::directory(settings)?;
     let mut policy = policy::policy_shared(settings, &opened, cluster.as_ref());
     if let Some(d) = &directory {
