@@ -6,10 +6,10 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::authentication::Mechanism;
+use lettre::transport::smtp::client::Tls;
 
+use crate::submit::{Submission, any_cert};
 use crate::support::{Client, TestServer};
 
 /// `intake user ...` against the store in `data`, `stdin` on its standard input.
@@ -56,27 +56,15 @@ async fn send_as(
     from: &str,
     to: &str,
 ) -> Result<(), String> {
-    let tls = TlsParameters::builder("submit.example.test".into())
-        .dangerous_accept_invalid_certs(true)
-        .build()
-        .unwrap();
-    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
-        .port(srv.addr.port())
-        .tls(Tls::Required(tls))
-        .credentials(Credentials::new(user.into(), password.into()))
-        .authentication(vec![Mechanism::Plain])
-        .build();
-    let email = Message::builder()
-        .from(from.parse().unwrap())
-        .to(to.parse().unwrap())
-        .subject("submitted")
-        .body("hello".to_string())
-        .unwrap();
-    transport
-        .send(email)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    Submission {
+        tls: Tls::Required(any_cert("submit.example.test")),
+        login: Some((user, password, Mechanism::Plain)),
+        from,
+        to,
+        subject: "submitted",
+    }
+    .send(srv.addr)
+    .await
 }
 
 #[tokio::test]

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use intake_server::config::{Settings, Sources};
 use intake_server::server;
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::authentication::Mechanism;
+use lettre::transport::smtp::client::Tls;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
+use crate::submit::{Submission, any_cert};
 use crate::support::{Client, free_port};
 
 fn examples() -> Vec<toml::Table> {
@@ -227,35 +227,21 @@ async fn the_application_listener_example_posts_each_message() {
         .unwrap();
     assert!(add.wait().unwrap().success());
 
-    let tls = || {
-        TlsParameters::builder("mail.example.test".into())
-            .dangerous_accept_invalid_certs(true)
-            .build()
-            .unwrap()
-    };
-    let send = |port: u16, tls: Tls, login: bool| async move {
-        let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
-            .port(port)
-            .tls(tls);
-        if login {
-            b = b
-                .credentials(Credentials::new(
-                    "customer@their-domain.example".into(),
-                    "their-password".into(),
-                ))
-                .authentication(vec![Mechanism::Plain]);
+    let tls = || any_cert("mail.example.test");
+    let send = |port: u16, tls: Tls, login: bool| {
+        let user = (
+            "customer@their-domain.example",
+            "their-password",
+            Mechanism::Plain,
+        );
+        Submission {
+            tls,
+            login: login.then_some(user),
+            from: "customer@their-domain.example",
+            to: "anyone@anywhere.example",
+            subject: "to the app",
         }
-        let m = Message::builder()
-            .from("customer@their-domain.example".parse().unwrap())
-            .to("anyone@anywhere.example".parse().unwrap())
-            .subject("to the app")
-            .body("hello".to_string())
-            .unwrap();
-        b.build()
-            .send(m)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        .send(([127, 0, 0, 1], port).into())
     };
     send(running.smtp_addr.port(), Tls::Required(tls()), true)
         .await

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
-use crate::support::{Client, TestServer, send_message};
+use crate::support::{Client, TestServer, send_message, store_message};
 
 const NO_EXEMPTIONS: &str = "limits_exempt = []\n";
 
@@ -158,14 +158,13 @@ async fn ten_thousand_recipients_and_a_command_flood_cost_nothing() {
     assert_eq!(codes.get("250 2.1.5"), Some(&100), "{codes:?}");
     assert_eq!(codes.get("452 4.5.3"), Some(&9_900), "{codes:?}");
     // Others are still served meanwhile.
-    let r = send_message(
+    store_message(
         srv.addr,
         "x@y.test",
         &["other@q.test"],
         "Subject: still served\r\n\r\n",
     )
     .await;
-    assert_eq!(r.code, 250);
 }
 
 #[tokio::test]

@@ -2,10 +2,10 @@
 //! (STARTTLS required, AUTH required, users may relay) and an implicit-TLS one; what each
 //! accepts with and without a login.
 
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::authentication::Mechanism;
+use lettre::transport::smtp::client::Tls;
 
+use crate::submit::{Submission, any_cert};
 use crate::support::{Client, TestServer};
 
 async fn three_listeners() -> (TestServer, tempfile::TempDir) {
@@ -44,36 +44,16 @@ fn addr(srv: &TestServer, name: &str) -> std::net::SocketAddr {
         .unwrap()
 }
 
-async fn submit(port_addr: std::net::SocketAddr, tls: Tls, login: bool) -> Result<(), String> {
-    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(port_addr.ip().to_string())
-        .port(port_addr.port())
-        .tls(tls);
-    if login {
-        b = b
-            .credentials(Credentials::new(
-                "alice@example.test".into(),
-                "s3cret".into(),
-            ))
-            .authentication(vec![Mechanism::Login]);
+async fn submit(addr: std::net::SocketAddr, tls: Tls, login: bool) -> Result<(), String> {
+    Submission {
+        tls,
+        login: login.then_some(("alice@example.test", "s3cret", Mechanism::Login)),
+        from: "alice@example.test",
+        to: "friend@elsewhere.test",
+        subject: "out",
     }
-    let email = Message::builder()
-        .from("alice@example.test".parse().unwrap())
-        .to("friend@elsewhere.test".parse().unwrap())
-        .subject("out")
-        .body("hi".to_string())
-        .unwrap();
-    b.build()
-        .send(email)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}
-
-fn tls_params() -> TlsParameters {
-    TlsParameters::builder("mail.example.test".into())
-        .dangerous_accept_invalid_certs(true)
-        .build()
-        .unwrap()
+    .send(addr)
+    .await
 }
 
 #[tokio::test]
@@ -83,23 +63,39 @@ async fn mx_submission_and_implicit_tls_in_one_process() {
     let submissions = addr(&srv, "submissions");
 
     // Submission: STARTTLS then AUTH, then any domain.
-    submit(submission, Tls::Required(tls_params()), true)
-        .await
-        .expect("submission with a login");
+    submit(
+        submission,
+        Tls::Required(any_cert("mail.example.test")),
+        true,
+    )
+    .await
+    .expect("submission with a login");
     // Implicit TLS (465 style).
-    submit(submissions, Tls::Wrapper(tls_params()), true)
-        .await
-        .expect("implicit TLS with a login");
+    submit(
+        submissions,
+        Tls::Wrapper(any_cert("mail.example.test")),
+        true,
+    )
+    .await
+    .expect("implicit TLS with a login");
     assert_eq!(srv.subjects("friend@elsewhere.test").await, ["out", "out"]);
 
     // Without a login neither takes mail at all.
-    let e = submit(submission, Tls::Required(tls_params()), false)
-        .await
-        .unwrap_err();
+    let e = submit(
+        submission,
+        Tls::Required(any_cert("mail.example.test")),
+        false,
+    )
+    .await
+    .unwrap_err();
     assert!(e.contains("530"), "{e}");
-    let e = submit(submissions, Tls::Wrapper(tls_params()), false)
-        .await
-        .unwrap_err();
+    let e = submit(
+        submissions,
+        Tls::Wrapper(any_cert("mail.example.test")),
+        false,
+    )
+    .await
+    .unwrap_err();
     assert!(e.contains("530"), "{e}");
 
     // The MX (default listener) is unchanged: our domains only, no AUTH offered.

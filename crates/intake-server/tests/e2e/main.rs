@@ -5,6 +5,7 @@
 //! kill or measure the process.
 
 mod http;
+mod submit;
 mod support;
 
 mod access;

@@ -1,6 +1,6 @@
 //! Messages survive a restart.
 
-use crate::support::{TestServer, send_each, send_message, settings};
+use crate::support::{TestServer, send_each, settings, store_message};
 
 #[tokio::test]
 async fn restart_and_read_back() {
@@ -28,13 +28,12 @@ async fn restart_and_read_back() {
     let want: Vec<_> = (0..20).rev().map(|i| format!("m{i}")).collect();
     assert_eq!(subjects, want);
     // And it keeps accepting.
-    let r = send_message(
+    store_message(
         again.smtp_addr,
         "a@b",
         &["keep@q.test"],
         "Subject: after\r\n\r\n",
     )
     .await;
-    assert_eq!(r.code, 250);
     again.stop().await.unwrap();
 }

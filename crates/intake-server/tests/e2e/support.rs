@@ -258,6 +258,13 @@ pub async fn send_message(addr: SocketAddr, from: &str, to: &[&str], content: &s
     r
 }
 
+/// As [`send_message`], for a message the test needs stored: the final reply must be 250.
+pub async fn store_message(addr: SocketAddr, from: &str, to: &[&str], content: &str) -> Reply {
+    let r = send_message(addr, from, to, content).await;
+    assert_eq!(r.code, 250, "{r:?}");
+    r
+}
+
 /// Sends `count` messages, one a connection, with the content `content(i)`
 /// for the i-th; each must be accepted.
 pub async fn send_each(

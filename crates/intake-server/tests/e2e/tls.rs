@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use crate::submit::{Submission, any_cert};
 use crate::support::TestServer;
 
 /// Writes a fresh self-signed certificate and key; returns their paths.
@@ -199,25 +200,18 @@ async fn starttls_then_mail_is_stored_with_tls_details() {
 
 #[tokio::test]
 async fn lettre_uses_starttls() {
-    use lettre::transport::smtp::client::{Tls, TlsParameters};
-    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
     let certs = tempfile::tempdir().unwrap();
     let srv = TestServer::start(&tls_config(certs.path(), "required")).await;
-    let params = TlsParameters::builder("mx.test".into())
-        .dangerous_accept_invalid_certs(true)
-        .build_rustls()
-        .unwrap();
-    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
-        .port(srv.addr.port())
-        .tls(Tls::Required(params))
-        .build();
-    let email = Message::builder()
-        .from("a@example.net".parse().unwrap())
-        .to("tls@q.test".parse().unwrap())
-        .subject("via lettre over TLS")
-        .body("hello".to_string())
-        .unwrap();
-    transport.send(email).await.expect("250 over STARTTLS");
+    Submission {
+        tls: lettre::transport::smtp::client::Tls::Required(any_cert("mx.test")),
+        login: None,
+        from: "a@example.net",
+        to: "tls@q.test",
+        subject: "via lettre over TLS",
+    }
+    .send(srv.addr)
+    .await
+    .expect("250 over STARTTLS");
     assert_eq!(srv.subjects("tls@q.test").await, ["via lettre over TLS"]);
 }
 
