@@ -139,7 +139,7 @@ impl Incoming {
         header_len: usize,
     ) -> Incoming {
         let content = &raw[header_len..];
-        let sha256 = hex(&Sha256::digest(content));
+        let sha256 = hex::encode(Sha256::digest(content));
         let meta = mime::parse_meta(content);
         Incoming {
             id,
@@ -166,16 +166,6 @@ impl Incoming {
         boxes.dedup();
         boxes
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 15) as usize] as char);
-    }
-    s
 }
 
 /// One line of a mailbox listing.

@@ -93,13 +93,7 @@ pub fn signature(secret: &str, t: i64, body: &[u8]) -> String {
     mac.update(t.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("t={t},v1={hex}")
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// The JSON body for a message.
@@ -200,12 +194,7 @@ mod tests {
         assert!(s.starts_with("t=0,v1="));
         let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap();
         mac.update(b"0.");
-        let want: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let want = hex::encode(mac.finalize().into_bytes());
         assert_eq!(s, format!("t=0,v1={want}"));
         assert_ne!(signature("Jefe", 1, b""), s, "the timestamp is signed");
     }

@@ -2,39 +2,24 @@
 //! written here (success, 500, no answer, the signature checked, HTTPS with a trusted and an
 //! untrusted certificate) and small shell scripts (exit 0, 75, 1, a hang).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use intake_core::{DeliveryTarget, Targets};
+use intake_core::DeliveryTarget;
 use intake_delivery::program::{ProgramConfig, ProgramTarget};
 use intake_delivery::webhook::{WebhookConfig, WebhookTarget};
-use intake_smtp::{Service, SessionConfig};
 use sha2::Sha256;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 async fn intake(target: Arc<dyn DeliveryTarget>) -> (SocketAddr, CancellationToken) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let svc = Service {
-        cfg: Arc::new(SessionConfig {
-            hostname: "app.test".into(),
-            ..SessionConfig::default()
-        }),
-        targets: Targets::new(vec![target]),
-        arrivals: None,
-        tls: None,
-        implicit_tls: false,
-        proxy: None,
-        live: None,
-    };
-    let token = CancellationToken::new();
-    tokio::spawn(intake_smtp::serve_with(l, svc, token.clone()));
-    (addr, token)
+    common::listener("app.test", target).await
 }
 
 /// Sends one message; returns the reply after the final dot.
@@ -277,18 +262,12 @@ async fn a_webhook_2xx_accepts_and_the_request_is_signed() {
     let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
     mac.update(format!("{t}.").as_bytes());
     mac.update(&req.body);
-    let want: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(v1, want);
+    assert_eq!(v1, hex::encode(mac.finalize().into_bytes()));
     // A tampered body does not verify.
     let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
     mac.update(format!("{t}.").as_bytes());
     mac.update(&req.body[1..]);
-    assert!(mac.verify_slice(&hex(v1)).is_err());
+    assert!(mac.verify_slice(&hex::decode(v1).unwrap()).is_err());
     // The body: envelope, parsed fields and the raw message.
     let v: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
     assert_eq!(v["envelope"]["mail_from"], "user@example.org");
@@ -307,13 +286,6 @@ async fn a_webhook_2xx_accepts_and_the_request_is_signed() {
         raw.ends_with("Subject: hand-off\r\n\r\nhello app\r\n"),
         "{raw}"
     );
-}
-
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
 }
 
 #[tokio::test]

@@ -4,15 +4,15 @@
 //!
 //! Needs `smtp-sink` (Debian: `apt-get install postfix`; the service is never started).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use intake_core::Targets;
 use intake_delivery::relay::{RelayConfig, RelayTarget, RelayTls};
-use intake_smtp::{Service, SessionConfig};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -76,23 +76,7 @@ fn sink(args: &[&str]) -> Sink {
 
 /// Intake with `relay` as its only target, on a free port.
 async fn intake(relay: RelayConfig) -> (SocketAddr, CancellationToken) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let svc = Service {
-        cfg: Arc::new(SessionConfig {
-            hostname: "gw.test".into(),
-            ..SessionConfig::default()
-        }),
-        targets: Targets::new(vec![Arc::new(RelayTarget::new(relay).unwrap())]),
-        arrivals: None,
-        tls: None,
-        implicit_tls: false,
-        proxy: None,
-        live: None,
-    };
-    let token = CancellationToken::new();
-    tokio::spawn(intake_smtp::serve_with(l, svc, token.clone()));
-    (addr, token)
+    common::listener("gw.test", Arc::new(RelayTarget::new(relay).unwrap())).await
 }
 
 fn relay_to(server: &str) -> RelayConfig {

@@ -27,6 +27,9 @@ pub mod ldap;
 mod read;
 pub mod settings;
 pub mod sql;
+// The shared test helpers name this crate as the integration tests do.
+#[cfg(test)]
+extern crate self as intake_directory;
 #[cfg(test)]
 #[path = "../tests/common/mod.rs"]
 mod test_common;

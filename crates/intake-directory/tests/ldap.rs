@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{ManualClock, free_port, silent_server, wait_port};
+use common::{ManualClock, free_port, login, silent_server, wait_port};
 use intake_directory::{
     Directory, DirectoryError, DirectoryKind, DirectorySettings, Guarded, LoginResult,
 };
@@ -235,18 +235,12 @@ async fn a_new_entry_at_once_and_a_changed_one_after_the_ttl() {
     s.cache_ttl = Duration::from_secs(60);
     s.negative_cache_ttl = Duration::from_secs(10);
     let d = open(&s, &clock);
-    assert_eq!(
-        d.verify_login("alice", "alice-pw").await.unwrap(),
-        LoginResult::Valid
-    );
+    assert_eq!(login(&d, "alice", "alice-pw").await, LoginResult::Valid);
     assert!(!d.recipient_exists("dave@example.test").await.unwrap());
 
     // A new entry whose login was never asked for: seen at once.
     slapd.ldap("ldapadd", &person("dave", "dave@example.test", "dave-pw"));
-    assert_eq!(
-        d.verify_login("dave", "dave-pw").await.unwrap(),
-        LoginResult::Valid
-    );
+    assert_eq!(login(&d, "dave", "dave-pw").await, LoginResult::Valid);
     // Its address was asked for before: the cached no stands until negative_cache_ttl.
     assert!(!d.recipient_exists("dave@example.test").await.unwrap());
     clock.advance(s.negative_cache_ttl);
@@ -260,19 +254,10 @@ async fn a_new_entry_at_once_and_a_changed_one_after_the_ttl() {
             slappasswd("alice-new")
         ),
     );
-    assert_eq!(
-        d.verify_login("alice", "alice-pw").await.unwrap(),
-        LoginResult::Valid
-    );
-    assert_eq!(
-        d.verify_login("alice", "alice-new").await.unwrap(),
-        LoginResult::Valid
-    );
+    assert_eq!(login(&d, "alice", "alice-pw").await, LoginResult::Valid);
+    assert_eq!(login(&d, "alice", "alice-new").await, LoginResult::Valid);
     clock.advance(s.cache_ttl);
-    assert_eq!(
-        d.verify_login("alice", "alice-pw").await.unwrap(),
-        LoginResult::Invalid
-    );
+    assert_eq!(login(&d, "alice", "alice-pw").await, LoginResult::Invalid);
 }
 
 #[tokio::test]
@@ -371,24 +356,15 @@ async fn ldaps_and_starttls_with_a_private_ca() {
     ldaps.url = format!("ldaps://127.0.0.1:{tls_port}");
     ldaps.tls_ca = Some(ca.clone());
     let d = open(&ldaps, &clock);
-    assert_eq!(
-        d.verify_login("alice", "alice-pw").await.unwrap(),
-        LoginResult::Valid
-    );
+    assert_eq!(login(&d, "alice", "alice-pw").await, LoginResult::Valid);
     assert!(d.recipient_exists("alice@example.test").await.unwrap());
 
     let mut starttls = slapd.settings();
     starttls.starttls = true;
     starttls.tls_ca = Some(ca);
     let d = open(&starttls, &clock);
-    assert_eq!(
-        d.verify_login("alice", "alice-pw").await.unwrap(),
-        LoginResult::Valid
-    );
-    assert_eq!(
-        d.verify_login("alice", "wrong").await.unwrap(),
-        LoginResult::Invalid
-    );
+    assert_eq!(login(&d, "alice", "alice-pw").await, LoginResult::Valid);
+    assert_eq!(login(&d, "alice", "wrong").await, LoginResult::Invalid);
 
     // The system's roots do not know the private CA: could not decide, never a yes.
     let mut untrusted = ldaps.clone();

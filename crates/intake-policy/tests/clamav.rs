@@ -37,7 +37,7 @@ impl Clamd {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir(d.join("db")).unwrap();
-        let hex: String = PATTERN.bytes().map(|b| format!("{b:02x}")).collect();
+        let hex = hex::encode(PATTERN);
         std::fs::write(
             d.join("db/intake-test.ndb"),
             format!("Intake.Test.Pattern:0:*:{hex}\n"),

@@ -223,11 +223,7 @@ mod tests {
         assert_eq!(m.meta.subject.as_deref(), Some("hello"));
         // SHA-256 of the content alone, not of our fields.
         use sha2::Digest;
-        let expected: String = sha2::Sha256::digest(body)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        assert_eq!(m.sha256, expected);
+        assert_eq!(m.sha256, hex::encode(sha2::Sha256::digest(body)));
         assert!(c.is_empty(), "the buffer moved into the message");
         c.reuse(h.message.raw.clone());
     }

@@ -32,6 +32,17 @@ impl Clock for ManualClock {
 }
 
 /// A port nothing listens on (bound, then released).
+/// What `d` says of `user` and `password`; the directory must be able to decide.
+pub async fn login(
+    d: &impl intake_directory::Directory,
+    user: &str,
+    password: &str,
+) -> intake_directory::LoginResult {
+    d.verify_login(user, password)
+        .await
+        .expect("the directory decides")
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

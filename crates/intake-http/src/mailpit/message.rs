@@ -20,11 +20,6 @@ use crate::api::load;
 use crate::error::ApiError;
 use crate::model::rfc3339;
 
-/// Hex of a digest.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn part_shape(p: &MimePart) -> Part {
     use md5::Digest as _;
     Part {
@@ -34,9 +29,9 @@ fn part_shape(p: &MimePart) -> Part {
         content_id: p.content_id.clone().unwrap_or_default(),
         size: p.bytes.len() as u64,
         checksums: Checksums {
-            md5: hex(&md5::Md5::digest(&p.bytes)),
-            sha1: hex(&sha1::Sha1::digest(&p.bytes)),
-            sha256: hex(&<sha2::Sha256 as sha2::Digest>::digest(&p.bytes)),
+            md5: hex::encode(md5::Md5::digest(&p.bytes)),
+            sha1: hex::encode(sha1::Sha1::digest(&p.bytes)),
+            sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&p.bytes)),
         },
     }
 }
