@@ -79,14 +79,13 @@ async fn one_message_its_parts_and_deletes() {
         Content-Type: multipart/alternative; boundary=A\r\n\r\n--A\r\nContent-Type: text/plain\r\n\r\nplain words\r\n\
         --A\r\nContent-Type: text/html\r\n\r\n<p>html <b>words</b></p>\r\n--A--\r\n\
         --B\r\nContent-Type: text/csv; name=data.csv\r\nContent-Disposition: attachment; filename=data.csv\r\n\r\na,b\r\n1,2\r\n--B--\r\n";
-    let r = send_message(
+    let id = store_message(
         srv.addr,
         "alice@example.org",
         &["bob@q.test", "carol@q.test"],
         content,
     )
     .await;
-    let id = r.text().split_whitespace().last().unwrap().to_string();
     let m = get(http, &format!("/api/v1/messages/{id}")).await;
     assert_eq!(m.status, 200);
     let m = m.json();
@@ -227,14 +226,13 @@ async fn one_message_its_parts_and_deletes() {
 #[tokio::test]
 async fn html_is_sandboxed_and_page_has_a_strict_csp() {
     let (srv, http) = server("").await;
-    let r = send_message(
+    let id = store_message(
         srv.addr,
         "a@b",
         &["x@q.test"],
         "Subject: evil\r\nContent-Type: text/html\r\n\r\n<script>alert(1)</script><img src=\"http://192.0.2.1/t.png\">\r\n",
     )
     .await;
-    let id = r.text().split_whitespace().last().unwrap().to_string();
     let h = get(http, &format!("/api/v1/messages/{id}/html")).await;
     let csp = h.header("content-security-policy").unwrap().to_string();
     // Sandboxed without scripts; the origin is kept so the inbox can size the frame.
@@ -256,14 +254,13 @@ async fn html_is_sandboxed_and_page_has_a_strict_csp() {
             .contains("http: https:")
     );
     // A plain-text message is shown escaped.
-    let r = send_message(
+    let id = store_message(
         srv.addr,
         "a@b",
         &["x@q.test"],
         "Subject: t\r\n\r\n<b>not html</b>\r\n",
     )
     .await;
-    let id = r.text().split_whitespace().last().unwrap().to_string();
     let t = get(http, &format!("/api/v1/messages/{id}/html"))
         .await
         .text();
@@ -429,8 +426,7 @@ async fn events_announce_new_and_deleted_mail() {
         "Subject: not yours\r\n\r\n",
     )
     .await;
-    let r = send_message(srv.addr, "a@b", &["ev@q.test"], "Subject: live one\r\n\r\n").await;
-    let id = r.text().split_whitespace().last().unwrap().to_string();
+    let id = store_message(srv.addr, "a@b", &["ev@q.test"], "Subject: live one\r\n\r\n").await;
     let (name, data) = all.next().await;
     assert_eq!(name, "new");
     assert!(data.contains("not yours"));

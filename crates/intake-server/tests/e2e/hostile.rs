@@ -187,14 +187,13 @@ async fn slowloris_is_cut_off_and_others_are_served() {
     let r = slow.reply().await;
     assert!(closed || r.head() == "421 4.4.2", "{r:?}");
     assert!(started.elapsed() < Duration::from_secs(4));
-    let ok = send_message(
+    store_message(
         srv.addr,
         "a@b.test",
         &["fast@q.test"],
         "Subject: fast\r\n\r\n",
     )
     .await;
-    assert_eq!(ok.code, 250);
 }
 
 #[tokio::test]
@@ -206,14 +205,13 @@ async fn a_client_that_never_reads_is_dropped() {
     let started = std::time::Instant::now();
     let _ = tokio::time::timeout(Duration::from_secs(10), c.stream.write_all(&flood)).await;
     // The server gives up on us within about the command timeout; others are served.
-    let ok = send_message(
+    store_message(
         srv.addr,
         "a@b.test",
         &["other@q.test"],
         "Subject: served\r\n\r\n",
     )
     .await;
-    assert_eq!(ok.code, 250);
     assert!(started.elapsed() < Duration::from_secs(12));
 }
 

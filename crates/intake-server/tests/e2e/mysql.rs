@@ -50,14 +50,13 @@ async fn mail_in_read_back_through_the_api_and_the_cli() {
         dir.path(),
         &with(&env, &[("INTAKE_HTTP__LISTEN", http_listen.as_str())]),
     );
-    let r = store_message(
+    let id = store_message(
         p.addr,
         "sender@example.net",
         &["Reader@Example.test", "other@example.test"],
         "Subject: maria check\r\nFrom: Sender <sender@example.net>\r\n\r\nhello from MariaDB\r\n",
     )
     .await;
-    let id = r.text().split_whitespace().last().unwrap().to_string();
 
     let http = http_listen.parse().unwrap();
     let v = get(http, "/api/v1/mailboxes/reader@example.test/messages").await;

@@ -38,14 +38,13 @@ async fn mail_in_read_back_through_the_api_and_the_cli() {
     let port = free_port();
     let p = start(&redis, dir.path(), port);
     let http = format!("127.0.0.1:{port}").parse().unwrap();
-    let r = store_message(
+    let id = store_message(
         p.addr,
         "s@example.net",
         &["Ann@Q.test", "bob@q.test"],
         "From: Sam <s@example.net>\r\nSubject: kept in redis\r\n\r\nhello redis\r\n",
     )
     .await;
-    let id = r.text().split_whitespace().last().unwrap().to_string();
 
     let listing = get(http, "/api/v1/mailboxes/ann@q.test/messages").await;
     assert_eq!(listing.status, 200);
@@ -191,14 +190,13 @@ async fn two_nodes_on_one_redis_see_each_others_mail_live() {
     // Both nodes subscribe to the feed as they start; give the subscriptions a moment.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let r = store_message(
+    let id = store_message(
         a.addr,
         "s@x.test",
         &["live@q.test"],
         "Subject: via A\r\n\r\nx\r\n",
     )
     .await;
-    let id = r.text().split_whitespace().last().unwrap().to_string();
     let (name, data) = on_b.next().await;
     assert_eq!(name, "new", "B hears of mail that came in through A");
     assert!(data.contains("via A"), "{data}");

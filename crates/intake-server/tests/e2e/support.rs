@@ -258,11 +258,15 @@ pub async fn send_message(addr: SocketAddr, from: &str, to: &[&str], content: &s
     r
 }
 
-/// As [`send_message`], for a message the test needs stored: the final reply must be 250.
-pub async fn store_message(addr: SocketAddr, from: &str, to: &[&str], content: &str) -> Reply {
+/// As [`send_message`], for a message the test needs stored: the reply must be
+/// `250 2.0.0 Message stored as <id>`; returns the id.
+pub async fn store_message(addr: SocketAddr, from: &str, to: &[&str], content: &str) -> String {
     let r = send_message(addr, from, to, content).await;
-    assert_eq!(r.code, 250, "{r:?}");
-    r
+    let text = r.text();
+    match text.strip_prefix("250 2.0.0 Message stored as ") {
+        Some(id) => id.trim().to_string(),
+        None => panic!("not stored: {r:?}"),
+    }
 }
 
 /// Sends `count` messages, one a connection, with the content `content(i)`

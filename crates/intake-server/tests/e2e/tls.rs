@@ -324,14 +324,13 @@ async fn stalled_handshakes_are_dropped() {
     assert!(c.is_closed().await);
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     // Others are served meanwhile.
-    let ok = crate::support::send_message(
+    crate::support::store_message(
         srv.addr,
         "a@b.test",
         &["fine@q.test"],
         "Subject: fine\r\n\r\n",
     )
     .await;
-    assert_eq!(ok.code, 250);
 }
 
 #[tokio::test]
