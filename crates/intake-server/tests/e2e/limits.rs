@@ -57,23 +57,17 @@ async fn a_store_failure_answers_451_never_250() {
     // Another process holds the write lock: the commit cannot happen.
     let other = rusqlite::Connection::open(&db).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let r = crate::support::send_message(
-        srv.addr,
-        "a@b",
-        &["fail@q.test"],
-        "Subject: locked\r\n\r\nx\r\n",
-    )
-    .await;
-    assert_eq!(r.head(), "451 4.3.0");
+    let send = |subject: &str| {
+        let content = format!("Subject: {subject}\r\n\r\nx\r\n");
+        async move { crate::support::send_message(srv.addr, "a@b", &["fail@q.test"], &content).await }
+    };
+    assert_eq!(send("locked").await.head(), "451 4.3.0");
     other.execute_batch("ROLLBACK").unwrap();
     drop(other);
-    let r = crate::support::send_message(
-        srv.addr,
-        "a@b",
-        &["fail@q.test"],
-        "Subject: later\r\n\r\nx\r\n",
-    )
-    .await;
-    assert_eq!(r.head(), "250 2.0.0", "the lock is gone at once");
+    assert_eq!(
+        send("later").await.head(),
+        "250 2.0.0",
+        "the lock is gone at once"
+    );
     assert_eq!(srv.subjects("fail@q.test").await, ["later"]);
 }

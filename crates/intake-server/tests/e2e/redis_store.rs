@@ -26,6 +26,32 @@ fn start(redis: &TestRedis, data: &std::path::Path, http: u16) -> Process {
     Process::start(data, &env)
 }
 
+/// A durable Redis of the test's own, a data folder and an HTTP port for intake.
+struct Setup {
+    redis: TestRedis,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        Setup {
+            redis: TestRedis::start(),
+            dir: tempfile::tempdir().unwrap(),
+            port: free_port(),
+        }
+    }
+
+    /// `intake serve` on this Redis, data folder and HTTP port.
+    fn start(&self) -> Process {
+        start(&self.redis, self.dir.path(), self.port)
+    }
+
+    fn http(&self) -> std::net::SocketAddr {
+        format!("127.0.0.1:{}", self.port).parse().unwrap()
+    }
+}
+
 /// The CLI with the same store settings: (success, stdout, stderr).
 fn cli(redis: &TestRedis, args: &[&str]) -> (bool, String, String) {
     crate::support::cli_with(None, &redis_env(redis), args)
@@ -33,11 +59,9 @@ fn cli(redis: &TestRedis, args: &[&str]) -> (bool, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_in_read_back_through_the_api_and_the_cli() {
-    let redis = TestRedis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let p = start(&redis, dir.path(), port);
-    let http = format!("127.0.0.1:{port}").parse().unwrap();
+    let s = Setup::new();
+    let p = s.start();
+    let http = s.http();
     let id = store_message(
         p.addr,
         "s@example.net",
@@ -60,15 +84,15 @@ async fn mail_in_read_back_through_the_api_and_the_cli() {
     let found = get(http, "/api/v1/search?query=subject%3Akept").await;
     assert_eq!(found.json()["total"], 1, "{}", found.text());
 
-    let (ok, out, err) = cli(&redis, &["mailbox", "list", "bob@q.test"]);
+    let (ok, out, err) = cli(&s.redis, &["mailbox", "list", "bob@q.test"]);
     assert!(ok, "{err}");
     assert!(out.contains(&id) && out.contains("kept in redis"), "{out}");
-    let (ok, out, err) = cli(&redis, &["message", "show", &id]);
+    let (ok, out, err) = cli(&s.redis, &["message", "show", &id]);
     assert!(ok, "{err}");
     assert!(out.contains("kept in redis"), "{out}");
     // The same mail through the server after a restart.
     p.terminate();
-    let p = start(&redis, dir.path(), port);
+    let p = s.start();
     let v = get(http, "/api/v1/mailboxes/ann@q.test/messages")
         .await
         .json();
@@ -159,18 +183,14 @@ async fn weak_durability_accepted_is_shown_in_readyz_and_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_250_survives_sigkill_of_intake() {
-    let redis = TestRedis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let p = start(&redis, dir.path(), port);
-    let acked = kill9_under_load(p, 16).await;
+    let s = Setup::new();
+    let acked = kill9_under_load(s.start(), 16).await;
     // Restarted on the same Redis: every acknowledged message is there.
-    let _p = start(&redis, dir.path(), port);
-    let (ok, out, err) = cli(&redis, &["mailbox", "list", "crash@q.test"]);
+    let _p = s.start();
+    let (ok, out, err) = cli(&s.redis, &["mailbox", "list", "crash@q.test"]);
     assert!(ok, "{err}");
     assert_none_lost(&acked, &out);
-    let http = format!("127.0.0.1:{port}").parse().unwrap();
-    let v = get(http, "/api/v1/mailboxes/crash@q.test/messages")
+    let v = get(s.http(), "/api/v1/mailboxes/crash@q.test/messages")
         .await
         .json();
     assert!(v["total"].as_u64().unwrap() >= acked.len() as u64, "{v}");

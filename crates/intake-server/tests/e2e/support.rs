@@ -22,27 +22,19 @@ pub struct TestServer {
 /// Settings from TOML text; `smtp.listen` defaults to port 0 and `store.path` to `data`.
 pub fn settings(toml_text: &str, data: &Path) -> Settings {
     let mut table: toml::Table = toml_text.parse().expect("test config is TOML");
-    let smtp = table
-        .entry("smtp")
-        .or_insert_with(|| toml::Value::Table(Default::default()))
-        .as_table_mut()
-        .unwrap();
-    smtp.entry("listen").or_insert_with(|| "127.0.0.1:0".into());
-    smtp.entry("hostname").or_insert_with(|| "mx.test".into());
-    let http = table
-        .entry("http")
-        .or_insert_with(|| toml::Value::Table(Default::default()))
-        .as_table_mut()
-        .unwrap();
-    http.entry("listen").or_insert_with(|| "127.0.0.1:0".into());
-    let store = table
-        .entry("store")
-        .or_insert_with(|| toml::Value::Table(Default::default()))
-        .as_table_mut()
-        .unwrap();
-    store
-        .entry("path")
-        .or_insert_with(|| data.to_string_lossy().into_owned().into());
+    let mut default = |section: &str, key: &str, value: toml::Value| {
+        table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .unwrap()
+            .entry(key)
+            .or_insert(value);
+    };
+    default("smtp", "listen", "127.0.0.1:0".into());
+    default("smtp", "hostname", "mx.test".into());
+    default("http", "listen", "127.0.0.1:0".into());
+    default("store", "path", data.to_string_lossy().into_owned().into());
     Settings::from_table(&table, &Sources::default()).expect("test config is valid")
 }
 
