@@ -196,7 +196,15 @@ pub(crate) async fn wait(
                     tokio::task::spawn_blocking(move || mime::plain_text(&raw).unwrap_or_default())
                         .await
                         .map_err(|e| ApiError::Internal(e.to_string()))?;
-                if query.matches(&m, &mailboxes, &body) {
+                // Tags given on delivery (X-Tags, plus-addresses) are stored before the event.
+                let tags = if query.needs_tags() {
+                    state.tags.tags_of(m.id).await?.unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                if query.core().matches(&m, &mailboxes, &body)
+                    && query.matches_rest(&m, &mailboxes, &body, &tags)
+                {
                     return Ok(Json(with_tags(&message, state.tags.as_ref()).await));
                 }
             }

@@ -187,3 +187,36 @@ async fn tag_requests_that_cannot_be_done_say_why() {
     let (_, m) = call(&app, "GET", &format!("/api/v1/messages/{id}")).await;
     assert_eq!(m["tags"], json!([]), "nothing was tagged");
 }
+
+#[tokio::test]
+async fn a_wait_for_a_tag_answers_with_mail_tagged_on_arrival() {
+    use std::sync::Arc;
+    let tags = intake_store::DeliveryTags {
+        header: true,
+        plus_addresses: false,
+    };
+    let backend = Arc::new(intake_store::memory::MemoryBackend::default());
+    let store = Arc::new(intake_store::Store::new(backend).with_delivery_tags(tags));
+    let app = router(super::state_over(&store));
+    let waiting = tokio::spawn({
+        let app = app.clone();
+        async move { call(&app, "GET", "/api/v1/wait?timeout=10&query=tag:urgent").await }
+    });
+    // The wait subscribes before anything else; deliver until it has seen the tagged one.
+    let plain = incoming_with(&["ann@x.test"], "Subject: plain\r\n\r\nx\r\n");
+    let tagged = incoming_with(
+        &["ann@x.test"],
+        "Subject: tagged\r\nX-Tags: Urgent\r\n\r\nx\r\n",
+    );
+    while !store.events().has_listeners() {
+        tokio::task::yield_now().await;
+    }
+    store.deliver(plain).await.unwrap();
+    store.deliver(tagged).await.unwrap();
+    let (status, v) = waiting.await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (&v["subject"], &v["tags"]),
+        (&json!("tagged"), &json!(["Urgent"]))
+    );
+}
