@@ -1,5 +1,6 @@
 // What the browser tests of Intake's web inbox share: an Intake of their own (INTAKE_BIN) on
-// free loopback ports, a "remote" image server that records its requests, Debian's headless
+// free loopback ports (its Mailpit listener too, so that mail with an X-Tags header arrives
+// tagged), a "remote" image server that records its requests, Debian's headless
 // Chromium (playwright-core) with one page, a tiny SMTP client, and bounded waits. A test
 // file calls setup() once. Everything is bounded: each wait has a timeout and a watchdog
 // ends the run after 90 s.
@@ -124,6 +125,7 @@ export function setup() {
 before(async () => {
   smtpPort = await freePort();
   httpPort = await freePort();
+  const mailpitPort = await freePort();
   base = `http://127.0.0.1:${httpPort}`;
   dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "intake-browser-"));
   assert.ok(fs.existsSync(bin), `no intake binary at ${bin} (set INTAKE_BIN)`);
@@ -134,6 +136,7 @@ before(async () => {
       ...env,
       INTAKE_SMTP__LISTEN: `127.0.0.1:${smtpPort}`,
       INTAKE_HTTP__LISTEN: `127.0.0.1:${httpPort}`,
+      INTAKE_MAILPIT__LISTEN: `127.0.0.1:${mailpitPort}`,
       INTAKE_STORE__PATH: dataDir,
       INTAKE_LOG__LEVEL: "warn",
     },

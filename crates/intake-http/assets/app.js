@@ -1,5 +1,5 @@
 // Intake web inbox: the list, live updates, search, the URL, keys (message.js: one message;
-// selection.js: changes to many). Plain JS (ES2020), no dependencies, no build step, no
+// selection.js: changes to many; tags.js: tags). Plain JS (ES2020), no dependencies, no build step, no
 // inline script or style (the page's CSP forbids both). Message content only ever reaches
 // the page through textContent and attributes set from JS; HTML mail is shown in an iframe
 // sandboxed without scripts, served by /api/v1/messages/{id}/html with its own strict CSP.
@@ -185,6 +185,7 @@ function row(m) {
   const info = el("span", "info", size(m.size) + (files ? " \u00b7 " + files : ""));
   if (whose) info.prepend("to " + whose + " \u00b7 ");
   li.append(pick, from, t, subject, info);
+  if (m.tags && m.tags.length) li.append(tagChips(m.tags)); // tags.js
   return li;
 }
 
@@ -551,6 +552,7 @@ function onKey(e) {
     case "s": $("search-input").focus(); $("search-input").select(); break;
     case "x": if (state.currentId) toggleSelected(state.currentId); break;
     case "u": if (state.openId) markUnread(); break;
+    case "t": if (state.openId) $("tag-input").focus(); break;
     case "Escape": if (state.openId) closeMessage(true); break;
     default: return;
   }

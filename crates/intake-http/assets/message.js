@@ -80,6 +80,7 @@ async function openMessage(id) {
   document.body.classList.add("viewing");
   $("message-view").hidden = false;
   $("view-subject").textContent = m.subject || "(no subject)";
+  showOpenTags(id, m.tags || []); // tags.js
 
   const meta = $("view-meta");
   meta.replaceChildren();

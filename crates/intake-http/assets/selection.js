@@ -1,5 +1,5 @@
 // Intake web inbox: picking messages and changing them together (mark read or unread,
-// delete), and marking the open message unread. Loaded after app.js, whose globals
+// delete; tag: tags.js), and marking the open message unread. Loaded after app.js, whose globals
 // (state, request, api, render, ...) it uses; the API routes are POST
 // /api/v1/messages/read and /api/v1/messages/delete, with the ids.
 "use strict";
@@ -25,7 +25,7 @@ function renderSelection() {
   all.checked = n > 0 && n === state.messages.length;
   all.indeterminate = n > 0 && n < state.messages.length;
   $("selected-count").textContent = n ? n + " selected" : "";
-  ["bulk-read", "bulk-unread", "bulk-delete"].forEach((b) => { $(b).disabled = n === 0; });
+  ["bulk-read", "bulk-unread", "bulk-delete", "bulk-tag", "bulk-untag"].forEach((b) => { $(b).disabled = n === 0; });
   $("bulk-delete").hidden = !state.access.delete;
 }
 

@@ -19,6 +19,7 @@ use crate::model::{
     AttachmentJson, ChecksJson, ClientJson, HeaderField, HeaderList, MessageDetail, MessageSummary,
     TlsJson, parse_query, rfc3339,
 };
+use crate::tags::{self, summaries};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -43,6 +44,9 @@ pub(crate) fn routes() -> Routes<AppState> {
         .api(Need::MailboxRead, routes!(mark_read, mark_unread))
         .api(Need::MailboxRead, routes!(batch::mark_many))
         .api(Need::MailboxDelete, routes!(batch::delete_many))
+        .api(Need::MailboxRead, routes!(tags::set_tags))
+        .api(Need::MailboxRead, routes!(tags::tag_many))
+        .api(Need::AllRead, routes!(tags::all_tags))
         .api(Need::MailboxRead, routes!(raw_message))
         .api(Need::MailboxRead, routes!(message_headers))
         .api(Need::MailboxRead, routes!(html_view::message_html))
@@ -183,7 +187,7 @@ async fn list_mailbox(
         unread: listing.unread,
         page: n,
         per_page,
-        messages: listing.messages.iter().map(MessageSummary::from).collect(),
+        messages: summaries(&state, &listing.messages).await?,
     }))
 }
 
@@ -244,7 +248,7 @@ async fn list_messages(
         unread: l.unread,
         page: n,
         per_page,
-        messages: l.messages.iter().map(MessageSummary::from).collect(),
+        messages: summaries(&state, &l.messages).await?,
     }))
 }
 
@@ -287,6 +291,7 @@ async fn get_message(
         size: m.size,
         seen: m.seen,
         attachments: m.meta.attachments.len() as u32,
+        tags: state.tags.tags_of(m.id).await?.unwrap_or_default(),
         helo: m.helo.clone(),
         client: ClientJson {
             ip: m.client.ip().to_string(),
@@ -504,7 +509,7 @@ async fn search(
         unread: l.unread,
         page: n,
         per_page,
-        messages: l.messages.iter().map(MessageSummary::from).collect(),
+        messages: summaries(&state, &l.messages).await?,
     }))
 }
 

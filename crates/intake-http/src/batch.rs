@@ -1,5 +1,5 @@
 //! Changes to many messages at once, chosen by id (the web inbox's selection): mark them
-//! read or unread, delete them. A message id carries 74 random bits, so naming one counts
+//! read or unread, delete them (tag them: `tags.rs`). A message id carries 74 random bits, so naming one counts
 //! as reading (or deleting from) its mailbox, as the routes for one message do; these need
 //! the same access as those.
 
@@ -39,7 +39,7 @@ pub struct BatchResult {
     pub changed: u64,
 }
 
-fn ids(state: &AppState, ids: &[String]) -> Result<Vec<MessageId>, ApiError> {
+pub(crate) fn ids(state: &AppState, ids: &[String]) -> Result<Vec<MessageId>, ApiError> {
     let max = state.config.max_per_page;
     if ids.len() as u64 > max {
         return Err(ApiError::BadRequest(format!(

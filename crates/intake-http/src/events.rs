@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Query as QueryParams, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
-use intake_core::{Event, Page, mailbox_key, mime};
+use intake_core::{Event, MailTags, Page, Summary, mailbox_key, mime};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
@@ -56,12 +56,14 @@ impl axum::extract::FromRequestParts<AppState> for StreamSlot {
     }
 }
 
-fn to_sse(e: &Event) -> SseEvent {
+/// The event as the page reads it. A new message's tags (from `X-Tags` or
+/// plus-addressing) are read here: the store's event does not carry them.
+async fn to_sse(e: &Event, tags: &dyn MailTags) -> SseEvent {
     match e {
         Event::New { mailboxes, message } => SseEvent::default().event("new").data(
             serde_json::to_string(&NewJson {
                 mailboxes,
-                message: MessageSummary::from(message),
+                message: with_tags(message, tags).await,
             })
             .expect("serializable"),
         ),
@@ -73,6 +75,18 @@ fn to_sse(e: &Event) -> SseEvent {
             .expect("serializable"),
         ),
     }
+}
+
+/// A summary with its tags (none where they cannot be read: the event still goes out).
+async fn with_tags(message: &Summary, tags: &dyn MailTags) -> MessageSummary {
+    let mut m = MessageSummary::from(message);
+    m.tags = tags
+        .tags_of(message.id)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    m
 }
 
 /// Server-Sent Events: `new` and `deleted`, for one mailbox or all. A `: keep-alive`
@@ -89,9 +103,10 @@ pub(crate) async fn events(
     let missed = state.events.watch_missed();
     let filter = p.mailbox.map(|m| mailbox_key(m.trim()));
     // The slot lives in the stream: it is given back when the client goes away.
-    let init = (rx, missed, filter, slot);
-    let stream =
-        futures_util::stream::unfold(init, |(mut rx, mut missed, filter, slot)| async move {
+    let init = (rx, missed, filter, slot, state.tags.clone());
+    let stream = futures_util::stream::unfold(
+        init,
+        |(mut rx, mut missed, filter, slot, tags)| async move {
             loop {
                 let next = tokio::select! {
                     r = rx.recv() => r,
@@ -99,25 +114,26 @@ pub(crate) async fn events(
                         // The feed between nodes was disconnected: events from other nodes
                         // may be missing. Same as a lag: the page reloads the list.
                         let ev = SseEvent::default().event("lagged").data("feed");
-                        return Some((Ok(ev), (rx, missed, filter, slot)));
+                        return Some((Ok(ev), (rx, missed, filter, slot, tags)));
                     }
                 };
                 match next {
                     Ok(e) => {
                         if filter.as_deref().is_none_or(|m| e.touches(m)) {
-                            let ev = to_sse(&e);
-                            return Some((Ok(ev), (rx, missed, filter, slot)));
+                            let ev = to_sse(&e, tags.as_ref()).await;
+                            return Some((Ok(ev), (rx, missed, filter, slot, tags)));
                         }
                     }
                     Err(RecvError::Lagged(n)) => {
                         // Tell the page it missed events; it reloads the list.
                         let ev = SseEvent::default().event("lagged").data(n.to_string());
-                        return Some((Ok(ev), (rx, missed, filter, slot)));
+                        return Some((Ok(ev), (rx, missed, filter, slot, tags)));
                     }
                     Err(RecvError::Closed) => return None,
                 }
             }
-        });
+        },
+    );
     Sse::new(stream).keep_alive(
         KeepAlive::new()
             .interval(Duration::from_secs(15))
@@ -180,8 +196,16 @@ pub(crate) async fn wait(
                     tokio::task::spawn_blocking(move || mime::plain_text(&raw).unwrap_or_default())
                         .await
                         .map_err(|e| ApiError::Internal(e.to_string()))?;
-                if query.matches(&m, &mailboxes, &body) {
-                    return Ok(Json(MessageSummary::from(&message)));
+                // Tags given on delivery (X-Tags, plus-addresses) are stored before the event.
+                let tags = if query.needs_tags() {
+                    state.tags.tags_of(m.id).await?.unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                if query.core().matches(&m, &mailboxes, &body)
+                    && query.matches_rest(&m, &mailboxes, &body, &tags)
+                {
+                    return Ok(Json(with_tags(&message, state.tags.as_ref()).await));
                 }
             }
             Ok(Event::Deleted { .. }) => {}
@@ -191,7 +215,7 @@ pub(crate) async fn wait(
                 q.after = Some(q.after.map_or(started - 1, |a| a.max(started - 1)));
                 let found = state.store.search(&q, Page::FIRST).await?;
                 if let Some(s) = found.messages.last() {
-                    return Ok(Json(MessageSummary::from(s)));
+                    return Ok(Json(with_tags(s, state.tags.as_ref()).await));
                 }
             }
             Err(RecvError::Closed) => return Err(ApiError::Internal("event bus closed".into())),

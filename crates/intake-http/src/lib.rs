@@ -21,6 +21,7 @@ mod ops;
 mod ratelimit;
 pub mod settings;
 mod slots;
+mod tags;
 #[cfg(test)]
 mod tests;
 mod ui;

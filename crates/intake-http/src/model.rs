@@ -30,6 +30,8 @@ pub struct MessageSummary {
     pub seen: bool,
     /// Number of attachments.
     pub attachments: u32,
+    /// Tags, sorted (set through the API, `X-Tags` or plus-addressing).
+    pub tags: Vec<String>,
 }
 
 pub(crate) fn rfc3339(ms: i64) -> String {
@@ -51,6 +53,7 @@ impl From<&Summary> for MessageSummary {
             size: s.size,
             seen: s.seen,
             attachments: s.attachments,
+            tags: Vec::new(),
         }
     }
 }
@@ -189,6 +192,8 @@ pub struct MessageDetail {
     pub seen: bool,
     /// Number of attachments.
     pub attachments: u32,
+    /// Tags, sorted.
+    pub tags: Vec<String>,
     /// EHLO/HELO name.
     pub helo: String,
     /// SMTP client.

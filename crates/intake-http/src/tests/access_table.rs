@@ -217,6 +217,21 @@ fn api_table(id: &str) -> Vec<Row> {
             MailboxDelete,
         ),
         (
+            "PUT",
+            "/api/v1/messages/{id}/tags",
+            format!("/api/v1/messages/{id}/tags"),
+            r#"{"tags": ["x"]}"#,
+            Mailbox,
+        ),
+        (
+            "POST",
+            "/api/v1/messages/tags",
+            "/api/v1/messages/tags".into(),
+            r#"{"ids": ["019300000000700080000000000000aa"], "add": ["x"]}"#,
+            Mailbox,
+        ),
+        ("GET", "/api/v1/tags", "/api/v1/tags".into(), "", All),
+        (
             "DELETE",
             "/api/v1/messages/{id}",
             format!("/api/v1/messages/{NO_ID}"),

@@ -7,6 +7,7 @@ mod access_table;
 mod budget;
 mod errors;
 mod inbox;
+mod tags;
 
 use std::net::SocketAddr;
 

@@ -184,6 +184,19 @@ fn table(id: &str) -> Vec<(&'static str, &'static str, String, Class)> {
             "/api/v1/messages/delete".into(),
             Class::MailboxDelete,
         ),
+        (
+            "PUT",
+            "/api/v1/messages/{id}/tags",
+            format!("/api/v1/messages/{id}/tags"),
+            Class::Mailbox,
+        ),
+        (
+            "POST",
+            "/api/v1/messages/tags",
+            "/api/v1/messages/tags".into(),
+            Class::Mailbox,
+        ),
+        ("GET", "/api/v1/tags", "/api/v1/tags".into(), Class::All),
         // A message that does not exist: the delete is allowed or refused, never done.
         (
             "DELETE",
