@@ -41,6 +41,7 @@ pub mod mysql {
 mod open;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod queue;
 pub mod read;
 #[cfg(feature = "redis")]
 pub mod redis;

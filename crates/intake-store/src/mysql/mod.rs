@@ -46,6 +46,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::common::{Mode, PoolOptions};
+use crate::queue::WriterQueue;
 pub use options::MysqlOptions;
 
 /// Settings of the MariaDB/MySQL store.
@@ -105,7 +106,7 @@ pub struct MysqlBackend {
     mode: Mode,
     limits: Arc<ServerLimits>,
     search: SearchMode,
-    tx: Mutex<Option<mpsc::Sender<writer::Delivery>>>,
+    tx: WriterQueue<writer::Delivery>,
     writer: Mutex<Option<JoinHandle<()>>>,
     arrivals: Arrivals,
 }
@@ -206,7 +207,7 @@ impl MysqlBackend {
             mode,
             limits,
             search: cfg.search,
-            tx: Mutex::new(tx),
+            tx: WriterQueue::new(tx),
             writer: Mutex::new(handle),
             arrivals,
         })
@@ -238,12 +239,7 @@ const EVICT_CHUNK: usize = 500;
 #[async_trait]
 impl MailBackend for MysqlBackend {
     async fn deliver(&self, msg: Incoming, mailboxes: Vec<String>) -> Result<(), StoreError> {
-        let tx = self
-            .tx
-            .lock()
-            .expect("sender")
-            .clone()
-            .ok_or(StoreError::Closed)?;
+        let tx = self.tx.sender()?;
         // A message whose header fields alone do not fit in one statement could never be
         // stored (and would fail its whole batch): refuse it here, alone. (Bodies of any size
         // fit: they are stored in parts.)
@@ -389,8 +385,7 @@ impl MailBackend for MysqlBackend {
     }
 
     async fn close(&self) {
-        let tx = self.tx.lock().expect("sender").take();
-        drop(tx);
+        self.tx.close();
         let writer = self.writer.lock().expect("writer").take();
         if let Some(w) = writer {
             let _ = w.await;

@@ -47,6 +47,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{Mode, PoolOptions, redact};
+use crate::queue::WriterQueue;
 pub use feed::PgFeed;
 
 /// Eviction deletes in chunks of this many messages (short transactions).
@@ -121,7 +122,7 @@ fn is_loopback(host: &str) -> bool {
 pub struct PostgresBackend {
     cfg: PostgresConfig,
     pool: PgPool,
-    tx: Mutex<Option<mpsc::Sender<writer::Queued>>>,
+    tx: WriterQueue<writer::Queued>,
     writer: Mutex<Option<JoinHandle<()>>>,
     arrivals: Arrivals,
     read_only: bool,
@@ -193,7 +194,7 @@ impl PostgresBackend {
         Ok(PostgresBackend {
             cfg,
             pool,
-            tx: Mutex::new(tx),
+            tx: WriterQueue::new(tx),
             writer: Mutex::new(writer),
             arrivals,
             read_only,
@@ -244,12 +245,7 @@ async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 #[async_trait]
 impl MailBackend for PostgresBackend {
     async fn deliver(&self, msg: Incoming, mailboxes: Vec<String>) -> Result<(), StoreError> {
-        let tx = self
-            .tx
-            .lock()
-            .expect("sender")
-            .clone()
-            .ok_or(StoreError::Closed)?;
+        let tx = self.tx.sender()?;
         // The search text is made here, on the session's task, so the writer only writes.
         let search = self.cfg.search;
         let row = if msg.raw.len() > 256 * 1024 && search.indexes_body() {
@@ -400,8 +396,7 @@ impl MailBackend for PostgresBackend {
     }
 
     async fn close(&self) {
-        let tx = self.tx.lock().expect("sender").take();
-        drop(tx);
+        self.tx.close();
         let writer = self.writer.lock().expect("writer").take();
         if let Some(w) = writer {
             let _ = w.await;

@@ -11,12 +11,7 @@ impl MailBackend for RedisBackend {
 
     async fn deliver(&self, msg: Incoming, mailboxes: Vec<String>) -> Result<(), StoreError> {
         self.inner.writable()?;
-        let tx = self
-            .tx
-            .lock()
-            .expect("writer")
-            .clone()
-            .ok_or(StoreError::Closed)?;
+        let tx = self.tx.sender()?;
         let (done, wait) = oneshot::channel();
         // Its turn, then its batch: each bounded by the timeout.
         let bound = self.inner.opts.timeout * 2;
@@ -299,7 +294,7 @@ impl MailBackend for RedisBackend {
 
     async fn close(&self) {
         self.inner.closed.store(true, Ordering::Relaxed);
-        drop(self.tx.lock().expect("writer").take());
+        self.tx.close();
         let task = self.writer.lock().expect("writer").take();
         if let Some(t) = task {
             let _ = t.await;

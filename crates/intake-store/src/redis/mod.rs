@@ -76,6 +76,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::common::{Mode, redact};
+use crate::queue::WriterQueue;
 pub use options::RedisOptions;
 use scripts::Scripts;
 
@@ -143,7 +144,7 @@ struct Doc {
 pub struct RedisBackend {
     inner: Arc<Inner>,
     /// Deliveries for the writer; `None` once closed, or when opened without one.
-    tx: Mutex<Option<mpsc::Sender<writer::Queued>>>,
+    tx: WriterQueue<writer::Queued>,
     writer: Mutex<Option<JoinHandle<()>>>,
     arrivals: Arrivals,
     mode: Mode,
@@ -340,7 +341,7 @@ impl RedisBackend {
         let arrivals = Arrivals::default();
         let mut store = RedisBackend {
             inner: inner.clone(),
-            tx: Mutex::new(None),
+            tx: WriterQueue::new(None),
             writer: Mutex::new(None),
             arrivals: arrivals.clone(),
             mode,
@@ -363,7 +364,7 @@ impl RedisBackend {
                 store.mark_layout().await?;
                 let (tx, rx) = mpsc::channel(inner.max_batch * 4);
                 let task = tokio::spawn(writer::run(inner.clone(), rx, arrivals));
-                store.tx = Mutex::new(Some(tx));
+                store.tx = WriterQueue::new(Some(tx));
                 store.writer = Mutex::new(Some(task));
             }
         }

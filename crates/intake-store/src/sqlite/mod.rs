@@ -46,6 +46,7 @@ use intake_core::{
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::queue::WriterQueue;
 pub use options::SqliteOptions;
 use writer::Job;
 
@@ -91,7 +92,7 @@ impl SqliteConfig {
 /// The embedded store. Cheap to share behind an `Arc`.
 pub struct SqliteBackend {
     cfg: SqliteConfig,
-    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    tx: WriterQueue<Job>,
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     /// Sessions receiving content (the writer lingers for them); `None` without a writer.
@@ -152,7 +153,7 @@ impl SqliteBackend {
             .map_err(unavailable)?;
         Ok(SqliteBackend {
             cfg,
-            tx: Mutex::new(Some(tx)),
+            tx: WriterQueue::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             readers: Arc::new(Mutex::new(Vec::new())),
             arrivals: Some(arrivals),
@@ -172,7 +173,7 @@ impl SqliteBackend {
         policy::tune(&conn).map_err(unavailable)?;
         Ok(SqliteBackend {
             cfg,
-            tx: Mutex::new(None),
+            tx: WriterQueue::new(None),
             writer: Mutex::new(None),
             readers: Arc::new(Mutex::new(Vec::new())),
             arrivals: None,
@@ -188,7 +189,7 @@ impl SqliteBackend {
         open(&cfg, true).map_err(unavailable)?;
         Ok(SqliteBackend {
             cfg,
-            tx: Mutex::new(None),
+            tx: WriterQueue::new(None),
             writer: Mutex::new(None),
             readers: Arc::new(Mutex::new(Vec::new())),
             arrivals: None,
@@ -207,12 +208,7 @@ impl SqliteBackend {
         &self,
         job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
     ) -> Result<T, StoreError> {
-        let tx = self
-            .tx
-            .lock()
-            .expect("sender")
-            .clone()
-            .ok_or(StoreError::Closed)?;
+        let tx = self.tx.sender()?;
         let (done, wait) = oneshot::channel();
         tx.send(job(done)).await.map_err(|_| StoreError::Closed)?;
         wait.await.map_err(|_| StoreError::Closed)?
@@ -374,8 +370,7 @@ impl MailBackend for SqliteBackend {
     }
 
     async fn close(&self) {
-        let tx = self.tx.lock().expect("sender").take();
-        drop(tx);
+        self.tx.close();
         let writer = self.writer.lock().expect("writer").take();
         if let Some(w) = writer {
             let _ = tokio::task::spawn_blocking(move || w.join()).await;
