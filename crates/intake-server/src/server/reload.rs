@@ -52,6 +52,8 @@ impl Reloader {
         for (live, cfg) in updates {
             live.set(cfg);
         }
+        // The checks were built with or without chaos; the API and AUTH follow.
+        self.policy.chaos.set_enabled(new.policy.chaos);
         // The same counters under the new caps and rates: nothing starts again.
         let limits = self
             .shared
