@@ -11,7 +11,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use base64::Engine;
 use intake_core::{
-    BodyType, Envelope, Handoff, Incoming, MailParams, MessageId, RcptOutcome, SessionInfo, Targets,
+    BodyType, Envelope, Handoff, Incoming, MailParams, MessageId, RcptOutcome, SessionInfo,
+    Targets, mime,
 };
 use serde::Deserialize;
 
@@ -192,8 +193,28 @@ pub(super) async fn send(
     if rcpts.is_empty() {
         return Err(ApiError::BadRequest("no recipients (To, Cc or Bcc)".into()));
     }
+    let services = &state.mailpit_services;
+    // As SMTP refuses a recipient outside smtp.domains: never a relay for other domains.
+    if let Some(accepts) = &services.domains {
+        let denied: Vec<&String> = rcpts
+            .iter()
+            .filter(|r| !r.rsplit_once('@').is_some_and(|(_, d)| accepts(d)))
+            .collect();
+        if !denied.is_empty() {
+            return Err(ApiError::BadRequest(format!(
+                "Relay access denied: {}",
+                denied
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
     let id = MessageId::new();
-    let content = build(&req, id)?;
+    let built = build(&req, id)?;
+    // As from SMTP mail: no `Authentication-Results:` claiming to be ours.
+    let content = mime::without_auth_results(built.as_bytes(), &services.hostname);
     let now = jiff::Timestamp::now();
     let received = format!(
         "Received: from the Mailpit API (POST /api/v1/send) by intake; {}\r\n",
@@ -213,7 +234,7 @@ pub(super) async fn send(
             tls: None,
         },
         &received,
-        content.as_bytes(),
+        &content,
     );
     let params = MailParams {
         body: BodyType::SevenBit,
@@ -221,8 +242,7 @@ pub(super) async fn send(
             || msg.envelope.rcpt_to.iter().any(|r| !r.is_ascii()),
     };
     let rcpts = msg.envelope.rcpt_to.clone();
-    let targets = (state.mailpit_services.targets.clone())
-        .unwrap_or_else(|| Targets::store(state.store.clone()));
+    let targets = (services.targets.clone()).unwrap_or_else(|| Targets::store(state.store.clone()));
     let report = targets
         .deliver(&Handoff {
             message: msg,

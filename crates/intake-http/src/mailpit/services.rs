@@ -17,6 +17,12 @@ pub struct MailpitServices {
     /// Where `POST /api/v1/send` delivers: the default listener's targets (`None`: the
     /// store alone).
     pub targets: Option<Targets>,
+    /// Which recipient domains `send` takes, as the default listener (`smtp.domains`;
+    /// `None`: every domain).
+    pub domains: Option<Arc<dyn Fn(&str) -> bool + Send + Sync>>,
+    /// Our host name: `Authentication-Results:` fields claiming it are removed from what
+    /// `send` delivers, as from SMTP mail.
+    pub hostname: String,
     /// Where `POST /api/v1/message/{ID}/release` sends (`mailpit.release` with `[relay]`).
     pub release: Option<Release>,
     /// SpamAssassin's spamd (`[spamd]`), for `GET /api/v1/message/{ID}/sa-check`.
@@ -28,6 +34,8 @@ impl Default for MailpitServices {
         MailpitServices {
             chaos: Arc::new(Chaos::new(false)),
             targets: None,
+            domains: None,
+            hostname: String::new(),
             release: None,
             spamassassin: None,
         }

@@ -60,9 +60,12 @@ pub(super) fn services(
             .boxed()
         }) as intake_http::SpamAssassin
     });
+    let domains = settings.smtp.domains.clone();
     Ok(MailpitServices {
         chaos,
         targets: Some(send_to),
+        domains: Some(Arc::new(move |d: &str| domains.accepts(d))),
+        hostname: settings.smtp.hostname.clone(),
         release,
         spamassassin,
     })

@@ -304,7 +304,8 @@ async fn release_is_refused_unless_enabled() {
 async fn send_goes_through_the_delivery_targets_like_smtp_mail() {
     let down = downstream().await;
     let srv = TestServer::start(&format!(
-        "[smtp]\ndomains = [\"example.test\"]\n[delivery]\ntargets = [\"store\", \"relay\"]\n\
+        "[smtp]\ndomains = [\"example.test\", \"other.test\"]\n\
+         [delivery]\ntargets = [\"store\", \"relay\"]\n\
          [relay]\nserver = \"{}\"\n[mailpit]\nlisten = \"127.0.0.1:0\"\n",
         down.addr
     ))
@@ -315,7 +316,8 @@ async fn send_goes_through_the_delivery_targets_like_smtp_mail() {
         "POST",
         "/api/v1/send",
         r#"{"From": {"Email": "app@example.net"}, "To": [{"Email": "dev@example.test"}],
-            "Subject": "injected", "Text": "hello", "Tags": ["api"]}"#,
+            "Subject": "injected", "Text": "hello", "Tags": ["api"],
+            "Headers": {"Authentication-Results": "mx.test; dkim=pass", "X-Kept": "yes"}}"#,
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -324,22 +326,37 @@ async fn send_goes_through_the_delivery_targets_like_smtp_mail() {
     let here = get(api, &format!("/api/v1/message/{id}")).await.json();
     assert_eq!(here["Subject"], "injected");
     assert_eq!(here["Tags"], serde_json::json!(["api"]));
+    // As from SMTP mail, results claiming to be ours are dropped; other fields stay.
+    let headers = get(api, &format!("/api/v1/message/{id}/headers"))
+        .await
+        .json();
+    assert_eq!(
+        headers["Authentication-Results"],
+        serde_json::Value::Null,
+        "{headers}"
+    );
+    assert_eq!(headers["X-Kept"], serde_json::json!(["yes"]));
     let raw = newest_raw(&down, "dev@example.test")
         .await
         .expect("relayed downstream");
     assert!(raw.contains("Subject: injected"), "{raw}");
 
     // A recipient the downstream refuses: not delivered, and Mailpit's 400 says why.
-    let r = call(
-        api,
-        "POST",
-        "/api/v1/send",
-        r#"{"From": {"Email": "app@example.net"}, "To": [{"Email": "x@elsewhere.test"}],
-            "Subject": "refused", "Text": "no"}"#,
-    )
-    .await;
+    let to = |rcpt: &str| {
+        format!(
+            r#"{{"From": {{"Email": "app@example.net"}}, "To": [{{"Email": "{rcpt}"}}],
+                "Subject": "refused", "Text": "no"}}"#
+        )
+    };
+    let r = call(api, "POST", "/api/v1/send", &to("x@other.test")).await;
     assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.text().contains("x@elsewhere.test: 550"), "{}", r.text());
+    assert!(r.text().contains("x@other.test: 550"), "{}", r.text());
+    // A domain SMTP would not take is not taken here either: no relay through the API.
+    let r = call(api, "POST", "/api/v1/send", &to("x@elsewhere.test")).await;
+    assert_eq!(
+        (r.status, r.text().trim()),
+        (400, "Relay access denied: x@elsewhere.test")
+    );
 }
 
 /// spamd on a free loopback port, stopped (by its PID) when dropped.
@@ -466,4 +483,40 @@ async fn sa_check_without_spamd_answers_as_mailpit_without_spamassassin() {
         (r.status, r.text().trim()),
         (400, "no SpamAssassin service defined")
     );
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_triggers_and_follows_mailpit_chaos() {
+    let cfg = |on: bool| {
+        format!(
+            "[smtp]\ndomains = [\"example.test\"]\n[mailpit]\nlisten = \"127.0.0.1:0\"\nchaos = {on}\n"
+        )
+    };
+    let srv = TestServer::start(&cfg(true)).await;
+    let api = mailpit(&srv);
+    let reload = |on: bool| {
+        let s = crate::support::settings(&cfg(on), &srv.data());
+        srv.running.reloader.apply(&s).expect("reload applied");
+    };
+    let r = call(
+        api,
+        "PUT",
+        "/api/v1/chaos",
+        r#"{"Sender": {"ErrorCode": 451, "Probability": 100}}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    reload(true);
+    assert!(envelope(srv.addr).await[1].starts_with("451 Chaos sender error"));
+    // Switched off: no trigger fires, the API refuses.
+    reload(false);
+    assert!(envelope(srv.addr).await[1].starts_with("250"));
+    assert_eq!(get(api, "/api/v1/chaos").await.status, 400);
+    // On again: the triggers set before are still there.
+    reload(true);
+    assert_eq!(
+        get(api, "/api/v1/chaos").await.json()["Sender"],
+        serde_json::json!({"ErrorCode": 451, "Probability": 100})
+    );
+    assert!(envelope(srv.addr).await[1].starts_with("451 Chaos sender error"));
 }
