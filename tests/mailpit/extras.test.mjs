@@ -10,6 +10,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { MailpitClient } from "mailpit-api";
+import { freePort, waitPort } from "./support.mjs";
 
 const bin = process.env.INTAKE_BIN;
 const children = [];
@@ -19,28 +20,6 @@ let smtpPort, mailpit, downstream;
 // spamd takes a while to load its rules; everything else is quick.
 const watchdog = setTimeout(() => { for (const c of children) c.kill("SIGKILL"); process.exit(1); }, 170_000);
 watchdog.unref();
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on("error", reject);
-    s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => resolve(p)); });
-  });
-}
-
-async function waitPort(port, child) {
-  const end = Date.now() + 15_000;
-  while (Date.now() < end) {
-    if (child.exitCode !== null) throw new Error(`process exited (${child.exitCode})`);
-    const ok = await new Promise((res) => {
-      const c = net.connect(port, "127.0.0.1", () => { c.end(); res(true); });
-      c.on("error", () => res(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`nothing on ${port}`);
-}
 
 // An Intake of its own: its SMTP port and a Mailpit client for it.
 async function intake(extraEnv) {

@@ -20,6 +20,23 @@ async fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> Respons
     .await
 }
 
+/// One message caught by `srv`, over SMTP.
+async fn catch_one(srv: &TestServer) {
+    let r = send_message(
+        srv.addr,
+        "a@example.net",
+        &["b@example.test"],
+        "Subject: x\r\n\r\nx\r\n",
+    )
+    .await;
+    assert_eq!(r.head(), "250 2.0.0", "{}", r.text());
+}
+
+/// `PUT /api/v1/chaos` with `body`.
+async fn set_chaos(api: SocketAddr, body: &str) -> Response {
+    call(api, "PUT", "/api/v1/chaos", body).await
+}
+
 fn mailpit(srv: &TestServer) -> SocketAddr {
     srv.running.mailpit_addr.expect("the Mailpit listener")
 }
@@ -59,13 +76,7 @@ async fn chaos_triggers_answer_their_codes_over_smtp_until_reset() {
     );
 
     // The sender trigger at 100 %: MAIL FROM gets its code, nothing else changes.
-    let r = call(
-        api,
-        "PUT",
-        "/api/v1/chaos",
-        r#"{"Sender": {"ErrorCode": 452, "Probability": 100}}"#,
-    )
-    .await;
+    let r = set_chaos(api, r#"{"Sender": {"ErrorCode": 452, "Probability": 100}}"#).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         r.json()["Sender"],
@@ -78,10 +89,8 @@ async fn chaos_triggers_answer_their_codes_over_smtp_until_reset() {
     );
 
     // A new PUT resets what it leaves out: now only RCPT fails, with a 5xx.
-    let r = call(
+    let r = set_chaos(
         api,
-        "PUT",
-        "/api/v1/chaos",
         r#"{"Recipient": {"ErrorCode": 550, "Probability": 100}}"#,
     )
     .await;
@@ -94,10 +103,8 @@ async fn chaos_triggers_answer_their_codes_over_smtp_until_reset() {
     );
 
     // AUTH: the trigger answers before the credentials are looked at.
-    call(
+    set_chaos(
         api,
-        "PUT",
-        "/api/v1/chaos",
         r#"{"Authentication": {"ErrorCode": 454, "Probability": 100}}"#,
     )
     .await;
@@ -107,24 +114,12 @@ async fn chaos_triggers_answer_their_codes_over_smtp_until_reset() {
     assert_eq!(r.text(), "454 Chaos authentication error");
 
     // Out of range: refused, nothing changed.
-    let r = call(
-        api,
-        "PUT",
-        "/api/v1/chaos",
-        r#"{"Sender": {"ErrorCode": 250, "Probability": 100}}"#,
-    )
-    .await;
+    let r = set_chaos(api, r#"{"Sender": {"ErrorCode": 250, "Probability": 100}}"#).await;
     assert_eq!(
         (r.status, r.text().trim()),
         (400, "error code must be between 400 and 599")
     );
-    let r = call(
-        api,
-        "PUT",
-        "/api/v1/chaos",
-        r#"{"Recipient": {"Probability": 101}}"#,
-    )
-    .await;
+    let r = set_chaos(api, r#"{"Recipient": {"Probability": 101}}"#).await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(
         get(api, "/api/v1/chaos").await.json()["Authentication"]["Probability"],
@@ -132,7 +127,7 @@ async fn chaos_triggers_answer_their_codes_over_smtp_until_reset() {
     );
 
     // Reset: mail is accepted again.
-    let r = call(api, "PUT", "/api/v1/chaos", "{}").await;
+    let r = set_chaos(api, "{}").await;
     assert_eq!(r.status, 200);
     let reply = send_message(
         srv.addr,
@@ -149,10 +144,7 @@ async fn chaos_triggers_answer_their_codes_over_smtp_until_reset() {
 async fn chaos_is_refused_unless_the_settings_enable_it() {
     let srv = TestServer::start("[mailpit]\nlisten = \"127.0.0.1:0\"\n").await;
     let api = mailpit(&srv);
-    for r in [
-        get(api, "/api/v1/chaos").await,
-        call(api, "PUT", "/api/v1/chaos", "{}").await,
-    ] {
+    for r in [get(api, "/api/v1/chaos").await, set_chaos(api, "{}").await] {
         assert_eq!((r.status, r.text().trim()), (400, "Chaos is not enabled"));
     }
     assert_eq!(
@@ -178,15 +170,27 @@ async fn newest_raw(srv: &TestServer, mailbox: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&m.raw).into_owned())
 }
 
+/// A server relaying to `down` (`[relay]`) with the Mailpit listener: `domains` its
+/// smtp.domains, `delivery` its delivery.targets, `mailpit` more `[mailpit]` settings.
+async fn gateway(down: &TestServer, domains: &str, targets: &str, mailpit: &str) -> TestServer {
+    TestServer::start(&format!(
+        "[smtp]\ndomains = {domains}\n[delivery]\ntargets = {targets}\n\
+         [relay]\nserver = \"{}\"\n[mailpit]\nlisten = \"127.0.0.1:0\"\n{mailpit}",
+        down.addr
+    ))
+    .await
+}
+
+/// Releases the newest message with `body`.
+async fn release(api: SocketAddr, body: &str) -> Response {
+    call(api, "POST", "/api/v1/message/latest/release", body).await
+}
+
 #[tokio::test]
 async fn a_caught_message_is_released_to_the_relay_only() {
     let down = downstream().await;
-    let srv = TestServer::start(&format!(
-        "[smtp]\ndomains = [\"example.test\"]\n[relay]\nserver = \"{}\"\n\
-         [mailpit]\nlisten = \"127.0.0.1:0\"\nrelease = true\n",
-        down.addr
-    ))
-    .await;
+    let store = r#"["store"]"#;
+    let srv = gateway(&down, r#"["example.test"]"#, store, "release = true\n").await;
     let api = mailpit(&srv);
     // Caught here (delivery.targets is the store): nothing went downstream.
     let r = send_message(
@@ -200,13 +204,7 @@ async fn a_caught_message_is_released_to_the_relay_only() {
     assert_eq!(r.head(), "250 2.0.0", "{}", r.text());
     assert_eq!(newest_raw(&down, "carol@example.test").await, None);
 
-    let r = call(
-        api,
-        "POST",
-        "/api/v1/message/latest/release",
-        r#"{"To": ["Carol <carol@example.test>"]}"#,
-    )
-    .await;
+    let r = release(api, r#"{"To": ["Carol <carol@example.test>"]}"#).await;
     assert_eq!((r.status, r.text().as_str()), (200, "ok"));
     let raw = newest_raw(&down, "carol@example.test")
         .await
@@ -229,13 +227,7 @@ async fn a_caught_message_is_released_to_the_relay_only() {
     );
 
     // The downstream's refusal comes back as Mailpit's error.
-    let r = call(
-        api,
-        "POST",
-        "/api/v1/message/latest/release",
-        r#"{"To": ["someone@elsewhere.test"]}"#,
-    )
-    .await;
+    let r = release(api, r#"{"To": ["someone@elsewhere.test"]}"#).await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(
         r.text()
@@ -250,7 +242,7 @@ async fn a_caught_message_is_released_to_the_relay_only() {
             "Invalid email address: not an address",
         ),
     ] {
-        let r = call(api, "POST", "/api/v1/message/latest/release", body).await;
+        let r = release(api, body).await;
         assert_eq!((r.status, r.text().trim()), (400, want));
     }
     let r = call(
@@ -275,26 +267,9 @@ async fn a_caught_message_is_released_to_the_relay_only() {
 async fn release_is_refused_unless_enabled() {
     let down = downstream().await;
     // A relay is configured, but release is not switched on.
-    let srv = TestServer::start(&format!(
-        "[smtp]\ndomains = [\"example.test\"]\n[relay]\nserver = \"{}\"\n\
-         [mailpit]\nlisten = \"127.0.0.1:0\"\n",
-        down.addr
-    ))
-    .await;
-    send_message(
-        srv.addr,
-        "a@example.net",
-        &["b@example.test"],
-        "Subject: x\r\n\r\nx\r\n",
-    )
-    .await;
-    let r = call(
-        mailpit(&srv),
-        "POST",
-        "/api/v1/message/latest/release",
-        r#"{"To": ["carol@example.test"]}"#,
-    )
-    .await;
+    let srv = gateway(&down, r#"["example.test"]"#, r#"["store"]"#, "").await;
+    catch_one(&srv).await;
+    let r = release(mailpit(&srv), r#"{"To": ["carol@example.test"]}"#).await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("not enabled"), "{}", r.text());
     assert_eq!(newest_raw(&down, "carol@example.test").await, None);
@@ -303,13 +278,8 @@ async fn release_is_refused_unless_enabled() {
 #[tokio::test]
 async fn send_goes_through_the_delivery_targets_like_smtp_mail() {
     let down = downstream().await;
-    let srv = TestServer::start(&format!(
-        "[smtp]\ndomains = [\"example.test\", \"other.test\"]\n\
-         [delivery]\ntargets = [\"store\", \"relay\"]\n\
-         [relay]\nserver = \"{}\"\n[mailpit]\nlisten = \"127.0.0.1:0\"\n",
-        down.addr
-    ))
-    .await;
+    let domains = r#"["example.test", "other.test"]"#;
+    let srv = gateway(&down, domains, r#"["store", "relay"]"#, "").await;
     let api = mailpit(&srv);
     let r = call(
         api,
@@ -359,62 +329,13 @@ async fn send_goes_through_the_delivery_targets_like_smtp_mail() {
     );
 }
 
-/// spamd on a free loopback port, stopped (by its PID) when dropped.
-struct Spamd {
-    child: std::process::Child,
-    addr: SocketAddr,
-}
-
-impl Spamd {
-    fn start(dir: &std::path::Path) -> Spamd {
-        let bin = ["/usr/sbin/spamd", "/usr/bin/spamd"]
-            .into_iter()
-            .map(std::path::Path::new)
-            .find(|p| p.exists())
-            .expect("spamd is not installed (apt-get install spamd spamassassin)");
-        let port = crate::support::free_port();
-        let child = std::process::Command::new(bin)
-            .arg(format!("--listen=127.0.0.1:{port}"))
-            .args([
-                "--allowed-ips=127.0.0.1",
-                "--max-children=1",
-                "--min-children=1",
-                "--nouser-config",
-                "-u",
-                "nobody",
-            ])
-            .arg(format!("--syslog={}", dir.join("spamd.log").display()))
-            .arg(format!("--pidfile={}", dir.join("spamd.pid").display()))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start spamd");
-        Spamd {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        }
-    }
-}
-
-impl Drop for Spamd {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = std::process::Command::new("kill")
-                .arg(self.child.id().to_string())
-                .status();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// SpamAssassin's test pattern: a score of 1000.
 const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
 
 #[tokio::test]
 async fn sa_check_reports_spamds_rules() {
     let dir = tempfile::tempdir().unwrap();
-    let spamd = Spamd::start(dir.path());
+    let spamd = crate::support::Spamd::start(dir.path());
     let srv = TestServer::start(&format!(
         "[smtp]\ndomains = [\"example.test\"]\n[mailpit]\nlisten = \"127.0.0.1:0\"\n\
          [spamd]\nenabled = true\naddress = \"{}\"\ntimeout = \"60s\"\non_error = \"pass\"\n",
@@ -471,13 +392,7 @@ async fn sa_check_without_spamd_answers_as_mailpit_without_spamassassin() {
         "[smtp]\ndomains = [\"example.test\"]\n[mailpit]\nlisten = \"127.0.0.1:0\"\n",
     )
     .await;
-    send_message(
-        srv.addr,
-        "a@example.net",
-        &["b@example.test"],
-        "Subject: x\r\n\r\nx\r\n",
-    )
-    .await;
+    catch_one(&srv).await;
     let r = get(mailpit(&srv), "/api/v1/message/latest/sa-check").await;
     assert_eq!(
         (r.status, r.text().trim()),
@@ -498,13 +413,7 @@ async fn a_reload_keeps_the_triggers_and_follows_mailpit_chaos() {
         let s = crate::support::settings(&cfg(on), &srv.data());
         srv.running.reloader.apply(&s).expect("reload applied");
     };
-    let r = call(
-        api,
-        "PUT",
-        "/api/v1/chaos",
-        r#"{"Sender": {"ErrorCode": 451, "Probability": 100}}"#,
-    )
-    .await;
+    let r = set_chaos(api, r#"{"Sender": {"ErrorCode": 451, "Probability": 100}}"#).await;
     assert_eq!(r.status, 200, "{}", r.text());
     reload(true);
     assert!(envelope(srv.addr).await[1].starts_with("451 Chaos sender error"));
