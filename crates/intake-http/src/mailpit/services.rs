@@ -19,7 +19,7 @@ pub struct MailpitServices {
     pub targets: Option<Targets>,
     /// Which recipient domains `send` takes, as the default listener (`smtp.domains`;
     /// `None`: every domain).
-    pub domains: Option<Arc<dyn Fn(&str) -> bool + Send + Sync>>,
+    pub domains: Option<Domains>,
     /// Our host name: `Authentication-Results:` fields claiming it are removed from what
     /// `send` delivers, as from SMTP mail.
     pub hostname: String,
@@ -41,6 +41,9 @@ impl Default for MailpitServices {
         }
     }
 }
+
+/// Whether mail for a recipient domain is taken (`smtp.domains`).
+pub type Domains = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// The one downstream caught messages are released to: the `[relay]` target.
 #[derive(Clone)]
