@@ -17,13 +17,11 @@ pub(super) fn services(
     settings: &Settings,
     targets: &TargetSet,
     chaos: Arc<intake_core::Chaos>,
-    arrivals: Option<intake_core::Arrivals>,
 ) -> anyhow::Result<MailpitServices> {
     // Mail injected with `send` goes where the default listener's mail goes.
     let send_to = targets
         .pick(&settings.delivery.targets)
-        .context("the targets of POST /api/v1/send (delivery.targets)")?
-        .with_arrivals(arrivals);
+        .context("the targets of POST /api/v1/send (delivery.targets)")?;
     let release = match (
         &settings.http.mailpit_release,
         &settings.delivery.sections.relay,

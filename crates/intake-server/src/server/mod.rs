@@ -97,7 +97,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     // The targets, before HTTP: the Mailpit API delivers and releases through them too.
     let targets = Arc::new(targets::target_set(settings, &store)?);
     let sources = http::Sources {
-        mailpit: mailpit::services(settings, &targets, chaos.clone(), arrivals.clone())?,
+        mailpit: mailpit::services(settings, &targets, chaos.clone())?,
         store: opened.clone(),
         events: events.clone(),
         secret,
