@@ -9,34 +9,13 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { MailpitClient } from "mailpit-api";
+import { freePort, waitPort } from "./support.mjs";
 
 const bin = process.env.INTAKE_BIN;
 let intake, exited, smtpPort, mailpitPort, dataDir, mailpit;
 
 const watchdog = setTimeout(() => { if (intake) intake.kill("SIGKILL"); process.exit(1); }, 60_000);
 watchdog.unref();
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on("error", reject);
-    s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => resolve(p)); });
-  });
-}
-
-async function waitPort(port) {
-  const end = Date.now() + 15_000;
-  while (Date.now() < end) {
-    if (exited) throw new Error(`intake exited (${exited})`);
-    const ok = await new Promise((res) => {
-      const c = net.connect(port, "127.0.0.1", () => { c.end(); res(true); });
-      c.on("error", () => res(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`nothing on ${port}`);
-}
 
 // One message over SMTP, every reply checked.
 function send(to, subject, body, extra = [], rcpts = [to]) {
@@ -75,8 +54,8 @@ before(async () => {
     stdio: ["ignore", "ignore", "inherit"],
   });
   intake.on("exit", (c, s) => { exited = s || `code ${c}`; });
-  await waitPort(smtpPort);
-  await waitPort(mailpitPort);
+  await waitPort(smtpPort, intake);
+  await waitPort(mailpitPort, intake);
   mailpit = new MailpitClient(`http://127.0.0.1:${mailpitPort}`);
 });
 

@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../intake-bin.sh"
 cd "$here"
 [ -d node_modules/mailpit-api ] || npm ci --no-audit --no-fund
-node --test client.test.mjs
+node --test client.test.mjs extras.test.mjs
 venv=${MAILPIT_VENV:-$here/.venv}
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"

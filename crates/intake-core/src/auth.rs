@@ -46,6 +46,9 @@ pub enum AuthResult {
     RateLimited,
     /// The users could not be read: try again later.
     Unavailable,
+    /// Mailpit's chaos `authentication` trigger fired: answer this code
+    /// ([`crate::chaos`]), whatever the credentials.
+    Chaos(u16),
 }
 
 /// Checks logins.

@@ -60,6 +60,9 @@ pub enum Reason {
     Policy(String),
     /// A virus scanner found this signature in the content (`554 5.7.1` naming it).
     Virus(String),
+    /// Mailpit's chaos trigger fired: this exact code, `Chaos sender error` or
+    /// `Chaos recipient error` ([`crate::chaos`]).
+    Chaos(u16),
 }
 
 impl fmt::Display for Reason {
@@ -70,6 +73,7 @@ impl fmt::Display for Reason {
             Reason::CheckFailed => f.write_str("check failed"),
             Reason::Spf(t) | Reason::Policy(t) => f.write_str(t),
             Reason::Virus(name) => write!(f, "virus found: {name}"),
+            Reason::Chaos(code) => write!(f, "chaos trigger ({code})"),
         }
     }
 }

@@ -15,6 +15,7 @@
 pub mod alias;
 pub mod auth;
 pub mod breaker;
+pub mod chaos;
 pub mod check;
 pub mod delivery;
 pub mod events;
@@ -28,6 +29,7 @@ pub mod shared;
 pub mod store;
 
 pub use auth::{AuthResult, Authenticator, Credentials, StoreAuthenticator};
+pub use chaos::{Chaos, ChaosError, Hook, Trigger, Triggers};
 pub use check::{
     Check, CheckCtx, CheckError, Clock, Findings, IdSource, OnError, Pipeline, RandomIds, Reason,
     Stage, SystemClock, Undecided, Verdict,

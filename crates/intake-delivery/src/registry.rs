@@ -192,6 +192,12 @@ impl TargetSet {
         Ok(Targets::new(self.list(names)?).with_routes(self.built_routes.clone()))
     }
 
+    /// The one target `name`, if configured (the Mailpit API releases through the relay).
+    pub fn target(&self, name: &str) -> Option<Arc<dyn DeliveryTarget>> {
+        let n = TargetName::parse(name)?;
+        self.list(&[n]).ok()?.pop()
+    }
+
     fn list(&self, names: &[TargetName]) -> Result<Vec<Arc<dyn DeliveryTarget>>, TargetError> {
         names
             .iter()

@@ -16,6 +16,7 @@ mod events;
 mod html_view;
 mod listen;
 mod mailpit;
+pub use mailpit::services::{MailpitServices, Release, SpamAssassin, SpamReport, SpamRule};
 mod model;
 mod ops;
 mod ratelimit;
@@ -123,6 +124,8 @@ pub struct AppState {
     draining: CancellationToken,
     /// The Mailpit listener's run-time counters (uptime, deletions).
     mailpit: Arc<mailpit::Runtime>,
+    /// The Mailpit API's chaos triggers, delivery targets, release relay and spamd.
+    mailpit_services: Arc<MailpitServices>,
 }
 
 /// Renders the process's metrics in Prometheus' text format.
@@ -166,7 +169,14 @@ impl AppState {
             metrics: None,
             draining: CancellationToken::new(),
             mailpit: Arc::default(),
+            mailpit_services: Arc::default(),
         }
+    }
+
+    /// The Mailpit API's chaos triggers, delivery targets, release relay and spamd.
+    pub fn with_mailpit(mut self, services: MailpitServices) -> Self {
+        self.mailpit_services = Arc::new(services);
+        self
     }
 
     /// Serves `/metrics` with this renderer.

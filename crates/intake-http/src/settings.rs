@@ -20,6 +20,10 @@ pub struct HttpSettings {
     pub tls: bool,
     /// The Mailpit-compatible API's own listener, if any.
     pub mailpit_listen: Option<SocketAddr>,
+    /// Mailpit's chaos triggers may be set (`mailpit.chaos`).
+    pub mailpit_chaos: bool,
+    /// Caught messages may be released to the `[relay]` downstream (`mailpit.release`).
+    pub mailpit_release: bool,
 }
 
 /// Reads `[http]`, `[mailpit]` and `admin.tokens` (an admin token is an HTTP token with the
@@ -87,6 +91,8 @@ pub fn read_http(r: &mut Reader<'_>, have_certificate: bool) -> HttpSettings {
             }
         }
     };
+    let mailpit_chaos: bool = r.get("mailpit.chaos", false);
+    let mailpit_release: bool = r.get("mailpit.release", false);
     if tls && !have_certificate {
         r.error(
             "http.tls",
@@ -113,6 +119,8 @@ pub fn read_http(r: &mut Reader<'_>, have_certificate: bool) -> HttpSettings {
         },
         tls,
         mailpit_listen,
+        mailpit_chaos,
+        mailpit_release,
     }
 }
 

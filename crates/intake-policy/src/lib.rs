@@ -2,6 +2,7 @@
 //!
 //! | check | stage | module |
 //! |---|---|---|
+//! | `chaos_sender`, `chaos_recipient` | MAIL, RCPT | [`chaos`]: Mailpit's chaos triggers (`mailpit.chaos`) |
 //! | `dnsbl` | connect | [`dnsbl`]: DNS block- and allowlists, postscreen-style weights |
 //! | `helo` | HELO | [`helo`]: refuse non-FQDN or bare-IP names |
 //! | `recipients` | RCPT | [`recipients`]: valid recipients (config, file, store), `550 5.1.1` |
@@ -24,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod chaos;
 pub mod clamav;
 pub mod dns;
 pub mod dnsbl;
@@ -38,6 +40,7 @@ pub mod rspamd;
 pub mod settings;
 pub mod shared;
 pub mod spamd;
+pub mod spamd_report;
 pub mod spf;
 #[cfg(any(test, feature = "test-dns"))]
 pub mod testdns;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use intake_core::{Check, OnError, Stage};
+use intake_core::{Check, Hook, OnError, Stage};
 
 pub use crate::error::PolicyError;
 use crate::shared::PolicyShared;
@@ -23,6 +23,19 @@ use crate::{
 
 /// Every check, in the order checks of one stage run.
 pub const CHECKS: &[CheckEntry] = &[
+    // Mailpit's chaos triggers come first in their stage: a fired trigger answers at once.
+    CheckEntry {
+        name: "chaos_sender",
+        stage: Stage::MailFrom,
+        enabled: |c| c.chaos,
+        build: |_, s| Ok(chaos_check(s, Hook::Sender)),
+    },
+    CheckEntry {
+        name: "chaos_recipient",
+        stage: Stage::RcptTo,
+        enabled: |c| c.chaos,
+        build: |_, s| Ok(chaos_check(s, Hook::Recipient)),
+    },
     CheckEntry {
         name: "dnsbl",
         stage: Stage::Connect,
@@ -152,6 +165,12 @@ pub const CHECKS: &[CheckEntry] = &[
     },
 ];
 
+/// A chaos trigger's check: it decides at once, never fails.
+fn chaos_check(s: &PolicyShared, hook: Hook) -> BuiltCheck {
+    let check = crate::chaos::ChaosCheck::new(s.chaos.clone(), hook);
+    BuiltCheck::new(check, Duration::from_secs(1), OnError::FailOpen)
+}
+
 /// The profile of the default listener.
 pub const DEFAULT_PROFILE: &str = "default";
 
@@ -178,6 +197,8 @@ pub struct PolicyConfig {
     pub clamav: ClamavConfig,
     /// Named profiles: the checks each runs. `default` is the enabled checks unless given.
     pub profiles: BTreeMap<String, Vec<String>>,
+    /// Mailpit's chaos triggers (`mailpit.chaos`): in every profile when on.
+    pub chaos: bool,
 }
 
 impl PolicyConfig {
@@ -191,12 +212,19 @@ impl PolicyConfig {
     }
 
     /// The checks of profile `name`, or `None` when there is no such profile.
+    /// With `chaos` on, every profile has the chaos triggers (Mailpit's apply to all mail).
     pub fn profile(&self, name: &str) -> Option<Vec<String>> {
-        match self.profiles.get(name) {
-            Some(checks) => Some(checks.clone()),
-            None if name == DEFAULT_PROFILE => Some(self.enabled_checks()),
-            None => None,
+        let mut checks = match self.profiles.get(name) {
+            Some(checks) => checks.clone(),
+            None if name == DEFAULT_PROFILE => self.enabled_checks(),
+            None => return None,
+        };
+        for c in ["chaos_sender", "chaos_recipient"] {
+            if self.chaos && !checks.iter().any(|x| x == c) {
+                checks.push(c.to_string());
+            }
         }
+        Some(checks)
     }
 }
 

@@ -58,6 +58,8 @@ pub fn read(r: &mut Reader<'_>) -> PolicyConfig {
         spamd: read_spamd(r),
         clamav: read_clamav(r),
         profiles: read_profiles(r),
+        // `mailpit.chaos`, read with the Mailpit settings and set by the server.
+        chaos: false,
     }
 }
 

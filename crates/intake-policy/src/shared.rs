@@ -28,6 +28,8 @@ pub struct PolicyShared {
     /// The `[directory]` (LDAP or SQL), when one is configured: built once, its cache and
     /// circuit breaker kept across reloads.
     pub directory: Option<Arc<dyn intake_directory::Directory>>,
+    /// Mailpit's chaos triggers (the Mailpit API sets them): off unless `mailpit.chaos`.
+    pub chaos: Arc<intake_core::Chaos>,
 }
 
 impl std::fmt::Debug for PolicyShared {
@@ -51,7 +53,14 @@ impl PolicyShared {
             caches: Mutex::new(None),
             spf_results: Arc::new(crate::spf::SpfResults::new(10_000)),
             directory: None,
+            chaos: Arc::new(intake_core::Chaos::new(false)),
         }
+    }
+
+    /// The same, with the process's one chaos object (shared with the Mailpit API).
+    pub fn with_chaos(mut self, chaos: Arc<intake_core::Chaos>) -> Self {
+        self.chaos = chaos;
+        self
     }
 
     /// The same, with recipients (and logins) also looked up in `directory`.

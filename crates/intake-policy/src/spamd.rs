@@ -109,6 +109,35 @@ pub fn parse_answer(answer: &[u8]) -> Result<SpamdAnswer, String> {
     })
 }
 
+/// Sends `content` to spamd at `address` with `verb` (`SYMBOLS`, `REPORT`) and reads its
+/// answer, at most [`MAX_ANSWER`] bytes (more is an error, and is not read).
+pub async fn exchange(address: SocketAddr, verb: &str, content: &[u8]) -> Result<Vec<u8>, String> {
+    let mut stream = TcpStream::connect(address)
+        .await
+        .map_err(|e| e.to_string())?;
+    let head = format!(
+        "{verb} SPAMC/1.5\r\nContent-length: {}\r\nUser: intake\r\n\r\n",
+        content.len()
+    );
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    stream.write_all(content).await.map_err(|e| e.to_string())?;
+    stream.shutdown().await.map_err(|e| e.to_string())?;
+    // Read at most MAX_ANSWER (+1 to tell a larger answer), never the whole of it.
+    let mut answer = Vec::new();
+    (&mut stream)
+        .take(MAX_ANSWER as u64 + 1)
+        .read_to_end(&mut answer)
+        .await
+        .map_err(|e| e.to_string())?;
+    if answer.len() > MAX_ANSWER {
+        return Err(format!("the answer is larger than {MAX_ANSWER} bytes"));
+    }
+    Ok(answer)
+}
+
 #[async_trait]
 impl Check for Spamd {
     fn name(&self) -> &'static str {
@@ -124,34 +153,9 @@ impl Check for Spamd {
             return Ok(Verdict::Pass);
         }
         let fail = |e: String| CheckError::Backend(format!("spamd {}: {e}", self.cfg.address));
-        let mut stream = TcpStream::connect(self.cfg.address)
+        let answer = exchange(self.cfg.address, "SYMBOLS", &cx.content)
             .await
-            .map_err(|e| fail(e.to_string()))?;
-        let head = format!(
-            "SYMBOLS SPAMC/1.5\r\nContent-length: {}\r\nUser: intake\r\n\r\n",
-            cx.content.len()
-        );
-        stream
-            .write_all(head.as_bytes())
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        stream
-            .write_all(&cx.content)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        stream.shutdown().await.map_err(|e| fail(e.to_string()))?;
-        // Read at most MAX_ANSWER (+1 to tell a larger answer), never the whole of it.
-        let mut answer = Vec::new();
-        (&mut stream)
-            .take(MAX_ANSWER as u64 + 1)
-            .read_to_end(&mut answer)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        if answer.len() > MAX_ANSWER {
-            return Err(fail(format!(
-                "the answer is larger than {MAX_ANSWER} bytes"
-            )));
-        }
+            .map_err(fail)?;
         let a = parse_answer(&answer).map_err(fail)?;
         let findings = Findings {
             symbols: a.symbols.iter().map(|s| format!("SA:{s}")).collect(),

@@ -254,3 +254,8 @@ pub const VIRUS_FOUND: Reply = Reply::new(554, S(5, 7, 1), "Message refused: vir
 pub const CONNECTION_REJECTED: Reply = Reply::new(554, S(5, 7, 1), "Connection refused by policy");
 /// Null recipient or otherwise unacceptable destination.
 pub const BAD_DESTINATION: Reply = Reply::new(550, S(5, 1, 1), "Bad destination mailbox address");
+/// Mailpit's chaos trigger fired at `what` (`sender`, `recipient`, `authentication`): the
+/// code it was set to and Mailpit's own text, without an enhanced status (as Mailpit).
+pub fn chaos(code: u16, what: &str) -> Reply {
+    Reply::plain(code, format!("Chaos {what} error"))
+}

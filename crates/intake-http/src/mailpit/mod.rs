@@ -8,7 +8,10 @@
 //! `…/part/{PartID}` ([`message`]: a `PartID` is Mailpit's MIME path, `1.2`),
 //! `POST /api/v1/send` ([`send`]), `GET/PUT /api/v1/tags`, `PUT/DELETE /api/v1/tags/{Tag}`
 //! ([`tags`]), `GET /api/v1/info`, `GET /api/v1/webui`, `/view/{ID}.html` and `.txt`.
-//! Not served yet: chaos, thumbnails, release, and the HTML, link and SpamAssassin checks.
+//! `GET/PUT /api/v1/chaos` ([`chaos`]), `POST /api/v1/message/{ID}/release` ([`release`]),
+//! `GET /api/v1/message/{ID}/sa-check` ([`sa_check`]); what they reach beyond the store is
+//! in [`services`].
+//! Not served yet: thumbnails, and the HTML and link checks.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -18,8 +21,12 @@ use axum::response::{IntoResponse, Response};
 use intake_core::{MessageId, Page, Summary, mime};
 use serde::Deserialize;
 
+mod chaos;
 mod message;
+mod release;
+mod sa_check;
 mod send;
+pub(crate) mod services;
 mod shapes;
 mod tags;
 
@@ -109,6 +116,20 @@ pub(crate) fn routes() -> Routes<AppState> {
         .on(Method::PUT, "/api/v1/tags/{tag}", read, tags::rename)
         .on(Method::DELETE, "/api/v1/tags/{tag}", read, tags::delete)
         .on(Method::GET, "/view/{file}", read, message::view)
+        .on(Method::GET, "/api/v1/chaos", read, chaos::get)
+        .on(Method::PUT, "/api/v1/chaos", delete, chaos::set)
+        .on(
+            Method::POST,
+            "/api/v1/message/{id}/release",
+            delete,
+            release::release,
+        )
+        .on(
+            Method::GET,
+            "/api/v1/message/{id}/sa-check",
+            read,
+            sa_check::check,
+        )
 }
 
 #[derive(Debug, Deserialize)]
@@ -426,15 +447,18 @@ async fn info(State(state): State<AppState>) -> Result<Json<serde_json::Value>, 
     })))
 }
 
-async fn webui() -> Json<serde_json::Value> {
+async fn webui(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let s = &state.mailpit_services;
+    let relay = s.release.as_ref().map(|r| r.server.clone());
     Json(serde_json::json!({
         "Label": "Intake",
         "MessageRelay": {
-            "Enabled": false, "SMTPServer": "", "ReturnPath": "", "AllowedRecipients": "",
-            "BlockedRecipients": "", "OverrideFrom": "", "PreserveMessageIDs": false
+            "Enabled": relay.is_some(), "SMTPServer": relay.unwrap_or_default(), "ReturnPath": "",
+            "AllowedRecipients": "", "BlockedRecipients": "", "OverrideFrom": "",
+            "PreserveMessageIDs": false
         },
-        "SpamAssassin": false,
-        "ChaosEnabled": false,
+        "SpamAssassin": s.spamassassin.is_some(),
+        "ChaosEnabled": s.chaos.is_enabled(),
         "DuplicatesIgnored": false,
         "HideDeleteAllButton": false
     }))

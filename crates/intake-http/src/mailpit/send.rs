@@ -1,6 +1,8 @@
 //! `POST /api/v1/send`: Mailpit's way to inject a message from JSON. The message is built
-//! here (MIME, base64 attachments) and stored through the same store delivery the SMTP
-//! store target uses, then tagged with `Tags`. Answers `{"ID": …}`.
+//! here (MIME, base64 attachments) and handed to the same delivery targets as mail the
+//! default SMTP listener accepts (`delivery.targets` and the `[[route]]`s: the store, a
+//! relay, a webhook, a program), as a [`Handoff`]; then tagged with `Tags` when stored.
+//! Answers `{"ID": …}`, or 400 with what a target said when one did not take a recipient.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +10,10 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use base64::Engine;
-use intake_core::{Envelope, Incoming, MessageId, SessionInfo};
+use intake_core::{
+    BodyType, Envelope, Handoff, Incoming, MailParams, MessageId, RcptOutcome, SessionInfo,
+    Targets, mime,
+};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -188,8 +193,28 @@ pub(super) async fn send(
     if rcpts.is_empty() {
         return Err(ApiError::BadRequest("no recipients (To, Cc or Bcc)".into()));
     }
+    let services = &state.mailpit_services;
+    // As SMTP refuses a recipient outside smtp.domains: never a relay for other domains.
+    if let Some(accepts) = &services.domains {
+        let denied: Vec<&String> = rcpts
+            .iter()
+            .filter(|r| !r.rsplit_once('@').is_some_and(|(_, d)| accepts(d)))
+            .collect();
+        if !denied.is_empty() {
+            return Err(ApiError::BadRequest(format!(
+                "Relay access denied: {}",
+                denied
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
     let id = MessageId::new();
-    let content = build(&req, id)?;
+    let built = build(&req, id)?;
+    // As from SMTP mail: no `Authentication-Results:` claiming to be ours.
+    let content = mime::without_auth_results(built.as_bytes(), &services.hostname);
     let now = jiff::Timestamp::now();
     let received = format!(
         "Received: from the Mailpit API (POST /api/v1/send) by intake; {}\r\n",
@@ -209,10 +234,40 @@ pub(super) async fn send(
             tls: None,
         },
         &received,
-        content.as_bytes(),
+        &content,
     );
-    state.store.deliver(msg).await?;
-    if !req.tags.is_empty() {
+    let params = MailParams {
+        body: BodyType::SevenBit,
+        smtputf8: !msg.envelope.mail_from.is_ascii()
+            || msg.envelope.rcpt_to.iter().any(|r| !r.is_ascii()),
+    };
+    let rcpts = msg.envelope.rcpt_to.clone();
+    let targets = (services.targets.clone()).unwrap_or_else(|| Targets::store(state.store.clone()));
+    let report = targets
+        .deliver(&Handoff {
+            message: msg,
+            params,
+        })
+        .await;
+    let refused: Vec<String> = rcpts
+        .iter()
+        .zip(&report.rcpts)
+        .filter(|(_, o)| !o.is_accepted())
+        .map(|(r, o)| match o {
+            RcptOutcome::TempFail(Some(d)) | RcptOutcome::PermFail(Some(d)) => {
+                format!("{r}: {} {}", d.code, d.text)
+            }
+            _ if report.store_failed => format!("{r}: the store did not take it"),
+            _ => format!("{r}: not delivered"),
+        })
+        .collect();
+    if !refused.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "not delivered: {}",
+            refused.join("; ")
+        )));
+    }
+    if report.stored && !req.tags.is_empty() {
         state.tags.add_tags(id, &req.tags).await?;
     }
     Ok(Json(serde_json::json!({ "ID": id.to_string() })))

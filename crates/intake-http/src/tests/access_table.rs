@@ -327,6 +327,16 @@ fn mailpit_table() -> Vec<Row> {
         ("GET", "", "/api/v1/info".into(), "", All),
         ("GET", "", "/api/v1/webui".into(), "", All),
         ("GET", "", "/view/latest.html".into(), "", All),
+        ("GET", "", "/api/v1/chaos".into(), "", All),
+        ("PUT", "", "/api/v1/chaos".into(), "{}", AllDelete),
+        (
+            "POST",
+            "",
+            "/api/v1/message/latest/release".into(),
+            "{\"To\": [\"a@example.test\"]}",
+            AllDelete,
+        ),
+        ("GET", "", "/api/v1/message/latest/sa-check".into(), "", All),
     ]
 }
 

@@ -211,6 +211,14 @@ fn read(r: &mut Reader<'_>) -> Settings {
     };
     // Our Authentication-Results name is our host name.
     policy.sender_auth.hostname = hostname.clone();
+    // Mailpit's chaos triggers run as checks of every profile.
+    policy.chaos = http.mailpit_chaos;
+    if http.mailpit_release && delivery.sections.relay.is_none() {
+        r.error(
+            "mailpit.release",
+            "releasing messages needs the [relay] downstream to send them to (relay.server)",
+        );
+    }
 
     let cluster = intake_cluster::ClusterConfig::read(r);
     let pop3 = intake_pop3::Pop3Settings::read(r);

@@ -21,6 +21,8 @@ pub(super) struct Sources {
     pub tls: Option<Arc<intake_smtp::tls::TlsCerts>>,
     /// The cluster link, which shares HTTP's failed-login counts between nodes.
     pub cluster: Option<Arc<intake_cluster::Cluster>>,
+    /// What the Mailpit API reaches beyond the store (chaos, targets, release, spamd).
+    pub mailpit: intake_http::MailpitServices,
 }
 
 /// A bound HTTP listener, its task and address.
@@ -42,7 +44,8 @@ pub(super) async fn start(
         src.secret.clone(),
         settings.http.config.clone(),
     )
-    .with_draining(shutdown.clone());
+    .with_draining(shutdown.clone())
+    .with_mailpit(src.mailpit.clone());
     if let (Some(c), Some(l)) = (&src.cluster, state.login_limiter()) {
         c.share_logins("http", l);
     }

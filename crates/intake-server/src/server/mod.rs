@@ -6,6 +6,7 @@
 
 mod http;
 mod listeners;
+mod mailpit;
 mod policy;
 mod pop3;
 mod reload;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use intake_core::MailStore;
+use intake_policy::chaos::ChaosAuthenticator;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
@@ -90,7 +92,12 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     let limits =
         intake_smtp::limits::ClientLimits::new(settings.limits, settings.limits_exempt.clone());
     let cluster = store::cluster(settings, &limits)?;
+    // Mailpit's chaos triggers: one object for the Mailpit API, the checks and AUTH.
+    let chaos = Arc::new(intake_core::Chaos::new(settings.http.mailpit_chaos));
+    // The targets, before HTTP: the Mailpit API delivers and releases through them too.
+    let targets = Arc::new(targets::target_set(settings, &store)?);
     let sources = http::Sources {
+        mailpit: mailpit::services(settings, &targets, chaos.clone())?,
         store: opened.clone(),
         events: events.clone(),
         secret,
@@ -109,23 +116,30 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     }
     let directory = policy::directory(settings)?;
     let mut policy = policy::policy_shared(settings, &opened, cluster.as_ref());
+    let mut with = Arc::try_unwrap(policy)
+        .map_err(|_| anyhow::anyhow!("policy state shared too early"))?
+        .with_chaos(chaos.clone());
     if let Some(d) = &directory {
-        policy = Arc::new(
-            Arc::try_unwrap(policy)
-                .map_err(|_| anyhow::anyhow!("policy state shared too early"))?
-                .with_directory(d.clone()),
-        );
+        with = with.with_directory(d.clone());
     }
+    policy = Arc::new(with);
     let profiles = policy::policy_profiles(settings, &policy)?;
     let limiter = policy::login_limiter(settings, cluster.as_ref());
     let shared = listeners::Shared {
-        targets: Arc::new(targets::target_set(settings, &store)?),
-        auth: policy::authenticator(opened.clone(), limiter.clone()),
+        targets,
+        // Every login rolls the chaos `authentication` trigger first.
+        auth: ChaosAuthenticator::wrap(
+            policy::authenticator(opened.clone(), limiter.clone()),
+            chaos.clone(),
+        ),
         directory_auth: directory.clone().map(|d| {
-            Arc::new(intake_directory::DirectoryAuthenticator::new(
-                d,
-                limiter.clone(),
-            )) as Arc<dyn intake_core::Authenticator>
+            ChaosAuthenticator::wrap(
+                Arc::new(intake_directory::DirectoryAuthenticator::new(
+                    d,
+                    limiter.clone(),
+                )),
+                chaos.clone(),
+            )
         }),
         limits,
         tls: tls.clone(),

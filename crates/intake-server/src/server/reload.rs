@@ -52,6 +52,8 @@ impl Reloader {
         for (live, cfg) in updates {
             live.set(cfg);
         }
+        // The checks were built with or without chaos; the API and AUTH follow.
+        self.policy.chaos.set_enabled(new.policy.chaos);
         // The same counters under the new caps and rates: nothing starts again.
         let limits = self
             .shared
@@ -130,7 +132,12 @@ fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
             format!("{:?}", old.store),
             format!("{:?}", new.store),
         ),
-        ("http", format!("{:?}", old.http), format!("{:?}", new.http)),
+        // mailpit.chaos is applied by a reload; the rest of [http] and [mailpit] is not.
+        (
+            "http",
+            format!("{:?}", http_but_chaos(old)),
+            format!("{:?}", http_but_chaos(new)),
+        ),
         (
             "delivery",
             format!("{:?}", old.delivery),
@@ -215,4 +222,12 @@ pub fn on_sighup(
             metrics::counter!("intake_config_reloads_total", "result" => result).increment(1);
         }
     });
+}
+
+/// `[http]` and `[mailpit]` without what a reload applies (`mailpit.chaos`).
+fn http_but_chaos(s: &Settings) -> intake_http::settings::HttpSettings {
+    intake_http::settings::HttpSettings {
+        mailpit_chaos: false,
+        ..s.http.clone()
+    }
 }

@@ -21,6 +21,7 @@ mod http_flood;
 mod lettre_client;
 mod limits;
 mod listeners;
+mod mailpit;
 mod mysql;
 mod ops;
 mod outage_log;

@@ -495,60 +495,10 @@ async fn a_scanner_that_cannot_decide_leaves_the_message_marked_unchecked() {
     assert_eq!(m["checks"]["scanner"], serde_json::Value::Null);
 }
 
-/// spamd on a free loopback port; stopped (SIGTERM to the PID we started, so it stops its
-/// own children) when dropped.
-struct Spamd {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-}
-
-impl Spamd {
-    fn start(dir: &std::path::Path) -> Spamd {
-        let bin = ["/usr/sbin/spamd", "/usr/bin/spamd"]
-            .into_iter()
-            .map(std::path::Path::new)
-            .find(|p| p.exists())
-            .expect("spamd is not installed (apt-get install spamd spamassassin)");
-        let port = crate::support::free_port();
-        let child = std::process::Command::new(bin)
-            .arg(format!("--listen=127.0.0.1:{port}"))
-            .args([
-                "--allowed-ips=127.0.0.1",
-                "--max-children=1",
-                "--min-children=1",
-                "--nouser-config",
-                "-u",
-                "nobody",
-            ])
-            .arg(format!("--syslog={}", dir.join("spamd.log").display()))
-            .arg(format!("--pidfile={}", dir.join("spamd.pid").display()))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start spamd");
-        Spamd {
-            child,
-            addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        }
-    }
-}
-
-impl Drop for Spamd {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = std::process::Command::new("kill")
-                .arg(self.child.id().to_string())
-                .status();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 #[tokio::test]
 async fn spamd_sees_the_client_in_our_received_header() {
     let dir = tempfile::tempdir().unwrap();
-    let spamd = Spamd::start(dir.path());
+    let spamd = crate::support::Spamd::start(dir.path());
     let srv = TestServer::start(&format!(
         "[smtp]\nhostname = \"mx.test\"\ndomains = [\"example.test\"]\n[http]\nrate_limit = 0\n\
          [spamd]\nenabled = true\naddress = \"{}\"\ntimeout = \"60s\"\non_error = \"defer\"\n",

@@ -554,3 +554,53 @@ pub async fn haproxy(dir: &Path, backend: &str) -> (KillOnDrop, SocketAddr) {
     }
     (guard, front)
 }
+
+/// spamd on a free loopback port; stopped (SIGTERM to the PID we started, so it stops its
+/// own children) when dropped.
+pub struct Spamd {
+    child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Spamd {
+    pub fn start(dir: &std::path::Path) -> Spamd {
+        let bin = ["/usr/sbin/spamd", "/usr/bin/spamd"]
+            .into_iter()
+            .map(std::path::Path::new)
+            .find(|p| p.exists())
+            .expect("spamd is not installed (apt-get install spamd spamassassin)");
+        let port = free_port();
+        let child = std::process::Command::new(bin)
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .args([
+                "--allowed-ips=127.0.0.1",
+                "--max-children=1",
+                "--min-children=1",
+                "--nouser-config",
+                "-u",
+                "nobody",
+            ])
+            .arg(format!("--syslog={}", dir.join("spamd.log").display()))
+            .arg(format!("--pidfile={}", dir.join("spamd.pid").display()))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start spamd");
+        Spamd {
+            child,
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+}
+
+impl Drop for Spamd {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = std::process::Command::new("kill")
+                .arg(self.child.id().to_string())
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -169,6 +169,10 @@ impl Session {
             // instead of trying forever on one connection).
             AuthResult::RateLimited => self.client_error(replies::AUTH_TEMPORARY),
             AuthResult::Unavailable => Step::Reply(Failure::Authenticator.reply()),
+            AuthResult::Chaos(code) => Step::Reply(replies::chaos(
+                code,
+                intake_core::Hook::Authentication.word(),
+            )),
         }
     }
 

@@ -201,6 +201,7 @@ fn decide(verdicts: Vec<Verdict>, pending: &Pending) -> Decision {
 /// The 4xx for a deferral. At connect the reply also ends the session (421).
 fn deferral(reason: &Reason, pending: &Pending) -> Reply {
     match (reason, pending) {
+        (Reason::Chaos(code), _) => chaos(*code, pending),
         (Reason::Policy(text), Pending::Connect) => {
             replies::CONNECTION_DEFERRED.with_text(clean(text))
         }
@@ -218,6 +219,7 @@ fn deferral(reason: &Reason, pending: &Pending) -> Reply {
 /// connect the reply also ends the session (554).
 fn rejection(reason: &Reason, pending: &Pending) -> Reply {
     match (reason, pending) {
+        (Reason::Chaos(code), _) => chaos(*code, pending),
         (Reason::CheckFailed | Reason::Greylisted, _) => deferral(reason, pending),
         (Reason::Policy(text), Pending::Connect) => {
             replies::CONNECTION_REJECTED.with_text(clean(text))
@@ -229,6 +231,15 @@ fn rejection(reason: &Reason, pending: &Pending) -> Reply {
         (Reason::Virus(name), _) => replies::VIRUS_FOUND
             .with_text(clean(&format!("{} ({name})", replies::VIRUS_FOUND.text))),
     }
+}
+
+/// Mailpit's chaos reply: its exact code, the stage named as Mailpit names it.
+fn chaos(code: u16, pending: &Pending) -> Reply {
+    let what = match pending {
+        Pending::Rcpt(_) => intake_core::Hook::Recipient,
+        _ => intake_core::Hook::Sender,
+    };
+    replies::chaos(code, what.word())
 }
 
 /// A check's text as one safe reply line.
@@ -261,5 +272,13 @@ mod tests {
         );
         let r = rejection(&Reason::Virus("x\r\n250 ok".into()), &Pending::Auth);
         assert_eq!(r.to_wire().matches("\r\n").count(), 1, "one line");
+    }
+
+    #[test]
+    fn a_chaos_trigger_answers_its_exact_code_as_mailpit() {
+        let r = deferral(&Reason::Chaos(421), &Pending::Rcpt("b@x.test".into()));
+        assert_eq!(r.to_wire(), "421 Chaos recipient error\r\n");
+        let r = rejection(&Reason::Chaos(552), &Pending::Auth);
+        assert_eq!(r.to_wire(), "552 Chaos sender error\r\n");
     }
 }
