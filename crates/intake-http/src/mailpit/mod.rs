@@ -7,8 +7,10 @@
 //! `GET /api/v1/message/{ID}` (also `latest`; marks read), `…/headers`, `…/raw`,
 //! `…/part/{PartID}` ([`message`]: a `PartID` is Mailpit's MIME path, `1.2`),
 //! `POST /api/v1/send` ([`send`]), `GET/PUT /api/v1/tags`, `PUT/DELETE /api/v1/tags/{Tag}`
-//! ([`tags`]), `GET /api/v1/info`, `GET /api/v1/webui`, `/view/{ID}.html` and `.txt`.
-//! Not served yet: chaos, thumbnails, release, and the HTML, link and SpamAssassin checks.
+//! ([`tags`]), `GET /api/v1/info`, `GET /api/v1/webui`, `/view/{ID}.html` and `.txt`,
+//! `…/part/{PartID}/thumb` ([`thumb`]), `…/link-check` ([`link_check`], outbound requests
+//! only when allowed) and `…/html-check` ([`html_check`], the caniemail data).
+//! Not served yet: chaos, release, and the SpamAssassin check.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -18,10 +20,15 @@ use axum::response::{IntoResponse, Response};
 use intake_core::{MessageId, Page, Summary, mime};
 use serde::Deserialize;
 
+mod html_check;
+mod link_check;
 mod message;
 mod send;
 mod shapes;
 mod tags;
+mod thumb;
+
+pub use link_check::LinkCheck;
 
 use shapes::{Contact, MessageSummary, MessagesPage, contacts};
 
@@ -100,6 +107,24 @@ pub(crate) fn routes() -> Routes<AppState> {
             "/api/v1/message/{id}/part/{part}",
             read,
             message::part,
+        )
+        .on(
+            Method::GET,
+            "/api/v1/message/{id}/part/{part}/thumb",
+            read,
+            thumb::thumb,
+        )
+        .on(
+            Method::GET,
+            "/api/v1/message/{id}/link-check",
+            read,
+            link_check::link_check,
+        )
+        .on(
+            Method::GET,
+            "/api/v1/message/{id}/html-check",
+            read,
+            html_check::html_check,
         )
         .on(Method::GET, "/api/v1/info", read, info)
         .on(Method::GET, "/api/v1/webui", read, webui)
