@@ -145,7 +145,9 @@ pub fn links_of(html: Option<&str>, text: &str) -> Vec<String> {
     // Text: a URL ends at white space, `<`, `>` or `"`; punctuation that ends a sentence
     // is not part of it.
     for m in TEXT_URL.find_iter(text).take(MAX_LINKS * 3) {
-        add(m.as_str().trim_end_matches(['.', ',', ';', ':', '!', '?', ')', '\'']));
+        add(m
+            .as_str()
+            .trim_end_matches(['.', ',', ';', ':', '!', '?', ')', '\'']));
     }
     found
 }
@@ -204,18 +206,19 @@ impl Checker {
                 Ok(Ok(head)) => head,
             };
             let (status, location) = head;
-            if follow && (300..400).contains(&status) {
-                if let Some(loc) = location {
-                    if hops == MAX_REDIRECTS {
-                        return answer(0, "too many redirects".into());
-                    }
-                    let Some(next) = join(&current, &loc) else {
-                        return answer(0, format!("blocked redirect to invalid URL: {loc}"));
-                    };
-                    current = next;
-                    hops += 1;
-                    continue;
+            if follow
+                && (300..400).contains(&status)
+                && let Some(loc) = location
+            {
+                if hops == MAX_REDIRECTS {
+                    return answer(0, "too many redirects".into());
                 }
+                let Some(next) = join(&current, &loc) else {
+                    return answer(0, format!("blocked redirect to invalid URL: {loc}"));
+                };
+                current = next;
+                hops += 1;
+                continue;
             }
             let reason = axum::http::StatusCode::from_u16(status)
                 .ok()
@@ -228,6 +231,13 @@ impl Checker {
     /// One `HEAD` request: the status and the `Location` header.
     async fn head(&self, url: &str) -> Result<(u16, Option<String>), Fail> {
         let invalid = || Fail::Other(format!("invalid URL: {url}"));
+        if self.tls.is_none()
+            && url
+                .get(..8)
+                .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        {
+            return Err(Fail::Other("no trusted root certificates for https".into()));
+        }
         let client = HttpClient::with_connector(url, self.tls.clone()).map_err(|_| invalid())?;
         let u = client.url();
         let port: u16 = u
@@ -345,9 +355,7 @@ pub fn is_public(ip: IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 IpAddr::V4(v4)
             } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-                IpAddr::V4(Ipv4Addr::from(
-                    (u32::from(s[6]) << 16) | u32::from(s[7]),
-                ))
+                IpAddr::V4(Ipv4Addr::from((u32::from(s[6]) << 16) | u32::from(s[7])))
             } else if s[0] == 0x2002 {
                 IpAddr::V4(Ipv4Addr::from((u32::from(s[1]) << 16) | u32::from(s[2])))
             } else {

@@ -60,7 +60,11 @@ pub fn thumbnail(content_type: &str, bytes: &[u8]) -> Result<Vec<u8>, TooLarge> 
 
 /// The image, oriented as its EXIF says; None when it is no image we can read.
 fn decode(bytes: &[u8]) -> Result<Option<DynamicImage>, TooLarge> {
-    let reader = || ImageReader::new(Cursor::new(bytes)).with_guessed_format().ok();
+    let reader = || {
+        ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .ok()
+    };
     // The declared size, from the header alone (no pixel is allocated).
     let declared = reader().map(|mut r| {
         r.no_limits();
@@ -157,7 +161,9 @@ pub(super) async fn thumb(
             t.width, t.height
         ))
     })?;
-    let name = name.unwrap_or_default().replace(['"', '\\', '\r', '\n'], "_");
+    let name = name
+        .unwrap_or_default()
+        .replace(['"', '\\', '\r', '\n'], "_");
     let mut resp = jpeg.into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
@@ -192,7 +198,10 @@ mod tests {
     fn a_small_image_is_centred_on_white_at_its_own_size() {
         let red = RgbaImage::from_pixel(40, 20, Rgba([255, 0, 0, 255]));
         let t = jpeg_pixels(&thumbnail("image/png", &png(&red)).unwrap());
-        assert!(near(t.get_pixel(90, 60), [255, 0, 0]), "centre is the image");
+        assert!(
+            near(t.get_pixel(90, 60), [255, 0, 0]),
+            "centre is the image"
+        );
         assert!(near(t.get_pixel(5, 5), [255, 255, 255]), "corner is white");
         // 40 wide, centred: columns 70..110 are red, 60 and 120 white.
         assert!(near(t.get_pixel(60, 60), [255, 255, 255]));
@@ -250,7 +259,10 @@ mod tests {
         header.extend_from_slice(&ihdr);
         header.extend_from_slice(&crc32(&ihdr).to_be_bytes());
         // A small IDAT (a few compressed rows would follow) and IEND.
-        for (kind, data) in [(&b"IDAT"[..], &[0x78, 0x9c, 0x03, 0x00][..]), (b"IEND", &[])] {
+        for (kind, data) in [
+            (&b"IDAT"[..], &[0x78, 0x9c, 0x03, 0x00][..]),
+            (b"IEND", &[]),
+        ] {
             let mut chunk = kind.to_vec();
             chunk.extend_from_slice(data);
             header.extend_from_slice(&(data.len() as u32).to_be_bytes());

@@ -52,11 +52,9 @@ impl Found {
                 Node::Comment(_) => comments += 1,
                 Node::Element(el) => {
                     let name = el.name();
-                    let in_body = node.ancestors().any(|a| {
-                        a.value()
-                            .as_element()
-                            .is_some_and(|e| e.name() == "body")
-                    });
+                    let in_body = node
+                        .ancestors()
+                        .any(|a| a.value().as_element().is_some_and(|e| e.name() == "body"));
                     let counted = !matches!(name, "html" | "head" | "meta")
                         && (has_body || in_body || name == "script");
                     nodes += usize::from(counted);
@@ -197,7 +195,9 @@ impl Found {
     fn display(&self, values: &[&str]) -> usize {
         self.decls
             .iter()
-            .filter(|(p, v)| p == "display" && values.contains(&v.trim_end_matches("!important").trim()))
+            .filter(|(p, v)| {
+                p == "display" && values.contains(&v.trim_end_matches("!important").trim())
+            })
             .count()
     }
 
@@ -210,12 +210,14 @@ impl Found {
 
     fn css(&self, name: &str) -> usize {
         match name {
-            "important" => self.decls.iter().filter(|(_, v)| v.contains("!important")).count(),
+            "important" => self
+                .decls
+                .iter()
+                .filter(|(_, v)| v.contains("!important"))
+                .count(),
             "comments" => self.comments,
             "nesting" => self.sheets.matches('&').count(),
-            "variables" => {
-                self.props(|p| p.starts_with("--")) + self.values(&re(r"\bvar\("))
-            }
+            "variables" => self.props(|p| p.starts_with("--")) + self.values(&re(r"\bvar\(")),
             "display-flex" => self.display(&["flex", "inline-flex"]),
             "display-grid" => self.display(&["grid", "inline-grid"]),
             "display-none" => self.display(&["none"]),
@@ -248,7 +250,9 @@ impl Found {
             }
             _ if name.starts_with("at-") => {
                 let rule = regex::escape(&name["at-".len()..]);
-                re(&format!(r"@(-webkit-)?{rule}\b")).find_iter(&self.sheets).count()
+                re(&format!(r"@(-webkit-)?{rule}\b"))
+                    .find_iter(&self.sheets)
+                    .count()
             }
             _ if name.starts_with("pseudo-class-") => {
                 let p = regex::escape(&name["pseudo-class-".len()..]);
@@ -263,7 +267,10 @@ impl Found {
             "left-right-top-bottom" => {
                 self.props(|p| matches!(p, "left" | "right" | "top" | "bottom"))
             }
-            "animation" | "transition" | "column-layout-properties" | "grid-template"
+            "animation"
+            | "transition"
+            | "column-layout-properties"
+            | "grid-template"
             | "scroll-snap" => {
                 let prefix = match name {
                     "column-layout-properties" => "column",
@@ -284,7 +291,9 @@ impl Found {
             "border-radius-logical" => {
                 self.props(|p| re(r"^border-(start|end)-(start|end)-radius$").is_match(p))
             }
-            "margin-block-start-end" | "margin-inline-start-end" | "padding-block-start-end"
+            "margin-block-start-end"
+            | "margin-inline-start-end"
+            | "padding-block-start-end"
             | "padding-inline-start-end" => {
                 let base = name.trim_end_matches("-start-end");
                 self.props(|p| {

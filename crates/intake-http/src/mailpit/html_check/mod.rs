@@ -403,7 +403,9 @@ mod tests {
 
     #[test]
     fn markdown_becomes_html() {
-        assert_eq!(markdown("`display:inline-flex` is not supported."),
-            "<code>display:inline-flex</code> is not supported.");
+        assert_eq!(
+            markdown("`display:inline-flex` is not supported."),
+            "<code>display:inline-flex</code> is not supported."
+        );
     }
 }
