@@ -10,6 +10,7 @@ pub mod access;
 mod admin;
 mod api;
 mod batch;
+mod checks_api;
 mod conn;
 pub mod error;
 mod events;

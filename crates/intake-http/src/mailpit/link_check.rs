@@ -22,7 +22,7 @@ use axum::Json;
 use axum::extract::{Path, Query as QueryParams, State};
 use futures_util::StreamExt;
 use intake_client::{HttpClient, HttpError, Trust};
-use intake_core::mime;
+use intake_core::{StoredMessage, mime};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -52,7 +52,8 @@ pub struct LinkCheck {
 }
 
 /// Mailpit's `LinkCheckResponse`.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(as = LinkCheckResponse)]
 pub struct Report {
     /// Links whose status is 400 or more, or 0 (no answer).
     #[serde(rename = "Errors")]
@@ -63,7 +64,8 @@ pub struct Report {
 }
 
 /// One link's answer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(as = LinkCheckLink)]
 pub struct Link {
     /// The link as written in the message.
     #[serde(rename = "URL")]
@@ -80,8 +82,10 @@ pub struct Link {
 /// Mailpit's status for a link to an address that is not public.
 pub const BLOCKED: &str = "Blocked private/reserved address";
 
-#[derive(Debug, Deserialize)]
-pub(super) struct Params {
+/// `?follow=true`: follow redirects.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct Params {
+    /// `true` (or `1`): follow up to 3 redirects.
     follow: Option<String>,
 }
 
@@ -90,14 +94,31 @@ pub(super) async fn link_check(
     Path(id): Path<String>,
     QueryParams(p): QueryParams<Params>,
 ) -> Result<Json<Report>, ApiError> {
+    let id = resolve(&state, &id).await?;
+    let m = load(&state, &id).await?;
+    Ok(Json(report(&state, &m, p.follows()).await?))
+}
+
+impl Params {
+    /// `follow=true` or `follow=1`.
+    pub(crate) fn follows(&self) -> bool {
+        matches!(self.follow.as_deref(), Some("true" | "1"))
+    }
+}
+
+/// The check of a stored message (this route and the web inbox's): `400` when the operator
+/// has not turned it on.
+pub(crate) async fn report(
+    state: &AppState,
+    m: &StoredMessage,
+    follow: bool,
+) -> Result<Report, ApiError> {
     let policy = state.config.link_check.clone();
     if !policy.enabled {
         return Err(ApiError::BadRequest(
             "the link check is off (mailpit.link_check = false)".into(),
         ));
     }
-    let id = resolve(&state, &id).await?;
-    let m = load(&state, &id).await?;
     let raw = m.raw.clone();
     let links = tokio::task::spawn_blocking(move || {
         let html = mime::html_body(&raw);
@@ -106,8 +127,7 @@ pub(super) async fn link_check(
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let follow = matches!(p.follow.as_deref(), Some("true" | "1"));
-    Ok(Json(Checker::new(policy).run(links, follow).await))
+    Ok(Checker::new(policy).run(links, follow).await)
 }
 
 /// The links of a message, distinct, in the order found, at most [`MAX_LINKS`].

@@ -20,8 +20,8 @@ use axum::response::{IntoResponse, Response};
 use intake_core::{MessageId, Page, Summary, mime};
 use serde::Deserialize;
 
-mod html_check;
-mod link_check;
+pub(crate) mod html_check;
+pub(crate) mod link_check;
 mod message;
 mod send;
 mod shapes;

@@ -17,7 +17,7 @@ use std::sync::LazyLock;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use intake_core::mime;
+use intake_core::{StoredMessage, mime};
 use serde::{Deserialize, Serialize};
 
 use super::resolve;
@@ -62,8 +62,9 @@ static CANIEMAIL: LazyLock<CanIEmail> =
     LazyLock::new(|| serde_json::from_str(DATA).expect("the caniemail data parses"));
 
 /// Mailpit's `HTMLCheckResponse`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
+#[schema(as = HTMLCheckResponse)]
 pub struct Report {
     /// The features found, worst first.
     pub warnings: Vec<Warning>,
@@ -74,8 +75,9 @@ pub struct Report {
 }
 
 /// One feature the message uses.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
+#[schema(as = HTMLCheckWarning)]
 pub struct Warning {
     /// caniemail's identifier (`css-display-flex`).
     pub slug: String,
@@ -101,8 +103,9 @@ pub struct Warning {
 }
 
 /// The support of one client version.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
+#[schema(as = HTMLCheckResult)]
 pub struct ClientResult {
     /// `Gmail Android (2019-10)`.
     pub name: String,
@@ -119,8 +122,9 @@ pub struct ClientResult {
 }
 
 /// A warning's score.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
+#[schema(as = HTMLCheckScore)]
 pub struct Score {
     /// Uses in the message.
     pub found: usize,
@@ -133,8 +137,9 @@ pub struct Score {
 }
 
 /// The weighted total.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
+#[schema(as = HTMLCheckTotal)]
 pub struct Total {
     /// Features tested.
     pub tests: usize,
@@ -152,21 +157,25 @@ pub(super) async fn html_check(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Report>, ApiError> {
+    let id = resolve(&state, &id).await?;
+    let m = load(&state, &id).await?;
+    Ok(Json(report(&state, &m).await?))
+}
+
+/// The check of a stored message (this route and the web inbox's): `400` when the check is
+/// off or the message has no HTML.
+pub(crate) async fn report(state: &AppState, m: &StoredMessage) -> Result<Report, ApiError> {
     if !state.config.html_check {
         return Err(ApiError::BadRequest(
             "the HTML check is off (mailpit.html_check = false)".into(),
         ));
     }
-    let id = resolve(&state, &id).await?;
-    let m = load(&state, &id).await?;
     let raw = m.raw.clone();
     let report = tokio::task::spawn_blocking(move || mime::html_body(&raw).map(|h| check(&h)))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     // Mailpit's answer for a message without HTML.
-    report
-        .map(Json)
-        .ok_or_else(|| ApiError::BadRequest("message does not contain HTML".into()))
+    report.ok_or_else(|| ApiError::BadRequest("message does not contain HTML".into()))
 }
 
 /// The check of one HTML document.
