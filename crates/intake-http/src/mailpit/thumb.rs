@@ -16,11 +16,9 @@ use axum::response::{IntoResponse, Response};
 use image::codecs::jpeg::JpegEncoder;
 use image::imageops::{self, FilterType};
 use image::{DynamicImage, ImageDecoder, ImageError, ImageReader, Limits, Rgba, RgbaImage};
-use intake_core::mime;
 
-use super::resolve;
+use super::message::with_part;
 use crate::AppState;
-use crate::api::load;
 use crate::error::ApiError;
 
 /// The thumbnail's width.
@@ -141,17 +139,11 @@ pub(super) async fn thumb(
     State(state): State<AppState>,
     Path((id, path)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let id = resolve(&state, &id).await?;
-    let m = load(&state, &id).await?;
-    let raw = m.raw.clone();
-    let wanted = path.clone();
-    let made = tokio::task::spawn_blocking(move || {
-        let p = mime::parts::part(&raw, &wanted)?;
+    let made = with_part(&state, &id, &path, |p| {
         let name = p.file_name.clone().or(p.content_id.clone());
-        Some((name, thumbnail(&p.content_type, &p.bytes)))
+        (name, thumbnail(&p.content_type, &p.bytes))
     })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    .await?;
     let Some((name, made)) = made else {
         return Err(ApiError::BadRequest(format!("no part {path}")));
     };
