@@ -139,6 +139,9 @@ before(async () => {
       INTAKE_MAILPIT__LISTEN: `127.0.0.1:${mailpitPort}`,
       INTAKE_STORE__PATH: dataDir,
       INTAKE_LOG__LEVEL: "warn",
+      // The inbox's Link check tab (checks.test.mjs), for servers on 127.0.0.1 only.
+      INTAKE_MAILPIT__LINK_CHECK: "true",
+      INTAKE_MAILPIT__LINK_CHECK_ALLOW: '["127.0.0.1/32"]',
     },
     stdio: ["ignore", "ignore", "inherit"],
   });

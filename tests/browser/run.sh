@@ -28,4 +28,4 @@ fi
 
 cd "$here"
 [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund
-exec node --test inbox.test.mjs features.test.mjs tags.test.mjs
+exec node --test inbox.test.mjs features.test.mjs tags.test.mjs checks.test.mjs

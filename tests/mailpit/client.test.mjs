@@ -8,11 +8,16 @@ import net from "node:net";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import http from "node:http";
 import { MailpitClient } from "mailpit-api";
 import { freePort, waitPort } from "./support.mjs";
 
 const bin = process.env.INTAKE_BIN;
 let intake, exited, smtpPort, mailpitPort, dataDir, mailpit;
+// The link check's targets: a web server on 127.0.0.1 (allowed below) and one on 127.0.0.2,
+// loopback too but not allowed, that must see no request.
+let web, webPort, elsewhere, elsewherePort;
+const elsewhereSeen = [];
 
 const watchdog = setTimeout(() => { if (intake) intake.kill("SIGKILL"); process.exit(1); }, 60_000);
 watchdog.unref();
@@ -41,8 +46,26 @@ function send(to, subject, body, extra = [], rcpts = [to]) {
   });
 }
 
+function listen(server, host) {
+  return new Promise((resolve, reject) => {
+    server.on("error", reject);
+    server.listen(0, host, () => resolve(server.address().port));
+  });
+}
+
 before(async () => {
   assert.ok(bin && fs.existsSync(bin), `INTAKE_BIN (${bin}) is the intake binary`);
+  elsewhere = http.createServer((req, res) => { elsewhereSeen.push(req.url); res.end(); });
+  elsewherePort = await listen(elsewhere, "127.0.0.2");
+  web = http.createServer((req, res) => {
+    const to = { "/to-ok": "/ok", "/away": `http://127.0.0.2:${elsewherePort}/secret` }[req.url];
+    if (req.method !== "HEAD") res.writeHead(405);
+    else if (req.url === "/ok") res.writeHead(200);
+    else if (to) res.writeHead(302, { Location: to });
+    else res.writeHead(404);
+    res.end();
+  });
+  webPort = await listen(web, "127.0.0.1");
   smtpPort = await freePort();
   mailpitPort = await freePort();
   const httpPort = await freePort();
@@ -50,7 +73,8 @@ before(async () => {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("INTAKE_")));
   intake = spawn(bin, ["serve"], {
     env: { ...env, INTAKE_SMTP__LISTEN: `127.0.0.1:${smtpPort}`, INTAKE_HTTP__LISTEN: `127.0.0.1:${httpPort}`,
-      INTAKE_MAILPIT__LISTEN: `127.0.0.1:${mailpitPort}`, INTAKE_STORE__PATH: dataDir, INTAKE_LOG__LEVEL: "warn" },
+      INTAKE_MAILPIT__LISTEN: `127.0.0.1:${mailpitPort}`, INTAKE_STORE__PATH: dataDir, INTAKE_LOG__LEVEL: "warn",
+      INTAKE_MAILPIT__LINK_CHECK: "true", INTAKE_MAILPIT__LINK_CHECK_ALLOW: '["127.0.0.1/32"]' },
     stdio: ["ignore", "ignore", "inherit"],
   });
   intake.on("exit", (c, s) => { exited = s || `code ${c}`; });
@@ -66,6 +90,7 @@ after(async () => {
     await gone;
   }
   if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  for (const s of [web, elsewhere]) if (s) s.close();
   clearTimeout(watchdog);
 });
 
@@ -230,4 +255,84 @@ test("sendMessage injects a message that is listed, tagged and has its attachmen
   assert.equal(msg.Attachments[0].FileName, "data.csv");
   assert.equal(await (await mailpit.getMessageAttachment(sent.ID, msg.Attachments[0].PartID)).text(), "a,b\n");
   assert.deepEqual((await mailpit.getMessageHeaders(sent.ID))["X-Campaign"], ["spring"]);
+});
+
+// A 240x160 red PNG.
+const redPng = "iVBORw0KGgoAAAANSUhEUgAAAPAAAACgCAIAAAC9uXYyAAABP0lEQVR42u3SQQkAAAjAwPUvrSn8yMElGGsK3pAAQ4OhwdBgaAwNhgZDg6HB0BgaDA2GBkODoTE0GBoMDYYGQ2NoMDQYGgwNhsbQYGgwNBgaDI2hwdBgaDA0GBpDg6HB0GBoDA2GBkODocHQGBoMDYYGQ4OhMTQYGgwNhgZDY2gwNBgaDA2GxtBgaDA0GBoMjaHB0GBoMDQYGkODocHQYGiQAEODocHQYGgMDYYGQ4OhwdAYGgwNhgZDg6ExNBgaDA2GBkNjaDA0GBoMDYbG0GBoMDQYGgyNocHQYGgwNBgaQ4OhwdBgaAwNhgZDg6HB0BgaDA2GBkODoTE0GBoMDYYGQ2NoMDQYGgwNhsbQYGgwNBgaDI2hwdBgaDA0GBpDg6HB0GBoMDSGBkODocHQGBoMDYYGQ4OhMTQYGgwNRxZV6XK8KA4DbQAAAABJRU5ErkJggg==";
+
+// The size a JPEG declares in its start-of-frame segment.
+function jpegSize(buf) {
+  assert.equal(buf.readUInt16BE(0), 0xffd8, "a JPEG");
+  for (let i = 2; i < buf.length;) {
+    const marker = buf.readUInt16BE(i);
+    if (marker >= 0xffc0 && marker <= 0xffc2) return [buf.readUInt16BE(i + 7), buf.readUInt16BE(i + 5)];
+    i += 2 + buf.readUInt16BE(i + 2);
+  }
+  throw new Error("no frame");
+}
+
+test("getAttachmentThumbnail: a 180x120 JPEG of an image, a blank one for anything else", async () => {
+  await mailpit.deleteMessages();
+  const b = "th";
+  await send("ivy@example.test", "Pictures", [
+    `--${b}`, "Content-Type: text/plain", "", "two files",
+    `--${b}`, "Content-Type: image/png", "Content-Disposition: attachment; filename=red.png",
+    "Content-Transfer-Encoding: base64", "", redPng,
+    `--${b}`, "Content-Type: application/pdf", "Content-Disposition: attachment; filename=a.pdf", "", "%PDF-1.4",
+    `--${b}--`].join("\r\n"), ["MIME-Version: 1.0", `Content-Type: multipart/mixed; boundary=${b}`]);
+  const msg = await mailpit.getMessageSummary("latest");
+  assert.deepEqual(msg.Attachments.map((a) => a.FileName), ["red.png", "a.pdf"]);
+  const thumbs = [];
+  for (const a of msg.Attachments) {
+    const blob = await mailpit.getAttachmentThumbnail(msg.ID, a.PartID);
+    assert.equal(blob.type, "image/jpeg");
+    const buf = Buffer.from(await blob.arrayBuffer());
+    assert.deepEqual(jpegSize(buf), [180, 120], a.FileName);
+    thumbs.push(buf);
+  }
+  assert.ok(!thumbs[0].equals(thumbs[1]), "the image's thumbnail is not the blank one");
+  await assert.rejects(mailpit.getAttachmentThumbnail(msg.ID, "9"), /400/);
+});
+
+test("linkCheck: answers from allowed servers; a redirect to another address is refused, unrequested", async () => {
+  await mailpit.deleteMessages();
+  const base = `http://127.0.0.1:${webPort}`;
+  await send("jon@example.test", "Links", [
+    `<p><a href="${base}/ok">ok</a> <a href="${base}/gone">gone</a> <a href="${base}/to-ok">moved</a>`,
+    `<img src="${base}/away"> <a href="http://127.0.0.2:${elsewherePort}/direct">direct</a></p>`].join(" "),
+    ["MIME-Version: 1.0", "Content-Type: text/html"]);
+  const plain = await mailpit.linkCheck("latest");
+  const blocked = "Blocked private/reserved address";
+  assert.deepEqual(plain.Links.map((l) => [l.URL.replace(base, ""), l.StatusCode, l.Status]), [
+    ["/ok", 200, "OK"], ["/gone", 404, "Not Found"], ["/to-ok", 302, "Found"],
+    [`http://127.0.0.2:${elsewherePort}/direct`, 451, blocked], ["/away", 302, "Found"]]);
+  assert.equal(plain.Errors, 2);
+  const followed = await mailpit.linkCheck("latest", true);
+  assert.deepEqual(followed.Links.map((l) => [l.StatusCode, l.Status]),
+    [[200, "OK"], [404, "Not Found"], [200, "OK"], [451, blocked], [451, blocked]]);
+  assert.equal(followed.Errors, 3);
+  assert.deepEqual(elsewhereSeen, [], "127.0.0.2 was never asked");
+});
+
+test("htmlCheck: the clients' support of the HTML and CSS a message uses", async () => {
+  await mailpit.deleteMessages();
+  await send("kim@example.test", "Styled", [
+    "<!DOCTYPE html><html><head><style>@media (max-width: 600px) { .c { display: block } }</style></head>",
+    '<body><div class="c" style="display: flex; border-radius: 8px">hi</div><video src="v.mp4"></video></body></html>'].join(""),
+    ["MIME-Version: 1.0", "Content-Type: text/html"]);
+  const check = await mailpit.htmlCheck();
+  const bySlug = Object.fromEntries(check.Warnings.map((w) => [w.Slug, w]));
+  for (const slug of ["css-display-flex", "css-border-radius", "css-at-media", "html-video"]) {
+    assert.ok(bySlug[slug], `${slug} in ${Object.keys(bySlug)}`);
+  }
+  const flex = bySlug["css-display-flex"];
+  assert.equal(flex.Category, "css");
+  assert.equal(flex.Score.Found, 1);
+  assert.ok(flex.Results.some((r) => r.Family === "outlook" && r.Support === "no"));
+  assert.ok(Math.abs(flex.Score.Supported + flex.Score.Partial + flex.Score.Unsupported - 100) < 0.01);
+  assert.ok(check.Total.Tests > 200 && check.Total.Nodes >= 4, JSON.stringify(check.Total));
+  assert.ok(check.Total.Unsupported > 0);
+  assert.ok(check.Platforms.ios.includes("Apple Mail"));
+  await send("kim@example.test", "Plain", "no markup here");
+  await assert.rejects(mailpit.htmlCheck(), /400.*message does not contain HTML/);
 });

@@ -8,9 +8,34 @@ import socket
 import subprocess
 import tempfile
 import time
+import struct
 import unittest
 
+import httpx
 from mailpit.client.api import API
+
+# A 240x160 red PNG.
+RED_PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAAPAAAACgCAIAAAC9uXYyAAABP0lEQVR42u3SQQkAAAjAwPUvrSn8yMElGGsK3pAAQ4OhwdBg"
+    "aAwNhgZDg6HB0BgaDA2GBkODoTE0GBoMDYYGQ2NoMDQYGgwNhsbQYGgwNBgaDI2hwdBgaDA0GBpDg6HB0GBoDA2GBkODocHQ"
+    "GBoMDYYGQ4OhMTQYGgwNhgZDY2gwNBgaDA2GxtBgaDA0GBoMjaHB0GBoMDQYGkODocHQYGiQAEODocHQYGgMDYYGQ4OhwdAY"
+    "GgwNhgZDg6ExNBgaDA2GBkNjaDA0GBoMDYbG0GBoMDQYGgyNocHQYGgwNBgaQ4OhwdBgaAwNhgZDg6HB0BgaDA2GBkODoTE0"
+    "GBoMDYYGQ2NoMDQYGgwNhsbQYGgwNBgaDI2hwdBgaDA0GBpDg6HB0GBoMDSGBkODocHQGBoMDYYGQ4OhMTQYGgwNRxZV6XK8"
+    "KA4DbQAAAABJRU5ErkJggg=="
+)
+
+
+def jpeg_size(data):
+    """(width, height) from a JPEG's start-of-frame segment."""
+    assert data[:2] == b"\xff\xd8", "a JPEG"
+    i = 2
+    while i < len(data):
+        marker, length = struct.unpack(">HH", data[i:i + 4])
+        if 0xFFC0 <= marker <= 0xFFC2:
+            height, width = struct.unpack(">HH", data[i + 5:i + 9])
+            return width, height
+        i += 2 + length
+    raise AssertionError("no frame")
 
 
 def free_port():
@@ -112,6 +137,40 @@ class MailpitClientAgainstIntake(unittest.TestCase):
         part = message.attachments[0].part_id
         self.assertEqual(part, "2")
         self.assertIn("a,b", self.api.get_message_attachment(newest.id, part))
+
+    def test_checks_the_client_has_no_method_for(self):
+        """mailpit-api-client 1.0.0 has no thumbnail, HTML-check or link-check method: a suite
+        calls them at the client's own URL, as it would against Mailpit."""
+        self.api.delete_messages([])
+        with smtplib.SMTP("127.0.0.1", self.smtp, timeout=10) as s:
+            s.sendmail("sender@example.net", ["lee@example.test"],
+                       "From: Sender <sender@example.net>\r\nTo: lee@example.test\r\n"
+                       "Subject: checks\r\nMIME-Version: 1.0\r\n"
+                       "Content-Type: multipart/mixed; boundary=B\r\n\r\n"
+                       "--B\r\nContent-Type: text/html\r\n\r\n"
+                       "<p style=\"display: flex\"><a href=\"http://127.0.0.1:9/\">x</a></p>\r\n"
+                       "--B\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n"
+                       "Content-Disposition: attachment; filename=red.png\r\n\r\n"
+                       f"{RED_PNG}\r\n--B--\r\n")
+        message = self.api.get_message(self.api.get_messages().messages[0].id)
+        self.assertEqual([a.file_name for a in message.attachments], ["red.png"])
+        base = f"{self.api.mailpit_url}/{API.MESSAGE_ENDPOINT}/{message.id}"
+
+        thumb = httpx.get(f"{base}/part/{message.attachments[0].part_id}/thumb", timeout=10)
+        self.assertEqual(thumb.status_code, 200)
+        self.assertEqual(thumb.headers["content-type"], "image/jpeg")
+        self.assertEqual(jpeg_size(thumb.content), (180, 120))
+
+        check = httpx.get(f"{base}/html-check", timeout=10).json()
+        slugs = {w["Slug"]: w for w in check["Warnings"]}
+        self.assertIn("css-display-flex", slugs)
+        self.assertEqual(slugs["css-display-flex"]["Score"]["Found"], 1)
+        self.assertGreater(check["Total"]["Tests"], 200)
+
+        # Outbound requests are the operator's choice: off unless mailpit.link_check is set.
+        links = httpx.get(f"{base}/link-check", timeout=10)
+        self.assertEqual(links.status_code, 400)
+        self.assertIn("mailpit.link_check", links.text)
 
 
 if __name__ == "__main__":

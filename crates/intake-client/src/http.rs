@@ -1,5 +1,5 @@
 //! One HTTP/1.1 client (hyper's connection API) for every request Intake makes: the
-//! webhook target's POST and the rspamd check's `/checkv2`.
+//! webhook target's POST, the rspamd check's `/checkv2` and the Mailpit link check's HEADs.
 //!
 //! - One connection per request (`Connection: close`): each request is one message handed
 //!   on or scanned, and no pool outlives a reload.
@@ -11,12 +11,15 @@
 //!   (by its `Content-Length`, or as it arrives) is refused with [`HttpError::TooLarge`]
 //!   without reading the rest.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONNECTION, CONTENT_LENGTH, HOST, HeaderName, HeaderValue, USER_AGENT};
+use hyper::header::{
+    CONNECTION, CONTENT_LENGTH, HOST, HeaderName, HeaderValue, LOCATION, USER_AGENT,
+};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -151,16 +154,30 @@ impl HttpClient {
     /// A client posting to `url`. For `https://`, certificates are checked as `trust` says
     /// (the CA file or the system's roots are read now); `trust` is unused for `http://`.
     pub fn new(url: &str, trust: Trust<'_>) -> Result<HttpClient, HttpError> {
+        let tls = match HttpUrl::parse(url) {
+            Some(u) if u.tls => Some(tls::connector(trust).map_err(HttpError::TlsSetup)?),
+            _ => None,
+        };
+        HttpClient::with_connector(url, tls)
+    }
+
+    /// A client for `url` whose `https://` connections use `tls` (a connector built once
+    /// and shared by many clients); an `https://` URL without one is [`HttpError::BadUrl`].
+    pub fn with_connector(
+        url: &str,
+        tls: Option<tokio_rustls::TlsConnector>,
+    ) -> Result<HttpClient, HttpError> {
         let bad = || HttpError::BadUrl(url.to_string());
         let parsed = HttpUrl::parse(url).ok_or_else(bad)?;
         let uri = hyper::Uri::try_from(parsed.path.as_str()).map_err(|_| bad())?;
         let host = HeaderValue::from_str(&parsed.host).map_err(|_| bad())?;
-        let tls = if parsed.tls {
-            let connector = tls::connector(trust).map_err(HttpError::TlsSetup)?;
-            let name = tls::server_name(parsed.hostname()).map_err(|_| bad())?;
-            Some((connector, name))
-        } else {
-            None
+        let tls = match (parsed.tls, tls) {
+            (false, _) => None,
+            (true, Some(connector)) => {
+                let name = tls::server_name(parsed.hostname()).map_err(|_| bad())?;
+                Some((connector, name))
+            }
+            (true, None) => return Err(bad()),
         };
         Ok(HttpClient {
             url: parsed,
@@ -192,10 +209,35 @@ impl HttpClient {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Response, HttpError> {
-        let deadline = Instant::now() + timeout;
-        let mut req = hyper::Request::post(self.uri.clone())
+        let req = hyper::Request::post(self.uri.clone())
             .body(Full::new(body))
             .expect("a request from a valid URI");
+        self.exchange(req, headers, None, timeout).await
+    }
+
+    /// HEADs the URL over a connection to `addr`, an address of the URL's host that the
+    /// caller resolved (and vetted: no name is looked up here); `Host` and the TLS server
+    /// name are still the URL's. The response head must arrive within `timeout`.
+    pub async fn head_at(
+        &self,
+        addr: SocketAddr,
+        headers: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<Response, HttpError> {
+        let req = hyper::Request::head(self.uri.clone())
+            .body(Full::new(Bytes::new()))
+            .expect("a request from a valid URI");
+        self.exchange(req, headers, Some(addr), timeout).await
+    }
+
+    async fn exchange(
+        &self,
+        mut req: hyper::Request<Full<Bytes>>,
+        headers: &[(&str, &str)],
+        addr: Option<SocketAddr>,
+        timeout: Duration,
+    ) -> Result<Response, HttpError> {
+        let deadline = Instant::now() + timeout;
         let h = req.headers_mut();
         h.insert(HOST, self.host.clone());
         h.insert(USER_AGENT, HeaderValue::from_static("Intake"));
@@ -207,12 +249,14 @@ impl HttpClient {
             h.append(n, v);
         }
         let exchange = async {
-            let tcp = TcpStream::connect(&self.url.authority)
-                .await
-                .map_err(|source| HttpError::Connect {
-                    authority: self.url.authority.clone(),
-                    source,
-                })?;
+            let connected = match addr {
+                Some(a) => TcpStream::connect(a).await,
+                None => TcpStream::connect(&self.url.authority).await,
+            };
+            let tcp = connected.map_err(|source| HttpError::Connect {
+                authority: self.url.authority.clone(),
+                source,
+            })?;
             let _ = tcp.set_nodelay(true);
             match &self.tls {
                 Some((connector, name)) => {
@@ -238,6 +282,11 @@ impl HttpClient {
                 .get(CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse().ok()),
+            location: head
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
             body: head.into_body(),
             limit: self.max_body,
             deadline,
@@ -284,6 +333,8 @@ impl Drop for ConnTask {
 pub struct Response {
     /// The HTTP status code.
     pub status: u16,
+    /// The `Location` header, if any (a redirect's target, as sent).
+    pub location: Option<String>,
     content_length: Option<u64>,
     body: Incoming,
     limit: usize,

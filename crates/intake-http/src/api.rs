@@ -58,6 +58,15 @@ pub(crate) fn routes() -> Routes<AppState> {
             routes!(events::events),
         )
         .api(Need::Page, routes!(access_info))
+        .api(Need::Page, routes!(crate::checks_api::checks_enabled))
+        .api(
+            Need::MailboxRead,
+            routes!(crate::checks_api::message_html_check),
+        )
+        .api(
+            Need::MailboxRead,
+            routes!(crate::checks_api::message_link_check),
+        )
 }
 
 /// A page of a mailbox.

@@ -10,6 +10,7 @@ pub mod access;
 mod admin;
 mod api;
 mod batch;
+mod checks_api;
 mod conn;
 pub mod error;
 mod events;
@@ -36,6 +37,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use access::{AccessConfig, AccessMode, Login, Scopes, Token};
+pub use mailpit::LinkCheck;
 pub use ratelimit::RateLimit;
 
 /// Where HTTPS gets its certificate: called once per connection, so a reloaded certificate
@@ -68,6 +70,10 @@ pub struct HttpConfig {
     pub body_timeout: Duration,
     /// Who may read what.
     pub access: AccessConfig,
+    /// What the Mailpit link check may reach (`mailpit.link_check`, off by default).
+    pub link_check: LinkCheck,
+    /// Whether the Mailpit HTML check answers (`mailpit.html_check`).
+    pub html_check: bool,
 }
 
 impl Default for HttpConfig {
@@ -87,6 +93,8 @@ impl Default for HttpConfig {
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(30),
             access: AccessConfig::default(),
+            link_check: LinkCheck::default(),
+            html_check: true,
         }
     }
 }

@@ -93,6 +93,8 @@ pub fn read_http(r: &mut Reader<'_>, have_certificate: bool) -> HttpSettings {
     };
     let mailpit_chaos: bool = r.get("mailpit.chaos", false);
     let mailpit_release: bool = r.get("mailpit.release", false);
+    let link_check = read_link_check(r);
+    let html_check: bool = r.get("mailpit.html_check", d.html_check);
     if tls && !have_certificate {
         r.error(
             "http.tls",
@@ -115,6 +117,8 @@ pub fn read_http(r: &mut Reader<'_>, have_certificate: bool) -> HttpSettings {
             idle_timeout,
             body_timeout,
             access,
+            link_check,
+            html_check,
             ..d
         },
         tls,
@@ -122,6 +126,24 @@ pub fn read_http(r: &mut Reader<'_>, have_certificate: bool) -> HttpSettings {
         mailpit_chaos,
         mailpit_release,
     }
+}
+
+/// `mailpit.link_check` and the non-public networks it may reach all the same
+/// (`mailpit.link_check_allow`, CIDR networks).
+fn read_link_check(r: &mut Reader<'_>) -> crate::LinkCheck {
+    let enabled: bool = r.get("mailpit.link_check", false);
+    let nets: Vec<String> = r.get("mailpit.link_check_allow", Vec::new());
+    let mut allow = Vec::new();
+    for n in nets {
+        match n.parse::<ipnet::IpNet>() {
+            Ok(net) => allow.push(net),
+            Err(_) => r.error(
+                "mailpit.link_check_allow",
+                format!("{n:?} is not a network such as 10.0.0.0/8 or fd00::/8"),
+            ),
+        }
+    }
+    crate::LinkCheck { enabled, allow }
 }
 
 /// Who may read what (`http.access`, credentials). A listener that is not on loopback must

@@ -152,17 +152,28 @@ pub(super) async fn raw(
     Ok((h, m.raw.clone()).into_response())
 }
 
+/// Part `path` (a MIME path) of message `id` (`latest` too), handed to `f` off the async
+/// threads; None when the message has no such part.
+pub(super) async fn with_part<T: Send + 'static>(
+    state: &AppState,
+    id: &str,
+    path: &str,
+    f: impl FnOnce(MimePart) -> T + Send + 'static,
+) -> Result<Option<T>, ApiError> {
+    let id = resolve(state, id).await?;
+    let m = load(state, &id).await?;
+    let raw = m.raw.clone();
+    let wanted = path.to_string();
+    tokio::task::spawn_blocking(move || mime::parts::part(&raw, &wanted).map(f))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
 pub(super) async fn part(
     State(state): State<AppState>,
     Path((id, path)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let id = resolve(&state, &id).await?;
-    let m = load(&state, &id).await?;
-    let raw = m.raw.clone();
-    let wanted = path.clone();
-    let found = tokio::task::spawn_blocking(move || mime::parts::part(&raw, &wanted))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let found = with_part(&state, &id, &path, |p| p).await?;
     let Some(p) = found else {
         return Err(ApiError::NotFound(format!("no part {path}")));
     };

@@ -7,11 +7,11 @@
 //! `GET /api/v1/message/{ID}` (also `latest`; marks read), `…/headers`, `…/raw`,
 //! `…/part/{PartID}` ([`message`]: a `PartID` is Mailpit's MIME path, `1.2`),
 //! `POST /api/v1/send` ([`send`]), `GET/PUT /api/v1/tags`, `PUT/DELETE /api/v1/tags/{Tag}`
-//! ([`tags`]), `GET /api/v1/info`, `GET /api/v1/webui`, `/view/{ID}.html` and `.txt`.
+//! ([`tags`]), `GET /api/v1/info`, `GET /api/v1/webui`, `/view/{ID}.html` and `.txt`,
 //! `GET/PUT /api/v1/chaos` ([`chaos`]), `POST /api/v1/message/{ID}/release` ([`release`]),
-//! `GET /api/v1/message/{ID}/sa-check` ([`sa_check`]); what they reach beyond the store is
-//! in [`services`].
-//! Not served yet: thumbnails, and the HTML and link checks.
+//! `GET /api/v1/message/{ID}/sa-check` ([`sa_check`]), `…/part/{PartID}/thumb` ([`thumb`]),
+//! `…/link-check` ([`link_check`], outbound requests only when allowed) and `…/html-check`
+//! ([`html_check`], the caniemail data); what they reach beyond the store is in [`services`].
 
 use axum::Json;
 use axum::body::Bytes;
@@ -22,6 +22,8 @@ use intake_core::{MessageId, Page, Summary, mime};
 use serde::Deserialize;
 
 mod chaos;
+pub(crate) mod html_check;
+pub(crate) mod link_check;
 mod message;
 mod release;
 mod sa_check;
@@ -29,6 +31,9 @@ mod send;
 pub(crate) mod services;
 mod shapes;
 mod tags;
+mod thumb;
+
+pub use link_check::LinkCheck;
 
 use shapes::{Contact, MessageSummary, MessagesPage, contacts};
 
@@ -107,6 +112,24 @@ pub(crate) fn routes() -> Routes<AppState> {
             "/api/v1/message/{id}/part/{part}",
             read,
             message::part,
+        )
+        .on(
+            Method::GET,
+            "/api/v1/message/{id}/part/{part}/thumb",
+            read,
+            thumb::thumb,
+        )
+        .on(
+            Method::GET,
+            "/api/v1/message/{id}/link-check",
+            read,
+            link_check::link_check,
+        )
+        .on(
+            Method::GET,
+            "/api/v1/message/{id}/html-check",
+            read,
+            html_check::html_check,
         )
         .on(Method::GET, "/api/v1/info", read, info)
         .on(Method::GET, "/api/v1/webui", read, webui)

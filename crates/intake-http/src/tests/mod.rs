@@ -1,10 +1,11 @@
 //! The router over the in-memory store, driven in-process (tower `oneshot`): what a client
 //! sees of aliases, listings and deletes and the events they cause; who may do what
 //! (`access_table`); the errors of malformed requests (`errors`); the rate budget shared by
-//! the two listeners (`budget`).
+//! the two listeners (`budget`); the Mailpit message checks (`checks`).
 
 mod access_table;
 mod budget;
+mod checks;
 mod errors;
 mod inbox;
 mod tags;

@@ -241,6 +241,24 @@ fn table(id: &str) -> Vec<(&'static str, &'static str, String, Class)> {
             "/api/v1/access".into(),
             Class::Page,
         ),
+        (
+            "GET",
+            "/api/v1/checks",
+            "/api/v1/checks".into(),
+            Class::Page,
+        ),
+        (
+            "GET",
+            "/api/v1/messages/{id}/html-check",
+            format!("/api/v1/messages/{id}/html-check"),
+            Class::Mailbox,
+        ),
+        (
+            "GET",
+            "/api/v1/messages/{id}/link-check",
+            format!("/api/v1/messages/{id}/link-check"),
+            Class::Mailbox,
+        ),
         // Not in the OpenAPI document: the page, its assets, the docs.
         ("GET", "", "/".into(), Class::Page),
         ("GET", "", "/assets/app.js".into(), Class::Page),
