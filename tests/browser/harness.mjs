@@ -21,7 +21,7 @@ export const bin = path.resolve(root, process.env.INTAKE_BIN || "target/debug/in
 export const shots = path.resolve(process.env.SCREENSHOT_DIR || path.join(here, "out"));
 export const WAIT = 10_000; // any single wait
 
-let intake, intakeExit, smtpPort, httpPort, dataDir;
+let intake, smtpPort, httpPort;
 export let browser, page, base, tracker;
 export const trackerHits = [];
 export const consoleLines = [];
@@ -29,7 +29,7 @@ export const consoleLines = [];
 // The whole run is bounded, whatever hangs.
 const watchdog = setTimeout(() => {
   console.error("browser test: watchdog fired after 90 s");
-  if (intake) intake.kill("SIGKILL");
+  if (intake) intake.proc.kill("SIGKILL");
   process.exit(1);
 }, 90_000);
 watchdog.unref();
@@ -42,10 +42,43 @@ export function freePort() {
   });
 }
 
-export async function waitPort(port, ms, exited = () => intakeExit) {
+/// `intake serve` of its own: free SMTP and HTTP ports, a fresh data folder and `extra`
+/// settings (INTAKE_* variables). `exit` says how it ended, if it did; `stop()` ends it
+/// (SIGTERM, SIGKILL after 5 s) and removes its folder.
+export async function startIntake(extra = {}, label = "intake-browser-") {
+  const s = { smtp: await freePort(), http: await freePort(), exit: null };
+  s.dir = fs.mkdtempSync(path.join(os.tmpdir(), label));
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("INTAKE_") && k !== "RUST_LOG"));
+  s.proc = spawn(bin, ["serve"], {
+    cwd: s.dir,
+    env: {
+      ...env,
+      INTAKE_SMTP__LISTEN: `127.0.0.1:${s.smtp}`,
+      INTAKE_HTTP__LISTEN: `127.0.0.1:${s.http}`,
+      INTAKE_STORE__PATH: s.dir,
+      INTAKE_LOG__LEVEL: "warn",
+      ...extra,
+    },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  s.proc.on("exit", (code, sig) => { s.exit = sig || `code ${code}`; });
+  s.stop = async () => {
+    if (!s.exit) {
+      const gone = new Promise((r) => s.proc.once("exit", r));
+      s.proc.kill("SIGTERM");
+      const t = setTimeout(() => s.proc.kill("SIGKILL"), 5_000);
+      await gone;
+      clearTimeout(t);
+    }
+    fs.rmSync(s.dir, { recursive: true, force: true });
+  };
+  return s;
+}
+
+export async function waitPort(port, ms, exited = () => intake && intake.exit) {
   const end = Date.now() + ms;
   while (Date.now() < end) {
-    if (exited()) throw new Error(`intake exited early (${intakeExit}); is INTAKE_BIN=${bin} right?`);
+    if (exited()) throw new Error(`intake exited early (${exited()}); is INTAKE_BIN=${bin} right?`);
     const ok = await new Promise((res) => {
       const c = net.connect(port, "127.0.0.1", () => { c.end(); res(true); });
       c.on("error", () => res(false));
@@ -123,29 +156,17 @@ export async function cspViolations(p) {
 /// Starts Intake, the image server and the browser before the file's tests; stops them after.
 export function setup() {
 before(async () => {
-  smtpPort = await freePort();
-  httpPort = await freePort();
-  const mailpitPort = await freePort();
-  base = `http://127.0.0.1:${httpPort}`;
-  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "intake-browser-"));
   assert.ok(fs.existsSync(bin), `no intake binary at ${bin} (set INTAKE_BIN)`);
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("INTAKE_") && k !== "RUST_LOG"));
-  intake = spawn(bin, ["serve"], {
-    cwd: dataDir,
-    env: {
-      ...env,
-      INTAKE_SMTP__LISTEN: `127.0.0.1:${smtpPort}`,
-      INTAKE_HTTP__LISTEN: `127.0.0.1:${httpPort}`,
-      INTAKE_MAILPIT__LISTEN: `127.0.0.1:${mailpitPort}`,
-      INTAKE_STORE__PATH: dataDir,
-      INTAKE_LOG__LEVEL: "warn",
-      // The inbox's Link check tab (checks.test.mjs), for servers on 127.0.0.1 only.
-      INTAKE_MAILPIT__LINK_CHECK: "true",
-      INTAKE_MAILPIT__LINK_CHECK_ALLOW: '["127.0.0.1/32"]',
-    },
-    stdio: ["ignore", "ignore", "inherit"],
+  const mailpitPort = await freePort();
+  intake = await startIntake({
+    INTAKE_MAILPIT__LISTEN: `127.0.0.1:${mailpitPort}`,
+    // The inbox's Link check tab (checks.test.mjs), for servers on 127.0.0.1 only.
+    INTAKE_MAILPIT__LINK_CHECK: "true",
+    INTAKE_MAILPIT__LINK_CHECK_ALLOW: '["127.0.0.1/32"]',
   });
-  intake.on("exit", (code, sig) => { intakeExit = sig || `code ${code}`; });
+  smtpPort = intake.smtp;
+  httpPort = intake.http;
+  base = `http://127.0.0.1:${httpPort}`;
   await waitPort(smtpPort, 15_000);
   await waitPort(httpPort, 15_000);
 
@@ -179,14 +200,7 @@ before(async () => {
 after(async () => {
   try { if (browser) await browser.close(); } catch (_) { /* already gone */ }
   if (tracker) tracker.close();
-  if (intake && !intakeExit) {
-    const exited = new Promise((r) => intake.once("exit", r));
-    intake.kill("SIGTERM");
-    const t = setTimeout(() => intake.kill("SIGKILL"), 5_000);
-    await exited;
-    clearTimeout(t);
-  }
-  if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  if (intake) await intake.stop();
   clearTimeout(watchdog);
 }, { timeout: 15_000 });
 }

@@ -4,14 +4,12 @@
 // remote image until the reader asks, phones, public mode, the checks' findings.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import dgram from "node:dgram";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import {
-  WAIT, apiJSON, base, bin, browser, consoleLines, cspViolations, freePort, item, items,
-  openMailbox, page, sendMail, setup, shots, tracker, trackerHits, until, waitPort,
+  WAIT, apiJSON, base, browser, consoleLines, cspViolations, item, items, openMailbox, page,
+  sendMail, setup, shots, startIntake, tracker, trackerHits, until, waitPort,
 } from "./harness.mjs";
 
 setup();
@@ -196,30 +194,16 @@ test("on a phone the list and the message take turns", { timeout: 15_000 }, asyn
   }
 });
 
-test("in public mode the page offers one mailbox, not all mail, and hides deletes", { timeout: 20_000 }, async () => {
-  const smtp = await freePort();
-  const httpP = await freePort();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "intake-browser-public-"));
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("INTAKE_") && k !== "RUST_LOG"));
-  let exited = null;
-  const pub = spawn(bin, ["serve"], {
-    cwd: dir,
-    env: {
-      ...env,
-      INTAKE_SMTP__LISTEN: `127.0.0.1:${smtp}`,
-      INTAKE_HTTP__LISTEN: `127.0.0.1:${httpP}`,
-      INTAKE_STORE__PATH: dir,
-      INTAKE_LOG__LEVEL: "warn",
-      INTAKE_HTTP__ACCESS: "public",
-      INTAKE_HTTP__PUBLIC_DELETE: "false",
-    },
-    stdio: ["ignore", "ignore", "inherit"],
-  });
-  pub.on("exit", (code, sig) => { exited = sig || `code ${code}`; });
+test("in public mode the page offers one mailbox, not all mail, and hides deletes", { timeout: 30_000 }, async () => {
+  const pub = await startIntake(
+    { INTAKE_HTTP__ACCESS: "public", INTAKE_HTTP__PUBLIC_DELETE: "false" },
+    "intake-browser-public-",
+  );
+  const { smtp, http: httpP } = pub;
   const p = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   p.setDefaultTimeout(WAIT);
   try {
-    await waitPort(httpP, 15_000, () => exited);
+    await waitPort(httpP, 15_000, () => pub.exit);
     await sendMail("dave@example.test", ["Subject: Public hello", "", "hi"], smtp);
     const pbase = `http://127.0.0.1:${httpP}`;
     await p.goto(pbase + "/");
@@ -267,46 +251,26 @@ test("in public mode the page offers one mailbox, not all mail, and hides delete
     await p.screenshot({ path: path.join(shots, "inbox-public.png") });
   } finally {
     await p.close();
-    if (!exited) {
-      const gone = new Promise((r) => pub.once("exit", r));
-      pub.kill("SIGTERM");
-      const t = setTimeout(() => pub.kill("SIGKILL"), 5_000);
-      await gone;
-      clearTimeout(t);
-    }
-    fs.rmSync(dir, { recursive: true, force: true });
+    await pub.stop();
   }
 });
 
 test("the message view shows what the policy checks recorded", { timeout: 30_000 }, async () => {
-  const smtp = await freePort();
-  const httpP = await freePort();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "intake-browser-checks-"));
   // A name server that never answers: SPF and DMARC are recorded as temperror, quickly.
   const dns = dgram.createSocket("udp4");
   await new Promise((r) => dns.bind(0, "127.0.0.1", r));
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("INTAKE_") && k !== "RUST_LOG"));
-  let exited = null;
-  const srv = spawn(bin, ["serve"], {
-    cwd: dir,
-    env: {
-      ...env,
-      INTAKE_SMTP__LISTEN: `127.0.0.1:${smtp}`,
-      INTAKE_HTTP__LISTEN: `127.0.0.1:${httpP}`,
-      INTAKE_STORE__PATH: dir,
-      INTAKE_LOG__LEVEL: "error",
-      INTAKE_SENDER_AUTH__ENABLED: "true",
-      INTAKE_DNS__SERVERS: `["127.0.0.1:${dns.address().port}"]`,
-      INTAKE_DNS__TIMEOUT: "200ms",
-      INTAKE_DNS__ATTEMPTS: "1",
-    },
-    stdio: ["ignore", "ignore", "inherit"],
-  });
-  srv.on("exit", (code, sig) => { exited = sig || `code ${code}`; });
+  const srv = await startIntake({
+    INTAKE_LOG__LEVEL: "error",
+    INTAKE_SENDER_AUTH__ENABLED: "true",
+    INTAKE_DNS__SERVERS: `["127.0.0.1:${dns.address().port}"]`,
+    INTAKE_DNS__TIMEOUT: "200ms",
+    INTAKE_DNS__ATTEMPTS: "1",
+  }, "intake-browser-checks-");
+  const { smtp, http: httpP } = srv;
   const p = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   p.setDefaultTimeout(WAIT);
   try {
-    await waitPort(httpP, 15_000, () => exited);
+    await waitPort(httpP, 15_000, () => srv.exit);
     await sendMail("erin@example.test", ["From: Frank <frank@example.net>", "Subject: Checked hello", "", "hi"], smtp);
     await p.goto(`http://127.0.0.1:${httpP}/`);
     await openMailbox(p, "erin@example.test");
@@ -322,13 +286,6 @@ test("the message view shows what the policy checks recorded", { timeout: 30_000
   } finally {
     await p.close();
     dns.close();
-    if (!exited) {
-      const gone = new Promise((r) => srv.once("exit", r));
-      srv.kill("SIGTERM");
-      const t = setTimeout(() => srv.kill("SIGKILL"), 5_000);
-      await gone;
-      clearTimeout(t);
-    }
-    fs.rmSync(dir, { recursive: true, force: true });
+    await srv.stop();
   }
 });
