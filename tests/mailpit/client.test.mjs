@@ -166,6 +166,12 @@ test("tags: from X-Tags and plus-addressing, set, listed, searched, renamed, del
   assert.deepEqual(tagged.Tags, ["alpha", "beta", "nightly"]);
   const plain = (await mailpit.searchMessages({ query: "subject:Plain" })).messages[0];
   assert.deepEqual(plain.Tags, []);
+  // Waiting for a count: both arrived; one of them tagged.
+  const both = await mailpit.waitForMessages({ count: 2 }, { timeout: 5000, interval: 100 });
+  assert.equal(both.messages_count, 2);
+  const tagged1 = await mailpit.waitForMessages(
+    { query: "is:tagged", count: 1, exact: true }, { timeout: 5000, interval: 100 });
+  assert.equal(tagged1.messages[0].Subject, "Tagged one");
   assert.equal(await mailpit.setTags({ IDs: [plain.ID], Tags: ["Release 1.0", "alpha"] }), "ok");
   assert.deepEqual(await mailpit.getTags(), ["Release 1.0", "alpha", "beta", "nightly"]);
   const page = await mailpit.searchMessages({ query: "tag:alpha" });
