@@ -27,6 +27,7 @@
 mod options;
 mod policy;
 mod read;
+mod rows;
 mod schema;
 mod tags;
 mod writer;
@@ -243,7 +244,7 @@ impl MailBackend for MysqlBackend {
         // A message whose header fields alone do not fit in one statement could never be
         // stored (and would fail its whole batch): refuse it here, alone. (Bodies of any size
         // fit: they are stored in parts.)
-        let row = writer::row_size(&msg);
+        let row = rows::row_size(&msg);
         if row > self.limits.statement_budget {
             tracing::error!(id = %msg.id, bytes = row,
                 "message not stored: its header fields exceed half the server's max_allowed_packet");
@@ -257,14 +258,14 @@ impl MailBackend for MysqlBackend {
         let words = match self.search {
             SearchMode::Full => {
                 let raw = msg.raw.clone();
-                let words = tokio::task::spawn_blocking(move || writer::search_words(&raw, chunk))
+                let words = tokio::task::spawn_blocking(move || rows::search_words(&raw, chunk))
                     .await
                     .map_err(unavailable)?;
-                format!("{}\n{words}", writer::header_words(&msg))
+                format!("{}\n{words}", rows::header_words(&msg))
             }
             SearchMode::Headers => format!(
                 "{}\n{}",
-                writer::header_words(&msg),
+                rows::header_words(&msg),
                 mime::index_headers(&msg.raw)
             ),
             SearchMode::Off => String::new(),
@@ -273,7 +274,7 @@ impl MailBackend for MysqlBackend {
         let d = writer::Delivery {
             msg,
             mailboxes,
-            words: writer::truncate(words, chunk),
+            words: rows::truncate(words, chunk),
             done,
         };
         tx.send(d).await.map_err(|_| StoreError::Closed)?;
