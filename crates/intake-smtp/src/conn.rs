@@ -7,8 +7,11 @@
 //! its deadline. Replies are flushed once no complete command is left in the input, so a
 //! pipelined batch (RFC 2920) gets its replies in one write, in order.
 
+use std::future::poll_fn;
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -19,7 +22,7 @@ use intake_core::{ArrivalGuard, Arrivals, AuthResult, DeliveryReport, Stage};
 use intake_proto::{CommandDecoder, Reply, replies};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::assemble::Content;
 use crate::config::SessionConfig;
@@ -32,10 +35,31 @@ use crate::session::{Delivery, Effect, Input, Outcome, Session, Step};
 /// command never pays for it, short enough that idle connections hold little.
 const PARK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 /// Buffer room reserved for reading commands: a command line or a pipelined MAIL, RCPT and
-/// DATA fit; a longer batch takes another read. Every idle connection holds this much.
+/// DATA fit; a longer batch takes another read. Reserved once the client has sent
+/// something (see `Connection::fill`): a connection that has only been greeted, or has
+/// parked, holds no buffer.
 const COMMAND_ROOM: usize = 128;
-/// Buffer room a parked session keeps for the first bytes of its next command.
-const PARKED_ROOM: usize = 16;
+/// Buffer room reserved for reading message content.
+const CONTENT_ROOM: usize = 16 * 1024;
+
+/// A wait for input: how long, whether to park on the way, what room to read with,
+/// whether a shutdown ends it.
+struct Wait {
+    idle: Duration,
+    park: bool,
+    room: usize,
+    interruptible: bool,
+}
+
+/// How a wait for input ended.
+enum Waited {
+    /// The read returned (0: the client closed the connection).
+    Read(std::io::Result<usize>),
+    /// Nothing came within the time allowed.
+    TimedOut,
+    /// The server is shutting down.
+    Shutdown,
+}
 
 /// What the driver does after processing the buffered input.
 #[derive(Debug, PartialEq, Eq)]
@@ -72,11 +96,11 @@ pub struct Connection<S> {
     session: Session,
     decoder: CommandDecoder,
     inbuf: BytesMut,
-    content: Content,
+    content: LazyContent,
     out: Vec<u8>,
-    /// Checks, delivery, AUTH, and the arrivals counter.
-    services: Services,
-    client: SocketAddr,
+    /// Checks, delivery, AUTH, and the arrivals counter (shared by the listener's
+    /// connections).
+    services: Arc<Services>,
     /// Held while message content is being received, so a batching store can wait for it.
     arrival: Option<ArrivalGuard>,
     /// Send the 220 greeting first (not when resuming after STARTTLS).
@@ -86,6 +110,27 @@ pub struct Connection<S> {
     /// Metric handles for accepted messages, registered at the first one (not looked up
     /// by name and labels for every message; an idle connection pays one pointer).
     metrics: Option<Box<AcceptedMetrics>>,
+}
+
+/// The message content buffer, allocated for the first message (most idle connections
+/// never send one) and given back by a parked session that holds no content.
+#[derive(Default)]
+struct LazyContent(Option<Box<Content>>);
+
+impl LazyContent {
+    fn get(&mut self) -> &mut Content {
+        self.0.get_or_insert_default()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|c| c.is_empty())
+    }
+
+    fn clear(&mut self) {
+        if let Some(c) = &mut self.0 {
+            c.clear();
+        }
+    }
 }
 
 /// What an accepted message counts in.
@@ -108,27 +153,30 @@ impl AcceptedMetrics {
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// A connection from `client` over `io`.
-    pub fn new(io: S, client: SocketAddr, cfg: Arc<SessionConfig>, services: Services) -> Self {
+    pub fn new(
+        io: S,
+        client: SocketAddr,
+        cfg: Arc<SessionConfig>,
+        services: Arc<Services>,
+    ) -> Self {
         Connection::resume(io, Session::new(cfg, client), services, true)
     }
 
     /// Continues `session` over a new stream (after a TLS handshake); `greet` sends the 220
     /// first (implicit TLS) or not (STARTTLS, where the client says EHLO next).
-    pub fn resume(io: S, session: Session, services: Services, greet: bool) -> Self {
+    pub fn resume(io: S, session: Session, services: Arc<Services>, greet: bool) -> Self {
         let cfg = session.config();
         let decoder = CommandDecoder::new(cfg.max_line_length, cfg.line_endings);
-        let client = session.client();
         Connection {
             io,
             session,
             decoder,
             inbuf: BytesMut::new(),
-            content: Content::default(),
+            content: LazyContent::default(),
             // Grown by the first reply (the greeting) to what it needs, not reserved ahead:
             // an idle connection keeps what it allocates.
             out: Vec::new(),
             services,
-            client,
             arrival: None,
             greet,
             line_started: None,
@@ -137,7 +185,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 
     /// Runs the session until it ends or asks for TLS. I/O errors end it (the peer went
-    /// away).
+    /// away; logged at debug level).
     ///
     /// An async block rather than an `async fn`: the block keeps the connection where it
     /// captured it, while an `async fn` future holds it twice (the argument, and the local
@@ -153,21 +201,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         async move {
             let deadline = Instant::now() + self.session.config().session_timeout;
             if self.greet {
-                let early = Box::pin(self.talks_first()).await?;
+                let early = Box::pin(self.talks_first())
+                    .await
+                    .map_err(|e| self.failed(e))?;
                 if early {
-                    tracing::info!(client = %self.client, "early talker: data before the greeting");
+                    tracing::info!(client = %self.session.client(), "early talker: data before the greeting");
                 }
                 let step = self.session.on_connect(early);
-                match Box::pin(self.settle(step)).await.0 {
-                    Step::Reply(r) => r.write_to(&mut self.out),
-                    Step::Close(r) => {
-                        tracing::info!(client = %self.client, reply = %r, "refused at connect");
-                        Box::pin(self.close_with(r)).await?;
-                        return Ok(Ended::Closed);
-                    }
+                // The reply is taken out of the step before anything is awaited: a step
+                // held across an await would take its (large) room in every task.
+                let greeting = match Box::pin(self.settle(step)).await.0 {
+                    Step::Reply(r) => Ok(r),
+                    Step::Close(r) => Err(Some(r)),
                     other => {
                         tracing::error!(step = ?other, "unexpected step at connect");
-                        Box::pin(self.close_with(replies::SHUTTING_DOWN)).await?;
+                        Err(None)
+                    }
+                };
+                match greeting {
+                    Ok(r) => {
+                        // The greeting's buffer is given back once it is sent: a client
+                        // that never speaks holds none (the first reply takes a new one).
+                        r.write_to(&mut self.out);
+                        self.flush().await.map_err(|e| self.failed(e))?;
+                        self.out = Vec::new();
+                    }
+                    Err(Some(r)) => {
+                        tracing::info!(client = %self.session.client(), reply = %r, "refused at connect");
+                        Box::pin(self.close_with(r))
+                            .await
+                            .map_err(|e| self.failed(e))?;
+                        return Ok(Ended::Closed);
+                    }
+                    Err(None) => {
+                        Box::pin(self.close_with(replies::SHUTTING_DOWN))
+                            .await
+                            .map_err(|e| self.failed(e))?;
                         return Ok(Ended::Closed);
                     }
                 }
@@ -175,19 +244,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             loop {
                 match self.process().await {
                     Flow::Close => {
-                        self.flush().await?;
+                        self.flush().await.map_err(|e| self.failed(e))?;
                         let _ = self.io.shutdown().await;
                         return Ok(Ended::Closed);
                     }
                     Flow::UpgradeTls => {
-                        self.flush().await?;
+                        self.flush().await.map_err(|e| self.failed(e))?;
                         // Whatever the client pipelined after STARTTLS is dropped unread.
                         self.inbuf.clear();
                         return Ok(Ended::StartTls(self.io, Box::new(self.session)));
                     }
                     Flow::Continue => {}
                 }
-                self.flush().await?;
+                self.flush().await.map_err(|e| self.failed(e))?;
                 let in_content = self.session.reading_content();
                 let idle = if in_content {
                     self.session.config().data_timeout
@@ -196,7 +265,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 };
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    Box::pin(self.close_with(replies::SESSION_TOO_LONG)).await?;
+                    Box::pin(self.close_with(replies::SESSION_TOO_LONG))
+                        .await
+                        .map_err(|e| self.failed(e))?;
                     return Ok(Ended::Closed);
                 }
                 let mut idle = idle.min(left);
@@ -209,7 +280,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     let line_left = (started + self.session.config().command_timeout)
                         .saturating_duration_since(Instant::now());
                     if line_left.is_zero() {
-                        Box::pin(self.close_with(replies::TIMEOUT)).await?;
+                        Box::pin(self.close_with(replies::TIMEOUT))
+                            .await
+                            .map_err(|e| self.failed(e))?;
                         return Ok(Ended::Closed);
                     }
                     idle = idle.min(line_left);
@@ -222,60 +295,129 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 // back until its client speaks again (`park`): most of an idle connection's
                 // memory otherwise.
                 let park = !in_content && self.inbuf.is_empty() && idle > PARK_AFTER;
-                let mut wait = if park { PARK_AFTER } else { idle };
-                let mut parked = false;
-                let read = loop {
-                    if !parked {
-                        self.inbuf
-                            .reserve(if in_content { 16 * 1024 } else { COMMAND_ROOM });
-                    }
-                    let read = tokio::select! {
-                        r = timeout(wait, self.io.read_buf(&mut self.inbuf)) => r,
-                        _ = shutdown.cancelled(), if interruptible => {
-                            Box::pin(self.close_with(replies::SHUTTING_DOWN)).await?;
-                            return Ok(Ended::Closed);
-                        }
-                    };
-                    if read.is_err() && park && !parked {
-                        self.park();
-                        parked = true;
-                        wait = idle - PARK_AFTER;
-                        continue;
-                    }
-                    break read;
+                let room = if in_content {
+                    CONTENT_ROOM
+                } else {
+                    COMMAND_ROOM
                 };
-                match read {
-                    Err(_elapsed) => {
+                let wait = Wait {
+                    idle,
+                    park,
+                    room,
+                    interruptible,
+                };
+                // The wait is polled here rather than in a future of its own, which would
+                // keep a second copy of its arguments in every idle connection's task.
+                let waited = {
+                    let mut sleep = pin!(tokio::time::sleep(if park { PARK_AFTER } else { idle }));
+                    let mut cancelled = pin!(shutdown.cancelled());
+                    let mut parked = false;
+                    let conn = &mut self;
+                    poll_fn(move |cx| {
+                        conn.poll_input(cx, &wait, &mut parked, sleep.as_mut(), cancelled.as_mut())
+                    })
+                    .await
+                };
+                match waited {
+                    Waited::Shutdown => {
+                        Box::pin(self.close_with(replies::SHUTTING_DOWN))
+                            .await
+                            .map_err(|e| self.failed(e))?;
+                        return Ok(Ended::Closed);
+                    }
+                    Waited::TimedOut => {
                         let reply = if Instant::now() >= deadline {
                             replies::SESSION_TOO_LONG
                         } else {
                             replies::TIMEOUT
                         };
-                        Box::pin(self.close_with(reply)).await?;
+                        Box::pin(self.close_with(reply))
+                            .await
+                            .map_err(|e| self.failed(e))?;
                         return Ok(Ended::Closed);
                     }
-                    Ok(Err(e)) => return Err(e),
-                    Ok(Ok(0)) => {
+                    Waited::Read(Err(e)) => return Err(self.failed(e)),
+                    Waited::Read(Ok(0)) => {
                         if in_content {
-                            tracing::info!(client = %self.client, outcome = "aborted", "connection closed during message content");
+                            tracing::info!(client = %self.session.client(), outcome = "aborted", "connection closed during message content");
                         }
                         return Ok(Ended::Closed);
                     }
-                    Ok(Ok(_)) => {}
+                    Waited::Read(Ok(_)) => {}
                 }
             }
         }
     }
 
+    /// Logs the I/O error that ends the session, and passes it on.
+    fn failed(&self, e: std::io::Error) -> std::io::Error {
+        tracing::debug!(client = %self.session.client(), error = %e, "connection ended with an error");
+        e
+    }
+
+    /// Polls a wait for more input: up to `wait.idle` (parking after [`PARK_AFTER`] if
+    /// `wait.park`), reading with `wait.room` reserved; the shutdown ends it too if
+    /// `wait.interruptible`. `sleep` is the wait's timer.
+    ///
+    /// A poll function rather than a `select!` of a `timeout`: every idle connection's
+    /// task holds this wait, and this way it holds the timer, the shutdown waiter and a
+    /// few references, nothing more.
+    fn poll_input(
+        &mut self,
+        cx: &mut Context<'_>,
+        wait: &Wait,
+        parked: &mut bool,
+        mut sleep: Pin<&mut tokio::time::Sleep>,
+        mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
+    ) -> Poll<Waited> {
+        loop {
+            if wait.interruptible && cancelled.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Waited::Shutdown);
+            }
+            if let Poll::Ready(r) = self.poll_fill(cx, wait.room) {
+                return Poll::Ready(Waited::Read(r));
+            }
+            ready!(sleep.as_mut().poll(cx));
+            if !wait.park || *parked {
+                return Poll::Ready(Waited::TimedOut);
+            }
+            self.park();
+            *parked = true;
+            sleep
+                .as_mut()
+                .reset(tokio::time::Instant::now() + (wait.idle - PARK_AFTER));
+        }
+    }
+
     /// Gives back the buffers a session waiting for its next command does not need: the
-    /// command buffer shrinks to [`PARKED_ROOM`] (the next read takes the first bytes of the
-    /// command, the buffer grows after), the reply buffer and an empty content buffer go.
+    /// command buffer (a new one is reserved once the client speaks again, see `fill`), the
+    /// reply buffer and an empty content buffer.
     fn park(&mut self) {
-        self.inbuf = BytesMut::with_capacity(PARKED_ROOM);
+        self.inbuf = BytesMut::new();
         self.out = Vec::new();
         if self.content.is_empty() {
-            self.content = Content::default();
+            self.content.0 = None;
         }
+    }
+
+    /// Reads more input into the command or content buffer, with `room` reserved first.
+    /// A buffer with nothing allocated (a new session's, a parked one's) is not reserved
+    /// until input has arrived: a zero-length read waits for it (on a socket, tokio waits
+    /// until it is readable; on a TLS stream, until there is plaintext), so a connection
+    /// whose client stays silent holds no buffer. That costs one more system call when a
+    /// session starts or wakes from parking, none per command.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<std::io::Result<usize>> {
+        if self.inbuf.capacity() == 0 {
+            // Any error or end of stream shows in the read that follows.
+            let _ = ready!(pin!(self.io.read(&mut [])).poll(cx));
+        }
+        self.inbuf.reserve(room);
+        pin!(self.io.read_buf(&mut self.inbuf)).poll(cx)
+    }
+
+    /// [`Connection::poll_fill`] as a future.
+    fn fill(&mut self, room: usize) -> impl Future<Output = std::io::Result<usize>> + '_ {
+        poll_fn(move |cx| self.poll_fill(cx, room))
     }
 
     /// Whether the client sent something before our greeting (waiting `greeting_delay`
@@ -286,12 +428,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         let delay = self.session.config().greeting_delay;
         let n = if delay.is_zero() {
-            match self.io.read_buf(&mut self.inbuf).now_or_never() {
+            match self.fill(COMMAND_ROOM).now_or_never() {
                 Some(r) => Some(r?),
                 None => None,
             }
         } else {
-            match tokio::time::timeout(delay, self.io.read_buf(&mut self.inbuf)).await {
+            match tokio::time::timeout(delay, self.fill(COMMAND_ROOM)).await {
                 Ok(r) => Some(r?),
                 Err(_) => None,
             }
@@ -319,7 +461,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             match tokio::time::timeout(limit, write).await {
                 Ok(r) => r?,
                 Err(_) => {
-                    tracing::info!(client = %self.client, "client does not read its replies: closed");
+                    tracing::info!(client = %self.session.client(), "client does not read its replies: closed");
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         "reply not read in time",
@@ -345,14 +487,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         self.line_started = None;
                         batch_commands += 1;
                         if batch_commands > 1 && !may_pipeline {
-                            tracing::debug!(client = %self.client, verb = cmd.verb(), "pipelining before PIPELINING was offered");
+                            tracing::debug!(client = %self.session.client(), verb = cmd.verb(), "pipelining before PIPELINING was offered");
                             self.session.on_unoffered_pipelining(cmd)
                         } else {
                             self.session.on_command(cmd)
                         }
                     }
                     Err(e) => {
-                        tracing::debug!(client = %self.client, error = %e, "bad command line");
+                        tracing::debug!(client = %self.session.client(), error = %e, "bad command line");
                         self.session.on_proto_error(&e)
                     }
                 },
@@ -369,7 +511,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         self.session.on_line(&text)
                     }
                 },
-                Input::Data(dec) => match dec.decode(&mut self.inbuf, self.content.sink()) {
+                Input::Data(dec) => match dec.decode(&mut self.inbuf, self.content.get().sink()) {
                     None => {
                         if dec.is_over_limit() && !self.content.is_empty() {
                             // Refused already: free what was kept while the rest streams by.
@@ -390,7 +532,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         if let (Step::Reply(r) | Step::Close(r), false) = (&step, delivered) {
                             if let Some(repeats) = log_due(r) {
                                 tracing::info!(
-                                    id = "-", client = %self.client, sender = %sender, rcpts, size,
+                                    id = "-", client = %self.session.client(), sender = %sender, rcpts, size,
                                     outcome = %r, repeats, "message rejected"
                                 );
                             }
@@ -401,7 +543,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     }
                 },
                 Input::Chunk(dec) => {
-                    if !dec.decode(&mut self.inbuf, self.content.sink()) {
+                    if !dec.decode(&mut self.inbuf, self.content.get().sink()) {
                         return Flow::Continue;
                     }
                     self.arrival = None;
@@ -420,7 +562,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         {
                             if let Some(repeats) = log_due(r) {
                                 tracing::info!(
-                                    id = "-", client = %self.client, sender = %sender, rcpts,
+                                    id = "-", client = %self.session.client(), sender = %sender, rcpts,
                                     outcome = %r, repeats, "message rejected"
                                 );
                             }
@@ -483,15 +625,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     // content buffer rather than copied.
                     let lent = (cx.stage == Stage::Data).then(|| {
                         self.content
+                            .get()
                             .strip_forged_results(&self.session.config().hostname);
-                        let lent = self.content.lend(header.as_bytes());
+                        let lent = self.content.get().lend(header.as_bytes());
                         cx.content = lent.message.clone();
                         lent
                     });
                     let verdicts = self.services.effects.check(&cx).await;
                     drop(cx);
                     if let Some(lent) = lent {
-                        self.content.give_back(lent);
+                        self.content.get().give_back(lent);
                     }
                     Outcome::Checked(verdicts)
                 }
@@ -519,7 +662,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let rcpts = d.envelope.rcpt_to.len();
         let sender = d.envelope.mail_from.clone();
         let id = d.id;
-        let handoff = self.content.message(d, &self.session.config().hostname);
+        let handoff = self
+            .content
+            .get()
+            .message(d, &self.session.config().hostname);
         let size = handoff.message.size;
         let effects = &self.services.effects;
         let limit = self.session.config().deliver_timeout;
@@ -531,12 +677,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 effects.delivery_timed_out(rcpts)
             }
         };
-        self.content.reuse(handoff.message.raw);
+        self.content.get().reuse(handoff.message.raw);
         let accepted = report.rcpts.iter().filter(|o| o.is_accepted()).count();
         let outcome = crate::session::final_reply(id, &report);
         if accepted == rcpts {
             tracing::info!(
-                %id, client = %self.client, sender = %sender, rcpts, size,
+                %id, client = %self.session.client(), sender = %sender, rcpts, size,
                 micros = started.elapsed().as_micros() as u64, outcome = "accepted",
                 targets = ?self.services.effects.targets(), "message delivered"
             );
@@ -550,7 +696,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         } else {
             if let Some(repeats) = log_due(&outcome) {
                 tracing::error!(
-                    %id, client = %self.client, sender = %sender, rcpts, accepted, size,
+                    %id, client = %self.session.client(), sender = %sender, rcpts, accepted, size,
                     outcomes = ?report.rcpts, outcome = %outcome, repeats, "message not delivered"
                 );
             }

@@ -141,13 +141,16 @@ pub async fn read_header<S: AsyncRead + Unpin>(
 
 /// A stream that first yields bytes already read from it (what followed the PROXY header).
 pub struct Prefixed<S> {
-    prefix: BytesMut,
+    /// Boxed, and only when there are such bytes: every connection's task holds this
+    /// stream for as long as the client stays, and most have none.
+    prefix: Option<Box<BytesMut>>,
     inner: S,
 }
 
 impl<S> Prefixed<S> {
     /// `inner`, with `prefix` read first.
     pub fn new(prefix: BytesMut, inner: S) -> Self {
+        let prefix = (!prefix.is_empty()).then(|| Box::new(prefix));
         Prefixed { prefix, inner }
     }
 }
@@ -158,10 +161,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
+        if let Some(prefix) = self.prefix.as_mut() {
+            let n = prefix.len().min(buf.remaining());
+            buf.put_slice(&prefix[..n]);
+            prefix.advance(n);
+            if prefix.is_empty() {
+                self.prefix = None;
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)

@@ -115,11 +115,11 @@ fn asking_at(stages: &[Stage]) -> Arc<SessionConfig> {
     })
 }
 
-fn services(fake: &Arc<Fake>) -> Services {
-    Services {
+fn services(fake: &Arc<Fake>) -> Arc<Services> {
+    Arc::new(Services {
         effects: fake.clone(),
         arrivals: fake.arrivals.clone(),
-    }
+    })
 }
 
 /// A connection over an in-memory stream, running; the client's end and the task.
@@ -561,4 +561,39 @@ async fn a_parked_session_reads_its_next_commands() {
     assert!(bye.starts_with("221 "), "{bye}");
     task.await.unwrap().unwrap();
     assert_eq!(fake.delivered().len(), 1);
+}
+
+/// A client that was greeted and says nothing costs no command buffer: its room is
+/// reserved once it speaks (over a real socket, tokio waits until it is readable), and a
+/// parked session gives it back.
+#[tokio::test]
+async fn a_silent_client_holds_no_command_buffer() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (sock, peer) = listener.accept().await.unwrap();
+    let mut conn = Connection::new(
+        sock,
+        peer,
+        Arc::new(SessionConfig::default()),
+        services(&Fake::new(pass)),
+    );
+    assert!(conn.fill(COMMAND_ROOM).now_or_never().is_none());
+    assert_eq!(conn.inbuf.capacity(), 0, "nothing sent, nothing reserved");
+    client.write_all(b"EHLO c\r\n").await.unwrap();
+    while conn.inbuf.len() < 8 {
+        assert!(conn.fill(COMMAND_ROOM).await.unwrap() > 0);
+    }
+    assert_eq!(&conn.inbuf[..], b"EHLO c\r\n");
+    conn.inbuf.clear();
+    conn.park();
+    assert_eq!(conn.inbuf.capacity(), 0, "a parked session holds no buffer");
+    client.write_all(b"QUIT\r\n").await.unwrap();
+    while conn.inbuf.len() < 6 {
+        assert!(conn.fill(COMMAND_ROOM).await.unwrap() > 0);
+    }
+    assert_eq!(&conn.inbuf[..], b"QUIT\r\n");
+    drop(client);
+    assert_eq!(conn.fill(COMMAND_ROOM).await.unwrap(), 0, "end of stream");
 }

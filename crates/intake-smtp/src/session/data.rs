@@ -73,7 +73,7 @@ impl Session {
             tx,
             decoder: BdatDecoder::new(size, keep),
             last,
-            refusal,
+            refusal: refusal.map(Box::new),
         };
         Step::ReadChunk { keep }
     }
@@ -92,7 +92,7 @@ impl Session {
         };
         self.back_to(tx);
         if let Some(e) = refusal {
-            return self.client_error(e);
+            return self.client_error(*e);
         }
         let Some(tx) = self.tx() else {
             return self.client_error(replies::MAIL_FIRST);
@@ -119,7 +119,7 @@ impl Session {
         let stamp = Stamp { id, at, received };
         if self.cfg.checks.has(Stage::Data) {
             return self
-                .ask(Pending::Data(stamp), Stage::Data, None)
+                .ask(Pending::Data(Box::new(stamp)), Stage::Data, None)
                 .expect("checked above");
         }
         self.deliver(stamp)
@@ -129,7 +129,9 @@ impl Session {
     /// session's and the transaction's checks added so far.
     pub(super) fn header_fields(&self, received: &str) -> Vec<String> {
         let mut headers = vec![received.to_string()];
-        headers.extend(self.session_headers.iter().cloned());
+        if let Some(t) = &self.session_tags {
+            headers.extend(t.headers.iter().cloned());
+        }
         if let Some(tx) = self.tx() {
             headers.extend(tx.headers.iter().cloned());
         }
@@ -145,9 +147,9 @@ impl Session {
             tracing::debug!(%id, score = tx.score, "checks scored the message");
         }
         let mut findings = self
-            .session_findings
-            .as_deref()
-            .cloned()
+            .session_tags
+            .as_ref()
+            .map(|t| t.findings.clone())
             .unwrap_or_default();
         findings.merge(tx.findings.clone());
         let delivery = Delivery {

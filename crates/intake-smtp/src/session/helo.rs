@@ -39,7 +39,7 @@ impl Session {
         } else {
             intake_proto::Reply::plain(250, format!("{} Hello {}", self.cfg.hostname, name))
         };
-        self.helo = Some(name);
+        self.helo = Some(name.into_boxed_str());
         Step::Reply(reply)
     }
 }

@@ -140,6 +140,15 @@ struct Stamp {
     received: String,
 }
 
+/// What connect and HELO checks added to every message of a session.
+#[derive(Debug, Default)]
+struct SessionTags {
+    /// Header fields, each once.
+    headers: Vec<String>,
+    /// Findings (scores, symbols, lists).
+    findings: intake_core::Findings,
+}
+
 /// What the session is waiting for (the [`Effect`] it asked for last).
 #[derive(Debug)]
 enum Pending {
@@ -147,12 +156,13 @@ enum Pending {
     Connect,
     /// Checks of an EHLO/HELO name; then its reply.
     Helo { name: String, esmtp: bool },
-    /// Checks of MAIL FROM; then the transaction starts.
-    Mail(MailFrom),
+    /// Checks of MAIL FROM; then the transaction starts. (This and `Data` are boxed: the
+    /// phase is part of every idle session.)
+    Mail(Box<MailFrom>),
     /// Checks of one recipient; then it is added.
     Rcpt(String),
     /// Checks of the content; then delivery.
-    Data(Stamp),
+    Data(Box<Stamp>),
     /// The store.
     Deliver(MessageId),
     /// The authenticator.
@@ -206,7 +216,7 @@ enum Phase {
         /// The chunk carried LAST.
         last: bool,
         /// The chunk came outside a usable transaction: answer this once it is read.
-        refusal: Option<Reply>,
+        refusal: Option<Box<Reply>>,
     },
     /// A SASL exchange: the next line is a response, not a command.
     Auth(auth::Sasl),
@@ -225,18 +235,17 @@ pub struct Session {
     /// Where the session is.
     phase: Phase,
     /// EHLO/HELO name once the client introduced itself.
-    helo: Option<String>,
+    helo: Option<Box<str>>,
     /// The client used EHLO (extensions allowed) rather than HELO.
     esmtp: bool,
-    tls: Option<TlsInfo>,
+    /// Boxed, as most sessions have none: an idle session is small.
+    tls: Option<Box<TlsInfo>>,
     errors: u32,
     /// Transactions started (MAIL accepted) in this connection.
     messages: usize,
-    /// Header fields added by connect and HELO checks, for every message of the session.
-    session_headers: Vec<String>,
-    /// What connect and HELO checks found, for every message of the session (boxed, as
-    /// are the transaction and the user: an idle session is small).
-    session_findings: Option<Box<intake_core::Findings>>,
+    /// What connect and HELO checks added and found, for every message of the session
+    /// (boxed, as are the transaction and the user: an idle session is small).
+    session_tags: Option<Box<SessionTags>>,
     /// The logged-in user (AUTH), if any.
     user: Option<Box<User>>,
 }
@@ -253,8 +262,7 @@ impl Session {
             tls: None,
             errors: 0,
             messages: 0,
-            session_headers: Vec::new(),
-            session_findings: None,
+            session_tags: None,
             user: None,
         }
     }
@@ -276,6 +284,11 @@ impl Session {
 
     /// The settings this session runs with.
     pub fn config(&self) -> &SessionConfig {
+        &self.cfg
+    }
+
+    /// The settings this session runs with, as shared with the listener.
+    pub(crate) fn shared_config(&self) -> &Arc<SessionConfig> {
         &self.cfg
     }
 
@@ -360,15 +373,15 @@ impl Session {
 
     /// Records TLS parameters (after a handshake).
     pub fn set_tls(&mut self, tls: TlsInfo) {
-        self.tls = Some(tls);
+        self.tls = Some(Box::new(tls));
     }
 
     /// The session facts stored with each message.
     pub fn info(&self) -> SessionInfo {
         SessionInfo {
-            helo: self.helo.clone().unwrap_or_default(),
+            helo: self.helo.as_deref().unwrap_or_default().to_string(),
             client: self.client,
-            tls: self.tls.clone(),
+            tls: self.tls.as_deref().cloned(),
         }
     }
 

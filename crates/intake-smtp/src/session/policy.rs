@@ -39,7 +39,7 @@ impl Session {
         let mut cx = CheckCtx::new(stage, self.client);
         cx.helo = match &pending {
             Pending::Helo { name, .. } => Some(name.clone()),
-            _ => self.helo.clone(),
+            _ => self.helo.as_deref().map(str::to_string),
         };
         cx.tls = self.tls.is_some();
         let tx = self.tx();
@@ -48,8 +48,8 @@ impl Session {
             _ => tx.map(|t| t.mail_from.clone()),
         };
         cx.rcpt_to = rcpt_to.map(str::to_string);
-        cx.symbols = (self.session_findings.as_ref())
-            .map(|f| f.symbols.clone())
+        cx.symbols = (self.session_tags.as_ref())
+            .map(|t| t.findings.symbols.clone())
             .unwrap_or_default();
         if let Some(tx) = tx {
             cx.symbols.extend(tx.findings.symbols.iter().cloned());
@@ -96,22 +96,16 @@ impl Session {
     fn checked(&mut self, pending: Pending, decision: Decision) -> Step {
         match (pending, decision) {
             (Pending::Connect, Decision::Go(tags)) => {
-                self.add_session_headers(tags.headers);
-                self.session_findings
-                    .get_or_insert_default()
-                    .merge(tags.findings);
+                self.add_session_tags(tags);
                 Step::Reply(self.greeting())
             }
             (Pending::Connect, Decision::Stop(r)) => Step::Close(r),
             (Pending::Helo { name, esmtp }, Decision::Go(tags)) => {
-                self.add_session_headers(tags.headers);
-                self.session_findings
-                    .get_or_insert_default()
-                    .merge(tags.findings);
+                self.add_session_tags(tags);
                 self.accept_helo(name, esmtp)
             }
             (Pending::Mail(from), Decision::Go(tags)) => {
-                self.start_transaction(from);
+                self.start_transaction(*from);
                 self.tag(tags);
                 Step::Reply(replies::SENDER_OK)
             }
@@ -121,7 +115,7 @@ impl Session {
             }
             (Pending::Data(stamp), Decision::Go(tags)) => {
                 self.tag(tags);
-                self.deliver(stamp)
+                self.deliver(*stamp)
             }
             (Pending::Data(_), Decision::Stop(r)) => {
                 self.end_transaction();
@@ -147,14 +141,16 @@ impl Session {
         }
     }
 
-    /// Header fields for every message of the session, each once (a HELO check that
-    /// could not decide for a repeated EHLO marks the messages once).
-    fn add_session_headers(&mut self, headers: Vec<String>) {
-        for h in headers {
-            if !self.session_headers.contains(&h) {
-                self.session_headers.push(h);
+    /// Header fields and findings for every message of the session, each field once (a
+    /// HELO check that could not decide for a repeated EHLO marks the messages once).
+    fn add_session_tags(&mut self, tags: Tags) {
+        let t = self.session_tags.get_or_insert_default();
+        for h in tags.headers {
+            if !t.headers.contains(&h) {
+                t.headers.push(h);
             }
         }
+        t.findings.merge(tags.findings);
     }
 
     fn tag(&mut self, tags: Tags) {

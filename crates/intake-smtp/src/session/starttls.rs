@@ -32,6 +32,6 @@ impl Session {
         self.esmtp = false;
         self.end_transaction();
         self.user = None;
-        self.tls = Some(tls);
+        self.tls = Some(Box::new(tls));
     }
 }
