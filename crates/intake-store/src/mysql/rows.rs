@@ -9,6 +9,7 @@ use sqlx::{MySql, QueryBuilder};
 use super::ServerLimits;
 use super::writer::Delivery;
 
+/// Rows of one multi-row `INSERT` at most.
 const MAX_ROWS: usize = 500;
 
 /// Splits `items` into runs whose `size` adds up to at most `budget` (a single larger item

@@ -56,8 +56,6 @@ pub(crate) const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
 /// How long the check after a lost `COMMIT` may wait for the old session to end, on top
 /// of its connection time.
 const LOST_COMMIT_CHECK: Duration = Duration::from_secs(10);
-/// Rows of one multi-row `INSERT` at most.
-
 /// Deadlock (1213) and lock wait timeout (1205): the transaction can be tried again.
 const RETRYABLE: [u16; 2] = [1213, 1205];
 
