@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use intake_core::{MessageId, Page, StoredMessage, alias, mime};
+use intake_core::{Page, alias, mime};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::routes;
@@ -15,11 +15,13 @@ use crate::batch;
 use crate::error::{ApiError, ErrorBody};
 use crate::events;
 use crate::html_view;
+use crate::lookup::{load, parse_id};
 use crate::model::{
     AttachmentJson, ChecksJson, ClientJson, HeaderField, HeaderList, MessageDetail, MessageSummary,
     TlsJson, parse_query, rfc3339,
 };
 use crate::tags::{self, summaries};
+use crate::ui::sandboxed;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -150,20 +152,6 @@ fn mailbox_param(address: &str) -> Result<String, ApiError> {
         ));
     }
     Ok(intake_core::mailbox_key(a))
-}
-
-pub(crate) fn parse_id(id: &str) -> Result<MessageId, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError::BadRequest(format!("{id:?} is not a message id")))
-}
-
-pub(crate) async fn load(state: &AppState, id: &str) -> Result<StoredMessage, ApiError> {
-    let id = parse_id(id)?;
-    state
-        .store
-        .fetch(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no message {id}")))
 }
 
 /// The alias of a mailbox, registered with the store so that mail to it is filed here.
@@ -416,13 +404,6 @@ async fn message_headers(
     }))
 }
 
-pub(crate) fn escape_html(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// One attachment, as a download.
 #[utoipa::path(get, path = "/api/v1/messages/{id}/attachments/{part}", tag = "messages",
     params(("id" = String, Path, description = "Message id"), ("part" = String, Path, description = "Part id from attachment_list")),
@@ -461,28 +442,6 @@ async fn attachment(
         HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")).expect("sanitized"),
     );
     Ok((h, bytes).into_response())
-}
-
-/// `content_type` as a header value; `application/octet-stream` where it cannot be one.
-pub(crate) fn content_type_value(content_type: &str) -> HeaderValue {
-    HeaderValue::from_str(content_type)
-        .unwrap_or(HeaderValue::from_static("application/octet-stream"))
-}
-
-/// The headers for content from a message, served from our origin: its type, and never
-/// run (a sandbox) nor sniffed by a browser.
-pub(crate) fn sandboxed(content_type: &str) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert(header::CONTENT_TYPE, content_type_value(content_type));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("sandbox; default-src 'none'"),
-    );
-    h
 }
 
 /// A search.

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::api::parse_id;
 use crate::error::{ApiError, ErrorBody};
+use crate::lookup::parse_id;
 
 /// Messages chosen by id.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -9,8 +9,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::api::load;
 use crate::error::{ApiError, ErrorBody};
+use crate::lookup::load;
 use crate::mailpit::{html_check, link_check};
 
 /// Which message checks this server answers.

@@ -20,8 +20,8 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::AppState;
-use crate::api::{escape_html, load};
 use crate::error::{ApiError, ErrorBody};
+use crate::lookup::load;
 
 /// Options of the HTML view.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -182,4 +182,12 @@ mod tests {
         assert_eq!(percent_decode("a%2"), "a%2");
         assert_eq!(percent_decode("%e2%82%ac"), "€");
     }
+}
+
+/// `s` with the characters HTML gives a meaning escaped.
+pub(crate) fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

@@ -16,6 +16,7 @@ pub mod error;
 mod events;
 mod html_view;
 mod listen;
+mod lookup;
 mod mailpit;
 pub use mailpit::services::{MailpitServices, Release, SpamAssassin, SpamReport, SpamRule};
 mod model;

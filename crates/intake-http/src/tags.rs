@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::api::parse_id;
 use crate::batch::{BatchResult, ids};
 use crate::error::{ApiError, ErrorBody};
+use crate::lookup::parse_id;
 use crate::model::MessageSummary;
 
 /// Listed messages with their tags (one tag read per message, as Mailpit's listing does).

@@ -26,7 +26,7 @@ fn asset(path: &str) -> Response {
         return ApiError::NotFound(format!("no asset {path}")).into_response();
     };
     let h = page_headers(
-        crate::api::content_type_value(file.metadata.mimetype()),
+        content_type_value(file.metadata.mimetype()),
         HeaderValue::from_static(PAGE_CSP),
         "no-cache",
     );
@@ -87,4 +87,26 @@ pub(crate) fn cors(origins: &[String]) -> Option<CorsLayer> {
             .allow_methods([Method::GET, Method::POST, Method::DELETE])
             .allow_headers([header::CONTENT_TYPE]),
     )
+}
+
+/// `content_type` as a header value; `application/octet-stream` where it cannot be one.
+pub(crate) fn content_type_value(content_type: &str) -> HeaderValue {
+    HeaderValue::from_str(content_type)
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"))
+}
+
+/// The headers for content from a message, served from our origin: its type, and never
+/// run (a sandbox) nor sniffed by a browser.
+pub(crate) fn sandboxed(content_type: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(header::CONTENT_TYPE, content_type_value(content_type));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
+    h
 }

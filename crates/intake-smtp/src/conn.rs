@@ -17,18 +17,17 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 
 use bytes::BytesMut;
-use intake_core::net::Repeated;
 use intake_core::{ArrivalGuard, Arrivals, AuthResult, DeliveryReport, Stage};
 use intake_proto::{CommandDecoder, Reply, replies};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::timeout;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::assemble::Content;
 use crate::config::SessionConfig;
 use crate::effects::Effects;
 use crate::failure::Failure;
-use crate::session::{Delivery, Effect, Input, Outcome, Session, Step};
+use crate::session::{Input, Session, Step};
+use refused::{count_refused, log_due};
 
 /// How long a session may wait for its next command before it parks (gives back its
 /// buffers, see `Connection::park`): long enough that a client sending command after
@@ -109,7 +108,7 @@ pub struct Connection<S> {
     line_started: Option<Instant>,
     /// Metric handles for accepted messages, registered at the first one (not looked up
     /// by name and labels for every message; an idle connection pays one pointer).
-    metrics: Option<Box<AcceptedMetrics>>,
+    metrics: Option<Box<settle::AcceptedMetrics>>,
 }
 
 /// The message content buffer, allocated for the first message (most idle connections
@@ -129,24 +128,6 @@ impl LazyContent {
     fn clear(&mut self) {
         if let Some(c) = &mut self.0 {
             c.clear();
-        }
-    }
-}
-
-/// What an accepted message counts in.
-struct AcceptedMetrics {
-    messages: metrics::Counter,
-    bytes: metrics::Counter,
-    deliver_seconds: metrics::Histogram,
-}
-
-impl AcceptedMetrics {
-    fn new(listener: &str) -> AcceptedMetrics {
-        AcceptedMetrics {
-            messages: metrics::counter!("intake_smtp_messages_total", "result" => "accepted",
-                "reason" => "2.0.0", "listener" => listener.to_string()),
-            bytes: metrics::counter!("intake_smtp_received_bytes_total"),
-            deliver_seconds: metrics::histogram!("intake_smtp_deliver_seconds"),
         }
     }
 }
@@ -613,130 +594,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
         }
     }
-
-    /// Carries out the session's effects until it gives a step that needs no waiting.
-    /// The flag says whether a delivery was attempted (it logs its own outcome).
-    async fn settle(&mut self, mut step: Step) -> (Step, bool) {
-        let mut delivered = false;
-        while let Step::Await(effect) = step {
-            let outcome = match effect {
-                Effect::Check { mut cx, header } => {
-                    // Content checks see the message as it will be stored, lent from the
-                    // content buffer rather than copied.
-                    let lent = (cx.stage == Stage::Data).then(|| {
-                        self.content
-                            .get()
-                            .strip_forged_results(&self.session.config().hostname);
-                        let lent = self.content.get().lend(header.as_bytes());
-                        cx.content = lent.message.clone();
-                        lent
-                    });
-                    let verdicts = self.services.effects.check(&cx).await;
-                    drop(cx);
-                    if let Some(lent) = lent {
-                        self.content.get().give_back(lent);
-                    }
-                    Outcome::Checked(verdicts)
-                }
-                Effect::Deliver(d) => {
-                    delivered = true;
-                    Outcome::Delivered(Box::pin(self.deliver(d)).await)
-                }
-                Effect::Authenticate(c) => {
-                    let limit = self.session.config().command_timeout;
-                    match timeout(limit, self.services.effects.authenticate(&c)).await {
-                        Ok(r) => Outcome::Authenticated(r),
-                        Err(_) => Outcome::Authenticated(AuthResult::Unavailable),
-                    }
-                }
-            };
-            step = self.session.resume(outcome);
-        }
-        (step, delivered)
-    }
-
-    /// Hands a message to the delivery targets under the delivery deadline and logs the
-    /// outcome.
-    async fn deliver(&mut self, d: Delivery) -> DeliveryReport {
-        let started = Instant::now();
-        let rcpts = d.envelope.rcpt_to.len();
-        let sender = d.envelope.mail_from.clone();
-        let id = d.id;
-        let handoff = self
-            .content
-            .get()
-            .message(d, &self.session.config().hostname);
-        let size = handoff.message.size;
-        let effects = &self.services.effects;
-        let limit = self.session.config().deliver_timeout;
-        let report = match timeout(limit, effects.deliver(&handoff)).await {
-            Ok(r) => r,
-            Err(_) => {
-                tracing::error!(%id, targets = ?effects.targets(), ?limit,
-                    "delivery not finished within smtp.deliver_timeout");
-                effects.delivery_timed_out(rcpts)
-            }
-        };
-        self.content.get().reuse(handoff.message.raw);
-        let accepted = report.rcpts.iter().filter(|o| o.is_accepted()).count();
-        let outcome = crate::session::final_reply(id, &report);
-        if accepted == rcpts {
-            tracing::info!(
-                %id, client = %self.session.client(), sender = %sender, rcpts, size,
-                micros = started.elapsed().as_micros() as u64, outcome = "accepted",
-                targets = ?self.services.effects.targets(), "message delivered"
-            );
-            let listener = &self.session.config().listener;
-            let m = self
-                .metrics
-                .get_or_insert_with(|| Box::new(AcceptedMetrics::new(listener)));
-            m.messages.increment(1);
-            m.bytes.increment(size);
-            m.deliver_seconds.record(started.elapsed());
-        } else {
-            if let Some(repeats) = log_due(&outcome) {
-                tracing::error!(
-                    %id, client = %self.session.client(), sender = %sender, rcpts, accepted, size,
-                    outcomes = ?report.rcpts, outcome = %outcome, repeats, "message not delivered"
-                );
-            }
-            count_refused(&outcome, &self.session.config().listener);
-        }
-        report
-    }
 }
 
-/// Messages deferred (4xx) with the same reply: while a downstream, the store or a check
-/// is down every message fails alike, so the log gets the first, then one line per ten
-/// seconds with the number (`repeats`). The metrics count each.
-static DEFERRALS: Repeated = Repeated::new(Duration::from_secs(10));
-
-/// Whether the line about a message refused with `r` is due, and how many refusals it
-/// covers: every 5xx (a decision about that message), 4xx summarized by [`DEFERRALS`].
-fn log_due(r: &Reply) -> Option<u64> {
-    if r.code >= 500 {
-        Some(1)
-    } else {
-        DEFERRALS.hit(&r.to_string())
-    }
-}
-
-/// Counts a message refused at the end of its content: 5xx rejected, 4xx deferred, by its
-/// enhanced status code and listener.
-fn count_refused(r: &Reply, listener: &str) {
-    let result = if r.code >= 500 {
-        "rejected"
-    } else {
-        "deferred"
-    };
-    let reason = r
-        .status
-        .map(|s| s.to_string())
-        .unwrap_or_else(|| r.code.to_string());
-    metrics::counter!("intake_smtp_messages_total", "result" => result, "reason" => reason,
-        "listener" => listener.to_string())
-    .increment(1);
-}
-
+mod refused;
+mod settle;
 #[cfg(test)]
 mod tests;

@@ -29,8 +29,8 @@ use tokio::time::Instant;
 
 use super::resolve;
 use crate::AppState;
-use crate::api::load;
 use crate::error::ApiError;
+use crate::lookup::load;
 
 /// Distinct links checked per message, at most (Mailpit's cap).
 pub const MAX_LINKS: usize = 100;

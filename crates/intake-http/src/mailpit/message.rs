@@ -16,8 +16,8 @@ use serde::Deserialize;
 use super::shapes::{Checksums, Contact, ListUnsubscribe, Message, Part, contacts};
 use super::{bcc_of, resolve};
 use crate::AppState;
-use crate::api::load;
 use crate::error::ApiError;
+use crate::lookup::load;
 use crate::model::rfc3339;
 
 fn part_shape(p: &MimePart) -> Part {
@@ -177,7 +177,7 @@ pub(super) async fn part(
     let Some(p) = found else {
         return Err(ApiError::NotFound(format!("no part {path}")));
     };
-    let mut h = crate::api::sandboxed(&p.content_type);
+    let mut h = crate::ui::sandboxed(&p.content_type);
     let kind = if p.inline { "inline" } else { "attachment" };
     let file = p
         .file_name

@@ -39,8 +39,8 @@ use shapes::{Contact, MessageSummary, MessagesPage, contacts};
 
 use crate::AppState;
 use crate::access::{Need, Routes};
-use crate::api::parse_id;
 use crate::error::ApiError;
+use crate::lookup::parse_id;
 use crate::model::{parse_query, rfc3339};
 
 /// Envelope recipients not named in `To` or `Cc`: Mailpit's `Bcc`.

@@ -16,8 +16,8 @@ use serde::Deserialize;
 use super::shapes::contacts;
 use super::{ok, resolve};
 use crate::AppState;
-use crate::api::load;
 use crate::error::ApiError;
+use crate::lookup::load;
 
 #[derive(Debug, Deserialize)]
 struct ReleaseRequest {

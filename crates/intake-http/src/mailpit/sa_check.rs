@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use super::resolve;
 use crate::AppState;
-use crate::api::load;
 use crate::error::ApiError;
+use crate::lookup::load;
 
 /// Mailpit's SpamAssassin result.
 #[derive(Debug, Serialize)]

@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use super::ok;
 use crate::AppState;
-use crate::api::parse_id;
 use crate::error::ApiError;
+use crate::lookup::parse_id;
 
 /// Every tag in use, sorted.
 pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Vec<String>>, ApiError> {

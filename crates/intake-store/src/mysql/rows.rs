@@ -2,12 +2,22 @@
 //! statement carries more than half of `max_allowed_packet` (nor more than [`MAX_ROWS`]
 //! rows), and the search text each message gets.
 
-use intake_core::{Incoming, mime};
+use intake_core::{Incoming, StoreError, mime};
 use sqlx::mysql::MySqlConnection;
 use sqlx::{MySql, QueryBuilder};
+use tokio::sync::oneshot;
 
 use super::ServerLimits;
-use super::writer::Delivery;
+
+/// One message on its way to the writer.
+pub(crate) struct Delivery {
+    pub msg: Incoming,
+    /// Lower-cased, distinct, aliases resolved.
+    pub mailboxes: Vec<String>,
+    /// What search looks at (made by the session's task).
+    pub words: String,
+    pub done: oneshot::Sender<Result<(), StoreError>>,
+}
 
 /// Rows of one multi-row `INSERT` at most.
 const MAX_ROWS: usize = 500;

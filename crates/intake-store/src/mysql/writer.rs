@@ -31,23 +31,14 @@
 use crate::gather::gather;
 use std::time::{Duration, Instant};
 
-use intake_core::{Arrivals, Incoming, StoreError};
+use intake_core::{Arrivals, StoreError};
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{Connection, Executor, MySql, QueryBuilder};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+pub(crate) use super::rows::Delivery;
 use super::{MysqlConfig, ServerLimits, connect_one, error_number, rows, unavailable};
 use std::sync::Arc;
-
-/// One message on its way to the writer.
-pub(crate) struct Delivery {
-    pub msg: Incoming,
-    /// Lower-cased, distinct, aliases resolved.
-    pub mailboxes: Vec<String>,
-    /// What search looks at (made by the session's task).
-    pub words: String,
-    pub done: oneshot::Sender<Result<(), StoreError>>,
-}
 
 /// A batch that has not committed after this is abandoned (451 to each sender).
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use super::resolve;
 use crate::AppState;
-use crate::api::load;
 use crate::error::ApiError;
+use crate::lookup::load;
 
 /// The caniemail data, as published.
 const DATA: &str = include_str!("../../../data/caniemail/caniemail.json");
