@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 
 use bytes::BytesMut;
-use intake_core::{ArrivalGuard, Arrivals, AuthResult, DeliveryReport, Stage};
+use intake_core::{ArrivalGuard, Arrivals};
 use intake_proto::{CommandDecoder, Reply, replies};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};

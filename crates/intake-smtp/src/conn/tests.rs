@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use intake_core::{
-    CheckCtx, Credentials, Findings, Handoff, OnError, Pipeline, RcptOutcome, Reason, Verdict,
+    AuthResult, CheckCtx, Credentials, DeliveryReport, Findings, Handoff, OnError, Pipeline,
+    RcptOutcome, Reason, Stage, Verdict,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadBuf};
 
