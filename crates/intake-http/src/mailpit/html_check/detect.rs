@@ -5,7 +5,8 @@
 //! attribute; `css-border-radius`: that property; `image-webp`: an image whose path ends in
 //! `.webp`); the others are spelled out below. A slug with no rule is not tested.
 
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
 
 use regex::Regex;
 use scraper::{Html, Node, Selector};
@@ -31,8 +32,18 @@ pub struct Found {
     images: Vec<String>,
 }
 
+/// The regex for `pattern`, compiled once per process: every HTML check asks for the same
+/// few hundred patterns (one or more per caniemail slug), and compiling costs far more than
+/// matching.
 fn re(pattern: &str) -> Regex {
-    Regex::new(pattern).expect("a valid regex")
+    static COMPILED: LazyLock<Mutex<HashMap<String, Regex>>> = LazyLock::new(Default::default);
+    let mut compiled = COMPILED.lock().expect("regex cache");
+    if let Some(r) = compiled.get(pattern) {
+        return r.clone();
+    }
+    let r = Regex::new(pattern).expect("a valid regex");
+    compiled.insert(pattern.to_string(), r.clone());
+    r
 }
 
 impl Found {
