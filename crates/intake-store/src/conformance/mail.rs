@@ -354,6 +354,98 @@ pub async fn search_words_and_filters(t: TestBackend) {
     store.close().await;
 }
 
+/// Counts and pages of a search, for words alone, words with filters, and filters alone,
+/// with some messages read: `total` the matches, `unread` the unread ones among them, the
+/// page newest first from its offset.
+pub async fn search_counts_and_pages(t: TestBackend) {
+    let (store, _keep) = t.store();
+    // Eight messages: "alpha" in 1..=6, "beta" in the even ones; to carol in 1, 4 and 7.
+    let mut ids = Vec::new();
+    for n in 1..=8 {
+        let words = match (n <= 6, n % 2 == 0) {
+            (true, true) => "alpha beta",
+            (true, false) => "alpha",
+            (false, true) => "beta",
+            (false, false) => "gamma",
+        };
+        let to = if n % 3 == 1 {
+            "carol@x.test"
+        } else {
+            "dave@x.test"
+        };
+        let m = incoming_with(&[to], &format!("Subject: m{n}\r\n\r\n{words} marker\r\n"));
+        ids.push(m.id);
+        store.deliver(m).await.unwrap();
+    }
+    let mut waited = Duration::ZERO;
+    while search(&store, "marker").await.len() < 8 {
+        assert!(waited < Duration::from_secs(10), "never indexed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += Duration::from_millis(20);
+    }
+    // Read: 2, 3, 4 and 8.
+    for n in [2, 3, 4, 8] {
+        assert!(store.set_seen(ids[n - 1], true).await.unwrap());
+    }
+    let counts = |q: &'static str| {
+        let store = &store;
+        async move {
+            let l = store
+                .search(&Query::parse(q).unwrap(), all())
+                .await
+                .unwrap();
+            let subjects: Vec<String> =
+                l.messages.into_iter().map(|m| m.subject.unwrap()).collect();
+            (l.total, l.unread, subjects.join(" "))
+        }
+    };
+    assert_eq!(
+        counts("alpha").await,
+        (6, 3, "m6 m5 m4 m3 m2 m1".into()),
+        "words"
+    );
+    assert_eq!(
+        counts("alpha beta").await,
+        (3, 1, "m6 m4 m2".into()),
+        "two words"
+    );
+    assert_eq!(counts("gamma").await, (1, 1, "m7".into()));
+    assert_eq!(counts("nowhere").await, (0, 0, String::new()));
+    assert_eq!(
+        counts("alpha to:carol").await,
+        (2, 1, "m4 m1".into()),
+        "words and a filter"
+    );
+    assert_eq!(counts("alpha is:unread").await, (3, 3, "m6 m5 m1".into()));
+    assert_eq!(counts("alpha is:read").await, (3, 0, "m4 m3 m2".into()));
+    assert_eq!(
+        counts("to:carol").await,
+        (3, 2, "m7 m4 m1".into()),
+        "a filter alone"
+    );
+    assert_eq!(counts("is:read").await, (4, 0, "m8 m4 m3 m2".into()));
+    assert_eq!(counts("is:unread").await, (4, 4, "m7 m6 m5 m1".into()));
+    let everything = store.list_all(all()).await.unwrap();
+    assert_eq!((everything.total, everything.unread), (8, 4));
+    // Pages, newest first, counts over every match.
+    let page = |offset, limit| Page { offset, limit };
+    for (q, p, want) in [
+        ("alpha", page(1, 2), "m5 m4"),
+        ("alpha", page(5, 2), "m1"),
+        ("alpha to:carol", page(1, 5), "m1"),
+        ("to:carol", page(2, 1), "m1"),
+        ("", page(6, 5), "m2 m1"),
+    ] {
+        let l = store.search(&Query::parse(q).unwrap(), p).await.unwrap();
+        let got: Vec<String> = l.messages.into_iter().map(|m| m.subject.unwrap()).collect();
+        assert_eq!(got.join(" "), want, "{q} at {p:?}");
+    }
+    // A deleted message leaves the counts and the pages.
+    store.delete(ids[3]).await.unwrap();
+    assert_eq!(counts("alpha").await, (5, 3, "m6 m5 m3 m2 m1".into()));
+    store.close().await;
+}
+
 /// What the checks found is stored with the message (and only when they found anything).
 pub async fn check_findings_are_kept(t: TestBackend) {
     let (store, _keep) = t.store();

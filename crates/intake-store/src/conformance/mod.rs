@@ -89,6 +89,7 @@ macro_rules! conformance_suite {
             delete_mailbox_keeps_messages_filed_elsewhere,
             set_seen_counts,
             search_words_and_filters,
+            search_counts_and_pages,
             retention_per_mailbox_cap,
             retention_max_age,
             retention_max_size,

@@ -28,6 +28,7 @@ mod options;
 mod policy;
 mod read;
 mod schema;
+mod search;
 mod tags;
 mod users;
 mod writer;
@@ -285,12 +286,12 @@ impl MailBackend for SqliteBackend {
     }
 
     async fn list_all(&self, page: Page) -> Result<Listing, StoreError> {
-        self.read(move |c| read::list_all(c, page)).await
+        self.read(move |c| search::list_all(c, page)).await
     }
 
     async fn search(&self, query: &Query, page: Page) -> Result<Listing, StoreError> {
         let q = query.clone();
-        self.read(move |c| read::search(c, &q, page)).await
+        self.read(move |c| search::search(c, &q, page)).await
     }
 
     async fn fetch(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {

@@ -1,15 +1,14 @@
-//! Queries on read connections: listings, search, one message.
+//! Queries on read connections: a mailbox's listing, one message, retention's candidates
+//! (search and the all-mail listing are in `search.rs`).
 
-use intake_core::{
-    Listing, MessageId, Page, Query, StoreError, StoredMessage, Summary, mailbox_key,
-};
+use intake_core::{Listing, MessageId, Page, StoreError, StoredMessage, Summary, mailbox_key};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::unavailable;
 use crate::columns::{MessageColumns, json};
 
-const SUMMARY_COLS: &str = "m.id, m.received_at, m.mail_from, m.rcpt_to, m.from_addr, m.to_addr, m.subject, \
+pub(super) const SUMMARY_COLS: &str = "m.id, m.received_at, m.mail_from, m.rcpt_to, m.from_addr, m.to_addr, m.subject, \
                             m.size, m.seen, json_array_length(m.attachments)";
 
 fn summary_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Summary> {
@@ -29,7 +28,7 @@ fn summary_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Summary> {
     })
 }
 
-fn collect(
+pub(super) fn collect(
     stmt: &mut rusqlite::CachedStatement<'_>,
     params: &[Value],
 ) -> Result<Vec<Summary>, StoreError> {
@@ -71,120 +70,6 @@ pub(super) fn list_mailbox(
         unread: unread as u64,
         messages,
     })
-}
-
-pub(super) fn list_all(conn: &Connection, page: Page) -> Result<Listing, StoreError> {
-    search(conn, &Query::default(), page)
-}
-
-/// Turns free words into an FTS5 query: each word a quoted string (AND), `word*` a prefix.
-fn fts_match(words: &[String]) -> String {
-    words
-        .iter()
-        .map(|w| {
-            let (w, prefix) = match w.strip_suffix('*') {
-                Some(stem) if !stem.is_empty() => (stem, true),
-                _ => (w.as_str(), false),
-            };
-            let quoted = format!("\"{}\"", w.replace('"', "\"\""));
-            if prefix { format!("{quoted}*") } else { quoted }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn like(v: &str) -> Value {
-    let escaped = v
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
-    Value::Text(format!("%{escaped}%"))
-}
-
-pub(super) fn search(conn: &Connection, q: &Query, page: Page) -> Result<Listing, StoreError> {
-    let mut clauses: Vec<String> = Vec::new();
-    let mut args: Vec<Value> = Vec::new();
-    if !q.words.is_empty() {
-        clauses.push("m.seq IN (SELECT rowid FROM search_index WHERE search_index MATCH ?)".into());
-        args.push(Value::Text(fts_match(&q.words)));
-    }
-    for v in &q.from {
-        clauses.push(r"(lower(m.mail_from) LIKE ? ESCAPE '\' OR lower(coalesce(m.from_addr, '')) LIKE ? ESCAPE '\')".into());
-        args.push(like(v));
-        args.push(like(v));
-    }
-    for v in &q.to {
-        clauses.push(
-            r"(lower(m.rcpt_to) LIKE ? ESCAPE '\' OR lower(coalesce(m.to_addr, '')) LIKE ? ESCAPE '\'
-               OR lower(coalesce(m.cc_addr, '')) LIKE ? ESCAPE '\')"
-                .into(),
-        );
-        args.extend([like(v), like(v), like(v)]);
-    }
-    for v in &q.subject {
-        clauses.push(r"lower(coalesce(m.subject, '')) LIKE ? ESCAPE '\'".into());
-        args.push(like(v));
-    }
-    if let Some(mb) = &q.mailbox {
-        clauses.push(
-            "EXISTS (SELECT 1 FROM mailbox_messages b WHERE b.seq = m.seq AND b.mailbox = ?)"
-                .into(),
-        );
-        args.push(Value::Text(mb.clone()));
-    }
-    if q.has_attachment {
-        clauses.push("json_array_length(m.attachments) > 0".into());
-    }
-    if let Some(seen) = q.seen {
-        clauses.push("m.seen = ?".into());
-        args.push(Value::Integer(seen as i64));
-    }
-    if let Some(t) = q.after {
-        clauses.push("m.received_at > ?".into());
-        args.push(Value::Integer(t));
-    }
-    if let Some(t) = q.before {
-        clauses.push("m.received_at < ?".into());
-        args.push(Value::Integer(t));
-    }
-    let filter = if clauses.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", clauses.join(" AND "))
-    };
-    let (total, unread): (i64, i64) = conn
-        .prepare_cached(&format!(
-            "SELECT count(*), coalesce(sum(m.seen = 0), 0) FROM messages m {filter}"
-        ))
-        .and_then(|mut s| {
-            s.query_row(params_from_iter(args.iter()), |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-        })
-        .map_err(bad_query)?;
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT {SUMMARY_COLS} FROM messages m {filter} ORDER BY m.seq DESC LIMIT ? OFFSET ?"
-        ))
-        .map_err(unavailable)?;
-    args.push(Value::Integer(page.limit as i64));
-    args.push(Value::Integer(page.offset as i64));
-    let messages = collect(&mut stmt, &args)?;
-    Ok(Listing {
-        total: total as u64,
-        unread: unread as u64,
-        messages,
-    })
-}
-
-/// An FTS syntax problem is the client's; anything else is ours.
-fn bad_query(e: rusqlite::Error) -> StoreError {
-    let text = e.to_string();
-    if text.contains("fts5") {
-        StoreError::BadQuery(text)
-    } else {
-        unavailable(e)
-    }
 }
 
 pub(super) fn fetch(conn: &Connection, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {

@@ -3,7 +3,8 @@
 use rusqlite::Connection;
 
 /// Current schema version (`PRAGMA user_version`).
-const VERSION: i64 = 7; // 4 added the `users` table; 5 `message_checks`; 6 `meta`; 7 `message_tags`
+const VERSION: i64 = 8; // 4 added the `users` table; 5 `message_checks`; 6 `meta`; 7 `message_tags`;
+// 8 `messages_read`
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS messages (
@@ -31,6 +32,9 @@ CREATE TABLE IF NOT EXISTS messages (
     seen         INTEGER NOT NULL DEFAULT 0,
     mailboxes    TEXT NOT NULL DEFAULT '[]'
 );
+-- Read messages (version 8), for unread counts without reading every row. New mail is
+-- unread, so receiving never touches this index.
+CREATE INDEX IF NOT EXISTS messages_read ON messages (seq) WHERE seen != 0;
 CREATE TABLE IF NOT EXISTS bodies (
     seq INTEGER PRIMARY KEY,
     raw BLOB NOT NULL
