@@ -12,9 +12,11 @@
 //! base = "ou=people,dc=example,dc=test"
 //! recipient_filter = "(|(mail=%s)(mailAlternateAddress=%s))"
 //! login_filter = "(uid=%s)"
+//! sender_attributes = ["mail", "mailAlternateAddress"]
 //! # sql:
 //! # password_query = "SELECT password FROM customers WHERE login = $1 AND active"
 //! # recipient_query = "SELECT 1 FROM mailboxes WHERE address = $1"
+//! # senders_query = "SELECT address FROM mailboxes WHERE owner = $1"
 //! cache_ttl = "60s"
 //! negative_cache_ttl = "10s"
 //! timeout = "5s"
@@ -59,6 +61,8 @@ impl DirectoryKind {
 pub const DEFAULT_RECIPIENT_FILTER: &str = "(mail=%s)";
 /// The default LDAP login filter.
 pub const DEFAULT_LOGIN_FILTER: &str = "(uid=%s)";
+/// The default LDAP attributes of a login's entry that hold its envelope senders.
+pub const DEFAULT_SENDER_ATTRIBUTES: [&str; 2] = ["mail", "mailAlternateAddress"];
 
 /// `[directory]`.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -91,12 +95,20 @@ pub struct DirectorySettings {
     /// LDAP: finds a login's entry, `%s` = the login (default `(uid=%s)`).
     #[serde(default)]
     pub login_filter: Option<String>,
+    /// LDAP: the attributes of a login's entry that hold the envelope senders it may use
+    /// (default `mail`, `mailAlternateAddress`).
+    #[serde(default)]
+    pub sender_attributes: Option<Vec<String>>,
     /// SQL: returns the stored password of the login (`$1` / `?`).
     #[serde(default)]
     pub password_query: Option<String>,
     /// SQL: returns a row for a known recipient (`$1` / `?`).
     #[serde(default)]
     pub recipient_query: Option<String>,
+    /// SQL: returns the envelope senders of a login, one a row (`$1` / `?`); none: a login
+    /// that is an address sends as itself only.
+    #[serde(default)]
+    pub senders_query: Option<String>,
     /// How long a yes is kept (default 60 s; 0: not cached).
     #[serde(default = "default_cache_ttl", deserialize_with = "duration")]
     pub cache_ttl: Duration,
@@ -142,8 +154,10 @@ impl std::fmt::Debug for DirectorySettings {
             .field("base", &self.base)
             .field("recipient_filter", &self.recipient_filter)
             .field("login_filter", &self.login_filter)
+            .field("sender_attributes", &self.sender_attributes)
             .field("password_query", &self.password_query)
             .field("recipient_query", &self.recipient_query)
+            .field("senders_query", &self.senders_query)
             .field("cache_ttl", &self.cache_ttl)
             .field("negative_cache_ttl", &self.negative_cache_ttl)
             .field("timeout", &self.timeout)
@@ -214,6 +228,9 @@ pub enum SettingsError {
     /// `bind_dn` without `bind_password` or the other way round.
     #[error("directory.bind_dn and directory.bind_password go together")]
     HalfBind,
+    /// The password attribute among `sender_attributes`.
+    #[error("directory.sender_attributes: {0:?} holds the password, not a sender")]
+    PasswordAttribute(String),
     /// StartTLS on an `ldaps://` connection.
     #[error("directory.starttls applies to ldap:// URLs, not ldaps://")]
     StartTlsOnLdaps,
@@ -244,8 +261,10 @@ impl DirectorySettings {
             base: None,
             recipient_filter: None,
             login_filter: None,
+            sender_attributes: None,
             password_query: None,
             recipient_query: None,
+            senders_query: None,
             cache_ttl: default_cache_ttl(),
             negative_cache_ttl: default_negative_cache_ttl(),
             timeout: default_timeout(),
@@ -298,6 +317,7 @@ impl DirectorySettings {
         for (key, set) in [
             ("password_query", self.password_query.is_some()),
             ("recipient_query", self.recipient_query.is_some()),
+            ("senders_query", self.senders_query.is_some()),
         ] {
             if set {
                 return Err(SettingsError::NotFor { key, kind });
@@ -308,6 +328,12 @@ impl DirectorySettings {
         }
         if self.bind_dn.is_some() != self.bind_password.is_some() {
             return Err(SettingsError::HalfBind);
+        }
+        for a in self.sender_attributes() {
+            let name = a.to_ascii_lowercase();
+            if name.contains("password") || name == "2.5.4.35" {
+                return Err(SettingsError::PasswordAttribute(a));
+            }
         }
         for (key, filter) in [
             ("recipient_filter", self.recipient_filter()),
@@ -343,6 +369,7 @@ impl DirectorySettings {
             ("base", self.base.is_some()),
             ("recipient_filter", self.recipient_filter.is_some()),
             ("login_filter", self.login_filter.is_some()),
+            ("sender_attributes", self.sender_attributes.is_some()),
             ("starttls", self.starttls),
             ("tls_ca", self.tls_ca.is_some()),
         ] {
@@ -356,6 +383,7 @@ impl DirectorySettings {
         for (key, query) in [
             ("password_query", &self.password_query),
             ("recipient_query", &self.recipient_query),
+            ("senders_query", &self.senders_query),
         ] {
             let Some(query) = query else { continue };
             let has = match server {
@@ -380,6 +408,14 @@ impl DirectorySettings {
 
     fn login_filter(&self) -> &str {
         self.login_filter.as_deref().unwrap_or(DEFAULT_LOGIN_FILTER)
+    }
+
+    /// LDAP: the attributes read as a login's senders.
+    pub fn sender_attributes(&self) -> Vec<String> {
+        match &self.sender_attributes {
+            Some(a) => a.clone(),
+            None => DEFAULT_SENDER_ATTRIBUTES.map(String::from).to_vec(),
+        }
     }
 
     /// The cache, breaker and timeout these settings ask for.
@@ -410,6 +446,7 @@ impl DirectorySettings {
                 base: self.base.clone().unwrap_or_default(),
                 recipient_filter: self.recipient_filter().to_string(),
                 login_filter: self.login_filter().to_string(),
+                sender_attributes: self.sender_attributes(),
                 timeout: self.timeout,
                 tls: match &self.tls_ca {
                     Some(ca) => Some(crate::ldap::tls_trusting(ca).map_err(SettingsError::TlsCa)?),
@@ -421,6 +458,7 @@ impl DirectorySettings {
                     url: self.url.clone(),
                     password_query: self.password_query.clone(),
                     recipient_query: self.recipient_query.clone(),
+                    senders_query: self.senders_query.clone(),
                     timeout: self.timeout,
                     max_connections: self.max_connections,
                 })
