@@ -16,7 +16,9 @@ const NOT_SETTINGS: &[&str] = &["INTAKE_CONFIG"];
 /// `INTAKE_SMTP__MAX_RECIPIENTS=50` sets `smtp.max_recipients`: the part after the prefix
 /// is split at `__` into the key path and lower-cased. The value is read as a TOML literal
 /// (`50`, `true`, `["a.example", "b.example"]`, `"quoted"`) and otherwise taken as a plain
-/// string, so `INTAKE_SMTP__LISTEN=0.0.0.0:25` needs no quotes.
+/// string, so `INTAKE_SMTP__LISTEN=0.0.0.0:25` needs no quotes. Where the setting is a
+/// string, a value that reads as a number or boolean is taken as given
+/// (`INTAKE_DIRECTORY__BIND_PASSWORD=123456`; the text is kept in [`Sources::raw`]).
 ///
 /// Arrays of tables (`[[listener]]`, `[[route]]`) take an index as a segment:
 /// `INTAKE_LISTENER__0__ADDRESS=0.0.0.0:587` sets the first listener's address, in a table
@@ -75,6 +77,7 @@ pub fn load_table(
             errors.push(ConfigError::new(key, Origin::Env(name.clone()), msg));
             continue;
         }
+        sources.raw.insert(key.clone(), value);
         sources.env.insert(key, name);
     }
     if errors.is_empty() {

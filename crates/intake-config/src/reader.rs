@@ -22,6 +22,9 @@ pub enum Origin {
 pub struct Sources {
     /// `smtp.listen` -> `INTAKE_SMTP__LISTEN`.
     pub env: BTreeMap<String, String>,
+    /// The variable's text as given, by key path: a value that reads as a TOML number or
+    /// boolean (`123456`) is still this text where the setting is a string.
+    pub raw: BTreeMap<String, String>,
 }
 
 /// One configuration problem.
@@ -144,6 +147,9 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads `key` as `T`, or returns `default` (recording an error if present but bad).
+    ///
+    /// A variable's value that reads as a number or boolean (`INTAKE_DIRECTORY__BIND_PASSWORD=123456`)
+    /// is taken as the text given when `T` wants a string.
     pub fn get<T: DeserializeOwned>(&mut self, key: &str, default: T) -> T {
         self.known.insert(key.to_string());
         match self.lookup(key) {
@@ -151,11 +157,32 @@ impl<'a> Reader<'a> {
             Some(v) => match v.clone().try_into::<T>() {
                 Ok(x) => x,
                 Err(e) => {
+                    if let Some(x) = self.as_given(key, v) {
+                        return x;
+                    }
                     self.error(key, crate::human::explain(&e.to_string()));
                     default
                 }
             },
         }
+    }
+
+    /// `key`'s value as the text its variable gave, if a variable set it to a scalar that
+    /// TOML read as something else, and that text reads as `T`.
+    fn as_given<T: DeserializeOwned>(&self, key: &str, v: &toml::Value) -> Option<T> {
+        let scalar = matches!(
+            v,
+            toml::Value::Integer(_)
+                | toml::Value::Float(_)
+                | toml::Value::Boolean(_)
+                | toml::Value::Datetime(_)
+        );
+        if !scalar {
+            return None;
+        }
+        let path = key.replace('[', ".").replace(']', "");
+        let raw = self.sources.raw.get(&path)?;
+        toml::Value::String(raw.clone()).try_into::<T>().ok()
     }
 
     /// A size in octets: an integer, or a string such as `"10MB"`, `"25MiB"`, `"512k"`.
@@ -444,6 +471,41 @@ mod tests {
             r.errors[0].to_string(),
             "smtp.max_recipients (from INTAKE_SMTP__MAX_RECIPIENTS): expected a whole number of 0 or more, found string \"ten\""
         );
+    }
+
+    #[test]
+    fn a_number_from_the_environment_is_text_where_a_string_is_wanted() {
+        let vars = [
+            ("INTAKE_DIRECTORY__BIND_PASSWORD", "123456"),
+            ("INTAKE_DIRECTORY__BASE", "1_000"),
+            ("INTAKE_SMTP__HOSTNAME", "true"),
+            ("INTAKE_SMTP__MAX_RECIPIENTS", "50"),
+            ("INTAKE_SMTP__PIPELINING", "false"),
+            ("INTAKE_SMTP__MAX_ERRORS", "ten"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let (table, sources) = crate::env::load_table(None, vars).unwrap();
+        let mut r = Reader::new(&table, &sources);
+        let password: String = r.get("directory.bind_password", String::new());
+        let base: String = r.get("directory.base", String::new());
+        let hostname: Option<String> = r.get("smtp.hostname", None);
+        assert_eq!(password, "123456");
+        assert_eq!(
+            base, "1_000",
+            "the text as given, not the number TOML reads"
+        );
+        assert_eq!(hostname.as_deref(), Some("true"));
+        // Numbers and booleans where they are wanted, and errors where they are wrong.
+        assert_eq!(r.get("smtp.max_recipients", 100usize), 50);
+        assert!(!r.get("smtp.pipelining", true));
+        assert_eq!(r.get("smtp.max_errors", 10usize), 10);
+        assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+        // A file's number is still not a string.
+        let table: toml::Table = "[directory]\nbind_password = 123456\n".parse().unwrap();
+        let sources = Sources::default();
+        let mut r = Reader::new(&table, &sources);
+        let _: String = r.get("directory.bind_password", String::new());
+        assert_eq!(r.errors.len(), 1);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! SMTP AUTH against the directory (`auth.directory = true`): the login is checked by the
 //! directory (an LDAP bind as the entry found, or the SQL password query and its hash),
-//! behind the same failed-login limiter as Intake's own users.
+//! behind the same failed-login limiter as Intake's own users. A login may use as envelope
+//! sender itself (when it is an address) and the senders the directory gives it
+//! ([`crate::Directory::senders`]).
 
 use std::sync::Arc;
 
@@ -32,12 +34,20 @@ impl Authenticator for DirectoryAuthenticator {
             return AuthResult::RateLimited;
         }
         match self.directory.verify_login(login, &c.password).await {
-            Ok(LoginResult::Valid) => AuthResult::Ok(User {
-                address: login.to_string(),
-                password_hash: String::new(),
-                enabled: true,
-                senders: Vec::new(),
-            }),
+            // The envelope senders the directory gives this login (its own address when
+            // the login is one; auth.restrict_senders holds MAIL FROM to them).
+            Ok(LoginResult::Valid) => match self.directory.senders(login).await {
+                Ok(senders) => AuthResult::Ok(User {
+                    address: login.to_lowercase(),
+                    password_hash: String::new(),
+                    enabled: true,
+                    senders,
+                }),
+                Err(e) => {
+                    tracing::warn!(error = %e, user = %login, "AUTH: the directory could not give the login's senders");
+                    AuthResult::Unavailable
+                }
+            },
             Ok(LoginResult::Invalid) => {
                 tracing::info!(client = %c.client, user = %login, "AUTH failed (directory)");
                 self.limiter.failed(c.client, Some(login));

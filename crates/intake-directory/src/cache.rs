@@ -19,15 +19,20 @@ use sha2::Sha256;
 /// Entries kept at most (per cache).
 const CAPACITY: u64 = 100_000;
 
-/// Yes/no answers by key, each valid for its TTL.
-pub struct AnswerCache<K> {
-    map: moka::sync::Cache<K, (bool, Timestamp)>,
+/// Answers by key, each valid for its TTL: a yes (or a found value) for `positive_ttl`,
+/// a no (or nothing found) for `negative_ttl`.
+pub struct AnswerCache<K, V = bool> {
+    map: moka::sync::Cache<K, (V, Timestamp, Duration)>,
     positive_ttl: Duration,
     negative_ttl: Duration,
     clock: Arc<dyn Clock>,
 }
 
-impl<K: Hash + Eq + Send + Sync + 'static> AnswerCache<K> {
+impl<K, V> AnswerCache<K, V>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
     /// A cache keeping yes for `positive_ttl` and no for `negative_ttl` (zero: not kept).
     pub fn new(positive_ttl: Duration, negative_ttl: Duration, clock: Arc<dyn Clock>) -> Self {
         let longest = positive_ttl.max(negative_ttl).max(Duration::from_millis(1));
@@ -43,13 +48,8 @@ impl<K: Hash + Eq + Send + Sync + 'static> AnswerCache<K> {
     }
 
     /// The answer for `key`, if one is cached and still valid.
-    pub fn get(&self, key: &K) -> Option<bool> {
-        let (answer, at) = self.map.get(key)?;
-        let ttl = if answer {
-            self.positive_ttl
-        } else {
-            self.negative_ttl
-        };
+    pub fn get(&self, key: &K) -> Option<V> {
+        let (answer, at, ttl) = self.map.get(key)?;
         if self.clock.now() < at + ttl {
             Some(answer)
         } else {
@@ -58,16 +58,24 @@ impl<K: Hash + Eq + Send + Sync + 'static> AnswerCache<K> {
         }
     }
 
-    /// Keeps `answer` for `key` (unless its TTL is zero).
-    pub fn insert(&self, key: K, answer: bool) {
-        let ttl = if answer {
+    /// Keeps `value` for `key`, for the positive TTL or the negative one (unless that TTL
+    /// is zero).
+    pub fn keep(&self, key: K, value: V, positive: bool) {
+        let ttl = if positive {
             self.positive_ttl
         } else {
             self.negative_ttl
         };
         if !ttl.is_zero() {
-            self.map.insert(key, (answer, self.clock.now()));
+            self.map.insert(key, (value, self.clock.now(), ttl));
         }
+    }
+}
+
+impl<K: Hash + Eq + Send + Sync + 'static> AnswerCache<K, bool> {
+    /// Keeps `answer` for `key` (unless its TTL is zero).
+    pub fn insert(&self, key: K, answer: bool) {
+        self.keep(key, answer, answer);
     }
 }
 
@@ -109,7 +117,7 @@ mod tests {
     #[test]
     fn yes_and_no_expire_on_their_own_ttls() {
         let clock = ManualClock::new();
-        let c = AnswerCache::new(
+        let c = AnswerCache::<&str, bool>::new(
             Duration::from_secs(60),
             Duration::from_secs(10),
             clock.clone(),
@@ -128,7 +136,7 @@ mod tests {
 
     #[test]
     fn a_zero_ttl_keeps_nothing() {
-        let c = AnswerCache::new(Duration::ZERO, Duration::ZERO, ManualClock::new());
+        let c = AnswerCache::<&str, bool>::new(Duration::ZERO, Duration::ZERO, ManualClock::new());
         c.insert("a", true);
         c.insert("b", false);
         assert_eq!((c.get(&"a"), c.get(&"b")), (None, None));

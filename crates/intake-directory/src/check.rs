@@ -70,6 +70,9 @@ mod tests {
         async fn verify_login(&self, _: &str, _: &str) -> Result<LoginResult, DirectoryError> {
             Ok(LoginResult::Invalid)
         }
+        async fn senders(&self, _: &str) -> Result<Vec<String>, DirectoryError> {
+            Ok(Vec::new())
+        }
     }
 
     fn cx(rcpt: &str) -> CheckCtx {

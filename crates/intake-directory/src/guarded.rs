@@ -36,6 +36,8 @@ pub struct Guarded {
     breaker: Breaker,
     recipients: AnswerCache<String>,
     logins: AnswerCache<[u8; 32]>,
+    /// The senders of each login (a list found: `cache_ttl`; none: `negative_cache_ttl`).
+    senders: AnswerCache<String, Vec<String>>,
     keys: LoginKeys,
 }
 
@@ -51,7 +53,8 @@ impl Guarded {
                 guards.negative_cache_ttl,
                 clock.clone(),
             ),
-            logins: AnswerCache::new(guards.cache_ttl, guards.negative_cache_ttl, clock),
+            logins: AnswerCache::new(guards.cache_ttl, guards.negative_cache_ttl, clock.clone()),
+            senders: AnswerCache::new(guards.cache_ttl, guards.negative_cache_ttl, clock),
             keys: LoginKeys::new(),
         }
     }
@@ -126,6 +129,22 @@ impl Directory for Guarded {
         self.logins.insert(key, result == LoginResult::Valid);
         Ok(result)
     }
+
+    async fn senders(&self, login: &str) -> Result<Vec<String>, DirectoryError> {
+        let key = login.trim().to_lowercase();
+        if let Some(senders) = self.senders.get(&key) {
+            return Ok(senders);
+        }
+        let mut senders: Vec<String> = (self.ask(self.inner.senders(login.trim())).await?)
+            .into_iter()
+            .map(|s| s.trim().to_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        senders.sort();
+        senders.dedup();
+        self.senders.keep(key, senders.clone(), !senders.is_empty());
+        Ok(senders)
+    }
 }
 
 /// Checks `password` against a stored one on the blocking pool (an unknown login against a
@@ -163,6 +182,7 @@ mod tests {
         down: std::sync::atomic::AtomicBool,
         hang: std::sync::atomic::AtomicBool,
         calls: AtomicUsize,
+        senders: Mutex<std::collections::HashMap<String, Vec<String>>>,
     }
 
     #[async_trait]
@@ -185,6 +205,16 @@ mod tests {
                 "stored" => LoginAnswer::Stored(Some("{PLAIN}right".into())),
                 _ => LoginAnswer::Stored(None),
             })
+        }
+        async fn senders(&self, login: &str) -> Result<Vec<String>, DirectoryError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(self
+                .senders
+                .lock()
+                .unwrap()
+                .get(login)
+                .cloned()
+                .unwrap_or_default())
         }
     }
 
@@ -255,6 +285,28 @@ mod tests {
             2,
             "an empty password is not asked"
         );
+    }
+
+    #[tokio::test]
+    async fn senders_are_lower_cased_and_cached_for_their_ttls() {
+        let (fake, clock) = (Arc::new(Fake::default()), ManualClock::new());
+        let g = guarded(&fake, &clock);
+        fake.senders.lock().unwrap().insert(
+            "alice".into(),
+            vec!["Alice@X.test".into(), "alice@x.test".into(), " ".into()],
+        );
+        assert_eq!(g.senders("alice").await.unwrap(), ["alice@x.test"]);
+        assert_eq!(g.senders("bob").await.unwrap(), Vec::<String>::new());
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
+        fake.senders
+            .lock()
+            .unwrap()
+            .insert("bob".into(), vec!["bob@x.test".into()]);
+        assert_eq!(g.senders("ALICE").await.unwrap(), ["alice@x.test"]);
+        assert_eq!(g.senders("bob").await.unwrap(), Vec::<String>::new());
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 2, "both from the cache");
+        clock.advance(GUARDS.negative_cache_ttl);
+        assert_eq!(g.senders("bob").await.unwrap(), ["bob@x.test"]);
     }
 
     #[tokio::test]

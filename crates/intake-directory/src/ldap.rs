@@ -8,6 +8,10 @@
 //!   of its own). The password is never read from the directory, so any scheme the server
 //!   knows works, and its password policy applies.
 //!
+//! - A login's envelope senders are the values of `sender_attributes` (`mail`,
+//!   `mailAlternateAddress`) of the one entry `login_filter` finds; only those attributes
+//!   are asked for, never the password.
+//!
 //! Searches run on one shared connection bound as `bind_dn` (anonymous without it),
 //! opened on first use and again after it drops. `%s` is escaped as RFC 4515 requires
 //! (`*`, `(`, `)`, `\` and NUL), so a login of `*)(uid=*` matches nothing.
@@ -41,6 +45,8 @@ pub struct LdapConfig {
     pub recipient_filter: String,
     /// Finds a login's entry, `%s` = the login.
     pub login_filter: String,
+    /// The attributes of a login's entry that hold the envelope senders it may use.
+    pub sender_attributes: Vec<String>,
     /// Connect and per-operation timeout.
     pub timeout: Duration,
     /// The TLS settings for `ldaps://` and StartTLS (none: the system's roots).
@@ -79,6 +85,7 @@ impl std::fmt::Debug for LdapConfig {
             .field("base", &self.base)
             .field("recipient_filter", &self.recipient_filter)
             .field("login_filter", &self.login_filter)
+            .field("sender_attributes", &self.sender_attributes)
             .field("timeout", &self.timeout)
             .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
@@ -148,13 +155,19 @@ impl LdapDirectory {
         Ok(ldap)
     }
 
-    /// The DNs of the entries `filter` finds under `base` (at most `limit`).
-    async fn search(&self, filter: &str, limit: i32) -> Result<Vec<String>, DirectoryError> {
+    /// The entries `filter` finds under `base` (at most `limit`), with the attributes
+    /// `attrs` (`["1.1"]`: none).
+    async fn search(
+        &self,
+        filter: &str,
+        limit: i32,
+        attrs: Vec<&str>,
+    ) -> Result<Vec<SearchEntry>, DirectoryError> {
         let mut ldap = self.service().await?;
         let found = ldap
             .with_timeout(self.cfg.timeout)
             .with_search_options(SearchOptions::new().sizelimit(limit))
-            .search(&self.cfg.base, Scope::Subtree, filter, vec!["1.1"])
+            .search(&self.cfg.base, Scope::Subtree, filter, attrs)
             .await;
         let SearchResult(entries, result) = match found {
             Ok(r) => r,
@@ -170,8 +183,14 @@ impl LdapDirectory {
         Ok(entries
             .into_iter()
             .filter(|e| !e.is_ref() && !e.is_intermediate())
-            .map(|e| SearchEntry::construct(e).dn)
+            .map(SearchEntry::construct)
             .collect())
+    }
+
+    /// The DNs of the entries `filter` finds under `base` (at most `limit`).
+    async fn search_dns(&self, filter: &str, limit: i32) -> Result<Vec<String>, DirectoryError> {
+        let entries = self.search(filter, limit, vec!["1.1"]).await?;
+        Ok(entries.into_iter().map(|e| e.dn).collect())
     }
 }
 
@@ -179,7 +198,7 @@ impl LdapDirectory {
 impl Backend for LdapDirectory {
     async fn recipient_exists(&self, address: &str) -> Result<bool, DirectoryError> {
         let filter = fill(&self.cfg.recipient_filter, address);
-        Ok(!self.search(&filter, 1).await?.is_empty())
+        Ok(!self.search_dns(&filter, 1).await?.is_empty())
     }
 
     async fn login(&self, login: &str, password: &str) -> Result<LoginAnswer, DirectoryError> {
@@ -189,7 +208,7 @@ impl Backend for LdapDirectory {
             return Ok(LoginAnswer::Decided(LoginResult::Invalid));
         }
         let filter = fill(&self.cfg.login_filter, login);
-        let dns = self.search(&filter, 2).await?;
+        let dns = self.search_dns(&filter, 2).await?;
         let dn = match dns.as_slice() {
             [dn] => dn,
             [] => return Ok(LoginAnswer::Decided(LoginResult::Invalid)),
@@ -212,6 +231,34 @@ impl Backend for LdapDirectory {
         } else {
             Err(result.success().expect_err("rc is not 0").into())
         }
+    }
+
+    async fn senders(&self, login: &str) -> Result<Vec<String>, DirectoryError> {
+        if login.is_empty() || self.cfg.sender_attributes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let filter = fill(&self.cfg.login_filter, login);
+        let attrs = self
+            .cfg
+            .sender_attributes
+            .iter()
+            .map(String::as_str)
+            .collect();
+        let entries = self.search(&filter, 2, attrs).await?;
+        let [entry] = entries.as_slice() else {
+            // None, or several (which no login can be): no senders.
+            return Ok(Vec::new());
+        };
+        // The server answers with the attributes asked for (names as its schema spells
+        // them); take those only.
+        Ok(entry
+            .attrs
+            .iter()
+            .filter(|(name, _)| {
+                (self.cfg.sender_attributes.iter()).any(|a| a.eq_ignore_ascii_case(name))
+            })
+            .flat_map(|(_, values)| values.iter().cloned())
+            .collect())
     }
 }
 

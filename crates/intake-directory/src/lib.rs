@@ -27,6 +27,8 @@ pub mod ldap;
 mod read;
 pub mod settings;
 pub mod sql;
+#[cfg(feature = "testing")]
+pub mod testing;
 // The shared test helpers name this crate as the integration tests do.
 #[cfg(test)]
 extern crate self as intake_directory;
@@ -65,6 +67,9 @@ pub trait Directory: Send + Sync + 'static {
         login: &str,
         password: &str,
     ) -> Result<LoginResult, DirectoryError>;
+    /// The envelope senders `login` may use beyond the login itself, lower-cased (LDAP: the
+    /// `sender_attributes` of its entry; SQL: the rows of `senders_query`, none without it).
+    async fn senders(&self, login: &str) -> Result<Vec<String>, DirectoryError>;
 }
 
 /// What a directory server answers about a login.
@@ -85,6 +90,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn recipient_exists(&self, address: &str) -> Result<bool, DirectoryError>;
     /// What the server says about `login` with `password` (never empty).
     async fn login(&self, login: &str, password: &str) -> Result<LoginAnswer, DirectoryError>;
+    /// The envelope senders `login` may use (as [`Directory::senders`]), as stored.
+    async fn senders(&self, login: &str) -> Result<Vec<String>, DirectoryError>;
 }
 
 /// The directory could not decide.

@@ -40,9 +40,14 @@ impl DirectorySettings {
         let login_filter = text(r, "directory.login_filter");
         let password_query = text(r, "directory.password_query");
         let recipient_query = text(r, "directory.recipient_query");
+        let senders_query = text(r, "directory.senders_query");
+        // An empty list (as in the example file) is the default.
+        let sender_attributes: Vec<String> = r.get("directory.sender_attributes", Vec::new());
+        let sender_attributes = (!sender_attributes.is_empty()).then_some(sender_attributes);
         let d = DirectorySettings::new(kind.unwrap_or(DirectoryKind::Ldap), url);
-        let cache_ttl = r.timeout("directory.cache_ttl", d.cache_ttl);
-        let negative_cache_ttl = r.timeout("directory.negative_cache_ttl", d.negative_cache_ttl);
+        // 0: not cached (every question goes to the directory).
+        let cache_ttl = r.duration("directory.cache_ttl", d.cache_ttl);
+        let negative_cache_ttl = r.duration("directory.negative_cache_ttl", d.negative_cache_ttl);
         let timeout = r.timeout("directory.timeout", d.timeout);
         let breaker_cooldown = r.timeout("directory.breaker_cooldown", d.breaker_cooldown);
         let max_connections = r.at_least("directory.max_connections", d.max_connections, 1);
@@ -57,6 +62,8 @@ impl DirectorySettings {
         s.login_filter = login_filter;
         s.password_query = password_query;
         s.recipient_query = recipient_query;
+        s.senders_query = senders_query;
+        s.sender_attributes = sender_attributes;
         s.cache_ttl = cache_ttl;
         s.negative_cache_ttl = negative_cache_ttl;
         s.timeout = timeout;

@@ -12,9 +12,11 @@
 //! base = "ou=people,dc=example,dc=test"
 //! recipient_filter = "(|(mail=%s)(mailAlternateAddress=%s))"
 //! login_filter = "(uid=%s)"
+//! sender_attributes = ["mail", "mailAlternateAddress"]
 //! # sql:
 //! # password_query = "SELECT password FROM customers WHERE login = $1 AND active"
 //! # recipient_query = "SELECT 1 FROM mailboxes WHERE address = $1"
+//! # senders_query = "SELECT address FROM mailboxes WHERE owner = $1"
 //! cache_ttl = "60s"
 //! negative_cache_ttl = "10s"
 //! timeout = "5s"
@@ -59,6 +61,8 @@ impl DirectoryKind {
 pub const DEFAULT_RECIPIENT_FILTER: &str = "(mail=%s)";
 /// The default LDAP login filter.
 pub const DEFAULT_LOGIN_FILTER: &str = "(uid=%s)";
+/// The default LDAP attributes of a login's entry that hold its envelope senders.
+pub const DEFAULT_SENDER_ATTRIBUTES: [&str; 2] = ["mail", "mailAlternateAddress"];
 
 /// `[directory]`.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -91,12 +95,20 @@ pub struct DirectorySettings {
     /// LDAP: finds a login's entry, `%s` = the login (default `(uid=%s)`).
     #[serde(default)]
     pub login_filter: Option<String>,
+    /// LDAP: the attributes of a login's entry that hold the envelope senders it may use
+    /// (default `mail`, `mailAlternateAddress`).
+    #[serde(default)]
+    pub sender_attributes: Option<Vec<String>>,
     /// SQL: returns the stored password of the login (`$1` / `?`).
     #[serde(default)]
     pub password_query: Option<String>,
     /// SQL: returns a row for a known recipient (`$1` / `?`).
     #[serde(default)]
     pub recipient_query: Option<String>,
+    /// SQL: returns the envelope senders of a login, one a row (`$1` / `?`); none: a login
+    /// that is an address sends as itself only.
+    #[serde(default)]
+    pub senders_query: Option<String>,
     /// How long a yes is kept (default 60 s; 0: not cached).
     #[serde(default = "default_cache_ttl", deserialize_with = "duration")]
     pub cache_ttl: Duration,
@@ -142,8 +154,10 @@ impl std::fmt::Debug for DirectorySettings {
             .field("base", &self.base)
             .field("recipient_filter", &self.recipient_filter)
             .field("login_filter", &self.login_filter)
+            .field("sender_attributes", &self.sender_attributes)
             .field("password_query", &self.password_query)
             .field("recipient_query", &self.recipient_query)
+            .field("senders_query", &self.senders_query)
             .field("cache_ttl", &self.cache_ttl)
             .field("negative_cache_ttl", &self.negative_cache_ttl)
             .field("timeout", &self.timeout)
@@ -214,6 +228,9 @@ pub enum SettingsError {
     /// `bind_dn` without `bind_password` or the other way round.
     #[error("directory.bind_dn and directory.bind_password go together")]
     HalfBind,
+    /// The password attribute among `sender_attributes`.
+    #[error("directory.sender_attributes: {0:?} holds the password, not a sender")]
+    PasswordAttribute(String),
     /// StartTLS on an `ldaps://` connection.
     #[error("directory.starttls applies to ldap:// URLs, not ldaps://")]
     StartTlsOnLdaps,
@@ -244,8 +261,10 @@ impl DirectorySettings {
             base: None,
             recipient_filter: None,
             login_filter: None,
+            sender_attributes: None,
             password_query: None,
             recipient_query: None,
+            senders_query: None,
             cache_ttl: default_cache_ttl(),
             negative_cache_ttl: default_negative_cache_ttl(),
             timeout: default_timeout(),
@@ -298,6 +317,7 @@ impl DirectorySettings {
         for (key, set) in [
             ("password_query", self.password_query.is_some()),
             ("recipient_query", self.recipient_query.is_some()),
+            ("senders_query", self.senders_query.is_some()),
         ] {
             if set {
                 return Err(SettingsError::NotFor { key, kind });
@@ -308,6 +328,12 @@ impl DirectorySettings {
         }
         if self.bind_dn.is_some() != self.bind_password.is_some() {
             return Err(SettingsError::HalfBind);
+        }
+        for a in self.sender_attributes() {
+            let name = a.to_ascii_lowercase();
+            if name.contains("password") || name == "2.5.4.35" {
+                return Err(SettingsError::PasswordAttribute(a));
+            }
         }
         for (key, filter) in [
             ("recipient_filter", self.recipient_filter()),
@@ -343,6 +369,7 @@ impl DirectorySettings {
             ("base", self.base.is_some()),
             ("recipient_filter", self.recipient_filter.is_some()),
             ("login_filter", self.login_filter.is_some()),
+            ("sender_attributes", self.sender_attributes.is_some()),
             ("starttls", self.starttls),
             ("tls_ca", self.tls_ca.is_some()),
         ] {
@@ -356,6 +383,7 @@ impl DirectorySettings {
         for (key, query) in [
             ("password_query", &self.password_query),
             ("recipient_query", &self.recipient_query),
+            ("senders_query", &self.senders_query),
         ] {
             let Some(query) = query else { continue };
             let has = match server {
@@ -380,6 +408,14 @@ impl DirectorySettings {
 
     fn login_filter(&self) -> &str {
         self.login_filter.as_deref().unwrap_or(DEFAULT_LOGIN_FILTER)
+    }
+
+    /// LDAP: the attributes read as a login's senders.
+    pub fn sender_attributes(&self) -> Vec<String> {
+        match &self.sender_attributes {
+            Some(a) => a.clone(),
+            None => DEFAULT_SENDER_ATTRIBUTES.map(String::from).to_vec(),
+        }
     }
 
     /// The cache, breaker and timeout these settings ask for.
@@ -410,6 +446,7 @@ impl DirectorySettings {
                 base: self.base.clone().unwrap_or_default(),
                 recipient_filter: self.recipient_filter().to_string(),
                 login_filter: self.login_filter().to_string(),
+                sender_attributes: self.sender_attributes(),
                 timeout: self.timeout,
                 tls: match &self.tls_ca {
                     Some(ca) => Some(crate::ldap::tls_trusting(ca).map_err(SettingsError::TlsCa)?),
@@ -421,6 +458,7 @@ impl DirectorySettings {
                     url: self.url.clone(),
                     password_query: self.password_query.clone(),
                     recipient_query: self.recipient_query.clone(),
+                    senders_query: self.senders_query.clone(),
                     timeout: self.timeout,
                     max_connections: self.max_connections,
                 })
@@ -465,159 +503,4 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn read(toml_text: &str) -> Result<DirectorySettings, String> {
-        toml::from_str::<DirectorySettings>(toml_text).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn ldap_settings_read_with_defaults() {
-        let s = read(
-            r#"
-            type = "ldap"
-            url = "ldap://127.0.0.1:389"
-            bind_dn = "cn=admin,dc=example,dc=test"
-            bind_password = "admin-secret"
-            base = "ou=people,dc=example,dc=test"
-            recipient_filter = "(|(mail=%s)(mailAlternateAddress=%s))"
-            cache_ttl = "2m"
-            negative_cache_ttl = 5
-            "#,
-        )
-        .unwrap();
-        assert_eq!(s.kind, DirectoryKind::Ldap);
-        assert_eq!(s.cache_ttl, Duration::from_secs(120));
-        assert_eq!(s.negative_cache_ttl, Duration::from_secs(5));
-        assert_eq!(s.timeout, Duration::from_secs(5));
-        assert_eq!(s.login_filter(), "(uid=%s)");
-        assert!(s.answers_recipients() && s.answers_logins());
-        assert_eq!(s.validate(), Ok(()));
-        let shown = format!("{s:?}");
-        assert!(!shown.contains("admin-secret"), "{shown}");
-    }
-
-    #[test]
-    fn sql_settings_read_and_hide_the_url_password() {
-        let s = read(
-            r#"
-            type = "sql"
-            url = "postgres://app:hunter2@db.example.test:5432/app"
-            password_query = "SELECT password FROM customers WHERE login = $1 AND active"
-            "#,
-        )
-        .unwrap();
-        assert_eq!(s.validate(), Ok(()));
-        assert!(s.answers_logins() && !s.answers_recipients());
-        let shown = format!("{s:?}");
-        assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(
-            shown.contains("postgres://app:…@db.example.test:5432/app"),
-            "{shown}"
-        );
-    }
-
-    #[test]
-    fn unknown_keys_and_bad_durations_are_refused() {
-        assert!(read("type = \"ldap\"\nurl = \"ldap://x\"\nbsae = \"x\"").is_err());
-        let e = read("type = \"ldap\"\nurl = \"ldap://x\"\ntimeout = \"soon\"").unwrap_err();
-        assert!(e.contains("is not a duration"), "{e}");
-        assert!(read("type = \"nis\"\nurl = \"x\"").is_err());
-    }
-
-    #[test]
-    fn validation_names_the_problem() {
-        let ldap = || {
-            let mut s = DirectorySettings::new(DirectoryKind::Ldap, "ldap://127.0.0.1");
-            s.base = Some("dc=example,dc=test".into());
-            s
-        };
-        assert_eq!(ldap().validate(), Ok(()));
-        let mut s = ldap();
-        s.base = None;
-        assert_eq!(
-            s.validate(),
-            Err(SettingsError::Missing {
-                key: "base",
-                kind: "ldap"
-            })
-        );
-        let mut s = ldap();
-        s.url = "http://x".into();
-        assert!(matches!(s.validate(), Err(SettingsError::BadUrl { .. })));
-        let mut s = ldap();
-        s.url = "ldaps://x".into();
-        s.starttls = true;
-        assert_eq!(s.validate(), Err(SettingsError::StartTlsOnLdaps));
-        let mut s = ldap();
-        s.login_filter = Some("(uid=alice)".into());
-        assert_eq!(
-            s.validate(),
-            Err(SettingsError::NoPlaceholder {
-                key: "login_filter",
-                placeholder: "%s"
-            })
-        );
-        let mut s = ldap();
-        s.recipient_filter = Some("(mail=%s".into());
-        assert!(matches!(s.validate(), Err(SettingsError::BadFilter { .. })));
-        let mut s = ldap();
-        s.bind_dn = Some("cn=x".into());
-        assert_eq!(s.validate(), Err(SettingsError::HalfBind));
-        let mut s = ldap();
-        s.password_query = Some("SELECT 1".into());
-        assert!(matches!(
-            s.validate(),
-            Err(SettingsError::NotFor {
-                key: "password_query",
-                ..
-            })
-        ));
-
-        let sql = |url: &str, q: &str| {
-            let mut s = DirectorySettings::new(DirectoryKind::Sql, url);
-            s.recipient_query = Some(q.into());
-            s
-        };
-        assert_eq!(
-            sql("mysql://root@127.0.0.1/test", "SELECT 1 FROM m WHERE a = ?").validate(),
-            Ok(())
-        );
-        assert_eq!(
-            sql(
-                "mysql://root@127.0.0.1/test",
-                "SELECT 1 FROM m WHERE a = $1"
-            )
-            .validate(),
-            Err(SettingsError::NoPlaceholder {
-                key: "recipient_query",
-                placeholder: "?"
-            })
-        );
-        assert_eq!(
-            sql("postgres://x/db", "SELECT 1 FROM m WHERE a = '$1x'").validate(),
-            Ok(()),
-            "a crude check: $1 anywhere"
-        );
-        assert!(matches!(
-            sql("sqlite://x", "?").validate(),
-            Err(SettingsError::BadUrl { .. })
-        ));
-        let mut s = sql("postgres://x/db", "SELECT 1 WHERE $1 = ''");
-        s.recipient_query = None;
-        assert_eq!(s.validate(), Err(SettingsError::NoQuery));
-        let mut s = sql("postgres://x/db", "SELECT 1 WHERE $1 = ''");
-        s.timeout = Duration::ZERO;
-        assert_eq!(s.validate(), Err(SettingsError::Zero("timeout")));
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("x"), None);
-    }
-}
+mod tests;

@@ -7,6 +7,9 @@
 //!   `{PLAIN}` (which Dovecot accepts too); [`crate::Guarded`] checks it.
 //! - `recipient_query` gets the address the same way; a row means the recipient exists,
 //!   unless its first column is NULL, 0 or false (so `SELECT count(*) ...` works too).
+//! - `senders_query` gets the login the same way and returns the envelope senders it may
+//!   use, one a row in the first column. Without it a login that is an address may send as
+//!   itself only.
 //!
 //! Parameters are always bound, never pasted into the query. Connections are opened on
 //! first use (a directory that is down at start is "could not decide", not a failed
@@ -31,6 +34,8 @@ pub struct SqlConfig {
     pub password_query: Option<String>,
     /// Returns a row for a known recipient.
     pub recipient_query: Option<String>,
+    /// Returns the envelope senders a login may use, one a row.
+    pub senders_query: Option<String>,
     /// How long to wait for a connection.
     pub timeout: Duration,
     /// Connections kept at most.
@@ -91,6 +96,7 @@ pub struct SqlDirectory {
     pool: Pool,
     password_query: Option<String>,
     recipient_query: Option<String>,
+    senders_query: Option<String>,
 }
 
 impl std::fmt::Debug for SqlDirectory {
@@ -98,18 +104,23 @@ impl std::fmt::Debug for SqlDirectory {
         f.debug_struct("SqlDirectory")
             .field("password_query", &self.password_query)
             .field("recipient_query", &self.recipient_query)
+            .field("senders_query", &self.senders_query)
             .finish_non_exhaustive()
     }
 }
 
-/// Runs `query` with `value` bound to each of its placeholders; the first row, if any.
+/// Runs `query` with `value` bound to each of its placeholders; the first row, if any
+/// (`fetch_optional`), or every row (`fetch_all`).
 macro_rules! first_row {
-    ($pool:expr, $query:expr, $value:expr, $binds:expr) => {{
+    ($pool:expr, $query:expr, $value:expr, $binds:expr) => {
+        first_row!($pool, $query, $value, $binds, fetch_optional)
+    };
+    ($pool:expr, $query:expr, $value:expr, $binds:expr, $fetch:ident) => {{
         let mut q = sqlx::query(AssertSqlSafe($query.to_string()));
         for _ in 0..$binds {
             q = q.bind($value);
         }
-        q.fetch_optional($pool).await
+        q.$fetch($pool).await
     }};
 }
 
@@ -143,6 +154,7 @@ impl SqlDirectory {
             pool,
             password_query: cfg.password_query.clone(),
             recipient_query: cfg.recipient_query.clone(),
+            senders_query: cfg.senders_query.clone(),
         })
     }
 
@@ -214,6 +226,24 @@ impl Backend for SqlDirectory {
 
     async fn login(&self, login: &str, _password: &str) -> Result<LoginAnswer, DirectoryError> {
         Ok(LoginAnswer::Stored(self.stored_password(login).await?))
+    }
+
+    async fn senders(&self, login: &str) -> Result<Vec<String>, DirectoryError> {
+        // Without the query, a login that is an address sends as itself only.
+        let Some(query) = self.senders_query.as_deref() else {
+            return Ok(Vec::new());
+        };
+        let texts: Vec<Option<String>> = match &self.pool {
+            Pool::Postgres(pool) => {
+                let rows = first_row!(pool, query, login, 1, fetch_all)?;
+                rows.iter().map(text_pg).collect::<Result<_, _>>()?
+            }
+            Pool::Mysql(pool) => {
+                let rows = first_row!(pool, query, login, question_marks(query), fetch_all)?;
+                rows.iter().map(text_mysql).collect::<Result<_, _>>()?
+            }
+        };
+        Ok(texts.into_iter().flatten().collect())
     }
 }
 

@@ -4,181 +4,14 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{ManualClock, free_port, login, silent_server, wait_port};
+use common::{ManualClock, login, silent_server};
+use intake_directory::testing::{BASE, Slapd, free_port, person, slappasswd};
 use intake_directory::{
     Directory, DirectoryError, DirectoryKind, DirectorySettings, Guarded, LoginResult,
 };
-
-const SLAPD: &str = "/usr/sbin/slapd";
-const ADMIN: &str = "cn=admin,dc=example,dc=test";
-const ADMIN_PW: &str = "admin-secret";
-const BASE: &str = "ou=people,dc=example,dc=test";
-
-/// A slapd of the test's own on a free port, with the example tree; killed on drop.
-struct Slapd {
-    child: Child,
-    port: u16,
-    /// With TLS: the ldaps:// port and the CA file to trust.
-    tls: Option<(u16, std::path::PathBuf)>,
-    _dir: tempfile::TempDir,
-}
-
-/// A CA and a certificate for 127.0.0.1 it signed, as PEM files in `dir`: (ca, cert, key).
-fn certificates(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    let paths = [
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    ];
-    std::fs::write(&paths[0], ca.pem()).unwrap();
-    std::fs::write(&paths[1], cert.pem()).unwrap();
-    std::fs::write(&paths[2], key.serialize_pem()).unwrap();
-    paths
-}
-
-impl Slapd {
-    fn start() -> Slapd {
-        Slapd::start_with(false)
-    }
-
-    fn start_with(tls: bool) -> Slapd {
-        assert!(
-            std::path::Path::new(SLAPD).exists(),
-            "{SLAPD} missing: apt-get install slapd ldap-utils"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        std::fs::create_dir(d.join("db")).unwrap();
-        std::fs::write(
-            d.join("slapd.conf"),
-            format!(
-                "include /etc/ldap/schema/core.schema\n\
-                 include /etc/ldap/schema/cosine.schema\n\
-                 include /etc/ldap/schema/inetorgperson.schema\n\
-                 include /etc/ldap/schema/nis.schema\n\
-                 pidfile {d}/slapd.pid\n\
-                 modulepath /usr/lib/ldap\n\
-                 moduleload back_mdb\n\
-                 database mdb\n\
-                 suffix \"dc=example,dc=test\"\n\
-                 rootdn \"{ADMIN}\"\n\
-                 rootpw {ADMIN_PW}\n\
-                 directory {d}/db\n",
-                d = d.display()
-            ),
-        )
-        .unwrap();
-        let port = free_port();
-        let mut urls = format!("ldap://127.0.0.1:{port}/");
-        let tls = tls.then(|| {
-            let [ca, cert, key] = certificates(d);
-            let mut conf = std::fs::read_to_string(d.join("slapd.conf")).unwrap();
-            conf = format!(
-                "TLSCertificateFile {}\nTLSCertificateKeyFile {}\n{conf}",
-                cert.display(),
-                key.display()
-            );
-            std::fs::write(d.join("slapd.conf"), conf).unwrap();
-            let tls_port = free_port();
-            urls.push_str(&format!(" ldaps://127.0.0.1:{tls_port}/"));
-            (tls_port, ca)
-        });
-        let log = std::fs::File::create(d.join("slapd.log")).unwrap();
-        let child = Command::new(SLAPD)
-            .arg("-h")
-            .arg(&urls)
-            .arg("-f")
-            .arg(d.join("slapd.conf"))
-            .args(["-d", "0"])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting slapd");
-        let slapd = Slapd {
-            child,
-            port,
-            tls,
-            _dir: dir,
-        };
-        wait_port(port, Duration::from_secs(10), "slapd");
-        slapd.ldap(
-            "ldapadd",
-            &format!(
-                "dn: dc=example,dc=test\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example\n\n\
-                 dn: {BASE}\nobjectClass: organizationalUnit\nou: people\n\n\
-                 {}\n{}",
-                person("alice", "alice@example.test", "alice-pw"),
-                person("carol", "carol@example.test", "carol-pw"),
-            ),
-        );
-        slapd
-    }
-
-    fn url(&self) -> String {
-        format!("ldap://127.0.0.1:{}", self.port)
-    }
-
-    /// Runs `ldapadd` / `ldapmodify` / `ldapdelete` as the admin with `input` on stdin.
-    fn ldap(&self, tool: &str, input: &str) {
-        let mut c = Command::new(tool)
-            .args(["-x", "-H", &self.url(), "-D", ADMIN, "-w", ADMIN_PW])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{tool}: {e} (apt-get install ldap-utils)"));
-        c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-        assert!(c.wait().unwrap().success(), "{tool} failed on:\n{input}");
-    }
-
-    /// The directory's settings for this slapd (service bind as the admin).
-    fn settings(&self) -> DirectorySettings {
-        let mut s = DirectorySettings::new(DirectoryKind::Ldap, self.url());
-        s.bind_dn = Some(ADMIN.into());
-        s.bind_password = Some(ADMIN_PW.into());
-        s.base = Some(BASE.into());
-        s.recipient_filter = Some("(|(mail=%s)(mailAlternateAddress=%s))".into());
-        s.login_filter = Some("(uid=%s)".into());
-        s.timeout = Duration::from_secs(2);
-        s
-    }
-}
-
-impl Drop for Slapd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// An inetOrgPerson entry whose password is hashed by `slappasswd` ({SSHA}).
-fn person(uid: &str, mail: &str, password: &str) -> String {
-    format!(
-        "dn: uid={uid},{BASE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\nmail: {mail}\nuserPassword: {}\n",
-        slappasswd(password)
-    )
-}
-
-fn slappasswd(password: &str) -> String {
-    let out = Command::new("/usr/sbin/slappasswd")
-        .args(["-s", password])
-        .output()
-        .expect("slappasswd");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 fn open(s: &DirectorySettings, clock: &Arc<ManualClock>) -> Guarded {
     s.open_with_clock(clock.clone()).unwrap()
@@ -283,8 +116,7 @@ async fn slapd_going_away_fails_fast_through_the_breaker() {
     s.negative_cache_ttl = Duration::ZERO;
     let d = open(&s, &clock);
     assert!(d.recipient_exists("alice@example.test").await.unwrap());
-    slapd.child.kill().unwrap();
-    slapd.child.wait().unwrap();
+    slapd.stop();
     match d.recipient_exists("alice@example.test").await {
         Err(DirectoryError::Ldap(_)) => {}
         other => panic!("expected an LDAP error, got {other:?}"),
@@ -375,4 +207,49 @@ async fn ldaps_and_starttls_with_a_private_ca() {
             .await
             .is_err()
     );
+}
+
+#[tokio::test]
+async fn a_login_sends_as_the_addresses_of_its_entry() {
+    let slapd = Slapd::start();
+    let d = open(&slapd.settings(), &ManualClock::new());
+    // sender_attributes by default: mail and mailAlternateAddress.
+    assert_eq!(
+        d.senders("alice").await.unwrap(),
+        ["alice.alt@example.test", "alice@example.test"]
+    );
+    assert_eq!(d.senders("carol").await.unwrap(), ["carol@example.test"]);
+    assert_eq!(d.senders("nobody").await.unwrap(), Vec::<String>::new());
+    assert_eq!(
+        d.senders("*").await.unwrap(),
+        Vec::<String>::new(),
+        "a wildcard finds no entry"
+    );
+
+    let mut s = slapd.settings();
+    s.sender_attributes = Some(vec!["mail".into()]);
+    let d = open(&s, &ManualClock::new());
+    assert_eq!(d.senders("alice").await.unwrap(), ["alice@example.test"]);
+
+    // The password is never read as a sender.
+    s.sender_attributes = Some(vec!["mail".into(), "userPassword".into()]);
+    assert!(matches!(
+        s.validate(),
+        Err(intake_directory::SettingsError::PasswordAttribute(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_recipient_found_by_mail_alternate_address() {
+    let slapd = Slapd::start();
+    let d = open(&slapd.settings(), &ManualClock::new());
+    assert!(d.recipient_exists("alice.alt@example.test").await.unwrap());
+    assert!(d.recipient_exists("Alice.Alt@example.test").await.unwrap());
+    assert!(!d.recipient_exists("carol.alt@example.test").await.unwrap());
+    // With the default filter, (mail=%s), an alternate address is not a recipient.
+    let mut s = slapd.settings();
+    s.recipient_filter = None;
+    let d = open(&s, &ManualClock::new());
+    assert!(!d.recipient_exists("alice.alt@example.test").await.unwrap());
+    assert!(d.recipient_exists("alice@example.test").await.unwrap());
 }

@@ -1,7 +1,7 @@
 //! The SQL directory against the real PostgreSQL (127.0.0.1:5432, user postgres) and
 //! MariaDB (127.0.0.1:3306, root) of the machine: a scratch database per test, dropped
 //! afterwards. No server: the test fails and says so (CI has both).
-//! `INTAKE_TEST_POSTGRES_ADMIN_URL` / `INTAKE_TEST_MYSQL_ADMIN_URL` point elsewhere.
+//! `INTAKE_TEST_POSTGRES_URL` / `INTAKE_TEST_MYSQL_URL` point elsewhere.
 
 mod common;
 
@@ -9,100 +9,20 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{ManualClock, free_port, login};
+use common::{ManualClock, login};
+use intake_directory::sql::SqlServer as Server;
+use intake_directory::testing::{Scratch, free_port};
 use intake_directory::{
     Directory, DirectoryError, DirectoryKind, DirectorySettings, Guarded, LoginResult,
 };
-use sqlx::{AssertSqlSafe, Connection};
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Server {
-    Postgres,
-    Mysql,
-}
-
-/// A database of the test's own, dropped on drop.
-struct Scratch {
-    server: Server,
-    admin: String,
-    name: String,
-}
-
-impl Scratch {
-    async fn create(server: Server) -> Scratch {
-        let admin = match server {
-            Server::Postgres => std::env::var("INTAKE_TEST_POSTGRES_ADMIN_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
-            Server::Mysql => std::env::var("INTAKE_TEST_MYSQL_ADMIN_URL")
-                .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".into()),
-        };
-        let name = format!("intake_dir_{}", uuid::Uuid::new_v4().simple());
-        let s = Scratch {
-            server,
-            admin,
-            name,
-        };
-        s.run_admin(&format!("CREATE DATABASE {}", s.name)).await;
-        s
-    }
-
-    fn url(&self) -> String {
-        let (base, _) = self.admin.rsplit_once('/').unwrap();
-        format!("{base}/{}", self.name)
-    }
-
-    async fn run_admin(&self, sql: &str) {
-        run(self.server, &self.admin, sql).await;
-    }
-
-    /// Runs statements on the scratch database.
-    async fn exec(&self, statements: &[&str]) {
-        for sql in statements {
-            run(self.server, &self.url(), sql).await;
-        }
-    }
-
-    fn settings(&self, password_query: &str, recipient_query: &str) -> DirectorySettings {
-        let mut s = DirectorySettings::new(DirectoryKind::Sql, self.url());
-        s.password_query = Some(password_query.into());
-        s.recipient_query = Some(recipient_query.into());
-        s.timeout = Duration::from_secs(3);
-        s
-    }
-}
-
-async fn run(server: Server, url: &str, sql: &str) {
-    let sql = AssertSqlSafe(sql.to_string());
-    let result = match server {
-        Server::Postgres => match sqlx::PgConnection::connect(url).await {
-            Ok(mut c) => sqlx::query(sql).execute(&mut c).await.map(drop),
-            Err(e) => panic!("PostgreSQL at {url} is needed for this test: {e}"),
-        },
-        Server::Mysql => match sqlx::MySqlConnection::connect(url).await {
-            Ok(mut c) => sqlx::query(sql).execute(&mut c).await.map(drop),
-            Err(e) => panic!("MariaDB/MySQL at {url} is needed for this test: {e}"),
-        },
-    };
-    result.unwrap_or_else(|e| panic!("{url}: {e}"));
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let (server, admin) = (self.server, self.admin.clone());
-        let sql = match server {
-            Server::Postgres => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-            Server::Mysql => format!("DROP DATABASE IF EXISTS {}", self.name),
-        };
-        // Drop runs inside the test's runtime: a thread with a runtime of its own.
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(run(server, &admin, &sql))
-        })
-        .join();
-    }
+/// The scratch database's settings with these queries.
+fn settings(db: &Scratch, password_query: &str, recipient_query: &str) -> DirectorySettings {
+    let mut s = DirectorySettings::new(DirectoryKind::Sql, db.url());
+    s.password_query = Some(password_query.into());
+    s.recipient_query = Some(recipient_query.into());
+    s.timeout = Duration::from_secs(3);
+    s
 }
 
 /// `openssl passwd -6` / `-5`: SHA-512-crypt / SHA-256-crypt as an application writes them.
@@ -124,6 +44,13 @@ fn ssha(password: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// bcrypt as PHP's `password_hash` and Dovecot's `doveadm pw -s BLF-CRYPT` write it (`$2y$`).
+fn bcrypt_2y(password: &str) -> String {
+    bcrypt::hash_with_result(password, 5)
+        .unwrap()
+        .format_for_version(bcrypt::Version::TwoY)
+}
+
 /// The application's tables: customers with hashes in several schemes, and mailboxes.
 async fn prepare(db: &Scratch) {
     let customers = [
@@ -142,6 +69,11 @@ async fn prepare(db: &Scratch) {
             format!("{{ARGON2ID}}{}", intake_core::password::hash("argon-pw")),
         ),
         ("plain@example.test", "{PLAIN}plain-pw".to_string()),
+        (
+            "blf@example.test",
+            format!("{{BLF-CRYPT}}{}", bcrypt_2y("blf-pw")),
+        ),
+        ("bcrypt@example.test", bcrypt_2y("bcrypt-pw")),
     ];
     let bool_type = if db.server == Server::Postgres {
         "boolean"
@@ -186,7 +118,7 @@ async fn recipients_and_logins(server: Server) {
     let db = Scratch::create(server).await;
     prepare(&db).await;
     let (pq, rq) = queries(server);
-    let d = open(&db.settings(pq, rq), &ManualClock::new());
+    let d = open(&settings(&db, pq, rq), &ManualClock::new());
     assert!(d.recipient_exists("inbound@example.test").await.unwrap());
     assert!(!d.recipient_exists("nobody@example.test").await.unwrap());
     assert!(!d.recipient_exists("' OR '1'='1").await.unwrap());
@@ -197,6 +129,8 @@ async fn recipients_and_logins(server: Server) {
         ("ssha@example.test", "ssha-pw"),
         ("argon@example.test", "argon-pw"),
         ("plain@example.test", "plain-pw"),
+        ("blf@example.test", "blf-pw"),
+        ("bcrypt@example.test", "bcrypt-pw"),
     ] {
         assert_eq!(login(&d, user, pw).await, LoginResult::Valid, "{user}");
         assert_eq!(
@@ -238,7 +172,7 @@ async fn new_rows_at_once_changed_rows_after_the_ttl(server: Server) {
     prepare(&db).await;
     let (pq, rq) = queries(server);
     let clock = ManualClock::new();
-    let s = db.settings(pq, rq);
+    let s = settings(&db, pq, rq);
     let d = open(&s, &clock);
     assert_eq!(
         login(&d, "one@example.test", "one-pw").await,
@@ -300,7 +234,7 @@ async fn count_queries_and_several_placeholders(server: Server) {
         }
         Server::Mysql => "SELECT count(*) FROM mailboxes WHERE address = ? OR address = lower(?)",
     };
-    let d = open(&db.settings(pq, rq), &ManualClock::new());
+    let d = open(&settings(&db, pq, rq), &ManualClock::new());
     assert!(d.recipient_exists("INBOUND@example.test").await.unwrap());
     assert!(
         !d.recipient_exists("nobody@example.test").await.unwrap(),
@@ -313,13 +247,98 @@ async fn a_bad_query_is_could_not_decide(server: Server) {
     prepare(&db).await;
     let (pq, rq) = queries(server);
     let d = open(
-        &db.settings(&pq.replace("customers", "no_such_table"), rq),
+        &settings(&db, &pq.replace("customers", "no_such_table"), rq),
         &ManualClock::new(),
     );
     assert!(matches!(
         d.verify_login("one@example.test", "one-pw").await,
         Err(DirectoryError::Sql(_))
     ));
+}
+
+/// `senders_query` gives a login's envelope senders (lower-cased, each once); without it, none
+/// (a login that is an address sends as itself only).
+async fn senders_from_the_query(server: Server) {
+    let db = Scratch::create(server).await;
+    prepare(&db).await;
+    db.exec(&[
+        "CREATE TABLE sender_rights (owner varchar(200), address varchar(200))",
+        "INSERT INTO sender_rights VALUES ('one@example.test', 'Sales@Example.test')",
+        "INSERT INTO sender_rights VALUES ('one@example.test', 'one@example.test')",
+        "INSERT INTO sender_rights VALUES ('one@example.test', NULL)",
+        "INSERT INTO sender_rights VALUES ('five@example.test', 'five@example.test')",
+    ])
+    .await;
+    let (pq, rq) = queries(server);
+    let mut s = settings(&db, pq, rq);
+    let d = open(&s, &ManualClock::new());
+    assert_eq!(
+        d.senders("one@example.test").await.unwrap(),
+        Vec::<String>::new(),
+        "no senders_query: none"
+    );
+    s.senders_query = Some(match server {
+        Server::Postgres => "SELECT address FROM sender_rights WHERE owner = $1".into(),
+        Server::Mysql => "SELECT address FROM sender_rights WHERE owner = ?".into(),
+    });
+    let d = open(&s, &ManualClock::new());
+    assert_eq!(
+        d.senders("one@example.test").await.unwrap(),
+        ["one@example.test", "sales@example.test"]
+    );
+    assert_eq!(
+        d.senders("nobody@example.test").await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        d.senders("' OR '1'='1").await.unwrap(),
+        Vec::<String>::new()
+    );
+}
+
+/// `cache_ttl = 0` and `negative_cache_ttl = 0` as an operator writes them: every question
+/// goes to the database, so a change is seen at once.
+async fn a_zero_ttl_sees_every_change_at_once(server: Server) {
+    let db = Scratch::create(server).await;
+    prepare(&db).await;
+    let (pq, rq) = queries(server);
+    let text = format!(
+        "[directory]\ntype = \"sql\"\nurl = {:?}\npassword_query = {pq:?}\nrecipient_query = {rq:?}\n\
+         cache_ttl = 0\nnegative_cache_ttl = \"0s\"\n",
+        db.url()
+    );
+    let table: toml::Table = text.parse().unwrap();
+    let sources = intake_config::Sources::default();
+    let mut r = intake_config::Reader::new(&table, &sources);
+    let s = DirectorySettings::read(&mut r).expect("a directory");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(
+        (s.cache_ttl, s.negative_cache_ttl),
+        (Duration::ZERO, Duration::ZERO)
+    );
+    let d = open(&s, &ManualClock::new());
+    assert!(d.recipient_exists("inbound@example.test").await.unwrap());
+    assert!(!d.recipient_exists("new@example.test").await.unwrap());
+    assert_eq!(
+        login(&d, "one@example.test", "one-pw").await,
+        LoginResult::Valid
+    );
+    db.exec(&[
+        "DELETE FROM mailboxes WHERE address = 'inbound@example.test'",
+        "INSERT INTO mailboxes VALUES ('new@example.test')",
+        "UPDATE customers SET password = '{PLAIN}one-new' WHERE login = 'one@example.test'",
+    ])
+    .await;
+    assert!(!d.recipient_exists("inbound@example.test").await.unwrap());
+    assert!(d.recipient_exists("new@example.test").await.unwrap());
+    assert_eq!(
+        login(&d, "one@example.test", "one-pw").await,
+        LoginResult::Invalid
+    );
+    assert_eq!(
+        login(&d, "one@example.test", "one-new").await,
+        LoginResult::Valid
+    );
 }
 
 macro_rules! on_both {
@@ -337,7 +356,9 @@ on_both!(
     recipients_and_logins,
     new_rows_at_once_changed_rows_after_the_ttl,
     count_queries_and_several_placeholders,
-    a_bad_query_is_could_not_decide
+    a_bad_query_is_could_not_decide,
+    senders_from_the_query,
+    a_zero_ttl_sees_every_change_at_once
 );
 
 #[tokio::test]

@@ -1,9 +1,9 @@
-//! What the directory tests share: a clock they move, ports, and waiting for a server.
+//! What the directory tests share: a clock they move, a login helper, a silent server.
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use intake_core::Clock;
 use jiff::Timestamp;
@@ -31,7 +31,6 @@ impl Clock for ManualClock {
     }
 }
 
-/// A port nothing listens on (bound, then released).
 /// What `d` says of `user` and `password`; the directory must be able to decide.
 pub async fn login(
     d: &impl intake_directory::Directory,
@@ -41,26 +40,6 @@ pub async fn login(
     d.verify_login(user, password)
         .await
         .expect("the directory decides")
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits until something accepts connections on `port`, or panics after `limit`.
-pub fn wait_port(port: u16, limit: Duration, what: &str) {
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < limit,
-            "{what} did not listen on {port} within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 /// A server that accepts connections and never answers (a hung directory).

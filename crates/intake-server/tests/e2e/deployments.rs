@@ -290,7 +290,8 @@ fn the_directory_examples_load_as_described() {
     let mut platform = examples.remove(2);
     localize(&mut platform, dir.path());
     let p = Settings::from_table(&platform, &Sources::default()).expect("the platform loads");
-    assert!(p.directory.as_ref().expect("a directory").answers_logins());
-    assert!(p.auth.directory && p.auth.required);
+    let d = p.directory.as_ref().expect("a directory");
+    assert!(d.answers_logins() && d.senders_query.is_some());
+    assert!(p.auth.directory && p.auth.required && p.auth.restrict_senders);
     assert_eq!(p.delivery.targets, ["webhook"]);
 }

@@ -16,6 +16,7 @@ mod cli;
 mod cluster;
 mod crash;
 mod deployments;
+mod directory;
 mod hostile;
 mod http_flood;
 mod lettre_client;

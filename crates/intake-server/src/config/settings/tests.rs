@@ -74,6 +74,76 @@ mod unit {
         );
     }
 
+    /// intake.example.toml with the directory's type (and that type's keys) from the
+    /// environment: either type loads over the same file.
+    #[test]
+    fn the_example_file_takes_either_directory_type_from_the_environment() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let example = std::fs::read_to_string(root.join("intake.example.toml")).unwrap();
+        let sql = load(
+            &example,
+            &[
+                ("INTAKE_DIRECTORY__TYPE", "sql"),
+                ("INTAKE_DIRECTORY__URL", "postgres://intake@db.internal/app"),
+                (
+                    "INTAKE_DIRECTORY__PASSWORD_QUERY",
+                    "SELECT password FROM customers WHERE login = $1",
+                ),
+                (
+                    "INTAKE_DIRECTORY__SENDERS_QUERY",
+                    "SELECT address FROM mailboxes WHERE owner = $1",
+                ),
+                ("INTAKE_AUTH__DIRECTORY", "true"),
+            ],
+        )
+        .expect("the example with type = sql loads");
+        let d = sql.directory.expect("a directory");
+        assert_eq!(d.kind, intake_directory::DirectoryKind::Sql);
+        assert!(d.answers_logins() && d.senders_query.is_some());
+        assert_eq!(d.sender_attributes, None);
+
+        let ldap = load(
+            &example,
+            &[
+                ("INTAKE_DIRECTORY__TYPE", "ldap"),
+                ("INTAKE_DIRECTORY__URL", "ldap://ldap.internal"),
+                ("INTAKE_DIRECTORY__BASE", "ou=people,dc=example,dc=com"),
+                ("INTAKE_DIRECTORY__BIND_DN", "cn=intake,dc=example,dc=com"),
+                // All digits: still the password as given, not a number.
+                ("INTAKE_DIRECTORY__BIND_PASSWORD", "123456"),
+                ("INTAKE_RECIPIENTS__DIRECTORY", "true"),
+            ],
+        )
+        .expect("the example with type = ldap loads");
+        let d = ldap.directory.expect("a directory");
+        assert_eq!(d.kind, intake_directory::DirectoryKind::Ldap);
+        assert_eq!(d.bind_password.as_deref(), Some("123456"));
+        assert_eq!(
+            (d.recipient_filter, d.login_filter),
+            (None, None),
+            "defaults"
+        );
+
+        // Keys of the other type, set to something, are still refused.
+        let wrong = load(
+            &example,
+            &[
+                ("INTAKE_DIRECTORY__TYPE", "sql"),
+                ("INTAKE_DIRECTORY__URL", "postgres://intake@db.internal/app"),
+                (
+                    "INTAKE_DIRECTORY__RECIPIENT_QUERY",
+                    "SELECT 1 FROM m WHERE a = $1",
+                ),
+                ("INTAKE_DIRECTORY__BASE", "ou=people,dc=example,dc=com"),
+            ],
+        )
+        .unwrap_err();
+        assert!(
+            wrong[0].to_string().contains("base does not apply"),
+            "{wrong:?}"
+        );
+    }
+
     #[test]
     fn env_overrides_and_unknown_env_is_a_warning() {
         let s = load(
@@ -461,12 +531,21 @@ mod doc_tests {
             .skip(1)
             .map(|b| b.split("```").next().unwrap())
             .collect();
-        assert_eq!(blocks.len(), 2, "the MX and the gateway");
+        assert_eq!(blocks.len(), 3, "directory senders, the MX and the gateway");
         let load = |b: &str| {
             let table: toml::Table = b.parse().unwrap_or_else(|e| panic!("{e}\n{b}"));
             Settings::from_table(&table, &crate::config::Sources::default())
                 .unwrap_or_else(|e| panic!("{e:?}\n{b}"))
         };
+        // A directory login's senders: the entry's address attributes.
+        let senders = load(blocks[0]);
+        let d = senders.directory.expect("a directory");
+        assert_eq!(
+            d.sender_attributes(),
+            intake_directory::settings::DEFAULT_SENDER_ATTRIBUTES
+        );
+        assert!(senders.auth.directory && senders.auth.restrict_senders);
+        let blocks = &blocks[1..];
         // The MX: rejects listed clients, greylists, tags spam, records SPF/DKIM/DMARC.
         let mx = load(blocks[0]).policy;
         assert!(mx.dnsbl.enabled && mx.dnsbl.zones.len() == 3);
