@@ -35,5 +35,6 @@ mod restart;
 mod scaleout;
 mod shutdown;
 mod smuggling;
+mod spf_at_mail;
 mod tls;
 mod transcripts;
