@@ -12,6 +12,7 @@ mod access;
 mod admin;
 mod api;
 mod auth;
+mod clamav;
 mod cli;
 mod cluster;
 mod crash;
