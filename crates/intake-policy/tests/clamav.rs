@@ -71,14 +71,14 @@ async fn a_real_clamd_finds_the_signature_and_passes_clean_mail() {
         other => panic!("expected a tag, got {other:?}"),
     }
 
-    // Over clamav.max_size: not scanned.
+    // Over clamav.max_size: not scanned, and marked so.
     let small = Clamav::new(ClamavConfig {
         max_size: 10,
         ..clamd.config(clamd.tcp())
     });
     assert_eq!(
         small.check(&at_data(&infected())).await.unwrap(),
-        Verdict::Pass
+        Verdict::unchecked("clamav", "larger than clamav.max_size (10 octets)")
     );
 
     // Over clamd's own StreamMaxLength (1M here): clamd refuses, which is "could not

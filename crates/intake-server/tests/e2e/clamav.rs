@@ -90,3 +90,27 @@ async fn with_action_tag_the_virus_is_stored_with_x_virus_found() {
     let symbol = m["checks"]["symbols"][0].as_str().unwrap_or_default();
     assert!(symbol.starts_with(&format!("CLAMAV:{SIGNATURE}")), "{m}");
 }
+
+#[tokio::test]
+async fn a_message_over_max_size_is_stored_marked_unscanned() {
+    let clamd = Clamd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let p = intake(dir.path(), &clamd, &[("INTAKE_CLAMAV__MAX_SIZE", "2KiB")]);
+    let to = ["bob@example.test"];
+    // Under the limit: scanned.
+    let r = send_message(p.addr, "a@sender.test", &to, &infected("small")).await;
+    assert_eq!(r.head(), "554 5.7.1", "{}", r.text());
+    // Over it: not scanned, which the stored message says.
+    let padding = "padding padding padding padding padding padding\r\n".repeat(60);
+    let big = format!("Subject: big\r\n\r\n{padding}here it is: {PATTERN}\r\n");
+    let id = store_message(p.addr, "a@sender.test", &to, &big).await;
+    let stored = raw(&p, &id);
+    assert!(
+        stored.contains("X-Intake-Unchecked: clamav; larger than clamav.max_size (2048 octets)"),
+        "{stored}"
+    );
+    let m = crate::http::get(p.http, &format!("/api/v1/messages/{id}"))
+        .await
+        .json();
+    assert_eq!(m["checks"]["undecided"][0]["check"], "clamav", "{m}");
+}

@@ -281,6 +281,9 @@ fn the_directory_examples_load_as_described() {
     assert!(g.policy.recipients.directory);
     assert!(g.policy.spamd.enabled && g.policy.clamav.enabled);
     assert_eq!(g.policy.clamav.on_error, intake_core::OnError::Defer);
+    // Every message is scanned, as the page says: the largest accepted, with our header
+    // fields in front, is still within clamav.max_size.
+    assert!(g.smtp.max_message_size as usize + 64 * 1024 <= g.policy.clamav.max_size);
     assert_eq!(
         g.policy.sender_auth.spf_at_mail,
         intake_policy::spf::SpfAtMail::Reject
