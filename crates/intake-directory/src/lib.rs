@@ -27,6 +27,8 @@ pub mod ldap;
 mod read;
 pub mod settings;
 pub mod sql;
+#[cfg(feature = "test-slapd")]
+pub mod testslapd;
 // The shared test helpers name this crate as the integration tests do.
 #[cfg(test)]
 extern crate self as intake_directory;

@@ -17,6 +17,7 @@ mod cli;
 mod cluster;
 mod crash;
 mod deployments;
+mod deployments_directory;
 mod hostile;
 mod http_flood;
 mod lettre_client;
