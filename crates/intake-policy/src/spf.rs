@@ -347,12 +347,10 @@ mod tests {
             ..dns_config(silent)
         };
         let p = wired(dns.clone(), SpfAtMail::Defer, Duration::from_millis(300));
-        let started = std::time::Instant::now();
         let mail = p
             .default_pipeline()
             .run(&cx("192.0.2.7", "alice@example.test"))
             .await;
-        assert!(started.elapsed() < Duration::from_secs(3));
         assert_eq!(
             mail,
             [Verdict::Defer {

@@ -146,12 +146,10 @@ async fn dns_slower_than_the_timeout_is_deferred_with_defer_and_passed_with_reje
         }
     };
     let defer = make("defer").await;
-    let started = std::time::Instant::now();
     assert_eq!(
         mail(&defer, "good-helo.test", "alice@example.test").await,
         DEFERRED
     );
-    assert!(started.elapsed() < std::time::Duration::from_secs(4));
     let reject = make("reject").await;
     assert_eq!(
         mail(&reject, "good-helo.test", "alice@example.test").await,
