@@ -130,7 +130,11 @@ impl Check for SenderAuth {
         let c = &*self.caches;
 
         let spf = match &self.spf_results {
-            Some(results) => results.verify(dns, c, ip, helo, mail_from, host).await,
+            Some(results) => {
+                results
+                    .take_or_evaluate(dns, c, ip, helo, mail_from, host)
+                    .await
+            }
             None if mail_from.is_empty() => {
                 dns.verify_spf(c.params(SpfParameters::verify_ehlo(ip, helo, host)))
                     .await

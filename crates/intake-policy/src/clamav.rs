@@ -5,9 +5,12 @@
 //! signature ([`Reason::Virus`]), or with `action = "tag"` accepted with an
 //! `X-Virus-Found:` header and the signature among its findings.
 //!
-//! Messages over `max_size` are not scanned (pass). clamd away, slow, or refusing the
-//! stream (its own `StreamMaxLength`) is "could not decide": `on_error` applies (defer by
-//! default: a virus scanner that is down should not let mail through unscanned).
+//! Messages over `max_size` are not scanned: they go on marked `X-Intake-Unchecked:
+//! clamav; larger than clamav.max_size (<n> octets)`, so unscanned mail never looks
+//! scanned (deferring them would only make the sender retry until it bounces). clamd away,
+//! slow, or refusing the stream (its own `StreamMaxLength`) is "could not decide":
+//! `on_error` applies (defer by default: a virus scanner that is down should not let mail
+//! through unscanned).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -78,7 +81,7 @@ pub struct ClamavConfig {
     pub address: ClamdAddress,
     /// Refuse or tag an infected message.
     pub action: ClamavAction,
-    /// Larger messages are not scanned.
+    /// Larger messages are not scanned (they go on marked `X-Intake-Unchecked:`).
     pub max_size: usize,
     /// How long a scan may take (connect, stream, answer).
     pub timeout: Duration,
@@ -257,7 +260,10 @@ impl Check for Clamav {
                 size = cx.content.len(),
                 "clamav: over clamav.max_size, not scanned"
             );
-            return Ok(Verdict::Pass);
+            return Ok(Verdict::unchecked(
+                "clamav",
+                &format!("larger than clamav.max_size ({} octets)", self.cfg.max_size),
+            ));
         }
         let result = self.scan(&cx.content).await.map_err(|e| match e {
             ClamavError::Timeout { timeout, .. } => CheckError::Timeout(timeout),

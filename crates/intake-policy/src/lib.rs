@@ -42,6 +42,8 @@ pub mod shared;
 pub mod spamd;
 pub mod spamd_report;
 pub mod spf;
+#[cfg(feature = "test-clamd")]
+pub mod testclamd;
 #[cfg(any(test, feature = "test-dns"))]
 pub mod testdns;
 

@@ -1,8 +1,9 @@
 //! SPF at MAIL FROM (`sender_auth.spf_at_mail`): the SPF result of the MAIL FROM domain
 //! (of the HELO name for the null sender) decided before any data is read. A `fail` is
-//! refused with `550 5.7.23`; with `"defer"`, a `temperror` is deferred with `451 4.7.24`.
-//! The result is kept for the end-of-data evaluation ([`SpfResults`]), which builds DMARC
-//! and `Authentication-Results:` on it instead of asking DNS again.
+//! refused with `550 5.7.23`; with `"defer"`, a `temperror` (DNS failing, or slower than
+//! `sender_auth.timeout`) is deferred with `451 4.7.24`. The result is handed to the
+//! end-of-data evaluation ([`SpfResults`]), which builds DMARC and `Authentication-Results:`
+//! on it instead of asking DNS again.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -28,12 +29,45 @@ pub enum SpfAtMail {
     Defer,
 }
 
-/// SPF results by client, HELO name and MAIL FROM, kept for a few minutes so that the end
-/// of data reuses what MAIL FROM found.
-pub struct SpfResults(moka::sync::Cache<(IpAddr, String, String), SpfOutput>);
+/// SPF results found at MAIL FROM, by client, HELO name and MAIL FROM, waiting for the end
+/// of data of the same transaction, which takes them. Not a cache of answers: MAIL FROM
+/// always evaluates (through the resolver and [`Caches`], which keep records for their
+/// TTL), so a changed record is seen as soon as its TTL runs out, and a `temperror` is
+/// never kept (a sender retrying after a DNS failure is evaluated again). An entry the end
+/// of data never takes (the transaction was abandoned) goes after five minutes.
+pub struct SpfResults(moka::sync::Cache<Key, SpfOutput>);
+
+type Key = (IpAddr, String, String);
+
+fn key(ip: IpAddr, helo: &str, mail_from: &str) -> Key {
+    (
+        ip,
+        helo.to_ascii_lowercase(),
+        mail_from.to_ascii_lowercase(),
+    )
+}
+
+/// Asks DNS (through `caches`) for the SPF result of `mail_from`, or of `helo` for the null
+/// sender.
+async fn ask(
+    dns: &MessageAuthenticator,
+    caches: &Caches,
+    ip: IpAddr,
+    helo: &str,
+    mail_from: &str,
+    host: &str,
+) -> SpfOutput {
+    if mail_from.is_empty() {
+        dns.verify_spf(caches.params(SpfParameters::verify_ehlo(ip, helo, host)))
+            .await
+    } else {
+        dns.verify_spf(caches.params(SpfParameters::verify_mail_from(ip, helo, host, mail_from)))
+            .await
+    }
+}
 
 impl SpfResults {
-    /// Room for `capacity` results, each kept five minutes.
+    /// Room for `capacity` results, each kept at most five minutes.
     pub fn new(capacity: u64) -> SpfResults {
         SpfResults(
             moka::sync::Cache::builder()
@@ -43,9 +77,10 @@ impl SpfResults {
         )
     }
 
-    /// The SPF result for this client, HELO name and MAIL FROM (the HELO name's for the
-    /// null sender): from the cache, else asked through `dns` and kept.
-    pub async fn verify(
+    /// At MAIL FROM: the SPF result for this client, HELO name and MAIL FROM (the HELO
+    /// name's for the null sender), asked through `dns` and kept for the end of data
+    /// unless it is a `temperror`.
+    pub async fn evaluate(
         &self,
         dns: &MessageAuthenticator,
         caches: &Caches,
@@ -54,25 +89,28 @@ impl SpfResults {
         mail_from: &str,
         host: &str,
     ) -> SpfOutput {
-        let key = (
-            ip,
-            helo.to_ascii_lowercase(),
-            mail_from.to_ascii_lowercase(),
-        );
-        if let Some(found) = self.0.get(&key) {
-            return found;
+        let out = ask(dns, caches, ip, helo, mail_from, host).await;
+        if out.result() != SpfResult::TempError {
+            self.0.insert(key(ip, helo, mail_from), out.clone());
         }
-        let out = if mail_from.is_empty() {
-            dns.verify_spf(caches.params(SpfParameters::verify_ehlo(ip, helo, host)))
-                .await
-        } else {
-            dns.verify_spf(
-                caches.params(SpfParameters::verify_mail_from(ip, helo, host, mail_from)),
-            )
-            .await
-        };
-        self.0.insert(key, out.clone());
         out
+    }
+
+    /// At the end of data: the result MAIL FROM kept for this transaction (taken, so the
+    /// next transaction evaluates again), else asked through `dns`.
+    pub async fn take_or_evaluate(
+        &self,
+        dns: &MessageAuthenticator,
+        caches: &Caches,
+        ip: IpAddr,
+        helo: &str,
+        mail_from: &str,
+        host: &str,
+    ) -> SpfOutput {
+        match self.0.remove(&key(ip, helo, mail_from)) {
+            Some(kept) => kept,
+            None => ask(dns, caches, ip, helo, mail_from, host).await,
+        }
     }
 }
 
@@ -93,17 +131,20 @@ pub fn spf_name(r: SpfResult) -> &'static str {
 pub struct SpfAtMailCheck {
     mode: SpfAtMail,
     hostname: String,
+    /// How long the lookups may take; longer is a `temperror`.
+    timeout: Duration,
     dns: Arc<MessageAuthenticator>,
     caches: Arc<Caches>,
     results: Arc<SpfResults>,
 }
 
 impl SpfAtMailCheck {
-    /// The check in `mode`, asking through the shared resolver and caches and keeping its
-    /// results in `results` for the end of data.
+    /// The check in `mode`, asking through the shared resolver and caches for at most
+    /// `timeout`, and keeping its results in `results` for the end of data.
     pub fn new(
         mode: SpfAtMail,
         hostname: String,
+        timeout: Duration,
         dns: Arc<MessageAuthenticator>,
         caches: Arc<Caches>,
         results: Arc<SpfResults>,
@@ -111,6 +152,7 @@ impl SpfAtMailCheck {
         SpfAtMailCheck {
             mode,
             hostname,
+            timeout,
             dns,
             caches,
             results,
@@ -135,12 +177,20 @@ impl Check for SpfAtMailCheck {
         let ip = cx.client.ip().to_canonical();
         let helo = cx.helo.as_deref().unwrap_or("");
         let mail_from = cx.mail_from.as_deref().unwrap_or("");
-        let out = self
-            .results
-            .verify(&self.dns, &self.caches, ip, helo, mail_from, &self.hostname)
-            .await;
+        let evaluated =
+            self.results
+                .evaluate(&self.dns, &self.caches, ip, helo, mail_from, &self.hostname);
+        // DNS slower than the timeout is DNS failing: a temperror, which `mode` decides
+        // (not the pipeline's deadline, which would let the sender through unjudged).
+        let result = match tokio::time::timeout(self.timeout, evaluated).await {
+            Ok(out) => out.result(),
+            Err(_) => {
+                tracing::debug!(%ip, mail_from, "spf_at_mail: no answer within {:?}", self.timeout);
+                SpfResult::TempError
+            }
+        };
         let domain = mail_from.rsplit_once('@').map_or(helo, |(_, d)| d);
-        Ok(match (out.result(), self.mode) {
+        Ok(match (result, self.mode) {
             (SpfResult::Fail, _) => Verdict::Reject {
                 reason: Reason::Spf(format!(
                     "SPF of {domain} does not allow {ip} to send its mail"
@@ -166,7 +216,7 @@ impl Check for SpfAtMailCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testdns::{Zone, dns_config, silent_server};
+    use crate::testdns::{Answers, Zone, dns_config, silent_server};
 
     fn cx(client: &str, mail_from: &str) -> CheckCtx {
         let mut cx = CheckCtx::new(Stage::MailFrom, format!("{client}:40000").parse().unwrap());
@@ -179,6 +229,7 @@ mod tests {
         SpfAtMailCheck::new(
             mode,
             "mx.intake.test".into(),
+            Duration::from_secs(10),
             crate::dns::resolver(&dns_config(server)).unwrap(),
             Arc::new(Caches::new(100)),
             Arc::new(SpfResults::new(100)),
@@ -238,32 +289,120 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_end_of_data_reuses_the_result_of_mail_from() {
+    async fn a_temperror_is_not_kept_so_a_retry_is_evaluated_again() {
         let server = Zone::default()
             .txt("example.test", "v=spf1 ip4:192.0.2.0/24 -all")
-            .serve()
+            .start()
             .await;
-        let dns = crate::dns::resolver(&dns_config(server)).unwrap();
-        let caches = Arc::new(Caches::new(100));
-        let results = SpfResults::new(100);
-        let ip: IpAddr = "192.0.2.7".parse().unwrap();
-        let first = results
-            .verify(&dns, &caches, ip, "h.test", "a@example.test", "mx")
-            .await;
-        assert_eq!(first.result(), SpfResult::Pass);
-        // DNS away now: the kept result still answers.
+        server.answer(Answers::ServFail);
+        let c = check(server.addr, SpfAtMail::Defer);
+        let first = c
+            .check(&cx("192.0.2.7", "alice@example.test"))
+            .await
+            .unwrap();
+        assert_eq!(verdict_code(&first), "defer");
+        // DNS answers again: the sender's retry a minute later is judged on the record,
+        // not deferred again from a kept temperror.
+        server.answer(Answers::Records);
+        let retry = c
+            .check(&cx("192.0.2.7", "alice@example.test"))
+            .await
+            .unwrap();
+        assert_eq!(verdict_code(&retry), "go on", "{retry:?}");
+    }
+
+    /// MAIL FROM and the end of data of one transaction, as the registry wires them.
+    async fn transaction(profiles: &crate::Profiles, client: &str) -> (Vec<Verdict>, Vec<Verdict>) {
+        let pipeline = profiles.default_pipeline();
+        let mail = pipeline.run(&cx(client, "alice@example.test")).await;
+        let mut data = cx(client, "alice@example.test");
+        data.stage = Stage::Data;
+        data.recipients = vec!["bob@intake.test".into()];
+        data.content =
+            bytes::Bytes::from_static(b"From: alice@example.test\r\nSubject: hi\r\n\r\nhi\r\n");
+        (mail, pipeline.run(&data).await)
+    }
+
+    fn wired(dns: crate::DnsConfig, mode: SpfAtMail, timeout: Duration) -> crate::Profiles {
+        let mut cfg = crate::PolicyConfig {
+            dns,
+            ..crate::PolicyConfig::default()
+        };
+        cfg.sender_auth.enabled = true;
+        cfg.sender_auth.spf_at_mail = mode;
+        cfg.sender_auth.timeout = timeout;
+        let shared = crate::PolicyShared::with_store(
+            intake_store::memory::store(),
+            Arc::new(intake_core::SystemClock),
+        );
+        crate::Profiles::build(&cfg, &shared).unwrap()
+    }
+
+    #[tokio::test]
+    async fn dns_slower_than_the_timeout_is_a_temperror_deferred_in_defer_mode() {
         let (silent, _keep) = silent_server().await;
-        let away = crate::dns::resolver(&dns_config(silent)).unwrap();
-        let again = results
-            .verify(
-                &away,
-                &Caches::new(100),
-                ip,
-                "H.test",
-                "A@example.test",
-                "mx",
-            )
+        // Each query may take 5 s, the check only 300 ms.
+        let dns = crate::DnsConfig {
+            timeout: Duration::from_secs(5),
+            ..dns_config(silent)
+        };
+        let p = wired(dns.clone(), SpfAtMail::Defer, Duration::from_millis(300));
+        let mail = p
+            .default_pipeline()
+            .run(&cx("192.0.2.7", "alice@example.test"))
             .await;
-        assert_eq!(again, first);
+        assert_eq!(
+            mail,
+            [Verdict::Defer {
+                reason: Reason::Spf(
+                    "SPF of example.test could not be checked now, try again later".into()
+                )
+            }]
+        );
+        // With "reject" the sender goes on, recorded as temperror.
+        let p = wired(dns, SpfAtMail::Reject, Duration::from_millis(300));
+        let mail = p
+            .default_pipeline()
+            .run(&cx("192.0.2.7", "alice@example.test"))
+            .await;
+        match &mail[..] {
+            [Verdict::Tag { findings, .. }] => {
+                assert_eq!(findings.spf.as_deref(), Some("temperror"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_end_of_data_reuses_the_result_of_mail_from_as_wired() {
+        // TTL 0: neither hickory nor the parsed-record caches keep the record, so every
+        // evaluation that is not the kept result asks the server.
+        let server = Zone::default()
+            .ttl(0)
+            .txt("example.test", "v=spf1 ip4:192.0.2.0/24 -all")
+            .start()
+            .await;
+        let p = wired(
+            dns_config(server.addr),
+            SpfAtMail::Reject,
+            Duration::from_secs(5),
+        );
+        let (mail, data) = transaction(&p, "192.0.2.7").await;
+        assert_eq!(verdict_code(&mail[0]), "go on");
+        match &data[..] {
+            [Verdict::Tag { findings, .. }] => assert_eq!(findings.spf.as_deref(), Some("pass")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            server.queries("example.test", hickory_proto::rr::RecordType::TXT),
+            1,
+            "one SPF lookup for MAIL FROM and the end of data"
+        );
+        // The next transaction evaluates again (the record may have changed).
+        transaction(&p, "192.0.2.7").await;
+        assert_eq!(
+            server.queries("example.test", hickory_proto::rr::RecordType::TXT),
+            2
+        );
     }
 }

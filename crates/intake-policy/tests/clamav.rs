@@ -1,121 +1,18 @@
 //! The ClamAV check against a real clamd (Debian's `clamav-daemon`), started by the test
-//! on a free loopback port and a unix socket with a signature database the test writes
-//! itself (no freshclam, no network), never the packaged service; stopped by its PID.
-//! No clamd: the test fails and says so (`.ci/run` installs it).
+//! (`intake_policy::testclamd`: a free loopback port and a unix socket, a signature database
+//! the test writes itself, no freshclam, no network), never the packaged service; stopped
+//! by its PID. No clamd: the test fails and says so (`.ci/run` installs it).
 
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use intake_core::{Check, CheckCtx, CheckError, Reason, Stage, Verdict};
 use intake_policy::clamav::{ClamavError, ScanResult};
+use intake_policy::testclamd::{Clamd, PATTERN};
 use intake_policy::{Clamav, ClamavAction, ClamavConfig, ClamdAddress};
 
 mod common;
 use common::free_port;
-
-const CLAMD: &str = "/usr/sbin/clamd";
-/// The test pattern our own signature matches (the acceptance check's).
-const PATTERN: &str = "INTAKE-AV-TEST-PATTERN-4b1d9e";
-
-/// A clamd of the test's own; killed on drop.
-struct Clamd {
-    child: Child,
-    port: u16,
-    socket: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Clamd {
-    fn start() -> Clamd {
-        assert!(
-            std::path::Path::new(CLAMD).exists(),
-            "{CLAMD} missing: apt-get install clamav-daemon"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        std::fs::create_dir(d.join("db")).unwrap();
-        let hex = hex::encode(PATTERN);
-        std::fs::write(
-            d.join("db/intake-test.ndb"),
-            format!("Intake.Test.Pattern:0:*:{hex}\n"),
-        )
-        .unwrap();
-        let port = free_port();
-        let socket = d.join("clamd.sock");
-        std::fs::write(
-            d.join("clamd.conf"),
-            format!(
-                "TCPSocket {port}\nTCPAddr 127.0.0.1\nLocalSocket {sock}\n\
-                 DatabaseDirectory {db}\nForeground yes\nLogFile {log}\nPidFile {pid}\n\
-                 User root\nStreamMaxLength 1M\n",
-                sock = socket.display(),
-                db = d.join("db").display(),
-                log = d.join("clamd.log").display(),
-                pid = d.join("clamd.pid").display(),
-            ),
-        )
-        .unwrap();
-        let out = std::fs::File::create(d.join("out.log")).unwrap();
-        let child = Command::new(CLAMD)
-            .arg("-c")
-            .arg(d.join("clamd.conf"))
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("starting clamd");
-        let mut clamd = Clamd {
-            child,
-            port,
-            socket,
-            dir,
-        };
-        // clamd listens once its database is loaded.
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = clamd.child.try_wait() {
-                panic!("clamd exited ({status}): {}", clamd.logs());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "clamd did not listen: {}",
-                clamd.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        clamd
-    }
-
-    fn logs(&self) -> String {
-        ["clamd.log", "out.log"]
-            .iter()
-            .map(|f| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    fn config(&self, address: ClamdAddress) -> ClamavConfig {
-        ClamavConfig {
-            enabled: true,
-            address,
-            timeout: Duration::from_secs(10),
-            ..ClamavConfig::default()
-        }
-    }
-
-    fn tcp(&self) -> ClamdAddress {
-        ClamdAddress::Tcp(format!("127.0.0.1:{}", self.port))
-    }
-}
-
-impl Drop for Clamd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn at_data(content: &str) -> CheckCtx {
     let mut cx = CheckCtx::new(Stage::Data, "192.0.2.1:25".parse().unwrap());
@@ -174,14 +71,14 @@ async fn a_real_clamd_finds_the_signature_and_passes_clean_mail() {
         other => panic!("expected a tag, got {other:?}"),
     }
 
-    // Over clamav.max_size: not scanned.
+    // Over clamav.max_size: not scanned, and marked so.
     let small = Clamav::new(ClamavConfig {
         max_size: 10,
         ..clamd.config(clamd.tcp())
     });
     assert_eq!(
         small.check(&at_data(&infected())).await.unwrap(),
-        Verdict::Pass
+        Verdict::unchecked("clamav", "larger than clamav.max_size (10 octets)")
     );
 
     // Over clamd's own StreamMaxLength (1M here): clamd refuses, which is "could not

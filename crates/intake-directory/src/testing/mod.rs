@@ -11,7 +11,7 @@ mod scratch;
 mod slapd;
 
 pub use scratch::Scratch;
-pub use slapd::{ADMIN, ADMIN_PW, BASE, Slapd, person, slappasswd};
+pub use slapd::{ADMIN, ADMIN_PW, BASE, Slapd, certificates, person, person_in, slappasswd};
 
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};

@@ -31,11 +31,13 @@ pub struct Slapd {
     pub port: u16,
     /// With TLS: the ldaps:// port and the CA file to trust.
     pub tls: Option<(u16, PathBuf)>,
+    /// The tree's suffix ([`Slapd::start`]: `dc=example,dc=test`).
+    pub suffix: String,
     _dir: tempfile::TempDir,
 }
 
 /// A CA and a certificate for 127.0.0.1 it signed, as PEM files in `dir`: (ca, cert, key).
-fn certificates(dir: &Path) -> [PathBuf; 3] {
+pub fn certificates(dir: &Path) -> [PathBuf; 3] {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -64,6 +66,23 @@ impl Slapd {
 
     /// With `tls`, also on `ldaps://` (and StartTLS), its certificate from a private CA.
     pub fn start_with(tls: bool) -> Slapd {
+        let slapd = Slapd::serving("dc=example,dc=test", tls);
+        let alice = person("alice", "alice@example.test", "alice-pw").replace(
+            "objectClass: inetOrgPerson\n",
+            "objectClass: inetOrgPerson\nobjectClass: extensibleObject\n\
+             mailAlternateAddress: alice.alt@example.test\n",
+        );
+        slapd.add(&format!(
+            "dn: {BASE}\nobjectClass: organizationalUnit\nou: people\n\n{alice}\n{}",
+            person("carol", "carol@example.test", "carol-pw"),
+        ));
+        slapd
+    }
+
+    /// A slapd serving `suffix` (an mdb database, rootdn `cn=admin,<suffix>`, password
+    /// [`ADMIN_PW`]) holding only the suffix entry (`dcObject`, `organization`), for a
+    /// test that builds its own tree. With `tls` as in [`Slapd::start_with`].
+    pub fn serving(suffix: &str, tls: bool) -> Slapd {
         assert!(
             Path::new(SLAPD).exists(),
             "{SLAPD} missing: apt-get install slapd ldap-utils"
@@ -82,8 +101,8 @@ impl Slapd {
              modulepath /usr/lib/ldap\n\
              moduleload back_mdb\n\
              database mdb\n\
-             suffix \"dc=example,dc=test\"\n\
-             rootdn \"{ADMIN}\"\n\
+             suffix \"{suffix}\"\n\
+             rootdn \"cn=admin,{suffix}\"\n\
              rootpw {ADMIN_PW}\n\
              directory {d}/db\n",
             d = d.display()
@@ -117,24 +136,29 @@ impl Slapd {
             child,
             port,
             tls,
+            suffix: suffix.to_string(),
             _dir: dir,
         };
         wait_port(port, Duration::from_secs(10), "slapd");
-        let alice = person("alice", "alice@example.test", "alice-pw").replace(
-            "objectClass: inetOrgPerson\n",
-            "objectClass: inetOrgPerson\nobjectClass: extensibleObject\n\
-             mailAlternateAddress: alice.alt@example.test\n",
-        );
-        slapd.ldap(
-            "ldapadd",
-            &format!(
-                "dn: dc=example,dc=test\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example\n\n\
-                 dn: {BASE}\nobjectClass: organizationalUnit\nou: people\n\n\
-                 {alice}\n{}",
-                person("carol", "carol@example.test", "carol-pw"),
-            ),
-        );
+        let dc = suffix
+            .split(',')
+            .next()
+            .and_then(|rdn| rdn.strip_prefix("dc="))
+            .expect("a suffix starting with dc=");
+        slapd.add(&format!(
+            "dn: {suffix}\nobjectClass: dcObject\nobjectClass: organization\no: {dc}\ndc: {dc}\n"
+        ));
         slapd
+    }
+
+    /// The admin's DN (slapd's rootdn).
+    pub fn admin(&self) -> String {
+        format!("cn=admin,{}", self.suffix)
+    }
+
+    /// Adds the entries of `ldif`, as the admin.
+    pub fn add(&self, ldif: &str) {
+        self.ldap("ldapadd", ldif);
     }
 
     /// `ldap://127.0.0.1:<port>`.
@@ -145,7 +169,7 @@ impl Slapd {
     /// Runs `ldapadd` / `ldapmodify` / `ldapdelete` as the admin with `input` on stdin.
     pub fn ldap(&self, tool: &str, input: &str) {
         let mut c = Command::new(tool)
-            .args(["-x", "-H", &self.url(), "-D", ADMIN, "-w", ADMIN_PW])
+            .args(["-x", "-H", &self.url(), "-D", &self.admin(), "-w", ADMIN_PW])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -181,10 +205,15 @@ impl Drop for Slapd {
     }
 }
 
-/// An inetOrgPerson entry whose password is hashed by `slappasswd` ({SSHA}).
+/// An inetOrgPerson entry under [`BASE`] whose password is hashed by `slappasswd` ({SSHA}).
 pub fn person(uid: &str, mail: &str, password: &str) -> String {
+    person_in(BASE, uid, mail, password)
+}
+
+/// An inetOrgPerson entry `uid=<uid>,<parent>`, its password hashed by `slappasswd`.
+pub fn person_in(parent: &str, uid: &str, mail: &str, password: &str) -> String {
     format!(
-        "dn: uid={uid},{BASE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\nmail: {mail}\nuserPassword: {}\n",
+        "dn: uid={uid},{parent}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\nmail: {mail}\nuserPassword: {}\n",
         slappasswd(password)
     )
 }

@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use crate::submit::{Submission, any_cert};
 use crate::support::{Client, free_port};
 
-fn examples() -> Vec<toml::Table> {
+pub fn examples() -> Vec<toml::Table> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let doc = std::fs::read_to_string(root.join("docs/deployments.md")).unwrap();
     let blocks: Vec<toml::Table> = doc
@@ -31,7 +31,7 @@ fn examples() -> Vec<toml::Table> {
     blocks
 }
 
-fn set(t: &mut toml::Table, section: &str, key: &str, v: impl Into<toml::Value>) {
+pub fn set(t: &mut toml::Table, section: &str, key: &str, v: impl Into<toml::Value>) {
     let s = t
         .get_mut(section)
         .and_then(toml::Value::as_table_mut)
@@ -41,7 +41,7 @@ fn set(t: &mut toml::Table, section: &str, key: &str, v: impl Into<toml::Value>)
 }
 
 /// Moves what the example binds or opens to test places.
-fn localize(t: &mut toml::Table, dir: &std::path::Path) {
+pub fn localize(t: &mut toml::Table, dir: &std::path::Path) {
     set(t, "smtp", "listen", "127.0.0.1:0");
     let (cert, key) = crate::tls::make_cert(dir, "mail.example.test");
     set(t, "tls", "certificate", cert.display().to_string());
@@ -62,7 +62,7 @@ fn localize(t: &mut toml::Table, dir: &std::path::Path) {
 }
 
 /// smtp-sink as an LMTP server writing what it takes into `dir`; killed when dropped.
-struct Sink(Child, String);
+pub struct Sink(Child, pub String);
 
 impl Drop for Sink {
     fn drop(&mut self) {
@@ -71,7 +71,7 @@ impl Drop for Sink {
     }
 }
 
-fn lmtp_sink(dir: &std::path::Path) -> Sink {
+pub fn lmtp_sink(dir: &std::path::Path) -> Sink {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
@@ -156,7 +156,7 @@ async fn the_gateway_example_relays_over_lmtp_before_replying() {
 }
 
 /// A small HTTP server that answers 200 and keeps each request's head and body.
-async fn http_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
+pub async fn http_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -268,7 +268,7 @@ async fn the_application_listener_example_posts_each_message() {
 
 /// The LDAP gateway and the sending platform load as written (with local certificates and
 /// store): every section is valid, the directory answers what each asks of it, and the
-/// checks are the ones the page describes.
+/// checks are the ones the page describes. (deployments_directory.rs runs them.)
 #[test]
 fn the_directory_examples_load_as_described() {
     let mut examples = examples();
@@ -281,6 +281,9 @@ fn the_directory_examples_load_as_described() {
     assert!(g.policy.recipients.directory);
     assert!(g.policy.spamd.enabled && g.policy.clamav.enabled);
     assert_eq!(g.policy.clamav.on_error, intake_core::OnError::Defer);
+    // Every message is scanned, as the page says: the largest accepted, with our header
+    // fields in front, is still within clamav.max_size.
+    assert!(g.smtp.max_message_size as usize + 64 * 1024 <= g.policy.clamav.max_size);
     assert_eq!(
         g.policy.sender_auth.spf_at_mail,
         intake_policy::spf::SpfAtMail::Reject
