@@ -35,5 +35,6 @@ mod restart;
 mod scaleout;
 mod shutdown;
 mod smuggling;
+mod store_away;
 mod tls;
 mod transcripts;
