@@ -18,6 +18,6 @@ mod human;
 mod reader;
 
 pub use env::{ENV_PREFIX, load_table};
-pub use reader::{ConfigError, Origin, Reader, Sources, parse_duration, parse_size};
+pub use reader::{ConfigError, Origin, Reader, Sources, closest, parse_duration, parse_size};
 /// The TOML crate the tables are made of (for sections read as whole tables).
 pub use toml;

@@ -374,13 +374,20 @@ impl<'a> Reader<'a> {
 impl Reader<'_> {
     /// The known key most like `key` (a typo's likely meaning), if any is close enough.
     fn closest(&self, key: &str) -> Option<String> {
-        self.known
-            .iter()
-            .map(|k| (strsim::jaro_winkler(k, key), k))
-            .filter(|(score, _)| *score >= 0.9)
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, k)| k.clone())
+        closest(self.known.iter().map(String::as_str), key).map(str::to_string)
     }
+}
+
+/// The candidate most like `key` (a typo's likely meaning), if any is close enough: what
+/// "did you mean" suggests for an unknown setting, also for tables whose keys are checked
+/// by hand (`[[listener]]`, `[[route]]`).
+pub fn closest<'k>(candidates: impl IntoIterator<Item = &'k str>, key: &str) -> Option<&'k str> {
+    candidates
+        .into_iter()
+        .map(|k| (strsim::jaro_winkler(k, key), k))
+        .filter(|(score, _)| *score >= 0.9)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
 }
 
 fn walk(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {

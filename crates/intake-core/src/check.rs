@@ -313,6 +313,12 @@ impl fmt::Debug for Pipeline {
 static UNDECIDED: crate::net::Repeated =
     crate::net::Repeated::new(std::time::Duration::from_secs(10));
 
+/// The deferrals that follow (`on_error = "defer"`, or a check whose own state is out of
+/// reach): the same outage, summarized alike per check and stage. Other decisions (a
+/// greylisted triplet, an unknown recipient) are logged each time: they are about a client.
+static DEFERRED_UNDECIDED: crate::net::Repeated =
+    crate::net::Repeated::new(std::time::Duration::from_secs(10));
+
 impl Pipeline {
     /// No checks.
     pub fn new() -> Pipeline {
@@ -379,10 +385,7 @@ impl Pipeline {
                 }
             };
             if verdict.is_final() {
-                tracing::info!(
-                    check = e.check.name(), stage = %cx.stage, client = %cx.client,
-                    rcpt = cx.rcpt_to.as_deref().unwrap_or(""), verdict = ?verdict, "policy decision"
-                );
+                log_decision(e.check.name(), cx, &verdict);
             }
             m.verdicts[kind].increment(1);
             let stop = verdict.is_final();
@@ -393,6 +396,24 @@ impl Pipeline {
         }
         out
     }
+}
+
+/// Logs a final verdict: each one, but a deferral because a check could not decide, which
+/// is logged once, then once per ten seconds with the number since (`repeats`).
+fn log_decision(check: &str, cx: &CheckCtx, verdict: &Verdict) {
+    let rcpt = cx.rcpt_to.as_deref().unwrap_or("");
+    if let Verdict::Defer {
+        reason: Reason::CheckFailed,
+    } = verdict
+    {
+        if let Some(repeats) = DEFERRED_UNDECIDED.hit(&format!("{check} {}", cx.stage)) {
+            tracing::info!(check, stage = %cx.stage, client = %cx.client, rcpt,
+                verdict = ?verdict, repeats, "policy decision");
+        }
+        return;
+    }
+    tracing::info!(check, stage = %cx.stage, client = %cx.client, rcpt, verdict = ?verdict,
+        "policy decision");
 }
 
 /// What a check that could not decide and fails open says (see [`Verdict::unchecked`]).

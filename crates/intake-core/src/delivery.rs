@@ -159,6 +159,10 @@ pub fn combine(n: usize, answers: &[Vec<RcptOutcome>]) -> Vec<RcptOutcome> {
 /// the message is durable, and every one fails temporarily if it does not.
 pub struct StoreTarget(pub Arc<dyn MailStore>);
 
+/// Messages the store did not take, by error (see [`crate::net::Repeated`]).
+static STORE_FAILURES: crate::net::Repeated =
+    crate::net::Repeated::new(std::time::Duration::from_secs(10));
+
 #[async_trait]
 impl DeliveryTarget for StoreTarget {
     fn name(&self) -> &'static str {
@@ -170,7 +174,12 @@ impl DeliveryTarget for StoreTarget {
         match self.0.deliver(msg.message.clone()).await {
             Ok(()) => vec![RcptOutcome::Accepted; n],
             Err(e) => {
-                tracing::error!(id = %msg.message.id, error = %e, "store did not take the message");
+                // A store that is down fails every message alike: logged once, then once per
+                // ten seconds with the number (`repeats`).
+                if let Some(repeats) = STORE_FAILURES.hit(&e.to_string()) {
+                    tracing::error!(id = %msg.message.id, error = %e, repeats,
+                        "store did not take the message");
+                }
                 vec![RcptOutcome::TEMP; n]
             }
         }

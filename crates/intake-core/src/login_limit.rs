@@ -20,6 +20,9 @@
 //! A refused attempt is not checked and does not count. The maps are bounded caches (moka):
 //! an entry leaves when its window has passed, or when the cache is full (least recently
 //! used first), so a flood of addresses costs bounded memory.
+//!
+//! A reload hands new limits to [`LoginLimiter::reconfigure`]: the failures already counted
+//! stay and are measured against the new maximums and windows at once.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -27,6 +30,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use moka::Expiry;
 use moka::sync::Cache;
 use tokio::time::Instant;
 
@@ -98,8 +102,40 @@ struct Window {
 
 /// Counts per key in fixed windows.
 struct Counter<K> {
-    limit: FailureLimit,
+    /// The limit in force (a reload may replace it); shared with the map's expiry.
+    limit: Arc<RwLock<FailureLimit>>,
     map: Cache<K, Arc<Window>>,
+}
+
+/// How long a counter's entry lives: the counter's window as it is now, from the entry's
+/// creation (or its re-insertion, when a reload lengthens the window).
+struct WindowLife(Arc<RwLock<FailureLimit>>);
+
+impl WindowLife {
+    fn window(&self) -> Duration {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).window
+    }
+}
+
+impl<K> Expiry<K, Arc<Window>> for WindowLife {
+    fn expire_after_create(
+        &self,
+        _: &K,
+        _: &Arc<Window>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(self.window())
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &K,
+        _: &Arc<Window>,
+        _: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.window())
+    }
 }
 
 impl<K> Counter<K>
@@ -107,19 +143,39 @@ where
     K: std::hash::Hash + Eq + Send + Sync + Clone + 'static,
 {
     fn new(limit: FailureLimit, capacity: u64) -> Self {
+        let limit = Arc::new(RwLock::new(limit));
         Counter {
-            limit,
             map: Cache::builder()
                 .max_capacity(capacity)
-                .time_to_live(limit.window)
+                .expire_after(WindowLife(limit.clone()))
                 .build(),
+            limit,
+        }
+    }
+
+    fn limit(&self) -> FailureLimit {
+        *self.limit.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new limit over the same counts. A longer window keeps each entry for as long as
+    /// the new window asks (re-inserted, same count); a shorter one ends the windows that
+    /// are already older than it.
+    fn reconfigure(&self, limit: FailureLimit) {
+        let old = std::mem::replace(
+            &mut *self.limit.write().unwrap_or_else(|e| e.into_inner()),
+            limit,
+        );
+        if limit.window > old.window {
+            for (k, w) in self.map.iter() {
+                self.map.insert(K::clone(&k), w);
+            }
         }
     }
 
     /// The failures of `key` in its current window, and the time left of it.
     fn count(&self, key: &K) -> (u32, Duration) {
         match self.map.get(key) {
-            Some(w) => match self.limit.window.checked_sub(w.since.elapsed()) {
+            Some(w) => match self.limit().window.checked_sub(w.since.elapsed()) {
                 Some(left) if !left.is_zero() => (w.failures.load(Ordering::Relaxed), left),
                 _ => (0, Duration::ZERO),
             },
@@ -128,7 +184,7 @@ where
     }
 
     fn failed(&self, key: K) {
-        let window = self.limit.window;
+        let window = self.limit().window;
         let w = self.map.get_with(key.clone(), || {
             Arc::new(Window {
                 since: Instant::now(),
@@ -151,18 +207,15 @@ where
     /// Some(time left) when `key` has used up its failures, `others` being the other
     /// nodes' failures of it (refused for a whole window when only theirs count).
     fn blocked(&self, key: &K, others: u32) -> Option<Duration> {
+        let limit = self.limit();
         let (n, left) = self.count(key);
-        let left = if left.is_zero() {
-            self.limit.window
-        } else {
-            left
-        };
-        (n.saturating_add(others) >= self.limit.max_failures).then_some(left)
+        let left = if left.is_zero() { limit.window } else { left };
+        (n.saturating_add(others) >= limit.max_failures).then_some(left)
     }
 
     /// The keys with failures in their current window (at most [`SHARED_KEYS`]).
     fn counts(&self) -> impl Iterator<Item = (Arc<K>, u32)> + '_ {
-        let window = self.limit.window;
+        let window = self.limit().window;
         self.map
             .iter()
             .filter(move |(_, w)| w.since.elapsed() < window)
@@ -183,7 +236,8 @@ struct Others {
 /// Failed logins per client address, per (address, account) and per account. Build one per
 /// protocol at start and keep it across reloads: its counts are the protection.
 pub struct LoginLimiter {
-    limits: LoginLimits,
+    /// The limits in force (a reload may replace them).
+    limits: RwLock<LoginLimits>,
     clients: Counter<IpAddr>,
     pairs: Counter<(IpAddr, String)>,
     accounts: Counter<String>,
@@ -194,7 +248,7 @@ pub struct LoginLimiter {
 impl std::fmt::Debug for LoginLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoginLimiter")
-            .field("limits", &self.limits)
+            .field("limits", &self.limits())
             .finish_non_exhaustive()
     }
 }
@@ -212,13 +266,32 @@ impl LoginLimiter {
             pairs: Counter::new(limits.per_account, limits.capacity),
             accounts: Counter::new(limits.per_account, limits.capacity),
             others: RwLock::default(),
-            limits,
+            limits: RwLock::new(limits),
         }
     }
 
     /// The limits in force.
     pub fn limits(&self) -> LoginLimits {
-        self.limits
+        *self.limits.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// New limits (a reload) over the same counts: the failures already counted stay and
+    /// are measured against the new maximums and windows at once. The capacity stays the
+    /// one the limiter was built with. Returns whether anything changed.
+    pub fn reconfigure(&self, limits: LoginLimits) -> bool {
+        let mut current = self.limits.write().unwrap_or_else(|e| e.into_inner());
+        let limits = LoginLimits {
+            capacity: current.capacity,
+            ..limits
+        };
+        if *current == limits {
+            return false;
+        }
+        self.clients.reconfigure(limits.per_client);
+        self.pairs.reconfigure(limits.per_account);
+        self.accounts.reconfigure(limits.per_account);
+        *current = limits;
+        true
     }
 
     /// What to do with an attempt from `client` for `account` (None: a credential with no
@@ -246,15 +319,16 @@ impl LoginLimiter {
         let account = pair.1;
         let (n, _) = self.accounts.count(&account);
         let n = n.saturating_add(others.accounts.get(&account).copied().unwrap_or(0));
-        let max = self.limits.per_account.max_failures;
+        let limits = self.limits();
+        let max = limits.per_account.max_failures;
         let delay = if n < max {
             Duration::ZERO
         } else {
             let doublings = (n - max).min(16);
-            self.limits
+            limits
                 .first_delay
                 .saturating_mul(1 << doublings)
-                .min(self.limits.max_delay)
+                .min(limits.max_delay)
         };
         Gate::Check { delay }
     }
@@ -456,5 +530,72 @@ mod tests {
         assert!(a.local_failures().is_empty());
         b.set_others(a.local_failures());
         assert_eq!(b.gate(ip(2), Some("alice")), AT_ONCE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_applies_new_limits_to_the_failures_already_counted() {
+        let l = limiter(10, 10);
+        for _ in 0..3 {
+            l.failed(ip(2), Some("alice"));
+        }
+        assert_eq!(l.gate(ip(2), None), AT_ONCE);
+        let window = Duration::from_secs(60);
+        let lower = LoginLimits::new(
+            FailureLimit {
+                max_failures: 3,
+                window,
+            },
+            FailureLimit {
+                max_failures: 10,
+                window,
+            },
+        );
+        assert!(l.reconfigure(lower));
+        assert!(
+            !l.reconfigure(lower),
+            "the same limits again change nothing"
+        );
+        assert_eq!(l.limits(), lower);
+        assert!(
+            matches!(l.gate(ip(2), None), Gate::Refuse { .. }),
+            "the three failures counted before the reload reach the new maximum"
+        );
+        // A higher maximum: the three still count; two more reach it.
+        let higher = LoginLimits::new(
+            FailureLimit {
+                max_failures: 5,
+                window,
+            },
+            lower.per_account,
+        );
+        assert!(l.reconfigure(higher));
+        assert_eq!(l.gate(ip(2), None), AT_ONCE);
+        l.failed(ip(2), None);
+        l.failed(ip(2), None);
+        assert!(matches!(l.gate(ip(2), None), Gate::Refuse { .. }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_longer_window_keeps_the_failures_of_the_current_one() {
+        let l = limiter(1, 10);
+        l.failed(ip(2), None);
+        tokio::time::advance(Duration::from_secs(50)).await;
+        let longer = FailureLimit {
+            max_failures: 1,
+            window: Duration::from_secs(120),
+        };
+        assert!(l.reconfigure(LoginLimits::new(longer, longer)));
+        tokio::time::advance(Duration::from_secs(20)).await;
+        match l.gate(ip(2), None) {
+            Gate::Refuse { retry_after } => assert_eq!(retry_after, Duration::from_secs(50)),
+            g => panic!("the failure was forgotten at the old window's end: {g:?}"),
+        }
+        // A shorter window ends the windows already older than it.
+        let shorter = FailureLimit {
+            max_failures: 1,
+            window: Duration::from_secs(30),
+        };
+        assert!(l.reconfigure(LoginLimits::new(shorter, shorter)));
+        assert_eq!(l.gate(ip(2), None), AT_ONCE);
     }
 }

@@ -1,13 +1,15 @@
 //! Valid recipients: `550 5.1.1` at RCPT for addresses no source lists.
 //!
 //! Three sources, any of which may list an address: the config (`recipients.addresses`),
-//! a file (`recipients.file`, re-read when it changes) and the store's table (`intake
-//! recipient add`, seen by the running server within a second). An entry is an address or
-//! `@domain`, which accepts every address of that domain. Matching ignores case.
+//! a file (`recipients.file`, re-read when it changes) and, with `recipients.store = true`,
+//! the store's table (`intake recipient add`, seen by the running server within a second).
+//! An entry is an address or `@domain`, which accepts every address of that domain.
+//! Matching ignores case.
 //!
 //! With no source listing anything, every address is accepted (the domain check in the
-//! session still applies): that is Intake without a recipient list. `postmaster@` any of
-//! our domains is always accepted (RFC 5321 §4.5.1).
+//! session still applies): that is Intake without a recipient list. Without
+//! `recipients.store` the check never calls the store, so a store that is away costs RCPT
+//! nothing. `postmaster@` any of our domains is always accepted (RFC 5321 §4.5.1).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -32,6 +34,9 @@ pub struct RecipientsConfig {
     pub on_error: OnError,
     /// Also ask the `[directory]` (LDAP or SQL): an address it does not know is refused.
     pub directory: bool,
+    /// Read the store's table (`intake recipient add`): a source once it lists someone.
+    /// Off: the check never calls the store.
+    pub store: bool,
 }
 
 impl Default for RecipientsConfig {
@@ -42,6 +47,7 @@ impl Default for RecipientsConfig {
             timeout: Duration::from_secs(5),
             on_error: OnError::Defer,
             directory: false,
+            store: false,
         }
     }
 }
@@ -146,7 +152,8 @@ enum Table {
 pub struct RecipientExists {
     fixed: RecipientList,
     file: Option<FileSource>,
-    store: Arc<dyn RecipientTable>,
+    /// The store's table, when it is a source (`recipients.store`); None: never asked.
+    store: Option<Arc<dyn RecipientTable>>,
     /// The store's table as last seen: an empty one is not asked again for `empty_for`, so
     /// a server without a recipient list does no lookup per RCPT.
     table: Mutex<Table>,
@@ -162,7 +169,7 @@ pub struct RecipientExists {
 }
 
 impl RecipientExists {
-    /// A check over the configured sources and the store's table.
+    /// A check over the configured sources (`store`'s table only with `recipients.store`).
     pub fn new(cfg: &RecipientsConfig, store: Arc<dyn RecipientTable>) -> RecipientExists {
         let (fixed, bad) = RecipientList::parse(&cfg.addresses);
         for b in bad {
@@ -174,7 +181,7 @@ impl RecipientExists {
                 path,
                 loaded: Mutex::new(None),
             }),
-            store,
+            store: cfg.store.then_some(store),
             table: Mutex::new(Table::Unknown),
             empty_for: Duration::from_secs(1),
             breaker: intake_core::breaker::Breaker::new(Duration::from_secs(10)),
@@ -202,6 +209,9 @@ impl RecipientExists {
                 return Ok(Some(true));
             }
         }
+        let Some(store) = &self.store else {
+            return Ok(any.then_some(false));
+        };
         let table = *self.table.lock().expect("cache");
         let away = |why: String| match table {
             // Known to list nothing: no source, whatever the store's state now.
@@ -217,8 +227,7 @@ impl RecipientExists {
             away("recipient table: the store failed moments ago".into())?;
             return Ok(any.then_some(false));
         }
-        let lookup =
-            tokio::time::timeout(self.lookup_timeout, self.store.recipient_lookup(address));
+        let lookup = tokio::time::timeout(self.lookup_timeout, store.recipient_lookup(address));
         let answer = match lookup.await {
             Ok(answer) => answer,
             Err(_) => Err(intake_core::StoreError::Unavailable(format!(
@@ -304,6 +313,14 @@ mod tests {
 
     fn store() -> Arc<intake_store::Store> {
         intake_store::memory::store()
+    }
+
+    /// The store's table as a source (`recipients.store = true`).
+    fn with_store() -> RecipientsConfig {
+        RecipientsConfig {
+            store: true,
+            ..RecipientsConfig::default()
+        }
     }
 
     #[test]
@@ -398,8 +415,8 @@ mod tests {
     #[tokio::test]
     async fn the_store_table_takes_effect_at_once() {
         let s = store();
-        let check = RecipientExists::new(&RecipientsConfig::default(), s.clone())
-            .with_empty_table_cache(Duration::ZERO);
+        let check =
+            RecipientExists::new(&with_store(), s.clone()).with_empty_table_cache(Duration::ZERO);
         assert_eq!(verdicts(&check, &["carol@example.test"]).await, ["pass"]);
         s.recipient_add("dave@example.test").await.unwrap();
         assert_eq!(
@@ -411,7 +428,7 @@ mod tests {
         // With the config listing someone, either source may accept.
         let cfg = RecipientsConfig {
             addresses: vec!["erin@other.test".into()],
-            ..RecipientsConfig::default()
+            ..with_store()
         };
         let check = RecipientExists::new(&cfg, s.clone());
         assert_eq!(
@@ -440,7 +457,7 @@ mod tests {
             .unwrap()
             .store;
         std::fs::remove_file(dir.path().join("intake.db")).unwrap();
-        let check = RecipientExists::new(&RecipientsConfig::default(), ro);
+        let check = RecipientExists::new(&with_store(), ro);
         assert_eq!(verdicts(&check, &["a@example.test"]).await, ["error"]);
     }
 
@@ -495,7 +512,7 @@ mod tests {
         let table = away(Answer::Hang);
         let cfg = RecipientsConfig {
             timeout: Duration::from_secs(5),
-            ..RecipientsConfig::default()
+            ..with_store()
         };
         let check = RecipientExists::new(&cfg, table.clone());
         let started = tokio::time::Instant::now();
@@ -517,12 +534,66 @@ mod tests {
         assert_eq!(table.asked.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
+    /// Without `recipients.store` the store is never asked, whatever its state and
+    /// whichever other source is configured: a store that is away costs RCPT nothing.
+    #[tokio::test(start_paused = true)]
+    async fn without_the_store_as_a_source_the_check_never_calls_it() {
+        let table = away(Answer::Hang);
+        let check = RecipientExists::new(&RecipientsConfig::default(), table.clone());
+        for _ in 0..3 {
+            let started = tokio::time::Instant::now();
+            assert_eq!(verdicts(&check, &["a@example.test"]).await, ["pass"]);
+            assert_eq!(started.elapsed(), Duration::ZERO);
+            tokio::time::advance(Duration::from_secs(11)).await;
+        }
+        let listed = RecipientsConfig {
+            addresses: vec!["alice@example.test".into()],
+            ..RecipientsConfig::default()
+        };
+        let check = RecipientExists::new(&listed, table.clone());
+        assert_eq!(
+            verdicts(&check, &["alice@example.test", "bob@example.test"]).await,
+            ["pass", "unknown"]
+        );
+        assert_eq!(table.asked.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    /// After the cool-down, RCPTs arriving together: one probes the store (and waits for
+    /// it), the others are answered at once.
+    #[tokio::test(start_paused = true)]
+    async fn after_the_cool_down_one_rcpt_probes_and_the_others_fail_fast() {
+        let table = away(Answer::Hang);
+        let check = Arc::new(RecipientExists::new(&with_store(), table.clone()));
+        assert_eq!(verdicts(&check, &["a@example.test"]).await, ["error"]);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let started = tokio::time::Instant::now();
+        let rcpts: Vec<_> = (0..8)
+            .map(|i| {
+                let check = check.clone();
+                tokio::spawn(async move {
+                    let r = check.check(&cx(&format!("r{i}@example.test"))).await;
+                    (r.is_err(), started.elapsed())
+                })
+            })
+            .collect();
+        let mut waited = 0;
+        for r in rcpts {
+            let (failed, took) = r.await.unwrap();
+            assert!(failed, "the store is still away");
+            if !took.is_zero() {
+                waited += 1;
+            }
+        }
+        assert_eq!(waited, 1, "only the probe waits for the store");
+        assert_eq!(table.asked.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
     /// A server without a recipient list (the table known empty) keeps accepting mail
     /// while the store is away, without waiting for it.
     #[tokio::test(start_paused = true)]
     async fn without_a_list_the_store_being_away_costs_nothing() {
         let table = away(Answer::Empty);
-        let check = RecipientExists::new(&RecipientsConfig::default(), table.clone());
+        let check = RecipientExists::new(&with_store(), table.clone());
         assert_eq!(verdicts(&check, &["a@example.test"]).await, ["pass"]);
         *table.answer.lock().unwrap() = Answer::Fail;
         // Within the second an empty table is believed: not asked at all.

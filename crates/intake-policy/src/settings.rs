@@ -32,6 +32,7 @@ pub fn read(r: &mut Reader<'_>) -> PolicyConfig {
         timeout: r.timeout("recipients.timeout", rd.timeout),
         on_error: r.get("recipients.on_error", rd.on_error),
         directory: r.get("recipients.directory", rd.directory),
+        store: r.get("recipients.store", rd.store),
     };
     let gd = GreylistConfig::default();
     let greylist = GreylistConfig {

@@ -371,6 +371,12 @@ pub async fn recipient(settings: &Settings, command: &RecipientCommand) -> anyho
         }
         return Ok(());
     }
+    if !settings.policy.recipients.store {
+        eprintln!(
+            "note: recipients.store is off in this configuration: the server does not read \
+             this table (set recipients.store = true)"
+        );
+    }
     let store = open(settings, intake_store::Mode::Admin).await?;
     match command {
         RecipientCommand::Add { address } => {

@@ -8,3 +8,6 @@ pub mod logging;
 pub mod metrics;
 pub mod privileges;
 pub mod server;
+
+#[cfg(test)]
+mod doc_citations;

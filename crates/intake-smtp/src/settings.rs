@@ -170,7 +170,12 @@ fn read_tls_files(r: &mut Reader<'_>) -> Option<(PathBuf, PathBuf)> {
         (None, None) => None,
         (Some(cert), Some(key)) => {
             if let Err(e) = crate::tls::TlsCerts::load(&cert, &key) {
-                r.error("tls.certificate", format!("{e}"));
+                let which = if e.is_about_the_key() {
+                    "tls.key"
+                } else {
+                    "tls.certificate"
+                };
+                r.error(which, format!("{e}"));
             }
             Some((cert, key))
         }

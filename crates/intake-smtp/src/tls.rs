@@ -13,8 +13,27 @@ use tokio_rustls::TlsAcceptor;
 
 /// Why certificates could not be loaded.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct TlsError(String);
+#[error("{message}")]
+pub struct TlsError {
+    message: String,
+    /// The private key's file is the problem (not the certificate's, nor the pair).
+    key: bool,
+}
+
+impl TlsError {
+    fn pair(message: String) -> TlsError {
+        TlsError {
+            message,
+            key: false,
+        }
+    }
+
+    /// Whether the private key's file is what is wrong (`tls.key`), rather than the
+    /// certificate's (`tls.certificate`) or the two together.
+    pub fn is_about_the_key(&self) -> bool {
+        self.key
+    }
+}
 
 /// The server's certificate and key, swappable at run time.
 pub struct TlsCerts {
@@ -25,25 +44,32 @@ pub struct TlsCerts {
 
 fn build(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| TlsError(format!("reading certificates from {}: {e}", cert.display())))?
+        .map_err(|e| TlsError::pair(format!("reading certificates from {}: {e}", cert.display())))?
         .collect::<Result<_, _>>()
-        .map_err(|e| TlsError(format!("parsing certificates in {}: {e}", cert.display())))?;
+        .map_err(|e| TlsError::pair(format!("parsing certificates in {}: {e}", cert.display())))?;
     if chain.is_empty() {
-        return Err(TlsError(format!("no certificate in {}", cert.display())));
+        return Err(TlsError::pair(format!(
+            "no certificate in {} (expected PEM: -----BEGIN CERTIFICATE-----)",
+            cert.display()
+        )));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-        TlsError(format!(
-            "reading the private key from {}: {e}",
-            key.display()
-        ))
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError {
+        message: match e {
+            rustls_pki_types::pem::Error::NoItemsFound => format!(
+                "no private key in {} (expected PEM: -----BEGIN PRIVATE KEY-----, or an RSA or EC key)",
+                key.display()
+            ),
+            e => format!("reading the private key from {}: {e}", key.display()),
+        },
+        key: true,
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError(e.to_string()))?
+        .map_err(|e| TlsError::pair(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(|e| TlsError(format!("certificate and key do not fit: {e}")))?;
+        .map_err(|e| TlsError::pair(format!("certificate and key do not fit: {e}")))?;
     Ok(Arc::new(config))
 }
 

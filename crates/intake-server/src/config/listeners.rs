@@ -137,17 +137,41 @@ pub fn read_auth(r: &mut Reader<'_>, have_tls: bool) -> AuthConfig {
     }
 }
 
-/// `[[route]]` tables.
+/// The keys of a `[[listener]]` table (documented in docs/configuration.md, checked by a
+/// test both ways).
+pub const LISTENER_KEYS: &[&str] = &[
+    "name",
+    "address",
+    "tls",
+    "auth",
+    "allow_plaintext_auth",
+    "relay",
+    "restrict_senders",
+    "auth_directory",
+    "policy",
+    "targets",
+];
+
+/// The keys of a `[[route]]` table.
+pub const ROUTE_KEYS: &[&str] = &["domains", "targets"];
+
+/// Reports the keys of table `what[i]` that are not in `keys`, with the closest one.
+fn unknown_keys(r: &mut Reader<'_>, what: &str, i: usize, t: &toml::Table, keys: &[&str]) {
+    for k in t.keys().filter(|k| !keys.contains(&k.as_str())) {
+        let message = match intake_config::closest(keys.iter().copied(), k) {
+            Some(near) => format!("unknown setting; did you mean {what}[{i}].{near}?"),
+            None => "unknown setting".to_string(),
+        };
+        r.error(&format!("{what}[{i}].{k}"), message);
+    }
+}
+
 /// Reads the `[[route]]` tables.
 pub fn read_routes(r: &mut Reader<'_>, delivery: &DeliverySettings) -> Vec<RouteSettings> {
     let mut out = Vec::new();
     for (i, t) in r.tables("route").into_iter().enumerate() {
         let key = |k: &str| format!("route[{i}].{k}");
-        for k in t.keys() {
-            if k != "domains" && k != "targets" {
-                r.error(&key(k), "unknown setting");
-            }
-        }
+        unknown_keys(r, "route", i, &t, ROUTE_KEYS);
         let patterns: Vec<String> = t
             .get("domains")
             .and_then(|v| v.clone().try_into().ok())
@@ -176,7 +200,6 @@ pub fn read_routes(r: &mut Reader<'_>, delivery: &DeliverySettings) -> Vec<Route
     out
 }
 
-/// `[[listener]]` tables; `default` is the default listener's address (no two alike).
 /// Reads the `[[listener]]` tables; `default` is the default listener's address (no two
 /// alike).
 pub fn read_listeners(
@@ -186,26 +209,10 @@ pub fn read_listeners(
     default: SocketAddr,
     auth_directory_default: bool,
 ) -> Vec<ListenerSettings> {
-    const KEYS: &[&str] = &[
-        "name",
-        "address",
-        "tls",
-        "auth",
-        "allow_plaintext_auth",
-        "relay",
-        "restrict_senders",
-        "auth_directory",
-        "policy",
-        "targets",
-    ];
     let mut out: Vec<ListenerSettings> = Vec::new();
     for (i, t) in r.tables("listener").into_iter().enumerate() {
         let key = |k: &str| format!("listener[{i}].{k}");
-        for k in t.keys() {
-            if !KEYS.contains(&k.as_str()) {
-                r.error(&key(k), "unknown setting");
-            }
-        }
+        unknown_keys(r, "listener", i, &t, LISTENER_KEYS);
         let text = |r: &mut Reader<'_>, k: &str, default: &str| -> String {
             match t.get(k) {
                 None => default.to_string(),

@@ -11,7 +11,9 @@ mod listeners;
 mod settings;
 
 pub use intake_config::{ConfigError, ENV_PREFIX, Origin, Sources, load_table};
-pub use listeners::{AuthConfig, AuthMode, ListenerSettings, PolicyProfile, TlsPolicy};
+pub use listeners::{
+    AuthConfig, AuthMode, LISTENER_KEYS, ListenerSettings, PolicyProfile, ROUTE_KEYS, TlsPolicy,
+};
 pub use settings::{
     DeliverySettings, HttpSettings, LogFormat, RetentionSettings, Settings, StoreSettings,
     TargetName, known_keys,

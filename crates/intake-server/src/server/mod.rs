@@ -2,8 +2,10 @@
 //! down. Each concern has its room: `store` (the store, the event feed, the cluster, the
 //! alias secret), `policy` (the checks and the authenticator), `targets` (delivery targets),
 //! `listeners` (one builder for every SMTP listener), `http` (the API and Mailpit
-//! listeners), `reload` (SIGHUP), `running` (waiting and stopping).
+//! listeners), `reload` (SIGHUP), `changes` (what a reload applies, what needs a restart),
+//! `running` (waiting and stopping).
 
+mod changes;
 mod http;
 mod listeners;
 mod mailpit;
@@ -170,6 +172,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     let reloader = Arc::new(Reloader {
         policy,
         shared,
+        logins: limiter,
         live,
         started: settings.clone(),
         current: std::sync::Mutex::new(settings.clone()),

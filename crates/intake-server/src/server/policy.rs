@@ -21,14 +21,17 @@ pub(super) fn login_limiter(
     settings: &Settings,
     cluster: Option<&Arc<intake_cluster::Cluster>>,
 ) -> Arc<intake_core::LoginLimiter> {
-    let a = &settings.auth;
-    let limiter = Arc::new(intake_core::LoginLimiter::new(
-        intake_core::LoginLimits::new(a.per_client, a.per_account),
-    ));
+    let limiter = Arc::new(intake_core::LoginLimiter::new(login_limits(settings)));
     if let Some(c) = cluster {
         c.share_logins("smtp", limiter.clone());
     }
     limiter
+}
+
+/// The failed-login limits of `[auth]` (a reload hands them to the limiter built at start).
+pub(super) fn login_limits(settings: &Settings) -> intake_core::LoginLimits {
+    let a = &settings.auth;
+    intake_core::LoginLimits::new(a.per_client, a.per_account)
 }
 
 /// The `[directory]` (LDAP or SQL), opened once: its answers cache and circuit breaker are

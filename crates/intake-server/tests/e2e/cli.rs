@@ -77,29 +77,31 @@ fn check_config_reports_every_error() {
 #[test]
 fn check_config_says_what_serve_would_refuse_in_plain_words() {
     let dir = tempfile::tempdir().unwrap();
-    let not_pem = dir.path().join("key.pem");
-    std::fs::write(&not_pem, "this is not a key").unwrap();
-    let blocker = dir.path().join("a-file");
-    std::fs::write(&blocker, "").unwrap();
     let f = dir.path().join("newcomer.toml");
-    std::fs::write(
-        &f,
-        format!(
-            "[smtp]\nmax_recipients = \"ten\"\ndomains = \"example.com\"\nmax_recipient = 5\n\
-             [tls]\ncertificate = {:?}\nkey = {:?}\n[store]\npath = {:?}\n",
-            dir.path().join("missing-cert.pem"),
-            not_pem,
-            blocker.join("data"),
-        ),
-    )
-    .unwrap();
-    let err = stderr_of_failure(
-        std::process::Command::new(env!("CARGO_BIN_EXE_intake")).args([
-            "--config",
-            f.to_str().unwrap(),
-            "check-config",
-        ]),
-    );
+    let check = |config: String| -> String {
+        std::fs::write(&f, config).unwrap();
+        stderr_of_failure(
+            std::process::Command::new(env!("CARGO_BIN_EXE_intake")).args([
+                "--config",
+                f.to_str().unwrap(),
+                "check-config",
+            ]),
+        )
+    };
+    // A valid certificate and key, so that each case below has one problem of its kind.
+    let ck = rcgen::generate_simple_self_signed(vec!["mx.example.test".into()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let tls = |cert: &std::path::Path, key: &std::path::Path| {
+        format!("[tls]\ncertificate = {cert:?}\nkey = {key:?}\n")
+    };
+
+    // Values of the wrong type, a misspelt key and a missing certificate (the key is fine).
+    let err = check(format!(
+        "[smtp]\nmax_recipients = \"ten\"\ndomains = \"example.com\"\nmax_recipient = 5\n{}",
+        tls(&dir.path().join("missing-cert.pem"), &key)
+    ));
     for expected in [
         "smtp.max_recipients: expected a whole number of 0 or more, found string \"ten\"",
         "smtp.domains: expected a list such as [\"a\", \"b\"], found string \"example.com\"",
@@ -114,15 +116,21 @@ fn check_config_says_what_serve_would_refuse_in_plain_words() {
         "{err}"
     );
 
-    // With a valid file, the store path is checked too.
-    std::fs::write(&f, format!("[store]\npath = {:?}\n", blocker.join("data"))).unwrap();
-    let err = stderr_of_failure(
-        std::process::Command::new(env!("CARGO_BIN_EXE_intake")).args([
-            "--config",
-            f.to_str().unwrap(),
-            "check-config",
-        ]),
+    // A key that is not PEM, alone (the certificate is fine): refused, naming the key.
+    let not_pem = dir.path().join("not-a-key.pem");
+    std::fs::write(&not_pem, "this is not a key").unwrap();
+    let err = check(tls(&cert, &not_pem));
+    assert!(
+        err.contains("tls.key: no private key in")
+            && err.contains("not-a-key.pem (expected PEM")
+            && err.contains("1 error(s)"),
+        "{err}"
     );
+
+    // With a valid file, the store path is checked too.
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, "").unwrap();
+    let err = check(format!("[store]\npath = {:?}\n", blocker.join("data")));
     assert!(
         err.contains("store.path") && err.contains("is not a directory"),
         "{err}"

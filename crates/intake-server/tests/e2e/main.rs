@@ -39,5 +39,6 @@ mod scaleout;
 mod shutdown;
 mod smuggling;
 mod spf_at_mail;
+mod store_away;
 mod tls;
 mod transcripts;

@@ -101,7 +101,13 @@ async fn the_file_and_the_cli_change_recipients_without_a_restart() {
     std::fs::write(&file, "alice@example.test\n").unwrap();
     let data = dir.path().join("data");
     let file_var = file.to_string_lossy().into_owned();
-    let p = Process::start(&data, &[("INTAKE_RECIPIENTS__FILE", &file_var)]);
+    let p = Process::start(
+        &data,
+        &[
+            ("INTAKE_RECIPIENTS__FILE", &file_var),
+            ("INTAKE_RECIPIENTS__STORE", "true"),
+        ],
+    );
     let unknown = "550 5.1.1 Recipient address rejected: user unknown";
     assert_eq!(
         rcpt(p.addr, "s@example.net", "alice@example.test").await,
@@ -115,6 +121,8 @@ async fn the_file_and_the_cli_change_recipients_without_a_restart() {
     let (ok, out, err) = cli(&data, &["recipient", "add", "Carol@Example.test"]);
     assert!(ok, "{err}");
     assert_eq!(out, "added carol@example.test\n");
+    // The CLI here runs without the server's environment: it says the table is not read.
+    assert!(err.contains("recipients.store is off"), "{err}");
     let (ok, out, _) = cli(&data, &["recipient", "add", "carol@example.test"]);
     assert!(ok && out.contains("already listed"), "{out}");
     let (ok, _, err) = cli(&data, &["recipient", "add", "carol"]);

@@ -212,3 +212,122 @@ async fn a_reload_under_load_keeps_every_counter() {
     );
     assert!(p.terminate().success());
 }
+
+/// Waits until the server counts `n` open SMTP sessions.
+async fn settle(p: &Process, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_sessions(p.http).await != n {
+        assert!(Instant::now() < deadline, "never {n} open sessions");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Four connections held under a per-IP cap of 5, then the cap lowered to 2 by a reload:
+/// the four still count, and no new connection is admitted until fewer than 2 are open.
+#[tokio::test]
+async fn a_lowered_per_ip_cap_applies_to_the_connections_already_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("intake.toml");
+    let config = |cap: u32| format!("[smtp]\nmax_connections_per_ip = {cap}\nlimits_exempt = []\n");
+    let p = start(dir.path(), &config(5));
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let (code, c) = greeting(p.addr).await;
+        assert_eq!(code, 220);
+        held.push(c);
+    }
+    std::fs::write(&file, config(2)).unwrap();
+    reload(&p, "applied").await;
+    let (code, refused) = greeting(p.addr).await;
+    assert_eq!(code, 421, "4 open, over the new cap of 2");
+    drop(refused);
+    for c in held.drain(..2) {
+        quit(&p, c).await;
+    }
+    settle(&p, 2).await;
+    let (code, refused) = greeting(p.addr).await;
+    assert_eq!(code, 421, "2 open, at the new cap");
+    drop(refused);
+    quit(&p, held.pop().unwrap()).await;
+    settle(&p, 1).await;
+    assert_eq!(greeting(p.addr).await.0, 220, "1 open, under the new cap");
+    assert!(p.terminate().success());
+}
+
+/// A reload logs what it applied and names each changed setting it does not apply; a lower
+/// failed-login limit applies to the failures already counted.
+#[tokio::test]
+async fn a_reload_logs_what_it_applied_and_what_needs_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("intake.toml");
+    let auth = "[auth]\nenabled = true\nallow_plaintext = true\n";
+    std::fs::write(&file, format!("[smtp]\ndomains = [\"a.test\"]\n{auth}")).unwrap();
+    let log_path = dir.path().join("intake.log");
+    let p = Process::start_logging(
+        &dir.path().join("data"),
+        &[
+            ("INTAKE_CONFIG", file.to_str().unwrap()),
+            ("INTAKE_LOG__LEVEL", "info"),
+        ],
+        std::process::Stdio::from(std::fs::File::create(&log_path).unwrap()),
+    );
+    // Two wrong passwords: under the default limit of 10 per client.
+    let mut c = Client::greeted(p.addr).await;
+    c.cmd("EHLO client.example").await;
+    let wrong = "AGFsaWNlQGV4YW1wbGUudGVzdAB3cm9uZw==";
+    for _ in 0..2 {
+        assert_eq!(c.cmd(&format!("AUTH PLAIN {wrong}")).await.code, 535);
+    }
+
+    std::fs::write(
+        &file,
+        format!(
+            "[smtp]\ndomains = [\"a.test\", \"b.test\"]\nproxy_protocol = true\n\
+             {auth}max_failures_per_client = 2\n\
+             [[route]]\ndomains = [\"b.test\"]\ntargets = [\"store\"]\n\
+             [retention]\nper_mailbox = 10\n\
+             [aliases]\nsecret = \"0123456789abcdef0123\"\n\
+             [admin]\ntokens = [\"0123456789abcdef0123\"]\n\
+             [log]\nformat = \"json\"\n\
+             [pop3]\nlisten = \"127.0.0.1:0\"\n"
+        ),
+    )
+    .unwrap();
+    reload(&p, "applied").await;
+    // The two failures counted before reach the new limit: refused unchecked.
+    assert_eq!(c.cmd(&format!("AUTH PLAIN {wrong}")).await.code, 454);
+    assert_eq!(rcpt_code(p.addr, "x@b.test").await, 250, "domains applied");
+    assert!(p.terminate().success());
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let applied: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("SIGHUP: applied to new connections"))
+        .collect();
+    assert_eq!(applied.len(), 1, "{log}");
+    assert!(
+        applied[0].contains("changed=smtp, auth"),
+        "the applied sections, in order: {}",
+        applied[0]
+    );
+    let restart: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("SIGHUP: changed; needs a restart"))
+        .collect();
+    for key in [
+        "smtp.proxy_protocol",
+        "route",
+        "retention",
+        "aliases",
+        "admin.tokens",
+        "log.format",
+        "pop3",
+    ] {
+        assert!(
+            restart.iter().any(|l| l.contains(&format!("key={key}"))),
+            "{key} is not named as needing a restart:\n{}",
+            restart.join("\n")
+        );
+    }
+    assert!(!log.contains("nothing changed"), "{log}");
+}

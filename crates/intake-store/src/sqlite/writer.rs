@@ -174,11 +174,17 @@ impl Writer {
                 "committed"
             );
         } else {
-            tracing::error!(
-                messages = n,
-                failed,
-                "commit: some messages not stored; answering 451 to those"
-            );
+            // A store that cannot write (disk full, locked, read-only) fails every batch
+            // alike: logged once, then once per ten seconds with the number of batches.
+            let kind = if failed == n { "all" } else { "some" };
+            if let Some(repeats) = crate::common::WRITE_FAILURES.hit(&format!("sqlite {kind}")) {
+                tracing::error!(
+                    messages = n,
+                    failed,
+                    repeats,
+                    "commit: some messages not stored; answering 451 to those"
+                );
+            }
         }
         for ((message, done), result) in batch.into_iter().zip(results) {
             // Dropped before the answer, so that the session finds its buffer no longer
@@ -436,8 +442,10 @@ fn write_batch(conn: &mut Connection, batch: &[Queued]) -> BatchResult {
     if batch.len() == 1 {
         return vec![Err(unavailable(&first_error))];
     }
-    tracing::warn!(messages = batch.len(), error = %first_error,
-        "a batch failed: writing its messages one by one to isolate the failing one");
+    if let Some(repeats) = crate::common::WRITE_FAILURES.hit(&first_error.to_string()) {
+        tracing::warn!(messages = batch.len(), error = %first_error, repeats,
+            "a batch failed: writing its messages one by one to isolate the failing one");
+    }
     let isolated = (|| -> rusqlite::Result<BatchResult> {
         let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut results: BatchResult = Vec::with_capacity(batch.len());
@@ -451,7 +459,12 @@ fn write_batch(conn: &mut Connection, batch: &[Queued]) -> BatchResult {
                 Err(e) => {
                     sp.rollback()?;
                     drop(sp);
-                    tracing::error!(id = %m.0.id, error = %e, "message not stored: answering 451 to its sender only");
+                    if let Some(repeats) =
+                        crate::common::WRITE_FAILURES.hit(&format!("message: {e}"))
+                    {
+                        tracing::error!(id = %m.0.id, error = %e, repeats,
+                            "message not stored: answering 451 to its sender only");
+                    }
                     results.push(Err(unavailable(&e)));
                 }
             }

@@ -350,6 +350,23 @@ mod unit {
     }
 
     #[test]
+    fn a_mistyped_listener_or_route_key_gets_a_suggestion() {
+        let errs = load(
+            "[[listener]]\naddress = \"127.0.0.1:2526\"\nrestrict_sender = false\n\
+             [[route]]\ndomains = [\"x.test\"]\ntargets = [\"store\"]\ndomain = 1\n",
+            &[],
+        )
+        .unwrap_err();
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        for want in [
+            "listener[0].restrict_sender: unknown setting; did you mean listener[0].restrict_senders?",
+            "route[0].domain: unknown setting; did you mean route[0].domains?",
+        ] {
+            assert!(text.iter().any(|t| t == want), "{want:?} not in {text:?}");
+        }
+    }
+
+    #[test]
     fn routes_need_domains_and_configured_targets() {
         let errs = load(
             "[[route]]\ndomains = [\"a@b\"]\ntargets = [\"store\"]\n\
@@ -510,6 +527,25 @@ mod doc_tests {
             );
         }
         assert!(named > 100, "the reference names the settings' variables");
+        // [[listener]] and [[route]] keys are checked by hand (not `known_keys`): each is
+        // a row of its section, and each row of the section is a key.
+        for (heading, keys) in [
+            ("## `[[listener]]`", crate::config::LISTENER_KEYS),
+            ("## `[[route]]`", crate::config::ROUTE_KEYS),
+        ] {
+            let start = doc.find(heading).expect(heading) + heading.len();
+            let section = &doc[start..];
+            let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+            let rows: std::collections::BTreeSet<&str> = section
+                .lines()
+                .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+                .collect();
+            let keys: std::collections::BTreeSet<&str> = keys.iter().copied().collect();
+            assert_eq!(
+                rows, keys,
+                "{heading} in docs/configuration.md and the keys read"
+            );
+        }
         // Each setting's row is inside a table: a row after a blank line starts no table.
         let lines: Vec<&str> = doc.lines().collect();
         for (i, pair) in lines.windows(2).enumerate() {
