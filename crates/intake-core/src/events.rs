@@ -19,8 +19,9 @@ pub enum Event {
     New {
         /// The mailboxes it is filed under.
         mailboxes: Vec<String>,
-        /// The message.
-        message: Summary,
+        /// The message (boxed: the bus keeps `capacity` events, each the size of the
+        /// largest variant, and most of them are never used).
+        message: Box<Summary>,
     },
     /// A message was deleted (by a user or by retention) from these mailboxes.
     Deleted {
@@ -135,7 +136,7 @@ pub enum WireChange {
         /// The mailboxes it is filed under.
         mailboxes: Vec<String>,
         /// The message.
-        message: Summary,
+        message: Box<Summary>,
     },
     /// [`Event::New`] by id only: the receiver reads the message.
     NewId {
@@ -233,7 +234,7 @@ mod wire_tests {
         for event in [
             Event::New {
                 mailboxes: vec!["b@y.test".into()],
-                message: summary(id),
+                message: Box::new(summary(id)),
             },
             Event::Deleted {
                 mailboxes: vec!["b@y.test".into(), "c@y.test".into()],

@@ -261,7 +261,10 @@ impl MailStore for Store {
                 tracing::warn!(%id, error = %e, "could not tag a delivered message");
             }
         }
-        self.publish(Event::New { mailboxes, message });
+        self.publish(Event::New {
+            mailboxes,
+            message: Box::new(message),
+        });
         Ok(())
     }
 

@@ -190,6 +190,18 @@ async fn the_sending_platform_example_logs_in_against_its_table_and_posts() {
             .await
             .unwrap();
     }
+    // The addresses each customer may send as (the example's senders_query).
+    sqlx::query("CREATE TABLE sender_addresses (customer text, address text)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO sender_addresses VALUES ('customer@their-domain.example', 'customer@their-domain.example'),
+                                             ('customer@their-domain.example', 'billing@their-domain.example')",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
     set(&mut t, "directory", "url", db.url.clone());
     let (hook, seen) = http_server().await;
     set(
@@ -201,21 +213,35 @@ async fn the_sending_platform_example_logs_in_against_its_table_and_posts() {
     let s = Settings::from_table(&t, &Sources::default()).expect("the example loads");
     let running = server::start(&s).await.unwrap();
 
-    let send = |login: &'static str, password: &'static str| {
+    let send_as = |login: &'static str, password: &'static str, from: &'static str| {
         Submission {
             tls: Tls::Required(any_cert("mail.example.test")),
             login: Some((login, password, Mechanism::Plain)),
-            // The login is an address and the customer sends as it, so the example works with
-            // or without a restriction of senders.
-            from: login,
+            from,
             to: "someone@anywhere.example",
             subject: "from the platform",
         }
         .send(running.smtp_addr)
     };
+    let send = |login: &'static str, password: &'static str| send_as(login, password, login);
     send("customer@their-domain.example", "their-password")
         .await
         .expect("STARTTLS, AUTH 235 against the table, then the webhook said 200");
+    send_as(
+        "customer@their-domain.example",
+        "their-password",
+        "billing@their-domain.example",
+    )
+    .await
+    .expect("another of the customer's sender addresses");
+    let e = send_as(
+        "customer@their-domain.example",
+        "their-password",
+        "ceo@elsewhere.example",
+    )
+    .await
+    .unwrap_err();
+    assert!(e.contains("553"), "an address not the customer's: {e}");
     let e = send("customer@their-domain.example", "wrong")
         .await
         .unwrap_err();
@@ -226,7 +252,11 @@ async fn the_sending_platform_example_logs_in_against_its_table_and_posts() {
     assert!(e.contains("535"), "a deactivated customer: {e}");
 
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen.len(),
+        2,
+        "the two messages from the customer's own addresses"
+    );
     let (head, body) = &seen[0];
     assert!(head.starts_with("POST /inbound/smtp "), "{head}");
     assert!(head.contains("X-Intake-Signature: t="), "{head}");

@@ -226,7 +226,10 @@ async fn receive(payload: &str, pool: &PgPool, bus: &EventBus, node: &str) {
     match notice.change {
         WireChange::New { mailboxes, message } => bus.publish(Event::New { mailboxes, message }),
         WireChange::NewId { id } => match read::summary(pool, id).await {
-            Ok(Some((message, mailboxes))) => bus.publish(Event::New { mailboxes, message }),
+            Ok(Some((message, mailboxes))) => bus.publish(Event::New {
+                mailboxes,
+                message: Box::new(message),
+            }),
             Ok(None) => {} // deleted meanwhile: its Deleted follows
             Err(e) => tracing::warn!(error = %e, %id,
                 "event feed: cannot read a message another node stored; not announced"),
@@ -276,7 +279,7 @@ mod tests {
         let m = crate::conformance::incoming(&["a@x.test"], "small");
         let small = f.payloads(&Event::New {
             mailboxes: vec!["a@x.test".into()],
-            message: Summary::from(&m),
+            message: Box::new(Summary::from(&m)),
         });
         assert_eq!(small.len(), 1);
         assert!(small[0].contains("\"kind\":\"new\""), "{}", small[0]);
@@ -284,7 +287,7 @@ mod tests {
         big.rcpt_to = many.clone();
         let big = f.payloads(&Event::New {
             mailboxes: many.clone(),
-            message: big,
+            message: Box::new(big),
         });
         assert_eq!(big.len(), 1);
         assert!(big[0].contains("\"kind\":\"new_id\""), "{}", big[0]);
