@@ -177,12 +177,17 @@ async fn an_older_database_is_upgraded_on_open() {
     let old = incoming(&["a@example.com"], "old");
     let old_id = old.id;
     store.deliver(old).await.unwrap();
+    assert!(store.set_seen(old_id, true).await.unwrap());
     store.close().await;
     drop(store);
-    // As an earlier release left it: no message_checks nor meta table, schema version 3.
+    // As an earlier release left it: no message_checks nor meta table, no index of read
+    // messages, schema version 3.
     let conn = rusqlite::Connection::open(dir.path().join("intake.db")).unwrap();
-    conn.execute_batch("DROP TABLE message_checks; DROP TABLE meta; PRAGMA user_version = 3;")
-        .unwrap();
+    conn.execute_batch(
+        "DROP TABLE message_checks; DROP TABLE meta; DROP INDEX messages_read;
+         PRAGMA user_version = 3;",
+    )
+    .unwrap();
     drop(conn);
     let store = open_in(dir.path());
     assert_eq!(store.fetch(old_id).await.unwrap().unwrap().findings, None);
@@ -201,7 +206,18 @@ async fn an_older_database_is_upgraded_on_open() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 7);
+    assert_eq!(version, 8);
+    // Version 8: the read messages' index, built over the old rows: the counts use it.
+    let read: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM messages INDEXED BY messages_read WHERE seen != 0",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(read, 1, "the old message, read before the upgrade");
+    let all = store.list_all(all()).await.unwrap();
+    assert_eq!((all.total, all.unread), (2, 1));
 }
 
 /// One poison message in a batch fails alone (the case is shared with PostgreSQL).
