@@ -72,10 +72,12 @@ export async function startIntake(extra = {}, label = "intake-browser-") {
     }
     fs.rmSync(s.dir, { recursive: true, force: true });
   };
+  // Intake binds SMTP after HTTP (and POP3): once SMTP accepts, every port does.
+  await waitPort(s.smtp, 15_000, () => s.exit);
   return s;
 }
 
-export async function waitPort(port, ms, exited = () => intake && intake.exit) {
+async function waitPort(port, ms, exited = () => intake && intake.exit) {
   const end = Date.now() + ms;
   while (Date.now() < end) {
     if (exited()) throw new Error(`intake exited early (${exited()}); is INTAKE_BIN=${bin} right?`);
@@ -167,8 +169,6 @@ before(async () => {
   smtpPort = intake.smtp;
   httpPort = intake.http;
   base = `http://127.0.0.1:${httpPort}`;
-  await waitPort(smtpPort, 15_000);
-  await waitPort(httpPort, 15_000);
 
   // A "remote" image server on loopback: it records every request.
   tracker = http.createServer((req, res) => {

@@ -9,7 +9,7 @@ import fs from "node:fs";
 import path from "node:path";
 import {
   WAIT, apiJSON, base, browser, consoleLines, cspViolations, item, items, openMailbox, page,
-  sendMail, setup, shots, startIntake, tracker, trackerHits, until, waitPort,
+  sendMail, setup, shots, startIntake, tracker, trackerHits, until,
 } from "./harness.mjs";
 
 setup();
@@ -203,7 +203,6 @@ test("in public mode the page offers one mailbox, not all mail, and hides delete
   const p = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   p.setDefaultTimeout(WAIT);
   try {
-    await waitPort(httpP, 15_000, () => pub.exit);
     await sendMail("dave@example.test", ["Subject: Public hello", "", "hi"], smtp);
     const pbase = `http://127.0.0.1:${httpP}`;
     await p.goto(pbase + "/");
@@ -270,7 +269,6 @@ test("the message view shows what the policy checks recorded", { timeout: 30_000
   const p = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   p.setDefaultTimeout(WAIT);
   try {
-    await waitPort(httpP, 15_000, () => srv.exit);
     await sendMail("erin@example.test", ["From: Frank <frank@example.net>", "Subject: Checked hello", "", "hi"], smtp);
     await p.goto(`http://127.0.0.1:${httpP}/`);
     await openMailbox(p, "erin@example.test");
