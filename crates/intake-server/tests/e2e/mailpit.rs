@@ -429,3 +429,25 @@ async fn a_reload_keeps_the_triggers_and_follows_mailpit_chaos() {
     );
     assert!(envelope(srv.addr).await[1].starts_with("451 Chaos sender error"));
 }
+
+/// One client, one rate budget: the server wires the main API and the Mailpit listener to
+/// one limiter, so requests to either spend the same burst (issue 19: twice the documented
+/// rate otherwise).
+#[tokio::test]
+async fn the_api_and_the_mailpit_listener_share_one_rate_budget() {
+    let srv = TestServer::start(
+        "[http]\nrate_limit = 1\nrate_limit_burst = 4\n[mailpit]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .await;
+    let api = srv.running.http_addr.expect("HTTP is on");
+    let mp = mailpit(&srv);
+    let mut statuses = Vec::new();
+    for addr in [api, mp, api, mp, mp, api] {
+        statuses.push(get(addr, "/api/v1/messages").await.status);
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 429, 429],
+        "a burst of 4 spent on both listeners together"
+    );
+}
