@@ -46,6 +46,10 @@ pub mod spf;
 pub mod testclamd;
 #[cfg(any(test, feature = "test-dns"))]
 pub mod testdns;
+#[cfg(feature = "test-spamd")]
+pub mod testspamd;
+#[cfg(any(feature = "test-clamd", feature = "test-spamd"))]
+mod testsupport;
 
 use std::collections::HashMap;
 use std::sync::Arc;

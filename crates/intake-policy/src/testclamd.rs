@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use crate::testsupport::free_port;
 use crate::{ClamavConfig, ClamdAddress};
 
 const CLAMD: &str = "/usr/sbin/clamd";
@@ -25,15 +26,6 @@ pub struct Clamd {
     pub port: u16,
     pub socket: PathBuf,
     dir: tempfile::TempDir,
-}
-
-/// A free loopback port (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Clamd {

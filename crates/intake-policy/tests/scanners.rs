@@ -147,39 +147,6 @@ fn start_rspamd() -> (Daemon, SocketAddr) {
     (daemon, addr)
 }
 
-fn start_spamd() -> (Daemon, SocketAddr) {
-    let bin = installed("spamd").expect(
-        "spamd is needed by this test and is not installed (apt-get install spamd spamassassin)",
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let log = dir.path().join("spamd.log");
-    let child = Command::new(bin)
-        .arg(format!("--listen=127.0.0.1:{port}"))
-        .args([
-            "--allowed-ips=127.0.0.1",
-            "--max-children=1",
-            "--min-children=1",
-            "--nouser-config",
-            "-u",
-            "nobody",
-        ])
-        .arg(format!("--syslog={}", log.display()))
-        .arg(format!(
-            "--pidfile={}",
-            dir.path().join("spamd.pid").display()
-        ))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start spamd");
-    let mut daemon = Daemon { child, _dir: dir };
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for_port(addr, &mut daemon, &log);
-    (daemon, addr)
-}
-
 fn cx(content: &str) -> CheckCtx {
     let mut cx = CheckCtx::new(Stage::Data, "192.0.2.7:40000".parse().unwrap());
     cx.helo = Some("mail.sender.test".into());
@@ -280,7 +247,8 @@ async fn rspamd_rejects_or_tags_gtube_and_passes_clean_mail() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spamd_scores_gtube_as_spam_and_passes_clean_mail() {
-    let (_spamd, addr) = start_spamd();
+    let spamd = intake_policy::testspamd::Spamd::start();
+    let addr = spamd.addr;
     let tag = Spamd::new(SpamdConfig {
         enabled: true,
         address: addr,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use intake_directory::testing::{Slapd, person_in as person, slappasswd};
 use intake_policy::testclamd::{Clamd, PATTERN, SIGNATURE};
+use intake_policy::testspamd::Spamd;
 use intake_server::config::{Settings, Sources};
 use intake_server::server;
 use intake_store::postgres::scratch::ScratchDatabase;
@@ -17,7 +18,7 @@ use sqlx::Connection;
 
 use crate::deployments::{examples, http_server, lmtp_sink, localize, set};
 use crate::submit::{Submission, any_cert};
-use crate::support::{Client, Spamd};
+use crate::support::Client;
 
 fn text(t: &toml::Table, section: &str, key: &str) -> String {
     t[section][key].as_str().unwrap().to_string()
@@ -84,7 +85,7 @@ async fn the_ldap_gateway_example_checks_everything_then_relays() {
         "address",
         clamd.socket.display().to_string(),
     );
-    let spamd = Spamd::start(dir.path());
+    let spamd = Spamd::start();
     set(&mut t, "spamd", "address", spamd.addr.to_string());
     let dumps = dir.path().join("lmtp");
     std::fs::create_dir(&dumps).unwrap();

@@ -334,8 +334,7 @@ const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EM
 
 #[tokio::test]
 async fn sa_check_reports_spamds_rules() {
-    let dir = tempfile::tempdir().unwrap();
-    let spamd = crate::support::Spamd::start(dir.path());
+    let spamd = intake_policy::testspamd::Spamd::start();
     let srv = TestServer::start(&format!(
         "[smtp]\ndomains = [\"example.test\"]\n[mailpit]\nlisten = \"127.0.0.1:0\"\n\
          [spamd]\nenabled = true\naddress = \"{}\"\ntimeout = \"60s\"\non_error = \"pass\"\n",

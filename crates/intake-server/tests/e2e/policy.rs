@@ -505,8 +505,7 @@ async fn a_scanner_that_cannot_decide_leaves_the_message_marked_unchecked() {
 
 #[tokio::test]
 async fn spamd_sees_the_client_in_our_received_header() {
-    let dir = tempfile::tempdir().unwrap();
-    let spamd = crate::support::Spamd::start(dir.path());
+    let spamd = intake_policy::testspamd::Spamd::start();
     let srv = TestServer::start(&format!(
         "[smtp]\nhostname = \"mx.test\"\ndomains = [\"example.test\"]\n[http]\nrate_limit = 0\n\
          [spamd]\nenabled = true\naddress = \"{}\"\ntimeout = \"60s\"\non_error = \"defer\"\n",
