@@ -43,7 +43,10 @@ pub struct ParsedMeta {
     pub attachments: Vec<Attachment>,
 }
 
+mod index;
 pub mod parts;
+
+pub use index::{INDEX_BODY_MAX, index_headers, index_text};
 
 /// Parses the header fields Intake indexes. Never fails: unparsable mail gives empty fields.
 pub fn parse_meta(content: &[u8]) -> ParsedMeta {
@@ -279,103 +282,7 @@ pub fn content_ids(raw: &[u8]) -> Vec<(usize, String)> {
         .collect()
 }
 
-/// Most body text indexed for search per message, in bytes: the start of the body (every
-/// engine indexes this much at most, so that one huge message cannot make indexing slow or
-/// its memory large).
-pub const INDEX_BODY_MAX: usize = 1 << 20;
-
-/// Text for the search index: (the first text body, up to [`INDEX_BODY_MAX`] bytes; the
-/// values of the header fields that have no column of their own).
-///
-/// The subject and the `From:`, `To:` and `Cc:` addresses are indexed from the parsed
-/// fields ([`ParsedMeta`]), so they are left out here rather than indexed twice; so are the
-/// trace fields (`Received:`), `Date:`, and signatures (`DKIM-Signature:`, `ARC-*`), whose
-/// values are base64 or machine text nobody searches. Every other field is read as text
-/// (encoded words decoded), not parsed into structured values ([`index_parser`]).
-pub fn index_text(raw: &[u8]) -> (String, String) {
-    let Some(msg) = index_parser().parse(raw) else {
-        let text = String::from_utf8_lossy(raw);
-        return (prefix(&text, INDEX_BODY_MAX).to_string(), String::new());
-    };
-    let body = msg
-        .body_text(0)
-        .map(|t| prefix(&t, INDEX_BODY_MAX).to_string())
-        .unwrap_or_default();
-    (body, header_values(&msg))
-}
-
-/// The header part of [`index_text`] alone, without reading the body (`store.search =
-/// "headers"`).
-pub fn index_headers(raw: &[u8]) -> String {
-    index_parser()
-        .parse_headers(raw)
-        .map(|msg| header_values(&msg))
-        .unwrap_or_default()
-}
-
-/// The values of the header fields [`index_text`] indexes, one per line.
-fn header_values(msg: &mail_parser::Message<'_>) -> String {
-    let mut headers = String::new();
-    for h in msg.headers() {
-        let name = h.name();
-        if h.name == HeaderName::ContentTransferEncoding
-            || name.eq_ignore_ascii_case("dkim-signature")
-            || name
-                .get(..4)
-                .is_some_and(|p| p.eq_ignore_ascii_case("arc-"))
-        {
-            continue;
-        }
-        let mut push = |t: &str| {
-            if !headers.is_empty() {
-                headers.push('\n');
-            }
-            headers.push_str(t);
-        };
-        match h.value() {
-            mail_parser::HeaderValue::Text(t) => push(t),
-            mail_parser::HeaderValue::TextList(list) => list.iter().for_each(|t| push(t)),
-            mail_parser::HeaderValue::Address(a) => push(&format_addresses(a)),
-            _ => {}
-        }
-    }
-    headers
-}
-
-/// The start of `s`, at most `max` bytes, cut at a character boundary.
-fn prefix(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-/// A parser for [`index_text`]: the MIME fields (to find and decode the text body), every
-/// other field as unstructured text, and the fields indexed elsewhere or not at all skipped
-/// unparsed (a `Received:` field parsed into its parts cost more than the rest of the
-/// header together).
-fn index_parser() -> &'static MessageParser {
-    static PARSER: OnceLock<MessageParser> = OnceLock::new();
-    PARSER.get_or_init(|| {
-        MessageParser::new()
-            .with_mime_headers()
-            .ignore_header(HeaderName::Received)
-            .ignore_header(HeaderName::Date)
-            .ignore_header(HeaderName::ResentDate)
-            .ignore_header(HeaderName::Subject)
-            .ignore_header(HeaderName::From)
-            .ignore_header(HeaderName::To)
-            .ignore_header(HeaderName::Cc)
-            .ignore_header(HeaderName::MimeVersion)
-            .default_header_text()
-    })
-}
-
-fn format_addresses(addr: &Address<'_>) -> String {
+pub(crate) fn format_addresses(addr: &Address<'_>) -> String {
     let mut out = String::new();
     for a in addr.iter() {
         let (name, email) = (a.name(), a.address());
@@ -530,42 +437,6 @@ mod tests {
         assert_eq!(content_ids(&raw), vec![(0, "logo".to_string())]);
         assert_eq!(attachment(&raw, 0).unwrap().0, "image/png");
         assert!(content_ids(b"Subject: plain\r\n\r\nno parts\r\n").is_empty());
-    }
-
-    #[test]
-    fn index_text_reads_other_fields_and_the_body_once() {
-        let raw = b"Received: from a.example (a.example [192.0.2.1])\r\n\tby b.example; Sat, 21 Nov 2026 10:00:00 +0000\r\n\
-              DKIM-Signature: v=1; a=rsa-sha256; d=example.org; b=c2lnbmF0dXJl\r\n\
-              ARC-Seal: i=1; cv=none; b=YXJjc2VhbA==\r\n\
-              From: Alice <alice@example.org>\r\nTo: bob@example.com\r\nSubject: quarterly numbers\r\n\
-              Reply-To: Helpdesk <help@example.org>\r\nX-Ticket: =?utf-8?q?caf=C3=A9?= 4711\r\n\
-              Message-ID: <abc@example.org>\r\nDate: Sat, 21 Nov 2026 10:00:00 +0000\r\n\
-              Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
-              na=C3=AFve body=\r\n text\r\n";
-        let (body, headers) = index_text(raw);
-        assert_eq!(body.trim_end(), "na\u{ef}ve body text");
-        let lines: Vec<&str> = headers.lines().collect();
-        assert_eq!(
-            lines,
-            [
-                "Helpdesk <help@example.org>",
-                "caf\u{e9} 4711",
-                "<abc@example.org>"
-            ],
-            "subject, From/To (indexed from their own columns), Received, Date, signatures \
-             and the transfer encoding are left out"
-        );
-        assert_eq!(index_headers(raw), headers);
-    }
-
-    #[test]
-    fn indexed_body_text_is_a_bounded_prefix() {
-        let mut raw = b"Subject: big\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n".to_vec();
-        // Two-byte characters, so that the cut falls inside one and must move back.
-        raw.extend("\u{e9}".repeat(INDEX_BODY_MAX).as_bytes());
-        let (body, _) = index_text(&raw);
-        assert!(body.len() <= INDEX_BODY_MAX && body.len() >= INDEX_BODY_MAX - 1);
-        assert!(body.chars().all(|c| c == '\u{e9}'));
     }
 
     #[test]
