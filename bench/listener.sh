@@ -34,6 +34,15 @@ subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-su
                 "-keyout", f"{d}/key.pem", "-out", f"{d}/cert.pem", "-days", "2"], check=True, capture_output=True)
 PY
 
+# The executable's pages are dropped from the page cache first (BENCH_COLD_BIN=0 keeps
+# them): the same file maps about 2 MiB more of its code at start when it has just been
+# written (a fresh build or copy) than when it is read back from disk, so without this the
+# idle figure depends on how recently the binary was built. See docs/performance.md.
+if [ "${BENCH_COLD_BIN:-1}" = 1 ]; then
+  sync "$INTAKE_BIN"
+  dd if="$INTAKE_BIN" iflag=nocache count=0 status=none
+fi
+
 SMTP=$(free_port)
 env INTAKE_SMTP__LISTEN=127.0.0.1:$SMTP INTAKE_HTTP__LISTEN= INTAKE_STORE__PATH="$WORK/data" \
     INTAKE_SMTP__MAX_CONNECTIONS=$((IDLE + 1000)) INTAKE_TLS__CERTIFICATE="$WORK/cert.pem" INTAKE_TLS__KEY="$WORK/key.pem" \
