@@ -78,6 +78,10 @@ fn index_plain_text(raw: &[u8]) -> Option<(String, String)> {
             Some(_) => return None,
         }
     }
+    // A part marked as an attachment is no body text to the full parse.
+    if msg.header(HeaderName::ContentDisposition).is_some() {
+        return None;
+    }
     let identity = match msg.header(HeaderName::ContentTransferEncoding) {
         None => true,
         Some(h) => h.as_text().is_some_and(|e| {
@@ -236,9 +240,10 @@ mod tests {
                 String::from_utf8_lossy(raw)
             );
         }
-        let parsed: [&[u8]; 8] = [
+        let parsed: [&[u8]; 9] = [
             // Transfer-encoded, another charset, ASCII declared but not, not UTF-8, not text,
-            // several parts, a header ended early by a line of white space, no blank line.
+            // several parts, a header ended early by a line of white space, no blank line,
+            // a text attachment.
             b"Subject: a\r\nContent-Transfer-Encoding: base64\r\n\r\nY2Fmw6k=\r\n",
             b"Subject: a\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\r\ncaf\xe9\r\n",
             b"Subject: a\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\ncaf\xc3\xa9\r\n",
@@ -247,6 +252,7 @@ mod tests {
             b"Subject: a\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b--\r\n",
             b"Subject: a\r\n \r\nX-Late: field\r\n\r\nbody\r\n",
             b"Subject: no body at all\r\n",
+            b"Subject: a\r\nContent-Type: text/plain\r\nContent-Disposition: attachment; filename=a.txt\r\n\r\nnotes\r\n",
         ];
         for raw in parsed {
             assert_eq!(
