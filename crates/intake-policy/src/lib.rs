@@ -49,7 +49,7 @@ pub mod testdns;
 #[cfg(feature = "test-spamd")]
 pub mod testspamd;
 #[cfg(any(feature = "test-clamd", feature = "test-spamd"))]
-mod testsupport;
+pub mod testsupport;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -4,12 +4,11 @@
 //! when dropped. No spamd: the test fails and says so (`.ci/run` installs it).
 #![allow(missing_docs)]
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use crate::testsupport::free_port;
+use crate::testsupport::{free_port, stop, wait_listening};
 
 /// A spamd of the test's own; stopped on drop.
 pub struct Spamd {
@@ -56,42 +55,14 @@ impl Spamd {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             dir,
         };
-        spamd.wait_listening();
+        let log = spamd.dir.path().join("spamd.log");
+        wait_listening("spamd", &mut spamd.child, spamd.addr, &log);
         spamd
-    }
-
-    fn wait_listening(&mut self) {
-        let log = || std::fs::read_to_string(self.dir.path().join("spamd.log")).unwrap_or_default();
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while Instant::now() < deadline {
-            if TcpStream::connect(self.addr).is_ok() {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("spamd exited ({status}) before listening:\n{}", log());
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!("spamd does not listen on {}:\n{}", self.addr, log());
     }
 }
 
 impl Drop for Spamd {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // SIGTERM, so spamd stops its own children; only the PID we started.
-            let _ = Command::new("kill")
-                .arg(self.child.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        stop(&mut self.child);
     }
 }

@@ -11,8 +11,7 @@ use intake_policy::clamav::{ClamavError, ScanResult};
 use intake_policy::testclamd::{Clamd, PATTERN};
 use intake_policy::{Clamav, ClamavAction, ClamavConfig, ClamdAddress};
 
-mod common;
-use common::free_port;
+use intake_policy::testsupport::free_port;
 
 fn at_data(content: &str) -> CheckCtx {
     let mut cx = CheckCtx::new(Stage::Data, "192.0.2.1:25".parse().unwrap());

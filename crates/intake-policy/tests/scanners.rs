@@ -5,7 +5,7 @@
 //! `apt-get install rspamd spamd spamassassin`): a test that passes without running is
 //! not a test.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use intake_core::{Check, CheckCtx, Findings, Reason, Stage, Verdict};
 use intake_policy::{Rspamd, RspamdConfig, Spamd, SpamdConfig};
 
-mod common;
-use common::free_port;
+use intake_policy::testsupport::{free_port, stop, wait_listening};
 
 const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
 
@@ -45,40 +44,8 @@ struct Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        // SIGTERM, so the daemon stops its own workers; only the PID we started.
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
-}
-
-fn wait_for_port(addr: SocketAddr, daemon: &mut Daemon, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while Instant::now() < deadline {
-        if TcpStream::connect(addr).is_ok() {
-            return;
-        }
-        if let Ok(Some(status)) = daemon.child.try_wait() {
-            panic!(
-                "daemon exited ({status}) before listening:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!(
-        "nothing listens on {addr}:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
 }
 
 /// rspamd with its packaged rules, our ports and directories, and fixed action thresholds.
@@ -143,7 +110,7 @@ fn start_rspamd() -> (Daemon, SocketAddr) {
         .expect("start rspamd");
     let mut daemon = Daemon { child, _dir: dir };
     let addr = SocketAddr::from(([127, 0, 0, 1], normal));
-    wait_for_port(addr, &mut daemon, &log);
+    wait_listening("rspamd", &mut daemon.child, addr, &log);
     (daemon, addr)
 }
 
