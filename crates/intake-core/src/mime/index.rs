@@ -48,10 +48,12 @@ fn index_text_parsed(raw: &[u8]) -> (String, String) {
 fn index_plain_text(raw: &[u8]) -> Option<(String, String)> {
     let end = memchr::memmem::find(raw, b"\r\n\r\n")?;
     // The parser ends the header at the first line holding only white space: with such a
-    // line before the blank one, the header is not `raw[..end]`.
+    // line before the blank one, the header is not `raw[..end]`. A message that is plainly
+    // not one part of plain text (another type, an encoding, a disposition) is told by its
+    // field lines before anything is parsed, so that the full parse is its only one.
     if raw[..end]
         .split(|&b| b == b'\n')
-        .any(|line| line.trim_ascii().is_empty())
+        .any(|line| line.trim_ascii().is_empty() || surely_not_plain(line))
     {
         return None;
     }
@@ -99,6 +101,29 @@ fn index_plain_text(raw: &[u8]) -> Option<(String, String)> {
         prefix(body, INDEX_BODY_MAX).to_string(),
         header_values(&msg),
     ))
+}
+
+/// Whether one header line rules out [`index_plain_text`] by itself: a `Content-Type:`
+/// whose value does not start `text/plain`, a `Content-Disposition:`, or a
+/// `Content-Transfer-Encoding:` that is not an identity. Only a shortcut: a line it lets
+/// pass is judged again from the parsed field.
+fn surely_not_plain(line: &[u8]) -> bool {
+    let Some(colon) = memchr::memchr(b':', line) else {
+        return false;
+    };
+    let (name, value) = (line[..colon].trim_ascii(), line[colon + 1..].trim_ascii());
+    let starts = |prefix: &[u8]| {
+        value
+            .get(..prefix.len())
+            .is_some_and(|v| v.eq_ignore_ascii_case(prefix))
+    };
+    if name.eq_ignore_ascii_case(b"content-type") {
+        !starts(b"text/plain")
+    } else if name.eq_ignore_ascii_case(b"content-transfer-encoding") {
+        !(starts(b"7bit") || starts(b"8bit") || starts(b"binary"))
+    } else {
+        name.eq_ignore_ascii_case(b"content-disposition")
+    }
 }
 
 /// The header part of [`index_text`] alone, without reading the body (`store.search =
