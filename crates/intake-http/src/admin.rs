@@ -7,8 +7,6 @@
 //! configured the routes answer 404, as if they did not exist. Passwords are hashed
 //! (argon2id) off the async runtime and never returned.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
@@ -49,22 +47,28 @@ impl utoipa::Modify for BearerAuth {
 /// Request bodies of the admin routes: a user and a password hash fit well within this.
 pub(crate) const MAX_BODY: usize = 16 * 1024;
 
-/// The admin routes and their document, each needing the `admin` scope.
+/// The admin routes, each needing the `admin` scope, and their document (built when it is
+/// asked for, see [`Routes`]).
 pub(crate) fn routes() -> Routes<AppState> {
-    let routes = Routes::new(AdminDoc::openapi())
-        .api(Need::Admin, routes!(list_users, add_user))
-        .api(Need::Admin, routes!(set_password))
-        .api(Need::Admin, routes!(set_enabled));
-    let spec = Arc::new(routes.doc().clone());
-    routes.on(
+    register(Routes::new()).on(
         Method::GET,
         "/api/v1/admin/openapi.json",
         Need::Admin,
-        move || {
-            let spec = spec.clone();
-            async move { Json((*spec).clone()) }
-        },
+        || async { crate::docs::json(&DOC, doc) },
     )
+}
+
+static DOC: std::sync::OnceLock<axum::body::Bytes> = std::sync::OnceLock::new();
+
+fn doc() -> utoipa::openapi::OpenApi {
+    register(Routes::documented(AdminDoc::openapi())).into_doc()
+}
+
+fn register(routes: Routes<AppState>) -> Routes<AppState> {
+    routes
+        .api(Need::Admin, routes!(list_users, add_user))
+        .api(Need::Admin, routes!(set_password))
+        .api(Need::Admin, routes!(set_enabled))
 }
 
 fn error(status: StatusCode, code: &'static str, message: &str) -> Response {

@@ -33,10 +33,19 @@ use crate::ui::sandboxed;
 )]
 struct ApiDoc;
 
-/// The API routes and their OpenAPI document, each with the access it needs.
+/// The API routes, each with the access it needs.
 pub(crate) fn routes() -> Routes<AppState> {
+    register(Routes::new())
+}
+
+/// The API's OpenAPI document, built when it is asked for (see [`Routes`]).
+pub(crate) fn doc() -> utoipa::openapi::OpenApi {
+    register(Routes::documented(ApiDoc::openapi())).into_doc()
+}
+
+fn register(routes: Routes<AppState>) -> Routes<AppState> {
     let one_mailbox_search = Rule::ReadsMailboxIf(access::one_mailbox_query);
-    Routes::new(ApiDoc::openapi())
+    routes
         .api(Need::MailboxRead, routes!(list_mailbox))
         .api(Need::MailboxDelete, routes!(delete_mailbox))
         .api(Need::MailboxRead, routes!(mailbox_alias))

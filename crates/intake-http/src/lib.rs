@@ -12,6 +12,7 @@ mod api;
 mod batch;
 mod checks_api;
 mod conn;
+mod docs;
 pub mod error;
 mod events;
 mod html_view;
@@ -222,23 +223,11 @@ fn finish(app: Router, state: &AppState, rules: access::Rules, errors: error::Di
 /// The whole HTTP app: the API, its docs, the web inbox, the probes and metrics, and the
 /// users admin API.
 pub fn router(state: AppState) -> Router {
-    let (api, openapi, mut rules) = api::routes().split();
-    let docs = utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/v1/openapi.json", openapi);
-    let (docs, _, docs_rules) = access::Routes::new(Default::default())
-        .merge_get(
-            access::Need::Page,
-            &[
-                "/api/docs",
-                "/api/docs/",
-                "/api/docs/{*rest}",
-                "/api/v1/openapi.json",
-            ],
-            Router::<AppState>::from(docs),
-        )
-        .split();
-    let (ui, _, ui_rules) = ui::routes().split();
-    let (ops, _, ops_rules) = ops::routes().split();
-    let (admin, _, admin_rules) = admin::routes().split();
+    let (api, mut rules) = api::routes().split();
+    let (docs, docs_rules) = docs::routes().split();
+    let (ui, ui_rules) = ui::routes().split();
+    let (ops, ops_rules) = ops::routes().split();
+    let (admin, admin_rules) = admin::routes().split();
     for r in [docs_rules, ui_rules, ops_rules, admin_rules] {
         rules.merge(r);
     }
@@ -264,7 +253,7 @@ pub fn router(state: AppState) -> Router {
 /// The Mailpit-compatible API (`mailpit/`), for a listener of its own; errors in plain
 /// text, as Mailpit writes them.
 pub fn mailpit_router(state: AppState) -> Router {
-    let (app, _, rules) = mailpit::routes().split();
+    let (app, rules) = mailpit::routes().split();
     let app = ratelimit::layer(app.with_state(state.clone()), &state.rate);
     finish(app, &state, rules, error::Dialect::PlainText)
 }

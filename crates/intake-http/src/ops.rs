@@ -15,7 +15,7 @@ use crate::AppState;
 use crate::access::{Need, Routes};
 
 pub(crate) fn routes() -> Routes<AppState> {
-    Routes::new(Default::default())
+    Routes::new()
         .on(Method::GET, "/metrics", Need::Metrics, metrics)
         .on(Method::GET, "/healthz", Need::Probe, || async { "ok\n" })
         .on(Method::GET, "/readyz", Need::Probe, readyz)

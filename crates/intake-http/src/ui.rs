@@ -59,7 +59,7 @@ pub(crate) fn page_headers(
 }
 
 pub(crate) fn routes() -> Routes<AppState> {
-    Routes::new(Default::default())
+    Routes::new()
         .on(Method::GET, "/", Need::Page, || async {
             asset("index.html")
         })

@@ -9,7 +9,7 @@ use axum::handler::Handler;
 use axum::http::Method;
 use axum::routing::MethodFilter;
 use utoipa::openapi::OpenApi;
-use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
+use utoipa_axum::router::UtoipaMethodRouter;
 
 use super::Need;
 
@@ -73,9 +73,15 @@ impl Rules {
     }
 }
 
-/// A router under construction, with the rule of every route it gets.
+/// A router under construction, with the rule of every route it gets, and (only when asked
+/// for: [`Routes::documented`]) the OpenAPI document of its routes.
+///
+/// The routes served are registered without their document: the document (a few thousand
+/// small allocations) would otherwise stay resident for the life of the process, in an
+/// idle server too. The docs endpoints build it again when it is asked for (`api::doc`).
 pub(crate) struct Routes<S> {
-    router: OpenApiRouter<S>,
+    router: axum::Router<S>,
+    doc: Option<OpenApi>,
     rules: Rules,
 }
 
@@ -95,23 +101,47 @@ fn methods(item: &utoipa::openapi::PathItem) -> Vec<Method> {
 }
 
 impl<S: Clone + Send + Sync + 'static> Routes<S> {
-    /// No route yet; documented routes go into `doc`.
-    pub(crate) fn new(doc: OpenApi) -> Self {
+    /// No route yet; no document is kept.
+    pub(crate) fn new() -> Self {
         Routes {
-            router: OpenApiRouter::with_openapi(doc),
+            router: axum::Router::new(),
+            doc: None,
             rules: Rules::default(),
+        }
+    }
+
+    /// No route yet; documented routes go into `doc`.
+    pub(crate) fn documented(doc: OpenApi) -> Self {
+        Routes {
+            doc: Some(doc),
+            ..Routes::new()
         }
     }
 
     /// A documented route (utoipa's `routes!`): each of its methods needs `rule`.
     pub(crate) fn api(mut self, rule: impl Into<Rule>, r: UtoipaMethodRouter<S>) -> Self {
         let rule = rule.into();
-        for (path, item) in &r.1.paths {
+        let (schemas, paths, method_router) = r;
+        for (path, item) in &paths.paths {
             for m in methods(item) {
                 self.rules.add(m, path, rule);
             }
+            self.router = self.router.route(path, method_router.clone());
         }
-        self.router = self.router.routes(r);
+        if let Some(doc) = &mut self.doc {
+            for (path, item) in paths.paths {
+                match doc.paths.paths.get_mut(&path) {
+                    Some(it) => it.merge_operations(item),
+                    None => {
+                        doc.paths.paths.insert(path, item);
+                    }
+                }
+            }
+            doc.components
+                .get_or_insert_with(Default::default)
+                .schemas
+                .extend(schemas);
+        }
         self
     }
 
@@ -144,19 +174,18 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         for p in paths {
             self.rules.add(Method::GET, p, rule);
         }
-        self.router = self.router.merge(OpenApiRouter::from(router));
+        self.router = self.router.merge(router);
         self
     }
 
-    /// The OpenAPI document so far.
-    pub(crate) fn doc(&self) -> &OpenApi {
-        self.router.get_openapi()
+    /// The OpenAPI document of the routes (empty unless made by [`Routes::documented`]).
+    pub(crate) fn into_doc(self) -> OpenApi {
+        self.doc.unwrap_or_default()
     }
 
-    /// The router, its OpenAPI document and the rules.
-    pub(crate) fn split(self) -> (axum::Router<S>, OpenApi, Rules) {
-        let (router, doc) = self.router.split_for_parts();
-        (router, doc, self.rules)
+    /// The router and the rules.
+    pub(crate) fn split(self) -> (axum::Router<S>, Rules) {
+        (self.router, self.rules)
     }
 }
 

@@ -93,7 +93,7 @@ async fn delete_ids(state: &AppState, ids: Vec<MessageId>) -> Result<(), ApiErro
 /// deletes `delete`.
 pub(crate) fn routes() -> Routes<AppState> {
     let (read, delete) = (Need::AllRead, Need::AllDelete);
-    Routes::new(Default::default())
+    Routes::new()
         .on(Method::GET, "/api/v1/messages", read, list)
         .on(Method::PUT, "/api/v1/messages", read, set_read)
         .on(Method::DELETE, "/api/v1/messages", delete, delete_messages)

@@ -508,9 +508,17 @@ async fn openapi_docs_and_cors() {
             "{p} missing from the OpenAPI document"
         );
     }
+    // The response shapes come with the document (built when first asked for).
+    let schemas = spec["components"]["schemas"].as_object().unwrap();
+    assert!(schemas.contains_key("MessageSummary") && schemas.contains_key("ErrorBody"));
+    assert_eq!(get(http, "/api/v1/openapi.json").await.json(), spec);
     let docs = get(http, "/api/docs/").await;
     assert_eq!(docs.status, 200);
     assert!(docs.text().contains("swagger"), "offline docs page");
+    // The page reads the document from where it is served.
+    let init = get(http, "/api/docs/swagger-initializer.js").await;
+    assert_eq!(init.status, 200);
+    assert!(init.text().contains("/api/v1/openapi.json"), "{}", init.text());
     let r = request(
         http,
         "GET",
