@@ -518,7 +518,11 @@ async fn openapi_docs_and_cors() {
     // The page reads the document from where it is served.
     let init = get(http, "/api/docs/swagger-initializer.js").await;
     assert_eq!(init.status, 200);
-    assert!(init.text().contains("/api/v1/openapi.json"), "{}", init.text());
+    assert!(
+        init.text().contains("/api/v1/openapi.json"),
+        "{}",
+        init.text()
+    );
     let r = request(
         http,
         "GET",
