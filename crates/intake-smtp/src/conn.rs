@@ -43,11 +43,31 @@ const CONTENT_ROOM: usize = 16 * 1024;
 
 /// A wait for input: how long, whether to park on the way, what room to read with,
 /// whether a shutdown ends it.
+///
+/// Kept small: every idle connection's task holds it while it waits.
 struct Wait {
-    idle: Duration,
+    /// Milliseconds (rounded up).
+    idle_ms: u32,
     park: bool,
-    room: usize,
+    /// Reading message content (a larger buffer), not commands.
+    content: bool,
     interruptible: bool,
+    /// Set once the wait has parked the session (see [`PARK_AFTER`]).
+    parked: bool,
+}
+
+impl Wait {
+    fn idle(&self) -> Duration {
+        Duration::from_millis(u64::from(self.idle_ms))
+    }
+
+    fn room(&self) -> usize {
+        if self.content {
+            CONTENT_ROOM
+        } else {
+            COMMAND_ROOM
+        }
+    }
 }
 
 /// How a wait for input ended.
@@ -102,8 +122,6 @@ pub struct Connection<S> {
     services: Arc<Services>,
     /// Held while message content is being received, so a batching store can wait for it.
     arrival: Option<ArrivalGuard>,
-    /// Send the 220 greeting first (not when resuming after STARTTLS).
-    greet: bool,
     /// When the first byte of the command line now in the buffer arrived.
     line_started: Option<Instant>,
     /// Metric handles for accepted messages, registered at the first one (not looked up
@@ -140,12 +158,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         cfg: Arc<SessionConfig>,
         services: Arc<Services>,
     ) -> Self {
-        Connection::resume(io, Session::new(cfg, client), services, true)
+        Connection::resume(io, Session::new(cfg, client), services)
     }
 
-    /// Continues `session` over a new stream (after a TLS handshake); `greet` sends the 220
-    /// first (implicit TLS) or not (STARTTLS, where the client says EHLO next).
-    pub fn resume(io: S, session: Session, services: Arc<Services>, greet: bool) -> Self {
+    /// Continues `session` over a new stream (after a TLS handshake). A session not yet
+    /// greeted (implicit TLS) gets the 220 first; one that asked for STARTTLS does not (its
+    /// client says EHLO next).
+    pub fn resume(io: S, session: Session, services: Arc<Services>) -> Self {
         let cfg = session.config();
         let decoder = CommandDecoder::new(cfg.max_line_length, cfg.line_endings);
         Connection {
@@ -159,7 +178,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             out: Vec::new(),
             services,
             arrival: None,
-            greet,
             line_started: None,
             metrics: None,
         }
@@ -181,46 +199,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     ) -> impl Future<Output = std::io::Result<Ended<S>>> {
         async move {
             let deadline = Instant::now() + self.session.config().session_timeout;
-            if self.greet {
-                let early = Box::pin(self.talks_first())
-                    .await
-                    .map_err(|e| self.failed(e))?;
-                if early {
-                    tracing::info!(client = %self.session.client(), "early talker: data before the greeting");
-                }
-                let step = self.session.on_connect(early);
-                // The reply is taken out of the step before anything is awaited: a step
-                // held across an await would take its (large) room in every task.
-                let greeting = match Box::pin(self.settle(step)).await.0 {
-                    Step::Reply(r) => Ok(r),
-                    Step::Close(r) => Err(Some(r)),
-                    other => {
-                        tracing::error!(step = ?other, "unexpected step at connect");
-                        Err(None)
-                    }
-                };
-                match greeting {
-                    Ok(r) => {
-                        // The greeting's buffer is given back once it is sent: a client
-                        // that never speaks holds none (the first reply takes a new one).
-                        r.write_to(&mut self.out);
-                        self.flush().await.map_err(|e| self.failed(e))?;
-                        self.out = Vec::new();
-                    }
-                    Err(Some(r)) => {
-                        tracing::info!(client = %self.session.client(), reply = %r, "refused at connect");
-                        Box::pin(self.close_with(r))
-                            .await
-                            .map_err(|e| self.failed(e))?;
-                        return Ok(Ended::Closed);
-                    }
-                    Err(None) => {
-                        Box::pin(self.close_with(replies::SHUTTING_DOWN))
-                            .await
-                            .map_err(|e| self.failed(e))?;
-                        return Ok(Ended::Closed);
-                    }
-                }
+            // Boxed: the greeting's locals would otherwise keep their room in the task
+            // for the life of the connection.
+            if !self.session.greeted() && !Box::pin(self.send_greeting()).await? {
+                return Ok(Ended::Closed);
             }
             loop {
                 match self.process().await {
@@ -238,96 +220,134 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     Flow::Continue => {}
                 }
                 self.flush().await.map_err(|e| self.failed(e))?;
-                let in_content = self.session.reading_content();
-                let idle = if in_content {
-                    self.session.config().data_timeout
-                } else {
-                    self.session.config().command_timeout
-                };
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    Box::pin(self.close_with(replies::SESSION_TOO_LONG))
-                        .await
-                        .map_err(|e| self.failed(e))?;
-                    return Ok(Ended::Closed);
-                }
-                let mut idle = idle.min(left);
-                // A command line must be complete within the command timeout however slowly it
-                // trickles in (slowloris): the clock starts at its first byte.
-                if in_content || self.inbuf.is_empty() {
-                    self.line_started = None;
-                } else {
-                    let started = *self.line_started.get_or_insert_with(Instant::now);
-                    let line_left = (started + self.session.config().command_timeout)
-                        .saturating_duration_since(Instant::now());
-                    if line_left.is_zero() {
-                        Box::pin(self.close_with(replies::TIMEOUT))
-                            .await
-                            .map_err(|e| self.failed(e))?;
-                        return Ok(Ended::Closed);
+                // The wait is worked out by a plain function: its temporaries are not kept
+                // in the task while it waits.
+                let wait = match self.next_wait(deadline) {
+                    Ok(w) => Some(w),
+                    Err(reply) => {
+                        reply.write_to(&mut self.out);
+                        None
                     }
-                    idle = idle.min(line_left);
-                }
-                // Between transactions a shutdown ends the session at once; inside one we let
-                // the client finish (the listener bounds how long).
-                let interruptible = !in_content && !self.session.in_transaction();
-                // Idle sessions hold little: a small buffer for commands, a larger one for
-                // content. Between commands, a session quiet for PARK_AFTER gives even those
-                // back until its client speaks again (`park`): most of an idle connection's
-                // memory otherwise.
-                let park = !in_content && self.inbuf.is_empty() && idle > PARK_AFTER;
-                let room = if in_content {
-                    CONTENT_ROOM
-                } else {
-                    COMMAND_ROOM
                 };
-                let wait = Wait {
-                    idle,
-                    park,
-                    room,
-                    interruptible,
+                let Some(wait) = wait else {
+                    Box::pin(self.close()).await.map_err(|e| self.failed(e))?;
+                    return Ok(Ended::Closed);
                 };
                 // The wait is polled here rather than in a future of its own, which would
                 // keep a second copy of its arguments in every idle connection's task.
                 let waited = {
-                    let mut sleep = pin!(tokio::time::sleep(if park { PARK_AFTER } else { idle }));
+                    let first = if wait.park { PARK_AFTER } else { wait.idle() };
+                    let mut sleep = pin!(tokio::time::sleep(first));
                     let mut cancelled = pin!(shutdown.cancelled());
-                    let mut parked = false;
+                    let mut wait = wait;
                     let conn = &mut self;
                     poll_fn(move |cx| {
-                        conn.poll_input(cx, &wait, &mut parked, sleep.as_mut(), cancelled.as_mut())
+                        conn.poll_input(cx, &mut wait, sleep.as_mut(), cancelled.as_mut())
                     })
                     .await
                 };
-                match waited {
-                    Waited::Shutdown => {
-                        Box::pin(self.close_with(replies::SHUTTING_DOWN))
-                            .await
-                            .map_err(|e| self.failed(e))?;
-                        return Ok(Ended::Closed);
-                    }
-                    Waited::TimedOut => {
-                        let reply = if Instant::now() >= deadline {
-                            replies::SESSION_TOO_LONG
-                        } else {
-                            replies::TIMEOUT
-                        };
-                        Box::pin(self.close_with(reply))
-                            .await
-                            .map_err(|e| self.failed(e))?;
-                        return Ok(Ended::Closed);
-                    }
-                    Waited::Read(Err(e)) => return Err(self.failed(e)),
-                    Waited::Read(Ok(0)) => {
-                        if in_content {
+                // The reply is worked out before anything is awaited, so that the outcome
+                // of the wait is not kept in the task.
+                let close = match waited {
+                    Waited::Read(Ok(n)) if n > 0 => continue,
+                    Waited::Read(Ok(_)) => {
+                        if self.session.reading_content() {
                             tracing::info!(client = %self.session.client(), outcome = "aborted", "connection closed during message content");
                         }
                         return Ok(Ended::Closed);
                     }
-                    Waited::Read(Ok(_)) => {}
-                }
+                    Waited::Read(Err(e)) => return Err(self.failed(e)),
+                    Waited::Shutdown => replies::SHUTTING_DOWN,
+                    Waited::TimedOut if Instant::now() >= deadline => replies::SESSION_TOO_LONG,
+                    Waited::TimedOut => replies::TIMEOUT,
+                };
+                Box::pin(self.close_with(close))
+                    .await
+                    .map_err(|e| self.failed(e))?;
+                return Ok(Ended::Closed);
             }
         }
+    }
+
+    /// How to wait for the next input, or the reply to close with when the session or the
+    /// command line in the buffer has run out of time.
+    fn next_wait(&mut self, deadline: Instant) -> Result<Wait, Reply> {
+        let in_content = self.session.reading_content();
+        let idle = if in_content {
+            self.session.config().data_timeout
+        } else {
+            self.session.config().command_timeout
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(replies::SESSION_TOO_LONG);
+        }
+        let mut idle = idle.min(left);
+        // A command line must be complete within the command timeout however slowly it
+        // trickles in (slowloris): the clock starts at its first byte.
+        if in_content || self.inbuf.is_empty() {
+            self.line_started = None;
+        } else {
+            let started = *self.line_started.get_or_insert_with(Instant::now);
+            let line_left = (started + self.session.config().command_timeout)
+                .saturating_duration_since(Instant::now());
+            if line_left.is_zero() {
+                return Err(replies::TIMEOUT);
+            }
+            idle = idle.min(line_left);
+        }
+        // Idle sessions hold little: a small buffer for commands, a larger one for
+        // content. Between commands, a session quiet for PARK_AFTER gives even those
+        // back until its client speaks again (`park`): most of an idle connection's
+        // memory otherwise.
+        Ok(Wait {
+            idle_ms: u32::try_from(idle.as_micros().div_ceil(1000)).unwrap_or(u32::MAX),
+            park: !in_content && self.inbuf.is_empty() && idle > PARK_AFTER,
+            content: in_content,
+            // Between transactions a shutdown ends the session at once; inside one we let
+            // the client finish (the listener bounds how long).
+            interruptible: !in_content && !self.session.in_transaction(),
+            parked: false,
+        })
+    }
+
+    /// The greeting: the session's verdict on the client (an early talker, a refusal), then
+    /// the 220 or the reply that closes. Answers whether the session goes on.
+    async fn send_greeting(&mut self) -> std::io::Result<bool> {
+        let early = Box::pin(self.talks_first())
+            .await
+            .map_err(|e| self.failed(e))?;
+        if early {
+            tracing::info!(client = %self.session.client(), "early talker: data before the greeting");
+        }
+        let step = self.session.on_connect(early);
+        // The reply is taken out of the step before anything is awaited: a step held across
+        // an await would take its (large) room in the future.
+        let greeting = match Box::pin(self.settle(step)).await.0 {
+            Step::Reply(r) => Ok(r),
+            Step::Close(r) => Err(Some(r)),
+            other => {
+                tracing::error!(step = ?other, "unexpected step at connect");
+                Err(None)
+            }
+        };
+        let close = match greeting {
+            Ok(r) => {
+                // The greeting's buffer is given back once it is sent: a client that never
+                // speaks holds none (the first reply takes a new one).
+                r.write_to(&mut self.out);
+                self.flush().await.map_err(|e| self.failed(e))?;
+                self.out = Vec::new();
+                return Ok(true);
+            }
+            Err(Some(r)) => {
+                tracing::info!(client = %self.session.client(), reply = %r, "refused at connect");
+                r
+            }
+            Err(None) => replies::SHUTTING_DOWN,
+        };
+        self.close_with(close).await.map_err(|e| self.failed(e))?;
+        Ok(false)
     }
 
     /// Logs the I/O error that ends the session, and passes it on.
@@ -336,8 +356,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         e
     }
 
-    /// Polls a wait for more input: up to `wait.idle` (parking after [`PARK_AFTER`] if
-    /// `wait.park`), reading with `wait.room` reserved; the shutdown ends it too if
+    /// Polls a wait for more input: up to `wait.idle()` (parking after [`PARK_AFTER`] if
+    /// `wait.park`), reading with `wait.room()` reserved; the shutdown ends it too if
     /// `wait.interruptible`. `sleep` is the wait's timer.
     ///
     /// A poll function rather than a `select!` of a `timeout`: every idle connection's
@@ -346,8 +366,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     fn poll_input(
         &mut self,
         cx: &mut Context<'_>,
-        wait: &Wait,
-        parked: &mut bool,
+        wait: &mut Wait,
         mut sleep: Pin<&mut tokio::time::Sleep>,
         mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
     ) -> Poll<Waited> {
@@ -355,18 +374,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             if wait.interruptible && cancelled.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Waited::Shutdown);
             }
-            if let Poll::Ready(r) = self.poll_fill(cx, wait.room) {
+            if let Poll::Ready(r) = self.poll_fill(cx, wait.room()) {
                 return Poll::Ready(Waited::Read(r));
             }
             ready!(sleep.as_mut().poll(cx));
-            if !wait.park || *parked {
+            if !wait.park || wait.parked {
                 return Poll::Ready(Waited::TimedOut);
             }
             self.park();
-            *parked = true;
+            wait.parked = true;
             sleep
                 .as_mut()
-                .reset(tokio::time::Instant::now() + (wait.idle - PARK_AFTER));
+                .reset(tokio::time::Instant::now() + (wait.idle() - PARK_AFTER));
         }
     }
 
@@ -425,6 +444,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     async fn close_with(&mut self, reply: Reply) -> std::io::Result<()> {
         reply.write_to(&mut self.out);
+        self.close().await
+    }
+
+    /// Sends what is buffered, then closes.
+    async fn close(&mut self) -> std::io::Result<()> {
         self.flush().await?;
         let _ = self.io.shutdown().await;
         Ok(())
@@ -432,25 +456,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     /// Writes the buffered replies. A client that does not read them within the command
     /// timeout is cut off: its socket buffer is full and it would hold the session for ever.
+    ///
+    /// Nearly always the socket takes the replies at once, so the timer is only made (and
+    /// boxed) once a write has to wait: every connection's task holds this future while it
+    /// writes, and a timer inline would cost each of them its size for the life of the task.
     async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.out.is_empty() {
-            let limit = self.session.config().command_timeout;
-            let write = async {
-                self.io.write_all(&self.out).await?;
-                self.io.flush().await
-            };
-            match tokio::time::timeout(limit, write).await {
-                Ok(r) => r?,
-                Err(_) => {
-                    tracing::info!(client = %self.session.client(), "client does not read its replies: closed");
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "reply not read in time",
-                    ));
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let mut written = 0;
+        let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        poll_fn(|cx| {
+            loop {
+                let step = if written < self.out.len() {
+                    Pin::new(&mut self.io).poll_write(cx, &self.out[written..])
+                } else {
+                    Pin::new(&mut self.io).poll_flush(cx).map_ok(|()| 0)
+                };
+                match step {
+                    Poll::Ready(Ok(0)) if written < self.out.len() => {
+                        return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                    }
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
+                    Poll::Ready(Ok(n)) => written += n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        let limit = self.session.config().command_timeout;
+                        let timer =
+                            timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                        ready!(timer.as_mut().poll(cx));
+                        tracing::info!(client = %self.session.client(), "client does not read its replies: closed");
+                        return Poll::Ready(Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "reply not read in time",
+                        )));
+                    }
                 }
             }
-            self.out.clear();
-        }
+        })
+        .await?;
+        self.out.clear();
         Ok(())
     }
 

@@ -598,3 +598,45 @@ async fn a_silent_client_holds_no_command_buffer() {
     drop(client);
     assert_eq!(conn.fill(COMMAND_ROOM).await.unwrap(), 0, "end of stream");
 }
+
+#[tokio::test]
+async fn a_client_that_does_not_read_its_replies_is_cut_off() {
+    // A small pipe: the replies to a long pipelined batch fill it while the client reads
+    // nothing, so the write waits; the timer made then ends the session at the command
+    // timeout, and the writes before it did not start any timer.
+    let (mut client, server) = tokio::io::duplex(256);
+    let cfg = SessionConfig {
+        command_timeout: Duration::from_millis(300),
+        ..SessionConfig::default()
+    };
+    let conn = Connection::new(
+        server,
+        "192.0.2.9:1234".parse().unwrap(),
+        Arc::new(cfg),
+        services(&Fake::new(pass)),
+    );
+    let task = tokio::spawn(conn.run(CancellationToken::new()));
+    read_replies(&mut client, 1).await; // greeting
+    let started = std::time::Instant::now();
+    let (mut from_server, mut to_server) = tokio::io::split(client);
+    // The batch is sent from a task of its own: once the server stops reading, this write
+    // waits (and fails when the server gives up), which is not what is tested here.
+    tokio::spawn(async move {
+        let mut batch = b"EHLO c\r\n".to_vec();
+        batch.extend(b"NOOP\r\n".repeat(60));
+        let _ = to_server.write_all(&batch).await;
+    });
+    let ended = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the session ends")
+        .unwrap();
+    let Err(e) = ended else {
+        panic!("the session should end with an error")
+    };
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // What fit in the pipe was written, in order.
+    let mut seen = vec![0u8; 256];
+    let n = from_server.read(&mut seen).await.unwrap();
+    assert!(String::from_utf8_lossy(&seen[..n]).starts_with("250-"));
+}

@@ -238,6 +238,9 @@ pub struct Session {
     helo: Option<Box<str>>,
     /// The client used EHLO (extensions allowed) rather than HELO.
     esmtp: bool,
+    /// The connect step has run (the greeting or a refusal was given): a session resumed
+    /// after STARTTLS is not greeted again.
+    greeted: bool,
     /// Boxed, as most sessions have none: an idle session is small.
     tls: Option<Box<TlsInfo>>,
     errors: u32,
@@ -259,6 +262,7 @@ impl Session {
             phase: Phase::Idle,
             helo: None,
             esmtp: false,
+            greeted: false,
             tls: None,
             errors: 0,
             messages: 0,
@@ -270,11 +274,18 @@ impl Session {
     /// The client connected. `early_talker`: it sent something before our greeting.
     /// Returns the greeting, a refusal, or the connect checks to run first.
     pub fn on_connect(&mut self, early_talker: bool) -> Step {
+        self.greeted = true;
         if early_talker && self.cfg.early_talkers == ViolationPolicy::Reject {
             return Step::Close(replies::EARLY_TALKER);
         }
         self.ask(Pending::Connect, Stage::Connect, None)
             .unwrap_or_else(|| Step::Reply(self.greeting()))
+    }
+
+    /// Whether the connect step has run ([`Session::on_connect`]): a new session, also one
+    /// over implicit TLS, has not; one resumed after STARTTLS has.
+    pub fn greeted(&self) -> bool {
+        self.greeted
     }
 
     /// The 220 greeting.
