@@ -3,8 +3,8 @@
 use rusqlite::Connection;
 
 /// Current schema version (`PRAGMA user_version`).
-const VERSION: i64 = 8; // 4 added the `users` table; 5 `message_checks`; 6 `meta`; 7 `message_tags`;
-// 8 `messages_read`
+const VERSION: i64 = 9; // 4 added the `users` table; 5 `message_checks`; 6 `meta`; 7 `message_tags`;
+// 8 `messages_read`; 9 the count of messages in `state`
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS messages (
@@ -122,6 +122,15 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(SCHEMA)?;
     // Version 7: tags (self-contained: `IF NOT EXISTS`, nothing else changes).
     conn.execute_batch(super::tags::SCHEMA)?;
+    // Version 9: how many messages are stored, kept by the writer in the transaction that
+    // adds or deletes them, so that the all-mail listing and the metrics do not count the
+    // whole table (a million rows take tens of milliseconds). Counted once here for a
+    // database that has none yet (one statement: no message can arrive in between).
+    conn.execute(
+        "INSERT INTO state (key, value) SELECT 'messages', (SELECT count(*) FROM messages)
+         WHERE NOT EXISTS (SELECT 1 FROM state WHERE key = 'messages')",
+        [],
+    )?;
     conn.pragma_update(None, "user_version", VERSION)?;
     Ok(())
 }

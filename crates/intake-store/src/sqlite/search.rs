@@ -12,7 +12,7 @@
 
 use intake_core::{Listing, Page, Query, StoreError};
 use rusqlite::types::Value;
-use rusqlite::{Connection, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, params_from_iter};
 
 use super::read::{SUMMARY_COLS, collect};
 use super::unavailable;
@@ -49,7 +49,15 @@ pub(super) fn search(conn: &Connection, q: &Query, page: Page) -> Result<Listing
         (Some(m), true) => (fts_count(conn, m)?, read_matches(conn, m)?),
         _ if q.seen == Some(false) => (count(conn, from, &filter_sql, &args)?, 0),
         _ => {
-            let total = count(conn, from, &filter_sql, &args)?;
+            let known = if filter_sql.is_empty() {
+                stored(conn)?
+            } else {
+                None
+            };
+            let total = match known {
+                Some(n) => n,
+                None => count(conn, from, &filter_sql, &args)?,
+            };
             let read = if q.seen == Some(true) {
                 total
             } else {
@@ -138,6 +146,15 @@ fn count(conn: &Connection, from: &str, filter: &str, args: &[Value]) -> Result<
         .and_then(|mut s| s.query_row(params_from_iter(args.iter()), |r| r.get::<_, i64>(0)))
         .map(|n| n as u64)
         .map_err(bad_query)
+}
+
+/// Every stored message, as the writer keeps count of them (see `schema::migrate`);
+/// `None` in a database no writer of this version has opened yet.
+fn stored(conn: &Connection) -> Result<Option<u64>, StoreError> {
+    conn.prepare_cached("SELECT value FROM state WHERE key = 'messages'")
+        .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)).optional())
+        .map(|n| n.map(|n| n.max(0) as u64))
+        .map_err(unavailable)
 }
 
 /// Matches of an FTS query, counted in the index alone. The index holds only stored

@@ -206,7 +206,7 @@ async fn an_older_database_is_upgraded_on_open() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 8);
+    assert_eq!(version, 9);
     // Version 8: the read messages' index, built over the old rows: the counts use it.
     let read: i64 = conn
         .query_row(
@@ -430,4 +430,65 @@ async fn search_off_refuses_words_and_keeps_filters() {
         .optional()
         .unwrap();
     assert_eq!((indexed, upto), (0, None), "nothing was indexed");
+}
+
+async fn total(store: &Store) -> u64 {
+    store.list_all(all()).await.unwrap().total
+}
+
+/// The all-mail total is the count the writer keeps (schema version 9), not a count of
+/// the table: it follows deliveries (a poison message in a batch not counted), deletions
+/// by id and by mailbox, a message leaving one of its mailboxes, eviction; a database
+/// without the count is counted once when opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_count_of_messages_follows_every_write() {
+    use intake_core::Retention;
+    let dir = tempfile::tempdir().unwrap();
+    let rows = || -> u64 {
+        let conn = rusqlite::Connection::open(dir.path().join("intake.db")).unwrap();
+        conn.query_row("SELECT count(*) FROM messages", [], |r| r.get::<_, i64>(0))
+            .unwrap() as u64
+    };
+    let store = open_in(dir.path());
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let m = incoming(&["a@x.test", "b@x.test"], &format!("n{i}"));
+        ids.push(m.id);
+        store.deliver(m).await.unwrap();
+    }
+    for i in 0..3 {
+        store
+            .deliver(incoming(&["c@x.test"], &format!("c{i}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!((total(&store).await, rows()), (9, 9));
+    assert!(store.delete(ids[0]).await.unwrap());
+    assert!(!store.delete(ids[0]).await.unwrap(), "deleted once");
+    assert_eq!((total(&store).await, rows()), (8, 8));
+    // Leaving one of its two mailboxes deletes no message; leaving the last one does.
+    store.delete_mailbox("a@x.test").await.unwrap();
+    assert_eq!((total(&store).await, rows()), (8, 8));
+    store.delete_mailbox("b@x.test").await.unwrap();
+    assert_eq!((total(&store).await, rows()), (3, 3));
+    let policy = Retention {
+        per_mailbox: Some(1),
+        ..Retention::default()
+    };
+    store.evict(&policy).await.unwrap();
+    assert_eq!((total(&store).await, rows()), (1, 1));
+    // A filtered listing still counts its rows.
+    let q = Query::parse("from:nobody").unwrap();
+    assert_eq!(store.search(&q, all()).await.unwrap().total, 0);
+    store.close().await;
+    drop(store);
+    // As a release before version 9 left it: no count. Opening counts the rows once.
+    let conn = rusqlite::Connection::open(dir.path().join("intake.db")).unwrap();
+    conn.execute_batch("DELETE FROM state WHERE key = 'messages'; PRAGMA user_version = 8;")
+        .unwrap();
+    drop(conn);
+    let store = open_in(dir.path());
+    store.deliver(incoming(&["d@x.test"], "d")).await.unwrap();
+    assert_eq!((total(&store).await, rows()), (2, 2));
+    store.close().await;
 }

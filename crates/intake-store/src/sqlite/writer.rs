@@ -404,7 +404,16 @@ fn delete_message(
         .execute([seq])?;
     tx.prepare_cached("DELETE FROM messages WHERE seq = ?1")?
         .execute([seq])?;
+    count_messages(tx, -1)?;
     Ok(Some((id, mailboxes)))
+}
+
+/// Adds `change` to the count of stored messages (`state`, key `messages`), in the
+/// transaction that stores or deletes them.
+fn count_messages(tx: &rusqlite::Connection, change: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached("UPDATE state SET value = value + ?1 WHERE key = 'messages'")?
+        .execute([change])?;
+    Ok(())
 }
 
 /// What became of each message of a batch: stored, or why it was not.
@@ -433,6 +442,7 @@ fn write_batch(conn: &mut Connection, batch: &[Queued]) -> BatchResult {
         for (m, _) in batch {
             insert_message(&tx, &m.0, &m.1)?;
         }
+        count_messages(&tx, batch.len() as i64)?;
         tx.commit()
     })();
     let first_error = match first {
@@ -469,6 +479,7 @@ fn write_batch(conn: &mut Connection, batch: &[Queued]) -> BatchResult {
                 }
             }
         }
+        count_messages(&tx, results.iter().filter(|r| r.is_ok()).count() as i64)?;
         tx.commit()?;
         Ok(results)
     })();
