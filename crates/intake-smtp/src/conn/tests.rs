@@ -14,6 +14,7 @@ use intake_core::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadBuf};
 
+use super::wait::PARK_AFTER;
 use super::*;
 use crate::assemble::HEADROOM;
 
