@@ -4,12 +4,11 @@
 //! No clamd: the test fails and says so (`.ci/run` installs it).
 #![allow(missing_docs)]
 
-use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::testsupport::free_port;
+use crate::testsupport::{free_port, log_of, wait_listening};
 use crate::{ClamavConfig, ClamdAddress};
 
 const CLAMD: &str = "/usr/sbin/clamd";
@@ -74,28 +73,18 @@ impl Clamd {
             dir,
         };
         // clamd listens once its database is loaded.
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = clamd.child.try_wait() {
-                panic!("clamd exited ({status}): {}", clamd.logs());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "clamd did not listen: {}",
-                clamd.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (addr, dir) = (
+            ([127, 0, 0, 1], port).into(),
+            clamd.dir.path().to_path_buf(),
+        );
+        let within = Duration::from_secs(60);
+        wait_listening("clamd", &mut clamd.child, addr, within, || logs_in(&dir));
         clamd
     }
 
     /// What clamd logged.
     pub fn logs(&self) -> String {
-        ["clamd.log", "out.log"]
-            .iter()
-            .map(|f| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n")
+        logs_in(self.dir.path())
     }
 
     /// `[clamav]` settings for this clamd at `address` (10 s timeout).
@@ -115,6 +104,15 @@ impl Clamd {
 
     /// Stops it (the same as dropping it).
     pub fn stop(self) {}
+}
+
+/// What the clamd run in `dir` logged: its log file, then its output.
+fn logs_in(dir: &Path) -> String {
+    ["clamd.log", "out.log"]
+        .iter()
+        .map(|f| log_of(&dir.join(f)))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl Drop for Clamd {

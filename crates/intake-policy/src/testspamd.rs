@@ -7,8 +7,9 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
-use crate::testsupport::{free_port, stop, wait_listening};
+use crate::testsupport::{free_port, log_of, stop, wait_listening};
 
 /// A spamd of the test's own; stopped on drop.
 pub struct Spamd {
@@ -56,7 +57,10 @@ impl Spamd {
             dir,
         };
         let log = spamd.dir.path().join("spamd.log");
-        wait_listening("spamd", &mut spamd.child, spamd.addr, &log);
+        let within = Duration::from_secs(90);
+        wait_listening("spamd", &mut spamd.child, spamd.addr, within, || {
+            log_of(&log)
+        });
         spamd
     }
 }

@@ -16,21 +16,31 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Waits up to 90 s until `child` (called `name`) accepts connections on `addr`; panics
-/// with its `log` if it exits first or never listens.
-pub fn wait_listening(name: &str, child: &mut Child, addr: SocketAddr, log: &Path) {
-    let log = || std::fs::read_to_string(log).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(90);
+/// Waits up to `within` until `child` (called `name`) accepts connections on `addr`;
+/// panics with what `logs` reads if it exits first or never listens.
+pub fn wait_listening(
+    name: &str,
+    child: &mut Child,
+    addr: SocketAddr,
+    within: Duration,
+    logs: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if TcpStream::connect(addr).is_ok() {
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{name} exited ({status}) before listening:\n{}", log());
+            panic!("{name} exited ({status}) before listening:\n{}", logs());
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("{name} does not listen on {addr}:\n{}", log());
+    panic!("{name} does not listen on {addr}:\n{}", logs());
+}
+
+/// What a daemon wrote to the log file at `path` (empty if none).
+pub fn log_of(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 /// Stops a daemon the test started: SIGTERM to its PID only (so it stops its own

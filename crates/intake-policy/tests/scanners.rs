@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use intake_core::{Check, CheckCtx, Findings, Reason, Stage, Verdict};
 use intake_policy::{Rspamd, RspamdConfig, Spamd, SpamdConfig};
 
-use intake_policy::testsupport::{free_port, stop, wait_listening};
+use intake_policy::testsupport::{free_port, log_of, stop, wait_listening};
 
 const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
 
@@ -110,7 +110,8 @@ fn start_rspamd() -> (Daemon, SocketAddr) {
         .expect("start rspamd");
     let mut daemon = Daemon { child, _dir: dir };
     let addr = SocketAddr::from(([127, 0, 0, 1], normal));
-    wait_listening("rspamd", &mut daemon.child, addr, &log);
+    let within = Duration::from_secs(90);
+    wait_listening("rspamd", &mut daemon.child, addr, within, || log_of(&log));
     (daemon, addr)
 }
 
