@@ -358,10 +358,9 @@ mod tests {
     /// rounded up to a multiple of 128: at 640 bytes or less the task takes 768 bytes, one
     /// byte more and it takes 896 (1.2 MiB more at 10,000 idle connections). 632 bytes in
     /// a release build when this was written (a test build is a little larger). Past the
-    /// bound, something held across an
-    /// await in `Connection::run` (a timer, a reply, a drop flag) is in every task: keep
-    /// it in a boxed or plain function, or out of the wait (see `Connection::flush`,
-    /// `Connection::next_wait`).
+    /// bound, something held across an await in `Connection::run` (a timer, a reply, a
+    /// drop flag) is in every task: keep it in a boxed or plain function, or out of the
+    /// wait (see `Connection::flush`, `Connection::next_wait`).
     #[tokio::test]
     async fn a_connection_task_stays_small() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

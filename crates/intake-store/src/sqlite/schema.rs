@@ -125,16 +125,16 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     // Version 9: how many messages are stored, kept by the writer in the transaction that
     // adds or deletes them, so that the all-mail listing and the metrics do not count the
     // whole table (a million rows take tens of milliseconds). Counted here (one statement:
-    // no message can arrive in between) for a database that has no count yet, or that a
-    // release before version 9 opened last: it stored and deleted mail without counting.
-    let sql = if version < 9 {
-        "INSERT INTO state (key, value) VALUES ('messages', (SELECT count(*) FROM messages))
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-    } else {
-        "INSERT INTO state (key, value) SELECT 'messages', (SELECT count(*) FROM messages)
-         WHERE NOT EXISTS (SELECT 1 FROM state WHERE key = 'messages')"
-    };
-    conn.execute(sql, [])?;
+    // no message can arrive in between) for a new database, one from before version 9, or
+    // one a release before version 9 opened last (it stored and deleted mail without
+    // counting, and set the version back). Without the row, listings count the table.
+    if version < 9 {
+        conn.execute(
+            "INSERT INTO state (key, value) VALUES ('messages', (SELECT count(*) FROM messages))
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [],
+        )?;
+    }
     conn.pragma_update(None, "user_version", VERSION)?;
     Ok(())
 }
