@@ -2,11 +2,17 @@
 //! installed once, described once, rendered by the HTTP side's `/metrics`.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// How often histogram samples are folded into their buckets. The recorder keeps every
+/// recorded sample until then (or until a scrape renders them), so a server nobody scrapes
+/// would otherwise hold the timing of every delivery and commit for ever.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// The renderer for `/metrics`; None when another recorder was installed first.
 pub fn render() -> Option<intake_http::MetricsRender> {
@@ -20,6 +26,7 @@ pub fn render() -> Option<intake_http::MetricsRender> {
         match h {
             Ok(h) => {
                 describe();
+                keep_up(h.clone(), UPKEEP_EVERY);
                 Some(h)
             }
             Err(e) => {
@@ -30,6 +37,26 @@ pub fn render() -> Option<intake_http::MetricsRender> {
     });
     let h = handle.clone()?;
     Some(Arc::new(move || h.render()))
+}
+
+/// Folds recorded histogram samples into their buckets every `every`, on the runtime that
+/// installed the recorder (the server's).
+fn keep_up(h: PrometheusHandle, every: Duration) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    h.run_upkeep();
+                }
+            });
+        }
+        Err(_) => tracing::warn!(
+            "metrics: no runtime to fold histogram samples; they are folded at each scrape"
+        ),
+    }
 }
 
 fn describe() {
@@ -106,4 +133,43 @@ fn describe() {
         "intake_http_connections_refused_total",
         "HTTP connections refused at once, by reason (limit, client_limit)"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The upkeep folds samples into the histogram without losing any: a scrape after it
+    /// counts every sample recorded before it, and the ones recorded after.
+    #[tokio::test]
+    async fn upkeep_folds_histogram_samples_without_losing_them() {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&[0.001, 0.01])
+            .expect("buckets")
+            .build_recorder();
+        let handle = recorder.handle();
+        let record = |n: usize, v: f64| {
+            metrics::with_local_recorder(&recorder, || {
+                for _ in 0..n {
+                    metrics::histogram!("upkeep_test_seconds").record(v);
+                }
+            })
+        };
+        record(1000, 0.0005);
+        let every = Duration::from_millis(20);
+        keep_up(handle.clone(), every);
+        tokio::time::sleep(every * 5).await;
+        record(10, 0.005);
+        tokio::time::sleep(every * 5).await;
+        let text = handle.render();
+        assert!(
+            text.contains("upkeep_test_seconds_bucket{le=\"0.001\"} 1000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("upkeep_test_seconds_bucket{le=\"0.01\"} 1010"),
+            "{text}"
+        );
+        assert!(text.contains("upkeep_test_seconds_count 1010"), "{text}");
+    }
 }

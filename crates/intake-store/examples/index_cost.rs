@@ -3,7 +3,7 @@
 //! cost of `index_cost::work` (see docs/performance.md, "Search indexing").
 //!
 //!     index_cost parse-meta|index-old|index-new|index-headers N
-//!     index_cost fts N CHUNK [detail=full|column] [pgsz=BYTES] [automerge=N] [columns=4|1]
+//!     index_cost fts N CHUNK [detail=full|column] [pgsz=BYTES] [automerge=N] [columns=4|1] [tokenize=SPEC]
 //!
 //! The message is what bench/core.sh sends (smtp-source -l 4096) with our Received: first.
 
@@ -124,8 +124,9 @@ fn main() {
     };
     conn.execute_batch(&format!(
         "CREATE VIRTUAL TABLE search_index USING fts5({cols}, content = '', contentless_delete = 1,
-           detail = {}, tokenize = 'unicode61 remove_diacritics 2');",
-        opt("detail", "full")
+           detail = {}, tokenize = '{}');",
+        opt("detail", "full"),
+        opt("tokenize", "unicode61 remove_diacritics 2")
     ))
     .unwrap();
     if let Some(p) = args.iter().find_map(|a| a.strip_prefix("pgsz=")) {
