@@ -181,10 +181,11 @@ async fn an_older_database_is_upgraded_on_open() {
     store.close().await;
     drop(store);
     // As an earlier release left it: no message_checks nor meta table, no index of read
-    // messages, schema version 3.
+    // messages, the search index's default merges, schema version 3.
     let conn = rusqlite::Connection::open(dir.path().join("intake.db")).unwrap();
     conn.execute_batch(
         "DROP TABLE message_checks; DROP TABLE meta; DROP INDEX messages_read;
+         DELETE FROM search_index_config WHERE k = 'automerge';
          PRAGMA user_version = 3;",
     )
     .unwrap();
@@ -206,7 +207,16 @@ async fn an_older_database_is_upgraded_on_open() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 9);
+    assert_eq!(version, 10);
+    // Version 10: the search index merges eight segments of a size, not FTS5's four.
+    let automerge: i64 = conn
+        .query_row(
+            "SELECT v FROM search_index_config WHERE k = 'automerge'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(automerge, 8);
     // Version 8: the read messages' index, built over the old rows: the counts use it.
     let read: i64 = conn
         .query_row(
