@@ -50,7 +50,7 @@ pub struct FeedConfig {
 impl std::fmt::Debug for FeedConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FeedConfig")
-            .field("redis_url", &crate::redacted(&self.redis_url))
+            .field("redis_url", &intake_core::redact::url(&self.redis_url))
             .field("key_prefix", &self.key_prefix)
             .field("node", &self.node)
             .field("timeout", &self.timeout)

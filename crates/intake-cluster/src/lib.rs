@@ -68,25 +68,11 @@ impl Default for ClusterConfig {
 impl std::fmt::Debug for ClusterConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterConfig")
-            .field("redis_url", &redacted(&self.redis_url))
+            .field("redis_url", &intake_core::redact::url(&self.redis_url))
             .field("key_prefix", &self.key_prefix)
             .field("sync_interval", &self.sync_interval)
             .field("timeout", &self.timeout)
             .finish()
-    }
-}
-
-/// `url` without the password of its user part, for logs.
-pub fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    match rest.rsplit_once('@') {
-        Some((user, host)) => {
-            let user = user.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_string(),
     }
 }
 
@@ -464,10 +450,5 @@ mod tests {
         assert_eq!(GreyRecord::from_text("1 2 3 4"), None);
         assert!(check_url("redis://127.0.0.1:6379/0").is_ok());
         assert!(check_url("http://x").is_err());
-        assert_eq!(
-            redacted("redis://u:secret@h:6379/0"),
-            "redis://u:***@h:6379/0"
-        );
-        assert_eq!(redacted("redis://h:6379"), "redis://h:6379");
     }
 }

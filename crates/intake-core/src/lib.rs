@@ -24,6 +24,7 @@ pub mod message;
 pub mod mime;
 pub mod net;
 pub mod password;
+pub mod redact;
 pub mod search;
 pub mod shared;
 pub mod store;

@@ -55,7 +55,10 @@ impl std::fmt::Debug for WebhookConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookConfig")
             .field("url", &self.url)
-            .field("secret", &if self.secret.is_empty() { "" } else { "***" })
+            .field(
+                "secret",
+                &intake_core::redact::Redacted(self.secret.as_bytes()),
+            )
             .field("timeout", &self.timeout)
             .field("tls_ca", &self.tls_ca)
             .finish()

@@ -79,9 +79,15 @@ pub fn tls_trusting(ca: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
 impl std::fmt::Debug for LdapConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LdapConfig")
-            .field("url", &self.url)
+            .field("url", &intake_core::redact::url(&self.url))
             .field("starttls", &self.starttls)
-            .field("bind_dn", &self.bind.as_ref().map(|(dn, _)| dn))
+            .field(
+                "bind",
+                &self
+                    .bind
+                    .as_ref()
+                    .map(|(dn, pw)| (dn, intake_core::redact::Redacted(pw.as_bytes()))),
+            )
             .field("base", &self.base)
             .field("recipient_filter", &self.recipient_filter)
             .field("login_filter", &self.login_filter)

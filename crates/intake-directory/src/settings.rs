@@ -30,6 +30,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use intake_core::redact::Redacted;
 use intake_core::{Clock, SystemClock};
 use serde::{Deserialize, Deserializer};
 
@@ -146,11 +147,17 @@ impl std::fmt::Debug for DirectorySettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DirectorySettings")
             .field("kind", &self.kind)
-            .field("url", &redact_url(&self.url))
+            .field("url", &intake_core::redact::url(&self.url))
             .field("starttls", &self.starttls)
             .field("tls_ca", &self.tls_ca)
             .field("bind_dn", &self.bind_dn)
-            .field("bind_password", &self.bind_password.as_ref().map(|_| "…"))
+            .field(
+                "bind_password",
+                &self
+                    .bind_password
+                    .as_deref()
+                    .map(|p| Redacted(p.as_bytes())),
+            )
             .field("base", &self.base)
             .field("recipient_filter", &self.recipient_filter)
             .field("login_filter", &self.login_filter)
@@ -164,21 +171,6 @@ impl std::fmt::Debug for DirectorySettings {
             .field("breaker_cooldown", &self.breaker_cooldown)
             .field("max_connections", &self.max_connections)
             .finish()
-    }
-}
-
-/// `url` with the password of its user info (`user:password@`) replaced by `…`.
-fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rsplit_once('@') {
-        Some((user_info, host)) if user_info.contains(':') => {
-            let user = user_info.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:…@{host}{}", &rest[authority_end..])
-        }
-        _ => url.to_string(),
     }
 }
 
@@ -309,7 +301,7 @@ impl DirectorySettings {
             Some("ldaps") => {}
             _ => {
                 return Err(SettingsError::BadUrl {
-                    url: redact_url(&self.url),
+                    url: intake_core::redact::url(&self.url),
                     expected: "ldap://host[:port] or ldaps://host[:port]",
                 });
             }
@@ -359,7 +351,7 @@ impl DirectorySettings {
         let kind = "sql";
         let Some(server) = SqlServer::of_url(&self.url) else {
             return Err(SettingsError::BadUrl {
-                url: redact_url(&self.url),
+                url: intake_core::redact::url(&self.url),
                 expected: "postgres://… or mysql://…",
             });
         };

@@ -130,7 +130,13 @@ impl std::fmt::Debug for RelayConfig {
             .field("lmtp", &self.lmtp)
             .field("tls", &self.tls)
             .field("tls_ca", &self.tls_ca)
-            .field("auth_user", &self.auth.as_ref().map(|(u, _)| u))
+            .field(
+                "auth",
+                &self
+                    .auth
+                    .as_ref()
+                    .map(|(u, p)| (u, intake_core::redact::Redacted(p.as_bytes()))),
+            )
             .field("max_connections", &self.max_connections)
             .field("verify_recipients", &self.verify_recipients)
             .finish_non_exhaustive()

@@ -46,10 +46,8 @@ fn sql_settings_read_and_hide_the_url_password() {
     assert!(s.answers_logins() && !s.answers_recipients());
     let shown = format!("{s:?}");
     assert!(!shown.contains("hunter2"), "{shown}");
-    assert!(
-        shown.contains("postgres://app:…@db.example.test:5432/app"),
-        "{shown}"
-    );
+    assert!(shown.contains("postgres://app:<redacted "), "{shown}");
+    assert!(shown.contains(">@db.example.test:5432/app"), "{shown}");
 }
 
 #[test]

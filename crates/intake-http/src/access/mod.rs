@@ -139,7 +139,12 @@ pub struct Token {
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Token(<redacted>, {:?})", self.scopes)
+        write!(
+            f,
+            "Token({:?}, {:?})",
+            intake_core::redact::Redacted(&self.hash),
+            self.scopes
+        )
     }
 }
 
