@@ -27,6 +27,7 @@ mod columns;
 mod common;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+mod evict;
 mod gather;
 mod layer;
 pub mod memory;

@@ -47,6 +47,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::common::{Mode, PoolOptions};
+use crate::evict::{EVICT_CHUNK, EvictSteps};
 use crate::queue::WriterQueue;
 pub use options::MysqlOptions;
 
@@ -233,10 +234,6 @@ impl MysqlBackend {
     }
 }
 
-/// Eviction and mailbox deletion remove this many messages per transaction, so that no
-/// lock is held long.
-const EVICT_CHUNK: usize = 500;
-
 #[async_trait]
 impl MailBackend for MysqlBackend {
     async fn deliver(&self, msg: Incoming, mailboxes: Vec<String>) -> Result<(), StoreError> {
@@ -327,36 +324,7 @@ impl MailBackend for MysqlBackend {
     }
 
     async fn evict(&self, policy: &Retention, now_ms: i64) -> Result<Eviction, StoreError> {
-        let pool = self.mail_writable()?;
-        let mut out = Eviction::default();
-        if let Some(keep) = policy.per_mailbox {
-            let links = read::over_mailbox_cap(pool, keep).await?;
-            for chunk in links.chunks(EVICT_CHUNK) {
-                let (deleted, removed) = read::unlink(pool, chunk).await?;
-                out.evicted.by_mailbox_cap += deleted;
-                out.removed.extend(removed);
-            }
-        }
-        if let Some(age) = policy.max_age {
-            let before = now_ms - age.as_millis() as i64;
-            let ids = read::older_than(pool, before).await?;
-            for chunk in ids.chunks(EVICT_CHUNK) {
-                let removed = read::delete_ids(pool, chunk).await?;
-                out.evicted.by_age += removed.len() as u64;
-                out.removed.extend(removed);
-            }
-        }
-        if let Some(max) = policy.max_bytes {
-            let ids = read::over_size_cap(pool, max).await?;
-            for chunk in ids.chunks(EVICT_CHUNK) {
-                let removed = read::delete_ids(pool, chunk).await?;
-                out.evicted.by_size += removed.len() as u64;
-                out.removed.extend(removed);
-            }
-        }
-        let e = &mut out.evicted;
-        e.messages = e.by_mailbox_cap + e.by_age + e.by_size;
-        Ok(out)
+        crate::evict::evict(&Evicting(self.mail_writable()?), policy, now_ms).await
     }
 
     async fn alias_put(&self, alias: &str, mailbox: &str) -> Result<(), StoreError> {
@@ -488,3 +456,35 @@ mod lost_commit;
 pub mod scratch;
 #[cfg(test)]
 mod tests;
+
+/// Retention's steps on MariaDB/MySQL (`crate::evict`): messages by id.
+struct Evicting<'a>(&'a MySqlPool);
+
+#[async_trait]
+impl EvictSteps for Evicting<'_> {
+    type Link = (String, MessageId);
+    type Key = MessageId;
+
+    async fn over_mailbox_cap(&self, keep: u64) -> Result<Vec<(String, MessageId)>, StoreError> {
+        read::over_mailbox_cap(self.0, keep).await
+    }
+
+    async fn unlink(
+        &self,
+        links: &[(String, MessageId)],
+    ) -> Result<(u64, Vec<Removal>), StoreError> {
+        read::unlink(self.0, links).await
+    }
+
+    async fn older_than(&self, before_ms: i64) -> Result<Vec<MessageId>, StoreError> {
+        read::older_than(self.0, before_ms).await
+    }
+
+    async fn over_size_cap(&self, max_bytes: u64) -> Result<Vec<MessageId>, StoreError> {
+        read::over_size_cap(self.0, max_bytes).await
+    }
+
+    async fn delete(&self, ids: &[MessageId]) -> Result<Vec<Removal>, StoreError> {
+        read::delete_ids(self.0, ids).await
+    }
+}

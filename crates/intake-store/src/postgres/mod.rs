@@ -47,11 +47,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{Mode, PoolOptions, redact};
+use crate::evict::{EVICT_CHUNK, EvictSteps};
 use crate::queue::WriterQueue;
 pub use feed::PgFeed;
-
-/// Eviction deletes in chunks of this many messages (short transactions).
-const EVICT_CHUNK: usize = 500;
 
 /// Settings of the PostgreSQL store.
 #[derive(Debug, Clone)]
@@ -311,50 +309,7 @@ impl MailBackend for PostgresBackend {
     }
 
     async fn evict(&self, policy: &Retention, now_ms: i64) -> Result<Eviction, StoreError> {
-        let pool = self.writable()?;
-        let mut out = Eviction::default();
-        if let Some(keep) = policy.per_mailbox {
-            let links = read::over_mailbox_cap(pool, keep).await?;
-            for chunk in links.chunks(EVICT_CHUNK) {
-                let (deleted, removed) = read::unlink(pool, chunk).await?;
-                out.evicted.by_mailbox_cap += deleted;
-                out.removed.extend(removed);
-            }
-        }
-        if let Some(age) = policy.max_age {
-            let before = now_ms - age.as_millis() as i64;
-            let seqs: Vec<i64> =
-                sqlx::query_scalar("SELECT seq FROM messages WHERE received_at < $1 ORDER BY seq")
-                    .bind(before)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(unavailable)?;
-            for chunk in seqs.chunks(EVICT_CHUNK) {
-                let removed = read::delete_seqs(pool, chunk).await?;
-                out.evicted.by_age += removed.len() as u64;
-                out.removed.extend(removed);
-            }
-        }
-        if let Some(max) = policy.max_bytes {
-            // The oldest messages beyond what fits, counting from the newest.
-            let seqs: Vec<i64> = sqlx::query_scalar(
-                "SELECT seq FROM (SELECT seq, sum(size) OVER (ORDER BY seq DESC) AS kept
-                                  FROM messages) t
-                 WHERE kept > $1 ORDER BY seq",
-            )
-            .bind(i64::try_from(max).unwrap_or(i64::MAX))
-            .fetch_all(pool)
-            .await
-            .map_err(unavailable)?;
-            for chunk in seqs.chunks(EVICT_CHUNK) {
-                let removed = read::delete_seqs(pool, chunk).await?;
-                out.evicted.by_size += removed.len() as u64;
-                out.removed.extend(removed);
-            }
-        }
-        let e = &mut out.evicted;
-        e.messages = e.by_mailbox_cap + e.by_age + e.by_size;
-        Ok(out)
+        crate::evict::evict(&Evicting(self.writable()?), policy, now_ms).await
     }
 
     async fn alias_put(&self, alias: &str, mailbox: &str) -> Result<(), StoreError> {
@@ -501,3 +456,45 @@ impl PostgresBackend {
 
 #[cfg(test)]
 mod tests;
+
+/// Retention's steps on PostgreSQL (`crate::evict`): messages by `seq`.
+struct Evicting<'a>(&'a PgPool);
+
+#[async_trait]
+impl EvictSteps for Evicting<'_> {
+    type Link = (String, i64);
+    type Key = i64;
+
+    async fn over_mailbox_cap(&self, keep: u64) -> Result<Vec<(String, i64)>, StoreError> {
+        read::over_mailbox_cap(self.0, keep).await
+    }
+
+    async fn unlink(&self, links: &[(String, i64)]) -> Result<(u64, Vec<Removal>), StoreError> {
+        read::unlink(self.0, links).await
+    }
+
+    async fn older_than(&self, before_ms: i64) -> Result<Vec<i64>, StoreError> {
+        sqlx::query_scalar("SELECT seq FROM messages WHERE received_at < $1 ORDER BY seq")
+            .bind(before_ms)
+            .fetch_all(self.0)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn over_size_cap(&self, max_bytes: u64) -> Result<Vec<i64>, StoreError> {
+        // The oldest messages beyond what fits, counting from the newest.
+        sqlx::query_scalar(
+            "SELECT seq FROM (SELECT seq, sum(size) OVER (ORDER BY seq DESC) AS kept
+                              FROM messages) t
+             WHERE kept > $1 ORDER BY seq",
+        )
+        .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX))
+        .fetch_all(self.0)
+        .await
+        .map_err(unavailable)
+    }
+
+    async fn delete(&self, seqs: &[i64]) -> Result<Vec<Removal>, StoreError> {
+        read::delete_seqs(self.0, seqs).await
+    }
+}

@@ -47,6 +47,7 @@ use intake_core::{
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::evict::EvictSteps;
 use crate::queue::WriterQueue;
 pub use options::SqliteOptions;
 use writer::Job;
@@ -269,9 +270,6 @@ impl SqliteBackend {
     }
 }
 
-/// Eviction deletes in chunks so that deliveries are never held up for long.
-const EVICT_CHUNK: usize = 500;
-
 #[async_trait]
 impl MailBackend for SqliteBackend {
     async fn deliver(&self, msg: Incoming, mailboxes: Vec<String>) -> Result<(), StoreError> {
@@ -328,38 +326,7 @@ impl MailBackend for SqliteBackend {
     }
 
     async fn evict(&self, policy: &Retention, now_ms: i64) -> Result<Eviction, StoreError> {
-        let mut out = Eviction::default();
-        if let Some(keep) = policy.per_mailbox {
-            let links = self.read(move |c| read::over_mailbox_cap(c, keep)).await?;
-            for chunk in links.chunks(EVICT_CHUNK) {
-                let chunk = chunk.to_vec();
-                let (deleted, removed) = self.write(|done| Job::Unlink(chunk, done)).await?;
-                out.evicted.by_mailbox_cap += deleted;
-                out.removed.extend(removed);
-            }
-        }
-        if let Some(age) = policy.max_age {
-            let before = now_ms - age.as_millis() as i64;
-            let seqs = self.read(move |c| read::older_than(c, before)).await?;
-            for chunk in seqs.chunks(EVICT_CHUNK) {
-                let chunk = chunk.to_vec();
-                let removed = self.write(|done| Job::DeleteSeqs(chunk, done)).await?;
-                out.evicted.by_age += removed.len() as u64;
-                out.removed.extend(removed);
-            }
-        }
-        if let Some(max) = policy.max_bytes {
-            let seqs = self.read(move |c| read::over_size_cap(c, max)).await?;
-            for chunk in seqs.chunks(EVICT_CHUNK) {
-                let chunk = chunk.to_vec();
-                let removed = self.write(|done| Job::DeleteSeqs(chunk, done)).await?;
-                out.evicted.by_size += removed.len() as u64;
-                out.removed.extend(removed);
-            }
-        }
-        let e = &mut out.evicted;
-        e.messages = e.by_mailbox_cap + e.by_age + e.by_size;
-        Ok(out)
+        crate::evict::evict(&Evicting(self), policy, now_ms).await
     }
 
     fn size_on_disk(&self) -> Option<u64> {
@@ -490,3 +457,36 @@ pub fn database_exists(path: &Path) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// Retention's steps on SQLite (`crate::evict`): found on a reader, deleted by the writer.
+struct Evicting<'a>(&'a SqliteBackend);
+
+#[async_trait]
+impl EvictSteps for Evicting<'_> {
+    type Link = (String, i64);
+    type Key = i64;
+
+    async fn over_mailbox_cap(&self, keep: u64) -> Result<Vec<(String, i64)>, StoreError> {
+        self.0.read(move |c| read::over_mailbox_cap(c, keep)).await
+    }
+
+    async fn unlink(&self, links: &[(String, i64)]) -> Result<(u64, Vec<Removal>), StoreError> {
+        let links = links.to_vec();
+        self.0.write(|done| Job::Unlink(links, done)).await
+    }
+
+    async fn older_than(&self, before_ms: i64) -> Result<Vec<i64>, StoreError> {
+        self.0.read(move |c| read::older_than(c, before_ms)).await
+    }
+
+    async fn over_size_cap(&self, max_bytes: u64) -> Result<Vec<i64>, StoreError> {
+        self.0
+            .read(move |c| read::over_size_cap(c, max_bytes))
+            .await
+    }
+
+    async fn delete(&self, seqs: &[i64]) -> Result<Vec<Removal>, StoreError> {
+        let seqs = seqs.to_vec();
+        self.0.write(|done| Job::DeleteSeqs(seqs, done)).await
+    }
+}
