@@ -28,6 +28,8 @@ pub mod redact;
 pub mod search;
 pub mod shared;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use auth::{AuthResult, Authenticator, Credentials, StoreAuthenticator};
 pub use chaos::{Chaos, ChaosError, Hook, Trigger, Triggers};

@@ -12,18 +12,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use intake_core::testing::free_port;
 use intake_delivery::relay::{RelayConfig, RelayTarget, RelayTls};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn smtp_sink_binary() -> PathBuf {
     for p in ["/usr/sbin/smtp-sink", "/usr/bin/smtp-sink"] {

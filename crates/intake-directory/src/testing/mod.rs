@@ -13,26 +13,4 @@ mod slapd;
 pub use scratch::Scratch;
 pub use slapd::{ADMIN, ADMIN_PW, BASE, Slapd, certificates, person, person_in, slappasswd};
 
-use std::net::{TcpListener, TcpStream};
-use std::time::{Duration, Instant};
-
-/// A port nothing listens on (bound, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits until something accepts connections on `port`, or panics after `limit`.
-pub fn wait_port(port: u16, limit: Duration, what: &str) {
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < limit,
-            "{what} did not listen on {port} within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
+pub use intake_core::testing::{free_port, wait_port};

@@ -283,14 +283,7 @@ pub fn stderr_of_failure(cmd: &mut std::process::Command) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// A free loopback port (bound, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use intake_core::testing::free_port;
 
 /// The `intake` binary running as a child process; killed when dropped, so a failing test
 /// leaves no server behind.

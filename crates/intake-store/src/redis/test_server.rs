@@ -3,10 +3,11 @@
 //! asked otherwise. Killed when dropped. Tests that kill, pause or reconfigure Redis use
 //! one of these, never a shared Redis.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use intake_core::testing::free_port;
 
 /// A running `redis-server`, stopped (by its pid) when dropped.
 pub struct TestRedis {
@@ -48,13 +49,6 @@ pub async fn delete_keys(url: &str, prefix: &str) {
         }
         cursor = next;
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 impl TestRedis {
