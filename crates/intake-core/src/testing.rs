@@ -4,7 +4,7 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::Child;
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 /// A free loopback port (bound, then released).
@@ -18,13 +18,8 @@ pub fn free_port() -> u16 {
 /// Waits until something accepts connections on loopback `port`; panics after `limit`,
 /// naming `what`.
 pub fn wait_port(port: u16, limit: Duration, what: &str) {
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < limit,
-            "{what} did not listen on {port} within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(25));
+    if let Err(Stop::TimedOut) = until_listening(([127, 0, 0, 1], port).into(), limit, || None) {
+        panic!("{what} did not listen on {port} within {limit:?}");
     }
 }
 
@@ -37,17 +32,41 @@ pub fn wait_listening(
     within: Duration,
     logs: impl Fn() -> String,
 ) {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if TcpStream::connect(addr).is_ok() {
-            return;
+    match until_listening(addr, within, || child.try_wait().ok().flatten()) {
+        Ok(()) => {}
+        Err(Stop::Exited(status)) => {
+            panic!("{name} exited ({status}) before listening:\n{}", logs())
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{name} exited ({status}) before listening:\n{}", logs());
-        }
-        std::thread::sleep(Duration::from_millis(50));
+        Err(Stop::TimedOut) => panic!("{name} does not listen on {addr}:\n{}", logs()),
     }
-    panic!("{name} does not listen on {addr}:\n{}", logs());
+}
+
+/// Why [`until_listening`] stopped waiting.
+enum Stop {
+    Exited(ExitStatus),
+    TimedOut,
+}
+
+/// Tries `addr` every 25 ms until it accepts a connection, `exited` reports the program
+/// gone, or `within` has passed.
+fn until_listening(
+    addr: SocketAddr,
+    within: Duration,
+    mut exited: impl FnMut() -> Option<ExitStatus>,
+) -> Result<(), Stop> {
+    let deadline = Instant::now() + within;
+    loop {
+        if TcpStream::connect(addr).is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = exited() {
+            return Err(Stop::Exited(status));
+        }
+        if Instant::now() >= deadline {
+            return Err(Stop::TimedOut);
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
 }
 
 /// What a program wrote to the log file at `path` (empty if none).
