@@ -223,7 +223,8 @@ pub struct CheckCtx {
     pub mail_from: Option<String>,
     /// At [`Stage::RcptTo`]: the recipient being checked.
     pub rcpt_to: Option<String>,
-    /// The recipients accepted so far.
+    /// At [`Stage::Data`]: the message's recipients (empty at the earlier stages, where
+    /// [`CheckCtx::rcpt_to`] is the one being checked).
     pub recipients: Vec<String>,
     /// At [`Stage::Data`]: the message as it will be stored so far: our `Received:`
     /// header (client address, HELO, TLS) first, then the header fields earlier checks

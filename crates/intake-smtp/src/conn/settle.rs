@@ -96,7 +96,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         };
         self.content.get().reuse(handoff.message.raw);
         let accepted = report.rcpts.iter().filter(|o| o.is_accepted()).count();
-        let outcome = crate::session::final_reply(id, &report);
         if accepted == rcpts {
             tracing::info!(
                 %id, client = %self.session.client(), sender = %sender, rcpts, size,
@@ -111,6 +110,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             m.bytes.increment(size);
             m.deliver_seconds.record(started.elapsed());
         } else {
+            let outcome = crate::session::final_reply(id, &report);
             if let Some(repeats) = log_due(&outcome) {
                 tracing::error!(
                     %id, client = %self.session.client(), sender = %sender, rcpts, accepted, size,

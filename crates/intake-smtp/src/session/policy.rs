@@ -54,7 +54,11 @@ impl Session {
         if let Some(tx) = tx {
             cx.symbols.extend(tx.findings.symbols.iter().cloned());
         }
-        cx.recipients = tx.map(|t| t.rcpt_to.clone()).unwrap_or_default();
+        // Only the data stage gets the recipient list: copied at every RCPT, a message to n
+        // recipients would copy n * (n - 1) / 2 addresses before its content came.
+        if stage == Stage::Data {
+            cx.recipients = tx.map(|t| t.rcpt_to.clone()).unwrap_or_default();
+        }
         // Content checks see the message as it will be stored: our `Received:` (client
         // address, HELO, TLS) first, then the fields earlier checks added.
         let header = match &pending {

@@ -309,3 +309,27 @@ fn content_checks_are_given_the_header_fields_the_message_will_be_stored_with() 
         "the same id and header are stored"
     );
 }
+
+#[test]
+fn recipient_checks_see_their_recipient_and_content_checks_see_them_all() {
+    let mut s = checked_session(&[Stage::RcptTo, Stage::Data]);
+    s.on_connect(false);
+    s.on_command(Command::Ehlo("client.example".into()));
+    s.on_command(mail("a@b.example"));
+    let all: Vec<String> = (0..3).map(|i| format!("r{i}@example.com")).collect();
+    for r in &all {
+        let cx = check_ctx(s.on_command(rcpt(r)));
+        assert_eq!(cx.rcpt_to.as_deref(), Some(r.as_str()));
+        // Not the ones accepted before: a list copied at every RCPT grows with the square
+        // of the recipients.
+        assert!(cx.recipients.is_empty(), "{:?}", cx.recipients);
+        assert_eq!(
+            code(s.resume(Outcome::Checked(vec![Verdict::Pass]))),
+            "250 2.1.5"
+        );
+    }
+    s.on_command(Command::Data);
+    let cx = check_ctx(s.data_done(DataOutcome::Complete));
+    assert_eq!(cx.stage, Stage::Data);
+    assert_eq!(cx.recipients, all);
+}
