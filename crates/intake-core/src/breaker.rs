@@ -1,76 +1,169 @@
-//! A circuit breaker for a backend that may be away (a database, a directory): after a
-//! failure, calls fail at once for a while instead of each waiting for its own timeout;
-//! then exactly one call is let through to find out whether the backend is back, while the
-//! others keep failing at once until it reports.
+//! A circuit breaker for a backend that may be away (the store's recipient table, a
+//! directory): after a failure, calls fail at once for a cool-down instead of each waiting
+//! for its own timeout, so an outage costs one timeout, not one per SMTP command. Then
+//! exactly one call is let through as the probe: its success closes the breaker, its
+//! failure opens it again, and the other calls keep failing at once until it reports.
+//!
+//! Time is tokio's monotonic clock (a test's paused one under `start_paused`): a wall-clock
+//! step backwards cannot hold the breaker open.
 
+use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 
-// Tokio's clock: the real one, or a test's paused one.
 use tokio::time::Instant;
 
 /// Where the breaker is.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum State {
     /// Calls go through.
     Closed,
-    /// Calls fail at once until this instant.
-    Open(Instant),
-    /// One call (the probe) went through at this instant; the others fail at once until it
-    /// reports, or until `cool_down` has passed since (a probe that never reported, its
-    /// caller gone, does not keep the breaker half-open for good).
-    Probing(Instant),
+    /// Calls fail at once until `failed + cool_down`; `last` says why.
+    Open { failed: Instant, last: String },
+    /// One call (the probe) went out at `probe`; the others fail at once until it reports,
+    /// or until a cool-down has passed since (a probe that never reported does not keep
+    /// the breaker half open for good).
+    Probing {
+        failed: Instant,
+        probe: Instant,
+        last: String,
+    },
 }
 
-/// Open after a failure for `cool_down`, then half-open: the next call goes through as the
-/// probe, the others fail at once until it succeeds (closed) or fails (open again).
+/// A call refused at once: the backend failed `ago`, with `last`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Since the failure that opened the breaker.
+    pub ago: Duration,
+    /// That failure, as text.
+    pub last: String,
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "failed {:?} ago ({}); not asked again yet",
+            self.ago, self.last
+        )
+    }
+}
+
+/// A circuit breaker in front of one backend: open for `cool_down` after each failure,
+/// then half open (one probe), then closed on the probe's success.
 #[derive(Debug)]
 pub struct Breaker {
+    /// What it guards, for its log lines ("directory", "recipient table").
+    what: &'static str,
     cool_down: Duration,
     state: Mutex<State>,
 }
 
 impl Breaker {
-    /// A closed breaker that stays open `cool_down` after each failure.
-    pub fn new(cool_down: Duration) -> Breaker {
+    /// A closed breaker in front of `what` that stays open `cool_down` after a failure.
+    pub fn new(what: &'static str, cool_down: Duration) -> Breaker {
         Breaker {
+            what,
             cool_down,
             state: Mutex::new(State::Closed),
         }
     }
 
-    /// Whether this call should fail at once. False when the breaker is closed, and for
-    /// exactly one call once the cool-down has passed: that call is the probe, and must
-    /// report with [`failed`](Self::failed) or [`succeeded`](Self::succeeded).
-    pub fn is_open(&self) -> bool {
-        self.is_open_at(Instant::now())
-    }
-
-    fn is_open_at(&self, now: Instant) -> bool {
+    /// Whether a call may go out: a [`Permit`] to report its outcome with, or why not.
+    pub fn admit(&self) -> Result<Permit<'_>, Refused> {
+        let now = Instant::now();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match *state {
-            State::Closed => false,
-            State::Open(until) if now < until => true,
-            State::Probing(since) if now.saturating_duration_since(since) < self.cool_down => true,
-            State::Open(_) | State::Probing(_) => {
-                *state = State::Probing(now);
-                false
+        let refused = |failed: Instant, last: &str| Refused {
+            ago: now.saturating_duration_since(failed),
+            last: last.to_string(),
+        };
+        match &*state {
+            State::Closed => Ok(Permit::new(self)),
+            State::Open { failed, last } if now < *failed + self.cool_down => {
+                Err(refused(*failed, last))
+            }
+            State::Probing {
+                failed,
+                probe,
+                last,
+            } if now.saturating_duration_since(*probe) < self.cool_down => {
+                Err(refused(*failed, last))
+            }
+            State::Open { failed, last } | State::Probing { failed, last, .. } => {
+                *state = State::Probing {
+                    failed: *failed,
+                    probe: now,
+                    last: last.clone(),
+                };
+                Ok(Permit::new(self))
             }
         }
     }
 
-    /// A call failed: open (again) for `cool_down`.
-    pub fn failed(&self) {
-        self.failed_at(Instant::now());
+    /// Whether calls fail at once now (open, or half open with the probe out).
+    pub fn is_open(&self) -> bool {
+        !matches!(
+            *self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            State::Closed
+        )
     }
 
-    fn failed_at(&self, now: Instant) {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Open(now + self.cool_down);
+    fn succeeded(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !matches!(*state, State::Closed) {
+            tracing::info!(what = self.what, "answers again; circuit closed");
+        }
+        *state = State::Closed;
     }
 
-    /// A call succeeded: closed.
-    pub fn succeeded(&self) {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Closed;
+    fn failed(&self, why: String) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(*state, State::Closed) {
+            tracing::warn!(what = self.what, error = %why, cool_down = ?self.cool_down,
+                "failed; circuit open");
+        }
+        *state = State::Open {
+            failed: Instant::now(),
+            last: why,
+        };
+    }
+}
+
+/// One admitted call. Dropped without an outcome (the call was cancelled), it counts as a
+/// failure, so a probe whose caller went away cannot leave the breaker half open.
+#[derive(Debug)]
+#[must_use = "report the call's outcome with succeeded() or failed()"]
+pub struct Permit<'a> {
+    breaker: &'a Breaker,
+    done: bool,
+}
+
+impl<'a> Permit<'a> {
+    fn new(breaker: &'a Breaker) -> Permit<'a> {
+        Permit {
+            breaker,
+            done: false,
+        }
+    }
+
+    /// The call got an answer.
+    pub fn succeeded(mut self) {
+        self.done = true;
+        self.breaker.succeeded();
+    }
+
+    /// The call could not get an answer.
+    pub fn failed(mut self, error: &dyn fmt::Display) {
+        self.done = true;
+        self.breaker.failed(error.to_string());
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.breaker.failed("the call was cancelled".into());
+        }
     }
 }
 
@@ -80,38 +173,81 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn opens_on_failure_and_lets_a_call_through_after_the_cool_down() {
-        let b = Breaker::new(Duration::from_secs(10));
-        let t0 = Instant::now();
-        assert!(!b.is_open_at(t0));
-        b.failed_at(t0);
-        assert!(b.is_open_at(t0 + Duration::from_secs(9)));
-        assert!(
-            !b.is_open_at(t0 + Duration::from_secs(10)),
-            "half-open after the cool-down"
-        );
-        b.failed_at(t0 + Duration::from_secs(11));
-        assert!(b.is_open_at(t0 + Duration::from_secs(12)));
-        b.succeeded();
-        assert!(!b.is_open_at(t0 + Duration::from_secs(12)));
+    const COOL_DOWN: Duration = Duration::from_secs(10);
+
+    async fn advance(secs: u64) {
+        tokio::time::advance(Duration::from_secs(secs)).await;
     }
 
-    /// Half-open, many calls at once: one goes through as the probe, the others fail at
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_opens_it_for_the_cool_down_then_one_probe_decides() {
+        let b = Breaker::new("test", COOL_DOWN);
+        b.admit().unwrap().succeeded();
+        b.admit().unwrap().failed(&"no answer within 5s");
+        advance(9).await;
+        let refused = b.admit().expect_err("fails at once");
+        assert_eq!(refused.ago, Duration::from_secs(9));
+        assert_eq!(refused.last, "no answer within 5s");
+        advance(1).await;
+        let probe = b.admit().expect("the probe goes out");
+        let refused = b.admit().expect_err("only one probe at a time");
+        assert_eq!(refused.ago, COOL_DOWN, "since the failure, not the probe");
+        probe.failed(&"refused");
+        assert!(b.admit().is_err(), "a failed probe opens it again");
+        advance(9).await;
+        assert!(b.admit().is_err(), "for a whole cool-down");
+        advance(1).await;
+        b.admit().unwrap().succeeded();
+        assert!(!b.is_open());
+        let (p1, p2) = (b.admit().unwrap(), b.admit().unwrap());
+        p1.succeeded();
+        p2.succeeded();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_call_counts_as_a_failure() {
+        let b = Breaker::new("test", COOL_DOWN);
+        drop(b.admit().unwrap());
+        assert!(b.is_open());
+        assert_eq!(b.admit().unwrap_err().last, "the call was cancelled");
+    }
+
+    /// A probe that never reports (its caller stuck): after a cool-down another call
+    /// becomes the probe.
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_never_reports_is_replaced_after_a_cool_down() {
+        let b = Breaker::new("test", COOL_DOWN);
+        b.admit().unwrap().failed(&"down");
+        advance(10).await;
+        let stuck = b.admit().expect("the probe");
+        advance(9).await;
+        assert!(b.admit().is_err());
+        advance(1).await;
+        let next = b.admit().expect("another probe");
+        assert!(b.admit().is_err());
+        next.succeeded();
+        assert!(!b.is_open());
+        std::mem::forget(stuck);
+    }
+
+    /// Half open, many calls at once: one goes through as the probe, the others fail at
     /// once until it reports.
-    #[test]
-    fn half_open_admits_exactly_one_probe() {
-        let b = Arc::new(Breaker::new(Duration::from_secs(10)));
-        let t0 = Instant::now();
-        b.failed_at(t0);
-        let later = t0 + Duration::from_secs(10);
+    #[tokio::test(start_paused = true)]
+    async fn half_open_admits_exactly_one_probe() {
+        let b = Arc::new(Breaker::new("test", COOL_DOWN));
+        b.admit().unwrap().failed(&"down");
+        advance(10).await;
         let start = Arc::new(std::sync::Barrier::new(16));
+        let runtime = tokio::runtime::Handle::current();
         let calls: Vec<_> = (0..16)
             .map(|_| {
-                let (b, start) = (b.clone(), start.clone());
+                let (b, start, runtime) = (b.clone(), start.clone(), runtime.clone());
                 std::thread::spawn(move || {
+                    // The test's paused clock is the runtime's.
+                    let _clock = runtime.enter();
                     start.wait();
-                    !b.is_open_at(later)
+                    // The permit is kept: a dropped one would count as a failure.
+                    b.admit().ok().map(std::mem::forget).is_some()
                 })
             })
             .collect();
@@ -121,30 +257,6 @@ mod tests {
             .filter(|went| *went)
             .count();
         assert_eq!(through, 1, "one probe, the others fail fast");
-        assert!(b.is_open_at(later), "still waiting for the probe");
-        // The probe failed: open again for a whole cool-down.
-        b.failed_at(later);
-        assert!(b.is_open_at(later + Duration::from_secs(9)));
-        assert!(
-            !b.is_open_at(later + Duration::from_secs(10)),
-            "the next probe"
-        );
-        // It succeeded: closed, every call goes through.
-        b.succeeded();
-        assert!(!b.is_open_at(later + Duration::from_secs(10)));
-        assert!(!b.is_open_at(later + Duration::from_secs(10)));
-    }
-
-    /// A probe whose caller went away without reporting: after a cool-down another call
-    /// becomes the probe.
-    #[test]
-    fn a_probe_that_never_reports_is_replaced_after_a_cool_down() {
-        let b = Breaker::new(Duration::from_secs(10));
-        let t0 = Instant::now();
-        b.failed_at(t0);
-        assert!(!b.is_open_at(t0 + Duration::from_secs(10)), "the probe");
-        assert!(b.is_open_at(t0 + Duration::from_secs(19)));
-        assert!(!b.is_open_at(t0 + Duration::from_secs(20)), "another probe");
-        assert!(b.is_open_at(t0 + Duration::from_secs(20)));
+        assert!(b.is_open(), "still waiting for the probe");
     }
 }

@@ -112,7 +112,7 @@ impl Default for LoginKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::breaker::tests::ManualClock;
+    use crate::test_common::ManualClock;
 
     #[test]
     fn yes_and_no_expire_on_their_own_ttls() {

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use intake_core::Clock;
+use intake_core::breaker::Breaker;
 use intake_core::password::{self, Plaintext};
 
-use crate::breaker::Breaker;
 use crate::cache::{AnswerCache, LoginKeys};
 use crate::{Backend, Directory, DirectoryError, LoginAnswer, LoginResult};
 
@@ -42,12 +42,13 @@ pub struct Guarded {
 }
 
 impl Guarded {
-    /// Guards `inner` as `guards` says; `clock` judges cache expiry and the breaker.
+    /// Guards `inner` as `guards` says; `clock` judges cache expiry (the breaker goes by
+    /// the monotonic clock).
     pub fn new(inner: Arc<dyn Backend>, guards: Guards, clock: Arc<dyn Clock>) -> Guarded {
         Guarded {
             inner,
             guards,
-            breaker: Breaker::new(guards.breaker_cooldown, clock.clone()),
+            breaker: Breaker::new("directory", guards.breaker_cooldown),
             recipients: AnswerCache::new(
                 guards.cache_ttl,
                 guards.negative_cache_ttl,
@@ -173,7 +174,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::breaker::tests::ManualClock;
+    use crate::test_common::ManualClock;
 
     /// A directory of fixed recipients that can be switched off or made to hang.
     #[derive(Default)]
@@ -327,7 +328,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_failing_directory_fails_fast_then_is_probed() {
         let (fake, clock) = (Arc::new(Fake::default()), ManualClock::new());
         let g = guarded(&fake, &clock);
@@ -342,7 +343,7 @@ mod tests {
         ));
         assert_eq!(fake.calls.load(Ordering::SeqCst), 1, "not asked while open");
         fake.down.store(false, Ordering::SeqCst);
-        clock.advance(GUARDS.breaker_cooldown);
+        tokio::time::advance(GUARDS.breaker_cooldown).await;
         assert!(!g.recipient_exists("b@x.test").await.unwrap(), "the probe");
         assert!(!g.is_failing());
     }

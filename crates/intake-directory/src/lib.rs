@@ -19,7 +19,6 @@
 #![warn(missing_docs)]
 
 mod auth;
-pub mod breaker;
 pub mod cache;
 pub mod check;
 mod guarded;
@@ -120,6 +119,15 @@ pub enum DirectoryError {
     /// The password check task failed.
     #[error("password check: {0}")]
     Task(#[from] tokio::task::JoinError),
+}
+
+impl From<intake_core::breaker::Refused> for DirectoryError {
+    fn from(r: intake_core::breaker::Refused) -> Self {
+        DirectoryError::CircuitOpen {
+            ago: r.ago,
+            last: r.last,
+        }
+    }
 }
 
 impl From<ldap3::LdapError> for DirectoryError {

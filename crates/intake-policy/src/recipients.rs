@@ -184,7 +184,7 @@ impl RecipientExists {
             store: cfg.store.then_some(store),
             table: Mutex::new(Table::Unknown),
             empty_for: Duration::from_secs(1),
-            breaker: intake_core::breaker::Breaker::new(Duration::from_secs(10)),
+            breaker: intake_core::breaker::Breaker::new("recipient table", Duration::from_secs(10)),
             lookup_timeout: cfg.timeout.mul_f32(0.9),
         }
     }
@@ -223,10 +223,13 @@ impl RecipientExists {
         {
             return Ok(any.then_some(false));
         }
-        if self.breaker.is_open() {
-            away("recipient table: the store failed moments ago".into())?;
-            return Ok(any.then_some(false));
-        }
+        let permit = match self.breaker.admit() {
+            Ok(permit) => permit,
+            Err(refused) => {
+                away(format!("recipient table: the store {refused}"))?;
+                return Ok(any.then_some(false));
+            }
+        };
         let lookup = tokio::time::timeout(self.lookup_timeout, store.recipient_lookup(address));
         let answer = match lookup.await {
             Ok(answer) => answer,
@@ -237,7 +240,7 @@ impl RecipientExists {
         };
         match answer {
             Ok(Some(found)) => {
-                self.breaker.succeeded();
+                permit.succeeded();
                 *self.table.lock().expect("cache") = Table::Listing;
                 if found {
                     return Ok(Some(true));
@@ -245,11 +248,11 @@ impl RecipientExists {
                 any = true;
             }
             Ok(None) => {
-                self.breaker.succeeded();
+                permit.succeeded();
                 *self.table.lock().expect("cache") = Table::Empty(Instant::now());
             }
             Err(e) => {
-                self.breaker.failed();
+                permit.failed(&e);
                 away(format!("recipient table: {e}"))?;
             }
         }
