@@ -4,11 +4,17 @@
 //! exactly one call is let through as the probe: its success closes the breaker, its
 //! failure opens it again, and the other calls keep failing at once until it reports.
 //!
+//! A call dropped before it reported (its client went away mid-command) tells nothing
+//! about the backend: it neither opens the breaker (or a client that hangs up during
+//! lookups could keep it open for everyone) nor closes it; a dropped probe frees the
+//! probe's place at once.
+//!
 //! Time is tokio's monotonic clock (a test's paused one under `start_paused`): a wall-clock
 //! step backwards cannot hold the breaker open.
 
 use std::fmt;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -20,12 +26,13 @@ enum State {
     Closed,
     /// Calls fail at once until `failed + cool_down`; `last` says why.
     Open { failed: Instant, last: String },
-    /// One call (the probe) went out at `probe`; the others fail at once until it reports,
-    /// or until a cool-down has passed since (a probe that never reported does not keep
-    /// the breaker half open for good).
+    /// One call (the probe, number `id`) went out at `probe`; the others fail at once
+    /// until it reports, or until a cool-down has passed since (a probe that never
+    /// reported does not keep the breaker half open for good).
     Probing {
         failed: Instant,
         probe: Instant,
+        id: u64,
         last: String,
     },
 }
@@ -57,6 +64,8 @@ pub struct Breaker {
     what: &'static str,
     cool_down: Duration,
     state: Mutex<State>,
+    /// Numbers the probes, so that a dropped permit frees only its own probe's place.
+    probes: AtomicU64,
 }
 
 impl Breaker {
@@ -66,6 +75,7 @@ impl Breaker {
             what,
             cool_down,
             state: Mutex::new(State::Closed),
+            probes: AtomicU64::new(0),
         }
     }
 
@@ -78,7 +88,7 @@ impl Breaker {
             last: last.to_string(),
         };
         match &*state {
-            State::Closed => Ok(Permit::new(self)),
+            State::Closed => Ok(Permit::new(self, None)),
             State::Open { failed, last } if now < *failed + self.cool_down => {
                 Err(refused(*failed, last))
             }
@@ -86,16 +96,19 @@ impl Breaker {
                 failed,
                 probe,
                 last,
+                ..
             } if now.saturating_duration_since(*probe) < self.cool_down => {
                 Err(refused(*failed, last))
             }
             State::Open { failed, last } | State::Probing { failed, last, .. } => {
+                let id = self.probes.fetch_add(1, Ordering::Relaxed);
                 *state = State::Probing {
                     failed: *failed,
                     probe: now,
+                    id,
                     last: last.clone(),
                 };
-                Ok(Permit::new(self))
+                Ok(Permit::new(self, Some(id)))
             }
         }
     }
@@ -127,21 +140,43 @@ impl Breaker {
             last: why,
         };
     }
+
+    /// The probe `id` was dropped before it reported: its place is free (the cool-down
+    /// has passed, so the next call probes).
+    fn probe_dropped(&self, id: u64) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let State::Probing {
+            failed,
+            id: current,
+            last,
+            ..
+        } = &*state
+            && *current == id
+        {
+            *state = State::Open {
+                failed: *failed,
+                last: last.clone(),
+            };
+        }
+    }
 }
 
-/// One admitted call. Dropped without an outcome (the call was cancelled), it counts as a
-/// failure, so a probe whose caller went away cannot leave the breaker half open.
+/// One admitted call. Dropped without an outcome (the call was cancelled), it tells
+/// nothing: the breaker stays as it is, and if it was the probe, the next call probes.
 #[derive(Debug)]
 #[must_use = "report the call's outcome with succeeded() or failed()"]
 pub struct Permit<'a> {
     breaker: &'a Breaker,
+    /// The probe's number, when this call is the probe.
+    probe: Option<u64>,
     done: bool,
 }
 
 impl<'a> Permit<'a> {
-    fn new(breaker: &'a Breaker) -> Permit<'a> {
+    fn new(breaker: &'a Breaker, probe: Option<u64>) -> Permit<'a> {
         Permit {
             breaker,
+            probe,
             done: false,
         }
     }
@@ -161,8 +196,8 @@ impl<'a> Permit<'a> {
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        if !self.done {
-            self.breaker.failed("the call was cancelled".into());
+        if let (false, Some(id)) = (self.done, self.probe) {
+            self.breaker.probe_dropped(id);
         }
     }
 }
@@ -204,12 +239,43 @@ mod tests {
         p2.succeeded();
     }
 
+    /// A client that hangs up during its lookups must not open the breaker for everyone,
+    /// nor hold the probe's place.
     #[tokio::test(start_paused = true)]
-    async fn a_cancelled_call_counts_as_a_failure() {
+    async fn a_cancelled_call_tells_nothing() {
         let b = Breaker::new("test", COOL_DOWN);
-        drop(b.admit().unwrap());
-        assert!(b.is_open());
-        assert_eq!(b.admit().unwrap_err().last, "the call was cancelled");
+        for _ in 0..100 {
+            drop(b.admit().unwrap());
+        }
+        assert!(!b.is_open(), "closed it was, closed it stays");
+        b.admit().unwrap().failed(&"down");
+        advance(10).await;
+        let gone = b.admit().expect("the probe");
+        // Its client went away before the backend answered.
+        drop(gone);
+        let probe = b
+            .admit()
+            .expect("the dropped probe's place is free at once");
+        let kept = b.admit().expect_err("one probe at a time");
+        assert_eq!(kept.last, "down", "still the backend's failure");
+        drop(b.admit());
+        probe.succeeded();
+        assert!(!b.is_open());
+    }
+
+    /// A permit from before the breaker opened, dropped while another call probes, does
+    /// not free the probe's place.
+    #[tokio::test(start_paused = true)]
+    async fn only_the_probe_frees_its_place() {
+        let b = Breaker::new("test", COOL_DOWN);
+        let old = b.admit().unwrap();
+        b.admit().unwrap().failed(&"down");
+        advance(10).await;
+        let probe = b.admit().expect("the probe");
+        drop(old);
+        assert!(b.admit().is_err(), "the probe is still out");
+        probe.failed(&"still down");
+        assert_eq!(b.admit().unwrap_err().last, "still down");
     }
 
     /// A probe that never reports (its caller stuck): after a cool-down another call

@@ -537,6 +537,22 @@ mod tests {
         assert_eq!(table.asked.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
+    /// A client that hangs up while its RCPT waits for the store tells nothing about the
+    /// store: the next RCPT asks it again, and is not refused by a tripped breaker.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_gone_mid_lookup_does_not_trip_the_breaker() {
+        let table = away(Answer::Hang);
+        let check = RecipientExists::new(&with_store(), table.clone());
+        let ctx = cx("a@example.test");
+        for _ in 0..3 {
+            let gone = tokio::time::timeout(Duration::from_millis(10), check.check(&ctx));
+            assert!(gone.await.is_err(), "still waiting when the client left");
+        }
+        *table.answer.lock().unwrap() = Answer::Empty;
+        assert_eq!(verdicts(&check, &["b@example.test"]).await, ["pass"]);
+        assert_eq!(table.asked.load(std::sync::atomic::Ordering::SeqCst), 4);
+    }
+
     /// Without `recipients.store` the store is never asked, whatever its state and
     /// whichever other source is configured: a store that is away costs RCPT nothing.
     #[tokio::test(start_paused = true)]
