@@ -264,12 +264,7 @@ async fn message_and_recipient_rates_are_shared() {
 
 /// An address where nothing listens.
 fn closed_port() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("redis://127.0.0.1:{port}/")
+    format!("redis://127.0.0.1:{}/", intake_core::testing::free_port())
 }
 
 /// What a node does without its Redis: local limits, greylisting by `on_error`.
