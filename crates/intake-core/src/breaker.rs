@@ -167,36 +167,31 @@ impl Breaker {
 #[must_use = "report the call's outcome with succeeded() or failed()"]
 pub struct Permit<'a> {
     breaker: &'a Breaker,
-    /// The probe's number, when this call is the probe.
+    /// The probe's number while this call is the probe and has not reported.
     probe: Option<u64>,
-    done: bool,
 }
 
 impl<'a> Permit<'a> {
     fn new(breaker: &'a Breaker, probe: Option<u64>) -> Permit<'a> {
-        Permit {
-            breaker,
-            probe,
-            done: false,
-        }
+        Permit { breaker, probe }
     }
 
     /// The call got an answer.
     pub fn succeeded(mut self) {
-        self.done = true;
+        self.probe = None;
         self.breaker.succeeded();
     }
 
     /// The call could not get an answer.
     pub fn failed(mut self, error: &dyn fmt::Display) {
-        self.done = true;
+        self.probe = None;
         self.breaker.failed(error.to_string());
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        if let (false, Some(id)) = (self.done, self.probe) {
+        if let Some(id) = self.probe {
             self.breaker.probe_dropped(id);
         }
     }
