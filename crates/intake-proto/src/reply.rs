@@ -78,10 +78,8 @@ impl Reply {
     /// byte rather than through `write!`: four replies a message, and the formatting
     /// machinery cost several times the bytes it wrote.
     pub fn write_to(&self, out: &mut Vec<u8>) {
+        // `split` yields at least one line (empty text: one empty line, `354 \r\n`).
         let mut lines = self.text.split('\n').peekable();
-        if lines.peek().is_none() {
-            push_number(out, self.code);
-        }
         while let Some(line) = lines.next() {
             push_number(out, self.code);
             out.push(if lines.peek().is_some() { b'-' } else { b' ' });
