@@ -143,7 +143,13 @@ fn main() {
         )
         .unwrap();
     }
-    let docs: Vec<(String, String)> = msgs.iter().map(|m| mime::index_text(m)).collect();
+    let docs: Vec<(String, String)> = msgs
+        .iter()
+        .map(|m| {
+            let (body, headers) = mime::index_text(m);
+            (body.into_owned(), headers)
+        })
+        .collect();
     let t = Instant::now();
     fts_work(&mut conn, &docs, chunk, columns);
     let size: i64 = conn

@@ -212,7 +212,7 @@ impl Store {
                 let body = if query.needs_body() {
                     intake_core::mime::index_text(&m.raw).0
                 } else {
-                    String::new()
+                    Default::default()
                 };
                 if !query.matches_rest(&m, &m.mailboxes, &body, &tags) {
                     continue;

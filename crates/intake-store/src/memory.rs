@@ -150,7 +150,7 @@ impl MailBackend for MemoryBackend {
                 msg.id
             )));
         }
-        let text = mime::index_text(&msg.raw).0;
+        let text = mime::index_text(&msg.raw).0.into_owned();
         let findings = (!msg.findings.is_empty()).then_some(msg.findings);
         let message = StoredMessage {
             id: msg.id,

@@ -1,6 +1,7 @@
 //! The text the search index holds for a message: its first text body and the values of
 //! the header fields that have no column of their own.
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use mail_parser::{HeaderName, MessageParser, MimeHeaders};
@@ -22,8 +23,14 @@ pub const INDEX_BODY_MAX: usize = 1 << 20;
 /// Every other field is read as text (encoded words decoded), not parsed into structured
 /// values ([`index_parser`]). A one-part plain-text body is taken as stored
 /// ([`index_plain_text`]); any other body through the full parse.
-pub fn index_text(raw: &[u8]) -> (String, String) {
-    index_plain_text(raw).unwrap_or_else(|| index_text_parsed(raw))
+///
+/// The body text of a plain-text message is borrowed from `raw` (no copy); a decoded body
+/// is owned.
+pub fn index_text(raw: &[u8]) -> (Cow<'_, str>, String) {
+    index_plain_text(raw).unwrap_or_else(|| {
+        let (body, headers) = index_text_parsed(raw);
+        (Cow::Owned(body), headers)
+    })
 }
 
 /// [`index_text`] through the full parse: any message.
@@ -45,7 +52,7 @@ fn index_text_parsed(raw: &[u8]) -> (String, String) {
 /// header is parsed (mail-parser's body pass validates UTF-8 a character at a time, and
 /// costs as much as the rest of the indexing text). Any other message answers `None` and
 /// takes the full parse; for these messages both give the same text.
-fn index_plain_text(raw: &[u8]) -> Option<(String, String)> {
+fn index_plain_text(raw: &[u8]) -> Option<(Cow<'_, str>, String)> {
     let end = memchr::memmem::find(raw, b"\r\n\r\n")?;
     // The parser ends the header at the first line holding only white space: with such a
     // line before the blank one, the header is not `raw[..end]`. A message that is plainly
@@ -98,7 +105,7 @@ fn index_plain_text(raw: &[u8]) -> Option<(String, String)> {
     }
     let body = std::str::from_utf8(body).ok()?;
     Some((
-        prefix(body, INDEX_BODY_MAX).to_string(),
+        Cow::Borrowed(prefix(body, INDEX_BODY_MAX)),
         header_values(&msg),
     ))
 }
@@ -257,9 +264,13 @@ mod tests {
             b"Subject: folded\r\n value\r\nComments: one\r\n\ttwo\r\n\r\nbody\r\n\r\nafter a blank line\r\n",
         ];
         for raw in taken {
-            let fast = index_plain_text(raw).expect("plain text takes the short way");
+            let (body, headers) = index_plain_text(raw).expect("plain text takes the short way");
+            assert!(
+                matches!(body, Cow::Borrowed(_)),
+                "a plain body is read in place"
+            );
             assert_eq!(
-                fast,
+                (body.into_owned(), headers),
                 index_text_parsed(raw),
                 "{}",
                 String::from_utf8_lossy(raw)
@@ -289,7 +300,8 @@ mod tests {
         }
         // Whichever way is taken, the text is the full parse's.
         for raw in taken.iter().chain(parsed.iter()) {
-            assert_eq!(index_text(raw), index_text_parsed(raw));
+            let (body, headers) = index_text(raw);
+            assert_eq!((body.into_owned(), headers), index_text_parsed(raw));
         }
     }
 }

@@ -75,7 +75,7 @@ impl Row {
         let findings = (!msg.findings.is_empty()).then(|| json_text(&msg.findings));
         let (text, headers) = match search {
             SearchMode::Full => mime::index_text(&msg.raw),
-            SearchMode::Headers => (String::new(), mime::index_headers(&msg.raw)),
+            SearchMode::Headers => (Default::default(), mime::index_headers(&msg.raw)),
             SearchMode::Off => Default::default(),
         };
         let m = &msg.meta;

@@ -565,7 +565,7 @@ pub(crate) fn encode(msg: &Incoming) -> Result<[String; 4], StoreError> {
         .position(|w| w == b"\r\n\r\n")
         .unwrap_or(raw.len());
     let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
-    let text = mime::index_text(raw).0;
+    let text = mime::index_text(raw).0.into_owned();
     Ok([sum, doc, head, text])
 }
 

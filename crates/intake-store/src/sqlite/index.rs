@@ -4,13 +4,17 @@
 use std::time::{Duration, Instant};
 
 use intake_core::{SearchMode, mime};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 /// How long one indexing step may run before it commits what it has.
 pub(super) const INDEX_STEP_TIME: Duration = Duration::from_millis(25);
 
 /// Indexes up to `limit` messages after `after` (fewer when [`INDEX_STEP_TIME`] runs out),
 /// in one transaction. `Ok(None)`: nothing to index.
+///
+/// The messages are read with their bodies in one pass (a join, in `seq` order), and each
+/// row is indexed while it is read: its text is borrowed from the row (a plain-text body is
+/// not copied at all) and nothing is read that the step does not index.
 ///
 /// The index is rebuildable from the stored messages (`indexed_upto` in `state`, written in
 /// the same transaction, says how far it got), so its commits are not fsync'd
@@ -34,49 +38,37 @@ pub(super) fn index_chunk(
     let result = (|| {
         let tx = conn.transaction()?;
         let mut last = after;
-        let mut done = 0;
         {
+            // A message whose body row is missing is indexed from its columns alone.
             let mut next = tx.prepare_cached(
                 "SELECT m.seq, coalesce(m.subject, ''),
                         m.mail_from || ' ' || m.rcpt_to || ' ' || coalesce(m.from_addr, '') || ' ' ||
-                        coalesce(m.to_addr, '') || ' ' || coalesce(m.cc_addr, '')
-                 FROM messages m WHERE m.seq > ?1 ORDER BY m.seq LIMIT ?2",
+                        coalesce(m.to_addr, '') || ' ' || coalesce(m.cc_addr, ''),
+                        b.raw
+                 FROM messages m LEFT JOIN bodies b ON b.seq = m.seq
+                 WHERE m.seq > ?1 ORDER BY m.seq LIMIT ?2",
             )?;
-            let mut body = tx.prepare_cached("SELECT raw FROM bodies WHERE seq = ?1")?;
             let mut ins = tx.prepare_cached(
                 "INSERT INTO search_index (rowid, subject, addresses, body, headers) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            // A few rows at a time, so that a step cut short by the clock has not read rows
-            // it does not index.
-            'step: while done < limit {
-                let rows: Vec<(i64, String, String)> = next
-                    .query_map(params![last, (limit - done).min(32)], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })?
-                    .collect::<Result<_, _>>()?;
-                if rows.is_empty() {
+            let mut rows = next.query(params![after, limit])?;
+            while let Some(row) = rows.next()? {
+                let seq: i64 = row.get(0)?;
+                let subject = row.get_ref(1)?.as_str()?;
+                let addresses = row.get_ref(2)?.as_str()?;
+                let raw = row.get_ref(3)?.as_blob_or_null()?.unwrap_or_default();
+                let (text, headers) = if mode.indexes_body() {
+                    mime::index_text(raw)
+                } else {
+                    (Default::default(), mime::index_headers(raw))
+                };
+                ins.execute(params![seq, subject, addresses, &*text, headers])?;
+                last = seq;
+                if started.elapsed() >= INDEX_STEP_TIME {
                     break;
                 }
-                for (seq, subject, addresses) in &rows {
-                    let (text, headers) = body
-                        .query_row([seq], |r| {
-                            let raw = r.get_ref(0)?.as_blob()?;
-                            Ok(if mode.indexes_body() {
-                                mime::index_text(raw)
-                            } else {
-                                (String::new(), mime::index_headers(raw))
-                            })
-                        })
-                        .optional()?
-                        .unwrap_or_default();
-                    ins.execute(params![seq, subject, addresses, text, headers])?;
-                    last = *seq;
-                    done += 1;
-                    if started.elapsed() >= INDEX_STEP_TIME {
-                        break 'step;
-                    }
-                }
             }
+            drop(rows);
             tx.execute(
                 "INSERT INTO state (key, value) VALUES ('indexed_upto', ?1)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
