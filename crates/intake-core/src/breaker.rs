@@ -307,7 +307,8 @@ mod tests {
                     // The test's paused clock is the runtime's.
                     let _clock = runtime.enter();
                     start.wait();
-                    // The permit is kept: a dropped one would count as a failure.
+                    // The permit is kept: a dropped probe would free its place for
+                    // another call.
                     b.admit().ok().map(std::mem::forget).is_some()
                 })
             })
