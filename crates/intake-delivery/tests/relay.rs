@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use intake_core::testing::free_port;
+use intake_core::testing::{free_port, wait_port};
 use intake_delivery::relay::{RelayConfig, RelayTarget, RelayTls};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -59,11 +59,7 @@ fn sink(args: &[&str]) -> Sink {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let child = cmd.spawn().expect("smtp-sink starts");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "smtp-sink did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_port(port, Duration::from_secs(5), "smtp-sink");
     Sink { child, addr }
 }
 

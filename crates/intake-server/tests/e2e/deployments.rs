@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use intake_server::config::{Settings, Sources};
 use intake_server::server;
@@ -74,7 +74,8 @@ impl Drop for Sink {
 pub fn lmtp_sink(dir: &std::path::Path) -> Sink {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
     let bin = ["/usr/sbin/smtp-sink", "/usr/bin/smtp-sink"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
@@ -95,11 +96,7 @@ pub fn lmtp_sink(dir: &std::path::Path) -> Sink {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "smtp-sink did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    intake_core::testing::wait_port(port, Duration::from_secs(5), "smtp-sink");
     Sink(child, addr)
 }
 

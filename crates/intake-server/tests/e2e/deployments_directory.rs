@@ -4,8 +4,6 @@
 //! against a scratch PostgreSQL database with a customers table and a webhook receiver.
 //! Only addresses, certificates, store, downstream and DNS are moved to test ones.
 
-use std::time::{Duration, Instant};
-
 use intake_directory::testing::{Slapd, person_in as person, slappasswd};
 use intake_policy::testclamd::{Clamd, PATTERN, SIGNATURE};
 use intake_policy::testspamd::Spamd;
@@ -22,18 +20,6 @@ use crate::support::Client;
 
 fn text(t: &toml::Table, section: &str, key: &str) -> String {
     t[section][key].as_str().unwrap().to_string()
-}
-
-/// Waits (up to two minutes: it loads its rules first) until spamd accepts connections.
-fn wait_for(addr: std::net::SocketAddr, what: &str) {
-    let started = Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "{what} did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// What the LMTP server was handed so far.
@@ -102,7 +88,6 @@ async fn the_ldap_gateway_example_checks_everything_then_relays() {
     t.insert("dns".into(), dns_section.into());
 
     let s = Settings::from_table(&t, &Sources::default()).expect("the example loads");
-    wait_for(spamd.addr, "spamd");
     let running = server::start(&s).await.unwrap();
 
     let mut c = Client::greeted(running.smtp_addr).await;

@@ -326,14 +326,7 @@ impl Process {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn intake");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "intake did not listen within 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        intake_core::testing::wait_port(port, Duration::from_secs(10), "intake");
         Process {
             child,
             addr,
