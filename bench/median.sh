@@ -35,11 +35,17 @@ for ((i = 1; i <= BENCH_RUNS; i++)); do
     BENCH_OUT="$runs_dir/run-$i" "$REPO_ROOT/bench/core.sh" >/dev/null || failed+=" $i"
 done
 
+# Each run's report (core.sh writes one into its BENCH_OUT).
+reports=()
+for ((i = 1; i <= BENCH_RUNS; i++)); do
+    found=("$runs_dir/run-$i"/core-*.md)
+    [[ -e ${found[0]} ]] || die "run $i left no report in $runs_dir/run-$i"
+    reports+=("${found[0]}")
+done
+
 # Each report's table, by the names of its columns (a relay or checks server adds some), as
 # tab-separated lines: sessions, msgs/session, run, msg/s ratio, CPU ratio, whole CPU ratio.
 rows=$(for ((i = 1; i <= BENCH_RUNS; i++)); do
-    report=$(ls "$runs_dir/run-$i"/core-*.md 2>/dev/null | head -1)
-    [[ -n $report ]] || die "run $i left no report in $runs_dir/run-$i"
     awk -F'|' -v run="$i" '
         function trim(s) { gsub(/^ +| +$/, "", s); return s }
         /^\| sessions \|/ {
@@ -53,12 +59,12 @@ rows=$(for ((i = 1; i <= BENCH_RUNS; i++)); do
                 trim($col["Intake/sink whole CPU"])
             next
         }
-        table && !/^\|/ { table = 0 }' "$report"
+        table && !/^\|/ { table = 0 }' "${reports[i - 1]}"
 done)
 [[ -n $rows ]] || die "the reports in $runs_dir hold no table"
 
 median_table() {
-    printf '%s\n' "$rows" | sort -t$'\t' -k1,1n -k2,2n -k3,3n | awk -F'\t' -v runs="$BENCH_RUNS" '
+    printf '%s\n' "$rows" | sort -t$'\t' -k1,1n -k2,2n -k3,3n | awk -F'\t' '
         function median(list,    n, a, i, j, t) {
             n = split(list, a, " ")
             for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) {
@@ -93,7 +99,7 @@ out="$BENCH_OUT/median-$stamp.md"
     echo "### Core benchmark, $BENCH_RUNS runs, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
     # The first run's description of the machine, the binary and the load.
-    awk '/^\|/ { exit } /^- / { print }' "$(ls "$runs_dir/run-1"/core-*.md | head -1)"
+    awk '/^\|/ { exit } /^- / { print }' "${reports[0]}"
     echo
     median_table
     echo
